@@ -1,0 +1,3 @@
+from fnlb.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""Settings for `fnlb serve`: one dataclass, from which flags and environment variables derive.
+
+Every default is written once, here. The command line accepts each field as a flag in the
+original fnlb's spelling (Go's `flag` package: `-listen` and `--listen`, `-listen=x` and
+`-listen x` all work), and each field can also come from an environment variable
+`FNLB_<FIELD>` (e.g. `FNLB_HC_INTERVAL=5`); `LOG_LEVEL` sets the log level as in the original.
+Precedence: flag, then environment, then default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fnlb.errors import ConfigError
+
+_HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+
+
+def _opt(default: Any, help: str, *, metavar: str | None = None, env: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "metavar": metavar, "env": env})
+
+
+def _list_opt(help: str, *, metavar: str | None = None) -> Any:
+    return field(default_factory=tuple, metadata={"help": help, "metavar": metavar, "list": True})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What one fnlb process is told at start. Units are in each field's help."""
+
+    listen: str = _opt(":8081", "address for calls, [host]:port (empty host: all interfaces)")
+    mgmt_listen: str = _opt(
+        ":8081",
+        "address of the management API /1/lb/...; when it differs from -listen the traffic "
+        "port serves only calls and this one only the API",
+    )
+    nodes: str = _opt("", "comma-separated Fn nodes host:port to start with")
+    db: str = _opt(
+        "sqlite3://:memory:",
+        "node store: the original's SQL URLs keep the list in memory (peers share it by gossip);"
+        " 'k8s' watches Kubernetes pods",
+    )
+    min_api_version: str = _opt(
+        "0.0.235", "nodes whose /version is lower (semver) are unhealthy", metavar="VERSION"
+    )
+    hc_interval: float = _opt(3.0, "seconds between active health checks of each node")
+    hc_path: str = _opt("/version", "path of the health check (answers JSON {version})")
+    hc_unhealthy: int = _opt(2, "consecutive failed checks before a node goes offline")
+    hc_healthy: int = _opt(1, "consecutive good checks before a node comes back online")
+    hc_timeout: float = _opt(5.0, "seconds before a health check counts as failed")
+    shutdown_timeout: float = _opt(
+        0.0, "seconds to let in-flight calls finish after SIGTERM/SIGINT before exiting"
+    )
+    zipkin: str = _opt("", "Zipkin collector URL for traces (not built yet)", metavar="URL")
+    namespace: str = _opt("", "Kubernetes namespace to watch (default: fnlb's own)")
+    label_selector: str = _opt("", "Kubernetes label selector of Fn pods", metavar="SELECTOR")
+    target_port: int = _opt(8080, "port of the Fn server in each Kubernetes pod")
+    connect_timeout: float = _opt(
+        2.0, "seconds to open a connection to an Fn node before trying the next one"
+    )
+    log_level: str = _opt("info", "debug, info, warning or error", env="LOG_LEVEL")
+
+
+_CHOICES: Mapping[str, tuple[str, ...]] = {"log_level": ("debug", "info", "warning", "error")}
+
+
+def flag_name(field_name: str) -> str:
+    """The original fnlb's spelling of a field: `hc_interval` -> `hc-interval`."""
+    return field_name.replace("_", "-")
+
+
+def env_name(f: dataclasses.Field[Any]) -> str:
+    return str(f.metadata.get("env") or f"FNLB_{f.name.upper()}")
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per Settings field, accepted with one dash or two, defaults shown."""
+    for f in dataclasses.fields(Settings):
+        name = flag_name(f.name)
+        default = f.default if f.default is not dataclasses.MISSING else ()
+        help_text = f"{f.metadata['help']} (default: {default!r}; env {env_name(f)})"
+        kwargs: dict[str, Any] = {
+            "dest": f.name,
+            "default": argparse.SUPPRESS,
+            "help": help_text,
+            "metavar": f.metadata.get("metavar") or f.name.split("_")[-1].upper(),
+        }
+        if f.metadata.get("list"):
+            kwargs["action"] = "append"
+        parser.add_argument(f"-{name}", f"--{name}", **kwargs)
+
+
+def _convert(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "int":
+            value: Any = int(raw)
+        elif kind == "float":
+            value = float(raw)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError
+        elif kind == "bool":
+            value = _parse_bool(raw)
+        elif f.metadata.get("list"):
+            value = tuple(raw) if not isinstance(raw, str) else tuple(_split_list(raw))
+        else:
+            value = str(raw)
+    except ValueError:
+        raise ConfigError(f"{source}: {raw!r} is not a valid {kind}") from None
+    choices = _CHOICES.get(f.name)
+    if choices is not None:
+        value = str(value).lower()
+        if value not in choices:
+            raise ConfigError(f"{source}: {raw!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(raw)
+
+
+def _split_list(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def settings_from(
+    parsed: Mapping[str, Any] | argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build Settings from parsed flags and the environment (flags win), then validate them."""
+    values = vars(parsed) if isinstance(parsed, argparse.Namespace) else dict(parsed)
+    env = os.environ if environ is None else environ
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        if f.name in values:
+            kwargs[f.name] = _convert(f, values[f.name], f"-{flag_name(f.name)}")
+        elif env_name(f) in env:
+            kwargs[f.name] = _convert(f, env[env_name(f)], env_name(f))
+    settings = Settings(**kwargs)
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    """Reject settings that cannot work, with a message naming the flag."""
+    for name in ("listen", "mgmt_listen"):
+        try:
+            parse_listen(getattr(s, name))
+        except ValueError as e:
+            raise ConfigError(f"-{flag_name(name)}: {e}") from None
+    for node in node_list(s.nodes):
+        try:
+            parse_node_address(node)
+        except ValueError as e:
+            raise ConfigError(f"-nodes: {e}") from None
+    try:
+        parse_semver(s.min_api_version)
+    except ValueError as e:
+        raise ConfigError(f"-min-api-version: {e}") from None
+    for name in ("hc_interval", "hc_timeout"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"-{flag_name(name)}: must be greater than 0")
+    for name in ("hc_unhealthy", "hc_healthy"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"-{flag_name(name)}: must be at least 1")
+    if s.shutdown_timeout < 0:
+        raise ConfigError("-shutdown-timeout: must not be negative")
+    if s.connect_timeout <= 0:
+        raise ConfigError("-connect-timeout: must be greater than 0")
+    if not s.hc_path.startswith("/"):
+        raise ConfigError("-hc-path: must start with '/'")
+    if not 1 <= s.target_port <= 65535:
+        raise ConfigError("-target-port: must be 1-65535")
+
+
+def node_list(nodes: str) -> list[str]:
+    return _split_list(nodes)
+
+
+def parse_listen(addr: str) -> tuple[str, int]:
+    """`[host]:port` -> (host, port); an empty host means every interface, as in Go."""
+    host, sep, port_text = addr.rpartition(":")
+    if not sep:
+        raise ValueError(f"{addr!r} is not [host]:port")
+    host = host.strip("[]")
+    port = _parse_port(port_text, addr, allow_zero=True)
+    if host and not _valid_host(host):
+        raise ValueError(f"{addr!r}: {host!r} is not a valid hostname or IP address")
+    return host, port
+
+
+def parse_node_address(addr: str) -> tuple[str, int]:
+    """Validate an Fn node address `host:port` (IPv6 as `[::1]:8080`); return (host, port)."""
+    if not isinstance(addr, str) or not addr:
+        raise ValueError("node address is empty")
+    if len(addr) > 261:
+        raise ValueError(f"node address {addr[:40]!r}... is too long")
+    host, sep, port_text = addr.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"node {addr!r} is not host:port")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"node {addr!r}: unbalanced brackets")
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"node {addr!r}: {host!r} is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError(f"node {addr!r}: write IPv6 addresses as [addr]:port")
+    elif not _valid_host(host):
+        raise ValueError(f"node {addr!r}: {host!r} is not a valid hostname or IP address")
+    return host, _parse_port(port_text, addr, allow_zero=False)
+
+
+def _parse_port(text: str, addr: str, *, allow_zero: bool) -> int:
+    if not text.isdigit() or len(text) > 5:
+        raise ValueError(f"{addr!r}: port {text!r} is not a number 1-65535")
+    port = int(text)
+    if not (0 if allow_zero else 1) <= port <= 65535:
+        raise ValueError(f"{addr!r}: port {port} is not in 1-65535")
+    return port
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    if len(host) > 253 or host.replace(".", "").isdigit():
+        return False
+    labels = host.rstrip(".").split(".")
+    return all(_HOSTNAME_LABEL.match(label) for label in labels)
+
+
+def parse_semver(text: str) -> tuple[int, int, int]:
+    """`0.3.579` (optionally `v`-prefixed, pre-release suffix ignored) -> (0, 3, 579)."""
+    core = text.strip().lstrip("v").split("-", 1)[0].split("+", 1)[0]
+    parts = core.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"{text!r} is not a semantic version like 0.3.579")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def as_dict(s: Settings) -> dict[str, Any]:
+    return dataclasses.asdict(s)
+
+
+def settings_names() -> Sequence[str]:
+    return [f.name for f in dataclasses.fields(Settings)]

@@ -1,0 +1,1 @@
+"""fnlb.routing"""
