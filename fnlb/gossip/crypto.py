@@ -1,0 +1,366 @@
+"""Seal and open gossip packets: AES-GCM with a keyring, a cluster label and a replay window.
+
+Rule 1: no asyncio, socket, time or global random here. Rule 2: every input carries `now`
+(Unix wall-clock seconds, the same clock on every peer up to the allowed skew); every output
+is returned. Rule 3: any bytes a peer sends either open or raise `RemoteProtocolError` with a
+short stable `reason` the runtime counts; nothing else escapes `GossipCipher.open`.
+
+Theory of operation
+-------------------
+Every UDP datagram and every TCP push/pull message is one *envelope*::
+
+    AES-GCM (version 0x02), 41 bytes of overhead:
+      version   1 B   0x02
+      label tag 4 B   first 4 bytes of SHA-256(cluster label): a cheap, early "wrong cluster"
+      sent at   8 B   sender's wall clock, milliseconds since the Unix epoch, big-endian
+      nonce    12 B   random per envelope (os.urandom unless a source is injected)
+      ciphertext      as long as the plaintext
+      tag      16 B   GCM authentication tag
+    associated data = the first 13 header bytes (version, label tag, sent at) + the full
+    UTF-8 cluster label, so changing any header byte, or opening under another cluster
+    name, fails authentication even when the 4-byte label tag happens to collide.
+
+    plaintext (version 0x01, only with --gossip-insecure), 5 bytes of overhead:
+      version   1 B   0x01
+      label tag 4 B   as above: two insecure clusters with different names still never merge
+      payload
+
+The keyring holds every key the cluster may be using: the primary seals, all keys are tried
+to open (primary first), which is what lets operators rotate keys without downtime: install
+the new key everywhere, make it primary everywhere, remove the old one everywhere.
+
+Replay window: after a packet authenticates, its `sent at` must lie within `window` seconds
+of our `now` (else "stale" or "future"), and its nonce must not be among those accepted
+earlier (else "replayed"). Remembered nonces are forgotten once their `sent at` falls out of
+the window, since the window check alone then rejects the packet. Memory is bounded by
+`max_remembered`: when full, the oldest entry is forgotten and every packet sent at or before
+it is from then on refused as "stale" (a *floor* that only rises), so a bounded memory never
+lets a replay through - at worst, under overload, it narrows the window. The floor also covers
+a receiver whose clock steps backwards. The clock-skew assumption: peers' wall clocks agree
+within `window` seconds (NTP gives milliseconds; the default 30 s tolerates a lot).
+Plaintext mode has no replay protection: without a key anyone can forge a packet anyway.
+
+Randomness: GCM needs each (key, nonce) pair to be unique, never predictable-by-seed, and
+two peers sharing a key must never draw the same nonces - which a seeded `random.Random`
+per peer could do. So nonces come from `os.urandom` (the kernel CSPRNG, not the global
+`random` state); tests and simulations may inject their own `nonce_source`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import os
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from fnlb.errors import LocalProtocolError, RemoteProtocolError
+
+VERSION_PLAINTEXT = 0x01
+VERSION_AESGCM = 0x02
+
+KEY_SIZES = (16, 24, 32)
+LABEL_TAG_SIZE = 4
+TIMESTAMP_SIZE = 8
+NONCE_SIZE = 12
+TAG_SIZE = 16
+_HEADER = struct.Struct(">B4sQ")  # version, label tag, sent-at milliseconds
+HEADER_SIZE = _HEADER.size  # 13
+PLAINTEXT_OVERHEAD = 1 + LABEL_TAG_SIZE  # 5
+AESGCM_OVERHEAD = HEADER_SIZE + NONCE_SIZE + TAG_SIZE  # 41
+#: the largest cluster label, in UTF-8 bytes
+MAX_LABEL_BYTES = 255
+#: a TCP push/pull state is at most 20 MiB; leave room for framing and the envelope.
+DEFAULT_MAX_ENVELOPE = 20 * 1024 * 1024 + 4096
+KEY_ID_HEX_CHARS = 12
+
+#: the reasons `open` gives, each a counter the runtime keeps.
+DROP_REASONS = (
+    "too_short",
+    "too_large",
+    "bad_version",
+    "encryption_mismatch",
+    "label_mismatch",
+    "auth_failed",
+    "stale",
+    "future",
+    "replayed",
+)
+
+NonceSource = Callable[[int], bytes]
+
+
+def key_id(key: bytes) -> str:
+    """A short fingerprint of a key, safe to show and log: 12 hex digits of a SHA-256.
+
+    The hash is domain-separated so it cannot be mistaken for any other digest of the key;
+    48 bits tell an operator's handful of keys apart and reveal nothing usable about them.
+    """
+    return hashlib.sha256(b"fnlb gossip key id\x00" + key).hexdigest()[:KEY_ID_HEX_CHARS]
+
+
+def label_tag(label: str) -> bytes:
+    """The 4 bytes on the wire that name a cluster (a hint; the full label is authenticated)."""
+    return hashlib.sha256(label.encode()).digest()[:LABEL_TAG_SIZE]
+
+
+def check_key(key: bytes) -> bytes:
+    """Return `key` if it is an AES key (16, 24 or 32 bytes); raise LocalProtocolError if not."""
+    if not isinstance(key, bytes | bytearray) or len(key) not in KEY_SIZES:
+        size = len(key) if isinstance(key, bytes | bytearray) else type(key).__name__
+        raise LocalProtocolError(f"an AES key is 16, 24 or 32 bytes, not {size}")
+    return bytes(key)
+
+
+class Keyring:
+    """The keys a peer accepts: all of them open packets, the primary (first) seals them.
+
+    Mutations are for online rotation; the order of `keys()` is primary first, then the
+    others in the order they were installed, which is also the order they are tried in.
+    """
+
+    def __init__(self, keys: Iterable[bytes]) -> None:
+        self._keys: list[bytes] = []
+        self._aead: dict[bytes, AESGCM] = {}
+        self._ids: dict[bytes, str] = {}
+        for key in keys:
+            self.install(key)
+        if not self._keys:
+            raise LocalProtocolError("a keyring needs at least one key")
+
+    @property
+    def primary(self) -> bytes:
+        """The key new packets are sealed with."""
+        return self._keys[0]
+
+    def keys(self) -> list[bytes]:
+        """Every installed key, primary first."""
+        return list(self._keys)
+
+    def key_ids(self) -> list[str]:
+        """The fingerprints of `keys()`, in the same order."""
+        return [self._ids[k] for k in self._keys]
+
+    def id_of(self, key: bytes) -> str:
+        """The fingerprint of an installed key (cached: it is counted on every packet)."""
+        return self._ids[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._aead
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The keys in the order packets are tried: primary first."""
+        return iter(list(self._keys))
+
+    def install(self, key: bytes) -> bool:
+        """Accept packets under `key` (it becomes primary only if the ring was empty).
+
+        Returns False when the key was already installed: installing twice is harmless, so
+        a rotation command can be retried.
+        """
+        key = check_key(key)
+        if key in self._aead:
+            return False
+        self._keys.append(key)
+        self._aead[key] = AESGCM(key)
+        self._ids[key] = key_id(key)
+        return True
+
+    def use(self, key: bytes) -> None:
+        """Seal new packets with `key`, which must be installed already."""
+        key = check_key(key)
+        if key not in self._aead:
+            raise LocalProtocolError(f"key {key_id(key)} is not installed; install it first")
+        self._keys.remove(key)
+        self._keys.insert(0, key)
+
+    def remove(self, key: bytes) -> bool:
+        """Stop accepting `key`; the primary cannot be removed. False if it was not installed."""
+        key = check_key(key)
+        if key not in self._aead:
+            return False
+        if key == self._keys[0]:
+            raise LocalProtocolError(
+                f"key {key_id(key)} is the primary; make another key primary before removing it"
+            )
+        self._keys.remove(key)
+        del self._aead[key]
+        del self._ids[key]
+        return True
+
+    def aead(self, key: bytes) -> AESGCM:
+        return self._aead[key]
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A packet that passed every check: its payload, who sealed it when, and under which key."""
+
+    payload: bytes
+    sent_at: float | None
+    key_id: str | None
+
+
+class ReplayWindow:
+    """Remembers the nonces of accepted packets for as long as their timestamps stay fresh.
+
+    Time is in integer milliseconds here so comparisons are exact. See the module docstring
+    for why forgetting raises a floor instead of opening a hole.
+    """
+
+    def __init__(self, window_ms: int, max_remembered: int) -> None:
+        if window_ms <= 0 or max_remembered <= 0:
+            raise LocalProtocolError("window and max_remembered must be positive")
+        self.window_ms = window_ms
+        self.max_remembered = max_remembered
+        self._seen: set[bytes] = set()
+        self._by_age: list[tuple[int, bytes]] = []
+        self.floor_ms = -1
+        #: entries forgotten early because memory was full (a metric: raise max_remembered)
+        self.evicted_when_full = 0
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def _forget_oldest(self) -> None:
+        sent_ms, nonce = heapq.heappop(self._by_age)
+        self._seen.discard(nonce)
+        self.floor_ms = max(self.floor_ms, sent_ms)
+
+    def check_and_remember(self, nonce: bytes, sent_ms: int, now_ms: int) -> None:
+        """Accept a fresh, unseen packet (remembering it) or raise RemoteProtocolError."""
+        oldest_fresh = now_ms - self.window_ms
+        while self._by_age and self._by_age[0][0] < oldest_fresh:
+            self._forget_oldest()
+        if sent_ms < oldest_fresh or sent_ms <= self.floor_ms:
+            raise RemoteProtocolError("stale", f"sent {now_ms - sent_ms} ms ago")
+        if sent_ms > now_ms + self.window_ms:
+            raise RemoteProtocolError("future", f"sent {sent_ms - now_ms} ms ahead of our clock")
+        if nonce in self._seen:
+            raise RemoteProtocolError("replayed")
+        while len(self._seen) >= self.max_remembered:
+            self.evicted_when_full += 1
+            self._forget_oldest()
+            if sent_ms <= self.floor_ms:
+                raise RemoteProtocolError("stale", "older than the replay memory holds")
+        self._seen.add(nonce)
+        heapq.heappush(self._by_age, (sent_ms, nonce))
+
+
+class GossipCipher:
+    """Seals outgoing and opens incoming gossip envelopes for one peer.
+
+    `keyring=None` is plaintext mode (--gossip-insecure): packets still carry and check the
+    version byte and the cluster label, but are neither encrypted nor replay-checked.
+    `overhead` is what the envelope adds: the codec's payload budget for a 1400-byte
+    datagram is `1400 - cipher.overhead`.
+    """
+
+    def __init__(
+        self,
+        keyring: Keyring | None,
+        label: str,
+        *,
+        window: float = 30.0,
+        max_remembered: int = 65536,
+        max_envelope: int = DEFAULT_MAX_ENVELOPE,
+        nonce_source: NonceSource = os.urandom,
+    ) -> None:
+        encoded = label.encode()
+        if len(encoded) > MAX_LABEL_BYTES:
+            raise LocalProtocolError(f"a cluster label is at most {MAX_LABEL_BYTES} UTF-8 bytes")
+        self.keyring = keyring
+        self.label = label
+        self._label_bytes = encoded
+        self._label_tag = label_tag(label)
+        self._nonce_source = nonce_source
+        self.max_envelope = max_envelope
+        self.replay = ReplayWindow(round(window * 1000), max_remembered)
+        #: key id -> packets opened with it: once an old key's count stops rising on every
+        #: peer, nobody seals with it any more and it is safe to remove.
+        self.opened_by_key: dict[str, int] = {}
+
+    @property
+    def encrypted(self) -> bool:
+        return self.keyring is not None
+
+    @property
+    def overhead(self) -> int:
+        """Bytes the envelope adds to a payload (41 with a key, 5 in plaintext mode)."""
+        return AESGCM_OVERHEAD if self.keyring is not None else PLAINTEXT_OVERHEAD
+
+    def payload_budget(self, wire_limit: int = 1400) -> int:
+        """The largest payload whose envelope fits in `wire_limit` bytes."""
+        return wire_limit - self.overhead
+
+    def seal(self, payload: bytes, now: float) -> bytes:
+        """Wrap `payload` in an envelope, encrypting it under the primary key if there is one."""
+        if len(payload) + self.overhead > self.max_envelope:
+            raise LocalProtocolError(
+                f"payload of {len(payload)} bytes exceeds the {self.max_envelope}-byte envelope"
+            )
+        if self.keyring is None:
+            return bytes((VERSION_PLAINTEXT,)) + self._label_tag + payload
+        sent_ms = round(now * 1000)
+        if not 0 <= sent_ms < 1 << 64:
+            raise LocalProtocolError(f"now={now!r} is not a Unix time")
+        header = _HEADER.pack(VERSION_AESGCM, self._label_tag, sent_ms)
+        nonce = self._nonce_source(NONCE_SIZE)
+        if len(nonce) != NONCE_SIZE:
+            raise LocalProtocolError("the nonce source must return exactly 12 bytes")
+        sealed = self.keyring.aead(self.keyring.primary).encrypt(
+            nonce, payload, header + self._label_bytes
+        )
+        return header + nonce + sealed
+
+    def open(self, packet: bytes, now: float) -> bytes:
+        """The payload of an envelope a peer sent, or RemoteProtocolError(reason)."""
+        return self.open_detailed(packet, now).payload
+
+    def open_detailed(self, packet: bytes, now: float) -> Opened:
+        """As `open`, also saying when the packet was sealed and under which key."""
+        size = len(packet)
+        if size < 1:
+            raise RemoteProtocolError("too_short", "empty packet")
+        if size > self.max_envelope:
+            raise RemoteProtocolError("too_large", f"{size} bytes")
+        version = packet[0]
+        if version not in (VERSION_PLAINTEXT, VERSION_AESGCM):
+            raise RemoteProtocolError("bad_version", f"version byte {version:#04x}")
+        if (version == VERSION_AESGCM) != (self.keyring is not None):
+            mine = "encrypted" if self.keyring is not None else "plaintext (--gossip-insecure)"
+            raise RemoteProtocolError("encryption_mismatch", f"we gossip {mine}")
+        if size < self.overhead:
+            raise RemoteProtocolError("too_short", f"{size} bytes")
+        if packet[1 : 1 + LABEL_TAG_SIZE] != self._label_tag:
+            raise RemoteProtocolError("label_mismatch", "another cluster name")
+        if self.keyring is None:
+            return Opened(bytes(packet[PLAINTEXT_OVERHEAD:]), None, None)
+        return self._open_sealed(bytes(packet), now)
+
+    def _open_sealed(self, packet: bytes, now: float) -> Opened:
+        assert self.keyring is not None
+        header = packet[:HEADER_SIZE]
+        nonce = packet[HEADER_SIZE : HEADER_SIZE + NONCE_SIZE]
+        sealed = packet[HEADER_SIZE + NONCE_SIZE :]
+        aad = header + self._label_bytes
+        for key in self.keyring:
+            try:
+                payload = self.keyring.aead(key).decrypt(nonce, sealed, aad)
+            except InvalidTag:
+                continue
+            break
+        else:
+            raise RemoteProtocolError("auth_failed", "no installed key opens it")
+        _, _, sent_ms = _HEADER.unpack(header)
+        self.replay.check_and_remember(nonce, sent_ms, round(now * 1000))
+        kid = self.keyring.id_of(key)
+        self.opened_by_key[kid] = self.opened_by_key.get(kid, 0) + 1
+        return Opened(payload, sent_ms / 1000, kid)
