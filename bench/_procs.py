@@ -1,0 +1,137 @@
+"""Start, wait for and stop the benchmark's own server processes, by PID only.
+
+Every process a benchmark starts goes through `ProcessGroup`, which stops exactly those PIDs
+(SIGTERM, then SIGKILL after a grace period) when the `with` block ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the kernel's pick), for a server to bind."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def pinned(command: Sequence[str], cpus: Sequence[int] | None) -> list[str]:
+    """`command` run on the given CPUs (via taskset, which execs: the PID stays the same)."""
+    if not cpus or shutil.which("taskset") is None:
+        return list(command)
+    return ["taskset", "-c", ",".join(str(c) for c in cpus), *command]
+
+
+@dataclass
+class Started:
+    """One process we started: its name in messages, its Popen and its log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class StartError(RuntimeError):
+    """A server did not come up; the message carries the tail of its log."""
+
+
+@dataclass
+class ProcessGroup:
+    """The processes one benchmark run owns; all of them are stopped on exit."""
+
+    log_dir: Path
+    started: list[Started] = field(default_factory=list)
+
+    def start(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Started:
+        log = self.log_dir / f"{name}.log"
+        with log.open("wb") as out:
+            popen = subprocess.Popen(
+                list(command),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+        proc = Started(name, popen, log)
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self, grace: float = 5.0) -> None:
+        for proc in reversed(self.started):
+            _stop(proc.popen, grace)
+        self.started.clear()
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop_all()
+
+
+def _stop(popen: subprocess.Popen[bytes], grace: float) -> None:
+    if popen.poll() is not None:
+        return
+    try:
+        os.kill(popen.pid, signal.SIGTERM)
+        popen.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.kill(popen.pid, signal.SIGKILL)
+        popen.wait(timeout=grace)
+    except ProcessLookupError:
+        pass
+
+
+def wait_http_ok(proc: Started, url: str, timeout: float) -> None:
+    """Poll `url` until it answers 200, or raise StartError with the process's log."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise StartError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                if resp.status == 200:
+                    return
+                last = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as e:
+            last = f"HTTP {e.code}"
+        except (OSError, urllib.error.URLError) as e:
+            last = str(e)
+        time.sleep(0.1)
+    raise StartError(
+        f"{proc.name}: {url} not ready after {timeout:.0f}s ({last}):\n{proc.log_tail()}"
+    )

@@ -1,0 +1,434 @@
+"""fnlb's proxy overhead against HAProxy and a plain aiohttp pass-through, in one run.
+
+Starts on loopback: emulated Fn nodes (nginx, or aiohttp when nginx is missing), HAProxy
+(`balance uri`, `hash-type consistent`, nbthread 1), the simplest aiohttp pass-through
+proxy (bench/aiohttp_passthrough.py) and `fnlb serve`, all pointed at the same nodes. wrk
+loads each in turn with POSTs spread over many function keys: one warm-up run each, then
+`--repeats` rounds interleaved (A B C D A B C D ...) so drift in the machine's load hits all
+alike. Prints the median requests/s and p50/p99 latency of each, and each row's ratio to
+the pass-through and to HAProxy computed from the same run. The target (fnlb issue 2):
+fnlb >= 0.9x the pass-through.
+
+On a machine with 2+ CPUs the proxies are pinned to the first CPU and wrk plus the nodes to
+the others (taskset), so a proxy never competes with its own load generator; `--no-pin`
+turns that off. Everything binds 127.0.0.1; every process is stopped by its PID at the end.
+
+Rerun (from the repository root):
+
+    python -m bench.proxy                      # 10 s x 3 rounds, 32 connections
+    python bench/proxy.py --quick              # 1 s x 1 round: does everything start?
+    python -m bench.proxy --duration 20 --repeats 5 --connections 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make `bench` importable from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._configs import haproxy_cfg, nginx_conf
+from bench._procs import (
+    ProcessGroup,
+    Started,
+    StartError,
+    free_port,
+    pinned,
+    wait_http_ok,
+)
+from bench._wrk import WrkResult, lua_script, run_wrk
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+HOST = "127.0.0.1"
+APP = "benchapp"
+TARGET_RATIO = 0.9
+
+BACKEND = "backend alone"
+HAPROXY = "haproxy"
+HAPROXY_MT = "haproxy (default nbthread)"
+PASSTHROUGH = "aiohttp pass-through"
+FNLB = "fnlb"
+
+
+@dataclass
+class Target:
+    """One configuration under load: its row name, the URL wrk loads, what it spreads to."""
+
+    name: str
+    url: str
+    nodes_seen: int | None = None
+    results: list[WrkResult] = field(default_factory=list)
+
+    def median_rps(self) -> float:
+        return statistics.median(r.rps for r in self.results)
+
+    def median_p50(self) -> float:
+        return statistics.median(r.p50_ms for r in self.results)
+
+    def median_p99(self) -> float:
+        return statistics.median(r.p99_ms for r in self.results)
+
+    def errors(self) -> int:
+        return sum(r.errors for r in self.results)
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    """Which CPUs the proxies get and which wrk and the nodes get (None: not pinned)."""
+
+    proxy: list[int] | None
+    load: list[int] | None
+
+    def describe(self) -> str:
+        if self.proxy is None:
+            return "not pinned"
+        return f"proxy on CPU {_cpus(self.proxy)}; wrk and nodes on CPU {_cpus(self.load)}"
+
+
+def _cpus(cpus: Sequence[int] | None) -> str:
+    return ",".join(str(c) for c in cpus or [])
+
+
+def cpu_plan(pin: bool) -> CpuPlan:
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2 or shutil.which("taskset") is None:
+        return CpuPlan(None, None)
+    return CpuPlan([cpus[0]], cpus[1:])
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.proxy",
+        description="fnlb's proxy overhead against HAProxy and an aiohttp pass-through.",
+    )
+    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up each (default 3)")
+    p.add_argument("--keys", type=int, default=200, help="distinct function paths (default 200)")
+    p.add_argument("--nodes", type=int, default=3, help="emulated Fn nodes (default 3)")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "nginx", "aiohttp"),
+        default="auto",
+        help="what plays the Fn nodes; auto: nginx if installed (default auto)",
+    )
+    p.add_argument(
+        "--haproxy-mt",
+        action="store_true",
+        help="also run HAProxy with its default nbthread (implies --no-pin for fairness)",
+    )
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument(
+        "--fnlb-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for 'fnlb serve' (repeatable), e.g. --fnlb-arg=-hc-interval=1",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help=f"exit 1 if fnlb is below {TARGET_RATIO}x the pass-through",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="1 s runs, 1 round, 1 s warm-up: a smoke run"
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.repeats, args.warmup = 1, 1, 1
+    for name in ("duration", "connections", "threads", "repeats", "keys", "nodes"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    if args.warmup < 0:
+        p.error("--warmup must not be negative")
+    return args
+
+
+def rerun_command(args: argparse.Namespace) -> str:
+    """The exact command that repeats this run's configuration."""
+    parts = [
+        "python",
+        "-m",
+        "bench.proxy",
+        f"--duration={args.duration}",
+        f"--connections={args.connections}",
+        f"--threads={args.threads}",
+        f"--repeats={args.repeats}",
+        f"--warmup={args.warmup}",
+        f"--keys={args.keys}",
+        f"--nodes={args.nodes}",
+        f"--backend={args.backend}",
+    ]
+    parts += ["--haproxy-mt"] if args.haproxy_mt else []
+    parts += ["--no-pin"] if args.no_pin else []
+    parts += [f"--fnlb-arg={a}" for a in args.fnlb_arg]
+    return shlex.join(parts)
+
+
+def start_backend(
+    kind: str, group: ProcessGroup, ports: list[int], tmp: Path, cpus: list[int] | None
+) -> Started:
+    if kind == "nginx":
+        conf = tmp / "nginx.conf"
+        conf.write_text(nginx_conf(ports, tmp))
+        (tmp / "nginx-body").mkdir()
+        cmd = ["nginx", "-e", str(tmp / "nginx-error.log"), "-p", str(tmp), "-c", str(conf)]
+    else:
+        cmd = [sys.executable, str(BENCH_DIR / "fn_backend.py"), *map(str, ports)]
+    proc = group.start(f"backend-{kind}", pinned(cmd, cpus))
+    for port in ports:
+        wait_http_ok(proc, f"http://{HOST}:{port}/version", timeout=15)
+    return proc
+
+
+def start_haproxy(
+    group: ProcessGroup,
+    name: str,
+    node_ports: list[int],
+    tmp: Path,
+    cpus: list[int] | None,
+    threads: int | None,
+) -> Target:
+    port = free_port()
+    cfg = tmp / f"{name.replace(' ', '_')}.cfg"
+    cfg.write_text(haproxy_cfg(port, node_ports, threads=threads))
+    check = subprocess.run(
+        ["haproxy", "-c", "-q", "-f", str(cfg)], capture_output=True, text=True, check=False
+    )
+    if check.returncode != 0:
+        raise StartError(f"haproxy rejects {cfg}: {check.stdout}{check.stderr}")
+    proc = group.start(name, pinned(["haproxy", "-db", "-f", str(cfg)], cpus))
+    return _ready(proc, name, port)
+
+
+def start_passthrough(group: ProcessGroup, node_ports: list[int], cpus: list[int] | None) -> Target:
+    port = free_port()
+    upstreams = [f"http://{HOST}:{p}" for p in node_ports]
+    cmd = [sys.executable, str(BENCH_DIR / "aiohttp_passthrough.py"), str(port), *upstreams]
+    proc = group.start("passthrough", pinned(cmd, cpus))
+    return _ready(proc, PASSTHROUGH, port)
+
+
+def start_fnlb(
+    group: ProcessGroup, node_ports: list[int], cpus: list[int] | None, extra: list[str]
+) -> Target:
+    port, mgmt = free_port(), free_port()
+    nodes = ",".join(f"{HOST}:{p}" for p in node_ports)
+    cmd = [
+        sys.executable,
+        "-m",
+        "fnlb",
+        "serve",
+        "-listen",
+        f"{HOST}:{port}",
+        "-mgmt-listen",
+        f"{HOST}:{mgmt}",
+        "-nodes",
+        nodes,
+        "-log-level",
+        "warning",
+        *extra,
+    ]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    proc = group.start("fnlb", pinned(cmd, cpus), cwd=REPO_ROOT, env=env)
+    return _ready(proc, FNLB, port, timeout=40)
+
+
+def _ready(proc: Started, name: str, port: int, timeout: float = 20) -> Target:
+    url = f"http://{HOST}:{port}"
+    wait_http_ok(proc, f"{url}/r/{APP}/fn1", timeout=timeout)
+    return Target(name, url)
+
+
+def nodes_reached(url: str, keys: int) -> int | None:
+    """How many distinct nodes answer calls to `keys` paths (None: proxy hides the header)."""
+    seen: set[str] = set()
+    for i in range(1, keys + 1):
+        req = urllib.request.Request(f"{url}/r/{APP}/fn{i}", data=b"{}", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            node = resp.headers.get("X-Bench-Node")
+            if node is not None:
+                seen.add(node)
+    return len(seen) or None
+
+
+def machine_summary() -> list[str]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return [
+        f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), {model}",
+        f"python {platform.python_version()}, {_tool_version(['haproxy', '-v'])}, "
+        f"{_tool_version(['nginx', '-v'])}, {_tool_version(['wrk', '-v'])}",
+    ]
+
+
+def _tool_version(cmd: list[str]) -> str:
+    if shutil.which(cmd[0]) is None:
+        return f"{cmd[0]} missing"
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=10)
+    out = (done.stdout + done.stderr).strip().splitlines()
+    return out[0] if out else cmd[0]
+
+
+def render_table(targets: list[Target]) -> str:
+    """A Markdown table of medians, each row's ratio to the pass-through and to HAProxy."""
+    by_name = {t.name: t for t in targets}
+
+    def ratio(t: Target, base: str) -> str:
+        ref = by_name.get(base)
+        if ref is None or not ref.results or ref.median_rps() == 0:
+            return "-"
+        return f"{t.median_rps() / ref.median_rps():.2f}"
+
+    lines = [
+        "| config | req/s (median) | p50 ms | p99 ms | errors | nodes hit "
+        "| x pass-through | x haproxy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in targets:
+        if not t.results:
+            continue
+        nodes = "-" if t.nodes_seen is None else str(t.nodes_seen)
+        lines.append(
+            f"| {t.name} | {t.median_rps():,.0f} | {t.median_p50():.2f} | {t.median_p99():.2f} "
+            f"| {t.errors()} | {nodes} | {ratio(t, PASSTHROUGH)} | {ratio(t, HAPROXY)} |"
+        )
+    return "\n".join(lines)
+
+
+def fnlb_ratio(targets: list[Target]) -> float | None:
+    by_name = {t.name: t for t in targets if t.results}
+    if FNLB not in by_name or PASSTHROUGH not in by_name:
+        return None
+    return by_name[FNLB].median_rps() / by_name[PASSTHROUGH].median_rps()
+
+
+def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
+    if shutil.which("wrk") is None:
+        say("wrk is not installed (Debian: apt-get install wrk)")
+        return 2
+    backend = args.backend
+    if backend == "auto":
+        backend = "nginx" if shutil.which("nginx") else "aiohttp"
+    plan = cpu_plan(pin=not args.no_pin and not args.haproxy_mt)
+    for line in machine_summary():
+        say(line)
+    say(f"backend: {backend}, {args.nodes} nodes; {plan.describe()}")
+    say(
+        f"load: wrk -t{args.threads} -c{args.connections} -d{args.duration}s, POST over "
+        f"{args.keys} paths /r/{APP}/fnN; {args.repeats} interleaved rounds after "
+        f"{args.warmup}s warm-up"
+    )
+    say(f"load average at start: {_loadavg()}")
+    with (
+        tempfile.TemporaryDirectory(prefix="fnlb-bench-proxy-") as tmp_name,
+        ProcessGroup(Path(tmp_name)) as group,
+    ):
+        tmp = Path(tmp_name)
+        script = tmp / "calls.lua"
+        script.write_text(lua_script(args.keys, APP))
+        node_ports = [free_port() for _ in range(args.nodes)]
+        missing_fnlb = False
+        try:
+            start_backend(backend, group, node_ports, tmp, plan.load)
+            targets = [Target(f"{BACKEND} ({backend}, 1 node)", f"http://{HOST}:{node_ports[0]}")]
+            if shutil.which("haproxy"):
+                targets.append(start_haproxy(group, HAPROXY, node_ports, tmp, plan.proxy, 1))
+                if args.haproxy_mt:
+                    targets.append(
+                        start_haproxy(group, HAPROXY_MT, node_ports, tmp, plan.proxy, None)
+                    )
+            else:
+                say(
+                    "haproxy is not installed: its row is skipped (Debian: apt-get install haproxy)"
+                )
+            targets.append(start_passthrough(group, node_ports, plan.proxy))
+        except StartError as e:
+            say(f"could not start: {e}")
+            return 2
+        try:
+            targets.append(start_fnlb(group, node_ports, plan.proxy, args.fnlb_arg))
+        except StartError as e:
+            # Still measure the others: they are the yardstick fnlb is held to.
+            say(f"fnlb did not start, its row is missing: {e}")
+            missing_fnlb = True
+        for t in targets[1:]:
+            t.nodes_seen = nodes_reached(t.url, min(args.keys, 30))
+        targets[0].nodes_seen = 1
+
+        def load(t: Target, seconds: int) -> WrkResult:
+            return run_wrk(
+                t.url,
+                script,
+                duration=seconds,
+                connections=args.connections,
+                threads=args.threads,
+                cpus=plan.load,
+            )
+
+        if args.warmup:
+            for t in targets:
+                load(t, args.warmup)
+        for round_no in range(1, args.repeats + 1):
+            for t in targets:
+                r = load(t, args.duration)
+                t.results.append(r)
+                say(
+                    f"  round {round_no} {t.name:<32} {r.rps:>10,.0f} req/s  "
+                    f"p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  errors {r.errors}"
+                )
+    say(f"load average at end: {_loadavg()}")
+    say("")
+    say(render_table(targets))
+    say("")
+    ratio = fnlb_ratio(targets)
+    verdict = 0
+    if ratio is not None:
+        ok = ratio >= TARGET_RATIO
+        say(
+            f"fnlb / aiohttp pass-through = {ratio:.2f} (target >= {TARGET_RATIO}): "
+            f"{'met' if ok else 'NOT met'}"
+        )
+        if args.check and not ok:
+            verdict = 1
+    say(f"rerun: {rerun_command(args)}")
+    return 2 if missing_fnlb else verdict
+
+
+def _loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    code = run(args, lambda line: print(line, flush=True))
+    print(f"(took {time.monotonic() - started:.0f} s)", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
