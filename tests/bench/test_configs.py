@@ -1,0 +1,53 @@
+"""The generated nginx and HAProxy configurations are accepted by the real programs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench._configs import haproxy_cfg, nginx_conf
+
+
+def test_haproxy_hashes_the_uri_consistently_with_keepalive() -> None:
+    cfg = haproxy_cfg(8000, [8001, 8002, 8003], threads=1)
+    for line in ("balance uri", "hash-type consistent", "http-reuse always", "nbthread 1"):
+        assert line in cfg
+    assert cfg.count("  server n") == 3
+    assert "nbthread" not in haproxy_cfg(8000, [8001], threads=None)
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
+def test_haproxy_accepts_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "h.cfg"
+    path.write_text(haproxy_cfg(8000, [8001, 8002], threads=1))
+    done = subprocess.run(
+        ["haproxy", "-c", "-q", "-f", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")
+def test_nginx_accepts_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "nginx.conf"
+    path.write_text(nginx_conf([8001, 8002], tmp_path))
+    (tmp_path / "nginx-body").mkdir()
+    done = subprocess.run(
+        [
+            "nginx",
+            "-t",
+            "-q",
+            "-e",
+            str(tmp_path / "err.log"),
+            "-p",
+            str(tmp_path),
+            "-c",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
