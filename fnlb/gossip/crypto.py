@@ -199,6 +199,13 @@ class Keyring:
         return self._aead[key]
 
 
+def _unix_ms(now: float) -> int:
+    """`now` (seconds) as the whole milliseconds the envelope carries; ours, so checked loudly."""
+    if not 0 <= now < 1.8e16:  # also refuses NaN; the bound keeps it inside 64 bits of ms
+        raise LocalProtocolError(f"now={now!r} is not a Unix time in seconds")
+    return round(now * 1000)
+
+
 @dataclass(frozen=True, slots=True)
 class Opened:
     """A packet that passed every check: its payload, who sealed it when, and under which key."""
@@ -308,9 +315,7 @@ class GossipCipher:
             )
         if self.keyring is None:
             return bytes((VERSION_PLAINTEXT,)) + self._label_tag + payload
-        sent_ms = round(now * 1000)
-        if not 0 <= sent_ms < 1 << 64:
-            raise LocalProtocolError(f"now={now!r} is not a Unix time")
+        sent_ms = _unix_ms(now)
         header = _HEADER.pack(VERSION_AESGCM, self._label_tag, sent_ms)
         nonce = self._nonce_source(NONCE_SIZE)
         if len(nonce) != NONCE_SIZE:
@@ -360,7 +365,7 @@ class GossipCipher:
         else:
             raise RemoteProtocolError("auth_failed", "no installed key opens it")
         _, _, sent_ms = _HEADER.unpack(header)
-        self.replay.check_and_remember(nonce, sent_ms, round(now * 1000))
+        self.replay.check_and_remember(nonce, sent_ms, _unix_ms(now))
         kid = self.keyring.id_of(key)
         self.opened_by_key[kid] = self.opened_by_key.get(kid, 0) + 1
         return Opened(payload, sent_ms / 1000, kid)

@@ -325,3 +325,11 @@ def test_mutated_packets_never_open_to_something_else(
     except RemoteProtocolError:
         return
     pytest.fail(f"a tampered packet opened to {opened!r}")
+
+
+@pytest.mark.parametrize("now", [float("nan"), -1.0, float("inf")])
+def test_a_now_that_is_not_unix_time_is_our_bug_not_the_peers(now: float) -> None:
+    with pytest.raises(LocalProtocolError):
+        cipher(OLD).seal(b"x", now)
+    with pytest.raises(LocalProtocolError):
+        cipher(OLD).open(cipher(OLD).seal(b"x", NOW), now)
