@@ -344,17 +344,18 @@ class GossipCipher:
             raise RemoteProtocolError("encryption_mismatch", f"we gossip {mine}")
         if size < self.overhead:
             raise RemoteProtocolError("too_short", f"{size} bytes")
-        if packet[1 : 1 + LABEL_TAG_SIZE] != self._label_tag:
+        if bytes(packet[1 : 1 + LABEL_TAG_SIZE]) != self._label_tag:
             raise RemoteProtocolError("label_mismatch", "another cluster name")
         if self.keyring is None:
             return Opened(bytes(packet[PLAINTEXT_OVERHEAD:]), None, None)
-        return self._open_sealed(bytes(packet), now)
+        return self._open_sealed(packet, now)
 
     def _open_sealed(self, packet: bytes, now: float) -> Opened:
         assert self.keyring is not None
-        header = packet[:HEADER_SIZE]
-        nonce = packet[HEADER_SIZE : HEADER_SIZE + NONCE_SIZE]
-        sealed = packet[HEADER_SIZE + NONCE_SIZE :]
+        header = bytes(packet[:HEADER_SIZE])
+        nonce = bytes(packet[HEADER_SIZE : HEADER_SIZE + NONCE_SIZE])
+        # a view, not a slice: a 20 MiB push/pull is not copied before decrypting
+        sealed = memoryview(packet)[HEADER_SIZE + NONCE_SIZE :]
         aad = header + self._label_bytes
         for key in self.keyring:
             try:

@@ -333,3 +333,11 @@ def test_a_now_that_is_not_unix_time_is_our_bug_not_the_peers(now: float) -> Non
         cipher(OLD).seal(b"x", now)
     with pytest.raises(LocalProtocolError):
         cipher(OLD).open(cipher(OLD).seal(b"x", NOW), now)
+
+
+def test_open_accepts_any_bytes_like_buffer_the_runtime_reads_into() -> None:
+    sender = cipher(OLD)
+    for wrap in (bytearray, memoryview):
+        packet = sender.seal(b"payload", NOW)
+        assert cipher(OLD).open(wrap(packet), NOW) == b"payload"
+    assert cipher().open(memoryview(cipher().seal(b"p", NOW)), NOW) == b"p"
