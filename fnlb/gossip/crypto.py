@@ -92,6 +92,8 @@ DROP_REASONS = (
 )
 
 NonceSource = Callable[[int], bytes]
+#: what `open` reads: the runtime may hand over a buffer it received into
+Packet = bytes | bytearray | memoryview
 
 
 def key_id(key: bytes) -> str:
@@ -325,11 +327,11 @@ class GossipCipher:
         )
         return header + nonce + sealed
 
-    def open(self, packet: bytes, now: float) -> bytes:
+    def open(self, packet: Packet, now: float) -> bytes:
         """The payload of an envelope a peer sent, or RemoteProtocolError(reason)."""
         return self.open_detailed(packet, now).payload
 
-    def open_detailed(self, packet: bytes, now: float) -> Opened:
+    def open_detailed(self, packet: Packet, now: float) -> Opened:
         """As `open`, also saying when the packet was sealed and under which key."""
         size = len(packet)
         if size < 1:
@@ -350,7 +352,7 @@ class GossipCipher:
             return Opened(bytes(packet[PLAINTEXT_OVERHEAD:]), None, None)
         return self._open_sealed(packet, now)
 
-    def _open_sealed(self, packet: bytes, now: float) -> Opened:
+    def _open_sealed(self, packet: Packet, now: float) -> Opened:
         assert self.keyring is not None
         header = bytes(packet[:HEADER_SIZE])
         nonce = bytes(packet[HEADER_SIZE : HEADER_SIZE + NONCE_SIZE])
