@@ -1,0 +1,100 @@
+"""The management API of the original fnlb: `/1/lb/nodes` and `/1/lb/stats`.
+
+Shapes are byte-compatible with the original (compact JSON and a trailing newline, as Go's
+json.Encoder wrote them): `PUT`/`DELETE /1/lb/nodes` with `{"node": "host:port"}` answer
+`{"msg":"node added"}` / `{"msg":"node deleted"}`; `GET /1/lb/nodes` answers
+`{"nodes":{"host:port":"online"|"offline"}}` (a node whose first check is pending shows as
+offline, as before); `GET /1/lb/stats` answers `{"stats":[...]}` without draining it.
+Bad input gets 400 and `{"msg": "..."}` saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Final
+
+from aiohttp import web
+
+from fnlb.api.jsonio import json_error, json_response
+from fnlb.cluster.registry import NodeRegistry
+from fnlb.config import parse_node_address
+from fnlb.errors import BadRequest
+from fnlb.proxy.stats import CallStats
+
+MAX_BODY: Final = 64 * 1024
+
+
+async def read_node(request: web.Request) -> str:
+    """The validated `node` of a PUT/DELETE body, or BadRequest saying what is wrong."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise BadRequest(f"body is larger than {MAX_BODY} bytes")
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise BadRequest(f"body is larger than {MAX_BODY} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"invalid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise BadRequest('body must be a JSON object like {"node": "host:port"}')
+    node = body.get("node")
+    if node is None:
+        raise BadRequest('missing "node": send {"node": "host:port"}')
+    if not isinstance(node, str):
+        raise BadRequest('"node" must be a string "host:port"')
+    try:
+        parse_node_address(node)
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
+    return node
+
+
+class NodesApi:
+    def __init__(self, registry: NodeRegistry, stats: CallStats) -> None:
+        self._registry = registry
+        self._stats = stats
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_route("PUT", "/1/lb/nodes", self.put_node)
+        app.router.add_route("DELETE", "/1/lb/nodes", self.delete_node)
+        app.router.add_route("GET", "/1/lb/nodes", self.list_nodes)
+        app.router.add_route("*", "/1/lb/nodes", self.wrong_method)
+        app.router.add_route("GET", "/1/lb/stats", self.get_stats)
+
+    async def put_node(self, request: web.Request) -> web.Response:
+        node = await read_node(request)
+        self._registry.add(node)
+        return json_response({"msg": "node added"})
+
+    async def delete_node(self, request: web.Request) -> web.Response:
+        node = await read_node(request)
+        self._registry.remove(node)
+        return json_response({"msg": "node deleted"})
+
+    async def list_nodes(self, request: web.Request) -> web.Response:
+        states = self._registry.view.states
+        nodes = {n: "online" if s == "online" else "offline" for n, s in states.items()}
+        return json_response({"nodes": nodes})
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        return json_response({"stats": self._stats.snapshot(time.time())})
+
+    async def wrong_method(self, request: web.Request) -> web.Response:
+        return json_error(
+            405, f"{request.method} is not allowed on /1/lb/nodes: use GET, PUT, DELETE"
+        )
+
+
+@web.middleware
+async def bad_request_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Turn BadRequest into 4xx `{"msg"}`; aiohttp's own 404/405 pages into the same shape."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except BadRequest as e:
+        return json_error(e.status, e.msg)
+
+
+async def unknown_command(request: web.Request) -> web.Response:
+    return json_error(404, "unknown command")

@@ -1,0 +1,78 @@
+"""The node list and health verdicts of one fnlb process, published as a `NodeView`.
+
+Changes come from the management API (add/remove), from active health checks and from the
+proxy's passive failures. Each change that alters a state publishes a new view; listeners
+(the health checker) hear about added and removed nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from fnlb.cluster.view import NodeView
+from fnlb.health.verdict import NodeHealth, after_check
+
+log = logging.getLogger("fnlb.nodes")
+
+Listener = Callable[[str, bool], None]
+
+
+class NodeRegistry:
+    """Single-process node membership and health (the original fnlb's `allGrouper`)."""
+
+    def __init__(self, *, healthy: int, unhealthy: int, nodes: Iterable[str] = ()) -> None:
+        self._healthy = healthy
+        self._unhealthy = unhealthy
+        self._health: dict[str, NodeHealth] = {}
+        self._listeners: list[Listener] = []
+        self._version = 0
+        self.view = NodeView(0, {})
+        for node in nodes:
+            self.add(node)
+
+    def on_change(self, listener: Listener) -> None:
+        """Call `listener(node, added)` whenever a node is added (True) or removed (False)."""
+        self._listeners.append(listener)
+
+    def nodes(self) -> list[str]:
+        return sorted(self._health)
+
+    def health(self, node: str) -> NodeHealth | None:
+        return self._health.get(node)
+
+    def add(self, node: str) -> bool:
+        """Add a node in state unknown; False if it was already there."""
+        if node in self._health:
+            return False
+        self._health[node] = NodeHealth()
+        self._publish()
+        log.info("node added", extra={"node": node})
+        for listener in self._listeners:
+            listener(node, True)
+        return True
+
+    def remove(self, node: str) -> bool:
+        """Remove a node; False if it was not there."""
+        if self._health.pop(node, None) is None:
+            return False
+        self._publish()
+        log.info("node removed", extra={"node": node})
+        for listener in self._listeners:
+            listener(node, False)
+        return True
+
+    def record_check(self, node: str, ok: bool, error: str = "") -> None:
+        """Feed one health result (active or passive) for a node still in the list."""
+        old = self._health.get(node)
+        if old is None:
+            return
+        new = after_check(old, ok, healthy=self._healthy, unhealthy=self._unhealthy, error=error)
+        self._health[node] = new
+        if new.state != old.state:
+            log.info("node is %s", new.state, extra={"node": node, "error": error or None})
+            self._publish()
+
+    def _publish(self) -> None:
+        self._version += 1
+        self.view = NodeView(self._version, {n: h.state for n, h in self._health.items()})

@@ -1,0 +1,99 @@
+"""Active health checks: every `hc_interval` seconds, `GET hc_path` on every node.
+
+A check passes when the node answers 2xx with JSON `{"version": "x.y.z"}` at least
+`min_api_version` (semver). Every node is checked at once each round, as the original did;
+a node just added, or one the proxy failed to connect to, is checked at once out of turn, so
+the first check decides a new node's state within milliseconds and a dead node leaves the
+routable set right after the first failed call (one passive failure + one failed check =
+the default `hc_unhealthy` of 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiohttp
+
+from fnlb.cluster.registry import NodeRegistry
+from fnlb.config import Settings, parse_semver
+
+log = logging.getLogger("fnlb.health")
+
+
+class HealthChecker:
+    def __init__(
+        self, registry: NodeRegistry, settings: Settings, session: aiohttp.ClientSession
+    ) -> None:
+        self._registry = registry
+        self._settings = settings
+        self._session = session
+        self._min_version = parse_semver(settings.min_api_version)
+        self._timeout = aiohttp.ClientTimeout(total=settings.hc_timeout)
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        registry.on_change(self._node_changed)
+
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._loop_task, *self._in_flight.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def check_now(self, node: str) -> None:
+        """Check `node` out of turn, unless a check of it is already running."""
+        task = self._in_flight.get(node)
+        if task is not None and not task.done():
+            return
+        self._in_flight[node] = asyncio.get_running_loop().create_task(self._check(node))
+
+    def passive_failure(self, node: str, error: str) -> None:
+        """The proxy could not connect to `node`: count it and re-check at once."""
+        self._registry.record_check(node, False, error)
+        self.check_now(node)
+
+    async def _run(self) -> None:
+        while True:
+            for node in self._registry.nodes():
+                self.check_now(node)
+            await asyncio.sleep(self._settings.hc_interval)
+
+    def _node_changed(self, node: str, added: bool) -> None:
+        if added:
+            with contextlib.suppress(RuntimeError):  # no running loop: the first round checks
+                self.check_now(node)
+
+    async def _check(self, node: str) -> None:
+        ok, error = await self.probe(node)
+        self._registry.record_check(node, ok, error)
+        if not ok:
+            log.debug("health check failed", extra={"node": node, "error": error})
+
+    async def probe(self, node: str) -> tuple[bool, str]:
+        """One check of one node: (passed, why not)."""
+        url = f"http://{node}{self._settings.hc_path}"
+        try:
+            async with self._session.get(url, timeout=self._timeout) as resp:
+                if resp.status // 100 != 2:
+                    return False, f"{self._settings.hc_path} answered {resp.status}"
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, OSError, ValueError) as e:
+            return False, f"{type(e).__name__}: {e}"
+        except TimeoutError:
+            return False, f"no answer within {self._settings.hc_timeout:g}s"
+        version = body.get("version") if isinstance(body, dict) else None
+        if not isinstance(version, str):
+            return False, f"{self._settings.hc_path} has no version"
+        try:
+            node_version = parse_semver(version)
+        except ValueError as e:
+            return False, str(e)
+        if node_version < self._min_version:
+            return False, f"incompatible API version: {version}"
+        return True, ""

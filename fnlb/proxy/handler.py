@@ -1,0 +1,193 @@
+"""The data plane: one aiohttp handler that forwards a call to the node routing chose.
+
+Per call: function key -> the view's candidate order -> first node that takes the call ->
+response streamed back -> one observation into the stats. The current view is read once,
+with no lock and no await.
+
+Retries never risk running a function twice. A call moves to the next candidate only when it
+is known not to have started: the connection could not be opened (nothing was sent), or the
+node answered 503 with `Retry-After` (Fn's "server too busy", sent before the call runs).
+A busy answer can only be retried when the request body is still in hand, so bodies up to
+`BUFFER_LIMIT` are read first (cheaper too); larger or unsized ones are streamed and only the
+connection failure is retried. Anything after the request may have reached the function — a
+reset, a timeout, a half-read response — ends in a 502 naming the node, never a resend.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from fnlb.api.jsonio import json_error
+from fnlb.cluster.registry import NodeRegistry
+from fnlb.proxy.stats import CallStats
+from fnlb.routing.function_key import function_key
+
+log = logging.getLogger("fnlb.proxy")
+
+BUFFER_LIMIT: Final = 1 << 20
+"""Request and response bodies up to this size (bytes) are read whole; larger ones stream."""
+
+_CHUNK: Final = 1 << 16
+
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+    }
+)
+_NOT_COPIED_FROM_BUFFERED_RESPONSE: Final = HOP_BY_HOP | {"content-length"}
+
+PassiveFailure = Callable[[str, str], None]
+WaitParser = Callable[[str], float]
+
+
+class Proxy:
+    """Forwards calls to Fn nodes; `handle` is the aiohttp handler."""
+
+    def __init__(
+        self,
+        registry: NodeRegistry,
+        session: aiohttp.ClientSession,
+        stats: CallStats,
+        *,
+        passive_failure: PassiveFailure,
+        parse_wait: WaitParser,
+    ) -> None:
+        self._registry = registry
+        self._session = session
+        self._stats = stats
+        self._passive_failure = passive_failure
+        self._parse_wait = parse_wait
+        self.in_flight: dict[str, int] = {}
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        key = function_key(request.path)
+        nodes = self._registry.view.candidates(key)
+        if not nodes:
+            known = len(self._registry.view.states)
+            return json_error(
+                503,
+                "no Fn node is online to take the call"
+                + (f" ({known} known, none healthy)" if known else " (no nodes configured)"),
+            )
+        headers = upstream_headers(request)
+        body: bytes | aiohttp.StreamReader | None = None
+        replayable = True
+        if request.body_exists:
+            length = request.content_length
+            if length is not None and length <= BUFFER_LIMIT:
+                body = await request.read()
+            else:
+                body = request.content
+                replayable = False
+        failures: list[str] = []
+        last = len(nodes) - 1
+        for i, node in enumerate(nodes):
+            url = URL(f"http://{node}{request.raw_path}", encoded=True)
+            try:
+                resp = await self._session.request(
+                    request.method, url, headers=headers, data=body, allow_redirects=False
+                )
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
+                # Nothing was sent: the call can go to the next node, body untouched.
+                failures.append(f"{node}: {_describe(e)}")
+                self._passive_failure(node, _describe(e))
+                continue
+            except (aiohttp.ClientError, TimeoutError) as e:
+                log.warning("call failed after it may have started", extra={"node": node})
+                return json_error(
+                    502, f"node {node} failed during the call ({_describe(e)}); not retried"
+                )
+            if resp.status == 503 and "Retry-After" in resp.headers and replayable and i < last:
+                resp.release()
+                failures.append(f"{node}: busy (503)")
+                continue
+            return await self._relay(request, resp, node, key)
+        return json_error(502, f"every Fn node failed: {'; '.join(failures)}")
+
+    async def _relay(
+        self, request: web.Request, resp: aiohttp.ClientResponse, node: str, key: str
+    ) -> web.StreamResponse:
+        self.in_flight[node] = self.in_flight.get(node, 0) + 1
+        try:
+            wait_header = resp.headers.get("Xxx-Fxlb-Wait")
+            self._stats.record(
+                node, key, self._parse_wait(wait_header) if wait_header else 0.0, time.time()
+            )
+            length = resp.content_length
+            if length is not None and length <= BUFFER_LIMIT and request.method != "HEAD":
+                data = await resp.read()
+                return web.Response(
+                    status=resp.status,
+                    reason=resp.reason,
+                    body=data,
+                    headers=_filtered(resp.headers, _NOT_COPIED_FROM_BUFFERED_RESPONSE),
+                )
+            out = web.StreamResponse(
+                status=resp.status, reason=resp.reason, headers=_filtered(resp.headers, HOP_BY_HOP)
+            )
+            await out.prepare(request)
+            async for chunk in resp.content.iter_chunked(_CHUNK):
+                await out.write(chunk)
+            await out.write_eof()
+            return out
+        except BaseException:
+            resp.close()  # never hand a half-read connection back to the pool
+            raise
+        finally:
+            resp.release()
+            self.in_flight[node] -= 1
+
+
+def upstream_headers(request: web.Request) -> CIMultiDict[str]:
+    """End-to-end request headers plus X-Forwarded-For/-Proto/-Host."""
+    src = request.headers
+    drop = HOP_BY_HOP
+    connection = src.get("Connection")
+    if connection:
+        drop = drop | {t.strip().lower() for t in connection.split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in src.items():
+        if name.lower() not in drop:
+            out.add(name, value)
+    peer = request.remote or ""
+    prior = src.get("X-Forwarded-For")
+    out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    if "X-Forwarded-Proto" not in src:
+        out["X-Forwarded-Proto"] = request.scheme
+    if "X-Forwarded-Host" not in src and request.host:
+        out["X-Forwarded-Host"] = request.host
+    return out
+
+
+def _filtered(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
+    connection = headers.get("Connection")
+    if connection:
+        drop = drop | {t.strip().lower() for t in connection.split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in drop:
+            out.add(name, value)
+    return out
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text if len(text) <= 200 else text[:200] + "..."

@@ -1,0 +1,180 @@
+"""The composition root of `fnlb serve`: build the parts, start and stop them in order.
+
+Start: node registry (from -nodes) -> HTTP client pools -> health checker -> listeners.
+Stop (SIGTERM/SIGINT): close the listeners so no new call is accepted, let in-flight calls
+finish for up to -shutdown-timeout seconds (0: as long as they take, as the original fnlb
+did; a second signal cuts the wait short), then close the pools and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from fnlb.api.nodes import NodesApi, bad_request_as_json, unknown_command
+from fnlb.cluster.registry import NodeRegistry
+from fnlb.config import Settings, node_list, parse_listen
+from fnlb.health.checker import HealthChecker
+from fnlb.proxy.handler import Proxy
+from fnlb.proxy.stats import CallStats
+from fnlb.proxy.wait import parse_wait_header
+
+log = logging.getLogger("fnlb.server")
+
+_NO_LIMIT_S = 365 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class BoundAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def bind_socket(address: str) -> socket.socket:
+    """A listening socket for `[host]:port`; an empty host listens on every interface."""
+    host, port = parse_listen(address)
+    if not host:
+        if socket.has_dualstack_ipv6():
+            return socket.create_server(
+                ("", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=1024
+            )
+        return socket.create_server(("", port), backlog=1024)
+    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    return socket.create_server(sockaddr[:2], family=family, backlog=1024)
+
+
+class Balancer:
+    """One fnlb process: traffic listener, management listener, health checks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = NodeRegistry(
+            healthy=settings.hc_healthy,
+            unhealthy=settings.hc_unhealthy,
+            nodes=node_list(settings.nodes),
+        )
+        self.stats = CallStats()
+        self._runners: list[web.AppRunner] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._hc_session: aiohttp.ClientSession | None = None
+        self.health: HealthChecker | None = None
+        self.proxy: Proxy | None = None
+        self.listen_address: BoundAddress | None = None
+        self.mgmt_address: BoundAddress | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=s.connect_timeout, sock_connect=s.connect_timeout
+        )
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=10),
+            timeout=timeout,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            trust_env=False,
+        )
+        self._hc_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, force_close=True),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+        )
+        self.health = HealthChecker(self.registry, s, self._hc_session)
+        self.proxy = Proxy(
+            self.registry,
+            self._session,
+            self.stats,
+            passive_failure=self.health.passive_failure,
+            parse_wait=parse_wait_header,
+        )
+        api = NodesApi(self.registry, self.stats)
+        # Port 0 asks the OS for a free port per listener, so two ":0" addresses are two.
+        shared = s.listen == s.mgmt_listen and parse_listen(s.listen)[1] != 0
+        mgmt = web.Application(middlewares=[bad_request_as_json], client_max_size=64 * 1024)
+        api.add_routes(mgmt)
+        if shared:
+            mgmt.router.add_route("*", "/{tail:.*}", self.proxy.handle)
+            self.mgmt_address = await self._listen(mgmt, s.mgmt_listen)
+            self.listen_address = self.mgmt_address
+        else:
+            mgmt.router.add_route("*", "/{tail:.*}", unknown_command)
+            traffic = web.Application(client_max_size=0)
+            traffic.router.add_route("*", "/{tail:.*}", self.proxy.handle)
+            self.listen_address = await self._listen(traffic, s.listen)
+            self.mgmt_address = await self._listen(mgmt, s.mgmt_listen)
+        self.health.start()
+        log.info(
+            "fnlb is serving",
+            extra={"listen": str(self.listen_address), "mgmt": str(self.mgmt_address)},
+        )
+
+    async def _listen(self, app: web.Application, address: str) -> BoundAddress:
+        timeout = self.settings.shutdown_timeout or _NO_LIMIT_S
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=timeout,
+        )
+        await runner.setup()
+        self._runners.append(runner)
+        sock = bind_socket(address)
+        await web.SockSite(runner, sock).start()
+        host, port = sock.getsockname()[:2]
+        return BoundAddress(host if ":" not in host else f"[{host}]", port)
+
+    async def stop(self) -> None:
+        """Stop accepting, drain in-flight calls (see module docstring), release everything."""
+        await asyncio.gather(*(r.cleanup() for r in self._runners))
+        self._runners.clear()
+        if self.health is not None:
+            await self.health.stop()
+        for session in (self._session, self._hc_session):
+            if session is not None:
+                await session.close()
+
+
+async def serve(
+    settings: Settings, ready: Callable[[Balancer], Awaitable[None]] | None = None
+) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully; the process exit code."""
+    balancer = Balancer(settings)
+    await balancer.start()
+    if ready is not None:
+        await ready(balancer)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await stopping.wait()
+        log.info("shutting down", extra={"drain_s": settings.shutdown_timeout or "unlimited"})
+        stopping.clear()
+        drain = asyncio.ensure_future(balancer.stop())
+        interrupted = asyncio.ensure_future(stopping.wait())
+        done, _ = await asyncio.wait({drain, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        if drain not in done:
+            log.warning("second signal: not waiting for in-flight calls")
+            drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drain
+        interrupted.cancel()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    log.info("stopped")
+    return 0

@@ -1,0 +1,67 @@
+"""Active checks against real sockets: version gate, thresholds, first check decides."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from tests.support import Backend, running_balancer, wait_for
+
+
+async def test_first_check_decides_and_thresholds_hold() -> None:
+    good, old = Backend("good"), Backend("old")
+    old.version = "0.0.100"
+    for b in (good, old):
+        await b.start()
+    try:
+        async with running_balancer(
+            nodes=f"{good.address},{old.address}", hc_unhealthy=3, hc_healthy=2
+        ) as lb:
+
+            def view() -> Mapping[str, str]:
+                return lb.registry.view.states
+
+            await wait_for(lambda: view() == {good.address: "online", old.address: "offline"})
+            assert lb.registry.view.routable == (good.address,)
+            health = lb.registry.health(old.address)
+            assert health is not None
+            assert "incompatible API version" in health.last_error
+
+            good.version_status = 500
+            await wait_for(lambda: (lb.registry.health(good.address) or health).failures >= 1)
+            assert view()[good.address] == "online"  # one failure is not enough (needs 3)
+            await wait_for(lambda: view()[good.address] == "offline")
+            good.version_status = 200
+            await wait_for(lambda: (lb.registry.health(good.address) or health).successes >= 1)
+            assert view()[good.address] == "offline"  # needs 2 successes
+            await wait_for(lambda: view()[good.address] == "online")
+    finally:
+        for b in (good, old):
+            await b.stop()
+
+
+async def test_min_api_version_and_path_are_honoured() -> None:
+    b = Backend("n")
+    b.version = "0.3.579"
+    await b.start()
+    try:
+        async with running_balancer(nodes=b.address, min_api_version="0.3.580") as lb:
+            await wait_for(lambda: lb.registry.view.states[b.address] == "offline")
+        async with running_balancer(nodes=b.address, hc_path="/missing") as lb:
+            await wait_for(lambda: lb.registry.view.states[b.address] == "offline")
+    finally:
+        await b.stop()
+
+
+async def test_a_node_that_comes_back_is_used_again() -> None:
+    b = Backend("n")
+    await b.start()
+    port = b.port
+    try:
+        async with running_balancer(nodes=b.address, hc_unhealthy=1) as lb:
+            await wait_for(lambda: lb.registry.view.states[b.address] == "online")
+            await b.stop()
+            await wait_for(lambda: lb.registry.view.states[b.address] == "offline")
+            await b.start(port)
+            await wait_for(lambda: lb.registry.view.states[b.address] == "online")
+    finally:
+        await b.stop()

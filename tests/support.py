@@ -1,0 +1,117 @@
+"""Test helpers: a scriptable Fn-like backend and an in-process fnlb on loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from fnlb.config import Settings
+from fnlb.server import Balancer
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclasses.dataclass
+class Seen:
+    method: str
+    path_qs: str
+    headers: dict[str, str]
+    body_len: int
+
+
+class Backend:
+    """An Fn-like aiohttp server that records calls; `handler` decides each call's answer.
+
+    `GET /version` answers `{"version": self.version}` (or `self.version_status`) and is not
+    recorded, so health checks do not disturb what a test counts.
+    """
+
+    def __init__(self, name: str, handler: Handler | None = None) -> None:
+        self.name = name
+        self.handler: Handler = handler or self.default
+        self.version = "0.3.579"
+        self.version_status = 200
+        self.seen: list[Seen] = []
+        self.peer_ports: set[int] = set()
+        self.cancelled = 0
+        self.address = ""
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def default(self, request: web.Request) -> web.StreamResponse:
+        total = 0
+        async for chunk in request.content.iter_any():
+            total += len(chunk)
+        self.seen[-1].body_len = total
+        return web.json_response(
+            {"node": self.name, "received": total},
+            headers={"Fn-Call-Id": f"call-{len(self.seen)}", "Xxx-Fxlb-Wait": "1.5ms"},
+        )
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        if request.path == "/version":
+            return web.json_response({"version": self.version}, status=self.version_status)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer:
+            self.peer_ports.add(peer[1])
+        self.seen.append(Seen(request.method, request.path_qs, dict(request.headers), 0))
+        try:
+            return await self.handler(request)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+    async def start(self, port: int = 0) -> str:
+        app = web.Application(client_max_size=0)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port or self.port, reuse_address=True)
+        await site.start()
+        server: Any = site._server
+        self.port = server.sockets[0].getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        return self.address
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+@contextlib.asynccontextmanager
+async def running_balancer(**overrides: Any) -> AsyncIterator[Balancer]:
+    """An fnlb on loopback ports chosen by the OS (traffic and management separate)."""
+    values: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "mgmt_listen": "127.0.0.1:0",
+        "hc_interval": 0.2,
+        "hc_timeout": 1.0,
+    }
+    values.update(overrides)
+    balancer = Balancer(Settings(**values))
+    await balancer.start()
+    try:
+        yield balancer
+    finally:
+        await balancer.stop()
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll `predicate` until true; fail the test after `within` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value).encode()

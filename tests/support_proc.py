@@ -1,0 +1,79 @@
+"""Run `fnlb` as a real process on loopback for tests that need one (RSS, signals)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class FnlbProcess:
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        self.mgmt_port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "fnlb", "serve",
+                f"-listen=127.0.0.1:{self.port}", f"-mgmt-listen=127.0.0.1:{self.mgmt_port}",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(self.mgmt_url("/1/lb/nodes"), timeout=1):
+                    break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.proc.kill()
+                    self.proc.wait(10)
+                    raise RuntimeError(f"fnlb did not start: {self.output()}") from None
+                time.sleep(0.05)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def mgmt_url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.mgmt_port}{path}"
+
+    def status_kb(self, field: str) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise KeyError(field)
+
+    def signal(self, sig: signal.Signals) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        if self.proc.poll() is None:
+            return ""
+        assert self.proc.stdout is not None
+        text = self.proc.stdout.read()
+        self.proc.stdout.close()
+        return text
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
