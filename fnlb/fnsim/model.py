@@ -266,8 +266,10 @@ class PoolModel:
 
         `memory_mb` overrides the function's container size for containers launched from
         now on. Emits CallStarted at once when a hot container is idle, CallRejected when
-        the function can never fit; otherwise the call waits.
+        the function can never fit; otherwise the call waits. Timer work due by `now` runs
+        first, so a driver need not call `handle_timer(now)` before.
         """
+        self.handle_timer(now)
         if call_id in self._calls:
             raise LocalProtocolError(f"PoolModel.submit: call id {call_id!r} is already in use")
         if not exec_s >= 0:
@@ -302,6 +304,7 @@ class PoolModel:
 
     def cancel(self, call_id: Hashable, now: float) -> bool:
         """Withdraw a waiting call (its client left). False if it is not waiting any more."""
+        self.handle_timer(now)
         call = self._calls.get(call_id)
         if call is None or call.state != _WAITING:
             return False
