@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("fnlb.serve_cli", "run the load balancer (the default; original fnlb flags)"),
     "demo": ("fnlb.demo", "start emulated Fn nodes and fnlb on loopback and show calls routed"),
     "fnsim": ("fnlb.fnsim.cli", "run emulated Fn servers (hot/cold containers, memory, 503 busy)"),
+    "keygen": ("fnlb.keygen", "make a gossip encryption key (base64) or a keyring file"),
+    "keys": ("fnlb.keys_cli", "rotate gossip keys on running peers: install, use, remove, list"),
 }
 
 

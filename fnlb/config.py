@@ -262,3 +262,17 @@ def as_dict(s: Settings) -> dict[str, Any]:
 
 def settings_names() -> Sequence[str]:
     return [f.name for f in dataclasses.fields(Settings)]
+
+
+def markdown_table() -> str:
+    """The flags table of docs/configuration.md, generated so docs cannot drift from code."""
+    rows = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        default = f.default if f.default is not dataclasses.MISSING else ()
+        help_text = str(f.metadata["help"]).replace("|", "\\|")
+        rows.append(f"| `-{flag_name(f.name)}` | `{env_name(f)}` | `{default!r}` | {help_text} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
