@@ -20,6 +20,7 @@ from typing import Any
 
 from fnlb.errors import ConfigError
 
+DEFAULT_GOSSIP_PORT = 8946
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 
 
@@ -66,9 +67,52 @@ class Settings:
         2.0, "seconds to open a connection to an Fn node before trying the next one"
     )
     log_level: str = _opt("info", "debug, info, warning or error", env="LOG_LEVEL")
+    gossip_listen: str = _opt(
+        "",
+        "[host]:port for gossip (UDP) and push-pull (TCP) with other fnlb peers; cluster mode "
+        f"starts when this or -join is given (then the default is :{DEFAULT_GOSSIP_PORT})",
+    )
+    advertise: str = _opt(
+        "", "host:port other peers reach this one's gossip at (default: the gossip address)"
+    )
+    join: tuple[str, ...] = _list_opt(
+        "peer to join, host[:port]; repeat or comma-separate; a DNS name joins every address it "
+        "resolves to",
+        metavar="PEER",
+    )
+    node_name: str = _opt("", "this peer's unique name (default: hostname:gossip-port)")
+    cluster_name: str = _opt(
+        "fnlb",
+        "bound to every gossip packet: peers with different cluster names never merge",
+        metavar="NAME",
+    )
+    gossip_key: str = _opt(
+        "",
+        "base64 AES key for gossip, the same on every peer (make one: fnlb keygen)",
+        metavar="KEY",
+    )
+    gossip_keyring_file: str = _opt(
+        "", "JSON keyring file, primary key first (fnlb keygen --output FILE)", metavar="FILE"
+    )
+    gossip_insecure: bool = _opt(
+        False, "gossip in plaintext when no key is given (trusted networks only)"
+    )
+    gossip_profile: str = _opt(
+        "default",
+        "gossip timing: default (fast failure detection), lan or local (memberlist's)",
+        metavar="PROFILE",
+    )
+
+    @property
+    def cluster_mode(self) -> bool:
+        """Gossip runs only when asked for; a lone fnlb works exactly like the original."""
+        return bool(self.gossip_listen or self.join)
 
 
-_CHOICES: Mapping[str, tuple[str, ...]] = {"log_level": ("debug", "info", "warning", "error")}
+_CHOICES: Mapping[str, tuple[str, ...]] = {
+    "log_level": ("debug", "info", "warning", "error"),
+    "gossip_profile": ("default", "lan", "local"),
+}
 
 
 def flag_name(field_name: str) -> str:
@@ -94,6 +138,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         }
         if f.metadata.get("list"):
             kwargs["action"] = "append"
+        elif f.type in ("bool", bool):
+            kwargs.update(nargs="?", const="true", metavar="BOOL")  # Go: -x, -x=true, -x=false
         parser.add_argument(f"-{name}", f"--{name}", **kwargs)
 
 
@@ -109,7 +155,8 @@ def _convert(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
         elif kind == "bool":
             value = _parse_bool(raw)
         elif f.metadata.get("list"):
-            value = tuple(raw) if not isinstance(raw, str) else tuple(_split_list(raw))
+            items = [raw] if isinstance(raw, str) else list(raw)
+            value = tuple(part for item in items for part in _split_list(str(item)))
         else:
             value = str(raw)
     except ValueError:
@@ -184,6 +231,21 @@ def validate(s: Settings) -> None:
         raise ConfigError("-hc-path: must start with '/'")
     if not 1 <= s.target_port <= 65535:
         raise ConfigError("-target-port: must be 1-65535")
+    for name in ("gossip_listen", "advertise"):
+        if getattr(s, name):
+            try:
+                parse_listen(getattr(s, name))
+            except ValueError as e:
+                raise ConfigError(f"-{flag_name(name)}: {e}") from None
+    for peer in s.join:
+        try:
+            parse_peer(peer)
+        except ValueError as e:
+            raise ConfigError(f"-join: {e}") from None
+    if s.cluster_mode:
+        from fnlb.gossip.keyring_file import keyring_from_settings
+
+        keyring_from_settings(s.gossip_key, s.gossip_keyring_file, insecure=s.gossip_insecure)
 
 
 def node_list(nodes: str) -> list[str]:
@@ -224,6 +286,15 @@ def parse_node_address(addr: str) -> tuple[str, int]:
     elif not _valid_host(host):
         raise ValueError(f"node {addr!r}: {host!r} is not a valid hostname or IP address")
     return host, _parse_port(port_text, addr, allow_zero=False)
+
+
+def parse_peer(addr: str) -> tuple[str, int]:
+    """A peer to join: `host[:port]` or `[v6][:port]`; the port defaults to the gossip port."""
+    text = addr.strip()
+    if (text.startswith("[") and text.endswith("]")) or text.count(":") == 0:
+        text = f"{text}:{DEFAULT_GOSSIP_PORT}"
+    host, port = parse_node_address(text)
+    return host, port
 
 
 def _parse_port(text: str, addr: str, *, allow_zero: bool) -> int:

@@ -150,3 +150,22 @@ def test_semver() -> None:
     assert parse_semver("0.3.579") > parse_semver("0.0.235")
     with pytest.raises(ValueError, match="semantic"):
         parse_semver("1.2")
+
+
+def test_cluster_mode_only_when_asked_and_join_is_repeatable() -> None:
+    assert not parse([]).cluster_mode
+    s = parse(["-join", "a,b:7000", "--join=[::1]", "-gossip-insecure"])
+    assert s.cluster_mode
+    assert s.join == ("a", "b:7000", "[::1]")
+    assert s.gossip_insecure is True
+    assert parse(["-gossip-listen", ":8946", "-gossip-insecure=true"]).cluster_mode
+    assert parse(["-gossip-insecure=false"]).gossip_insecure is False
+
+
+def test_cluster_mode_without_a_key_explains_how_to_make_one() -> None:
+    with pytest.raises(ConfigError, match="fnlb keygen"):
+        parse(["-join", "peer"])
+    with pytest.raises(ConfigError, match="-join"):
+        parse(["-join", "bad peer", "-gossip-insecure"])
+    with pytest.raises(ConfigError, match="-gossip-profile"):
+        parse(["-gossip-profile", "wan"])
