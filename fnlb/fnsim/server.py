@@ -124,12 +124,20 @@ class FnSimNode:
             self.port = int(runner.addresses[0][1])
         self._runner = runner
 
+    def begin_shutdown(self) -> None:
+        """Answer 503 `Server is shutting down` to new calls while still listening.
+
+        `stop()` does this first; calling it alone emulates a server caught between the
+        two (in-flight calls still finish), for tests of a balancer's retries.
+        """
+        self._closing = True
+
     async def stop(self) -> None:
         """Stop listening; calls in flight may finish within shutdown_timeout_s, new ones 503."""
         runner = self._runner
         if runner is None:
             return
-        self._closing = True
+        self.begin_shutdown()
         self._runner = None
         try:
             await runner.cleanup()
@@ -199,9 +207,10 @@ class FnSimNode:
     async def _invoke(self, request: web.Request, fn: str) -> web.StreamResponse:
         call_id = self._ids.next()
         if self._closing:
-            response = web.Response(status=503, body=_SHUTDOWN_BODY, content_type=_JSON)
-            response.headers["Fn-Call-Id"] = call_id
-            return response
+            headers = {"Fn-Call-Id": call_id, "Fnsim-Node": self.address}
+            return web.Response(
+                status=503, body=_SHUTDOWN_BODY, headers=headers, content_type=_JSON
+            )
         exec_s = self._default_s
         status = 200
         if request.query_string:
@@ -222,7 +231,10 @@ class FnSimNode:
                 return _error(400, f"invalid status {query['status']!r}: 200..599 expected")
         await request.read()
         if self._closing:  # stopped while the body was read
-            return web.Response(status=503, body=_SHUTDOWN_BODY, content_type=_JSON)
+            headers = {"Fn-Call-Id": call_id, "Fnsim-Node": self.address}
+            return web.Response(
+                status=503, body=_SHUTDOWN_BODY, headers=headers, content_type=_JSON
+            )
 
         self._next_call += 1
         key = self._next_call

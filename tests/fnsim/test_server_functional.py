@@ -237,6 +237,18 @@ async def test_a_call_in_flight_finishes_during_a_graceful_stop(
         assert parse_go_duration(r.headers["Xxx-Fxlb-Wait"]) == pytest.approx(0.03)
 
 
+async def test_a_node_shutting_down_answers_503_to_new_calls(
+    cluster: FnSimCluster, http: aiohttp.ClientSession
+) -> None:
+    node = cluster.nodes[0]
+    node.begin_shutdown()
+    async with http.get(f"http://{node.address}/r/app/f") as r:
+        assert r.status == 503
+        assert await r.json() == {"error": {"message": "Server is shutting down"}}
+        assert r.headers["Fn-Call-Id"]
+    assert node.stats().calls == 0
+
+
 async def test_consecutive_ports_from_a_given_port(http: aiohttp.ClientSession) -> None:
     async with await start_nodes(1) as probe:
         free = int(probe.addresses[0].rsplit(":", 1)[1])
