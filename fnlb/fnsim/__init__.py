@@ -1,8 +1,8 @@
 """fnsim: an emulated Fn server (hot/cold containers, memory slots, 503 busy) for tests,
 demos and benchmarks of fnlb.
 
-- `fnlb.fnsim.model`: the container pool of one node as a sans-I/O state machine, fit for
-  pure virtual-time simulations of many nodes.
+- `fnlb.fnsim.model`: the container pool of one node as a sans-I/O state machine;
+  `fnlb.fnsim.fleet`: many of them on one virtual clock, for routing simulations.
 - `fnlb.fnsim.server`: one aiohttp Fn server around a model; `fnlb.fnsim.cluster`:
   `start_nodes()` for several in one process; `fnlb.fnsim.cli`: `fnlb fnsim`.
 
