@@ -135,3 +135,18 @@ def wait_http_ok(proc: Started, url: str, timeout: float) -> None:
     raise StartError(
         f"{proc.name}: {url} not ready after {timeout:.0f}s ({last}):\n{proc.log_tail()}"
     )
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) the process has used so far, from /proc.
+
+    Per-call CPU time is the benchmark's noise-resistant figure: on a shared machine other
+    work steals wall-clock time from a proxy, but not the CPU its own calls cost.
+    """
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # After "pid (comm) ", field 3 (state) is index 0; utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
