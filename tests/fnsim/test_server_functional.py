@@ -172,6 +172,16 @@ async def test_metrics_move_with_calls(cluster: FnSimCluster, http: aiohttp.Clie
     assert after['fnsim_containers{state="idle"}'] == 3
 
 
+async def test_sub_millisecond_waits_are_sent_in_utf8_like_go(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with await start_nodes(options=FnSimOptions(cold_start_ms=0.35)) as c:
+        r = await http.get(f"http://{c.addresses[0]}/r/app/f?ms=0")
+        assert r.headers["Xxx-Fxlb-Wait"] == "350µs"
+        assert (b"Xxx-Fxlb-Wait", "350µs".encode()) in r.raw_headers
+        r.release()
+
+
 async def test_wait_header_can_be_switched_off(http: aiohttp.ClientSession) -> None:
     async with await start_nodes(options=FnSimOptions(wait_header=False, cold_start_ms=1)) as c:
         r = await http.get(f"http://{c.addresses[0]}/r/app/f?ms=0")
