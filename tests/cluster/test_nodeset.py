@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import reduce
 
 import msgpack
@@ -408,3 +409,90 @@ def test_the_stale_bound_must_leave_room_for_drift() -> None:
     with pytest.raises(ValueError, match="stale_after_ms"):
         NodeSet(HybridClock("a", max_drift_ms=HOUR), horizon_ms=DAY, stale_after_ms=DAY)
     NodeSet(HybridClock("a", max_drift_ms=HOUR), horizon_ms=DAY, stale_after_ms=DAY - HOUR)
+
+
+# -- a seeded cluster simulation: loss, partitions, clock skew, collection ---------------
+
+
+def _reachable(cut: dict[int, int], a: int, b: int) -> bool:
+    return a == b or (a not in cut and b not in cut)
+
+
+SIM_HORIZON = 6 * HOUR
+
+
+@dataclass
+class SimStats:
+    """How often the simulation went through the tombstone-safety paths."""
+
+    ghosts_refused: int = 0
+    ghosts_dropped: int = 0
+    collected: int = 0
+
+
+def _simulate(seed: int, longest_cut_ms: int) -> tuple[list[NodeSet], dict[str, Entry], SimStats]:
+    """Four peers for five virtual days, a 6 h horizon, lossy broadcasts and push/pull.
+
+    Returns the peers after a healing round of push/pull, the join of all writes ever
+    issued, and how often ghosts were met.
+    """
+    rng = random.Random(seed)
+    step = 10 * 60_000
+    skews = [rng.randint(-20_000, 20_000) for _ in range(4)]
+    peers = [
+        NodeSet(HybridClock(f"p{i}", max_drift_ms=60_000), horizon_ms=SIM_HORIZON) for i in range(4)
+    ]
+    stats = SimStats()
+    cut: dict[int, int] = {}  # peer -> time its isolation ends
+    issued: dict[str, Entry] = {}
+    addrs = [f"10.0.0.{i}:8080" for i in range(10)]
+    for t in range(T0, T0 + 5 * DAY, step):
+        cut = {p: end for p, end in cut.items() if end > t}
+        if not cut and rng.random() < 0.05:
+            cut[rng.randrange(4)] = t + rng.randint(step, longest_cut_ms)
+        if rng.random() < 0.1:
+            p = rng.randrange(4)
+            op = peers[p].add if rng.random() < 0.5 else peers[p].remove
+            deltas = op(rng.choice(addrs), t + skews[p])
+            issued = merge_states(issued, {d.addr: d for d in deltas})
+            for q in range(4):
+                if q != p and _reachable(cut, p, q) and rng.random() < 0.8:
+                    stats.ghosts_refused += peers[q].merge(deltas, t + skews[q]).refused_ghosts
+        for a in range(4):  # each peer's push/pull with a random other, as memberlist does
+            b = rng.choice([q for q in range(4) if q != a])
+            if _reachable(cut, a, b):
+                snap_a, snap_b = peers[a].snapshot(), peers[b].snapshot()
+                for peer, snap, now in ((a, snap_b, t + skews[a]), (b, snap_a, t + skews[b])):
+                    result = peers[peer].merge_full(snap, now)
+                    stats.ghosts_refused += result.refused_ghosts
+                    stats.ghosts_dropped += len(result.dropped)
+        for p in range(4):
+            stats.collected += len(peers[p].collect_tombstones(t + skews[p]))
+    end = T0 + 5 * DAY
+    for _ in range(2):  # healed: a full round of push/pull
+        for a in range(4):
+            for b in range(4):
+                if a != b:
+                    result = peers[b].merge_full(peers[a].snapshot(), end + skews[b])
+                    stats.ghosts_refused += result.refused_ghosts
+                    stats.ghosts_dropped += len(result.dropped)
+    return peers, issued, stats
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_cut_offs_within_the_bound_converge_without_resurrection_or_loss(seed: int) -> None:
+    peers, issued, stats = _simulate(seed, longest_cut_ms=SIM_HORIZON // 2 - HOUR)
+    assert stats.collected > 0
+    assert len({p.digest() for p in peers}) == 1
+    truth = tuple(sorted(a for a, e in issued.items() if e.present))
+    assert all(p.members() == truth for p in peers)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_cut_offs_beyond_the_horizon_still_converge(seed: int) -> None:
+    """Past the bound, adds made while cut off may be lost, but peers still agree."""
+    peers, issued, stats = _simulate(seed, longest_cut_ms=2 * DAY)
+    assert stats.ghosts_refused + stats.ghosts_dropped > 0
+    assert len({p.digest() for p in peers}) == 1
+    deleted = {a for a, e in issued.items() if not e.present}
+    assert not deleted & set(peers[0].members())  # a delete, once collected, stays a delete
