@@ -19,9 +19,11 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from fnlb.api.gossip import GossipApi
 from fnlb.api.nodes import NodesApi, bad_request_as_json, unknown_command
 from fnlb.cluster.registry import NodeRegistry
 from fnlb.config import Settings, node_list, parse_listen
+from fnlb.gossip.runtime import GossipRuntime
 from fnlb.health.checker import HealthChecker
 from fnlb.proxy.handler import Proxy
 from fnlb.proxy.stats import CallStats
@@ -72,6 +74,8 @@ class Balancer:
         self.proxy: Proxy | None = None
         self.listen_address: BoundAddress | None = None
         self.mgmt_address: BoundAddress | None = None
+        # Cluster mode (gossip): only with --join or --gossip-listen.
+        self.gossip = GossipRuntime.from_settings(settings) if settings.cluster_mode else None
 
     async def start(self) -> None:
         s = self.settings
@@ -104,6 +108,9 @@ class Balancer:
         shared = s.listen == s.mgmt_listen and parse_listen(s.listen)[1] != 0
         mgmt = web.Application(middlewares=[bad_request_as_json], client_max_size=64 * 1024)
         api.add_routes(mgmt)
+        GossipApi(self.gossip).add_routes(mgmt)
+        if self.gossip is not None:
+            await self.gossip.start()
         if shared:
             mgmt.router.add_route("*", "/{tail:.*}", self.proxy.handle)
             self.mgmt_address = await self._listen(mgmt, s.mgmt_listen)
@@ -138,6 +145,8 @@ class Balancer:
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight calls (see module docstring), release everything."""
+        if self.gossip is not None:
+            await self.gossip.stop()  # leave the cluster first, so peers stop counting on us
         await asyncio.gather(*(r.cleanup() for r in self._runners))
         self._runners.clear()
         if self.health is not None:
