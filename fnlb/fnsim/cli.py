@@ -61,7 +61,10 @@ def options_from(args: argparse.Namespace) -> FnSimOptions:
     try:
         options.check()
     except ValueError as e:
-        raise ValueError(f"--{str(e).replace('_', '-')}") from None
+        message = str(e)
+        for name in sorted((f.name for f in option_fields()), key=len, reverse=True):
+            message = message.replace(name, "--" + name.replace("_", "-"))
+        raise ValueError(message) from None
     return options
 
 
