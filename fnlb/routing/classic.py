@@ -137,8 +137,8 @@ class ClassicRouter:
         key_cache_size: int = 65536,
         max_wait_entries: int = 100_000,
     ) -> None:
-        if max_passes < 1:
-            raise ValueError("max_passes must be at least 1")
+        if max_passes < 1 or key_cache_size < 1 or max_wait_entries < 1:
+            raise ValueError("max_passes, key_cache_size and max_wait_entries must be >= 1")
         self._rng = rng
         self._jump = fnlb_jump_hash if jump == "fnlb" else jump_hash
         self._max_passes = max_passes
@@ -163,7 +163,7 @@ class ClassicRouter:
         """The node for a call to path `key` among the healthy `nodes` (None if there are none).
 
         `nodes` needs no particular order: it is sorted here, and the sorted copy is kept
-        while the caller passes the same sequence object again (an immutable view's tuple).
+        while the caller passes the same tuple again (an immutable view's routable nodes).
         """
         ordered = self._sorted(nodes)
         count = len(ordered)
@@ -225,7 +225,7 @@ class ClassicRouter:
         return int(self._rng.random() * 100) < percent
 
     def _sorted(self, nodes: Sequence[str]) -> tuple[str, ...]:
-        if nodes is not self._nodes_in:
+        if nodes is not self._nodes_in or not isinstance(nodes, tuple):
             self._nodes_sorted = tuple(sorted(nodes))
             self._nodes_in = nodes
         return self._nodes_sorted

@@ -318,6 +318,18 @@ def test_state_stays_bounded() -> None:
     assert router.wait_average(NODES[0], "/r/a/0") is None
 
 
-def test_max_passes_must_be_positive() -> None:
+def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_passes"):
         ClassicRouter(NoDraws(), max_passes=0)
+    with pytest.raises(ValueError, match="key_cache_size"):
+        ClassicRouter(NoDraws(), key_cache_size=0)
+    with pytest.raises(ValueError, match="max_wait_entries"):
+        ClassicRouter(NoDraws(), max_wait_entries=0)
+
+
+def test_a_list_changed_in_place_is_sorted_afresh() -> None:
+    router = ClassicRouter(NoDraws())
+    nodes = ["b:1"]
+    assert router.pick("/r/a/f", nodes) == "b:1"
+    nodes[0] = "a:1"
+    assert router.pick("/r/a/f", nodes) == "a:1"
