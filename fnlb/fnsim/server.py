@@ -18,7 +18,7 @@ from collections.abc import Hashable
 from aiohttp import web
 
 from fnlb.fnsim.callid import CallIds
-from fnlb.fnsim.goduration import format_go_duration
+from fnlb.goduration import format_go_duration
 from fnlb.fnsim.metrics import CONTENT_TYPE, exposition, new_registry
 from fnlb.fnsim.model import CallFinished, CallRejected, CallStarted, Event, PoolModel, PoolStats
 from fnlb.fnsim.options import FnSimOptions

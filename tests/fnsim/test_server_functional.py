@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from fnlb.fnsim import FnSimCluster, FnSimOptions, start_nodes
-from fnlb.fnsim.goduration import parse_go_duration
+from fnlb.goduration import parse_go_duration
 
 QUICK = FnSimOptions(cold_start_ms=30.0, default_ms=1.0, shutdown_timeout_s=2.0, seed=1)
 

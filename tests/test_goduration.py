@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fnlb.fnsim.goduration import (
+from fnlb.goduration import (
     HOUR,
     MICROSECOND,
     MILLISECOND,
