@@ -22,8 +22,8 @@ Theory of operation (fnproject/fn `fnlb/lb/ch.go`, January 2018, and fnproject/l
    to 2 s with an integer percentage falling linearly from 40 to 10; above 2 s with 10 %.
    A refused node passes the call to the next node in the list, wrapping around. The
    original walks around the ring until some node accepts; we stop after `max_passes`
-   full passes and return the home node (with the default of 100 passes that happens with
-   odds below 0.9**100 per node, so the draws match the original's in practice).
+   full passes and return the home node (with the default of 100 passes the odds of that
+   are at most 0.9 ** (100 * len(nodes)), so the draws match the original's in practice).
 """
 
 from __future__ import annotations
