@@ -355,6 +355,8 @@ class Verdict:
     """fnlb req/s over pass-through req/s (medians of the same run): the issue's figure."""
     cpu_efficiency: float
     """Pass-through CPU per call over fnlb's: the same question, less exposed to noise."""
+    per_round: tuple[float, ...]
+    """fnlb req/s over the pass-through's in each round (adjacent runs, similar noise)."""
 
     @property
     def met(self) -> bool:
@@ -370,7 +372,11 @@ def fnlb_verdict(targets: list[Target]) -> Verdict | None:
     def cpu(t: Target) -> float:
         return t.median(lambda r: r.cpu_us_per_call)
 
-    return Verdict(fnlb.median_rps() / base.median_rps(), cpu(base) / cpu(fnlb))
+    return Verdict(
+        fnlb.median_rps() / base.median_rps(),
+        cpu(base) / cpu(fnlb),
+        tuple(f.wrk.rps / b.wrk.rps for f, b in zip(fnlb.runs, base.runs, strict=True)),
+    )
 
 
 def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
@@ -470,7 +476,8 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         say(
             f"fnlb / aiohttp pass-through = {verdict.throughput:.2f} in req/s "
             f"(target >= {TARGET_RATIO}): {'met' if verdict.met else 'NOT met'}; "
-            f"{verdict.cpu_efficiency:.2f} in CPU per call (pass-through's / fnlb's)"
+            f"{verdict.cpu_efficiency:.2f} in CPU per call (pass-through's / fnlb's); "
+            f"per round {' '.join(f'{r:.2f}' for r in verdict.per_round)}"
         )
         if args.check and not verdict.met:
             code = 1
