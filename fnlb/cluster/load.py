@@ -1,0 +1,767 @@
+"""Shared load: this peer's per (function, node) figures, and the cluster-wide view of them.
+
+Rule 1: no asyncio, socket, time or global random here.
+Rule 2: every input carries `now` (seconds, any monotonic origin shared by the calls of one
+object); every output is returned. The runtime feeds calls in, publishes digests, merges the
+digests peers send, and reads figures out.
+
+Theory of operation
+-------------------
+`LocalLoad` is written on the request path: `call_started` and `call_finished` are O(1) and
+allocate nothing after the first call of a (function, node) pair; they update a record with
+__slots__ in place. Rates are exponentially decayed counts with time constant `tau`
+(`time_constant_s`, default 3 s): an event `age` seconds old weighs exp(-age / tau), and the
+rate is the weighted count divided by tau. For steady traffic at r calls/s this converges to r;
+after a step change it moves 63 % of the way in tau seconds. To make writes cheap the decay is
+"forward": an event at time t adds exp((t - L) / tau) for a landmark L, and a reader multiplies
+by exp((L - now) / tau) once for all records. `sweep` moves the landmark forward (rescaling every
+record, O(records), every ~50 tau) before the weights could overflow.
+
+Figures per (function, node): arrivals (calls/s, counted when a call starts, so a call retried
+on another node counts once on each), in-flight (exact), wait to start (the decayed mean of
+`Xxx-Fxlb-Wait` when the server sent it, else of the time to first byte of answers below 500;
+503 answers give no wait sample), and busy 503s per second. Per node: the same, summed over
+functions. Functions idle for `expire_after_s` with nothing in flight are dropped by `sweep`.
+
+`ClusterLoad` keeps the newest digest (see `load_digest`) of each peer, this one's own
+included, and answers cluster-wide questions from them. Each peer's in-flight counts are a
+snapshot taken when its digest was made: they are used while that digest is younger than
+`in_flight_ttl_s` and count as 0 after; a digest older than `stale_after_s` is ignored
+altogether (and dropped by `expire`). Sums are taken over integer wire units, so they are
+exact and the same on every peer holding the same digests; `width_inputs` further snaps them
+onto a geometric grid so that the small differences left (a digest a peer has not received
+yet) rarely change what routing decides.
+"""
+
+from __future__ import annotations
+
+import heapq
+import zlib
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from math import exp
+from types import MappingProxyType
+from typing import Final
+
+import msgpack
+
+from fnlb.cluster.load_digest import (
+    GOSSIP_BUDGET_BYTES,
+    ZERO_ROW,
+    Digest,
+    Row,
+    decode_digest,
+    encode_digest,
+    quantise,
+)
+from fnlb.errors import LocalProtocolError
+
+BUSY_STATUS: Final = 503
+"""The status an Fn server answers with when it has no room for a call."""
+
+_REBASE_SOFT = 50.0  # in time constants: sweep moves the landmark past this
+_REBASE_HARD = 200.0  # the request path does it itself past this (exp overflows near 709)
+_EVICT_TRIES = 8
+
+
+# --- local figures --------------------------------------------------------------------------
+
+
+class _NodeRec:
+    """Totals over all functions on one node; shared by that node's cells."""
+
+    __slots__ = ("cells", "g_arr", "g_busy", "g_wait", "g_ws", "in_flight")
+
+    def __init__(self) -> None:
+        self.cells = 0
+        self.in_flight = 0
+        self.g_arr = 0.0
+        self.g_ws = 0.0
+        self.g_wait = 0.0
+        self.g_busy = 0.0
+
+
+class _Cell:
+    """One (function, node) pair; `g_*` are forward-decayed sums (see the module docstring)."""
+
+    __slots__ = ("g_arr", "g_busy", "g_wait", "g_ws", "in_flight", "last", "node")
+
+    def __init__(self, node: _NodeRec, now: float) -> None:
+        self.node = node
+        self.in_flight = 0
+        self.last = now
+        self.g_arr = 0.0
+        self.g_ws = 0.0  # weight of wait samples
+        self.g_wait = 0.0  # weighted sum of wait samples, seconds
+        self.g_busy = 0.0
+
+
+class _FnRec:
+    __slots__ = ("cells", "g_arr", "in_flight", "last")
+
+    def __init__(self, now: float) -> None:
+        self.cells: dict[str, _Cell] = {}
+        self.in_flight = 0
+        self.last = now
+        self.g_arr = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeShare:
+    """Load on one node (of one function, or of all): calls/s, count, seconds, busy 503s/s."""
+
+    rate: float
+    in_flight: int
+    wait: float
+    busy_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionLoad:
+    """A function's load, in total and per node.
+
+    `complete` is False when some peer's digest lumped this function with others (it was not
+    among that peer's hottest), so the figures are a lower bound.
+    """
+
+    rate: float
+    in_flight: int
+    wait: float
+    busy_rate: float
+    nodes: Mapping[str, NodeShare]
+    complete: bool = True
+
+
+_NO_NODES: Final[Mapping[str, NodeShare]] = MappingProxyType({})
+IDLE: Final = FunctionLoad(0.0, 0, 0.0, 0.0, _NO_NODES)
+IDLE_NODE: Final = NodeShare(0.0, 0, 0.0, 0.0)
+
+
+class LocalLoad:
+    """This peer's load figures, written by the request path, read by gossip and routing."""
+
+    __slots__ = (
+        "_fns",
+        "_inv_tau",
+        "_landmark",
+        "_nodes",
+        "_seq",
+        "epoch",
+        "evicted",
+        "expire_after_s",
+        "max_functions",
+        "tau",
+    )
+
+    def __init__(
+        self,
+        *,
+        time_constant_s: float = 3.0,
+        expire_after_s: float = 120.0,
+        max_functions: int = 100_000,
+        epoch: int = 0,
+    ) -> None:
+        """`epoch`: a number larger at each start of this peer (wall-clock ms will do), so
+        peers order a restarted peer's digests after its old ones. `max_functions`: a hard cap
+        on tracked functions (a client spraying random paths cannot grow memory without
+        bound); past it, the least recently swept idle function is evicted and counted in
+        `evicted`."""
+        if not time_constant_s > 0 or not expire_after_s > 0 or max_functions < 1:
+            raise LocalProtocolError("time constant, expiry and max_functions must be positive")
+        self.tau = time_constant_s
+        self._inv_tau = 1.0 / time_constant_s
+        self.expire_after_s = expire_after_s
+        self.max_functions = max_functions
+        self.epoch = epoch
+        self.evicted = 0
+        self._seq = 0
+        self._landmark = 0.0
+        self._fns: OrderedDict[str, _FnRec] = OrderedDict()
+        self._nodes: dict[str, _NodeRec] = {}
+
+    # -- the request path --------------------------------------------------------------------
+
+    def call_started(self, fn: str, node: str, now: float) -> None:
+        """A call of `fn` was sent to `node`. O(1); allocates only for a new pair."""
+        rec = self._fns.get(fn)
+        if rec is None:
+            rec = self._new_function(fn, now)
+        cell = rec.cells.get(node)
+        if cell is None:
+            cell = self._new_cell(rec, node, now)
+        x = (now - self._landmark) * self._inv_tau
+        if x > _REBASE_HARD:
+            self._rebase(now)
+            x = 0.0
+        e = exp(x)
+        cell.g_arr += e
+        cell.in_flight += 1
+        cell.last = now
+        rec.g_arr += e
+        rec.in_flight += 1
+        rec.last = now
+        nrec = cell.node
+        nrec.g_arr += e
+        nrec.in_flight += 1
+
+    def call_finished(
+        self,
+        fn: str,
+        node: str,
+        status: int,
+        wait_s: float | None,
+        ttfb_s: float | None,
+        now: float,
+    ) -> None:
+        """A call started with `call_started(fn, node)` ended (answered, failed or cancelled).
+
+        `status`: the node's HTTP status (0 or any >= 500 when no answer came). `wait_s`: the
+        `Xxx-Fxlb-Wait` header in seconds, None when absent. `ttfb_s`: seconds until the first
+        byte of the answer, None when none came; it stands in for the wait when the header is
+        absent and the status is below 500. A 503 counts as busy and gives no wait sample.
+        """
+        rec = self._fns.get(fn)
+        cell = None if rec is None else rec.cells.get(node)
+        if rec is None or cell is None or cell.in_flight <= 0:
+            raise LocalProtocolError(f"call_finished({fn!r}, {node!r}) without call_started")
+        x = (now - self._landmark) * self._inv_tau
+        if x > _REBASE_HARD:
+            self._rebase(now)
+            x = 0.0
+        nrec = cell.node
+        cell.in_flight -= 1
+        cell.last = now
+        rec.in_flight -= 1
+        rec.last = now
+        nrec.in_flight -= 1
+        if status == BUSY_STATUS:
+            e = exp(x)
+            cell.g_busy += e
+            nrec.g_busy += e
+            return
+        w = wait_s if wait_s is not None else (ttfb_s if status < 500 else None)
+        if w is not None and w >= 0.0:  # NaN fails the comparison too
+            e = exp(x)
+            cell.g_ws += e
+            cell.g_wait += w * e
+            nrec.g_ws += e
+            nrec.g_wait += w * e
+
+    def _new_function(self, fn: str, now: float) -> _FnRec:
+        fns = self._fns
+        if len(fns) >= self.max_functions:
+            for _ in range(_EVICT_TRIES):
+                old_fn, old = fns.popitem(last=False)
+                if old.in_flight == 0:
+                    self._release(old)
+                    self.evicted += 1
+                    break
+                fns[old_fn] = old
+        rec = fns[fn] = _FnRec(now)
+        return rec
+
+    def _new_cell(self, rec: _FnRec, node: str, now: float) -> _Cell:
+        nrec = self._nodes.get(node)
+        if nrec is None:
+            nrec = self._nodes[node] = _NodeRec()
+        nrec.cells += 1
+        cell = rec.cells[node] = _Cell(nrec, now)
+        return cell
+
+    def _release(self, rec: _FnRec) -> None:
+        for node in rec.cells:
+            self._release_node(node)
+
+    def _release_node(self, node: str) -> None:
+        nrec = self._nodes[node]
+        nrec.cells -= 1
+        if nrec.cells == 0:
+            del self._nodes[node]
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def sweep(self, now: float, limit: int | None = None) -> int:
+        """Drop functions (and per-node cells) idle for `expire_after_s`; returns how many
+        functions went.
+
+        Examines `limit` functions (default: all), oldest-examined first, so a runtime may
+        call it often with a small limit to spread the cost. Also moves the decay landmark
+        when due (O(records), every ~50 time constants).
+        """
+        if (now - self._landmark) * self._inv_tau > _REBASE_SOFT:
+            self._rebase(now)
+        fns = self._fns
+        n = len(fns) if limit is None else min(limit, len(fns))
+        cutoff = now - self.expire_after_s
+        dropped = 0
+        for _ in range(n):
+            fn, rec = fns.popitem(last=False)
+            if rec.in_flight == 0 and rec.last < cutoff:
+                self._release(rec)
+                dropped += 1
+                continue
+            if len(rec.cells) > 1:
+                idle = [k for k, c in rec.cells.items() if c.in_flight == 0 and c.last < cutoff]
+                for node in idle:
+                    cell = rec.cells.pop(node)
+                    rec.g_arr = max(0.0, rec.g_arr - cell.g_arr)
+                    self._release_node(node)
+            fns[fn] = rec
+        return dropped
+
+    def _rebase(self, now: float) -> None:
+        # Every weight is relative to the landmark: moving it rescales them all at once.
+        f = exp((self._landmark - now) * self._inv_tau)
+        self._landmark = now
+        for rec in self._fns.values():
+            rec.g_arr *= f
+            for c in rec.cells.values():
+                c.g_arr *= f
+                c.g_ws *= f
+                c.g_wait *= f
+                c.g_busy *= f
+        for n in self._nodes.values():
+            n.g_arr *= f
+            n.g_ws *= f
+            n.g_wait *= f
+            n.g_busy *= f
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def function_count(self) -> int:
+        """Functions tracked now (active, or idle for less than `expire_after_s`)."""
+        return len(self._fns)
+
+    @property
+    def cell_count(self) -> int:
+        """(function, node) pairs tracked now."""
+        return sum(len(r.cells) for r in self._fns.values())
+
+    @property
+    def node_count(self) -> int:
+        return len(self._nodes)
+
+    def in_flight(self, fn: str, node: str | None = None) -> int:
+        """Calls of `fn` in flight from this peer (to `node`, or to any node). Exact."""
+        rec = self._fns.get(fn)
+        if rec is None:
+            return 0
+        if node is None:
+            return rec.in_flight
+        cell = rec.cells.get(node)
+        return 0 if cell is None else cell.in_flight
+
+    def node_in_flight(self, node: str) -> int:
+        """Calls in flight from this peer to `node`, all functions. Exact."""
+        nrec = self._nodes.get(node)
+        return 0 if nrec is None else nrec.in_flight
+
+    def _rate_factor(self, now: float) -> float:
+        return exp((self._landmark - now) * self._inv_tau) * self._inv_tau
+
+    def function_load(self, fn: str, now: float) -> FunctionLoad:
+        """This peer's own figures for `fn`, unquantised (IDLE when it is not tracked)."""
+        rec = self._fns.get(fn)
+        if rec is None:
+            return IDLE
+        r = self._rate_factor(now)
+        nodes = {
+            node: _share(c.g_arr, c.in_flight, c.g_ws, c.g_wait, c.g_busy, r)
+            for node, c in sorted(rec.cells.items())
+        }
+        return _combine(nodes)
+
+    def node_load(self, node: str, now: float) -> NodeShare:
+        """This peer's own figures for `node` over all functions, unquantised."""
+        n = self._nodes.get(node)
+        if n is None:
+            return IDLE_NODE
+        return _share(n.g_arr, n.in_flight, n.g_ws, n.g_wait, n.g_busy, self._rate_factor(now))
+
+    def digest(self, now: float, budget_bytes: int = GOSSIP_BUDGET_BYTES) -> bytes:
+        """This peer's figures as a digest of at most `budget_bytes` (see `load_digest`).
+
+        The hottest functions (by rate + in-flight) are listed in full, per node; the rest are
+        lumped. Each call takes the next sequence number. Cost: O(functions) to rank them.
+        """
+        r = self._rate_factor(now)
+        node_rows = sorted(
+            (
+                (name, _row(n.g_arr, n.in_flight, n.g_ws, n.g_wait, n.g_busy, r))
+                for name, n in self._nodes.items()
+            ),
+            key=lambda item: (-(item[1][0] + 100 * item[1][1]), item[0]),
+        )
+        totals = (
+            sum(row[0] for _n, row in node_rows),
+            sum(row[1] for _n, row in node_rows),
+            0,
+            sum(row[3] for _n, row in node_rows),
+        )
+        k = max(1, budget_bytes // 10)
+        items = self._fns.items()
+        ranked: Sequence[tuple[str, _FnRec]]
+        if k < len(self._fns):
+            ranked = heapq.nlargest(k, items, key=lambda kv: kv[1].g_arr * r + kv[1].in_flight)
+        else:
+            ranked = sorted(items, key=lambda kv: -(kv[1].g_arr * r + kv[1].in_flight))
+        self._seq += 1
+        return encode_digest(
+            epoch=self.epoch,
+            seq=self._seq,
+            functions=_function_rows(ranked, r),
+            nodes=node_rows,
+            totals=totals,
+            function_count=len(self._fns),
+            budget=budget_bytes,
+        )
+
+
+def _row(g_arr: float, in_flight: int, g_ws: float, g_wait: float, g_busy: float, r: float) -> Row:
+    return quantise(g_arr * r, in_flight, g_wait / g_ws if g_ws > 0.0 else 0.0, g_busy * r)
+
+
+def _share(
+    g_arr: float, in_flight: int, g_ws: float, g_wait: float, g_busy: float, r: float
+) -> NodeShare:
+    return NodeShare(g_arr * r, in_flight, g_wait / g_ws if g_ws > 0.0 else 0.0, g_busy * r)
+
+
+def _combine(nodes: dict[str, NodeShare], complete: bool = True) -> FunctionLoad:
+    rate = sum(s.rate for s in nodes.values())
+    weight = sum(max(s.rate, 1e-9) for s in nodes.values())
+    wait = sum(s.wait * max(s.rate, 1e-9) for s in nodes.values()) / weight if nodes else 0.0
+    return FunctionLoad(
+        rate,
+        sum(s.in_flight for s in nodes.values()),
+        wait,
+        sum(s.busy_rate for s in nodes.values()),
+        MappingProxyType(nodes),
+        complete,
+    )
+
+
+def _function_rows(
+    ranked: Sequence[tuple[str, _FnRec]], r: float
+) -> Iterator[tuple[str, list[tuple[str, Row]]]]:
+    for fn, rec in ranked:
+        cells = []
+        for node, c in rec.cells.items():
+            row = _row(c.g_arr, c.in_flight, c.g_ws, c.g_wait, c.g_busy, r)
+            if row != ZERO_ROW:
+                cells.append((node, row))
+        if cells:
+            yield fn, cells
+
+
+# --- quantisation for identical decisions ---------------------------------------------------
+
+
+def _grid(start: int, stop: int) -> tuple[int, ...]:
+    """Integer thresholds start * 2^(k/4), k = 0, 1, ... (steps of ~19 %), duplicates removed.
+
+    Rounded to integers once, at import, so every platform gets the same table whatever its
+    libm does in the last bit.
+    """
+    out: list[int] = []
+    k = 0
+    while True:
+        v = round(start * 2 ** (k / 4))
+        if v > stop:
+            return tuple(out)
+        if not out or v > out[-1]:
+            out.append(v)
+        k += 1
+
+
+RATE_GRID: Final = _grid(10, 10**14)
+"""Rate thresholds in centi-calls/s, from 0.1 call/s up by 2^(1/4)."""
+COUNT_GRID: Final = _grid(1, 10**12)
+"""In-flight thresholds: 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 13, 16, 19, 23, 27, 32, ..."""
+WAIT_GRID: Final = COUNT_GRID
+"""Wait thresholds in milliseconds: 1 ms, 2 ms, ... up by 2^(1/4)."""
+
+
+def grid_level(units: int, grid: Sequence[int]) -> int:
+    """How many thresholds of `grid` are <= `units`: 0 below the first one."""
+    return bisect_right(grid, units)
+
+
+def grid_floor(level: int, grid: Sequence[int]) -> int:
+    """The smallest value (in grid units) at `level`: 0 for level 0."""
+    return grid[level - 1] if level > 0 else 0
+
+
+@dataclass(frozen=True, slots=True)
+class WidthInputs:
+    """A function's cluster-wide load snapped onto geometric grids, for hot-set width.
+
+    Levels are the inputs: equal on two peers that hold the same digests, and unchanged by
+    differences of less than one grid step (~19 %) unless they straddle a threshold. Routing
+    should add its own hysteresis on top (e.g. widen at level L, narrow only below L - 2).
+    `peers`: how many peers' fresh digests contributed.
+    """
+
+    rate_level: int
+    in_flight_level: int
+    wait_level: int
+    busy_level: int
+    peers: int
+
+    @property
+    def rate(self) -> float:
+        """Calls/s at the bottom of the rate level."""
+        return grid_floor(self.rate_level, RATE_GRID) / 100.0
+
+    @property
+    def in_flight(self) -> int:
+        return grid_floor(self.in_flight_level, COUNT_GRID)
+
+    @property
+    def wait(self) -> float:
+        """Seconds at the bottom of the wait level."""
+        return grid_floor(self.wait_level, WAIT_GRID) / 1000.0
+
+    @property
+    def busy_rate(self) -> float:
+        return grid_floor(self.busy_level, RATE_GRID) / 100.0
+
+
+COLD: Final = WidthInputs(0, 0, 0, 0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSummary:
+    """What every peer should agree on when gossip has converged; compare with `checksum`.
+
+    Totals are in wire units (centi-calls/s, counts) and include lumped functions and nodes.
+    """
+
+    peers: tuple[str, ...]
+    rate_c: int
+    in_flight: int
+    busy_c: int
+    hot: tuple[tuple[str, WidthInputs], ...]
+
+    def checksum(self) -> int:
+        """CRC-32 of a canonical encoding of the quantised summary."""
+        body = [
+            list(self.peers),
+            grid_level(self.rate_c, RATE_GRID),
+            grid_level(self.in_flight, COUNT_GRID),
+            grid_level(self.busy_c, RATE_GRID),
+            [
+                [fn, w.rate_level, w.in_flight_level, w.wait_level, w.busy_level, w.peers]
+                for fn, w in self.hot
+            ],
+        ]
+        return zlib.crc32(msgpack.packb(body, use_bin_type=True))
+
+
+# --- the cluster-wide view ------------------------------------------------------------------
+
+
+class _Units:
+    """Integer accumulator for one node's share of a function: exact, order-independent."""
+
+    __slots__ = ("busy_c", "in_flight", "rate_c", "wait_sum", "wait_weight")
+
+    def __init__(self) -> None:
+        self.rate_c = 0
+        self.in_flight = 0
+        self.wait_sum = 0
+        self.wait_weight = 0
+        self.busy_c = 0
+
+    def add(self, row: Row, with_in_flight: bool) -> None:
+        r, i, w, b = row
+        weight = max(r, 1)  # waits weigh by calls; a 0-rate row still counts a little
+        self.rate_c += r
+        if with_in_flight:
+            self.in_flight += i
+        self.wait_sum += w * weight
+        self.wait_weight += weight
+        self.busy_c += b
+
+    @property
+    def wait_ms(self) -> int:
+        return self.wait_sum // self.wait_weight if self.wait_weight else 0
+
+    def share(self) -> NodeShare:
+        return NodeShare(
+            self.rate_c / 100.0,
+            self.in_flight,
+            self.wait_sum / self.wait_weight / 1000.0 if self.wait_weight else 0.0,
+            self.busy_c / 100.0,
+        )
+
+
+class ClusterLoad:
+    """The newest load digest of every peer (this one included), and sums over them.
+
+    Feed it `merge(peer, digest_bytes, now)` for every digest received by broadcast or
+    push-pull and for each of this peer's own digests (so this peer sees itself exactly as the
+    others do), `peer_left(peer)` when membership says a peer is gone, and `expire(now)` now
+    and then to free stale digests. Reads take `now` to judge freshness.
+    """
+
+    __slots__ = ("_digests", "in_flight_ttl_s", "stale_after_s", "version")
+
+    def __init__(self, *, stale_after_s: float = 5.0, in_flight_ttl_s: float = 2.5) -> None:
+        """`stale_after_s`: a digest received longer ago is ignored (a peer sends one every
+        few hundred ms, so this survives a few lost broadcasts). `in_flight_ttl_s`: a digest's
+        in-flight counts are used only while it is younger than this."""
+        if not 0 < in_flight_ttl_s <= stale_after_s:
+            raise LocalProtocolError("need 0 < in_flight_ttl_s <= stale_after_s")
+        self.stale_after_s = stale_after_s
+        self.in_flight_ttl_s = in_flight_ttl_s
+        self.version = 0
+        """Incremented whenever the set of digests changes."""
+        self._digests: dict[str, tuple[Digest, float]] = {}
+
+    def merge(self, peer: str, data: bytes, now: float) -> bool:
+        """Keep `data` as `peer`'s digest if it is newer than the one held; True if kept.
+
+        Raises RemoteProtocolError(reason) if `data` is not a valid digest (drop and count).
+        """
+        digest = decode_digest(data)
+        held = self._digests.get(peer)
+        if held is not None and digest.order <= held[0].order:
+            return False
+        self._digests[peer] = (digest, now)
+        self.version += 1
+        return True
+
+    def peer_left(self, peer: str) -> bool:
+        """Forget `peer`'s digest (it left or was declared dead); True if there was one."""
+        if self._digests.pop(peer, None) is None:
+            return False
+        self.version += 1
+        return True
+
+    def expire(self, now: float) -> list[str]:
+        """Drop digests older than `stale_after_s`; returns the peers dropped."""
+        old = [p for p, (_d, t) in self._digests.items() if now - t > self.stale_after_s]
+        for p in old:
+            del self._digests[p]
+        if old:
+            self.version += 1
+        return old
+
+    def _fresh(self, now: float) -> list[tuple[str, Digest, bool]]:
+        """(peer, digest, whether its in-flight counts are still used), by peer name."""
+        return [
+            (p, d, now - t <= self.in_flight_ttl_s)
+            for p, (d, t) in sorted(self._digests.items())
+            if now - t <= self.stale_after_s
+        ]
+
+    def peers(self, now: float) -> list[str]:
+        """Peers whose digest is fresh, sorted."""
+        return [p for p, _d, _i in self._fresh(now)]
+
+    def _function_units(self, fn: str, now: float) -> tuple[dict[str, _Units], bool, int]:
+        nodes: dict[str, _Units] = {}
+        complete = True
+        peers = 0
+        for _p, d, with_in_flight in self._fresh(now):
+            cells = d.functions.get(fn)
+            if cells is None:
+                if d.rest.rate_c or d.rest.in_flight or d.rest.busy_c:
+                    complete = False
+                continue
+            peers += 1
+            for node, row in cells.items():
+                u = nodes.get(node)
+                if u is None:
+                    u = nodes[node] = _Units()
+                u.add(row, with_in_flight)
+        return nodes, complete, peers
+
+    def function_load(self, fn: str, now: float) -> FunctionLoad:
+        """Cluster-wide load of `fn`: rate, in-flight, wait, busy rate, and per node."""
+        nodes, complete, _peers = self._function_units(fn, now)
+        total = _Units()
+        for u in nodes.values():
+            total.rate_c += u.rate_c
+            total.in_flight += u.in_flight
+            total.wait_sum += u.wait_sum
+            total.wait_weight += u.wait_weight
+            total.busy_c += u.busy_c
+        t = total.share()
+        shares = {node: nodes[node].share() for node in sorted(nodes)}
+        return FunctionLoad(
+            t.rate, t.in_flight, t.wait, t.busy_rate, MappingProxyType(shares), complete
+        )
+
+    def node_load(self, node: str, now: float) -> NodeShare:
+        """Cluster-wide load on `node`, all functions. A lower bound when a peer's digest
+        lumped this node with others (a broadcast lists only the busiest nodes that fit)."""
+        u = _Units()
+        for _p, d, with_in_flight in self._fresh(now):
+            row = d.nodes.get(node)
+            if row is not None:
+                u.add(row, with_in_flight)
+        return u.share()
+
+    def _rates(self, now: float) -> dict[str, int]:
+        rates: dict[str, int] = {}
+        for _p, d, _i in self._fresh(now):
+            for fn, cells in d.functions.items():
+                rates[fn] = rates.get(fn, 0) + sum(row[0] for row in cells.values())
+        return rates
+
+    def hot_functions(self, n: int, now: float) -> list[tuple[str, float]]:
+        """The `n` functions with the highest cluster-wide rate, as (fn, calls/s), hottest
+        first; ties go to the smaller name, so every peer lists them alike."""
+        rates = self._rates(now)
+        top = heapq.nsmallest(n, rates.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [(fn, rate_c / 100.0) for fn, rate_c in top]
+
+    def width_inputs(self, fn: str, now: float) -> WidthInputs:
+        """`fn`'s cluster-wide figures on the grids (COLD when no fresh digest lists it)."""
+        nodes, _complete, peers = self._function_units(fn, now)
+        if not nodes:
+            return COLD
+        total = _Units()
+        for u in nodes.values():
+            total.rate_c += u.rate_c
+            total.in_flight += u.in_flight
+            total.wait_sum += u.wait_sum
+            total.wait_weight += u.wait_weight
+            total.busy_c += u.busy_c
+        return WidthInputs(
+            grid_level(total.rate_c, RATE_GRID),
+            grid_level(total.in_flight, COUNT_GRID),
+            grid_level(total.wait_ms, WAIT_GRID),
+            grid_level(total.busy_c, RATE_GRID),
+            peers,
+        )
+
+    def width_table(self, n: int, now: float) -> Mapping[str, WidthInputs]:
+        """Width inputs of the `n` hottest functions, for a view: absent means COLD."""
+        return MappingProxyType(
+            {fn: self.width_inputs(fn, now) for fn, _r in self.hot_functions(n, now)}
+        )
+
+    def summary(self, now: float, hot: int = 32) -> LoadSummary:
+        """Totals over all fresh digests (lumps included) and the `hot` hottest functions."""
+        rate_c = in_flight = busy_c = 0
+        fresh = self._fresh(now)
+        for _p, d, with_in_flight in fresh:
+            for r, i, _w, b in d.nodes.values():
+                rate_c += r
+                busy_c += b
+                if with_in_flight:
+                    in_flight += i
+            rate_c += d.other_nodes.rate_c
+            busy_c += d.other_nodes.busy_c
+            if with_in_flight:
+                in_flight += d.other_nodes.in_flight
+        table = self.width_table(hot, now)
+        return LoadSummary(
+            tuple(p for p, _d, _i in fresh), rate_c, in_flight, busy_c, tuple(table.items())
+        )

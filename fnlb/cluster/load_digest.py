@@ -1,0 +1,365 @@
+"""The load digest: one peer's load figures as size-bounded msgpack, and its strict decoder.
+
+Rule 1: no asyncio, socket, time or global random here.
+Rule 2: `decode_digest` either returns a `Digest` or raises RemoteProtocolError(reason); no
+other exception leaves it, whatever the bytes.
+
+A digest rides one gossip broadcast (a budget of about 1000 bytes) several times a second, and
+a larger variant rides push-pull. It can never carry 10,000 functions in 1000 bytes, so it
+carries the hottest functions in full and lumps the rest, and the encoder fills the budget
+greedily, knowing every piece's encoded size before it commits to it: the result is never
+longer than the budget.
+
+Wire format (all figures are non-negative integers in fixed units, so sums of them are exact
+and identical on every peer):
+
+    digest = msgpack array [
+        VERSION,            1
+        epoch,              uint: chosen by the sender at start (e.g. wall-clock ms), so a
+                            restarted peer's digests order after its old ones
+        seq,                uint: +1 per digest; receivers keep the highest (epoch, seq)
+        nodes,              flat array [name, rate_c, in_flight, wait_ms, busy_c, ...]:
+                            node totals (all functions) of the listed nodes; a function entry
+                            names a node by its index here (position / 5)
+        functions,          array of [fn, node_index, rate_c, in_flight, wait_ms, busy_c, ...]:
+                            the hottest functions, each with its figures on every node
+        rest,               [count, rate_c, in_flight, busy_c]: functions not listed
+        other_nodes,        [count, rate_c, in_flight, busy_c]: nodes not listed
+    ]
+
+Units: rate_c and busy_c are centi-calls per second (1.00 call/s = 100), wait_ms is
+milliseconds, in_flight is a count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+
+from fnlb.errors import LocalProtocolError, RemoteProtocolError
+
+VERSION: Final = 1
+"""First field of every digest."""
+
+GOSSIP_BUDGET_BYTES: Final = 1000
+"""Default size of the digest broadcast a few times a second (fits one SWIM packet)."""
+FULL_BUDGET_BYTES: Final = 1024 * 1024
+"""Default size of the digest carried by push-pull: 10,000 busy functions need ~0.4 MB."""
+MIN_BUDGET_BYTES: Final = 128
+"""Smallest budget `encode_digest` accepts: header and both lumps always fit in it."""
+MAX_DIGEST_BYTES: Final = 4 * 1024 * 1024
+"""Largest digest decoded at all; larger input is refused unread."""
+
+MAX_NODES: Final = 4096
+MAX_FUNCTIONS: Final = 200_000
+MAX_NODE_NAME: Final = 255
+MAX_FUNCTION_NAME: Final = 1024
+MAX_RATE_C: Final = 10**10
+"""Largest rate on the wire, centi-calls/s (10^8 calls/s); larger figures are clamped."""
+MAX_IN_FLIGHT: Final = 10**8
+MAX_WAIT_MS: Final = 86_400_000
+MAX_COUNT: Final = 10**8
+MAX_UINT64: Final = 2**64 - 1
+
+Row = tuple[int, int, int, int]
+"""(rate_c, in_flight, wait_ms, busy_c) in wire units."""
+ZERO_ROW: Final[Row] = (0, 0, 0, 0)
+
+# Reasons (counter labels) a digest is dropped under.
+TOO_LARGE = "load_too_large"
+MALFORMED = "load_malformed"
+BAD_VERSION = "load_bad_version"
+BAD_SHAPE = "load_bad_shape"
+BAD_FIELD = "load_bad_field"
+REASONS = (TOO_LARGE, MALFORMED, BAD_VERSION, BAD_SHAPE, BAD_FIELD)
+
+_LUMP_MAX_BYTES = 1 + 4 * 9  # fixarray + four uint64 at most
+_ARRAY_HEADER_MAX = 5  # array32
+_MAX_SKIPS = 32  # consecutive entries that do not fit before the encoder stops looking
+
+
+def quantise(rate: float, in_flight: int, wait_s: float, busy_rate: float) -> Row:
+    """Figures in wire units, rounded and clamped to the caps the decoder enforces."""
+    return (
+        min(MAX_RATE_C, max(0, round(rate * 100.0))),
+        min(MAX_IN_FLIGHT, max(0, in_flight)),
+        min(MAX_WAIT_MS, max(0, round(wait_s * 1000.0))),
+        min(MAX_RATE_C, max(0, round(busy_rate * 100.0))),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Lump:
+    """What a digest says about entries it does not list one by one."""
+
+    count: int
+    rate_c: int
+    in_flight: int
+    busy_c: int
+
+
+EMPTY_LUMP: Final = Lump(0, 0, 0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """One peer's decoded digest. Figures are `Row`s in wire units."""
+
+    epoch: int
+    seq: int
+    nodes: Mapping[str, Row]
+    """Node totals over all this peer's functions, for the nodes listed."""
+    functions: Mapping[str, Mapping[str, Row]]
+    """Function -> node -> figures, for the functions listed in full."""
+    rest: Lump
+    """Functions not listed: how many and their summed figures."""
+    other_nodes: Lump
+    """Nodes not listed: how many and their summed figures."""
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Newer digests from one peer compare greater."""
+        return (self.epoch, self.seq)
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 0x10000:
+        return bytes([0xDC, n >> 8, n & 0xFF])
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def _pack(obj: Any) -> bytes:
+    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    return out
+
+
+def _encodable(name: str, cap: int) -> bool:
+    """Whether the decoder will accept `name` (1..cap characters, at most 1024 UTF-8 bytes)."""
+    if not 0 < len(name) <= cap:
+        return False
+    try:
+        return len(name.encode("utf-8")) <= MAX_FUNCTION_NAME
+    except UnicodeEncodeError:
+        return False
+
+
+def _lump_piece(v: list[int]) -> bytes:
+    caps = (MAX_COUNT, MAX_RATE_C, MAX_IN_FLIGHT, MAX_RATE_C)
+    return _pack([min(x, cap) for x, cap in zip(v, caps, strict=True)])
+
+
+def encode_digest(
+    *,
+    epoch: int,
+    seq: int,
+    functions: Iterable[tuple[str, Sequence[tuple[str, Row]]]],
+    nodes: Sequence[tuple[str, Row]],
+    totals: Row,
+    function_count: int,
+    budget: int = GOSSIP_BUDGET_BYTES,
+) -> bytes:
+    """A digest of at most `budget` bytes.
+
+    `functions`: hottest first, each with its non-zero per-node figures (consumed lazily, only
+    as far as the budget goes). `nodes`: every node's totals, busiest first. `totals`: the sum
+    over all functions (what the lumps are computed from), `function_count`: how many
+    functions the peer tracks. Functions are taken in order while they fit (one that does not
+    is skipped, a smaller one may still fit); the nodes they name are listed with their
+    totals, then the busiest other nodes while room remains.
+    """
+    if not MIN_BUDGET_BYTES <= budget <= MAX_DIGEST_BYTES:
+        raise LocalProtocolError(f"digest budget {budget} outside {MIN_BUDGET_BYTES}..")
+    if not (0 <= epoch <= MAX_UINT64 and 0 <= seq <= MAX_UINT64):
+        raise LocalProtocolError("digest epoch and seq must be uint64")
+    head = _pack(VERSION) + _pack(epoch) + _pack(seq)
+    used = 1 + len(head) + 2 * _ARRAY_HEADER_MAX + 2 * _LUMP_MAX_BYTES
+    node_rows = dict(nodes)
+    node_index: dict[str, int] = {}
+    node_pieces: list[bytes] = []
+    fn_pieces: list[bytes] = []
+    listed = [0, 0, 0]  # rate_c, in_flight, busy_c of listed functions
+    skips = 0
+    for fn, cells in functions:
+        if skips >= _MAX_SKIPS or budget - used < 8:
+            break
+        if not cells or not _encodable(fn, MAX_FUNCTION_NAME):
+            continue
+        if not all(n in node_index or _encodable(n, MAX_NODE_NAME) for n, _row in cells):
+            continue
+        new: dict[str, int] = {}
+        entry: list[Any] = [fn]
+        for node, row in cells:
+            idx = node_index.get(node)
+            if idx is None:
+                idx = new.get(node)
+                if idx is None:
+                    idx = new[node] = len(node_index) + len(new)
+            entry.append(idx)
+            entry.extend(row)
+        new_pieces = [
+            _pack(n) + b"".join(_pack(v) for v in node_rows.get(n, ZERO_ROW)) for n in new
+        ]
+        piece = _pack(entry)
+        cost = len(piece) + sum(len(p) for p in new_pieces)
+        if used + cost > budget:
+            skips += 1
+            continue
+        skips = 0
+        used += cost
+        node_index.update(new)
+        node_pieces.extend(new_pieces)
+        fn_pieces.append(piece)
+        for _node, (r, i, _w, b) in cells:
+            listed[0] += r
+            listed[1] += i
+            listed[2] += b
+    skips = 0
+    for node, row in nodes:
+        if skips >= _MAX_SKIPS or budget - used < 8:
+            break
+        if node in node_index or row == ZERO_ROW or not _encodable(node, MAX_NODE_NAME):
+            continue
+        piece = _pack(node) + b"".join(_pack(v) for v in row)
+        if used + len(piece) > budget:
+            skips += 1
+            continue
+        used += len(piece)
+        node_index[node] = len(node_index)
+        node_pieces.append(piece)
+    rate_c, in_flight, _wait, busy_c = totals
+    rest = [
+        max(0, function_count - len(fn_pieces)),
+        max(0, rate_c - listed[0]),
+        max(0, in_flight - listed[1]),
+        max(0, busy_c - listed[2]),
+    ]
+    other = [len(node_rows) - len(node_index), 0, 0, 0]
+    for node, (r, i, _w, b) in nodes:
+        if node not in node_index:
+            other[1] += r
+            other[2] += i
+            other[3] += b
+    out = b"".join(
+        [
+            b"\x97",
+            head,
+            _array_header(5 * len(node_pieces)),
+            *node_pieces,
+            _array_header(len(fn_pieces)),
+            *fn_pieces,
+            _lump_piece(rest),
+            _lump_piece(other),
+        ]
+    )
+    if len(out) > budget:  # pragma: no cover - the accounting above reserves worst cases
+        raise LocalProtocolError(f"digest of {len(out)} bytes exceeds budget {budget}")
+    return out
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+def _unpack(data: bytes) -> Any:
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_str_len=MAX_FUNCTION_NAME,
+            max_bin_len=0,
+            max_array_len=max(MAX_FUNCTIONS, 5 * MAX_NODES),
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except Exception as exc:
+        # msgpack reports bad input with several exception types (ValueError subclasses,
+        # TypeError, StackError...): whichever, the bytes were not a digest (Rule 2).
+        raise RemoteProtocolError(MALFORMED, type(exc).__name__) from None
+
+
+def _uint(v: Any, cap: int, what: str) -> int:
+    if type(v) is not int or not 0 <= v <= cap:
+        raise RemoteProtocolError(BAD_FIELD, f"{what} must be an integer in 0..{cap}")
+    return v
+
+
+def _str(v: Any, cap: int, what: str) -> str:
+    if type(v) is not str or not 0 < len(v) <= cap:
+        raise RemoteProtocolError(BAD_FIELD, f"{what} must be a string of 1..{cap} characters")
+    return v
+
+
+def _row(m: list[Any], at: int) -> Row:
+    return (
+        _uint(m[at], MAX_RATE_C, "rate"),
+        _uint(m[at + 1], MAX_IN_FLIGHT, "in-flight"),
+        _uint(m[at + 2], MAX_WAIT_MS, "wait"),
+        _uint(m[at + 3], MAX_RATE_C, "busy rate"),
+    )
+
+
+def _lump(v: Any) -> Lump:
+    if type(v) is not list or len(v) != 4:
+        raise RemoteProtocolError(BAD_SHAPE, "a lump is [count, rate, in_flight, busy]")
+    return Lump(
+        _uint(v[0], MAX_COUNT, "count"),
+        _uint(v[1], MAX_RATE_C, "rate"),
+        _uint(v[2], MAX_IN_FLIGHT, "in-flight"),
+        _uint(v[3], MAX_RATE_C, "busy rate"),
+    )
+
+
+def decode_digest(data: bytes) -> Digest:
+    """A peer's digest, or RemoteProtocolError(reason) for anything malformed."""
+    if type(data) is not bytes or not data:
+        raise RemoteProtocolError(MALFORMED, "empty")
+    if len(data) > MAX_DIGEST_BYTES:
+        raise RemoteProtocolError(TOO_LARGE, f"{len(data)} bytes")
+    m = _unpack(data)
+    if type(m) is not list or len(m) != 7:
+        raise RemoteProtocolError(BAD_SHAPE, "a digest is an array of 7 fields")
+    if m[0] != VERSION or type(m[0]) is not int:
+        raise RemoteProtocolError(BAD_VERSION, repr(m[0])[:20])
+    epoch = _uint(m[1], MAX_UINT64, "epoch")
+    seq = _uint(m[2], MAX_UINT64, "seq")
+    flat = m[3]
+    if type(flat) is not list or len(flat) % 5 or len(flat) > 5 * MAX_NODES:
+        raise RemoteProtocolError(BAD_SHAPE, "nodes is a flat array of 5-tuples")
+    names: list[str] = []
+    nodes: dict[str, Row] = {}
+    for at in range(0, len(flat), 5):
+        name = _str(flat[at], MAX_NODE_NAME, "node name")
+        if name in nodes:
+            raise RemoteProtocolError(BAD_FIELD, "node listed twice")
+        nodes[name] = _row(flat, at + 1)
+        names.append(name)
+    entries = m[4]
+    if type(entries) is not list or len(entries) > MAX_FUNCTIONS:
+        raise RemoteProtocolError(BAD_SHAPE, "functions is an array")
+    functions: dict[str, dict[str, Row]] = {}
+    for e in entries:
+        if type(e) is not list or len(e) < 6 or (len(e) - 1) % 5:
+            raise RemoteProtocolError(BAD_SHAPE, "a function entry is [fn, (node, 4 figures)+]")
+        fn = _str(e[0], MAX_FUNCTION_NAME, "function")
+        if fn in functions:
+            raise RemoteProtocolError(BAD_FIELD, "function listed twice")
+        cells: dict[str, Row] = {}
+        for at in range(1, len(e), 5):
+            idx = e[at]
+            if type(idx) is not int or not 0 <= idx < len(names):
+                raise RemoteProtocolError(BAD_FIELD, "node index out of range")
+            node = names[idx]
+            if node in cells:
+                raise RemoteProtocolError(BAD_FIELD, "node listed twice for one function")
+            cells[node] = _row(e, at + 1)
+        functions[fn] = cells
+    return Digest(epoch, seq, nodes, functions, _lump(m[5]), _lump(m[6]))
