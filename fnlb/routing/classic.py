@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
-from fnlb.errors import RemoteProtocolError
+from fnlb.goduration import parse_go_duration_ns
 from fnlb.routing.siphash import siphash24
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "fnlb_jump_hash",
     "jump_hash",
     "key_sum",
-    "parse_go_duration",
     "wait_from_header",
 ]
 
@@ -231,99 +230,6 @@ class ClassicRouter:
         return self._nodes_sorted
 
 
-_UNIT_NS = {
-    "ns": 1,
-    "us": 1_000,
-    "\u00b5s": 1_000,  # micro sign
-    "\u03bcs": 1_000,  # Greek small letter mu
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
-_LIMIT = 1 << 63
-
-
-def parse_go_duration(text: str) -> int:
-    """Nanoseconds in a Go duration string such as "12.3ms", "1m2s" or "350µs".
-
-    Follows Go's `time.ParseDuration`: an optional sign, then one or more decimal numbers
-    each with a unit (ns, us, µs, ms, s, m, h); "0" alone needs no unit; fractions finer
-    than a nanosecond are truncated; values beyond an int64 are refused. Raises
-    `RemoteProtocolError` (a `ValueError`) with reason "bad_duration".
-    """
-    s = text
-    negative = False
-    if s[:1] in ("-", "+"):
-        negative = s[0] == "-"
-        s = s[1:]
-    if s == "0":
-        return 0
-    if not s:
-        raise RemoteProtocolError("bad_duration", repr(text))
-    total = 0
-    while s:
-        i = _digits_end(s, 0)
-        whole = s[:i]
-        significant = whole.lstrip("0")
-        # Checking the length first keeps int() away from huge digit strings.
-        if len(significant) > 19 or (significant and int(significant) > _LIMIT):
-            raise RemoteProtocolError("bad_duration", f"{text!r} overflows")
-        value = int(significant) if significant else 0
-        s = s[i:]
-        fraction, scale, has_fraction = 0, 1.0, False
-        if s[:1] == ".":
-            end = _digits_end(s, 1)
-            fraction, scale = _leading_fraction(s[1:end])
-            has_fraction = end > 1
-            s = s[end:]
-        if not whole and not has_fraction:
-            raise RemoteProtocolError("bad_duration", repr(text))
-        end = 0
-        while end < len(s) and s[end] != "." and not ("0" <= s[end] <= "9"):
-            end += 1
-        unit = _UNIT_NS.get(s[:end])
-        if unit is None:
-            what = "missing unit" if end == 0 else f"unknown unit {s[:end]!r}"
-            raise RemoteProtocolError("bad_duration", f"{what} in {text!r}")
-        s = s[end:]
-        if value > _LIMIT // unit:
-            raise RemoteProtocolError("bad_duration", f"{text!r} overflows")
-        value *= unit
-        if fraction:
-            # Go computes the fractional part in float64 and truncates; so do we.
-            value += int(float(fraction) * (float(unit) / scale))
-        total += value
-        if total > _LIMIT:
-            raise RemoteProtocolError("bad_duration", f"{text!r} overflows")
-    if negative:
-        return -total
-    if total > _LIMIT - 1:
-        raise RemoteProtocolError("bad_duration", f"{text!r} overflows")
-    return total
-
-
-def _digits_end(s: str, start: int) -> int:
-    i = start
-    while i < len(s) and "0" <= s[i] <= "9":
-        i += 1
-    return i
-
-
-def _leading_fraction(digits: str) -> tuple[int, float]:
-    """Go's leadingFraction: digits past int64 precision are read but ignored."""
-    x, scale = 0, 1.0
-    for c in digits:
-        if x > (_LIMIT - 1) // 10:
-            break
-        y = x * 10 + (ord(c) - 48)
-        if y > _LIMIT:
-            break
-        x = y
-        scale *= 10
-    return x, scale
-
-
 def wait_from_header(value: str | None) -> int:
     """The wait (ns) an `XXX-FXLB-WAIT` header reports; 0 when absent or unparsable.
 
@@ -333,6 +239,6 @@ def wait_from_header(value: str | None) -> int:
     if not value:
         return 0
     try:
-        return parse_go_duration(value)
+        return parse_go_duration_ns(value)
     except ValueError:
         return 0

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from fnlb.errors import RemoteProtocolError
+from fnlb.goduration import parse_go_duration_ns
 from fnlb.routing.classic import (
     ClassicRouter,
     accept_percent,
@@ -16,7 +17,6 @@ from fnlb.routing.classic import (
     fnlb_jump_hash,
     jump_hash,
     key_sum,
-    parse_go_duration,
     wait_from_header,
 )
 
@@ -73,7 +73,7 @@ class Fixed:
     ],
 )
 def test_go_durations(text: str, ns: int) -> None:
-    assert parse_go_duration(text) == ns
+    assert parse_go_duration_ns(text) == ns
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,7 @@ def test_go_durations(text: str, ns: int) -> None:
 )
 def test_bad_go_durations_are_remote_errors(text: str) -> None:
     with pytest.raises(RemoteProtocolError) as err:
-        parse_go_duration(text)
+        parse_go_duration_ns(text)
     assert err.value.reason == "bad_duration"
     assert isinstance(err.value, ValueError)
 

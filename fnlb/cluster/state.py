@@ -1,0 +1,253 @@
+"""The cluster layer as gossip sees it: the node set, health verdicts and load, merged alike.
+
+Rule 1: no asyncio, socket, time or random here. Rule 2: every input carries `now_ms` (wall
+clock, milliseconds: stamps are compared across hosts); every output is returned or queued for
+`take_broadcasts`.
+
+`ClusterState` is the gossip delegate (fnlb.gossip.delegate.GossipDelegate). It holds:
+- the node-set CRDT (fnlb.cluster.nodeset): `add_node`/`remove_node` return the delta that
+  must be persisted and acknowledged; merges of peers' deltas and full states are idempotent;
+- this peer's own health of each node (the original's consecutive-check rule) and everyone's
+  verdicts (fnlb.cluster.health_merge), from which each node's cluster verdict follows;
+- which peers are alive, told by the gossip runtime (only live peers' verdicts count).
+
+Wire format (msgpack): a broadcast is `[kind, ...]` with kind `"n"` (node-set entries) or
+`"v"` (one peer's verdict on one node); a push-pull state is a map with the node-set snapshot
+and every verdict we hold. Anything malformed raises RemoteProtocolError and is dropped by the
+caller, counted by reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+
+from fnlb.cluster.health_merge import ClusterState as Verdict3
+from fnlb.cluster.health_merge import Verdict, VerdictTable
+from fnlb.cluster.hlc import HybridClock, Timestamp
+from fnlb.cluster.nodeset import Entry, MergeResult, NodeSet
+from fnlb.cluster.view import NodeView
+from fnlb.errors import RemoteProtocolError
+from fnlb.health.verdict import NodeHealth, State, after_check
+
+_MAX_STATE_BYTES: Final = 8 << 20
+_MAX_NAME: Final = 255
+
+
+def verdict_stamp(ts: Timestamp) -> int:
+    """An HLC stamp as one integer that orders like the stamp (for one peer's verdicts)."""
+    return (ts.wall_ms << 24) | (ts.logical & 0xFFFFFF)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    """What `/1/lb/cluster` shows of one node."""
+
+    address: str
+    cluster: Verdict3
+    routable_here: bool
+    verdicts: dict[str, bool]
+
+
+class ClusterState:
+    """One peer's replica of the shared state; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        healthy: int,
+        unhealthy: int,
+        nodeset: NodeSet | None = None,
+    ) -> None:
+        self.name = name
+        self._healthy = healthy
+        self._unhealthy = unhealthy
+        self.nodes = nodeset if nodeset is not None else NodeSet(HybridClock(name))
+        self.verdicts = VerdictTable()
+        self.health: dict[str, NodeHealth] = {}
+        self.alive: frozenset[str] = frozenset({name})
+        self._outbox: list[tuple[bytes, bytes]] = []
+        self.recheck: list[str] = []
+        """Nodes a peer called offline while we still see them online: check them now."""
+        self.version = 0
+        self.view = NodeView(0, {})
+        self._publish()
+
+    # -- local changes ---------------------------------------------------------------
+
+    def add_node(self, addr: str, now_ms: int) -> list[Entry]:
+        """Add `addr` cluster-wide; the delta to persist, acknowledge and broadcast."""
+        return self._local_write(self.nodes.add(addr, now_ms))
+
+    def remove_node(self, addr: str, now_ms: int) -> list[Entry]:
+        """Remove `addr` cluster-wide (a tombstone); the delta, as for `add_node`."""
+        return self._local_write(self.nodes.remove(addr, now_ms))
+
+    def _local_write(self, delta: list[Entry]) -> list[Entry]:
+        self._queue_entries(delta)
+        self._nodes_changed()
+        return delta
+
+    def record_check(self, node: str, ok: bool, now_ms: int, error: str = "") -> None:
+        """One health result of ours (active or passive) for a node in the set."""
+        if node not in self.nodes:
+            return
+        old = self.health.get(node, NodeHealth())
+        new = after_check(old, ok, healthy=self._healthy, unhealthy=self._unhealthy, error=error)
+        self.health[node] = new
+        if new.state == old.state or new.state == "unknown":
+            return
+        verdict = Verdict(new.state == "online", verdict_stamp(self.nodes.clock.tick(now_ms)))
+        self.verdicts.merge(self.name, node, verdict)
+        self._outbox.append(
+            (b"v/" + node.encode(), _pack(["v", self.name, node, verdict.online, verdict.stamp]))
+        )
+        self._publish()
+
+    def set_alive(self, peers: Iterable[str]) -> None:
+        """The live peers (self included) according to gossip; only they vote on health."""
+        alive = frozenset(peers) | {self.name}
+        if alive != self.alive:
+            self.alive = alive
+            self._publish()
+
+    # -- gossip delegate ---------------------------------------------------------------
+
+    def take_broadcasts(self) -> list[tuple[bytes, bytes]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
+        self.merge_broadcast(payload, now_ms=None)
+
+    def local_state(self, join: bool) -> bytes:
+        verdicts = [
+            [peer, node, v.online, v.stamp]
+            for node in self.nodes.members()
+            for peer, v in self.verdicts.verdicts(node).items()
+        ]
+        return _pack({"nodes": self.nodes.snapshot(), "verdicts": verdicts})
+
+    def merge_remote_state(self, data: bytes, join: bool) -> None:
+        self.merge_full(data, now_ms=None)
+
+    # -- merging (the delegate's entry points also take an explicit now) ------------------
+
+    now_ms: int = 0
+    """Wall clock of the latest runtime tick; the delegate callbacks carry no time."""
+
+    def merge_broadcast(self, payload: bytes, now_ms: int | None) -> bool:
+        """Apply one peer broadcast; True if anything we route on changed."""
+        now = self.now_ms if now_ms is None else now_ms
+        msg = _unpack(payload)
+        if not isinstance(msg, list) or not msg:
+            raise RemoteProtocolError("bad_cluster_message", "not a non-empty list")
+        kind = msg[0]
+        if kind == "n" and len(msg) == 2 and isinstance(msg[1], list):
+            return self._merged(self.nodes.merge(msg[1], now))
+        if kind == "v" and len(msg) == 5:
+            return self._merge_verdict(msg[1], msg[2], msg[3], msg[4])
+        raise RemoteProtocolError("bad_cluster_message", f"unknown kind {kind!r}")
+
+    def merge_full(self, data: bytes, now_ms: int | None) -> bool:
+        """Apply a peer's full state (push-pull); True if anything we route on changed."""
+        now = self.now_ms if now_ms is None else now_ms
+        state = _unpack(data)
+        if not isinstance(state, dict) or not isinstance(state.get("verdicts"), list):
+            raise RemoteProtocolError("bad_cluster_state", "not a cluster state map")
+        changed = self._merged(self.nodes.merge_full(state.get("nodes"), now))
+        for item in state["verdicts"]:
+            if not isinstance(item, list) or len(item) != 4:
+                raise RemoteProtocolError("bad_cluster_state", "bad verdict")
+            changed |= self._merge_verdict(*item)
+        return changed
+
+    def _merge_verdict(self, peer: Any, node: Any, online: Any, stamp: Any) -> bool:
+        if not (
+            isinstance(peer, str)
+            and 0 < len(peer) <= _MAX_NAME
+            and isinstance(node, str)
+            and isinstance(online, bool)
+            and isinstance(stamp, int)
+            and stamp >= 0
+        ):
+            raise RemoteProtocolError("bad_verdict", "malformed verdict")
+        if peer == self.name or node not in self.nodes:
+            return False  # our own verdicts come from our checks; unknown nodes are ignored
+        if not self.verdicts.merge(peer, node, Verdict(online, stamp)):
+            return False
+        mine = self.verdicts.verdict(self.name, node)
+        if not online and (mine is None or mine.online) and node not in self.recheck:
+            self.recheck.append(node)
+        self._publish()
+        return True
+
+    def _merged(self, result: MergeResult) -> bool:
+        if result.changed:
+            self._queue_entries(result.changed)
+        if result.members_changed:
+            self._nodes_changed()
+            return True
+        return False
+
+    def _queue_entries(self, entries: list[Entry]) -> None:
+        for e in entries:
+            self._outbox.append((b"n/" + e.addr.encode(), _pack(["n", [list(e.to_wire())]])))
+
+    def _nodes_changed(self) -> None:
+        members = set(self.nodes.members())
+        for node in [n for n in self.health if n not in members]:
+            del self.health[node]
+            self.verdicts.forget_node(node)
+        self._publish()
+
+    # -- what routing and operators read ------------------------------------------------
+
+    def _publish(self) -> None:
+        """Build the routing view: cluster verdicts, minus what our own verdict excludes."""
+        members = self.nodes.members()
+        excluded = self.verdicts.locally_excluded(self.name, members)
+        states: dict[str, State] = {}
+        for node, cluster in self.verdicts.states(members, self.alive).items():
+            states[node] = "offline" if node in excluded else cluster
+        self.version += 1
+        self.view = NodeView(self.version, states)
+
+    def checksum(self) -> str:
+        """Equal on two peers when they hold the same nodes and cluster verdicts."""
+        members = self.nodes.members()
+        cluster = self.verdicts.states(members, self.alive)
+        canon = "\n".join(f"{n} {cluster[n]}" for n in members)
+        return hashlib.blake2b(canon.encode(), digest_size=8).hexdigest()
+
+    def report(self) -> list[NodeReport]:
+        members = self.nodes.members()
+        cluster = self.verdicts.states(members, self.alive)
+        return [
+            NodeReport(
+                n,
+                cluster[n],
+                self.view.states.get(n) == "online",
+                {p: v.online for p, v in sorted(self.verdicts.verdicts(n).items())},
+            )
+            for n in members
+        ]
+
+
+def _pack(value: Any) -> bytes:
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
+
+
+def _unpack(data: bytes) -> Any:
+    if len(data) > _MAX_STATE_BYTES:
+        raise RemoteProtocolError("cluster_state_too_large", f"{len(data)} bytes")
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        raise RemoteProtocolError("bad_cluster_msgpack") from None

@@ -1,0 +1,126 @@
+"""Several ClusterStates exchanging broadcasts and full states converge and route alike."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fnlb.cluster.state import ClusterState
+from fnlb.errors import RemoteProtocolError
+
+NAMES = ["a", "b", "c"]
+
+
+def cluster() -> dict[str, ClusterState]:
+    peers = {n: ClusterState(n, healthy=1, unhealthy=2) for n in NAMES}
+    for p in peers.values():
+        p.set_alive(NAMES)
+    return peers
+
+
+def deliver(peers: dict[str, ClusterState], now_ms: int, rng: random.Random | None = None) -> None:
+    """Flush every outbox to every other peer (shuffled when `rng` is given)."""
+    while True:
+        msgs = [(name, b) for name, p in peers.items() for b in p.take_broadcasts()]
+        if not msgs:
+            return
+        if rng is not None:
+            rng.shuffle(msgs)
+        for origin, (_key, payload) in msgs:
+            for name, p in peers.items():
+                if name != origin:
+                    p.merge_broadcast(payload, now_ms)
+
+
+def test_a_node_added_anywhere_is_routable_everywhere_after_checks() -> None:
+    peers = cluster()
+    peers["a"].add_node("n1:8080", 1000)
+    deliver(peers, 1001)
+    for p in peers.values():
+        assert p.nodes.members() == ("n1:8080",)
+        assert p.view.states == {"n1:8080": "unknown"}
+        p.record_check("n1:8080", True, 1002)
+    deliver(peers, 1003)
+    assert {p.checksum() for p in peers.values()} == {peers["a"].checksum()}
+    assert all(p.view.routable == ("n1:8080",) for p in peers.values())
+    peers["b"].remove_node("n1:8080", 2000)
+    deliver(peers, 2001)
+    assert all(p.nodes.members() == () for p in peers.values())
+
+
+def test_concurrent_add_and_delete_resolve_alike_in_any_order() -> None:
+    for seed in range(20):
+        rng = random.Random(seed)
+        peers = cluster()
+        peers["a"].add_node("n:1", 1000)
+        deliver(peers, 1000)
+        # a partition: each side changes the same node without hearing the other
+        peers["a"].remove_node("n:1", 5000 + rng.randrange(10))
+        peers["c"].add_node("n:1", 5000 + rng.randrange(10))
+        peers["b"].add_node("m:1", 5000)
+        deliver(peers, 6000, rng)
+        assert len({p.nodes.digest() for p in peers.values()}) == 1
+        assert len({p.checksum() for p in peers.values()}) == 1
+
+
+def test_full_state_exchange_heals_what_broadcasts_missed() -> None:
+    peers = cluster()
+    peers["a"].add_node("n:1", 1000)
+    peers["a"].record_check("n:1", True, 1001)
+    peers["a"].take_broadcasts()  # lost
+    assert peers["b"].nodes.members() == ()
+    assert peers["b"].merge_full(peers["a"].local_state(False), 2000)
+    assert peers["b"].nodes.members() == ("n:1",)
+    assert peers["b"].verdicts.verdict("a", "n:1") is not None
+    assert not peers["b"].merge_full(peers["a"].local_state(False), 2001)  # idempotent
+
+
+def test_majority_takes_a_node_out_and_a_lone_failure_only_locally() -> None:
+    peers = cluster()
+    peers["a"].add_node("n:1", 1000)
+    deliver(peers, 1000)
+    for p in peers.values():
+        p.record_check("n:1", True, 1001)
+    deliver(peers, 1002)
+    # only a cannot reach it
+    peers["a"].record_check("n:1", False, 2000)
+    peers["a"].record_check("n:1", False, 2001)
+    deliver(peers, 2002)
+    assert peers["a"].view.states["n:1"] == "offline"
+    assert peers["b"].view.states["n:1"] == "online"
+    assert peers["c"].view.states["n:1"] == "online"
+    # the others are asked to re-check at once; when b confirms, it is out everywhere
+    assert peers["b"].recheck == ["n:1"]
+    assert peers["c"].recheck == ["n:1"]
+    peers["b"].record_check("n:1", False, 2003)
+    peers["b"].record_check("n:1", False, 2004)
+    deliver(peers, 2005)
+    assert all(p.view.states["n:1"] == "offline" for p in peers.values())
+    assert len({p.checksum() for p in peers.values()}) == 1
+
+
+def test_dead_peers_stop_voting() -> None:
+    peers = cluster()
+    peers["a"].add_node("n:1", 1000)
+    deliver(peers, 1000)
+    peers["a"].record_check("n:1", False, 1001)
+    peers["b"].record_check("n:1", True, 1001)
+    deliver(peers, 1002)
+    assert peers["b"].view.states["n:1"] == "online"  # 1 of 2 voters: a tie keeps it
+    peers["b"].set_alive(["b", "c"])  # a died: its verdict no longer counts
+    assert peers["b"].view.states["n:1"] == "online"
+    peers["c"].set_alive(["a", "c"])
+    assert peers["c"].view.states["n:1"] == "offline"  # a is c's only voter
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"\xc1", b"\x90", b"\x92\xa1n\x01", b"\x95\xa1v\x01\x02\x03\x04", b"\x81\x01\x02"],
+)
+def test_garbage_is_a_remote_protocol_error(payload: bytes) -> None:
+    p = ClusterState("a", healthy=1, unhealthy=1)
+    with pytest.raises(RemoteProtocolError):
+        p.merge_broadcast(payload, 0)
+    with pytest.raises(RemoteProtocolError):
+        p.merge_full(payload, 0)
