@@ -18,15 +18,20 @@ from harness.netns import Network, unavailable_reason
 
 
 @pytest.fixture
-def network() -> Iterator[Network]:
+def netns_available() -> None:
+    """Skip, with the reason, where network namespaces cannot be made (not root, no nft)."""
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def network(netns_available: None) -> Iterator[Network]:
     """A fresh private Network; skipped (with the reason) where namespaces cannot be made.
 
     When the test fails, the tail of every process log is shown with the failure. Everything
     is deleted afterwards, whatever happened.
     """
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
     with Network() as net:
         yield net
 

@@ -6,10 +6,14 @@ loads it in one nft transaction (`render_ruleset`): no rule handles to track, no
 state, and removing one fault never disturbs another. This module runs nothing, so its
 output is unit-tested without root.
 
-Every ruleset lives in one table, `inet fnlbct`, with an input and an output chain hooked at
-filter priority. Loopback is always accepted first (a Host's own processes keep talking to
-each other), then the deterministic drops (black holes, partitions, one-way cuts), then the
-random ones (packet loss with `numgen random`).
+Every rule drops at the *receiving* Host's input hook, never at a sender's output: a packet
+dropped on output makes the sender's sendto()/connect() fail at once with EPERM, which no
+real network does; dropped on input it is silently lost, as on a cut cable. So a partition
+is each side ignoring the other, a one-way cut is the destination ignoring the source, a
+black hole is the host ignoring everyone and everyone ignoring it, and loss "out of" a host
+is rolled at each other host. The rules live in one table, `inet fnlbct`, with one input
+chain: loopback accepted first (a Host's own processes keep talking to each other), then the
+deterministic drops, then the random ones (`numgen random`).
 """
 
 from __future__ import annotations
@@ -53,12 +57,12 @@ class Blackhole:
     host: str
 
     def hosts(self) -> frozenset[str]:
-        return frozenset((self.host,))
+        return frozenset((self.host,))  # and every other host, which ignores it
 
 
 @dataclass(frozen=True, slots=True)
 class Loss:
-    """Each matching packet into (`in`) or out of (`out`) `host` is dropped with `pct` %.
+    """Each matching packet into (`in`) or out of (`out`) `host` is lost with `pct` %.
 
     `proto` narrows it to UDP or TCP; `port` to packets whose source or destination port is
     that port (a packet matching both is still dropped with `pct` %, not twice). To give a
@@ -89,68 +93,60 @@ def _addr_set(addresses: Iterable[str]) -> str:
     return "{ " + ", ".join(sorted(addresses)) + " }"
 
 
-def _loss_rules(loss: Loss, hook: Literal["in", "out"]) -> list[str]:
+def _loss_rule(loss: Loss, source: str | None) -> list[str]:
+    """Input rules for `loss`; `source` narrows them to packets from that address."""
     # numgen over 10000 lets a loss be given to 0.01 %.
-    dice = f"numgen random mod 10000 < {round(loss.pct * 100)} drop"
-    iface = 'iifname != "lo"' if hook == "in" else 'oifname != "lo"'
+    dice = "drop" if loss.pct >= 100 else f"numgen random mod 10000 < {round(loss.pct * 100)} drop"
+    head = f"ip saddr {source}" if source else 'iifname != "lo"'
     if loss.proto == "all" and loss.port is None:
-        return [f"{iface} {dice}"]
+        return [f"{head} {dice}"]
     l4 = "{ tcp, udp }" if loss.proto == "all" else loss.proto
     if loss.port is None:
-        return [f"{iface} meta l4proto {l4} {dice}"]
+        return [f"{head} meta l4proto {l4} {dice}"]
     # Two rules, disjoint, so a packet to and from the port rolls the dice only once.
     return [
-        f"{iface} meta l4proto {l4} th dport {loss.port} {dice}",
-        f"{iface} meta l4proto {l4} th sport {loss.port} th dport != {loss.port} {dice}",
+        f"{head} meta l4proto {l4} th dport {loss.port} {dice}",
+        f"{head} meta l4proto {l4} th sport {loss.port} th dport != {loss.port} {dice}",
     ]
 
 
 def render_ruleset(host: str, addresses: Mapping[str, str], faults: Iterable[Fault]) -> str:
-    """The nft script that makes `host`'s firewall exactly `faults` (possibly none).
+    """The nft script that makes `host`'s share of `faults` its whole firewall.
 
     `addresses` maps every host name to its IPv4 address. The script replaces the table
     atomically: it is created if absent, deleted, and, if any rule remains, created anew.
     """
-    drops_in: list[str] = []
-    drops_out: list[str] = []
-    losses_in: list[str] = []
-    losses_out: list[str] = []
+    drops: list[str] = []
+    losses: list[str] = []
     for fault in faults:
         if isinstance(fault, Blackhole):
             if fault.host == host:
-                drops_in.append('iifname != "lo" drop')
-                drops_out.append('oifname != "lo" drop')
+                drops.append('iifname != "lo" drop')
+            else:
+                drops.append(f"ip saddr {addresses[fault.host]} drop")
         elif isinstance(fault, Partition):
             for mine, theirs in ((fault.side_a, fault.side_b), (fault.side_b, fault.side_a)):
                 if host in mine and theirs - {host}:
-                    peers = _addr_set(addresses[h] for h in theirs - {host})
-                    drops_in.append(f"ip saddr {peers} drop")
-                    drops_out.append(f"ip daddr {peers} drop")
+                    drops.append(f"ip saddr {_addr_set(addresses[h] for h in theirs)} drop")
         elif isinstance(fault, OneWay):
-            if fault.src == host:
-                drops_out.append(f"ip daddr {addresses[fault.dst]} drop")
             if fault.dst == host:
-                drops_in.append(f"ip saddr {addresses[fault.src]} drop")
-        elif isinstance(fault, Loss) and fault.host == host and fault.pct > 0:
-            if fault.direction in ("in", "both"):
-                losses_in += _loss_rules(fault, "in")
-            if fault.direction in ("out", "both"):
-                losses_out += _loss_rules(fault, "out")
-    rules_in = drops_in + losses_in
-    rules_out = drops_out + losses_out
+                drops.append(f"ip saddr {addresses[fault.src]} drop")
+        elif isinstance(fault, Loss) and fault.pct > 0:
+            if fault.host == host and fault.direction in ("in", "both"):
+                losses += _loss_rule(fault, None)
+            if fault.host != host and fault.direction in ("out", "both"):
+                losses += _loss_rule(fault, addresses[fault.host])
     lines = [f"table inet {TABLE}", f"delete table inet {TABLE}"]
-    if rules_in or rules_out:
-        lines.append(f"table inet {TABLE} {{")
-        for chain, hook, lo, rules in (
-            ("input", "input", 'iifname "lo" accept', rules_in),
-            ("output", "output", 'oifname "lo" accept', rules_out),
-        ):
-            lines.append(f"  chain {chain} {{")
-            lines.append(f"    type filter hook {hook} priority 0; policy accept;")
-            lines.append(f"    {lo}")
-            lines.extend(f"    {rule}" for rule in rules)
-            lines.append("  }")
-        lines.append("}")
+    if drops or losses:
+        lines += [
+            f"table inet {TABLE} {{",
+            "  chain input {",
+            "    type filter hook input priority 0; policy accept;",
+            '    iifname "lo" accept',
+            *(f"    {rule}" for rule in drops + losses),
+            "  }",
+            "}",
+        ]
     return "\n".join(lines) + "\n"
 
 

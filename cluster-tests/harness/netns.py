@@ -390,27 +390,28 @@ class Network:
                 raise ValueError(f"unknown host {name!r}")
         active = ActiveFault(self, fault)
         self.faults.append(active)
-        self._reload(fault.hosts())
+        self._reload()
         return active
 
     def lift(self, active: ActiveFault) -> None:
         if active in self.faults:
             self.faults.remove(active)
-            self._reload(active.fault.hosts())
+            self._reload()
 
     def heal(self) -> None:
         """Lift every network fault and bandwidth limit."""
-        touched = frozenset(n for f in self.faults for n in f.fault.hosts())
         self.faults.clear()
-        self._reload(touched)
+        self._reload()
         for bw in self.bandwidths:
             bw.remove()
         self.bandwidths.clear()
 
-    def _reload(self, names: Iterable[str]) -> None:
+    def _reload(self) -> None:
+        # Every Host, every time: a fault is enforced at the receivers, which may be any
+        # Host (a black hole is everyone ignoring one host); a few nft calls are cheap.
         addresses = self.addresses()
         active = [f.fault for f in self.faults]
-        for name in sorted(set(names)):
+        for name in self.hosts:
             script = faults.render_ruleset(name, addresses, active)
             self._ns(self.hosts[name].netns, "nft", "-f", "-", stdin=script)
 
