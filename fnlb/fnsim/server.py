@@ -18,10 +18,10 @@ from collections.abc import Hashable
 from aiohttp import web
 
 from fnlb.fnsim.callid import CallIds
-from fnlb.goduration import format_go_duration
 from fnlb.fnsim.metrics import CONTENT_TYPE, exposition, new_registry
 from fnlb.fnsim.model import CallFinished, CallRejected, CallStarted, Event, PoolModel, PoolStats
 from fnlb.fnsim.options import FnSimOptions
+from fnlb.goduration import format_go_duration
 
 _HELLO = b'{"hello":"world!","goto":"https://github.com/fnproject/fn"}'
 _BUSY_BODY = b'{"error":{"message":"Timed out - server too busy"}}'
