@@ -81,13 +81,21 @@ _ARRAY_HEADER_MAX = 5  # array32
 _MAX_SKIPS = 32  # consecutive entries that do not fit before the encoder stops looking
 
 
+def _units(x: float, scale: float, cap: int) -> int:
+    v = x * scale
+    if not v > 0.0:  # negative, zero or NaN
+        return 0
+    return cap if v >= cap else min(cap, round(v))
+
+
 def quantise(rate: float, in_flight: int, wait_s: float, busy_rate: float) -> Row:
-    """Figures in wire units, rounded and clamped to the caps the decoder enforces."""
+    """Figures in wire units, rounded and clamped to the caps the decoder enforces (a NaN or
+    negative figure becomes 0, an infinite one the cap)."""
     return (
-        min(MAX_RATE_C, max(0, round(rate * 100.0))),
+        _units(rate, 100.0, MAX_RATE_C),
         min(MAX_IN_FLIGHT, max(0, in_flight)),
-        min(MAX_WAIT_MS, max(0, round(wait_s * 1000.0))),
-        min(MAX_RATE_C, max(0, round(busy_rate * 100.0))),
+        _units(wait_s, 1000.0, MAX_WAIT_MS),
+        _units(busy_rate, 100.0, MAX_RATE_C),
     )
 
 
