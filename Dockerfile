@@ -1,0 +1,33 @@
+# fnlb: a small, non-root image whose entry point is the `fnlb` command of the README.
+#
+#   docker build -t fnlb .
+#   docker run --rm -p 8081:8081 -p 8082:8082 fnlb -nodes fn1:8080,fn2:8080
+#
+# Flags go after the image name, as on the command line (`fnlb -listen ...` = `fnlb serve
+# -listen ...`); every flag is also an environment variable FNLB_<FLAG>. The health check
+# asks the management API on the port of FNLB_MGMT_LISTEN, so change the API's port with
+# that variable rather than with -mgmt-listen.
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY fnlb ./fnlb
+# Every dependency ships manylinux wheels: no compiler, nothing to clean up in this stage.
+RUN pip install --no-cache-dir --no-compile --prefix=/install .
+
+FROM python:3.11-slim
+COPY --from=build /install /usr/local
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/fnlb --create-home fnlb
+# numeric, so Kubernetes (runAsNonRoot) can tell it is not root
+USER 10001:10001
+WORKDIR /var/lib/fnlb
+ENV FNLB_LISTEN=:8081 \
+    FNLB_MGMT_LISTEN=:8082 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# calls, management API, gossip (UDP probes and TCP push-pull)
+EXPOSE 8081 8082 8946/udp 8946/tcp
+HEALTHCHECK --interval=10s --timeout=4s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('FNLB_MGMT_LISTEN', ':8081').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/1/lb/nodes', timeout=3)"]
+ENTRYPOINT ["fnlb"]
+CMD ["serve"]
