@@ -209,6 +209,7 @@ class Member:
         self._live = 1  # alive + suspect, ourselves included: the group-size estimate
         self._order: list[str] = []  # probe order (everyone but us), reshuffled each pass
         self._order_index = 0
+        self._probe_first: list[str] = []  # fresh suspects, probed out of turn
         self._seq = 0
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
@@ -241,6 +242,11 @@ class Member:
     def incarnation(self) -> int:
         """Our own incarnation number (only ever grows)."""
         return self._me.incarnation
+
+    @property
+    def state(self) -> MemberState:
+        """Our own state: ALIVE, or LEFT after `leave` (never SUSPECT or DEAD)."""
+        return self._me.state
 
     @property
     def joined(self) -> bool:
@@ -471,6 +477,10 @@ class Member:
             self._start_probe(now)
 
     def _next_probe_target(self, now: float) -> _Node | None:
+        while self._probe_first:
+            node = self._nodes.get(self._probe_first.pop())
+            if node is not None and node.state is MemberState.SUSPECT:
+                return node
         for _ in range(len(self._order) + 1):
             if self._order_index >= len(self._order):
                 self._reshuffle(now)
@@ -639,6 +649,11 @@ class Member:
         self._set_state(node, MemberState.SUSPECT, now)
         self._queue.queue(msg.node, codec.encode_message(msg))
         self._suspicions[msg.node] = Suspicion.begin(msg.accuser, now, self._live, self.profile)
+        if msg.accuser != self.name:
+            # Probe a fresh suspect next, out of turn: our own probe either confirms the
+            # suspicion independently (Lifeguard shrinks the timeout) or carries it to the
+            # suspect, which refutes (buddy system) - both sooner than waiting for our turn.
+            self._probe_first.append(msg.node)
         self._emit(EventKind.SUSPECT, node)
 
     def _suspicion_expired(self, name: str, now: float) -> None:

@@ -175,7 +175,7 @@ class GossipProfile:
             probe_interval=0.4,
             probe_timeout=0.15,
             indirect_checks=3,
-            suspicion_mult=3,
+            suspicion_mult=4,
             suspicion_max_timeout_mult=6,
             gossip_interval=0.1,
             gossip_nodes=3,

@@ -24,6 +24,7 @@ about it, and a member never holds itself dead.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import random
 from collections import Counter
@@ -146,7 +147,7 @@ class Simulation:
             self.add(name)
         self.start(names[0])
         for i, name in enumerate(names[1:], start=1):
-            self.at(i * stagger, lambda name=name, i=i: self.start(name, names[: min(i, seeds)]))
+            self.at(i * stagger, functools.partial(self.start, name, names[: min(i, seeds)]))
         return names
 
     # --- faults -------------------------------------------------------------------------
@@ -385,8 +386,7 @@ class Simulation:
         if inc < slot.last_incarnation:
             self.violations.append(f"{now:.3f} {slot.name} own incarnation went down")
         slot.last_incarnation = inc
-        me = m.member(slot.name)
-        if me is not None and me.state is MemberState.DEAD:
+        if m.state is MemberState.DEAD:
             self.violations.append(f"{now:.3f} {slot.name} holds itself dead")
         if slot.leaving and m.leave_broadcast_done:
             slot.status = Status.DOWN
@@ -402,7 +402,7 @@ class Simulation:
         last = self._seen_inc.get(key, -1)
         if ev.incarnation < last:
             self.violations.append(
-                f"{self.now:.3f} {slot.name} saw {ev.name}'s incarnation go {last}->{ev.incarnation}"
+                f"{self.now:.3f} {slot.name}: {ev.name} incarnation {last}->{ev.incarnation}"
             )
         self._seen_inc[key] = ev.incarnation
         for hook in self.hooks:
@@ -448,3 +448,36 @@ def detection_times(
 
     sim.hooks.append(hook)
     return seen
+
+
+def settled_group(
+    n: int,
+    seed: int,
+    profile: GossipProfile,
+    net: NetworkModel | None = None,
+    log: Callable[[str], None] | None = print,
+    timeout: float = 120.0,
+) -> tuple[Simulation, list[str]]:
+    """A simulation of `n` members that all know each other alive (or RuntimeError)."""
+    sim = Simulation(seed, profile, net, log=log)
+    names = sim.spawn(n, stagger=min(0.01, 10.0 / n))
+    if not sim.run_until_true(lambda: sim.converged(names), timeout, step=0.25):
+        raise RuntimeError(f"seed {seed}: {n} members did not converge in {timeout} s")
+    return sim, names
+
+
+def crash_trial(
+    n: int, seed: int, profile: GossipProfile, net: NetworkModel | None = None
+) -> list[float]:
+    """Crash one member of a settled group; seconds until each other member marks it dead.
+
+    The crash happens at a seed-dependent phase; runs until all have marked it dead (or 60 s).
+    """
+    sim, names = settled_group(n, seed, profile, net, log=None)
+    sim.run_for(2.0 + (seed % 11) * 0.0913)
+    victim = names[seed % n]
+    seen = detection_times(sim, victim)
+    start = sim.now
+    sim.crash(victim)
+    sim.run_until_true(lambda: len(seen) == n - 1, 60.0, step=0.05)
+    return sorted(t - start for t in seen.values())

@@ -1,0 +1,243 @@
+"""The sans-I/O member on its own: bytes and `now` in, datagrams, streams and events out."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fnlb.errors import LocalProtocolError
+from fnlb.gossip import codec
+from fnlb.gossip.delegate import RecordingDelegate
+from fnlb.gossip.member import EventKind, Member
+from fnlb.gossip.messages import (
+    Ack,
+    Addr,
+    Alive,
+    DatagramMessage,
+    Dead,
+    MemberState,
+    Ping,
+    PushPull,
+    PushPullEntry,
+    Suspect,
+)
+from fnlb.gossip.profile import GossipProfile
+
+PROFILE = GossipProfile.fnlb_default()
+A: Addr = ("10.0.0.1", 7946)
+B: Addr = ("10.0.0.2", 7946)
+PEER: Addr = ("10.0.0.9", 7946)
+
+
+def member(name: str = "a", addr: Addr = A, seed: int = 1) -> Member:
+    m = Member(name, addr, PROFILE, random.Random(seed), RecordingDelegate())
+    m.join([], 0.0)
+    return m
+
+
+def packet(*msgs: DatagramMessage) -> bytes:
+    return codec.encode_packet([codec.encode_message(x) for x in msgs])
+
+
+def state_of(m: Member, name: str) -> MemberState | None:
+    info = m.member(name)
+    return None if info is None else info.state
+
+
+def sent(m: Member, now: float = 0.0) -> list[tuple[list[DatagramMessage], Addr]]:
+    return [(codec.decode_packet(d), addr) for d, addr in m.datagrams_to_send(now)]
+
+
+def test_ping_is_answered_with_ack_to_the_sender() -> None:
+    m = member()
+    m.datagrams_to_send(0.0)
+    m.receive_datagram(packet(Ping(42, "a")), PEER, 1.0)
+    out = sent(m)
+    assert len(out) == 1
+    msgs, addr = out[0]
+    assert addr == PEER
+    assert msgs[0] == Ack(42)
+
+
+def test_ping_for_another_name_is_dropped_as_misdirected() -> None:
+    m = member()
+    m.receive_datagram(packet(Ping(1, "someone-else")), PEER, 1.0)
+    assert m.drops["misdirected"] == 1
+
+
+def test_garbage_is_counted_by_reason_and_never_raises() -> None:
+    m = member()
+    for data in (b"", b"\x02junk", b"\x01\xc1", b"\x01\x91\x91\x63", bytes(range(256))):
+        m.receive_datagram(data, PEER, 1.0)
+    assert m.drops["empty"] == 1
+    assert m.drops["bad_version"] == 2
+    assert m.drops["malformed"] == 1
+    assert m.drops["unknown_type"] == 1
+
+
+def test_suspicion_of_ourselves_is_refuted_with_a_higher_incarnation() -> None:
+    m = member()
+    m.datagrams_to_send(0.0)
+    m.receive_datagram(packet(Suspect(0, "a", "b")), PEER, 1.0)
+    assert m.incarnation == 1
+    assert m.state is MemberState.ALIVE
+    m.handle_timer(1.0)  # a gossip round would carry it; a ping's ack carries it too
+    m.receive_datagram(packet(Ping(7, "a")), PEER, 1.0)
+    carried = [x for msgs, _ in sent(m) for x in msgs]
+    assert Alive(1, "a", A, b"") in carried
+
+
+def test_we_never_accept_our_own_death() -> None:
+    m = member()
+    m.receive_datagram(packet(Dead(5, "a", "b")), PEER, 1.0)
+    assert m.state is MemberState.ALIVE
+    assert m.incarnation == 6
+
+
+def test_alive_suspect_dead_of_a_peer_and_events() -> None:
+    m = member()
+    m.receive_datagram(packet(Alive(3, "b", B, b"meta")), B, 1.0)
+    m.receive_datagram(packet(Suspect(3, "b", "c")), PEER, 2.0)
+    m.receive_datagram(packet(Alive(4, "b", B, b"meta")), B, 3.0)
+    m.receive_datagram(packet(Alive(2, "b", B, b"older")), B, 3.5)  # stale: ignored
+    m.receive_datagram(packet(Alive(5, "b", B, b"new")), B, 4.0)
+    m.receive_datagram(packet(Dead(5, "b", "c")), PEER, 5.0)
+    kinds = []
+    while (ev := m.next_event()) is not None:
+        kinds.append((ev.kind, ev.incarnation))
+    assert kinds == [
+        (EventKind.JOINED, 3),
+        (EventKind.SUSPECT, 3),
+        (EventKind.ALIVE, 4),
+        (EventKind.UPDATED, 5),
+        (EventKind.DEAD, 5),
+    ]
+    info = m.member("b")
+    assert info is not None
+    assert (info.state, info.incarnation, info.meta) == (MemberState.DEAD, 5, b"new")
+
+
+def test_left_is_a_dead_message_from_the_node_itself() -> None:
+    m = member()
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 1.0)
+    m.receive_datagram(packet(Dead(2, "b", "b")), B, 2.0)
+    assert state_of(m, "b") is MemberState.LEFT
+
+
+def test_suspect_expires_into_dead_after_the_suspicion_timeout() -> None:
+    m = member()
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    m.receive_datagram(packet(Suspect(1, "b", "c")), PEER, 10.0)
+    # Group of 2: K = 0, so the minimum timeout applies: 4 * 1 * 0.4 s.
+    t = m.next_timer()
+    while t is not None and t < 11.7:
+        m.handle_timer(t)
+        t = m.next_timer()
+    assert state_of(m, "b") is MemberState.DEAD
+
+
+def test_ping_to_a_suspect_carries_the_suspicion() -> None:
+    m = member()
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    m.receive_datagram(packet(Suspect(1, "b", "c")), PEER, 0.0)
+    m.datagrams_to_send(0.0)
+    now = 0.0
+    for _ in range(20):
+        now = m.next_timer() or now
+        m.handle_timer(now)
+        pings = [msgs for msgs, addr in sent(m, now) if addr == B and isinstance(msgs[0], Ping)]
+        if pings:
+            assert Suspect(1, "b", "a") in pings[0]
+            return
+    pytest.fail("b was never probed")
+
+
+def test_every_datagram_fits_the_packet_budget_with_piggybacked_broadcasts() -> None:
+    m = member()
+    for i in range(200):
+        m.receive_datagram(
+            packet(Alive(1, f"node-{i:03d}", ("10.1.0.1", 1000 + i), b"m" * 100)), PEER, 0.0
+        )
+    m.datagrams_to_send(0.0)
+    m.receive_datagram(packet(Ping(1, "a")), PEER, 0.1)
+    out = m.datagrams_to_send(0.1)
+    assert len(out) == 1
+    data = out[0][0]
+    assert 1200 < len(data) <= PROFILE.packet_budget
+    assert len(codec.decode_packet(data)) > 5
+
+
+def test_join_contacts_seeds_over_a_stream_and_merges_their_state() -> None:
+    d = RecordingDelegate()
+    m = Member("a", A, PROFILE, random.Random(1), d)
+    m.join([B], 0.0)
+    joined_before = m.joined
+    (req,) = m.stream_requests(0.0)
+    assert req.addr == B
+    sent_state = codec.decode_stream(req.data)
+    assert isinstance(sent_state, PushPull)
+    assert sent_state.join
+    reply = PushPull(
+        False,
+        (
+            PushPullEntry("b", B, 3, MemberState.ALIVE, b""),
+            PushPullEntry("a", A, 2, MemberState.ALIVE, b""),  # a previous life of ours
+        ),
+        b"remote-state",
+    )
+    m.handle_stream_response(req.id, codec.encode_stream(reply), 0.1)
+    assert (joined_before, m.joined) == (False, True)
+    assert state_of(m, "b") is MemberState.ALIVE
+    assert m.incarnation == 3  # refuted the stale view of ourselves
+    assert d.state == {b"remote-state"}
+
+
+def test_join_is_retried_until_a_seed_answers() -> None:
+    m = Member("a", A, PROFILE, random.Random(1))
+    m.join([B], 0.0)
+    (req,) = m.stream_requests(0.0)
+    m.handle_stream_failure(req.id, 0.01)
+    t = m.next_timer()
+    while t is not None and t < PROFILE.join_retry_interval + 0.1:
+        m.handle_timer(t)
+        t = m.next_timer()
+    retries = [r for r in m.stream_requests(t or 0.0) if r.addr == B]
+    assert len(retries) == 1
+
+
+def test_a_dead_row_in_push_pull_is_merged_as_a_suspicion() -> None:
+    m = member()
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    data = codec.encode_stream(
+        PushPull(False, (PushPullEntry("b", B, 1, MemberState.DEAD, b""),), b"")
+    )
+    reply = m.handle_stream_request(data, PEER, 1.0)
+    assert reply is not None
+    assert state_of(m, "b") is MemberState.SUSPECT
+
+
+def test_metadata_is_bounded() -> None:
+    with pytest.raises(LocalProtocolError):
+        Member("a", A, PROFILE, random.Random(1), meta=b"x" * 513)
+    m = member()
+    m.set_meta(b"x" * 512, 1.0)
+    assert m.incarnation == 1
+    with pytest.raises(LocalProtocolError):
+        m.set_meta(b"x" * 513, 1.0)
+
+
+def test_user_broadcast_is_delivered_once_and_regossiped() -> None:
+    from fnlb.gossip.messages import UserBroadcast
+
+    d = RecordingDelegate()
+    m = Member("a", A, PROFILE, random.Random(1), d)
+    m.join([], 0.0)
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    msg = UserBroadcast("c", b"k", b"v1")
+    m.receive_datagram(packet(msg), PEER, 0.1)
+    m.receive_datagram(packet(msg), PEER, 0.2)
+    assert d.received == [("c", b"k", b"v1")]
+    m.handle_timer(1.0)
+    carried = [x for msgs, _ in sent(m, 1.0) for x in msgs]
+    assert msg in carried

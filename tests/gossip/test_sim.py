@@ -1,0 +1,218 @@
+"""Properties of the protocol, checked in the deterministic simulator (virtual time).
+
+Every simulation prints its seed ("gossip sim seed=N"); rerun one with
+`Simulation(N, GossipProfile.fnlb_default())`. Every test also asserts the invariants the
+simulator checks throughout (incarnations never decrease; no member holds itself dead).
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+
+import pytest
+
+from fnlb.gossip.member import EventKind, MemberEvent
+from fnlb.gossip.messages import MemberState
+from fnlb.gossip.profile import GossipProfile
+from fnlb.gossip.sim import NetworkModel, Simulation, crash_trial, detection_times, settled_group
+
+PROFILE = GossipProfile.fnlb_default()
+
+
+@functools.cache
+def crash_detection(n: int, trials: int) -> list[float]:
+    """Per trial, seconds until EVERY other member marked the crashed one dead."""
+    out = []
+    for seed in range(trials):
+        times = crash_trial(n, seed, PROFILE)
+        assert len(times) == n - 1, f"seed {seed}: only {len(times)} of {n - 1} saw the crash"
+        out.append(times[-1])
+    return out
+
+
+def test_a_join_is_known_to_all_100_members_within_one_second() -> None:
+    """Bound: the seed learns of the newcomer by push-pull (one stream round trip) and queues
+    its Alive; each member that learns it gossips it to 3 random members every 0.1 s round
+    (and on every probe packet) for retransmit_limit(100) = 12 sends. Infection with fan-out 3
+    reaches N members in about log4(N) + ln(N)/3 ~ 5 rounds (0.5 s) with high probability; we
+    allow twice that: 1.0 s, far below the 15 s push-pull that would otherwise heal it."""
+    sim, names = settled_group(100, 11, PROFILE)
+    sim.run_for(2.0)
+    sim.add("newcomer")
+    seen = detection_times(sim, "newcomer", EventKind.JOINED)
+    start = sim.now
+    sim.start("newcomer", [names[7]])
+    sim.run_for(5.0)
+    assert len(seen) == 100
+    latest = max(seen.values()) - start
+    print(f"join known to all 100 after {latest:.3f} s")
+    assert latest <= 1.0
+    assert sim.converged([*names, "newcomer"])
+    assert sim.violations == []
+
+
+@pytest.mark.parametrize(("n", "trials", "bound"), [(5, 20, 3.0), (20, 10, 3.5)])
+def test_a_crash_is_marked_dead_by_every_member(n: int, trials: int, bound: float) -> None:
+    """Serf LAN took ~6 s (N=5) and ~7 s (N=20) on loopback; we want half: the median over
+    seeded trials of 'every other member marked it dead' is within `bound`."""
+    times = crash_detection(n, trials)
+    med = statistics.median(times)
+    print(
+        f"N={n} crash -> all marked dead, {trials} seeds: "
+        f"min {min(times):.2f} median {med:.2f} max {max(times):.2f} s"
+    )
+    assert med <= bound
+    assert max(times) <= 2 * bound
+
+
+@pytest.mark.slow
+def test_no_false_death_at_10_percent_loss_for_30_minutes() -> None:
+    sim, names = settled_group(50, 3, PROFILE, NetworkModel(loss=0.10))
+    dead: list[tuple[float, str, str]] = []
+    suspicions = 0
+
+    def hook(now: float, observer: str, ev: MemberEvent) -> None:
+        nonlocal suspicions
+        if ev.kind is EventKind.DEAD:
+            dead.append((now, observer, ev.name))
+        suspicions += ev.kind is EventKind.SUSPECT
+
+    sim.hooks.append(hook)
+    sim.run_for(30 * 60.0)
+    print(f"30 min at 10 % loss: {suspicions} suspicions, {len(dead)} deaths, {sim.traffic}")
+    assert dead == []
+    assert sim.converged(names)
+    assert sim.violations == []
+
+
+@pytest.mark.parametrize(("n", "trials"), [(5, 10), (20, 6)])
+def test_a_pause_of_two_thirds_the_detection_time_is_survived_and_refuted(
+    n: int, trials: int
+) -> None:
+    """An event-loop stall of 2/3 of our (median, measured) crash-detection time: nobody
+    declares the paused member dead, and it refutes the suspicion when it wakes."""
+    pause = 2 / 3 * statistics.median(crash_detection(n, 20 if n == 5 else 10))
+    print(f"N={n}: pausing for {pause:.2f} s")
+    refuted = 0
+    for seed in range(100, 100 + trials):
+        sim, names = settled_group(n, seed, PROFILE)
+        sim.run_for(1.0 + seed % 7 * 0.057)
+        victim = names[seed % n]
+        dead = detection_times(sim, victim, EventKind.DEAD)
+        suspected = detection_times(sim, victim, EventKind.SUSPECT)
+        before = sim.slots[victim].member.incarnation
+        sim.pause(victim, pause)
+        sim.run_for(pause + 10.0)
+        assert dead == {}, f"seed {seed}: {victim} declared dead by {sorted(dead)}"
+        if suspected:
+            assert sim.slots[victim].member.incarnation > before
+            refuted += 1
+        assert sim.converged(names)
+        assert sim.violations == []
+    assert refuted > 0  # the pause is long enough to be noticed
+
+
+def test_a_healed_partition_is_one_membership_within_two_push_pull_intervals() -> None:
+    sim, names = settled_group(40, 5, PROFILE)
+    left, right = names[:20], names[20:]
+    sim.partition([left, right])
+    sim.run_for(60.0)
+    assert sim.all_see(right[0], MemberState.DEAD, left)
+    assert sim.all_see(left[0], MemberState.DEAD, right)
+    sim.heal()
+    start = sim.now
+    healed = sim.run_until_true(lambda: sim.converged(names), 2 * PROFILE.push_pull_interval)
+    print(f"partition healed {sim.now - start:.2f} s after the network did")
+    assert healed
+    assert sim.violations == []
+
+
+def test_a_one_way_partition_heals_on_its_own() -> None:
+    sim, names = settled_group(10, 6, PROFILE)
+    mute = names[3]
+    sim.one_way([mute], [n for n in names if n != mute])
+    sim.run_for(20.0)
+    assert sim.all_see(mute, MemberState.DEAD)
+    assert sim.slots[mute].member.state is MemberState.ALIVE
+    sim.heal()
+    assert sim.run_until_true(lambda: sim.converged(names), 2 * PROFILE.push_pull_interval)
+    assert sim.violations == []
+
+
+def test_graceful_leave_is_seen_as_left_and_a_rejoin_as_alive() -> None:
+    sim, names = settled_group(20, 8, PROFILE)
+    leaver = names[4]
+    dead = detection_times(sim, leaver, EventKind.DEAD)
+    sim.leave(leaver)
+    others = [n for n in names if n != leaver]
+    assert sim.run_until_true(lambda: sim.all_see(leaver, MemberState.LEFT, others), 5.0)
+    sim.run_for(30.0)  # stays left: nobody probes it into "dead"
+    assert sim.all_see(leaver, MemberState.LEFT, others)
+    assert dead == {}
+    sim.rejoin(leaver, [names[0]])
+    assert sim.run_until_true(lambda: sim.converged(names), 5.0)
+    assert sim.violations == []
+
+
+def test_a_crashed_member_that_restarts_is_alive_again_at_a_higher_incarnation() -> None:
+    sim, names = settled_group(20, 9, PROFILE)
+    victim = names[2]
+    sim.crash(victim)
+    sim.run_for(15.0)
+    assert sim.all_see(victim, MemberState.DEAD)
+    sim.restart(victim, [names[0]])
+    assert sim.run_until_true(lambda: sim.converged(names), 5.0)
+    assert sim.slots[victim].member.incarnation > 0
+    assert sim.violations == []
+
+
+def test_user_broadcasts_reach_every_member() -> None:
+    sim, names = settled_group(30, 10, PROFILE)
+    sent = []
+    for i, name in enumerate(names[:10]):
+        payload = f"v{i}".encode() * 20
+        sim.slots[name].delegate.broadcast(f"key{i % 3}".encode(), payload)
+        sent.append((name, f"key{i % 3}".encode(), payload))
+        sim.run_for(0.05)
+    sim.run_for(3.0)
+    for name in names:
+        got = set(sim.slots[name].delegate.received)
+        assert got == {s for s in sent if s[0] != name}, name
+    assert sim.violations == []
+
+
+def test_push_pull_delivers_delegate_state_to_everyone() -> None:
+    sim, names = settled_group(16, 12, PROFILE)
+    sim.slots[names[5]].delegate.state.add(b"only-in-state")
+    spread = sim.run_until_true(
+        lambda: all(b"only-in-state" in sim.slots[n].delegate.state for n in names),
+        10 * PROFILE.push_pull_interval,
+        step=1.0,
+    )
+    assert spread
+    # A newcomer gets it with its join exchange, before any periodic push-pull.
+    sim.add("late")
+    sim.start("late", [names[0]])
+    sim.run_for(0.5)
+    assert b"only-in-state" in sim.slots["late"].delegate.state
+
+
+def test_the_same_seed_replays_the_same_run() -> None:
+    def run() -> tuple[int, int, float]:
+        sim, names = settled_group(12, 4, PROFILE, NetworkModel(loss=0.05), log=None)
+        sim.crash(names[1])
+        sim.run_for(10.0)
+        return sim.traffic["datagrams"], sim.traffic["lost"], sim.now
+
+    assert run() == run()
+
+
+@pytest.mark.slow
+def test_five_hundred_members_run_in_one_process() -> None:
+    """Smoke test of scale (timing is measured by bench/gossip_sim.py, not asserted)."""
+    sim = Simulation(13, PROFILE)
+    sim.spawn(500, stagger=0.005)
+    sim.run_for(3.0)
+    assert sum(1 for s in sim.slots.values() if s.member.joined) == 500
+    assert sim.violations == []
