@@ -64,6 +64,7 @@ BUSY_STATUS: Final = 503
 _REBASE_SOFT = 50.0  # in time constants: sweep moves the landmark past this
 _REBASE_HARD = 200.0  # the request path does it itself past this (exp overflows near 709)
 _EVICT_TRIES = 8
+_MAX_WAIT_S = 86_400.0  # a wait sample beyond a day is garbage, not a wait
 
 
 # --- local figures --------------------------------------------------------------------------
@@ -242,7 +243,7 @@ class LocalLoad:
             nrec.g_busy += e
             return
         w = wait_s if wait_s is not None else (ttfb_s if status < 500 else None)
-        if w is not None and w >= 0.0:  # NaN fails the comparison too
+        if w is not None and 0.0 <= w < _MAX_WAIT_S:  # NaN and inf fail the comparison
             e = exp(x)
             cell.g_ws += e
             cell.g_wait += w * e

@@ -1,0 +1,449 @@
+"""Shared load in virtual time: local figures, expiry, digests, and the cluster-wide sums that
+every peer must compute alike."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from fnlb.cluster.load import (
+    COLD,
+    COUNT_GRID,
+    IDLE,
+    RATE_GRID,
+    ClusterLoad,
+    LocalLoad,
+    WidthInputs,
+    grid_floor,
+    grid_level,
+)
+from fnlb.cluster.load_digest import FULL_BUDGET_BYTES, GOSSIP_BUDGET_BYTES, decode_digest
+from fnlb.errors import LocalProtocolError, RemoteProtocolError
+
+T0 = 1_800_000_000.0  # Unix-like origin: weights must not overflow far from 0
+TAU = 3.0
+
+
+def steady(
+    load: LocalLoad,
+    fn: str,
+    node: str,
+    rate: float,
+    start: float,
+    duration: float,
+    *,
+    status: int = 200,
+    wait_s: float | None = None,
+    ttfb_s: float | None = 0.01,
+) -> float:
+    """Calls at exactly `rate`/s from `start` for `duration`, each finishing at once;
+    returns the time of the last call."""
+    n = round(rate * duration)
+    t = start
+    for k in range(n):
+        t = start + k / rate
+        load.call_started(fn, node, t)
+        load.call_finished(fn, node, status, wait_s, ttfb_s, t)
+    return t
+
+
+# --- local figures --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [0.5, 2.0, 20.0, 300.0])
+def test_rate_converges_to_the_true_rate_of_steady_traffic(rate: float) -> None:
+    load = LocalLoad(time_constant_s=TAU)
+    last = steady(load, "r/a/f", "n1", rate, T0, 15 * TAU + 10 / rate)
+    # read half-way between two calls, where a steady stream's estimate is unbiased
+    now = last + 0.5 / rate
+    got = load.function_load("r/a/f", now).rate
+    assert got == pytest.approx(rate, rel=0.03)
+    assert load.node_load("n1", now).rate == pytest.approx(got)
+
+
+def test_rate_follows_a_step_with_the_documented_time_constant() -> None:
+    load = LocalLoad(time_constant_s=TAU)
+    last = steady(load, "f", "n1", 100.0, T0, 10 * TAU)
+    # calls stop: the estimate decays by e every tau seconds
+    at_stop = load.function_load("f", last).rate
+    assert load.function_load("f", last + TAU).rate == pytest.approx(at_stop / math.e)
+    assert load.function_load("f", last + 5 * TAU).rate < 1.0
+    # calls resume at 10/s: 63 % of the way there after one tau
+    start = last + 60.0
+    last = steady(load, "f", "n1", 10.0, start, TAU)
+    assert load.function_load("f", start + TAU).rate == pytest.approx(
+        10 * (1 - 1 / math.e), rel=0.1
+    )
+
+
+def test_in_flight_counts_are_exact_per_pair_function_and_node() -> None:
+    load = LocalLoad()
+    for _ in range(5):
+        load.call_started("f", "n1", T0)
+    for _ in range(2):
+        load.call_started("f", "n2", T0)
+    load.call_started("g", "n1", T0)
+    for _ in range(3):
+        load.call_finished("f", "n1", 200, None, 0.01, T0 + 1)
+    assert load.in_flight("f", "n1") == 2
+    assert load.in_flight("f", "n2") == 2
+    assert load.in_flight("f") == 4
+    assert load.in_flight("missing") == 0
+    assert load.in_flight("f", "n3") == 0
+    assert load.node_in_flight("n1") == 3
+    assert load.node_in_flight("n9") == 0
+    fl = load.function_load("f", T0 + 1)
+    assert fl.in_flight == 4
+    assert {n: s.in_flight for n, s in fl.nodes.items()} == {"n1": 2, "n2": 2}
+
+
+def test_finishing_a_call_that_never_started_is_a_local_error() -> None:
+    load = LocalLoad()
+    with pytest.raises(LocalProtocolError):
+        load.call_finished("f", "n1", 200, None, None, T0)
+    load.call_started("f", "n1", T0)
+    load.call_finished("f", "n1", 200, None, None, T0)
+    with pytest.raises(LocalProtocolError):
+        load.call_finished("f", "n1", 200, None, None, T0)
+
+
+def test_wait_comes_from_the_header_when_present_else_time_to_first_byte() -> None:
+    load = LocalLoad()
+    steady(load, "hdr", "n1", 10.0, T0, 5.0, wait_s=0.5, ttfb_s=0.02)
+    steady(load, "ttfb", "n1", 10.0, T0, 5.0, wait_s=None, ttfb_s=0.02)
+    now = T0 + 5.0
+    assert load.function_load("hdr", now).wait == pytest.approx(0.5)
+    assert load.function_load("ttfb", now).wait == pytest.approx(0.02)
+    # node wait is the mean over its calls
+    assert load.node_load("n1", now).wait == pytest.approx(0.26)
+
+
+def test_errors_without_the_header_and_busy_answers_give_no_wait_sample() -> None:
+    load = LocalLoad()
+    steady(load, "f", "n1", 10.0, T0, 2.0, ttfb_s=0.05)
+    steady(load, "f", "n1", 10.0, T0 + 2, 2.0, status=504, ttfb_s=30.0)  # ran, timed out
+    steady(load, "f", "n1", 10.0, T0 + 4, 2.0, status=503, ttfb_s=0.001)
+    steady(load, "f", "n1", 10.0, T0 + 6, 2.0, status=200, wait_s=float("nan"))
+    steady(load, "f", "n1", 10.0, T0 + 8, 2.0, status=200, wait_s=-1.0, ttfb_s=None)
+    assert load.function_load("f", T0 + 10).wait == pytest.approx(0.05)
+
+
+def test_busy_503s_are_counted_as_a_rate() -> None:
+    load = LocalLoad(time_constant_s=TAU)
+    # 40 calls/s of which one in four is answered 503
+    t = T0
+    for k in range(40 * 30):
+        t = T0 + k / 40
+        load.call_started("f", "n1", t)
+        load.call_finished("f", "n1", 503 if k % 4 == 0 else 200, None, 0.01, t)
+    fl = load.function_load("f", t + 1 / 80)
+    assert fl.rate == pytest.approx(40.0, rel=0.03)
+    assert fl.busy_rate == pytest.approx(10.0, rel=0.05)
+    assert load.node_load("n1", t).busy_rate == pytest.approx(fl.busy_rate, rel=0.01)
+
+
+def test_weights_stay_finite_and_right_over_a_long_run_without_sweeps() -> None:
+    load = LocalLoad(time_constant_s=0.5)
+    # 4,000 time constants: exp() would overflow after ~700 without moving the landmark
+    last = T0
+    for k in range(40_000):
+        last = T0 + k / 20
+        load.call_started("f", "n1", last)
+        load.call_finished("f", "n1", 200, 0.1, None, last)
+    fl = load.function_load("f", last + 1 / 40)
+    assert math.isfinite(fl.rate)
+    assert fl.rate == pytest.approx(20.0, rel=0.02)
+    assert fl.wait == pytest.approx(0.1)
+
+
+# --- expiry ---------------------------------------------------------------------------------
+
+
+def test_sweep_drops_idle_functions_and_keeps_active_ones() -> None:
+    load = LocalLoad(expire_after_s=120.0)
+    steady(load, "idle", "n1", 5.0, T0, 10.0)
+    steady(load, "active", "n2", 1.0, T0, 200.0)
+    load.call_started("long-call", "n3", T0)  # still in flight: never expires
+    assert load.function_count == 3
+    assert load.sweep(T0 + 100.0) == 0
+    assert load.sweep(T0 + 200.0) == 1
+    assert load.function_count == 2
+    assert load.function_load("idle", T0 + 200) == IDLE
+    assert load.function_load("active", T0 + 200).rate > 0.5
+    assert load.in_flight("long-call") == 1
+    assert load.node_count == 2  # n1 had only the idle function: its totals went with it
+    load.call_finished("long-call", "n3", 200, None, 300.0, T0 + 300.0)
+    assert load.sweep(T0 + 300.0 + 121.0) == 2
+    assert (load.function_count, load.cell_count, load.node_count) == (0, 0, 0)
+
+
+def test_sweep_drops_a_function_idle_node_but_keeps_the_function() -> None:
+    load = LocalLoad(expire_after_s=60.0)
+    steady(load, "f", "old", 5.0, T0, 10.0)
+    steady(load, "f", "new", 5.0, T0 + 10, 100.0)
+    assert load.sweep(T0 + 110.0) == 0
+    assert set(load.function_load("f", T0 + 110).nodes) == {"new"}
+    assert load.node_count == 1
+
+
+def test_a_sweep_limit_spreads_the_work_and_still_reaches_everything() -> None:
+    load = LocalLoad(expire_after_s=10.0)
+    for k in range(100):
+        load.call_started(f"f{k}", "n1", T0)
+        load.call_finished(f"f{k}", "n1", 200, None, 0.01, T0)
+    dropped = [load.sweep(T0 + 20.0, limit=30) for _ in range(4)]
+    assert dropped == [30, 30, 30, 10]
+    assert load.function_count == 0
+
+
+def test_max_functions_evicts_idle_ones_rather_than_growing() -> None:
+    load = LocalLoad(max_functions=50)
+    for k in range(200):
+        load.call_started(f"f{k}", "n1", T0 + k)
+        load.call_finished(f"f{k}", "n1", 200, None, 0.01, T0 + k)
+    assert load.function_count == 50
+    assert load.evicted == 150
+    assert load.in_flight("f199") == 0
+    assert load.function_load("f199", T0 + 200).rate > 0
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(LocalProtocolError):
+        LocalLoad(time_constant_s=0)
+    with pytest.raises(LocalProtocolError):
+        ClusterLoad(stale_after_s=1.0, in_flight_ttl_s=2.0)
+
+
+# --- digests of real figures ----------------------------------------------------------------
+
+
+def busy_peer(n_functions: int = 10_000, n_nodes: int = 200, *, epoch: int = 1) -> LocalLoad:
+    """A peer with Zipf-like rates over `n_functions`, each on 2 or 3 nodes."""
+    load = LocalLoad(epoch=epoch)
+    for k in range(n_functions):
+        fn = f"r/app{k % 300}/route{k}"
+        calls = max(1, 2000 // (k + 1))
+        for j in range(2 + k % 2):
+            node = f"10.1.{(k * 7 + j) % n_nodes // 100}.{(k * 7 + j) % n_nodes % 100}:8080"
+            for c in range(calls):
+                t = T0 + c * 0.001
+                load.call_started(fn, node, t)
+                load.call_finished(fn, node, 200, None, 0.01, t)
+        if k % 10 == 0:
+            load.call_started(fn, node, T0 + 1)  # some in flight
+    return load
+
+
+@pytest.fixture(scope="module")
+def peer10k() -> LocalLoad:
+    return busy_peer()
+
+
+def test_the_gossip_digest_of_10k_functions_fits_its_budget_with_the_hottest_in_full(
+    peer10k: LocalLoad,
+) -> None:
+    now = T0 + 2
+    data = peer10k.digest(now, GOSSIP_BUDGET_BYTES)
+    assert len(data) <= GOSSIP_BUDGET_BYTES
+    d = decode_digest(data)
+    assert len(d.functions) >= 10
+    hottest = sorted(
+        (f"r/app{k % 300}/route{k}" for k in range(10_000)),
+        key=lambda fn: -peer10k.function_load(fn, now).rate,
+    )
+    assert set(d.functions) == set(hottest[: len(d.functions)])
+    for fn, cells in d.functions.items():
+        local = peer10k.function_load(fn, now)
+        assert set(cells) == set(local.nodes)
+        assert sum(r[0] for r in cells.values()) == pytest.approx(local.rate * 100, abs=3)
+    assert d.rest.count == 10_000 - len(d.functions)
+
+
+def test_the_full_digest_lists_every_function(peer10k: LocalLoad) -> None:
+    now = T0 + 2
+    data = peer10k.digest(now, FULL_BUDGET_BYTES)
+    assert len(data) <= FULL_BUDGET_BYTES
+    d = decode_digest(data)
+    assert len(d.functions) == 10_000
+    assert d.rest.count == 0
+    assert len(d.nodes) == 200
+    assert sum(r[1] for r in d.nodes.values()) == 1000
+
+
+def test_each_digest_takes_the_next_sequence_number() -> None:
+    load = LocalLoad(epoch=5)
+    orders = [decode_digest(load.digest(T0)).order for _ in range(3)]
+    assert orders == [(5, 1), (5, 2), (5, 3)]
+
+
+# --- the cluster-wide view ------------------------------------------------------------------
+
+
+def three_peers(now: float) -> list[tuple[str, LocalLoad]]:
+    peers = []
+    for p, rate in (("a", 10.0), ("b", 20.0), ("c", 30.0)):
+        load = LocalLoad(epoch=1)
+        steady(load, "hot", "n1", rate, now - 30, 30.0)
+        steady(load, "hot", "n2", rate / 2, now - 30, 30.0)
+        steady(load, f"only-{p}", "n3", 1.0, now - 30, 30.0)
+        for _ in range(3):
+            load.call_started("hot", "n1", now - 30)  # long calls, still in flight
+        peers.append((p, load))
+    return peers
+
+
+def test_merging_three_peers_gives_the_sum_of_their_figures() -> None:
+    now = T0 + 100
+    cluster = ClusterLoad()
+    locals_ = three_peers(now)
+    for p, load in locals_:
+        assert cluster.merge(p, load.digest(now), now)
+    fl = cluster.function_load("hot", now)
+    expect_rate = sum(load.function_load("hot", now).rate for _p, load in locals_)
+    assert fl.rate == pytest.approx(expect_rate, abs=0.05)
+    assert fl.rate == pytest.approx(90.0, rel=0.03)
+    assert fl.in_flight == 9
+    assert fl.complete
+    assert set(fl.nodes) == {"n1", "n2"}
+    assert fl.nodes["n1"].rate == pytest.approx(60.0, rel=0.03)
+    assert fl.nodes["n1"].in_flight == 9
+    assert fl.wait == pytest.approx(0.01)
+    assert cluster.node_load("n1", now).rate == pytest.approx(60.0, rel=0.03)
+    assert cluster.function_load("only-b", now).rate == pytest.approx(1.0, rel=0.2)
+    assert cluster.function_load("nowhere", now).rate == 0.0
+    assert cluster.peers(now) == ["a", "b", "c"]
+    assert [fn for fn, _r in cluster.hot_functions(2, now)] == ["hot", "only-a"]
+
+
+def test_a_newer_digest_replaces_an_older_one_and_an_older_one_is_ignored() -> None:
+    now = T0 + 100
+    load = LocalLoad(epoch=1)
+    steady(load, "f", "n1", 10.0, now - 30, 30.0)
+    old = load.digest(now)
+    steady(load, "f", "n1", 50.0, now, 30.0)
+    new = load.digest(now + 30)
+    cluster = ClusterLoad()
+    assert cluster.merge("a", new, now + 30)
+    assert not cluster.merge("a", old, now + 30)  # late, reordered delivery
+    assert not cluster.merge("a", new, now + 30)  # duplicate
+    assert cluster.function_load("f", now + 30).rate == pytest.approx(50.0, rel=0.05)
+    # a restarted peer (higher epoch) starts its sequence again and still wins
+    restarted = LocalLoad(epoch=2)
+    steady(restarted, "f", "n1", 5.0, now + 30, 30.0)
+    assert cluster.merge("a", restarted.digest(now + 60), now + 60)
+    assert cluster.function_load("f", now + 60).rate == pytest.approx(5.0, rel=0.1)
+
+
+def test_in_flight_of_an_ageing_digest_is_dropped_then_the_whole_digest() -> None:
+    now = T0
+    load = LocalLoad()
+    steady(load, "f", "n1", 10.0, now - 30, 30.0)
+    for _ in range(4):
+        load.call_started("f", "n1", now - 30)
+    cluster = ClusterLoad(stale_after_s=5.0, in_flight_ttl_s=2.5)
+    cluster.merge("a", load.digest(now), now)
+    assert cluster.function_load("f", now + 2.5).in_flight == 4
+    later = cluster.function_load("f", now + 3.0)
+    assert later.in_flight == 0
+    assert later.rate == pytest.approx(10.0, rel=0.05)
+    assert cluster.function_load("f", now + 5.5) == cluster.function_load("nothing", now)
+    assert cluster.peers(now + 5.5) == []
+    version = cluster.version
+    assert cluster.expire(now + 5.5) == ["a"]
+    assert cluster.version > version
+    assert cluster.expire(now + 5.5) == []
+
+
+def test_a_peer_that_leaves_takes_its_digest_with_it() -> None:
+    now = T0 + 100
+    cluster = ClusterLoad()
+    for p, load in three_peers(now):
+        cluster.merge(p, load.digest(now), now)
+    assert cluster.peer_left("b")
+    assert not cluster.peer_left("b")
+    assert cluster.peers(now) == ["a", "c"]
+    assert cluster.function_load("hot", now).rate == pytest.approx(60.0, rel=0.03)
+    assert cluster.function_load("only-b", now).rate == 0.0
+
+
+def test_a_malformed_digest_is_a_remote_error_and_changes_nothing() -> None:
+    cluster = ClusterLoad()
+    with pytest.raises(RemoteProtocolError):
+        cluster.merge("a", b"\x97garbage", T0)
+    assert cluster.version == 0
+    assert cluster.peers(T0) == []
+
+
+def test_a_function_lumped_by_some_peer_is_reported_incomplete() -> None:
+    now = T0 + 100
+    load = LocalLoad()
+    for k in range(200):
+        steady(load, f"r/app/function-with-a-long-name-{k:04d}", f"node{k % 50}", 5.0, now - 10, 10)
+    cluster = ClusterLoad()
+    cluster.merge("a", load.digest(now, 300), now)
+    listed = decode_digest(load.digest(now, 300)).functions
+    lumped = next(
+        f"r/app/function-with-a-long-name-{k:04d}"
+        for k in range(200)
+        if f"r/app/function-with-a-long-name-{k:04d}" not in listed
+    )
+    assert not cluster.function_load(lumped, now).complete
+    assert cluster.width_inputs(lumped, now) == COLD
+    summary = cluster.summary(now)
+    local_rate = sum(load.node_load(f"node{j}", now).rate for j in range(50))
+    assert summary.rate_c == pytest.approx(local_rate * 100, abs=50)  # the lumps included
+
+
+def test_peers_holding_the_same_digests_compute_identical_width_inputs() -> None:
+    now = T0 + 100
+    digests = [(p, load.digest(now)) for p, load in three_peers(now)]
+    x, y = ClusterLoad(), ClusterLoad()
+    for p, d in digests:
+        x.merge(p, d, now)
+    for p, d in reversed(digests):  # other order, slightly later
+        y.merge(p, d, now + 0.3)
+    for fn in ("hot", "only-a", "only-c", "absent"):
+        assert x.width_inputs(fn, now + 1) == y.width_inputs(fn, now + 1.3)
+    assert x.width_table(10, now + 1) == y.width_table(10, now + 1.3)
+    assert x.summary(now + 1).checksum() == y.summary(now + 1.3).checksum()
+    w = x.width_inputs("hot", now + 1)
+    assert w.peers == 3
+    assert w.rate <= x.function_load("hot", now + 1).rate < w.rate * 2**0.25
+    assert w.in_flight == 8  # 9 in flight, on the grid 8, 10, 11, ...
+    assert w.wait == pytest.approx(0.01, rel=0.2)
+    assert w.busy_rate == 0.0
+
+
+def test_a_small_change_in_one_digest_rarely_changes_the_level() -> None:
+    # 1 % more traffic on one peer moves the rate level only when it straddles a threshold
+    levels = set()
+    for rate_c in range(5000, 5050):
+        levels.add(grid_level(rate_c, RATE_GRID))
+    assert len(levels) <= 2
+
+
+@pytest.mark.parametrize(
+    ("units", "level", "floor"),
+    [
+        (0, 0, 0),
+        (9, 0, 0),
+        (10, 1, 10),
+        (11, 1, 10),
+        (12, 2, 12),
+        (20, 5, 20),
+        (100, 14, 95),
+        (113, 15, 113),
+    ],
+)
+def test_rate_grid_levels_are_fixed_integers(units: int, level: int, floor: int) -> None:
+    assert grid_level(units, RATE_GRID) == level
+    assert grid_floor(level, RATE_GRID) == floor
+
+
+def test_count_grid_is_exact_for_small_counts_then_geometric() -> None:
+    assert COUNT_GRID[:12] == (1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 13, 16)
+    ratios = [b / a for a, b in itertools.pairwise(COUNT_GRID[20:])]
+    assert all(1.15 < r < 1.25 for r in ratios)
+    assert WidthInputs(0, 0, 0, 0, 0) == COLD
