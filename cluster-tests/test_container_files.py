@@ -133,6 +133,7 @@ def test_every_fnlb_in_the_compose_file_is_a_valid_fnlb_command_line() -> None:
         assert settings.cluster_mode
         assert {peer.split(":")[0] for peer in settings.join} == set(FNLB_SERVICES)
         assert service["env_file"][0]["path"].endswith("gossip.env")
+        assert settings.state_dir == "/var/lib/fnlb"
         assert service["volumes"][0].endswith(":/var/lib/fnlb")
 
 

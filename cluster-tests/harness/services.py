@@ -10,6 +10,9 @@ startup, and returns the Process (plus, for toxiproxy, a client for its API).
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +25,7 @@ from harness.toxiproxy_client import ToxiproxyClient
 FNSIM_PORT = 8080
 FNLB_PORT = 8081
 FNLB_MGMT_PORT = 8082
+GOSSIP_PORT = 8946
 TOXIPROXY_PORT = 8474
 
 
@@ -74,6 +78,48 @@ def start_fnlb(
     lb = Fnlb(proc, host, host.addr(port), host.addr(mgmt_port))
     _wait(host, lb.mgmt, "/1/lb/nodes", proc)
     return lb
+
+
+def new_gossip_key() -> str:
+    """A fresh base64 AES-256 key, as `fnlb keygen` prints."""
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def peer_flags(host: Host, peers: Sequence[Host], key: str) -> dict[str, object]:
+    """Flags that make the fnlb on `host` a cluster peer of the fnlbs on `peers`.
+
+    Gossip on GOSSIP_PORT of the Host's address, joining every other peer, with the shared
+    key, and a state directory of its own in the Network's workdir (kept across restarts
+    of the process, gone with the Network).
+    """
+    state_dir = host.network.workdir / f"state-{host.name}"
+    state_dir.mkdir(exist_ok=True)
+    others = [p.addr(GOSSIP_PORT) for p in peers if p is not host]
+    return {
+        "gossip-listen": host.addr(GOSSIP_PORT),
+        "join": ",".join(others),
+        "gossip-key": key,
+        "state-dir": state_dir,
+    }
+
+
+def put_node(observer: Host, mgmt: str, node: str) -> None:
+    """`PUT /1/lb/nodes {"node": node}`; RuntimeError unless fnlb acknowledges it (200)."""
+    _node_change(observer, mgmt, "PUT", node)
+
+
+def delete_node(observer: Host, mgmt: str, node: str) -> None:
+    """`DELETE /1/lb/nodes {"node": node}`; RuntimeError unless acknowledged (200)."""
+    _node_change(observer, mgmt, "DELETE", node)
+
+
+def _node_change(observer: Host, mgmt: str, method: str, node: str) -> None:
+    body = json.dumps({"node": node}).encode()
+    reply = observer.http(method, mgmt, "/1/lb/nodes", body=body, timeout=10.0)
+    if reply.status != 200:
+        raise RuntimeError(
+            f"{method} /1/lb/nodes {node} on {mgmt}: HTTP {reply.status} {reply.body[:200]!r}"
+        )
 
 
 def restart_fnlb(lb: Fnlb) -> Fnlb:
