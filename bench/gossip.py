@@ -119,16 +119,27 @@ class Cluster(ABC):
     async def close(self) -> None:
         return None
 
+    async def ready_or_respawn(self, m: Member, seed: Member | None) -> Member:
+        """Wait for `m`; if a port it was given got taken meanwhile, start it again."""
+        for _ in range(5):
+            try:
+                await self.ready(m)
+                return m
+            except StartError as e:
+                if "in use" not in str(e):
+                    raise
+            m = self.spawn(m.name, seed)
+        await self.ready(m)
+        return m
+
     async def start(self, n: int) -> None:
-        seed = self.spawn(self.next_name(), None)
-        await self.ready(seed)
+        seed = await self.ready_or_respawn(self.spawn(self.next_name(), None), None)
         self.members.append(seed)
         rest = n - 1
         while rest > 0:  # in batches, so that 50 interpreters do not start all at once
             batch = [self.spawn(self.next_name(), seed) for _ in range(min(10, rest))]
             for m in batch:
-                await self.ready(m)
-            self.members += batch
+                self.members.append(await self.ready_or_respawn(m, seed))
             rest -= len(batch)
         await self.converged()
 
@@ -322,8 +333,7 @@ async def trial(cluster: Cluster, rng: random.Random, poll: float) -> TrialResul
         cluster, others, lambda v: v.get(victim.name) in dead, poll, DETECT_TIMEOUT
     )
     cluster.members = others
-    newcomer = cluster.spawn(cluster.next_name(), seed)
-    await cluster.ready(newcomer)
+    newcomer = await cluster.ready_or_respawn(cluster.spawn(cluster.next_name(), seed), seed)
     # The join is done when the newcomer lists the seed; from then, time the news.
     joined = await _until_all(
         cluster, [newcomer], lambda v: v.get(seed.name) == "alive", poll / 2, 30.0
