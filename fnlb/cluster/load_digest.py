@@ -144,9 +144,17 @@ def _array_header(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
+_PACKER: Final = msgpack.Packer(use_bin_type=True)  # reused: packb builds one per call
+
+
 def _pack(obj: Any) -> bytes:
-    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    out: bytes = _PACKER.pack(obj)
     return out
+
+
+def _node_piece(name: str, row: Row) -> bytes:
+    """A node's five flat fields: a 5-array packed whole, its 1-byte header cut off."""
+    return _pack([name, *row])[1:]
 
 
 def _encodable(name: str, cap: int) -> bool:
@@ -212,9 +220,7 @@ def encode_digest(
                     idx = new[node] = len(node_index) + len(new)
             entry.append(idx)
             entry.extend(row)
-        new_pieces = [
-            _pack(n) + b"".join(_pack(v) for v in node_rows.get(n, ZERO_ROW)) for n in new
-        ]
+        new_pieces = [_node_piece(n, node_rows.get(n, ZERO_ROW)) for n in new]
         piece = _pack(entry)
         cost = len(piece) + sum(len(p) for p in new_pieces)
         if used + cost > budget:
@@ -235,7 +241,7 @@ def encode_digest(
             break
         if node in node_index or row == ZERO_ROW or not _encodable(node, MAX_NODE_NAME):
             continue
-        piece = _pack(node) + b"".join(_pack(v) for v in row)
+        piece = _node_piece(node, row)
         if used + len(piece) > budget:
             skips += 1
             continue
