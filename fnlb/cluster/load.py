@@ -624,13 +624,18 @@ class ClusterLoad:
         self._digests: dict[str, tuple[Digest, float]] = {}
 
     def merge(self, peer: str, data: bytes, now: float) -> bool:
-        """Keep `data` as `peer`'s digest if it is newer than the one held; True if kept.
+        """Keep `data` as `peer`'s digest if it is newer than the one held (or the one held is
+        stale: a peer restarted with the same epoch starts its sequence again); True if kept.
 
         Raises RemoteProtocolError(reason) if `data` is not a valid digest (drop and count).
         """
         digest = decode_digest(data)
         held = self._digests.get(peer)
-        if held is not None and digest.order <= held[0].order:
+        if (
+            held is not None
+            and digest.order <= held[0].order
+            and now - held[1] <= self.stale_after_s
+        ):
             return False
         self._digests[peer] = (digest, now)
         self.version += 1

@@ -336,6 +336,21 @@ def test_a_newer_digest_replaces_an_older_one_and_an_older_one_is_ignored() -> N
     assert cluster.function_load("f", now + 60).rate == pytest.approx(5.0, rel=0.1)
 
 
+def test_a_peer_restarted_with_the_same_epoch_is_heard_once_its_old_digest_is_stale() -> None:
+    now = T0
+    first = LocalLoad()
+    steady(first, "f", "n1", 10.0, now - 30, 30.0)
+    for _ in range(5):
+        first.digest(now)
+    cluster = ClusterLoad(stale_after_s=5.0)
+    cluster.merge("a", first.digest(now), now)
+    again = LocalLoad()  # seq starts at 1 again
+    steady(again, "g", "n1", 10.0, now, 10.0)
+    assert not cluster.merge("a", again.digest(now + 2), now + 2)
+    assert cluster.merge("a", again.digest(now + 10), now + 10)
+    assert cluster.function_load("g", now + 10).rate > 5.0
+
+
 def test_in_flight_of_an_ageing_digest_is_dropped_then_the_whole_digest() -> None:
     now = T0
     load = LocalLoad()
