@@ -103,8 +103,10 @@ class LoadResult:
             parts.append(f"{key}={text}")
         return " ".join(parts)
 
-    def error_kinds(self) -> Counter[str]:
-        return Counter(c.error or f"HTTP {c.status}" for c in self.errors())
+    def error_kinds(self, calls: Iterable[Call] | None = None) -> Counter[str]:
+        """How many failed calls (of `calls`, default all) failed in each way."""
+        pool = self.calls if calls is None else calls
+        return Counter(c.error or f"HTTP {c.status}" for c in pool if not c.ok)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LoadResult:
