@@ -42,6 +42,7 @@ from fnlb.gossip.keyring_file import (
 from fnlb.gossip.runtime import GossipRuntime
 
 GOSSIP_OFF: Final = "gossip is not enabled: start fnlb with --join or --gossip-listen"
+NOT_RUNNING: Final = "gossip is not running yet (or any more): try again shortly"
 NO_KEYS: Final = (
     "gossip runs without encryption on this peer (--gossip-insecure): there are no keys; "
     "restart it with --gossip-key or --gossip-keyring-file to encrypt"
@@ -88,6 +89,8 @@ class GossipApi:
         rt = self._runtime
         if rt is None:
             return json_error(404, GOSSIP_OFF)
+        if not rt.started:
+            return json_error(503, NOT_RUNNING)
         peers = [
             {
                 "name": m.name,
@@ -103,6 +106,8 @@ class GossipApi:
         rt = self._runtime
         if rt is None:
             return json_error(404, GOSSIP_OFF)
+        if not rt.started:
+            return json_error(503, NOT_RUNNING)
         return json_response({"self": rt.name, **rt.stats()})
 
     def _keys(self, change: KeyChange | None) -> Handler:

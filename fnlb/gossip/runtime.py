@@ -128,6 +128,7 @@ class GossipRuntime:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._serving = 0
         self._opened = 0
@@ -170,6 +171,11 @@ class GossipRuntime:
         if self._member is None:
             raise RuntimeError("the gossip runtime is not started")
         return self._member
+
+    @property
+    def started(self) -> bool:
+        """True between `start` and `stop`: `member`, `members()` and `stats()` work."""
+        return self._member is not None and not self._closing
 
     @property
     def name(self) -> str:
@@ -437,12 +443,14 @@ class GossipRuntime:
         assert self._member is not None
         when = self._member.next_timer()
         if self._timer is not None:
-            if when is not None and self._timer.when() == when:
+            # (uvloop's handles have no when(): remember the deadline ourselves)
+            if when is not None and self._timer_when == when:
                 return
             self._timer.cancel()
             self._timer = None
         if when is not None:
             self._timer = self._loop.call_at(when, self._on_timer, when)
+            self._timer_when = when
 
     def _publish(self, event: MemberEvent) -> None:
         log.log(
