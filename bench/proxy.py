@@ -45,9 +45,11 @@ from bench._procs import (
     ProcessGroup,
     Started,
     StartError,
+    autogroup_nice,
     cpu_seconds,
     free_port,
     pinned,
+    set_priority,
     wait_http_ok,
 )
 from bench._wrk import WrkResult, lua_script, run_wrk
@@ -151,6 +153,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness of the benchmark and every process it starts; negative (root only) "
+        "keeps other work on a shared machine from stealing the proxies' CPU (default 0)",
+    )
+    p.add_argument(
         "--fnlb-arg",
         action="append",
         default=[],
@@ -193,6 +202,7 @@ def rerun_command(args: argparse.Namespace) -> str:
     ]
     parts += ["--haproxy-mt"] if args.haproxy_mt else []
     parts += ["--no-pin"] if args.no_pin else []
+    parts += [f"--nice={args.nice}"] if args.nice else []
     parts += [f"--fnlb-arg={a}" for a in args.fnlb_arg]
     return shlex.join(parts)
 
@@ -383,13 +393,24 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     if shutil.which("wrk") is None:
         say("wrk is not installed (Debian: apt-get install wrk)")
         return 2
+    plan = cpu_plan(pin=not args.no_pin and not args.haproxy_mt)
+    own_group_nice = autogroup_nice(os.getpid())
+    if args.nice and not set_priority(os.getpid(), args.nice):  # wrk inherits it
+        say(f"cannot set niceness {args.nice} (not root): running at the default")
+    try:
+        return _run(args, say, plan)
+    finally:
+        if args.nice and own_group_nice is not None:
+            set_priority(os.getpid(), own_group_nice)  # the caller's session, as it was
+
+
+def _run(args: argparse.Namespace, say: Callable[[str], None], plan: CpuPlan) -> int:
     backend = args.backend
     if backend == "auto":
         backend = "nginx" if shutil.which("nginx") else "aiohttp"
-    plan = cpu_plan(pin=not args.no_pin and not args.haproxy_mt)
     for line in machine_summary():
         say(line)
-    say(f"backend: {backend}, {args.nodes} nodes; {plan.describe()}")
+    say(f"backend: {backend}, {args.nodes} nodes; {plan.describe()}; nice {os.nice(0)}")
     say(
         f"load: wrk -t{args.threads} -c{args.connections} -d{args.duration}s, POST over "
         f"{args.keys} paths /r/{APP}/fnN; {args.repeats} interleaved rounds after "
@@ -398,7 +419,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     say(f"load average at start: {_loadavg()}")
     with (
         tempfile.TemporaryDirectory(prefix="fnlb-bench-proxy-") as tmp_name,
-        ProcessGroup(Path(tmp_name)) as group,
+        ProcessGroup(Path(tmp_name), nice=args.nice) as group,
     ):
         tmp = Path(tmp_name)
         script = tmp / "calls.lua"
