@@ -297,3 +297,36 @@ def test_serve_in_cluster_mode_logs_the_join_and_exits_0_on_sigterm() -> None:
     finally:
         a.stop()
         b.stop()
+
+
+async def test_garbage_on_either_socket_is_dropped_and_counted() -> None:
+    async with balancers(settings("a")) as (a,):
+        rt = a.gossip
+        assert rt is not None
+        assert rt.bound is not None
+        host, port = rt.bound
+        loop = asyncio.get_running_loop()
+        udp, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, remote_addr=(host, port)
+        )
+        try:
+            udp.sendto(b"\x00garbage")  # not an envelope version
+            udp.sendto(b"")
+        finally:
+            udp.close()
+        for payload in (b"\xff\xff\xff\xff", b"\x00\x00\x00\x10short"):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(payload)
+            await writer.drain()
+            writer.write_eof()
+            assert await reader.read() == b""  # closed without an answer
+            writer.close()
+            await writer.wait_closed()
+
+        def counted() -> bool:
+            drops = rt.all_drops()
+            return all(drops.get(r, 0) > 0 for r in ("bad_version", "frame_too_large"))
+
+        await eventually(counted)
+        assert rt.all_drops().get("stream_closed", 0) > 0
+        assert rt.started
