@@ -160,7 +160,7 @@ def main() -> None:
         enc = per_op_us(lambda b=budget: load.digest(now, b), reps)  # type: ignore[misc]
         dec = per_op_us(lambda x=data: decode_digest(x), reps)  # type: ignore[misc]
         merge = per_op_us(lambda x=data: ClusterLoad().merge("p", x, now), reps)  # type: ignore[misc]
-        listed = (len(decoded.functions), len(decoded.nodes))
+        listed = (len(decoded.functions), len(decoded.totals), len(decoded.nodes))
         digests.append((label, budget, len(data), *listed, enc, dec, merge))
         del decoded
 
@@ -197,12 +197,12 @@ def main() -> None:
         print(f"{phase:<44} {fns:>9} {cells:>7} {rss:>8.1f} {rss - base:>8.1f} {blocks:>9}")
     print()
     print(
-        f"{'digest':<8} {'budget':>8} {'bytes':>8} {'fns':>6} {'nodes':>6} "
+        f"{'digest':<8} {'budget':>8} {'bytes':>8} {'per node':>8} {'totals':>6} {'nodes':>6} "
         f"{'encode us':>10} {'decode us':>10} {'merge us':>10}"
     )
-    for label, budget, size, fns, nodes, enc, dec, merge in digests:
+    for label, budget, size, fns, tots, nodes, enc, dec, merge in digests:
         print(
-            f"{label:<8} {budget:>8} {size:>8} {fns:>6} {nodes:>6} "
+            f"{label:<8} {budget:>8} {size:>8} {fns:>8} {tots:>6} {nodes:>6} "
             f"{enc:>10.0f} {dec:>10.0f} {merge:>10.0f}"
         )
     print()

@@ -669,34 +669,40 @@ class ClusterLoad:
         """Peers whose digest is fresh, sorted."""
         return [p for p, _d, _i in self._fresh(now)]
 
-    def _function_units(self, fn: str, now: float) -> tuple[dict[str, _Units], bool, int]:
+    def _function_units(self, fn: str, now: float) -> tuple[dict[str, _Units], _Units, bool, int]:
+        """Per node shares (from digests listing `fn` per node), the total (those and the
+        digests listing only its totals), whether no fresh digest lumped it, and how many
+        digests listed it."""
         nodes: dict[str, _Units] = {}
+        total = _Units()
         complete = True
         peers = 0
         for _p, d, with_in_flight in self._fresh(now):
             cells = d.functions.get(fn)
-            if cells is None:
-                if d.rest.rate_c or d.rest.in_flight or d.rest.busy_c:
-                    complete = False
+            if cells is not None:
+                peers += 1
+                for node, row in cells.items():
+                    u = nodes.get(node)
+                    if u is None:
+                        u = nodes[node] = _Units()
+                    u.add(row, with_in_flight)
+                    total.add(row, with_in_flight)
                 continue
-            peers += 1
-            for node, row in cells.items():
-                u = nodes.get(node)
-                if u is None:
-                    u = nodes[node] = _Units()
-                u.add(row, with_in_flight)
-        return nodes, complete, peers
+            summed = d.totals.get(fn)
+            if summed is not None:
+                peers += 1
+                total.add(summed, with_in_flight)
+            elif d.rest.rate_c or d.rest.in_flight or d.rest.busy_c:
+                complete = False
+        return nodes, total, complete, peers
 
     def function_load(self, fn: str, now: float) -> FunctionLoad:
-        """Cluster-wide load of `fn`: rate, in-flight, wait, busy rate, and per node."""
-        nodes, complete, _peers = self._function_units(fn, now)
-        total = _Units()
-        for u in nodes.values():
-            total.rate_c += u.rate_c
-            total.in_flight += u.in_flight
-            total.wait_sum += u.wait_sum
-            total.wait_weight += u.wait_weight
-            total.busy_c += u.busy_c
+        """Cluster-wide load of `fn`: rate, in-flight, wait, busy rate, and per node.
+
+        `nodes` holds what the digests listing `fn` per node say; a digest listing only its
+        totals adds to the totals, not to `nodes`.
+        """
+        nodes, total, complete, _peers = self._function_units(fn, now)
         t = total.share()
         shares = {node: nodes[node].share() for node in sorted(nodes)}
         return FunctionLoad(
@@ -718,6 +724,8 @@ class ClusterLoad:
         for _p, d, _i in self._fresh(now):
             for fn, cells in d.functions.items():
                 rates[fn] = rates.get(fn, 0) + sum(row[0] for row in cells.values())
+            for fn, row in d.totals.items():
+                rates[fn] = rates.get(fn, 0) + row[0]
         return rates
 
     def hot_functions(self, n: int, now: float) -> list[tuple[str, float]]:
@@ -729,16 +737,9 @@ class ClusterLoad:
 
     def width_inputs(self, fn: str, now: float) -> WidthInputs:
         """`fn`'s cluster-wide figures on the grids (COLD when no fresh digest lists it)."""
-        nodes, _complete, peers = self._function_units(fn, now)
-        if not nodes:
+        _nodes, total, _complete, peers = self._function_units(fn, now)
+        if not peers:
             return COLD
-        total = _Units()
-        for u in nodes.values():
-            total.rate_c += u.rate_c
-            total.in_flight += u.in_flight
-            total.wait_sum += u.wait_sum
-            total.wait_weight += u.wait_weight
-            total.busy_c += u.busy_c
         return WidthInputs(
             grid_level(total.rate_c, RATE_GRID),
             grid_level(total.in_flight, COUNT_GRID),

@@ -6,9 +6,9 @@ other exception leaves it, whatever the bytes.
 
 A digest rides one gossip broadcast (a budget of about 1000 bytes) several times a second, and
 a larger variant rides push-pull. It can never carry 10,000 functions in 1000 bytes, so it
-carries the hottest functions in full and lumps the rest, and the encoder fills the budget
-greedily, knowing every piece's encoded size before it commits to it: the result is never
-longer than the budget.
+carries the hottest functions per node, the next ones by their totals, and lumps the rest;
+the encoder fills the budget greedily, knowing every piece's encoded size before it commits
+to it: the result is never longer than the budget.
 
 Wire format (all figures are non-negative integers in fixed units, so sums of them are exact
 and identical on every peer):
@@ -23,6 +23,8 @@ and identical on every peer):
                             names a node by its index here (position / 5)
         functions,          array of [fn, node_index, rate_c, in_flight, wait_ms, busy_c, ...]:
                             the hottest functions, each with its figures on every node
+        totals,             flat array [fn, rate_c, in_flight, wait_ms, busy_c, ...]: the next
+                            hottest, by their totals over all nodes (no node names to pay for)
         rest,               [count, rate_c, in_flight, busy_c]: functions not listed
         other_nodes,        [count, rate_c, in_flight, busy_c]: nodes not listed
     ]
@@ -48,6 +50,9 @@ GOSSIP_BUDGET_BYTES: Final = 1000
 """Default size of the digest broadcast a few times a second (fits one SWIM packet)."""
 FULL_BUDGET_BYTES: Final = 1024 * 1024
 """Default size of the digest carried by push-pull: 10,000 busy functions need ~0.4 MB."""
+DETAIL_SHARE: Final = 0.6
+"""Share of the budget that functions listed per node may fill; the rest goes to functions
+listed by their totals only (about 3 of those fit in the bytes of one listed per node)."""
 MIN_BUDGET_BYTES: Final = 128
 """Smallest budget `encode_digest` accepts: header and both lumps always fit in it."""
 MAX_DIGEST_BYTES: Final = 4 * 1024 * 1024
@@ -121,7 +126,9 @@ class Digest:
     nodes: Mapping[str, Row]
     """Node totals over all this peer's functions, for the nodes listed."""
     functions: Mapping[str, Mapping[str, Row]]
-    """Function -> node -> figures, for the functions listed in full."""
+    """Function -> node -> figures, for the hottest functions, listed per node."""
+    totals: Mapping[str, Row]
+    """Function -> figures summed over its nodes, for the next hottest."""
     rest: Lump
     """Functions not listed: how many and their summed figures."""
     other_nodes: Lump
@@ -172,6 +179,18 @@ def _lump_piece(v: list[int]) -> bytes:
     return _pack([min(x, cap) for x, cap in zip(v, caps, strict=True)])
 
 
+def function_total(cells: Iterable[tuple[str, Row]]) -> Row:
+    """A function's row over its nodes: sums, and the wait weighted by each node's rate."""
+    r = i = b = wsum = weight = 0
+    for _node, (cr, ci, cw, cb) in cells:
+        r += cr
+        i += ci
+        b += cb
+        wsum += cw * max(cr, 1)
+        weight += max(cr, 1)
+    return (r, i, wsum // weight if weight else 0, b)
+
+
 def encode_digest(
     *,
     epoch: int,
@@ -181,26 +200,32 @@ def encode_digest(
     totals: Row,
     function_count: int,
     budget: int = GOSSIP_BUDGET_BYTES,
+    detail_share: float = DETAIL_SHARE,
 ) -> bytes:
     """A digest of at most `budget` bytes.
 
     `functions`: hottest first, each with its non-zero per-node figures (consumed lazily, only
     as far as the budget goes). `nodes`: every node's totals, busiest first. `totals`: the sum
     over all functions (what the lumps are computed from), `function_count`: how many
-    functions the peer tracks. Functions are taken in order while they fit (one that does not
-    is skipped, a smaller one may still fit); the nodes they name are listed with their
-    totals, then the busiest other nodes while room remains.
+    functions the peer tracks.
+
+    Each function in turn is listed per node if that keeps the digest within
+    `detail_share * budget` (node names cost bytes), else by its totals only if that fits the
+    budget, else lumped (a smaller one after it may still fit). The nodes named are listed
+    with their totals, then the busiest other nodes while room remains.
     """
     if not MIN_BUDGET_BYTES <= budget <= MAX_DIGEST_BYTES:
         raise LocalProtocolError(f"digest budget {budget} outside {MIN_BUDGET_BYTES}..")
     if not (0 <= epoch <= MAX_UINT64 and 0 <= seq <= MAX_UINT64):
         raise LocalProtocolError("digest epoch and seq must be uint64")
     head = _pack(VERSION) + _pack(epoch) + _pack(seq)
-    used = 1 + len(head) + 2 * _ARRAY_HEADER_MAX + 2 * _LUMP_MAX_BYTES
+    used = 1 + len(head) + 3 * _ARRAY_HEADER_MAX + 2 * _LUMP_MAX_BYTES
+    detail_limit = budget * detail_share
     node_rows = dict(nodes)
     node_index: dict[str, int] = {}
     node_pieces: list[bytes] = []
     fn_pieces: list[bytes] = []
+    total_pieces: list[bytes] = []
     listed = [0, 0, 0]  # rate_c, in_flight, busy_c of listed functions
     skips = 0
     for fn, cells in functions:
@@ -208,33 +233,42 @@ def encode_digest(
             break
         if not cells or not _encodable(fn, MAX_FUNCTION_NAME):
             continue
-        if not all(n in node_index or _encodable(n, MAX_NODE_NAME) for n, _row in cells):
-            continue
+        total = function_total(cells)
+        cost = 0
         new: dict[str, int] = {}
-        entry: list[Any] = [fn]
-        for node, row in cells:
-            idx = node_index.get(node)
-            if idx is None:
-                idx = new.get(node)
+        if used < detail_limit and all(
+            n in node_index or _encodable(n, MAX_NODE_NAME) for n, _row in cells
+        ):
+            entry: list[Any] = [fn]
+            for node, row in cells:
+                idx = node_index.get(node)
                 if idx is None:
-                    idx = new[node] = len(node_index) + len(new)
-            entry.append(idx)
-            entry.extend(row)
-        new_pieces = [_node_piece(n, node_rows.get(n, ZERO_ROW)) for n in new]
-        piece = _pack(entry)
-        cost = len(piece) + sum(len(p) for p in new_pieces)
-        if used + cost > budget:
-            skips += 1
-            continue
+                    idx = new.get(node)
+                    if idx is None:
+                        idx = new[node] = len(node_index) + len(new)
+                entry.append(idx)
+                entry.extend(row)
+            new_pieces = [_node_piece(n, node_rows.get(n, ZERO_ROW)) for n in new]
+            piece = _pack(entry)
+            cost = len(piece) + sum(len(p) for p in new_pieces)
+            if used + cost <= detail_limit:
+                node_index.update(new)
+                node_pieces.extend(new_pieces)
+                fn_pieces.append(piece)
+            else:
+                cost = 0
+        if not cost:
+            piece = _pack([fn, *total])[1:]
+            if used + len(piece) > budget:
+                skips += 1
+                continue
+            cost = len(piece)
+            total_pieces.append(piece)
         skips = 0
         used += cost
-        node_index.update(new)
-        node_pieces.extend(new_pieces)
-        fn_pieces.append(piece)
-        for _node, (r, i, _w, b) in cells:
-            listed[0] += r
-            listed[1] += i
-            listed[2] += b
+        listed[0] += total[0]
+        listed[1] += total[1]
+        listed[2] += total[3]
     skips = 0
     for node, row in nodes:
         if skips >= _MAX_SKIPS or budget - used < 8:
@@ -250,7 +284,7 @@ def encode_digest(
         node_pieces.append(piece)
     rate_c, in_flight, _wait, busy_c = totals
     rest = [
-        max(0, function_count - len(fn_pieces)),
+        max(0, function_count - len(fn_pieces) - len(total_pieces)),
         max(0, rate_c - listed[0]),
         max(0, in_flight - listed[1]),
         max(0, busy_c - listed[2]),
@@ -263,12 +297,14 @@ def encode_digest(
             other[3] += b
     out = b"".join(
         [
-            b"\x97",
+            b"\x98",
             head,
             _array_header(5 * len(node_pieces)),
             *node_pieces,
             _array_header(len(fn_pieces)),
             *fn_pieces,
+            _array_header(5 * len(total_pieces)),
+            *total_pieces,
             _lump_piece(rest),
             _lump_piece(other),
         ]
@@ -290,7 +326,7 @@ def _unpack(data: bytes) -> Any:
             strict_map_key=True,
             max_str_len=MAX_FUNCTION_NAME,
             max_bin_len=0,
-            max_array_len=max(MAX_FUNCTIONS, 5 * MAX_NODES),
+            max_array_len=5 * MAX_FUNCTIONS,
             max_map_len=0,
             max_ext_len=0,
         )
@@ -339,8 +375,8 @@ def decode_digest(data: bytes) -> Digest:
     if len(data) > MAX_DIGEST_BYTES:
         raise RemoteProtocolError(TOO_LARGE, f"{len(data)} bytes")
     m = _unpack(data)
-    if type(m) is not list or len(m) != 7:
-        raise RemoteProtocolError(BAD_SHAPE, "a digest is an array of 7 fields")
+    if type(m) is not list or len(m) != 8:
+        raise RemoteProtocolError(BAD_SHAPE, "a digest is an array of 8 fields")
     if m[0] != VERSION or type(m[0]) is not int:
         raise RemoteProtocolError(BAD_VERSION, repr(m[0])[:20])
     epoch = _uint(m[1], MAX_UINT64, "epoch")
@@ -376,4 +412,13 @@ def decode_digest(data: bytes) -> Digest:
                 raise RemoteProtocolError(BAD_FIELD, "node listed twice for one function")
             cells[node] = _row(e, at + 1)
         functions[fn] = cells
-    return Digest(epoch, seq, nodes, functions, _lump(m[5]), _lump(m[6]))
+    flat = m[5]
+    if type(flat) is not list or len(flat) % 5 or len(flat) > 5 * MAX_FUNCTIONS:
+        raise RemoteProtocolError(BAD_SHAPE, "totals is a flat array of 5-tuples")
+    totals: dict[str, Row] = {}
+    for at in range(0, len(flat), 5):
+        fn = _str(flat[at], MAX_FUNCTION_NAME, "function")
+        if fn in functions or fn in totals:
+            raise RemoteProtocolError(BAD_FIELD, "function listed twice")
+        totals[fn] = _row(flat, at + 1)
+    return Digest(epoch, seq, nodes, functions, totals, _lump(m[6]), _lump(m[7]))

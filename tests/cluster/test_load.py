@@ -248,17 +248,23 @@ def test_the_gossip_digest_of_10k_functions_fits_its_budget_with_the_hottest_in_
     data = peer10k.digest(now, GOSSIP_BUDGET_BYTES)
     assert len(data) <= GOSSIP_BUDGET_BYTES
     d = decode_digest(data)
-    assert len(d.functions) >= 10
-    hottest = sorted(
-        (f"r/app{k % 300}/route{k}" for k in range(10_000)),
-        key=lambda fn: -peer10k.function_load(fn, now).rate,
-    )
-    assert set(d.functions) == set(hottest[: len(d.functions)])
+    assert len(d.functions) >= 4
+    assert len(d.functions) + len(d.totals) >= 20
+    local = {
+        fn: peer10k.function_load(fn, now)
+        for fn in (f"r/app{k % 300}/route{k}" for k in range(10_000))
+    }
+    hottest = sorted(local, key=lambda fn: -(local[fn].rate + local[fn].in_flight))
+    assert list(d.functions) == hottest[: len(d.functions)]
+    listed = len(d.functions) + len(d.totals)
+    assert set(d.functions) | set(d.totals) == set(hottest[:listed])
     for fn, cells in d.functions.items():
-        local = peer10k.function_load(fn, now)
-        assert set(cells) == set(local.nodes)
-        assert sum(r[0] for r in cells.values()) == pytest.approx(local.rate * 100, abs=3)
-    assert d.rest.count == 10_000 - len(d.functions)
+        assert set(cells) == set(local[fn].nodes)
+        assert sum(r[0] for r in cells.values()) == pytest.approx(local[fn].rate * 100, abs=3)
+    for fn, (rate_c, in_flight, _w, _b) in d.totals.items():
+        assert rate_c == pytest.approx(local[fn].rate * 100, abs=3)
+        assert in_flight == local[fn].in_flight
+    assert d.rest.count == 10_000 - listed
 
 
 def test_the_full_digest_lists_every_function(peer10k: LocalLoad) -> None:
@@ -267,6 +273,7 @@ def test_the_full_digest_lists_every_function(peer10k: LocalLoad) -> None:
     assert len(data) <= FULL_BUDGET_BYTES
     d = decode_digest(data)
     assert len(d.functions) == 10_000
+    assert not d.totals
     assert d.rest.count == 0
     assert len(d.nodes) == 200
     assert sum(r[1] for r in d.nodes.values()) == 1000
@@ -394,16 +401,22 @@ def test_a_malformed_digest_is_a_remote_error_and_changes_nothing() -> None:
 def test_a_function_lumped_by_some_peer_is_reported_incomplete() -> None:
     now = T0 + 100
     load = LocalLoad()
-    for k in range(200):
-        steady(load, f"r/app/function-with-a-long-name-{k:04d}", f"node{k % 50}", 5.0, now - 10, 10)
+    names = [f"r/app/function-with-a-long-name-{k:04d}" for k in range(200)]
+    for k, fn in enumerate(names):
+        steady(load, fn, f"node{k % 50}", 5.0 + k / 100, now - 10, 10)
+    data = load.digest(now, 300)
     cluster = ClusterLoad()
-    cluster.merge("a", load.digest(now, 300), now)
-    listed = decode_digest(load.digest(now, 300)).functions
-    lumped = next(
-        f"r/app/function-with-a-long-name-{k:04d}"
-        for k in range(200)
-        if f"r/app/function-with-a-long-name-{k:04d}" not in listed
-    )
+    cluster.merge("a", data, now)
+    d = decode_digest(data)
+    assert d.functions
+    assert d.totals
+    by_totals = next(iter(d.totals))
+    lumped = next(fn for fn in names if fn not in d.functions and fn not in d.totals)
+    fl = cluster.function_load(by_totals, now)
+    assert fl.complete
+    assert fl.rate == pytest.approx(load.function_load(by_totals, now).rate, abs=0.01)
+    assert not fl.nodes  # no per-node breakdown for a function listed by its totals
+    assert cluster.width_inputs(by_totals, now).rate_level > 0
     assert not cluster.function_load(lumped, now).complete
     assert cluster.width_inputs(lumped, now) == COLD
     summary = cluster.summary(now)
