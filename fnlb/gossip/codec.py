@@ -63,7 +63,9 @@ MAX_MESSAGES = 255
 """Most messages in one compound datagram."""
 MAX_ENTRIES = 100_000
 """Most members in one push-pull."""
-MAX_UINT64 = 2**64 - 1
+MAX_COUNTER = 2**62
+"""Largest incarnation or sequence number accepted: far beyond any honest value, and low
+enough that a member refuting a hostile huge incarnation (+1) still encodes as uint64."""
 
 # Type codes on the wire.
 PING, INDIRECT_PING, ACK, NACK, SUSPECT, ALIVE, DEAD, USER, PUSH_PULL, STREAM_PING = range(1, 11)
@@ -160,7 +162,7 @@ def _unpack(body: bytes, max_len: int) -> Any:
 
 
 def _int(v: Any) -> int:
-    if type(v) is not int or not 0 <= v <= MAX_UINT64:
+    if type(v) is not int or not 0 <= v <= MAX_COUNTER:
         raise RemoteProtocolError(BAD_FIELD, "expected a non-negative integer")
     return v
 

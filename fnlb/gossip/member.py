@@ -72,6 +72,7 @@ from fnlb.gossip.profile import META_MAX, GossipProfile
 from fnlb.gossip.suspicion import Suspicion
 
 _SEEN_BROADCASTS = 4096  # user broadcasts remembered to stop echoes
+_MAX_RELAYS = 1024  # indirect pings run for others at once (each lives probe_timeout)
 
 
 class Rng(Protocol):
@@ -280,12 +281,14 @@ class Member:
             self._queue_alive(self._me)
         if self._leaving:
             self._leaving = False
+            self._joined = False
             self._me.incarnation += 1
             self._me.state = MemberState.ALIVE
             self._me.state_change = now
             self._queue_alive(self._me)
         self._seeds = [s for s in seeds if s != self.addr]
-        self._joined = not self._seeds
+        # Joining again with new seeds while already in a group keeps us "joined".
+        self._joined = self._joined or not self._seeds
         self._join_retry_at = None
         for seed in self._seeds:
             self._open_stream(_StreamKind.JOIN, seed, self._encode_state(join=True), now)
@@ -583,6 +586,9 @@ class Member:
         elif isinstance(msg, UserBroadcast):
             self._on_user(msg)
         elif isinstance(msg, IndirectPing):
+            if len(self._relays) >= _MAX_RELAYS:
+                self.drops["relay_overflow"] += 1
+                return
             self._seq += 1
             self._relays[self._seq] = _Relay(
                 addr, msg.seq, now + self.profile.probe_timeout, msg.nack

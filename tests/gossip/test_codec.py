@@ -27,7 +27,7 @@ from fnlb.gossip.messages import (
 )
 
 names = st.text(min_size=1, max_size=codec.MAX_NAME)
-ints = st.integers(min_value=0, max_value=codec.MAX_UINT64)
+ints = st.integers(min_value=0, max_value=codec.MAX_COUNTER)
 addrs = st.tuples(st.text(min_size=1, max_size=40), st.integers(min_value=1, max_value=65535))
 metas = st.binary(max_size=codec.MAX_META)
 
@@ -141,6 +141,8 @@ def test_each_refusal_has_a_reason(data: bytes, reason: str) -> None:
 
 
 def test_oversized_fields_are_refused() -> None:
+    with pytest.raises(RemoteProtocolError, match="bad_field"):
+        codec.decode_packet(_packet([Ack(codec.MAX_COUNTER + 1)]))
     big_meta = Alive(1, "n", ("h", 1), b"m" * (codec.MAX_META + 1))
     with pytest.raises(RemoteProtocolError, match="bad_field"):
         codec.decode_packet(_packet([big_meta]))

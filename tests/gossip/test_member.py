@@ -241,3 +241,11 @@ def test_user_broadcast_is_delivered_once_and_regossiped() -> None:
     m.handle_timer(1.0)
     carried = [x for msgs, _ in sent(m, 1.0) for x in msgs]
     assert msg in carried
+
+
+def test_a_hostile_huge_incarnation_is_refuted_without_breaking_the_encoder() -> None:
+    m = member()
+    m.receive_datagram(packet(Suspect(codec.MAX_COUNTER, "a", "evil")), PEER, 1.0)
+    assert m.incarnation == codec.MAX_COUNTER + 1
+    m.receive_datagram(packet(Ping(1, "a")), PEER, 1.1)
+    assert m.datagrams_to_send(1.1)  # still encodes (uint64)
