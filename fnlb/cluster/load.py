@@ -272,14 +272,21 @@ class LocalLoad:
         return cell
 
     def _release(self, rec: _FnRec) -> None:
-        for node in rec.cells:
-            self._release_node(node)
+        for node, cell in rec.cells.items():
+            self._release_cell(node, cell)
 
-    def _release_node(self, node: str) -> None:
-        nrec = self._nodes[node]
+    def _release_cell(self, node: str, cell: _Cell) -> None:
+        """Take an idle cell's (long decayed) weights out of its node, and the node with its
+        last cell."""
+        nrec = cell.node
         nrec.cells -= 1
         if nrec.cells == 0:
             del self._nodes[node]
+            return
+        nrec.g_arr = max(0.0, nrec.g_arr - cell.g_arr)
+        nrec.g_ws = max(0.0, nrec.g_ws - cell.g_ws)
+        nrec.g_wait = max(0.0, nrec.g_wait - cell.g_wait)
+        nrec.g_busy = max(0.0, nrec.g_busy - cell.g_busy)
 
     # -- maintenance -------------------------------------------------------------------------
 
@@ -308,7 +315,7 @@ class LocalLoad:
                 for node in idle:
                     cell = rec.cells.pop(node)
                     rec.g_arr = max(0.0, rec.g_arr - cell.g_arr)
-                    self._release_node(node)
+                    self._release_cell(node, cell)
             fns[fn] = rec
         return dropped
 

@@ -158,6 +158,20 @@ def test_weights_stay_finite_and_right_over_a_long_run_without_sweeps() -> None:
     assert fl.wait == pytest.approx(0.1)
 
 
+def test_sweeps_move_the_landmark_without_changing_what_is_read() -> None:
+    swept, unswept = LocalLoad(time_constant_s=1.0), LocalLoad(time_constant_s=1.0)
+    for k in range(100):
+        for load in (swept, unswept):
+            load.call_started("f", "n1", T0 + 60.0 * k)
+            load.call_finished("f", "n1", 200, 0.25, None, T0 + 60.0 * k + 0.5)
+        swept.sweep(T0 + 60.0 * k + 1)
+    now = T0 + 60.0 * 99 + 2
+    a, b = swept.function_load("f", now), unswept.function_load("f", now)
+    assert (a.rate, a.wait) == pytest.approx((b.rate, b.wait), rel=1e-9)
+    assert a.rate == pytest.approx(math.exp(-2.0))
+    assert swept.node_load("n1", now).wait == pytest.approx(0.25)
+
+
 # --- expiry ---------------------------------------------------------------------------------
 
 
