@@ -3,8 +3,10 @@ every peer must compute alike."""
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
+import random
 
 import pytest
 
@@ -489,3 +491,85 @@ def test_count_grid_is_exact_for_small_counts_then_geometric() -> None:
     ratios = [b / a for a, b in itertools.pairwise(COUNT_GRID[20:])]
     assert all(1.15 < r < 1.25 for r in ratios)
     assert WidthInputs(0, 0, 0, 0, 0) == COLD
+
+
+# --- three peers gossiping in virtual time --------------------------------------------------
+
+
+class Sim:
+    """Three peers proxying calls, publishing a digest every 0.3 s that reaches each other peer
+    after 50-400 ms, or never (10 % loss)."""
+
+    PEERS = ("a", "b", "c")
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.local = {p: LocalLoad(epoch=1) for p in self.PEERS}
+        self.cluster = {p: ClusterLoad() for p in self.PEERS}
+        self.ends: list[tuple[float, int, str, str, str]] = []  # (end, tie, peer, fn, node)
+        self.mail: list[tuple[float, int, str, str, bytes]] = []  # (at, tie, to, from, data)
+        self.tie = 0
+        self.now = 0.0
+        self.next_digest = {p: 0.1 * i for i, p in enumerate(self.PEERS)}
+        self.duration = 0.2
+
+    def run_until(self, until: float, rate_per_peer: float) -> None:
+        """Poisson arrivals at about `rate_per_peer`/s on each peer (10 ms steps), swinging
+        ±30 % over 20 s; exponential call durations averaging `self.duration`."""
+        while self.now < until:
+            self.now = round(self.now + 0.01, 9)
+            swing = 1.0 + 0.3 * math.sin(self.now * math.pi / 10)
+            for k, p in enumerate(self.PEERS):
+                if self.rng.random() < rate_per_peer * swing * 0.01:
+                    self.tie += 1
+                    node = f"n{self.tie % 3}"
+                    self.local[p].call_started("hot", node, self.now)
+                    end = self.now + self.rng.expovariate(1.0 / self.duration)
+                    heapq.heappush(self.ends, (end, self.tie, p, "hot", node))
+                if self.rng.random() < 0.05:
+                    self.tie += 1
+                    cold = f"cold{self.tie % 30}-{k}"
+                    self.local[p].call_started(cold, "n9", self.now)
+                    heapq.heappush(self.ends, (self.now + 0.05, self.tie, p, cold, "n9"))
+            while self.ends and self.ends[0][0] <= self.now:
+                end, _t, p, fn, node = heapq.heappop(self.ends)
+                self.local[p].call_finished(fn, node, 200, None, 0.01, end)
+            for p in self.PEERS:
+                if self.next_digest[p] <= self.now:
+                    self.next_digest[p] += 0.3
+                    data = self.local[p].digest(self.now)
+                    self.cluster[p].merge(p, data, self.now)
+                    for q in self.PEERS:
+                        if q != p and self.rng.random() > 0.1:
+                            self.tie += 1
+                            at = self.now + self.rng.uniform(0.05, 0.4)
+                            heapq.heappush(self.mail, (at, self.tie, q, p, data))
+            while self.mail and self.mail[0][0] <= self.now:
+                _at, _t, q, p, data = heapq.heappop(self.mail)
+                self.cluster[q].merge(p, data, self.now)
+
+    def truth(self) -> tuple[float, int]:
+        loads = [self.local[p].function_load("hot", self.now) for p in self.PEERS]
+        return sum(fl.rate for fl in loads), sum(fl.in_flight for fl in loads)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_peer_knows_a_hot_functions_cluster_load_within_two_seconds(seed: int) -> None:
+    sim = Sim(seed)
+    sim.run_until(20.0, 40.0)
+    for step in range(100):  # 10 s of traffic, sampled every 100 ms
+        sim.run_until(20.0 + 0.1 * (step + 1), 40.0)
+        rate, in_flight = sim.truth()
+        for p in sim.PEERS:
+            fl = sim.cluster[p].function_load("hot", sim.now)
+            assert fl.rate == pytest.approx(rate, rel=0.15)
+            assert fl.in_flight == pytest.approx(in_flight, abs=30)
+    # calls now take 1 s instead of 0.2 s: in-flight grows five-fold over the next second, and
+    # every peer sees the new level 2 s later
+    sim.duration = 1.0
+    sim.run_until(sim.now + 1.0, 40.0)
+    sim.run_until(sim.now + 2.0, 40.0)
+    _rate, in_flight = sim.truth()
+    assert in_flight > 60
+    for p in sim.PEERS:
+        assert sim.cluster[p].function_load("hot", sim.now).in_flight >= 0.7 * in_flight
