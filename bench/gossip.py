@@ -193,6 +193,8 @@ class FnlbCluster(Cluster):
     async def view(self, m: Member) -> View | None:
         try:
             async with self.session.get(f"http://{HOST}:{m.poll_port}/1/lb/peers") as r:
+                if r.status != 200:  # 503 while its gossip is still starting
+                    return None
                 body = await r.json()
         except (aiohttp.ClientError, OSError, ValueError):
             return None
