@@ -90,7 +90,9 @@ def peer_flags(host: Host, peers: Sequence[Host], key: str) -> dict[str, object]
 
     Gossip on GOSSIP_PORT of the Host's address, joining every other peer, with the shared
     key, and a state directory of its own in the Network's workdir (kept across restarts
-    of the process, gone with the Network).
+    of the process, gone with the Network). The node name is the Host's name: namespaces
+    share the machine's hostname, so fnlb's default (hostname:port) would be one name for
+    every peer.
     """
     state_dir = host.network.workdir / f"state-{host.name}"
     state_dir.mkdir(exist_ok=True)
@@ -100,6 +102,7 @@ def peer_flags(host: Host, peers: Sequence[Host], key: str) -> dict[str, object]
         "join": ",".join(others),
         "gossip-key": key,
         "state-dir": state_dir,
+        "node-name": host.name,
     }
 
 
@@ -209,3 +212,11 @@ def _wait(host: Host, address: str, path: str, proc: Process, timeout: float = 3
                 f"{proc.name} not answering {path} after {timeout} s:\n{proc.log_tail()}"
             )
         time.sleep(0.1)
+
+
+def peer_states(observer: Host, mgmt: str) -> dict[str, str]:
+    """fnlb's `GET /1/lb/peers` seen from `observer`: peer name -> "alive" | "suspect" | ..."""
+    reply = observer.http("GET", mgmt, "/1/lb/peers", timeout=3.0)
+    if reply.status != 200:
+        raise RuntimeError(f"GET /1/lb/peers on {mgmt}: HTTP {reply.status} {reply.body[:200]!r}")
+    return {str(p["name"]): str(p["state"]) for p in reply.json().get("peers", [])}

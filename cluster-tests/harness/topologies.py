@@ -5,11 +5,16 @@ own Host; optionally every fnlb -> node path goes through a toxiproxy on a Host 
 (one proxy per node, named after the node's Host), so TCP toxics can hit one node's path.
 
     client ──> lb (fnlb serve) ──> [toxi: proxy n1 | n2 | n3] ──> n1, n2, n3 (fnsim)
+
+`fnlb_peers_with_fn_nodes`: the same with M fnlb peers (fnlb1..fnlbM) gossiping with each
+other (shared key, a state dir each), every peer given the same starting node list.
+
+    client ──> fnlb1, fnlb2, fnlb3 (gossip on :8946 among them) ──> n1, n2, n3 (fnsim)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from harness import services
@@ -76,4 +81,76 @@ def fn_nodes_behind_one_fnlb(
     lb = services.start_fnlb(lb_host, routes, flags=lb_flags)
     cluster = FnCluster(net, client, lb, node_hosts, fnsims, routes, node_ids, toxi, names)
     cluster.wait_routable(set(routes), timeout=15)
+    return cluster
+
+
+@dataclass
+class PeerCluster:
+    """fnlb peers in one gossip cluster in front of Fn node emulators."""
+
+    net: Network
+    client: Host
+    peers: list[services.Fnlb]
+    node_hosts: list[Host]
+    fnsims: list[Process]
+    node_ids: list[str]
+    key: str
+
+    def peer_names(self) -> set[str]:
+        return {p.host.name for p in self.peers}
+
+    def wait_all_alive(self, *, timeout: float, among: Sequence[int] | None = None) -> float:
+        """Wait until each peer of `among` (indexes; default all) lists all of them alive."""
+        chosen = [self.peers[i] for i in (range(len(self.peers)) if among is None else among)]
+        names = {p.host.name for p in chosen}
+
+        def settled() -> bool:
+            for peer in chosen:
+                states = services.peer_states(self.client, peer.mgmt)
+                if any(states.get(name) != "alive" for name in names):
+                    return False
+            return True
+
+        return services.wait_until(f"peers {sorted(names)} alive", settled, timeout=timeout)
+
+    def node_lists(self) -> list[set[str]]:
+        """Each peer's node list (online or not), in peer order."""
+        return [set(services.node_states(self.client, p.mgmt)) for p in self.peers]
+
+    def wait_node_lists(self, expected: set[str], *, timeout: float) -> float:
+        """Wait until every peer's node list is exactly `expected`; the seconds it took."""
+        return services.wait_until(
+            f"every peer's node list == {sorted(expected)}",
+            lambda: all(nodes == expected for nodes in self.node_lists()),
+            timeout=timeout,
+        )
+
+    def restart(self, index: int) -> services.Fnlb:
+        """Start peer `index` again with its command line and state dir (after kill/stop)."""
+        self.peers[index] = services.restart_fnlb(self.peers[index])
+        return self.peers[index]
+
+
+def fnlb_peers_with_fn_nodes(
+    net: Network,
+    *,
+    peers: int = 3,
+    nodes: int = 3,
+    lb_flags: Mapping[str, object] | None = None,
+    join_timeout: float = 30.0,
+) -> PeerCluster:
+    """Start the peer cluster above and wait until every peer lists every peer alive."""
+    client = net.add_host("client")
+    peer_hosts = net.add_hosts(*(f"fnlb{i + 1}" for i in range(peers)))
+    node_hosts = net.add_hosts(*(f"n{i + 1}" for i in range(nodes)))
+    fnsims = [services.start_fnsim(h) for h in node_hosts]
+    node_ids = [h.addr(services.FNSIM_PORT) for h in node_hosts]
+    key = services.new_gossip_key()
+    started = []
+    for host in peer_hosts:
+        flags = services.peer_flags(host, peer_hosts, key)
+        flags.update(lb_flags or {})
+        started.append(services.start_fnlb(host, node_ids, flags=flags, name="fnlb"))
+    cluster = PeerCluster(net, client, started, node_hosts, fnsims, node_ids, key)
+    cluster.wait_all_alive(timeout=join_timeout)
     return cluster
