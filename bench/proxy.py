@@ -310,10 +310,33 @@ def machine_summary() -> list[str]:
     except OSError:
         pass
     return [
+        f"fnlb: {_fnlb_revision()}",
         f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), {model}",
         f"python {platform.python_version()}, {_tool_version(['haproxy', '-v'])}, "
         f"{_tool_version(['nginx', '-v'])}, {_tool_version(['wrk', '-v'])}",
     ]
+
+
+def _fnlb_revision() -> str:
+    """The commit fnlb was measured at, and whether fnlb/ had uncommitted changes."""
+    if shutil.which("git") is None:
+        return "revision unknown (no git)"
+    head = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "log", "-1", "--format=%h %cs"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if head.returncode != 0:
+        return "revision unknown (not a git checkout)"
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "fnlb"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    changes = " + uncommitted changes in fnlb/" if dirty.stdout.strip() else ""
+    return f"commit {head.stdout.strip()}{changes}"
 
 
 def _tool_version(cmd: list[str]) -> str:
