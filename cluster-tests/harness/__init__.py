@@ -13,7 +13,10 @@ Modules, one concern each:
     procs       Process: a child started inside a Host, with its log file and signals
     faults      nftables rulesets and tc commands for partitions, loss, black holes, bandwidth
     load        the bounded load client (a subprocess) and the results it writes
-    services    start fnsim, fnlb and toxiproxy in Hosts; wait for them; read fnlb's node list
+    services    start fnsim, fnlb and toxiproxy in Hosts; wait for them; fnlb's API answers
+    topologies  ready-made clusters: Fn nodes behind one fnlb, or behind gossiping peers
+    nodechanges node-list changes made through the API and the list they must lead to
+    toxics      toxiproxy's toxic descriptions (JSON shapes, defaults, validation)
     toxiproxy   our asyncio implementation of toxiproxy's HTTP API and its toxics
     toxiproxy_client  a client that speaks only that HTTP API (works against the real one)
 """
