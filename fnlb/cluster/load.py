@@ -66,6 +66,9 @@ _REBASE_HARD = 200.0  # the request path does it itself past this (exp overflows
 _EVICT_TRIES = 8
 _MAX_WAIT_S = 86_400.0  # a wait sample beyond a day is garbage, not a wait
 
+HISTORY: Final = 8
+"""Digests kept per peer: enough for settled reads a second or two back at ~3 digests/s."""
+
 
 # --- local figures --------------------------------------------------------------------------
 
@@ -389,8 +392,14 @@ class LocalLoad:
             return IDLE_NODE
         return _share(n.g_arr, n.in_flight, n.g_ws, n.g_wait, n.g_busy, self._rate_factor(now))
 
-    def digest(self, now: float, budget_bytes: int = GOSSIP_BUDGET_BYTES) -> bytes:
+    def digest(
+        self, now: float, budget_bytes: int = GOSSIP_BUDGET_BYTES, *, stamp_ms: int = 0
+    ) -> bytes:
         """This peer's figures as a digest of at most `budget_bytes` (see `load_digest`).
+
+        `stamp_ms`: the wall clock now, in ms since the Unix epoch; settled reads of
+        `ClusterLoad` select digests by it, so peers decide alike (0: unstamped, never
+        selected by settled reads).
 
         The hottest functions (by calls/s + in-flight) are listed per node, the next ones by
         their totals, the rest lumped. Each call takes the next sequence number. Cost:
@@ -426,6 +435,7 @@ class LocalLoad:
             totals=totals,
             function_count=len(self._fns),
             budget=budget_bytes,
+            stamp_ms=stamp_ms,
         )
 
 
@@ -609,83 +619,117 @@ class _Units:
 
 
 class ClusterLoad:
-    """The newest load digest of every peer (this one included), and sums over them.
+    """The recent load digests of every peer (this one included), and sums over them.
 
     Feed it `merge(peer, digest_bytes, now)` for every digest received by broadcast or
     push-pull and for each of this peer's own digests (so this peer sees itself exactly as the
     others do), `peer_left(peer)` when membership says a peer is gone, and `expire(now)` now
-    and then to free stale digests. Reads take `now` to judge freshness.
+    and then to free stale digests.
+
+    Reads come in two kinds. By default they use each peer's newest digest, judged fresh by
+    when it arrived here (`now`, this process's clock): the most current figures. Given
+    `settled_ms` (a wall-clock time in ms, typically now minus one second), they use instead
+    each peer's newest digest *stamped* at or before `settled_ms`, judged by stamps alone: peers
+    whose clocks agree and who have received the same digests by then (gossip has had a second
+    to deliver them) select the very same digests, hence compute the very same figures. Routing
+    decisions that every peer must make alike should use settled reads.
     """
 
-    __slots__ = ("_digests", "in_flight_ttl_s", "stale_after_s", "version")
+    __slots__ = ("_history", "in_flight_ttl_s", "stale_after_s", "version")
 
     def __init__(self, *, stale_after_s: float = 5.0, in_flight_ttl_s: float = 2.5) -> None:
-        """`stale_after_s`: a digest received longer ago is ignored (a peer sends one every
-        few hundred ms, so this survives a few lost broadcasts). `in_flight_ttl_s`: a digest's
+        """`stale_after_s`: a digest older than this is ignored (a peer sends one every few
+        hundred ms, so this survives a few lost broadcasts). `in_flight_ttl_s`: a digest's
         in-flight counts are used only while it is younger than this."""
         if not 0 < in_flight_ttl_s <= stale_after_s:
             raise LocalProtocolError("need 0 < in_flight_ttl_s <= stale_after_s")
         self.stale_after_s = stale_after_s
         self.in_flight_ttl_s = in_flight_ttl_s
         self.version = 0
-        """Incremented whenever the set of digests changes."""
-        self._digests: dict[str, tuple[Digest, float]] = {}
+        """Incremented whenever the newest digest of some peer changes."""
+        # per peer: its last HISTORY digests with their arrival times, oldest first
+        self._history: dict[str, list[tuple[Digest, float]]] = {}
 
     def merge(self, peer: str, data: bytes, now: float) -> bool:
-        """Keep `data` as `peer`'s digest if it is newer than the one held (or the one held is
-        stale: a peer restarted with the same epoch starts its sequence again); True if kept.
+        """Keep `data` among `peer`'s recent digests; True if it is now the newest.
 
-        Raises RemoteProtocolError(reason) if `data` is not a valid digest (drop and count).
+        An older digest arriving late is kept too if it is not a repeat (settled reads may
+        need it). When the newest held is stale, the history restarts: a peer restarted with
+        the same epoch starts its sequence again. Raises RemoteProtocolError(reason) if `data`
+        is not a valid digest (drop and count); nothing changes then.
         """
         digest = decode_digest(data)
-        held = self._digests.get(peer)
-        if (
-            held is not None
-            and digest.order <= held[0].order
-            and now - held[1] <= self.stale_after_s
-        ):
-            return False
-        self._digests[peer] = (digest, now)
-        self.version += 1
-        return True
+        hist = self._history.get(peer)
+        if hist is None or now - hist[-1][1] > self.stale_after_s:
+            hist = self._history[peer] = []
+        order = digest.order
+        at = len(hist)
+        while at > 0 and hist[at - 1][0].order > order:
+            at -= 1
+        if at > 0 and hist[at - 1][0].order == order:
+            return False  # a repeat
+        if at == 0 and len(hist) >= HISTORY:
+            return False  # older than everything kept
+        newest = at == len(hist)
+        hist.insert(at, (digest, now))
+        if len(hist) > HISTORY:
+            del hist[0]
+        if newest:
+            self.version += 1
+        return newest
 
     def peer_left(self, peer: str) -> bool:
-        """Forget `peer`'s digest (it left or was declared dead); True if there was one."""
-        if self._digests.pop(peer, None) is None:
+        """Forget `peer`'s digests (it left or was declared dead); True if there were some."""
+        if self._history.pop(peer, None) is None:
             return False
         self.version += 1
         return True
 
     def expire(self, now: float) -> list[str]:
-        """Drop digests older than `stale_after_s`; returns the peers dropped."""
-        old = [p for p, (_d, t) in self._digests.items() if now - t > self.stale_after_s]
+        """Drop peers whose newest digest arrived more than `stale_after_s` ago; returns them."""
+        old = [p for p, h in self._history.items() if now - h[-1][1] > self.stale_after_s]
         for p in old:
-            del self._digests[p]
+            del self._history[p]
         if old:
             self.version += 1
         return old
 
-    def _fresh(self, now: float) -> list[tuple[str, Digest, bool]]:
-        """(peer, digest, whether its in-flight counts are still used), by peer name."""
-        return [
-            (p, d, now - t <= self.in_flight_ttl_s)
-            for p, (d, t) in sorted(self._digests.items())
-            if now - t <= self.stale_after_s
-        ]
+    def _select(self, now: float, settled_ms: int | None) -> list[tuple[str, Digest, bool]]:
+        """(peer, digest, whether its in-flight counts are used) for every peer counted, by
+        peer name: the newest fresh digest, or the newest settled one."""
+        out: list[tuple[str, Digest, bool]] = []
+        if settled_ms is None:
+            for p, hist in sorted(self._history.items()):
+                d, t = hist[-1]
+                if now - t <= self.stale_after_s:
+                    out.append((p, d, now - t <= self.in_flight_ttl_s))
+            return out
+        stale_ms = self.stale_after_s * 1000.0
+        ttl_ms = self.in_flight_ttl_s * 1000.0
+        for p, hist in sorted(self._history.items()):
+            for d, _t in reversed(hist):
+                if d.stamp_ms <= settled_ms:
+                    age = settled_ms - d.stamp_ms
+                    if age <= stale_ms:
+                        out.append((p, d, age <= ttl_ms))
+                    break
+        return out
 
-    def peers(self, now: float) -> list[str]:
-        """Peers whose digest is fresh, sorted."""
-        return [p for p, _d, _i in self._fresh(now)]
+    def peers(self, now: float, settled_ms: int | None = None) -> list[str]:
+        """Peers counted by reads (fresh, or settled), sorted."""
+        return [p for p, _d, _i in self._select(now, settled_ms)]
 
-    def _function_units(self, fn: str, now: float) -> tuple[dict[str, _Units], _Units, bool, int]:
+    def _function_units(
+        self, fn: str, now: float, settled_ms: int | None
+    ) -> tuple[dict[str, _Units], _Units, bool, int]:
         """Per node shares (from digests listing `fn` per node), the total (those and the
-        digests listing only its totals), whether no fresh digest lumped it, and how many
-        digests listed it."""
+        digests listing only its totals), whether no digest lumped it, and how many digests
+        listed it."""
         nodes: dict[str, _Units] = {}
         total = _Units()
         complete = True
         peers = 0
-        for _p, d, with_in_flight in self._fresh(now):
+        for _p, d, with_in_flight in self._select(now, settled_ms):
             cells = d.functions.get(fn)
             if cells is not None:
                 peers += 1
@@ -704,48 +748,50 @@ class ClusterLoad:
                 complete = False
         return nodes, total, complete, peers
 
-    def function_load(self, fn: str, now: float) -> FunctionLoad:
+    def function_load(self, fn: str, now: float, settled_ms: int | None = None) -> FunctionLoad:
         """Cluster-wide load of `fn`: rate, in-flight, wait, busy rate, and per node.
 
         `nodes` holds what the digests listing `fn` per node say; a digest listing only its
         totals adds to the totals, not to `nodes`.
         """
-        nodes, total, complete, _peers = self._function_units(fn, now)
+        nodes, total, complete, _peers = self._function_units(fn, now, settled_ms)
         t = total.share()
         shares = {node: nodes[node].share() for node in sorted(nodes)}
         return FunctionLoad(
             t.rate, t.in_flight, t.wait, t.busy_rate, MappingProxyType(shares), complete
         )
 
-    def node_load(self, node: str, now: float) -> NodeShare:
+    def node_load(self, node: str, now: float, settled_ms: int | None = None) -> NodeShare:
         """Cluster-wide load on `node`, all functions. A lower bound when a peer's digest
         lumped this node with others (a broadcast lists only the busiest nodes that fit)."""
         u = _Units()
-        for _p, d, with_in_flight in self._fresh(now):
+        for _p, d, with_in_flight in self._select(now, settled_ms):
             row = d.nodes.get(node)
             if row is not None:
                 u.add(row, with_in_flight)
         return u.share()
 
-    def _rates(self, now: float) -> dict[str, int]:
+    def _rates(self, now: float, settled_ms: int | None) -> dict[str, int]:
         rates: dict[str, int] = {}
-        for _p, d, _i in self._fresh(now):
+        for _p, d, _i in self._select(now, settled_ms):
             for fn, cells in d.functions.items():
                 rates[fn] = rates.get(fn, 0) + sum(row[0] for row in cells.values())
             for fn, row in d.totals.items():
                 rates[fn] = rates.get(fn, 0) + row[0]
         return rates
 
-    def hot_functions(self, n: int, now: float) -> list[tuple[str, float]]:
+    def hot_functions(
+        self, n: int, now: float, settled_ms: int | None = None
+    ) -> list[tuple[str, float]]:
         """The `n` functions with the highest cluster-wide rate, as (fn, calls/s), hottest
         first; ties go to the smaller name, so every peer lists them alike."""
-        rates = self._rates(now)
+        rates = self._rates(now, settled_ms)
         top = heapq.nsmallest(n, rates.items(), key=lambda kv: (-kv[1], kv[0]))
         return [(fn, rate_c / 100.0) for fn, rate_c in top]
 
-    def width_inputs(self, fn: str, now: float) -> WidthInputs:
-        """`fn`'s cluster-wide figures on the grids (COLD when no fresh digest lists it)."""
-        _nodes, total, _complete, peers = self._function_units(fn, now)
+    def width_inputs(self, fn: str, now: float, settled_ms: int | None = None) -> WidthInputs:
+        """`fn`'s cluster-wide figures on the grids (COLD when no digest lists it)."""
+        _nodes, total, _complete, peers = self._function_units(fn, now, settled_ms)
         if not peers:
             return COLD
         return WidthInputs(
@@ -756,17 +802,22 @@ class ClusterLoad:
             peers,
         )
 
-    def width_table(self, n: int, now: float) -> Mapping[str, WidthInputs]:
+    def width_table(
+        self, n: int, now: float, settled_ms: int | None = None
+    ) -> Mapping[str, WidthInputs]:
         """Width inputs of the `n` hottest functions, for a view: absent means COLD."""
         return MappingProxyType(
-            {fn: self.width_inputs(fn, now) for fn, _r in self.hot_functions(n, now)}
+            {
+                fn: self.width_inputs(fn, now, settled_ms)
+                for fn, _r in self.hot_functions(n, now, settled_ms)
+            }
         )
 
-    def summary(self, now: float, hot: int = 32) -> LoadSummary:
-        """Totals over all fresh digests (lumps included) and the `hot` hottest functions."""
+    def summary(self, now: float, hot: int = 32, settled_ms: int | None = None) -> LoadSummary:
+        """Totals over the digests counted (lumps included) and the `hot` hottest functions."""
         rate_c = in_flight = busy_c = 0
-        fresh = self._fresh(now)
-        for _p, d, with_in_flight in fresh:
+        selected = self._select(now, settled_ms)
+        for _p, d, with_in_flight in selected:
             for r, i, _w, b in d.nodes.values():
                 rate_c += r
                 busy_c += b
@@ -776,7 +827,7 @@ class ClusterLoad:
             busy_c += d.other_nodes.busy_c
             if with_in_flight:
                 in_flight += d.other_nodes.in_flight
-        table = self.width_table(hot, now)
+        table = self.width_table(hot, now, settled_ms)
         return LoadSummary(
-            tuple(p for p, _d, _i in fresh), rate_c, in_flight, busy_c, tuple(table.items())
+            tuple(p for p, _d, _i in selected), rate_c, in_flight, busy_c, tuple(table.items())
         )

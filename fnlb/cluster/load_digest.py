@@ -18,6 +18,9 @@ and identical on every peer):
         epoch,              uint: chosen by the sender at start (e.g. wall-clock ms), so a
                             restarted peer's digests order after its old ones
         seq,                uint: +1 per digest; receivers keep the highest (epoch, seq)
+        stamp_ms,           uint: the sender's wall clock when it made the digest, in ms since
+                            the Unix epoch (0: unknown); lets every peer pick the same digest
+                            of each peer for decisions (ClusterLoad's settled reads)
         nodes,              flat array [name, rate_c, in_flight, wait_ms, busy_c, ...]:
                             node totals (all functions) of the listed nodes; a function entry
                             names a node by its index here (position / 5)
@@ -123,6 +126,8 @@ class Digest:
 
     epoch: int
     seq: int
+    stamp_ms: int
+    """The sender's wall clock when it made the digest, ms since the Unix epoch (0: unknown)."""
     nodes: Mapping[str, Row]
     """Node totals over all this peer's functions, for the nodes listed."""
     functions: Mapping[str, Mapping[str, Row]]
@@ -201,6 +206,7 @@ def encode_digest(
     function_count: int,
     budget: int = GOSSIP_BUDGET_BYTES,
     detail_share: float = DETAIL_SHARE,
+    stamp_ms: int = 0,
 ) -> bytes:
     """A digest of at most `budget` bytes.
 
@@ -216,9 +222,9 @@ def encode_digest(
     """
     if not MIN_BUDGET_BYTES <= budget <= MAX_DIGEST_BYTES:
         raise LocalProtocolError(f"digest budget {budget} outside {MIN_BUDGET_BYTES}..")
-    if not (0 <= epoch <= MAX_UINT64 and 0 <= seq <= MAX_UINT64):
-        raise LocalProtocolError("digest epoch and seq must be uint64")
-    head = _pack(VERSION) + _pack(epoch) + _pack(seq)
+    if not all(0 <= v <= MAX_UINT64 for v in (epoch, seq, stamp_ms)):
+        raise LocalProtocolError("digest epoch, seq and stamp must be uint64")
+    head = _pack(VERSION) + _pack(epoch) + _pack(seq) + _pack(stamp_ms)
     used = 1 + len(head) + 3 * _ARRAY_HEADER_MAX + 2 * _LUMP_MAX_BYTES
     detail_limit = budget * detail_share
     node_rows = dict(nodes)
@@ -297,7 +303,7 @@ def encode_digest(
             other[3] += b
     out = b"".join(
         [
-            b"\x98",
+            b"\x99",
             head,
             _array_header(5 * len(node_pieces)),
             *node_pieces,
@@ -375,13 +381,14 @@ def decode_digest(data: bytes) -> Digest:
     if len(data) > MAX_DIGEST_BYTES:
         raise RemoteProtocolError(TOO_LARGE, f"{len(data)} bytes")
     m = _unpack(data)
-    if type(m) is not list or len(m) != 8:
-        raise RemoteProtocolError(BAD_SHAPE, "a digest is an array of 8 fields")
+    if type(m) is not list or len(m) != 9:
+        raise RemoteProtocolError(BAD_SHAPE, "a digest is an array of 9 fields")
     if m[0] != VERSION or type(m[0]) is not int:
         raise RemoteProtocolError(BAD_VERSION, repr(m[0])[:20])
     epoch = _uint(m[1], MAX_UINT64, "epoch")
     seq = _uint(m[2], MAX_UINT64, "seq")
-    flat = m[3]
+    stamp_ms = _uint(m[3], MAX_UINT64, "stamp")
+    flat = m[4]
     if type(flat) is not list or len(flat) % 5 or len(flat) > 5 * MAX_NODES:
         raise RemoteProtocolError(BAD_SHAPE, "nodes is a flat array of 5-tuples")
     names: list[str] = []
@@ -392,7 +399,7 @@ def decode_digest(data: bytes) -> Digest:
             raise RemoteProtocolError(BAD_FIELD, "node listed twice")
         nodes[name] = _row(flat, at + 1)
         names.append(name)
-    entries = m[4]
+    entries = m[5]
     if type(entries) is not list or len(entries) > MAX_FUNCTIONS:
         raise RemoteProtocolError(BAD_SHAPE, "functions is an array")
     functions: dict[str, dict[str, Row]] = {}
@@ -412,7 +419,7 @@ def decode_digest(data: bytes) -> Digest:
                 raise RemoteProtocolError(BAD_FIELD, "node listed twice for one function")
             cells[node] = _row(e, at + 1)
         functions[fn] = cells
-    flat = m[5]
+    flat = m[6]
     if type(flat) is not list or len(flat) % 5 or len(flat) > 5 * MAX_FUNCTIONS:
         raise RemoteProtocolError(BAD_SHAPE, "totals is a flat array of 5-tuples")
     totals: dict[str, Row] = {}
@@ -421,4 +428,4 @@ def decode_digest(data: bytes) -> Digest:
         if fn in functions or fn in totals:
             raise RemoteProtocolError(BAD_FIELD, "function listed twice")
         totals[fn] = _row(flat, at + 1)
-    return Digest(epoch, seq, nodes, functions, totals, _lump(m[6]), _lump(m[7]))
+    return Digest(epoch, seq, stamp_ms, nodes, functions, totals, _lump(m[7]), _lump(m[8]))

@@ -13,6 +13,7 @@ import pytest
 from fnlb.cluster.load import (
     COLD,
     COUNT_GRID,
+    HISTORY,
     IDLE,
     RATE_GRID,
     ClusterLoad,
@@ -498,7 +499,7 @@ def test_count_grid_is_exact_for_small_counts_then_geometric() -> None:
 
 class Sim:
     """Three peers proxying calls, publishing a digest every 0.3 s that reaches each other peer
-    after 50-400 ms, or never (10 % loss)."""
+    after 50-400 ms; each of up to 3 transmissions 200 ms apart is lost with `loss`."""
 
     PEERS = ("a", "b", "c")
 
@@ -512,6 +513,12 @@ class Sim:
         self.now = 0.0
         self.next_digest = {p: 0.1 * i for i, p in enumerate(self.PEERS)}
         self.duration = 0.2
+        self.loss = 0.1
+        self.skew_ms = {p: self.rng.uniform(-5.0, 5.0) for p in self.PEERS}  # NTP-grade clocks
+
+    def wall_ms(self, peer: str) -> int:
+        """`peer`'s wall clock in ms since the Unix epoch."""
+        return round(T0 * 1000 + self.now * 1000 + self.skew_ms[peer])
 
     def run_until(self, until: float, rate_per_peer: float) -> None:
         """Poisson arrivals at about `rate_per_peer`/s on each peer (10 ms steps), swinging
@@ -537,13 +544,17 @@ class Sim:
             for p in self.PEERS:
                 if self.next_digest[p] <= self.now:
                     self.next_digest[p] += 0.3
-                    data = self.local[p].digest(self.now)
+                    data = self.local[p].digest(self.now, stamp_ms=self.wall_ms(p))
                     self.cluster[p].merge(p, data, self.now)
                     for q in self.PEERS:
-                        if q != p and self.rng.random() > 0.1:
-                            self.tie += 1
-                            at = self.now + self.rng.uniform(0.05, 0.4)
-                            heapq.heappush(self.mail, (at, self.tie, q, p, data))
+                        if q == p:
+                            continue
+                        for attempt in range(3):  # gossip retransmits a broadcast
+                            if self.rng.random() > self.loss:
+                                self.tie += 1
+                                at = self.now + 0.2 * attempt + self.rng.uniform(0.05, 0.4)
+                                heapq.heappush(self.mail, (at, self.tie, q, p, data))
+                                break
             while self.mail and self.mail[0][0] <= self.now:
                 _at, _t, q, p, data = heapq.heappop(self.mail)
                 self.cluster[q].merge(p, data, self.now)
@@ -564,6 +575,8 @@ def test_every_peer_knows_a_hot_functions_cluster_load_within_two_seconds(seed: 
             fl = sim.cluster[p].function_load("hot", sim.now)
             assert fl.rate == pytest.approx(rate, rel=0.15)
             assert fl.in_flight == pytest.approx(in_flight, abs=30)
+            settled = sim.cluster[p].function_load("hot", sim.now, sim.wall_ms(p) - 1000)
+            assert settled.rate == pytest.approx(rate, rel=0.2)  # a second older
     # calls now take 1 s instead of 0.2 s: in-flight grows five-fold over the next second, and
     # every peer sees the new level 2 s later
     sim.duration = 1.0
@@ -573,3 +586,81 @@ def test_every_peer_knows_a_hot_functions_cluster_load_within_two_seconds(seed: 
     assert in_flight > 60
     for p in sim.PEERS:
         assert sim.cluster[p].function_load("hot", sim.now).in_flight >= 0.7 * in_flight
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_settled_reads_make_peers_compute_identical_width_inputs(seed: int) -> None:
+    sim = Sim(seed)
+    sim.run_until(20.0, 40.0)
+    fresh_agree = settled_agree = summary_agree = 0
+    for step in range(100):
+        sim.run_until(20.0 + 0.1 * (step + 1), 40.0)
+        fresh, settled, summaries = set(), set(), set()
+        for p in sim.PEERS:
+            view = sim.cluster[p]
+            settled_ms = sim.wall_ms(p) - 1000
+            fresh.add(view.width_inputs("hot", sim.now))
+            settled.add(view.width_inputs("hot", sim.now, settled_ms))
+            summaries.add(view.summary(sim.now, settled_ms=settled_ms).checksum())
+        fresh_agree += len(fresh) == 1
+        settled_agree += len(settled) == 1
+        summary_agree += len(summaries) == 1
+    # Fresh reads hold whichever digests arrived last and agree only now and then; settled
+    # reads pick digests by their stamps and disagree only when a clock skew (here up to
+    # 10 ms) straddles a stamp, or a digest is still missing after a second.
+    assert fresh_agree < 60
+    assert settled_agree >= 90
+    assert summary_agree >= 85
+
+
+def stamped(load: LocalLoad, now: float, stamp_ms: int) -> bytes:
+    return load.digest(now, stamp_ms=stamp_ms)
+
+
+def test_settled_reads_pick_each_peers_newest_digest_stamped_before_the_cut() -> None:
+    load = LocalLoad(epoch=1)
+    digests = []
+    for k in range(5):  # 10, 20, 30, 40, 50 calls/s, one digest each at stamps 1000..5000
+        steady(load, "f", "n1", 10.0 * (k + 1), T0 + 30 * k, 30.0)
+        digests.append(stamped(load, T0 + 30 * (k + 1), 1000 * (k + 1)))
+    x, y = ClusterLoad(), ClusterLoad()
+    for d in digests:
+        x.merge("a", d, T0)
+    for d in [digests[4], digests[1], digests[3], digests[2], digests[0]]:  # late, reordered
+        y.merge("a", d, T0 + 1)
+    for cut, calls in ((1500, 10), (2000, 20), (3999, 30), (9000, 50)):
+        for view in (x, y):
+            rate = view.function_load("f", T0 + 1, settled_ms=cut).rate
+            assert rate == pytest.approx(calls, rel=0.1)
+        assert x.width_inputs("f", T0, cut) == y.width_inputs("f", T0 + 1, cut)
+    # nothing stamped early enough, or the one that is is stale by stamps: no digest counted
+    assert x.peers(T0, settled_ms=999) == []
+    assert x.peers(T0, settled_ms=5000 + 5001) == []
+    # fresh reads still use the newest
+    assert y.function_load("f", T0 + 1).rate == pytest.approx(50.0, rel=0.1)
+
+
+def test_settled_in_flight_and_staleness_go_by_stamps() -> None:
+    load = LocalLoad()
+    for _ in range(3):
+        load.call_started("f", "n1", T0)
+    view = ClusterLoad(stale_after_s=5.0, in_flight_ttl_s=2.5)
+    view.merge("a", stamped(load, T0, 10_000), T0)
+    assert view.function_load("f", T0 + 100, settled_ms=12_500).in_flight == 3
+    assert view.function_load("f", T0 + 100, settled_ms=12_501).in_flight == 0
+    assert view.peers(T0 + 100, settled_ms=15_000) == ["a"]
+    assert view.peers(T0 + 100, settled_ms=15_001) == []
+
+
+def test_each_peer_keeps_a_bounded_history_and_repeats_are_ignored() -> None:
+    load = LocalLoad()
+    steady(load, "f", "n1", 10.0, T0, 10.0)
+    view = ClusterLoad()
+    digests = [stamped(load, T0 + 10, 1000 + k) for k in range(HISTORY + 4)]
+    assert all(view.merge("a", d, T0 + 10) for d in digests)
+    assert not view.merge("a", digests[-1], T0 + 10)  # repeat
+    assert not view.merge("a", digests[0], T0 + 10)  # older than all kept
+    assert not view.merge("a", digests[5], T0 + 10)  # a repeat still kept
+    oldest_kept = 1000 + 4  # the first four were pushed out
+    assert view.peers(T0 + 10, settled_ms=oldest_kept - 1) == []
+    assert view.peers(T0 + 10, settled_ms=oldest_kept) == ["a"]

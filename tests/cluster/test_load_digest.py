@@ -44,7 +44,7 @@ def node_totals(functions: FunctionRows) -> list[tuple[str, Row]]:
     return sorted(rows, key=lambda nr: (-nr[1][0], nr[0]))
 
 
-def encode(functions: FunctionRows, budget: int, seq: int = 1) -> bytes:
+def encode(functions: FunctionRows, budget: int, seq: int = 1, stamp_ms: int = 0) -> bytes:
     nodes = node_totals(functions)
     totals = (
         sum(r[0] for _n, r in nodes),
@@ -60,6 +60,7 @@ def encode(functions: FunctionRows, budget: int, seq: int = 1) -> bytes:
         totals=totals,
         function_count=len(functions),
         budget=budget,
+        stamp_ms=stamp_ms,
     )
 
 
@@ -84,8 +85,8 @@ def test_round_trip_keeps_every_figure_when_it_fits() -> None:
         ("r/a/hot", [("n1:8080", (12345, 3, 250, 100)), ("n2:8080", (5000, 1, 40, 0))]),
         ("fn-01ARZ3", [("n2:8080", (10, 0, 5, 0))]),
     ]
-    d = decode_digest(encode(functions, 1000, seq=42))
-    assert (d.epoch, d.seq, d.order) == (7, 42, (7, 42))
+    d = decode_digest(encode(functions, 1000, seq=42, stamp_ms=1_800_000_000_123))
+    assert (d.epoch, d.seq, d.order, d.stamp_ms) == (7, 42, (7, 42), 1_800_000_000_123)
     assert d.functions == {
         "r/a/hot": {"n1:8080": (12345, 3, 250, 100), "n2:8080": (5000, 1, 40, 0)},
         "fn-01ARZ3": {"n2:8080": (10, 0, 5, 0)},
@@ -202,7 +203,7 @@ def dig(
     totals: object = (),
     rest: object = LUMP,
     other: object = LUMP,
-    head: Sequence[object] = (1, 0, 0),
+    head: Sequence[object] = (1, 0, 0, 0),
 ) -> bytes:
     """A digest's msgpack with any field replaced."""
     fields = [*head, nodes, functions, totals, rest, other]
@@ -214,13 +215,15 @@ def dig(
     [
         (b"", MALFORMED),
         (b"\xc1", MALFORMED),
-        (b"\x98\x01", MALFORMED),
+        (b"\x99\x01", MALFORMED),
         (bytes(MAX_DIGEST_BYTES + 1), TOO_LARGE),
-        (raw([1, 0, 0, [], [], [], LUMP]), BAD_SHAPE),
-        (dig(head=(2, 0, 0)), BAD_VERSION),
-        (dig(head=(True, 0, 0)), BAD_VERSION),
-        (dig(head=(1, -1, 0)), BAD_FIELD),
-        (dig(head=(1, 0, 1.5)), BAD_FIELD),
+        (raw([1, 0, 0, 0, [], [], [], LUMP]), BAD_SHAPE),
+        (dig(head=(1, 0, 0)), BAD_SHAPE),
+        (dig(head=(2, 0, 0, 0)), BAD_VERSION),
+        (dig(head=(True, 0, 0, 0)), BAD_VERSION),
+        (dig(head=(1, -1, 0, 0)), BAD_FIELD),
+        (dig(head=(1, 0, 1.5, 0)), BAD_FIELD),
+        (dig(head=(1, 0, 0, "now")), BAD_FIELD),
         (dig(nodes=["n", 1, 2, 3]), BAD_SHAPE),
         (dig(nodes=["", 1, 2, 3, 4]), BAD_FIELD),
         (dig(nodes=N1 + N1), BAD_FIELD),
@@ -241,7 +244,7 @@ def dig(
         (dig(rest=[0, 0, 0]), BAD_SHAPE),
         (dig(other=[0, 0, 0, 10**15]), BAD_FIELD),
         (msgpack.packb({"v": 1}), MALFORMED),
-        (msgpack.packb([1, 0, 0, [], [], [], LUMP, b"\x00"]), MALFORMED),
+        (msgpack.packb([1, 0, 0, 0, [], [], [], LUMP, b"\x00"]), MALFORMED),
         (msgpack.packb(msgpack.ExtType(1, b"x")), MALFORMED),
     ],
 )
@@ -315,8 +318,8 @@ def test_well_formed_msgpack_of_the_wrong_shape_raises_remote_protocol_error(
     rest: list[object],
     other: list[object],
 ) -> None:
-    check_decode(raw([1, epoch, seq, nodes, functions, nodes, rest, other]))
-    check_decode(raw([1, 1, 1, ["n", 1, 1, 1, 1], functions, ["f", *rest], rest, other]))
+    check_decode(raw([1, epoch, seq, 0, nodes, functions, nodes, rest, other]))
+    check_decode(raw([1, 1, 1, epoch, ["n", 1, 1, 1, 1], functions, ["f", *rest], rest, other]))
 
 
 @settings(max_examples=100, deadline=None)
