@@ -7,11 +7,14 @@ not relied on: each is independent). Needs root, iproute2 and nftables (`cluster
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from harness.netns import Host, Network, our_namespaces, sweep_stale
@@ -84,15 +87,16 @@ def test_stale_namespaces_of_dead_runs_are_swept() -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
     stale = f"fnlbct-{dead.pid}-1-x"
+    logs = Path(tempfile.mkdtemp(prefix=f"fnlbct-{dead.pid}-1-"))
     subprocess.run(["ip", "netns", "add", stale], check=True)
     try:
         assert stale in sweep_stale()
-        assert (
-            stale
-            not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        )
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert stale not in listed
+        assert not logs.exists()
     finally:
         subprocess.run(["ip", "netns", "del", stale], capture_output=True)
+        shutil.rmtree(logs, ignore_errors=True)
 
 
 def test_a_partition_cuts_both_ways_and_heals(network: Network) -> None:

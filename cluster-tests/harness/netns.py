@@ -109,13 +109,20 @@ def _delete_netns(netns: str) -> None:
 
 
 def sweep_stale() -> list[str]:
-    """Delete namespaces of this harness whose creating process is gone; their names."""
+    """Delete namespaces (and log dirs) of this harness whose creating process is gone.
+
+    The names of the namespaces deleted.
+    """
     swept = []
     for name in _list_netns():
         m = _OURS.match(name)
         if m and not _pid_alive(int(m.group(1))):
             _delete_netns(name)
             swept.append(name)
+    for path in Path(tempfile.gettempdir()).glob(f"{PREFIX}-*-*"):
+        m = _OURS.match(path.name)
+        if m and path.is_dir() and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
     return swept
 
 
