@@ -68,6 +68,9 @@ _MAX_WAIT_S = 86_400.0  # a wait sample beyond a day is garbage, not a wait
 
 HISTORY: Final = 8
 """Digests kept per peer: enough for settled reads a second or two back at ~3 digests/s."""
+HISTORY_ENTRIES: Final = 12_000
+"""Most functions and nodes listed, summed over a peer's kept digests, beyond its newest: a
+full push-pull digest of 10,000 functions is kept, not several (each holds ~5 MB decoded)."""
 
 
 # --- local figures --------------------------------------------------------------------------
@@ -618,6 +621,10 @@ class _Units:
         )
 
 
+def _entries(d: Digest) -> int:
+    return len(d.functions) + len(d.totals) + len(d.nodes)
+
+
 class ClusterLoad:
     """The recent load digests of every peer (this one included), and sums over them.
 
@@ -674,6 +681,8 @@ class ClusterLoad:
         hist.insert(at, (digest, now))
         if len(hist) > HISTORY:
             del hist[0]
+        while len(hist) > 1 and sum(_entries(d) for d, _t in hist) > HISTORY_ENTRIES:
+            del hist[0]  # push-pull digests are large: keep few of them
         if newest:
             self.version += 1
         return newest

@@ -664,3 +664,16 @@ def test_each_peer_keeps_a_bounded_history_and_repeats_are_ignored() -> None:
     oldest_kept = 1000 + 4  # the first four were pushed out
     assert view.peers(T0 + 10, settled_ms=oldest_kept - 1) == []
     assert view.peers(T0 + 10, settled_ms=oldest_kept) == ["a"]
+
+
+def test_large_push_pull_digests_do_not_pile_up_in_the_history(peer10k: LocalLoad) -> None:
+    view = ClusterLoad()
+    full = [peer10k.digest(T0 + 2, FULL_BUDGET_BYTES, stamp_ms=1000 + k) for k in range(3)]
+    for d in full:
+        assert view.merge("a", d, T0 + 2)
+    assert view.peers(T0 + 2, settled_ms=1001) == []  # the two older ones were let go
+    assert view.peers(T0 + 2, settled_ms=1002) == ["a"]
+    small = peer10k.digest(T0 + 2, stamp_ms=1003)
+    assert view.merge("a", small, T0 + 2)
+    assert view.peers(T0 + 2, settled_ms=1002) == ["a"]  # one large one stays with small ones
+    assert view.function_load("r/app99/route9999", T0 + 2, settled_ms=1002).rate > 0
