@@ -124,6 +124,11 @@ def main() -> None:
     for i, d in enumerate(remotes):
         cluster.merge(f"peer{i}", d, now)
     snap("+ 3 full digests merged", load)
+    view_us = per_op_us(lambda: cluster.width_table(64, now), 5)
+    for k in range(7):  # then broadcasts: the history keeps the full digest and 7 small ones
+        for p in ("self", "peer0", "peer1"):
+            cluster.merge(p, load.digest(now, GOSSIP_BUDGET_BYTES, stamp_ms=1 + k), now)
+    snap("+ 7 gossip digests per peer (history full)", load)
 
     # --- the request path ---
     pairs = [(fn_name(k % nf), placement(k % nf, nn)[0]) for k in range(0, 7919 * 64, 7919)]
@@ -164,11 +169,11 @@ def main() -> None:
         digests.append((label, budget, len(data), *listed, enc, dec, merge))
         del decoded
 
-    view_us = per_op_us(lambda: cluster.width_table(64, now), 5)
     gossip_view = ClusterLoad()
     for p in ("self", "peer0", "peer1"):
-        gossip_view.merge(p, load.digest(now, GOSSIP_BUDGET_BYTES), now)
+        gossip_view.merge(p, load.digest(now, GOSSIP_BUDGET_BYTES, stamp_ms=10**13 - 1), now)
     small_view_us = per_op_us(lambda: gossip_view.width_table(64, now), 200)
+    settled_us = per_op_us(lambda: gossip_view.width_table(64, now, settled_ms=10**13), 200)
     lookup_us = per_op_us(lambda: cluster.width_inputs(fn_name(0), now), 2000)
     sweep_us = per_op_us(lambda: load.sweep(now), 5)
 
@@ -211,6 +216,7 @@ def main() -> None:
     print(f"{'call_started + call_finished (503), ns per call':<52} {busy_ns - loop_ns:>12.0f}")
     print(f"{'ClusterLoad.width_table(64) over 3 full digests, us':<52} {view_us:>12.0f}")
     print(f"{'ClusterLoad.width_table(64) over 3 gossip digests, us':<52} {small_view_us:>12.0f}")
+    print(f"{'  the same, settled read, us':<52} {settled_us:>12.0f}")
     print(f"{'ClusterLoad.width_inputs(fn), us':<52} {lookup_us:>12.1f}")
     print(f"{f'LocalLoad.sweep over {nf} functions, us':<52} {sweep_us:>12.0f}")
 
