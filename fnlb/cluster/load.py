@@ -23,14 +23,19 @@ on another node counts once on each), in-flight (exact), wait to start (the deca
 503 answers give no wait sample), and busy 503s per second. Per node: the same, summed over
 functions. Functions idle for `expire_after_s` with nothing in flight are dropped by `sweep`.
 
-`ClusterLoad` keeps the newest digest (see `load_digest`) of each peer, this one's own
+`ClusterLoad` keeps the last few digests (see `load_digest`) of each peer, this one's own
 included, and answers cluster-wide questions from them. Each peer's in-flight counts are a
 snapshot taken when its digest was made: they are used while that digest is younger than
 `in_flight_ttl_s` and count as 0 after; a digest older than `stale_after_s` is ignored
 altogether (and dropped by `expire`). Sums are taken over integer wire units, so they are
-exact and the same on every peer holding the same digests; `width_inputs` further snaps them
-onto a geometric grid so that the small differences left (a digest a peer has not received
-yet) rarely change what routing decides.
+exact and the same on every peer holding the same digests.
+
+Identical decisions: gossip delivers each digest to each peer at a different moment, so the
+newest digests differ from peer to peer most of the time. Settled reads (`settled_ms`, a
+wall-clock cut about a second back) use each peer's newest digest *stamped* before the cut and
+judge age by stamps alone; by then gossip has delivered those digests everywhere, so peers
+select the same digests and compute the same sums. `width_inputs` then snaps the sums onto
+geometric grids (levels ~19 % apart) for routing's hot-set width.
 """
 
 from __future__ import annotations
@@ -400,9 +405,10 @@ class LocalLoad:
     ) -> bytes:
         """This peer's figures as a digest of at most `budget_bytes` (see `load_digest`).
 
-        `stamp_ms`: the wall clock now, in ms since the Unix epoch; settled reads of
-        `ClusterLoad` select digests by it, so peers decide alike (0: unstamped, never
-        selected by settled reads).
+        `stamp_ms`: the wall clock now, in ms since the Unix epoch, for digests that are
+        broadcast to every peer; settled reads of `ClusterLoad` select digests by it, so peers
+        decide alike. Leave it 0 for a push-pull digest: it reaches one peer only, so it must
+        not be selected by settled reads (an unstamped digest never is).
 
         The hottest functions (by calls/s + in-flight) are listed per node, the next ones by
         their totals, the rest lumped. Each call takes the next sequence number. Cost:
@@ -717,6 +723,8 @@ class ClusterLoad:
         ttl_ms = self.in_flight_ttl_s * 1000.0
         for p, hist in sorted(self._history.items()):
             for d, _t in reversed(hist):
+                if d.stamp_ms == 0:
+                    continue  # unstamped (a push-pull digest reaches one peer only): skip it
                 if d.stamp_ms <= settled_ms:
                     age = settled_ms - d.stamp_ms
                     if age <= stale_ms:

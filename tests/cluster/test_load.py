@@ -677,3 +677,16 @@ def test_large_push_pull_digests_do_not_pile_up_in_the_history(peer10k: LocalLoa
     assert view.merge("a", small, T0 + 2)
     assert view.peers(T0 + 2, settled_ms=1002) == ["a"]  # one large one stays with small ones
     assert view.function_load("r/app99/route9999", T0 + 2, settled_ms=1002).rate > 0
+
+
+def test_unstamped_push_pull_digests_serve_fresh_reads_only() -> None:
+    load = LocalLoad(epoch=1)
+    steady(load, "f", "n1", 10.0, T0, 30.0)
+    broadcast = stamped(load, T0 + 30, 5000)
+    steady(load, "f", "n1", 40.0, T0 + 30, 30.0)
+    push_pull = load.digest(T0 + 60, FULL_BUDGET_BYTES)  # newer, unstamped
+    view = ClusterLoad()
+    view.merge("a", broadcast, T0 + 60)
+    assert view.merge("a", push_pull, T0 + 60)
+    assert view.function_load("f", T0 + 60).rate == pytest.approx(40.0, rel=0.1)
+    assert view.function_load("f", T0 + 60, settled_ms=6000).rate == pytest.approx(10, rel=0.1)
