@@ -9,6 +9,8 @@ import math
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fnlb.cluster.load import (
     COLD,
@@ -690,3 +692,34 @@ def test_unstamped_push_pull_digests_serve_fresh_reads_only() -> None:
     assert view.merge("a", push_pull, T0 + 60)
     assert view.function_load("f", T0 + 60).rate == pytest.approx(40.0, rel=0.1)
     assert view.function_load("f", T0 + 60, settled_ms=6000).rate == pytest.approx(10, rel=0.1)
+
+
+def peer_digests(peer_index: int, count: int) -> list[bytes]:
+    """`count` stamped broadcasts of one peer whose traffic changes between them."""
+    load = LocalLoad(epoch=1)
+    out = []
+    for k in range(count):
+        at = T0 + 0.3 * k
+        for j in range(1 + (k * 7 + peer_index) % 5):
+            load.call_started(f"f{j}", f"n{(j + peer_index) % 3}", at)
+        out.append(load.digest(at, stamp_ms=1_000_000 + 300 * k + peer_index))
+    return out
+
+
+ALL_DIGESTS = [(f"p{i}", d) for i in range(3) for d in peer_digests(i, HISTORY + 3)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.permutations(ALL_DIGESTS), st.integers(1_000_000, 1_000_000 + 300 * (HISTORY + 4)))
+def test_merge_order_does_not_change_any_read(
+    order: list[tuple[str, bytes]], settled_ms: int
+) -> None:
+    reference, view = ClusterLoad(), ClusterLoad()
+    for peer, d in ALL_DIGESTS:
+        reference.merge(peer, d, T0)
+    for peer, d in order:
+        view.merge(peer, d, T0)
+    for s in (None, settled_ms):
+        assert view.summary(T0, settled_ms=s) == reference.summary(T0, settled_ms=s)
+        for fn in ("f0", "f2", "f4"):
+            assert view.function_load(fn, T0, s) == reference.function_load(fn, T0, s)
