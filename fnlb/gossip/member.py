@@ -75,6 +75,20 @@ _SEEN_BROADCASTS = 4096  # user broadcasts remembered to stop echoes
 _MAX_RELAYS = 1024  # indirect pings run for others at once (each lives probe_timeout)
 
 
+def push_pull_interval(n: int, base: float) -> float:
+    """Seconds between push-pulls in a group of `n`: `base`, stretched beyond 32 members.
+
+    memberlist's scaling, so that the total push-pull load grows slower than N:
+    base * (ceil(log2(n / 32)) + 1) for n > 32.
+    """
+    if n <= 32:
+        return base
+    mult = 1
+    while 32 << (mult - 1) < n:
+        mult += 1
+    return base * mult
+
+
 class Rng(Protocol):
     """The randomness a member needs; `random.Random(seed)` provides it."""
 
@@ -820,15 +834,7 @@ class Member:
         return retransmit_limit(self._live, self.profile.retransmit_mult)
 
     def _push_pull_interval(self) -> float:
-        """memberlist's scaling: beyond 32 members, stretch by ceil(log2(N) - log2(32)) + 1."""
-        base = self.profile.push_pull_interval
-        n = self._live
-        if n <= 32:
-            return base
-        mult = 1
-        while 32 << (mult - 1) < n:
-            mult += 1
-        return base * mult
+        return push_pull_interval(self._live, self.profile.push_pull_interval)
 
     def _set_state(self, node: _Node, state: MemberState, now: float) -> None:
         was_live = node.state in _LIVE

@@ -9,7 +9,7 @@ import pytest
 from fnlb.errors import LocalProtocolError
 from fnlb.gossip import codec
 from fnlb.gossip.delegate import RecordingDelegate
-from fnlb.gossip.member import EventKind, Member
+from fnlb.gossip.member import EventKind, Member, push_pull_interval
 from fnlb.gossip.messages import (
     Ack,
     Addr,
@@ -249,3 +249,10 @@ def test_a_hostile_huge_incarnation_is_refuted_without_breaking_the_encoder() ->
     assert m.incarnation == codec.MAX_COUNTER + 1
     m.receive_datagram(packet(Ping(1, "a")), PEER, 1.1)
     assert m.datagrams_to_send(1.1)  # still encodes (uint64)
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"), [(1, 30.0), (32, 30.0), (33, 60.0), (64, 60.0), (65, 90.0), (500, 150.0)]
+)
+def test_push_pull_interval_stretches_beyond_32_members(n: int, expected: float) -> None:
+    assert push_pull_interval(n, 30.0) == expected
