@@ -152,6 +152,13 @@ def test_graceful_leave_is_seen_as_left_and_a_rejoin_as_alive() -> None:
     assert dead == {}
     sim.rejoin(leaver, [names[0]])
     assert sim.run_until_true(lambda: sim.converged(names), 5.0)
+    # Leaving again, and coming back as a fresh process (incarnation 0) works too.
+    sim.leave(leaver)
+    assert sim.run_until_true(lambda: sim.all_see(leaver, MemberState.LEFT, others), 5.0)
+    sim.run_for(5.0)
+    sim.restart(leaver, [names[1]])
+    assert sim.run_until_true(lambda: sim.converged(names), 5.0)
+    assert dead == {}
     assert sim.violations == []
 
 
