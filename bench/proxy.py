@@ -65,6 +65,7 @@ HAPROXY = "haproxy"
 HAPROXY_MT = "haproxy (default nbthread)"
 PASSTHROUGH = "aiohttp pass-through"
 FNLB = "fnlb"
+FNLB_CLUSTER = "fnlb (cluster mode, 1 peer)"
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also run HAProxy with its default nbthread (implies --no-pin for fairness)",
     )
+    p.add_argument(
+        "--fnlb-cluster",
+        action="store_true",
+        help="also run fnlb in cluster mode (gossip on, a cluster of one peer)",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument(
         "--nice",
@@ -201,6 +207,7 @@ def rerun_command(args: argparse.Namespace) -> str:
         f"--backend={args.backend}",
     ]
     parts += ["--haproxy-mt"] if args.haproxy_mt else []
+    parts += ["--fnlb-cluster"] if args.fnlb_cluster else []
     parts += ["--no-pin"] if args.no_pin else []
     parts += [f"--nice={args.nice}"] if args.nice else []
     parts += [f"--fnlb-arg={a}" for a in args.fnlb_arg]
@@ -257,7 +264,11 @@ def start_passthrough(group: ProcessGroup, node_ports: list[int], cpus: list[int
 
 
 def start_fnlb(
-    group: ProcessGroup, node_ports: list[int], cpus: list[int] | None, extra: list[str]
+    group: ProcessGroup,
+    node_ports: list[int],
+    cpus: list[int] | None,
+    extra: list[str],
+    name: str = FNLB,
 ) -> Target:
     port, mgmt = free_port(), free_port()
     nodes = ",".join(f"{HOST}:{p}" for p in node_ports)
@@ -278,8 +289,8 @@ def start_fnlb(
     ]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    proc = group.start("fnlb", pinned(cmd, cpus), cwd=REPO_ROOT, env=env)
-    return _ready(proc, FNLB, port, timeout=40)
+    proc = group.start(name.split()[0] + str(port), pinned(cmd, cpus), cwd=REPO_ROOT, env=env)
+    return _ready(proc, name, port, timeout=40)
 
 
 def _ready(proc: Started, name: str, port: int, timeout: float = 20) -> Target:
@@ -472,6 +483,21 @@ def _run(args: argparse.Namespace, say: Callable[[str], None], plan: CpuPlan) ->
             # Still measure the others: they are the yardstick fnlb is held to.
             say(f"fnlb did not start, its row is missing: {e}")
             missing_fnlb = True
+        if args.fnlb_cluster:
+            cluster_args = [
+                f"-gossip-listen={HOST}:{free_port()}",
+                "-gossip-insecure",
+                f"-state-dir={tmp / 'fnlb-state'}",
+            ]
+            try:
+                targets.append(
+                    start_fnlb(
+                        group, node_ports, plan.proxy, cluster_args + args.fnlb_arg, FNLB_CLUSTER
+                    )
+                )
+            except StartError as e:
+                say(f"fnlb in cluster mode did not start, its row is missing: {e}")
+                missing_fnlb = True
         for t in targets[1:]:
             t.nodes_seen = nodes_reached(t.url, min(args.keys, 30))
 
@@ -507,7 +533,9 @@ def _run(args: argparse.Namespace, say: Callable[[str], None], plan: CpuPlan) ->
     starved = [
         t.name
         for t in targets
-        if t.name in (PASSTHROUGH, FNLB) and t.runs and t.median(lambda r: r.cpu_share) < 0.85
+        if t.name in (PASSTHROUGH, FNLB, FNLB_CLUSTER)
+        and t.runs
+        and t.median(lambda r: r.cpu_share) < 0.85
     ]
     if starved:
         say(
