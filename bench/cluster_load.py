@@ -8,7 +8,8 @@ spread them), with Zipf-like rates; its ClusterLoad holds its own full digest an
 peers' full digests (fabricated from the same functions with other figures). Memory is the
 process's VmRSS (from /proc/self/status) and CPython's allocated block count; CPython keeps
 freed memory in its arenas, so RSS falls less than the live objects do. Times are wall-clock
-on a shared machine: compare rows of one run, not runs of different days.
+on a shared machine, the best of three runs: compare rows of one run, not runs of different
+days.
 """
 
 from __future__ import annotations
@@ -88,11 +89,46 @@ def remote_digest(functions: int, nodes: int, seed: int) -> bytes:
     )
 
 
-def per_op_us(fn: Callable[[], object], iterations: int) -> float:
-    start = time.perf_counter()
-    for _ in range(iterations):
-        fn()
-    return (time.perf_counter() - start) / iterations * 1e6
+def per_op_us(fn: Callable[[], object], iterations: int, repeat: int = 3) -> float:
+    """Microseconds per call of `fn`, the best of `repeat` runs (the machine is shared: the
+    best run is the one least disturbed by others)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(iterations):
+            fn()
+        best = min(best, (time.perf_counter() - start) / iterations * 1e6)
+    return best
+
+
+def request_path_ns(
+    load: LocalLoad, pairs: list[tuple[str, str]], calls: int, now: float
+) -> tuple[float, float]:
+    """ns per call_started + call_finished, for 200 and 503 answers, loop overhead removed;
+    best of three runs each."""
+    started, finished = load.call_started, load.call_finished
+    best = [float("inf")] * 3
+    t = now
+    for _ in range(3):
+        begin = time.perf_counter()
+        for i in range(calls):
+            fn, node = pairs[i & 63]
+            started(fn, node, t)
+            finished(fn, node, 200, None, 0.02, t)
+            t += 1e-5
+        best[0] = min(best[0], (time.perf_counter() - begin) / calls * 1e9)
+        begin = time.perf_counter()
+        for i in range(calls):
+            fn, node = pairs[i & 63]
+            started(fn, node, t)
+            finished(fn, node, 503, 0.002, 0.002, t)
+            t += 1e-5
+        best[1] = min(best[1], (time.perf_counter() - begin) / calls * 1e9)
+        begin = time.perf_counter()
+        for i in range(calls):
+            fn, node = pairs[i & 63]
+        best[2] = min(best[2], (time.perf_counter() - begin) / calls * 1e9)
+    return best[0] - best[2], best[1] - best[2]
 
 
 def main() -> None:
@@ -132,27 +168,8 @@ def main() -> None:
 
     # --- the request path ---
     pairs = [(fn_name(k % nf), placement(k % nf, nn)[0]) for k in range(0, 7919 * 64, 7919)]
-    started, finished = load.call_started, load.call_finished
-    t = now
-    begin = time.perf_counter()
-    for i in range(args.calls):
-        fn, node = pairs[i & 63]
-        started(fn, node, t)
-        finished(fn, node, 200, None, 0.02, t)
-        t += 1e-5
-    pair_ns = (time.perf_counter() - begin) / args.calls * 1e9
-    begin = time.perf_counter()
-    for i in range(args.calls):
-        fn, node = pairs[i & 63]
-        started(fn, node, t)
-        finished(fn, node, 503, 0.002, 0.002, t)
-        t += 1e-5
-    busy_ns = (time.perf_counter() - begin) / args.calls * 1e9
-    begin = time.perf_counter()
-    for i in range(args.calls):
-        fn, node = pairs[i & 63]
-    loop_ns = (time.perf_counter() - begin) / args.calls * 1e9
-    now = t
+    pair_ns, busy_ns = request_path_ns(load, pairs, args.calls, now)
+    now += 6 * args.calls * 1e-5
 
     # --- digests ---
     digests = []
@@ -212,8 +229,8 @@ def main() -> None:
         )
     print()
     print(f"{'operation':<52} {'cost':>12}")
-    print(f"{'call_started + call_finished (200), ns per call':<52} {pair_ns - loop_ns:>12.0f}")
-    print(f"{'call_started + call_finished (503), ns per call':<52} {busy_ns - loop_ns:>12.0f}")
+    print(f"{'call_started + call_finished (200), ns per call':<52} {pair_ns:>12.0f}")
+    print(f"{'call_started + call_finished (503), ns per call':<52} {busy_ns:>12.0f}")
     print(f"{'ClusterLoad.width_table(64) over 3 full digests, us':<52} {view_us:>12.0f}")
     print(f"{'ClusterLoad.width_table(64) over 3 gossip digests, us':<52} {small_view_us:>12.0f}")
     print(f"{'  the same, settled read, us':<52} {settled_us:>12.0f}")
