@@ -237,6 +237,8 @@ def encode_digest(
     for fn, cells in functions:
         if skips >= _MAX_SKIPS or budget - used < 8:
             break
+        if len(fn_pieces) + len(total_pieces) >= MAX_FUNCTIONS:
+            break
         if not cells or not _encodable(fn, MAX_FUNCTION_NAME):
             continue
         total = function_total(cells)
@@ -257,7 +259,7 @@ def encode_digest(
             new_pieces = [_node_piece(n, node_rows.get(n, ZERO_ROW)) for n in new]
             piece = _pack(entry)
             cost = len(piece) + sum(len(p) for p in new_pieces)
-            if used + cost <= detail_limit:
+            if used + cost <= detail_limit and len(node_index) + len(new) <= MAX_NODES:
                 node_index.update(new)
                 node_pieces.extend(new_pieces)
                 fn_pieces.append(piece)
@@ -277,7 +279,7 @@ def encode_digest(
         listed[2] += total[3]
     skips = 0
     for node, row in nodes:
-        if skips >= _MAX_SKIPS or budget - used < 8:
+        if skips >= _MAX_SKIPS or budget - used < 8 or len(node_index) >= MAX_NODES:
             break
         if node in node_index or row == ZERO_ROW or not _encodable(node, MAX_NODE_NAME):
             continue

@@ -359,3 +359,16 @@ def test_any_content_encodes_within_budget_and_decodes_to_what_was_given(
         elif fn in d.totals:
             assert d.totals[fn] == function_total(cells)
     assert d.rest.count == len(functions) - len(d.functions) - len(d.totals)
+
+
+def test_the_encoder_never_lists_more_than_the_decoder_accepts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fnlb.cluster.load_digest as codec
+
+    monkeypatch.setattr(codec, "MAX_FUNCTIONS", 50)
+    monkeypatch.setattr(codec, "MAX_NODES", 10)
+    d = decode_digest(encode(synthetic(200, 40), 64 * 1024))
+    assert len(d.functions) + len(d.totals) == 50
+    assert len(d.nodes) == 10
+    assert d.totals  # functions whose nodes could not be named any more
