@@ -103,6 +103,18 @@ class Settings:
         metavar="PROFILE",
     )
 
+    state_dir: str = _opt(
+        "",
+        "directory where a peer keeps the node list across restarts (fsync'd before a change "
+        "is acknowledged); empty: memory only",
+        metavar="DIR",
+    )
+    write_acks: int = _opt(
+        1,
+        "other live peers that must hold a node-list change before PUT/DELETE answers 200 "
+        "(fewer when fewer are alive; 0: do not wait)",
+    )
+
     @property
     def cluster_mode(self) -> bool:
         """Gossip runs only when asked for; a lone fnlb works exactly like the original."""
@@ -225,6 +237,8 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"-{flag_name(name)}: must be at least 1")
     if s.shutdown_timeout < 0:
         raise ConfigError("-shutdown-timeout: must not be negative")
+    if s.write_acks < 0:
+        raise ConfigError("-write-acks: must not be negative")
     if s.connect_timeout <= 0:
         raise ConfigError("-connect-timeout: must be greater than 0")
     if not s.hc_path.startswith("/"):

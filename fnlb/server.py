@@ -19,9 +19,11 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from fnlb.api.cluster import ClusterApi
 from fnlb.api.gossip import GossipApi
 from fnlb.api.nodes import NodesApi, bad_request_as_json, unknown_command
-from fnlb.cluster.registry import NodeRegistry
+from fnlb.cluster.registry import NodeDirectory, NodeRegistry
+from fnlb.cluster.service import ClusterService
 from fnlb.config import Settings, node_list, parse_listen
 from fnlb.gossip.runtime import GossipRuntime
 from fnlb.health.checker import HealthChecker
@@ -56,16 +58,27 @@ def bind_socket(address: str) -> socket.socket:
     return socket.create_server(sockaddr[:2], family=family, backlog=1024)
 
 
+def _bound(sock: socket.socket) -> BoundAddress:
+    host, port = sock.getsockname()[:2]
+    return BoundAddress(host if ":" not in host else f"[{host}]", port)
+
+
 class Balancer:
     """One fnlb process: traffic listener, management listener, health checks."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.registry = NodeRegistry(
-            healthy=settings.hc_healthy,
-            unhealthy=settings.hc_unhealthy,
-            nodes=node_list(settings.nodes),
-        )
+        self.cluster: ClusterService | None = None
+        self.registry: NodeDirectory
+        if settings.cluster_mode:
+            self.cluster = ClusterService(settings)
+            self.registry = self.cluster
+        else:
+            self.registry = NodeRegistry(
+                healthy=settings.hc_healthy,
+                unhealthy=settings.hc_unhealthy,
+                nodes=node_list(settings.nodes),
+            )
         self.stats = CallStats()
         self._runners: list[web.AppRunner] = []
         self._session: aiohttp.ClientSession | None = None
@@ -75,7 +88,7 @@ class Balancer:
         self.listen_address: BoundAddress | None = None
         self.mgmt_address: BoundAddress | None = None
         # Cluster mode (gossip): only with --join or --gossip-listen.
-        self.gossip = GossipRuntime.from_settings(settings) if settings.cluster_mode else None
+        self.gossip: GossipRuntime | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -106,28 +119,34 @@ class Balancer:
         api = NodesApi(self.registry, self.stats)
         # Port 0 asks the OS for a free port per listener, so two ":0" addresses are two.
         shared = s.listen == s.mgmt_listen and parse_listen(s.listen)[1] != 0
+        # Bind first: peers learn our management port from gossip, which starts before we serve.
+        mgmt_sock = bind_socket(s.mgmt_listen)
+        traffic_sock = None if shared else bind_socket(s.listen)
+        self.mgmt_address = _bound(mgmt_sock)
+        self.listen_address = self.mgmt_address if traffic_sock is None else _bound(traffic_sock)
+        if self.cluster is not None:
+            self.cluster.check_now = self.health.check_now
+            await self.cluster.start(self.mgmt_address.port)
+            self.gossip = self.cluster.runtime
         mgmt = web.Application(middlewares=[bad_request_as_json], client_max_size=64 * 1024)
         api.add_routes(mgmt)
         GossipApi(self.gossip).add_routes(mgmt)
-        if self.gossip is not None:
-            await self.gossip.start()
-        if shared:
+        ClusterApi(self.cluster).add_routes(mgmt)
+        if traffic_sock is None:
             mgmt.router.add_route("*", "/{tail:.*}", self.proxy.handle)
-            self.mgmt_address = await self._listen(mgmt, s.mgmt_listen)
-            self.listen_address = self.mgmt_address
         else:
             mgmt.router.add_route("*", "/{tail:.*}", unknown_command)
             traffic = web.Application(client_max_size=0)
             traffic.router.add_route("*", "/{tail:.*}", self.proxy.handle)
-            self.listen_address = await self._listen(traffic, s.listen)
-            self.mgmt_address = await self._listen(mgmt, s.mgmt_listen)
+            await self._serve(traffic, traffic_sock)
+        await self._serve(mgmt, mgmt_sock)
         self.health.start()
         log.info(
             "fnlb is serving",
             extra={"listen": str(self.listen_address), "mgmt": str(self.mgmt_address)},
         )
 
-    async def _listen(self, app: web.Application, address: str) -> BoundAddress:
+    async def _serve(self, app: web.Application, sock: socket.socket) -> None:
         timeout = self.settings.shutdown_timeout or _NO_LIMIT_S
         runner = web.AppRunner(
             app,
@@ -138,15 +157,12 @@ class Balancer:
         )
         await runner.setup()
         self._runners.append(runner)
-        sock = bind_socket(address)
         await web.SockSite(runner, sock).start()
-        host, port = sock.getsockname()[:2]
-        return BoundAddress(host if ":" not in host else f"[{host}]", port)
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight calls (see module docstring), release everything."""
-        if self.gossip is not None:
-            await self.gossip.stop()  # leave the cluster first, so peers stop counting on us
+        if self.cluster is not None:
+            await self.cluster.stop()  # leave the cluster first, so peers stop counting on us
         await asyncio.gather(*(r.cleanup() for r in self._runners))
         self._runners.clear()
         if self.health is not None:

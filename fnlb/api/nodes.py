@@ -17,7 +17,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from fnlb.api.jsonio import json_error, json_response
-from fnlb.cluster.registry import NodeRegistry
+from fnlb.cluster.registry import NodeDirectory
 from fnlb.config import parse_node_address
 from fnlb.errors import BadRequest
 from fnlb.proxy.stats import CallStats
@@ -51,7 +51,7 @@ async def read_node(request: web.Request) -> str:
 
 
 class NodesApi:
-    def __init__(self, registry: NodeRegistry, stats: CallStats) -> None:
+    def __init__(self, registry: NodeDirectory, stats: CallStats) -> None:
         self._registry = registry
         self._stats = stats
 
@@ -64,13 +64,11 @@ class NodesApi:
 
     async def put_node(self, request: web.Request) -> web.Response:
         node = await read_node(request)
-        self._registry.add(node)
-        return json_response({"msg": "node added"})
+        return json_response(await self._registry.put(node))
 
     async def delete_node(self, request: web.Request) -> web.Response:
         node = await read_node(request)
-        self._registry.remove(node)
-        return json_response({"msg": "node deleted"})
+        return json_response(await self._registry.delete(node))
 
     async def list_nodes(self, request: web.Request) -> web.Response:
         states = self._registry.view.states

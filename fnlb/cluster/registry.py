@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from fnlb.cluster.view import NodeView
 from fnlb.health.verdict import NodeHealth, after_check
@@ -16,6 +17,33 @@ from fnlb.health.verdict import NodeHealth, after_check
 log = logging.getLogger("fnlb.nodes")
 
 Listener = Callable[[str, bool], None]
+
+
+class NodeDirectory(Protocol):
+    """What the proxy, the health checker and the API need of whoever owns the node list.
+
+    `NodeRegistry` is the single-process one; `fnlb.cluster.service.ClusterService` the one
+    shared by gossip.
+    """
+
+    @property
+    def view(self) -> NodeView: ...
+
+    def nodes(self) -> list[str]: ...
+
+    def health(self, node: str) -> NodeHealth | None: ...
+
+    def record_check(self, node: str, ok: bool, error: str = "") -> None: ...
+
+    def on_change(self, listener: Listener) -> None: ...
+
+    async def put(self, node: str) -> dict[str, Any]:
+        """Add `node`; the JSON answer of PUT /1/lb/nodes once the change is kept."""
+        ...
+
+    async def delete(self, node: str) -> dict[str, Any]:
+        """Remove `node`; the JSON answer of DELETE /1/lb/nodes once the change is kept."""
+        ...
 
 
 class NodeRegistry:
@@ -51,6 +79,14 @@ class NodeRegistry:
         for listener in self._listeners:
             listener(node, True)
         return True
+
+    async def put(self, node: str) -> dict[str, Any]:
+        self.add(node)
+        return {"msg": "node added"}
+
+    async def delete(self, node: str) -> dict[str, Any]:
+        self.remove(node)
+        return {"msg": "node deleted"}
 
     def remove(self, node: str) -> bool:
         """Remove a node; False if it was not there."""

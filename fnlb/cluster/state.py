@@ -40,7 +40,7 @@ _MAX_NAME: Final = 255
 
 def verdict_stamp(ts: Timestamp) -> int:
     """An HLC stamp as one integer that orders like the stamp (for one peer's verdicts)."""
-    return (ts.wall_ms << 24) | (ts.logical & 0xFFFFFF)
+    return (ts.wall_ms << 20) | min(ts.logical, 0xFFFFF)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import logging
 
 import aiohttp
 
-from fnlb.cluster.registry import NodeRegistry
+from fnlb.cluster.registry import NodeDirectory
 from fnlb.config import Settings, parse_semver
 
 log = logging.getLogger("fnlb.health")
@@ -24,7 +24,7 @@ log = logging.getLogger("fnlb.health")
 
 class HealthChecker:
     def __init__(
-        self, registry: NodeRegistry, settings: Settings, session: aiohttp.ClientSession
+        self, registry: NodeDirectory, settings: Settings, session: aiohttp.ClientSession
     ) -> None:
         self._registry = registry
         self._settings = settings

@@ -26,7 +26,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from fnlb.api.jsonio import json_error
-from fnlb.cluster.registry import NodeRegistry
+from fnlb.cluster.registry import NodeDirectory
 from fnlb.proxy.stats import CallStats
 from fnlb.routing.function_key import function_key
 
@@ -63,7 +63,7 @@ class Proxy:
 
     def __init__(
         self,
-        registry: NodeRegistry,
+        registry: NodeDirectory,
         session: aiohttp.ClientSession,
         stats: CallStats,
         *,

@@ -1,0 +1,36 @@
+"""`/1/lb/cluster`: what an operator needs to see that the peers agree, and the peers' hand-off.
+
+`GET /1/lb/cluster` answers this peer's view: peers (state, incarnation, address), nodes (the
+cluster verdict, whether this peer routes to it, and each peer's verdict), the view's version
+and checksum (equal checksums on all peers: they route alike). `POST /1/lb/cluster/hold` is how
+a peer that took a node-list change asks another to hold it before answering its client.
+Without cluster mode both answer 404 saying how to turn it on.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from fnlb.api.jsonio import json_error, json_response
+from fnlb.cluster.service import ClusterService
+
+NOT_CLUSTERED = "not in cluster mode: start fnlb with --join or --gossip-listen"
+
+
+class ClusterApi:
+    def __init__(self, cluster: ClusterService | None) -> None:
+        self._cluster = cluster
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_route("GET", "/1/lb/cluster", self.get_cluster)
+        app.router.add_route("POST", "/1/lb/cluster/hold", self.hold)
+
+    async def get_cluster(self, request: web.Request) -> web.Response:
+        if self._cluster is None:
+            return json_error(404, NOT_CLUSTERED)
+        return json_response(self._cluster.cluster_report())
+
+    async def hold(self, request: web.Request) -> web.Response:
+        if self._cluster is None:
+            return json_error(404, NOT_CLUSTERED)
+        return await self._cluster.handle_hold(request)
