@@ -538,9 +538,11 @@ class Member:
         )
         msgs = [codec.encode_message(Ping(self._seq, target.name))]
         if target.state is MemberState.SUSPECT:
-            # Buddy system: tell the suspect directly, so it can refute at once.
+            # Buddy system: tell the suspect directly, so it can refute at once. The
+            # suspicion goes first: the suspect processes it (and queues its refutation)
+            # before it answers the ping, so the refutation rides on the ack.
             suspect = Suspect(target.incarnation, target.name, self.name)
-            msgs.append(codec.encode_message(suspect))
+            msgs.insert(0, codec.encode_message(suspect))
         self._send(target.addr, msgs)
 
     def _probe_indirect(self, probe: _Probe, now: float) -> None:
@@ -652,7 +654,11 @@ class Member:
 
     def _on_suspect(self, msg: Suspect, now: float) -> None:
         node = self._nodes.get(msg.node)
-        if node is None or msg.incarnation < node.incarnation:
+        if node is None:
+            return
+        if msg.incarnation < node.incarnation:
+            if node is self._me:
+                self._repeat_refutation()
             return
         running = self._suspicions.get(msg.node)
         if running is not None:
@@ -684,7 +690,11 @@ class Member:
 
     def _on_dead(self, msg: Dead, now: float) -> None:
         node = self._nodes.get(msg.node)
-        if node is None or msg.incarnation < node.incarnation:
+        if node is None:
+            return
+        if msg.incarnation < node.incarnation:
+            if node is self._me:
+                self._repeat_refutation()
             return
         left = msg.accuser == msg.node
         if node.state is MemberState.LEFT or (node.state is MemberState.DEAD and not left):
@@ -699,6 +709,15 @@ class Member:
         self._suspicions.pop(node.name, None)
         self._queue.queue(msg.node, codec.encode_message(msg))
         self._emit(EventKind.LEFT if left else EventKind.DEAD, node)
+
+    def _repeat_refutation(self) -> None:
+        """Someone still accuses an incarnation we already refuted: it missed our Alive.
+
+        Queue it again (unless still queued), so that it rides on our very next packets -
+        the ack to a buddy-system ping included, since the ping carries the suspicion first.
+        """
+        if not self._leaving and self.name not in self._queue:
+            self._queue_alive(self._me)
 
     def _refute(self, accused_incarnation: int) -> None:
         me = self._me

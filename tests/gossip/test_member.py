@@ -146,7 +146,11 @@ def test_ping_to_a_suspect_carries_the_suspicion() -> None:
     for _ in range(20):
         now = m.next_timer() or now
         m.handle_timer(now)
-        pings = [msgs for msgs, addr in sent(m, now) if addr == B and isinstance(msgs[0], Ping)]
+        pings = [
+            msgs
+            for msgs, addr in sent(m, now)
+            if addr == B and any(isinstance(x, Ping) for x in msgs)
+        ]
         if pings:
             assert Suspect(1, "b", "a") in pings[0]
             return
@@ -256,3 +260,17 @@ def test_a_hostile_huge_incarnation_is_refuted_without_breaking_the_encoder() ->
 )
 def test_push_pull_interval_stretches_beyond_32_members(n: int, expected: float) -> None:
     assert push_pull_interval(n, 30.0) == expected
+
+
+def test_a_stale_accusation_gets_our_current_alive_on_the_ack() -> None:
+    """The buddy ping of an accuser that missed our refutation is answered with it."""
+    m = member()
+    m.receive_datagram(packet(Suspect(0, "a", "b")), PEER, 1.0)  # refuted: incarnation 1
+    for _ in range(20):  # spend the refutation's retransmissions
+        m.receive_datagram(packet(Ping(1, "a")), PEER, 1.1)
+    m.datagrams_to_send(1.1)
+    m.receive_datagram(packet(Suspect(0, "a", "b"), Ping(2, "a")), B, 2.0)
+    ((msgs, addr),) = sent(m, 2.0)
+    assert addr == B
+    assert msgs[0] == Ack(2)
+    assert Alive(1, "a", A, b"") in msgs

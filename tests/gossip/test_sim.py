@@ -86,13 +86,15 @@ def test_no_false_death_at_10_percent_loss_for_30_minutes() -> None:
     assert sim.violations == []
 
 
-@pytest.mark.parametrize(("n", "trials"), [(5, 10), (20, 6)])
+@pytest.mark.parametrize(("n", "trials", "bound"), [(5, 10, 3.0), (20, 6, 3.5)])
 def test_a_pause_of_two_thirds_the_detection_time_is_survived_and_refuted(
-    n: int, trials: int
+    n: int, trials: int, bound: float
 ) -> None:
-    """An event-loop stall of 2/3 of our (median, measured) crash-detection time: nobody
-    declares the paused member dead, and it refutes the suspicion when it wakes."""
-    pause = 2 / 3 * statistics.median(crash_detection(n, 20 if n == 5 else 10))
+    """An event-loop stall of 2/3 of the crash-detection time: nobody declares the paused
+    member dead, and it refutes the suspicion when it wakes. We pause for 2/3 of the
+    detection *target* (3 s at N=5, 3.5 s at N=20: 2.0 s and 2.33 s), which is longer than
+    2/3 of what we measure (median 2.2 s and 3.1 s)."""
+    pause = 2 / 3 * bound
     print(f"N={n}: pausing for {pause:.2f} s")
     refuted = 0
     for seed in range(100, 100 + trials):
