@@ -26,6 +26,10 @@ Theory of operation
   timeout starts at its maximum and shrinks with independent confirmations (suspicion.py);
   a ping to a suspect carries the suspicion so it can refute at once (buddy system). On
   expiry: Dead. A member never accepts its own death: it refutes (or, leaving, ignores it).
+  Two additions to memberlist (docs/gossip.md says why): a member that hears a fresh
+  suspicion probes the suspect next, out of turn (a quick independent confirmation, or a
+  quick refutation); and an accusation of an incarnation we already refuted re-queues our
+  Alive, so an accuser that missed the refutation gets it on the ack to its buddy ping.
 - Dissemination: state changes and user broadcasts are queued (broadcasts.py) and ride on
   every outgoing datagram; a gossip round every gossip_interval sends queued ones to
   gossip_nodes random members (recently dead included, so that they can refute).
