@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "fnsim": ("fnlb.fnsim.cli", "run emulated Fn servers (hot/cold containers, memory, 503 busy)"),
     "keygen": ("fnlb.keygen", "make a gossip encryption key (base64) or a keyring file"),
     "keys": ("fnlb.keys_cli", "rotate gossip keys on running peers: install, use, remove, list"),
+    "nodes": ("fnlb.nodes_cli", "add, remove or list Fn nodes on a running fnlb"),
+    "cluster": ("fnlb.cluster_cli", "cluster status: peers, nodes, verdicts, agreement"),
 }
 
 

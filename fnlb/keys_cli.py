@@ -37,6 +37,7 @@ from typing import Any, TextIO
 import aiohttp
 
 from fnlb.gossip.keyring_file import decode_key
+from fnlb.mgmt_client import PeerError, call
 
 #: action -> (HTTP method, path under the management URL)
 ROUTES: dict[str, tuple[str, str]] = {
@@ -45,10 +46,6 @@ ROUTES: dict[str, tuple[str, str]] = {
     "use": ("POST", "/1/lb/keys/primary"),
     "remove": ("DELETE", "/1/lb/keys"),
 }
-
-
-class PeerError(Exception):
-    """One peer refused or could not be reached; the message says which and why."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,21 +118,9 @@ async def call_peer(
 ) -> dict[str, Any]:
     """Send one key request to one peer; its listing, or PeerError saying what went wrong."""
     method, path = ROUTES[action]
-    url = mgmt.rstrip("/") + path
-    try:
-        async with session.request(method, url, json=body) as resp:
-            try:
-                answer: Any = await resp.json(content_type=None)
-            except ValueError:
-                answer = None
-            if resp.status >= 300:
-                msg = answer.get("msg") if isinstance(answer, dict) else None
-                raise PeerError(f"{url}: HTTP {resp.status}: {msg or resp.reason or 'refused'}")
-    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-        detail = str(e) or type(e).__name__
-        raise PeerError(f"{url}: cannot reach the peer: {detail}") from None
-    if not isinstance(answer, dict) or not isinstance(answer.get("keys"), list):
-        raise PeerError(f"{url}: unexpected answer (not a key listing): {answer!r:.200}")
+    answer = await call(session, method, mgmt, path, body)
+    if not isinstance(answer.get("keys"), list):
+        raise PeerError(f"{mgmt}{path}: unexpected answer (not a key listing): {answer!r:.200}")
     return answer
 
 

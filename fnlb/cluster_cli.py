@@ -1,0 +1,119 @@
+"""`fnlb cluster status`: do the peers agree? Peers, nodes, hot functions, checksums.
+
+Asks every `--mgmt` peer for `GET /1/lb/cluster` at once and prints, from the first peer that
+answered, the peers and the nodes (the cluster's verdict and each peer's own), then one line
+per peer queried with its view's version and checksum: equal checksums mean the peers route
+alike. `--json` prints the raw answers instead. Exit 0 when every peer answered and all agree,
+1 when a peer could not be reached or the checksums differ, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+import aiohttp
+
+from fnlb.mgmt_client import PeerError, call
+
+DEFAULT_MGMT = "http://127.0.0.1:8081"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("status",), help="status: what the peers see")
+    parser.add_argument(
+        "--mgmt",
+        action="append",
+        metavar="URL",
+        help=f"management API of a peer; repeat for each (default: {DEFAULT_MGMT})",
+    )
+    parser.add_argument("--json", action="store_true", help="print the answers as JSON")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per peer")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        print("fnlb cluster: error: --timeout must be greater than 0", file=sys.stderr)
+        return 2
+    urls: list[str] = args.mgmt or [DEFAULT_MGMT]
+    reports = asyncio.run(_fetch_all(urls, args.timeout))
+    errors = {u: r for u, r in reports.items() if isinstance(r, str)}
+    ok = {u: r for u, r in reports.items() if not isinstance(r, str)}
+    agree = len({r["checksum"] for r in ok.values()}) <= 1
+    if args.json:
+        print(json.dumps({"agree": agree and not errors, "peers": reports}, indent=2))
+    else:
+        print(format_status(ok, agree))
+    for url, error in errors.items():
+        print(f"fnlb cluster: {url}: {error}", file=sys.stderr)
+    return 0 if ok and agree and not errors else 1
+
+
+async def _fetch_all(urls: list[str], seconds: float) -> dict[str, dict[str, Any] | str]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as s:
+
+        async def one(url: str) -> dict[str, Any] | str:
+            try:
+                return await call(s, "GET", url, "/1/lb/cluster")
+            except PeerError as e:
+                return str(e)
+
+        answers = await asyncio.gather(*(one(u) for u in urls))
+    return dict(zip(urls, answers, strict=True))
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in
+              enumerate(headers)]  # fmt: skip
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def format_status(reports: dict[str, dict[str, Any]], agree: bool) -> str:
+    """The human view of `/1/lb/cluster` answers (see the module docstring)."""
+    if not reports:
+        return "no peer answered"
+    first = next(iter(reports.values()))
+    out = [f"peers (as {first.get('self')} sees them):"]
+    out.append(
+        _table(
+            ["name", "address", "state", "incarnation"],
+            [[p["name"], p["address"], p["state"], str(p["incarnation"])] for p in first["peers"]],
+        )
+    )
+    names = [p["name"] for p in first["peers"]]
+    out.append("\nnodes:")
+    out.append(
+        _table(
+            ["node", "cluster", *names],
+            [
+                [n["address"], n["cluster"], *(n["verdicts"].get(p, "-") for p in names)]
+                for n in first["nodes"]
+            ],
+        )
+    )
+    hot = first.get("hot_functions") or []
+    if hot:
+        out.append("\nhot functions:")
+        out.append(
+            _table(
+                ["function", "calls/s", "in flight", "nodes"],
+                [
+                    [h["function"], f"{h['rate']:.1f}", str(h["in_flight"]), " ".join(h["nodes"])]
+                    for h in hot
+                ],
+            )
+        )
+    out.append("\nagreement:")
+    out.append(
+        _table(
+            ["peer", "self", "version", "checksum"],
+            [[u, r["self"], str(r["version"]), r["checksum"]] for u, r in reports.items()],
+        )
+    )
+    out.append("all peers agree" if agree else "PEERS DISAGREE: their views differ")
+    return "\n".join(out)

@@ -1,0 +1,54 @@
+"""Test helpers: several fnlb peers gossiping in one process on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fnlb.config import Settings
+from fnlb.server import Balancer
+from tests.support import wait_for
+
+
+def peer_settings(name: str, join: tuple[str, ...] = (), **extra: Any) -> Settings:
+    return Settings(
+        listen="127.0.0.1:0",
+        mgmt_listen="127.0.0.1:0",
+        gossip_listen="127.0.0.1:0",
+        join=join,
+        node_name=name,
+        gossip_insecure=True,
+        hc_interval=0.3,
+        hc_timeout=1.0,
+        **extra,
+    )
+
+
+def gossip_seed(b: Balancer) -> str:
+    assert b.gossip is not None
+    assert b.gossip.bound is not None
+    return f"127.0.0.1:{b.gossip.bound[1]}"
+
+
+@contextlib.asynccontextmanager
+async def peers(count: int, **extra: Any) -> AsyncIterator[list[Balancer]]:
+    started: list[Balancer] = []
+    try:
+        first = Balancer(peer_settings("p0", **extra))
+        await first.start()
+        started.append(first)
+        for i in range(1, count):
+            b = Balancer(peer_settings(f"p{i}", (gossip_seed(first),), **extra))
+            await b.start()
+            started.append(b)
+        await wait_for(lambda: all(len(alive(b)) == count for b in started), within=15)
+        yield started
+    finally:
+        for b in reversed(started):
+            await b.stop()
+
+
+def alive(b: Balancer) -> set[str]:
+    assert b.cluster is not None
+    return set(b.cluster.state.alive)

@@ -1,0 +1,59 @@
+"""`fnlb nodes` and `fnlb cluster status` against live peers, and their errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+from tests.support_cluster import peers
+from tests.support_proc import free_port
+
+
+async def fnlb(*args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "fnlb", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_nodes_and_cluster_status_against_three_peers() -> None:
+    async with peers(3) as group:
+        urls = [f"http://{b.mgmt_address}" for b in group]
+        added = await fnlb("nodes", "add", "127.0.0.1:1", "127.0.0.1:2", "--mgmt", urls[0])
+        assert added.returncode == 0, added.stderr
+        assert "127.0.0.1:1: node added (held by 2 peers)" in added.stdout
+        listed = await fnlb("nodes", "ls", "--mgmt", urls[1])
+        assert "127.0.0.1:2" in listed.stdout
+        for _ in range(100):
+            status = await fnlb("cluster", "status", *(a for u in urls for a in ("--mgmt", u)))
+            if status.returncode == 0:
+                break
+            await asyncio.sleep(0.2)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "all peers agree" in status.stdout
+        for name in ("p0", "p1", "p2"):
+            assert name in status.stdout
+        as_json = await fnlb("cluster", "status", "--json", "--mgmt", urls[2])
+        assert json.loads(as_json.stdout)["agree"] is True
+        removed = await fnlb("nodes", "rm", "127.0.0.1:1", "--mgmt", urls[2])
+        assert removed.returncode == 0
+
+
+async def test_unreachable_peer_and_bad_arguments_are_clear_errors() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = await fnlb("cluster", "status", "--mgmt", dead)
+    assert result.returncode == 1
+    assert "cannot reach the peer" in result.stderr
+    result = await fnlb("nodes", "ls", "--mgmt", dead)
+    assert result.returncode == 1
+    assert "cannot reach the peer" in result.stderr
+    result = await fnlb("nodes", "add", "not-a-node")
+    assert result.returncode == 2
+    assert "host:port" in result.stderr
+    result = await fnlb("nodes", "add")
+    assert result.returncode == 2
