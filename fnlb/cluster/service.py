@@ -108,7 +108,11 @@ class ClusterService:
         else:
             nodeset = NodeSet(clock)
         self.state = ClusterState(
-            self.name, healthy=settings.hc_healthy, unhealthy=settings.hc_unhealthy, nodeset=nodeset
+            self.name,
+            healthy=settings.hc_healthy,
+            unhealthy=settings.hc_unhealthy,
+            nodeset=nodeset,
+            clock=now_ms,
         )
         if saved is None:
             for node in node_list(settings.nodes):

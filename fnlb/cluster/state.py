@@ -20,7 +20,7 @@ caller, counted by reason.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -63,8 +63,11 @@ class ClusterState:
         healthy: int,
         unhealthy: int,
         nodeset: NodeSet | None = None,
+        clock: Callable[[], int] = lambda: 0,
     ) -> None:
         self.name = name
+        self._clock = clock
+        """Wall clock in ms for gossip's callbacks, which carry no time (injected: no I/O)."""
         self._healthy = healthy
         self._unhealthy = unhealthy
         self.nodes = nodeset if nodeset is not None else NodeSet(HybridClock(name))
@@ -123,7 +126,7 @@ class ClusterState:
         return out
 
     def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
-        self.merge_broadcast(payload, now_ms=None)
+        self.merge_broadcast(payload, self._clock())
 
     def local_state(self, join: bool) -> bytes:
         verdicts = [
@@ -134,16 +137,12 @@ class ClusterState:
         return _pack({"nodes": self.nodes.snapshot(), "verdicts": verdicts})
 
     def merge_remote_state(self, data: bytes, join: bool) -> None:
-        self.merge_full(data, now_ms=None)
+        self.merge_full(data, self._clock())
 
-    # -- merging (the delegate's entry points also take an explicit now) ------------------
+    # -- merging -------------------------------------------------------------------------
 
-    now_ms: int = 0
-    """Wall clock of the latest runtime tick; the delegate callbacks carry no time."""
-
-    def merge_broadcast(self, payload: bytes, now_ms: int | None) -> bool:
+    def merge_broadcast(self, payload: bytes, now: int) -> bool:
         """Apply one peer broadcast; True if anything we route on changed."""
-        now = self.now_ms if now_ms is None else now_ms
         msg = _unpack(payload)
         if not isinstance(msg, list) or not msg:
             raise RemoteProtocolError("bad_cluster_message", "not a non-empty list")
@@ -154,9 +153,8 @@ class ClusterState:
             return self._merge_verdict(msg[1], msg[2], msg[3], msg[4])
         raise RemoteProtocolError("bad_cluster_message", f"unknown kind {kind!r}")
 
-    def merge_full(self, data: bytes, now_ms: int | None) -> bool:
+    def merge_full(self, data: bytes, now: int) -> bool:
         """Apply a peer's full state (push-pull); True if anything we route on changed."""
-        now = self.now_ms if now_ms is None else now_ms
         state = _unpack(data)
         if not isinstance(state, dict) or not isinstance(state.get("verdicts"), list):
             raise RemoteProtocolError("bad_cluster_state", "not a cluster state map")
