@@ -648,7 +648,7 @@ class ClusterLoad:
     decisions that every peer must make alike should use settled reads.
     """
 
-    __slots__ = ("_history", "in_flight_ttl_s", "stale_after_s", "version")
+    __slots__ = ("_history", "_left", "in_flight_ttl_s", "stale_after_s", "version")
 
     def __init__(self, *, stale_after_s: float = 5.0, in_flight_ttl_s: float = 2.5) -> None:
         """`stale_after_s`: a digest older than this is ignored (a peer sends one every few
@@ -662,6 +662,8 @@ class ClusterLoad:
         """Incremented whenever the newest digest of some peer changes."""
         # per peer: its last HISTORY digests with their arrival times, oldest first
         self._history: dict[str, list[tuple[Digest, float]]] = {}
+        # peers that left: the order of their last digest and when they left
+        self._left: dict[str, tuple[tuple[int, int], float]] = {}
 
     def merge(self, peer: str, data: bytes, now: float) -> bool:
         """Keep `data` among `peer`'s recent digests; True if it is now the newest.
@@ -672,6 +674,11 @@ class ClusterLoad:
         is not a valid digest (drop and count); nothing changes then.
         """
         digest = decode_digest(data)
+        gone = self._left.get(peer)
+        if gone is not None:
+            if digest.order <= gone[0] and now - gone[1] <= self.stale_after_s:
+                return False  # a late copy of a departed peer's digest, still gossiped
+            del self._left[peer]
         hist = self._history.get(peer)
         if hist is None or now - hist[-1][1] > self.stale_after_s:
             hist = self._history[peer] = []
@@ -693,10 +700,16 @@ class ClusterLoad:
             self.version += 1
         return newest
 
-    def peer_left(self, peer: str) -> bool:
-        """Forget `peer`'s digests (it left or was declared dead); True if there were some."""
-        if self._history.pop(peer, None) is None:
+    def peer_left(self, peer: str, now: float) -> bool:
+        """Forget `peer`'s digests (it left or was declared dead); True if there were some.
+
+        Copies of its digests still travelling are refused for `stale_after_s`; a digest it
+        makes after coming back (a higher sequence, or a higher epoch after a restart) is not.
+        """
+        hist = self._history.pop(peer, None)
+        if hist is None:
             return False
+        self._left[peer] = (hist[-1][0].order, now)
         self.version += 1
         return True
 
@@ -705,6 +718,8 @@ class ClusterLoad:
         old = [p for p, h in self._history.items() if now - h[-1][1] > self.stale_after_s]
         for p in old:
             del self._history[p]
+        for p in [p for p, (_o, t) in self._left.items() if now - t > self.stale_after_s]:
+            del self._left[p]
         if old:
             self.version += 1
         return old

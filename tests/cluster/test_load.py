@@ -400,10 +400,13 @@ def test_in_flight_of_an_ageing_digest_is_dropped_then_the_whole_digest() -> Non
 def test_a_peer_that_leaves_takes_its_digest_with_it() -> None:
     now = T0 + 100
     cluster = ClusterLoad()
+    sent = {}
     for p, load in three_peers(now):
-        cluster.merge(p, load.digest(now), now)
-    assert cluster.peer_left("b")
-    assert not cluster.peer_left("b")
+        sent[p] = load.digest(now)
+        cluster.merge(p, sent[p], now)
+    assert cluster.peer_left("b", now)
+    assert not cluster.peer_left("b", now)
+    assert not cluster.merge("b", sent["b"], now + 1)  # a late copy still being gossiped
     assert cluster.peers(now) == ["a", "c"]
     assert cluster.function_load("hot", now).rate == pytest.approx(60.0, rel=0.03)
     assert cluster.function_load("only-b", now).rate == 0.0
@@ -723,3 +726,21 @@ def test_merge_order_does_not_change_any_read(
         assert view.summary(T0, settled_ms=s) == reference.summary(T0, settled_ms=s)
         for fn in ("f0", "f2", "f4"):
             assert view.function_load(fn, T0, s) == reference.function_load(fn, T0, s)
+
+
+def test_a_peer_that_comes_back_is_heard_again() -> None:
+    load = LocalLoad(epoch=1)
+    steady(load, "f", "n1", 10.0, T0, 10.0)
+    cluster = ClusterLoad()
+    cluster.merge("a", load.digest(T0 + 10), T0 + 10)
+    cluster.peer_left("a", T0 + 10)
+    assert cluster.merge("a", load.digest(T0 + 11), T0 + 11)  # it was only suspected
+    assert cluster.peer_left("a", T0 + 11)
+    restarted = LocalLoad(epoch=2)
+    steady(restarted, "g", "n1", 10.0, T0 + 11, 1.0)
+    assert cluster.merge("a", restarted.digest(T0 + 12), T0 + 12)
+    assert cluster.peers(T0 + 12) == ["a"]
+    cluster.peer_left("a", T0 + 12)
+    assert cluster.expire(T0 + 20) == []
+    old = LocalLoad(epoch=2)  # same epoch, sequence from 1 again: heard once the memory lapses
+    assert cluster.merge("a", old.digest(T0 + 20), T0 + 20)
