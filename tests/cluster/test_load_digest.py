@@ -262,7 +262,7 @@ def check_decode(data: bytes) -> None:
     assert isinstance(d, Digest)
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=2000))
 def test_random_bytes_decode_or_raise_remote_protocol_error(data: bytes) -> None:
     check_decode(data)
@@ -271,7 +271,7 @@ def test_random_bytes_decode_or_raise_remote_protocol_error(data: bytes) -> None
 VALID = encode(synthetic(40, 12), 1000)
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(
     st.lists(
         st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), min_size=1, max_size=6
@@ -301,7 +301,7 @@ scalars = (
 near_rows = st.lists(scalars, max_size=8)
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(
     scalars,
     scalars,
