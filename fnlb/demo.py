@@ -1,21 +1,28 @@
-"""`fnlb demo`: emulated Fn nodes with fnlb in front, a burst of calls, and where they went.
+"""`fnlb demo`: a cluster of fnlb peers in front of emulated Fn nodes, calls, and agreement.
 
 Everything runs in this one process on loopback: `--fn-nodes` emulated Fn servers on
-consecutive ports from `--fn-port`, and fnlb on `--listen`/`--mgmt-listen`. Two bursts of
-calls over a few dozen functions (a few hot, most rare) show that each function stays on one
-node, so after the first burst most calls find a hot container. The demo then stays up with
-its addresses printed (Ctrl-C stops it), unless `--exit` is given.
+consecutive ports from `--fn-port`, and `--peers` fnlb peers gossiping with each other
+(encrypted with a key made for the demo). Peer i takes calls on `--port + 2i` and answers the
+management API on `--port + 2i + 1`. The nodes are added through one peer's API; every peer
+learns them by gossip. Two bursts of calls, spread over the peers as DNS would spread clients,
+show that each function lands on the same Fn node whichever peer takes the call, so after the
+first burst most calls find a hot container. Then the peers' views are compared (as `fnlb
+cluster status` does) and the demo stays up with its addresses printed (Ctrl-C stops it),
+unless `--exit` is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import os
 import random
 import signal
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -28,8 +35,11 @@ from fnlb.server import Balancer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--listen", default="127.0.0.1:8081", help="fnlb traffic address")
-    parser.add_argument("--mgmt-listen", default="127.0.0.1:8082", help="fnlb management API")
+    parser.add_argument("--host", default="127.0.0.1", help="address everything listens on")
+    parser.add_argument(
+        "--port", type=int, default=8081, help="first fnlb port (0: free ports everywhere)"
+    )
+    parser.add_argument("--peers", type=int, default=3, help="how many fnlb peers")
     parser.add_argument("--fn-port", type=int, default=18080, help="first emulated Fn node port")
     parser.add_argument("--fn-nodes", type=int, default=3, help="how many emulated Fn nodes")
     parser.add_argument("--functions", type=int, default=12, help="distinct functions called")
@@ -48,7 +58,7 @@ class Burst:
 
 
 async def burst(
-    session: aiohttp.ClientSession, base: str, functions: list[str], calls: int, seed: int
+    session: aiohttp.ClientSession, bases: list[str], functions: list[str], calls: int, seed: int
 ) -> Burst:
     rng = random.Random(seed)
     weights = [1 / (i + 1) ** 1.1 for i in range(len(functions))]  # Zipf-like popularity
@@ -56,7 +66,8 @@ async def burst(
     result = Burst(Counter(), Counter(), {}, 0)
     limit = asyncio.Semaphore(4)
 
-    async def call(fn: str) -> None:
+    async def call(i: int, fn: str) -> None:
+        base = bases[i % len(bases)]  # clients spread over the peers, as DNS would
         async with limit:
             try:
                 async with session.post(f"{base}/r/demo/{fn}?ms=10", data=b"{}") as resp:
@@ -73,7 +84,7 @@ async def burst(
             result.cold[node] += 1
         result.homes.setdefault(fn, set()).add(node)
 
-    await asyncio.gather(*(call(fn) for fn in picks))
+    await asyncio.gather(*(call(i, fn) for i, fn in enumerate(picks)))
     return result
 
 
@@ -90,43 +101,88 @@ def report(title: str, b: Burst, nodes: list[str]) -> str:
     return "\n".join(lines)
 
 
+def peer_settings(args: argparse.Namespace, i: int, key: str, seed: str) -> Settings:
+    def addr(offset: int) -> str:
+        return f"{args.host}:{args.port + offset if args.port else 0}"
+
+    return Settings(
+        listen=addr(2 * i),
+        mgmt_listen=addr(2 * i + 1),
+        gossip_listen=f"{args.host}:{args.port + 10000 + i if args.port else 0}",
+        join=(seed,) if seed else (),
+        node_name=f"peer{i}",
+        gossip_key=key,
+        hc_interval=1.0,
+        log_level="warning",
+    )
+
+
+async def start_peers(args: argparse.Namespace) -> list[Balancer]:
+    key = base64.b64encode(os.urandom(32)).decode()
+    peers: list[Balancer] = []
+    seed = ""
+    for i in range(args.peers):
+        peer = Balancer(peer_settings(args, i, key, seed))
+        peers.append(peer)
+        await peer.start()
+        if not seed:
+            assert peer.gossip is not None
+            assert peer.gossip.bound is not None
+            seed = f"{args.host}:{peer.gossip.bound[1]}"
+    return peers
+
+
+async def wait_until(check: Callable[[], bool], seconds: float) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return check()
+
+
 async def run_demo(args: argparse.Namespace) -> int:
     fn = await start_nodes(
-        args.fn_nodes, port=args.fn_port, options=FnSimOptions(cold_start_ms=args.cold_start_ms)
-    )
-    balancer = Balancer(
-        Settings(
-            listen=args.listen,
-            mgmt_listen=args.mgmt_listen,
-            nodes=",".join(fn.addresses),
-            hc_interval=1.0,
-            log_level="warning",
-        )
-    )
+        args.fn_nodes, host=args.host, port=args.fn_port,
+        options=FnSimOptions(cold_start_ms=args.cold_start_ms),
+    )  # fmt: skip
+    peers: list[Balancer] = []
     try:
-        await balancer.start()
-        for _ in range(200):
-            if len(balancer.registry.view.routable) == args.fn_nodes:
-                break
-            await asyncio.sleep(0.02)
-        base = f"http://{balancer.listen_address}"
-        functions = [f"fn{i:02d}" for i in range(args.functions)]
-        print(f"fnlb {balancer.listen_address} in front of Fn nodes {', '.join(fn.addresses)}")
+        peers = await start_peers(args)
+        await wait_until(lambda: all(p.cluster and len(p.cluster.state.alive) == len(peers)
+                                     for p in peers), 10)  # fmt: skip
         async with aiohttp.ClientSession() as session:
-            first = await burst(session, base, functions, args.calls, args.seed)
+            mgmt0 = f"http://{peers[0].mgmt_address}"
+            for node in fn.addresses:
+                async with session.put(f"{mgmt0}/1/lb/nodes", json={"node": node}) as resp:
+                    answer = await resp.json()
+                    print(f"PUT {node} on peer0: {answer}")
+            ready = await wait_until(
+                lambda: all(len(p.registry.view.routable) == args.fn_nodes for p in peers), 10
+            )
+            if not ready:
+                print("the peers did not all see the nodes online in time", file=sys.stderr)
+            bases = [f"http://{p.listen_address}" for p in peers]
+            functions = [f"fn{i:02d}" for i in range(args.functions)]
+            print(
+                f"\n{len(peers)} fnlb peers ({', '.join(str(p.listen_address) for p in peers)}) "
+                f"in front of Fn nodes {', '.join(fn.addresses)}; calls spread over the peers"
+            )
+            first = await burst(session, bases, functions, args.calls, args.seed)
             print(report("burst 1 (containers start cold)", first, fn.addresses))
-            second = await burst(session, base, functions, args.calls, args.seed + 1)
+            second = await burst(session, bases, functions, args.calls, args.seed + 1)
             print(report("burst 2 (same functions, same homes)", second, fn.addresses))
+            agree = await print_agreement(session, peers)
         errors = first.errors + second.errors
+        mgmt_flags = " ".join(f"--mgmt http://{p.mgmt_address}" for p in peers)
         print(
-            "\nfnlb is running:\n"
-            f"  calls:      curl -X POST {base}/r/demo/hello\n"
-            f"  nodes:      curl http://{balancer.mgmt_address}/1/lb/nodes\n"
-            f"  stats:      curl http://{balancer.mgmt_address}/1/lb/stats\n"
+            "\nthe cluster is running:\n"
+            f"  calls:      curl -X POST {bases[0]}/r/demo/hello   (any peer)\n"
+            f"  nodes:      curl {mgmt0}/1/lb/nodes\n"
+            f"  agreement:  fnlb cluster status {mgmt_flags}\n"
             f"  Fn nodes:   {' '.join(fn.addresses)}"
         )
         if args.exit:
-            return 1 if errors else 0
+            return 1 if errors or not agree else 0
         print("Ctrl-C to stop.", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -135,9 +191,25 @@ async def run_demo(args: argparse.Namespace) -> int:
         await stop.wait()
         return 0
     finally:
-        with contextlib.suppress(Exception):
-            await balancer.stop()
+        for peer in reversed(peers):
+            with contextlib.suppress(Exception):
+                await peer.stop()
         await fn.close()
+
+
+async def print_agreement(session: aiohttp.ClientSession, peers: list[Balancer]) -> bool:
+    """The last lines of `fnlb cluster status`: one checksum per peer, equal when they agree."""
+    checksums = set()
+    print("\npeer      routable nodes  checksum")
+    for p in peers:
+        async with session.get(f"http://{p.mgmt_address}/1/lb/cluster") as resp:
+            report = await resp.json()
+        checksums.add(report["checksum"])
+        routable = sum(n["routable_here"] for n in report["nodes"])
+        print(f"{report['self']:<10}{routable:>14}  {report['checksum']}")
+    agree = len(checksums) == 1
+    print("all peers agree" if agree else "PEERS DISAGREE")
+    return agree
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,6 +217,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_demo(args))
     except OSError as e:
-        print(f"fnlb demo: {e} (is another demo running? pick ports with --listen/--fn-port)",
+        print(f"fnlb demo: {e} (is another demo running? pick ports with --port/--fn-port, or 0)",
               file=sys.stderr)  # fmt: skip
         return 1

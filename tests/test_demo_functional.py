@@ -1,4 +1,4 @@
-"""The README's first command ends in `fnlb demo`: it must route, report and exit cleanly."""
+"""The README's first command ends in `fnlb demo`: three peers must route alike and agree."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 
-def test_demo_routes_every_function_to_one_node_and_warms_up() -> None:
+def test_demo_cluster_routes_every_function_to_one_node_and_agrees() -> None:
     result = subprocess.run(
         [
-            sys.executable, "-m", "fnlb", "demo", "--exit", "--listen", "127.0.0.1:0",
-            "--mgmt-listen", "127.0.0.1:0", "--fn-port", "0", "--cold-start-ms", "50",
+            sys.executable, "-m", "fnlb", "demo", "--exit", "--port", "0", "--fn-port", "0",
+            "--cold-start-ms", "50",
         ],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -22,3 +22,5 @@ def test_demo_routes_every_function_to_one_node_and_warms_up() -> None:
     first, second = (int(n) for n in re.findall(r"(\d+) cold \(", out))
     assert second < first
     assert "curl -X POST http://127.0.0.1:" in out
+    assert out.count("'held_by': 2") == 3  # nodes added on one peer, held by another too
+    assert "all peers agree" in out
