@@ -138,8 +138,14 @@ def fnlb_peers_with_fn_nodes(
     nodes: int = 3,
     lb_flags: Mapping[str, object] | None = None,
     join_timeout: float = 30.0,
+    nodes_by_api: bool = False,
 ) -> PeerCluster:
-    """Start the peer cluster above and wait until every peer lists every peer alive."""
+    """Start the peer cluster above and wait until every peer lists every peer alive.
+
+    The Fn nodes are given to every peer with `-nodes`, or, with `nodes_by_api`, added
+    through fnlb1's API once the peers have joined (so that nothing on the command lines
+    refills the node list when a peer restarts from its state dir).
+    """
     client = net.add_host("client")
     peer_hosts = net.add_hosts(*(f"fnlb{i + 1}" for i in range(peers)))
     node_hosts = net.add_hosts(*(f"n{i + 1}" for i in range(nodes)))
@@ -150,7 +156,12 @@ def fnlb_peers_with_fn_nodes(
     for host in peer_hosts:
         flags = services.peer_flags(host, peer_hosts, key)
         flags.update(lb_flags or {})
-        started.append(services.start_fnlb(host, node_ids, flags=flags, name="fnlb"))
+        seed = [] if nodes_by_api else node_ids
+        started.append(services.start_fnlb(host, seed, flags=flags, name="fnlb"))
     cluster = PeerCluster(net, client, started, node_hosts, fnsims, node_ids, key)
     cluster.wait_all_alive(timeout=join_timeout)
+    if nodes_by_api:
+        for node in node_ids:
+            services.put_node(client, started[0].mgmt, node)
+        cluster.wait_node_lists(set(node_ids), timeout=join_timeout)
     return cluster
