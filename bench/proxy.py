@@ -539,8 +539,9 @@ def _run(args: argparse.Namespace, say: Callable[[str], None], plan: CpuPlan) ->
     ]
     if starved:
         say(
-            f"warning: {', '.join(starved)} got less than 85% of its CPU: other work on the "
-            "machine took the rest, so req/s understates it (CPU per call holds up better)"
+            f"note: {', '.join(starved)} used less than 85% of its CPU: the load did not "
+            "saturate it (few connections) or other work on the machine took the rest; in the "
+            "latter case req/s understates it and CPU per call holds up better"
         )
     verdict = fnlb_verdict(targets)
     code = 0
