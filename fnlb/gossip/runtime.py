@@ -69,6 +69,20 @@ _LOG_LEVEL = {
 }
 
 
+#: any routable address: connecting a UDP socket to it sends nothing but picks a source
+_ANY_REMOTE: Addr = ("192.0.2.1", 9)  # TEST-NET-1
+
+
+def _source_address(remote: Addr) -> str | None:
+    """The local IPv4 address the kernel would send from to reach `remote`, or None."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(remote)
+            return str(s.getsockname()[0])
+    except OSError:
+        return None
+
+
 class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self, runtime: GossipRuntime) -> None:
         self._runtime = runtime
@@ -360,18 +374,25 @@ class GossipRuntime:
         ip = self.bound[0]
         if not ipaddress.ip_address(ip).is_unspecified:
             return (ip, port)
-        # A wildcard bind: advertise the address this host reaches its first seed from.
+        # A wildcard bind: advertise the address this host reaches its first seed from, else
+        # its name's address, else the source address of its default route; never loopback
+        # when anything else exists, since other hosts would then talk to themselves.
         for seed in seeds:
-            with (
-                contextlib.suppress(OSError),
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s,
-            ):
-                s.connect(seed)
-                return (str(s.getsockname()[0]), port)
-        try:
-            return (await self._resolve_one(socket.gethostname()), port)
-        except OSError:
-            return ("127.0.0.1", port)
+            source = _source_address(seed)
+            if source is not None:
+                return (source, port)
+        with contextlib.suppress(OSError):
+            named = await self._resolve_one(socket.gethostname())
+            if not ipaddress.ip_address(named).is_loopback:
+                return (named, port)
+        source = _source_address(_ANY_REMOTE)
+        if source is not None and not ipaddress.ip_address(source).is_loopback:
+            return (source, port)
+        log.warning(
+            "advertising a loopback address for gossip: give --advertise so that peers on "
+            "other hosts can reach this one"
+        )
+        return ("127.0.0.1", port)
 
     # --- the adapter: inputs in, outputs out, one timer -----------------------------------
 
