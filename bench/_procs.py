@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -73,7 +74,7 @@ class ProcessGroup:
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> Started:
-        log = self.log_dir / f"{name}.log"
+        log = self.log_dir / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
                 list(command),
