@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from aiohttp import web
 from fnlb.api.cluster import ClusterApi
 from fnlb.api.gossip import GossipApi
 from fnlb.api.nodes import NodesApi, bad_request_as_json, unknown_command
+from fnlb.cluster.load import LocalLoad
 from fnlb.cluster.registry import NodeDirectory, NodeRegistry
 from fnlb.cluster.service import ClusterService
 from fnlb.config import Settings, node_list, parse_listen
@@ -80,6 +82,9 @@ class Balancer:
                 nodes=node_list(settings.nodes),
             )
         self.stats = CallStats()
+        self.load = (
+            self.cluster.local_load if self.cluster else LocalLoad(epoch=int(time.time() * 1000))
+        )
         self._runners: list[web.AppRunner] = []
         self._session: aiohttp.ClientSession | None = None
         self._hc_session: aiohttp.ClientSession | None = None
@@ -115,6 +120,7 @@ class Balancer:
             self.stats,
             passive_failure=self.health.passive_failure,
             parse_wait=parse_wait_header,
+            load=self.load,
         )
         api = NodesApi(self.registry, self.stats)
         # Port 0 asks the OS for a free port per listener, so two ":0" addresses are two.

@@ -36,6 +36,7 @@ from aiohttp import web
 
 from fnlb.api.jsonio import json_error, json_response
 from fnlb.cluster.hlc import HybridClock, Timestamp
+from fnlb.cluster.load import LocalLoad
 from fnlb.cluster.nodeset import Entry, NodeSet
 from fnlb.cluster.persist import StateDir
 from fnlb.cluster.registry import Listener
@@ -43,7 +44,7 @@ from fnlb.cluster.state import ClusterState
 from fnlb.cluster.view import NodeView
 from fnlb.config import DEFAULT_GOSSIP_PORT, Settings, node_list, parse_listen
 from fnlb.errors import BadRequest, RemoteProtocolError
-from fnlb.gossip.member import MemberEvent
+from fnlb.gossip.member import EventKind, MemberEvent
 from fnlb.gossip.messages import MemberState
 from fnlb.gossip.runtime import GossipRuntime
 from fnlb.health.verdict import NodeHealth
@@ -51,6 +52,9 @@ from fnlb.health.verdict import NodeHealth
 log = logging.getLogger("fnlb.cluster")
 
 ACK_TIMEOUT_S = 2.0
+LOAD_INTERVAL_S = 0.3
+"""How often each peer gossips its load digest: figures reach every peer within ~0.5 s."""
+HOT_FUNCTIONS = 10
 _LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
 
 
@@ -117,6 +121,7 @@ class ClusterService:
         if saved is None:
             for node in node_list(settings.nodes):
                 self.state.add_node(node, now_ms())
+        self.local_load = LocalLoad(epoch=now_ms())
         self._listeners: list[Listener] = []
         self._known_nodes: set[str] = set(self.state.nodes.members())
         self._save_lock = asyncio.Lock()
@@ -255,6 +260,8 @@ class ClusterService:
                 self.check_now(node)
 
     def _on_member(self, event: MemberEvent) -> None:
+        if event.kind in (EventKind.DEAD, EventKind.LEFT):
+            self.state.load.peer_left(event.name, time.time())
         self._refresh_alive()
 
     def _refresh_alive(self) -> None:
@@ -293,6 +300,7 @@ class ClusterService:
         self._refresh_alive()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._housekeeping()))
+        self._tasks.append(loop.create_task(self._share_load()))
         if self.state_dir is not None:
             await self.save()
 
@@ -307,6 +315,19 @@ class ClusterService:
             if self._dirty.is_set():
                 self._dirty.clear()
                 await self.save()
+
+    async def _share_load(self) -> None:
+        """Every LOAD_INTERVAL_S, gossip our load digest; every second, expire idle figures."""
+        last_sweep = 0.0
+        while True:
+            await asyncio.sleep(LOAD_INTERVAL_S)
+            now = time.time()
+            digest = self.local_load.digest(now, stamp_ms=int(now * 1000))
+            self.state.queue_load(digest, now)
+            if now - last_sweep >= 1.0:
+                last_sweep = now
+                self.local_load.sweep(now, limit=1000)
+                self.state.load.expire(now)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -351,8 +372,26 @@ class ClusterService:
                 }
                 for r in self.state.report()
             ],
+            "hot_functions": self.hot_functions(),
             "drops": dict(self.drops),
         }
+
+    def hot_functions(self) -> list[dict[str, Any]]:
+        """The busiest functions cluster-wide: rate, in-flight and the nodes they use."""
+        now = time.time()
+        load = self.state.load
+        out = []
+        for fn, rate in load.hot_functions(HOT_FUNCTIONS, now):
+            f = load.function_load(fn, now)
+            out.append(
+                {
+                    "function": fn,
+                    "rate": round(rate, 2),
+                    "in_flight": f.in_flight,
+                    "nodes": sorted(f.nodes),
+                }
+            )
+        return out
 
 
 def _meta_mgmt_port(meta: bytes) -> int:

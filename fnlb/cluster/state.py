@@ -11,8 +11,10 @@ clock, milliseconds: stamps are compared across hosts); every output is returned
   verdicts (fnlb.cluster.health_merge), from which each node's cluster verdict follows;
 - which peers are alive, told by the gossip runtime (only live peers' verdicts count).
 
-Wire format (msgpack): a broadcast is `[kind, ...]` with kind `"n"` (node-set entries) or
-`"v"` (one peer's verdict on one node); a push-pull state is a map with the node-set snapshot
+Wire format (msgpack): a broadcast is `[kind, ...]` with kind `"n"` (node-set entries), `"v"`
+(one peer's verdict on one node) or `"l"` (one peer's load digest, fnlb.cluster.load_digest,
+sent a few times a second; load is not part of push-pull: it is fresh within a second anyway
+and stale after five); a push-pull state is a map with the node-set snapshot
 and every verdict we hold. Anything malformed raises RemoteProtocolError and is dropped by the
 caller, counted by reason.
 """
@@ -29,6 +31,7 @@ import msgpack
 from fnlb.cluster.health_merge import ClusterState as Verdict3
 from fnlb.cluster.health_merge import Verdict, VerdictTable
 from fnlb.cluster.hlc import HybridClock, Timestamp
+from fnlb.cluster.load import ClusterLoad
 from fnlb.cluster.nodeset import Entry, MergeResult, NodeSet
 from fnlb.cluster.view import NodeView
 from fnlb.errors import RemoteProtocolError
@@ -72,6 +75,8 @@ class ClusterState:
         self._unhealthy = unhealthy
         self.nodes = nodeset if nodeset is not None else NodeSet(HybridClock(name))
         self.verdicts = VerdictTable()
+        self.load = ClusterLoad()
+        """Every peer's latest load digest (ours included), merged into cluster figures."""
         self.health: dict[str, NodeHealth] = {}
         self.alive: frozenset[str] = frozenset({name})
         self._outbox: list[tuple[bytes, bytes]] = []
@@ -112,6 +117,11 @@ class ClusterState:
         )
         self._publish()
 
+    def queue_load(self, digest: bytes, now_s: float) -> None:
+        """Share our load digest (and count it ourselves); a newer one replaces it in flight."""
+        self.load.merge(self.name, digest, now_s)
+        self._outbox.append((b"l/" + self.name.encode(), _pack(["l", self.name, digest])))
+
     def set_alive(self, peers: Iterable[str]) -> None:
         """The live peers (self included) according to gossip; only they vote on health."""
         alive = frozenset(peers) | {self.name}
@@ -151,6 +161,10 @@ class ClusterState:
             return self._merged(self.nodes.merge(msg[1], now))
         if kind == "v" and len(msg) == 5:
             return self._merge_verdict(msg[1], msg[2], msg[3], msg[4])
+        if kind == "l" and len(msg) == 3 and isinstance(msg[1], str) and isinstance(msg[2], bytes):
+            if msg[1] != self.name:
+                self.load.merge(msg[1], msg[2], now / 1000)
+            return False
         raise RemoteProtocolError("bad_cluster_message", f"unknown kind {kind!r}")
 
     def merge_full(self, data: bytes, now: int) -> bool:

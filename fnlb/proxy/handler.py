@@ -1,7 +1,8 @@
 """The data plane: one aiohttp handler that forwards a call to the node routing chose.
 
 Per call: function key -> the view's candidate order -> first node that takes the call ->
-response streamed back -> one observation into the stats. The current view is read once,
+response streamed back -> one observation into the stats and the load figures (in-flight,
+rate, wait: what the cluster shares and routing weighs). The current view is read once,
 with no lock and no await.
 
 Retries never risk running a function twice. A call moves to the next candidate only when it
@@ -26,6 +27,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from fnlb.api.jsonio import json_error
+from fnlb.cluster.load import LocalLoad
 from fnlb.cluster.registry import NodeDirectory
 from fnlb.proxy.stats import CallStats
 from fnlb.routing.function_key import function_key
@@ -69,13 +71,14 @@ class Proxy:
         *,
         passive_failure: PassiveFailure,
         parse_wait: WaitParser,
+        load: LocalLoad,
     ) -> None:
         self._registry = registry
         self._session = session
         self._stats = stats
         self._passive_failure = passive_failure
         self._parse_wait = parse_wait
-        self.in_flight: dict[str, int] = {}
+        self._load = load
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         key = function_key(request.path)
@@ -99,38 +102,51 @@ class Proxy:
                 replayable = False
         failures: list[str] = []
         last = len(nodes) - 1
+        load = self._load
         for i, node in enumerate(nodes):
             url = URL(f"http://{node}{request.raw_path}", encoded=True)
+            started = time.time()
+            load.call_started(key, node, started)
             try:
                 resp = await self._session.request(
                     request.method, url, headers=headers, data=body, allow_redirects=False
                 )
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
                 # Nothing was sent: the call can go to the next node, body untouched.
+                load.call_finished(key, node, 0, None, None, time.time())
                 failures.append(f"{node}: {_describe(e)}")
                 self._passive_failure(node, _describe(e))
                 continue
             except (aiohttp.ClientError, TimeoutError) as e:
+                load.call_finished(key, node, 502, None, None, time.time())
                 log.warning("call failed after it may have started", extra={"node": node})
                 return json_error(
                     502, f"node {node} failed during the call ({_describe(e)}); not retried"
                 )
+            except BaseException:  # the client went away: the call is cancelled
+                load.call_finished(key, node, 499, None, None, time.time())
+                raise
             if resp.status == 503 and "Retry-After" in resp.headers and replayable and i < last:
                 resp.release()
+                load.call_finished(key, node, 503, None, None, time.time())
                 failures.append(f"{node}: busy (503)")
                 continue
-            return await self._relay(request, resp, node, key)
+            return await self._relay(request, resp, node, key, started)
         return json_error(502, f"every Fn node failed: {'; '.join(failures)}")
 
     async def _relay(
-        self, request: web.Request, resp: aiohttp.ClientResponse, node: str, key: str
+        self,
+        request: web.Request,
+        resp: aiohttp.ClientResponse,
+        node: str,
+        key: str,
+        started: float,
     ) -> web.StreamResponse:
-        self.in_flight[node] = self.in_flight.get(node, 0) + 1
+        now = time.time()
+        wait_header = resp.headers.get("Xxx-Fxlb-Wait")
+        wait = self._parse_wait(wait_header) if wait_header else None
+        self._stats.record(node, key, wait or 0.0, now)
         try:
-            wait_header = resp.headers.get("Xxx-Fxlb-Wait")
-            self._stats.record(
-                node, key, self._parse_wait(wait_header) if wait_header else 0.0, time.time()
-            )
             length = resp.content_length
             if length is not None and length <= BUFFER_LIMIT and request.method != "HEAD":
                 data = await resp.read()
@@ -153,7 +169,7 @@ class Proxy:
             raise
         finally:
             resp.release()
-            self.in_flight[node] -= 1
+            self._load.call_finished(key, node, resp.status, wait, now - started, time.time())
 
 
 def upstream_headers(request: web.Request) -> CIMultiDict[str]:

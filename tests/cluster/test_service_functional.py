@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from fnlb.config import Settings
 from fnlb.server import Balancer
@@ -101,3 +102,38 @@ async def test_a_lone_fnlb_answers_404_for_cluster_endpoints() -> None:
     finally:
         await b.stop()
         await asyncio.sleep(0)
+
+
+async def test_every_peer_knows_the_cluster_wide_load_of_a_hot_function() -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.5)
+        return web.json_response({})
+
+    backend = Backend("fn", slow)
+    await backend.start()
+    try:
+        async with peers(3) as group, aiohttp.ClientSession() as client:
+            await put(client, group[0], backend.address)
+            await wait_for(everywhere(group, lambda b: bool(b.registry.view.routable)), within=5)
+
+            async def call(b: Balancer) -> None:
+                async with client.post(f"http://{b.listen_address}/r/app/hot") as r:
+                    await r.read()
+
+            # 8 calls in flight at once, through two of the three peers
+            calls = asyncio.gather(*(call(group[i % 2]) for i in range(8)))
+            await asyncio.sleep(0.8)  # calls last 0.5 s; keep them coming
+            calls2 = asyncio.gather(*(call(group[i % 2]) for i in range(8)))
+
+            def third_peer_sees_it() -> bool:
+                assert group[2].cluster is not None
+                hot = group[2].cluster.hot_functions()
+                return bool(hot) and hot[0]["function"] == "r/app/hot" and hot[0]["rate"] > 0
+
+            await wait_for(third_peer_sees_it, within=5)
+            await calls
+            await calls2
+            hot = group[2].cluster.hot_functions() if group[2].cluster else []
+            assert hot[0]["nodes"] == [backend.address]
+    finally:
+        await backend.stop()
