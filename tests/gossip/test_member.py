@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fnlb.errors import LocalProtocolError
 from fnlb.gossip import codec
@@ -23,6 +25,7 @@ from fnlb.gossip.messages import (
     Suspect,
 )
 from fnlb.gossip.profile import GossipProfile
+from tests.gossip.test_codec import datagram_messages, metas
 
 PROFILE = GossipProfile.fnlb_default()
 A: Addr = ("10.0.0.1", 7946)
@@ -274,3 +277,41 @@ def test_a_stale_accusation_gets_our_current_alive_on_the_ack() -> None:
     assert addr == B
     assert msgs[0] == Ack(2)
     assert Alive(1, "a", A, b"") in msgs
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(
+                datagram_messages,
+                # messages about the names this member knows, so they reach deep paths
+                st.builds(
+                    Suspect, st.integers(0, 5), st.sampled_from("abc"), st.sampled_from("abc")
+                ),
+                st.builds(Dead, st.integers(0, 5), st.sampled_from("abc"), st.sampled_from("abc")),
+                st.builds(Alive, st.integers(0, 5), st.sampled_from("abc"), st.just(B), metas),
+            ),
+            st.floats(0.0, 2.0),
+        ),
+        max_size=30,
+    )
+)
+def test_any_valid_message_sequence_keeps_the_invariants(
+    inputs: list[tuple[DatagramMessage, float]],
+) -> None:
+    m = member()
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    now, last_incarnation = 0.0, 0
+    for msg, dt in inputs:
+        now += dt
+        m.receive_datagram(packet(msg), PEER, now)
+        t = m.next_timer()
+        if t is not None and t <= now:
+            m.handle_timer(now)
+        for data, _ in m.datagrams_to_send(now):
+            assert len(data) <= PROFILE.packet_budget
+            codec.decode_packet(data)
+        assert m.state is MemberState.ALIVE
+        assert m.incarnation >= last_incarnation
+        last_incarnation = m.incarnation
