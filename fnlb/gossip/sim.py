@@ -38,6 +38,8 @@ from fnlb.gossip.messages import Addr, MemberState
 from fnlb.gossip.profile import GossipProfile
 
 PORT = 7946
+SOCKET_BUFFER = 4096
+"""Datagrams a paused member's socket holds (the kernel's receive buffer); more are dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,6 @@ class Slot:
     buffer: list[tuple[object, ...]] = field(default_factory=list)
     leaving: bool = False
     last_incarnation: int = 0
-    started_at: float = 0.0
 
 
 # heap entry kinds
@@ -133,7 +134,6 @@ class Simulation:
         """Start `name`'s member now and have it join through the named seeds."""
         slot = self.slots[name]
         slot.status = Status.UP
-        slot.started_at = self.now
         slot.member.join([self.slots[s].addr for s in seeds], self.now)
         self._after(slot)
 
@@ -301,7 +301,10 @@ class Simulation:
         if slot is None or slot.status is Status.DOWN:
             return
         if slot.status is Status.PAUSED:
-            slot.buffer.append((_DGRAM, dst, src, data))
+            if len(slot.buffer) < SOCKET_BUFFER:
+                slot.buffer.append((_DGRAM, dst, src, data))
+            else:
+                self.traffic["buffer_overflow"] += 1
             return
         slot.member.receive_datagram(data, src, self.now)
         self._after(slot)
