@@ -411,6 +411,25 @@ class Simulation:
         for hook in self.hooks:
             hook(self.now, slot.name, ev)
 
+    def audit_every(self, interval: float) -> None:
+        """Also check every member's whole table every `interval` s: no incarnation it holds
+        for anyone may go down, even without an event (O(N^2) per audit: small groups)."""
+
+        def audit() -> None:
+            for slot in self.up():
+                for info in slot.member.members():
+                    key = (slot.name, "table:" + info.name)
+                    last = self._seen_inc.get(key, -1)
+                    if info.incarnation < last:
+                        self.violations.append(
+                            f"{self.now:.3f} {slot.name} table: {info.name} "
+                            f"incarnation {last}->{info.incarnation}"
+                        )
+                    self._seen_inc[key] = info.incarnation
+            self.at(self.now + interval, audit)
+
+        self.at(self.now + interval, audit)
+
     # --- observation --------------------------------------------------------------------
 
     def up(self) -> list[Slot]:

@@ -315,3 +315,12 @@ def test_any_valid_message_sequence_keeps_the_invariants(
         assert m.state is MemberState.ALIVE
         assert m.incarnation >= last_incarnation
         last_incarnation = m.incarnation
+
+
+def test_a_broadcast_that_cannot_fit_a_packet_is_our_bug() -> None:
+    d = RecordingDelegate()
+    m = Member("a", A, PROFILE, random.Random(1), d)
+    m.join([], 0.0)
+    d.broadcast(b"k", b"x" * PROFILE.packet_budget)
+    with pytest.raises(LocalProtocolError):
+        m.handle_timer(0.0)

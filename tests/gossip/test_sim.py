@@ -2,7 +2,8 @@
 
 Every simulation prints its seed ("gossip sim seed=N"); rerun one with
 `Simulation(N, GossipProfile.fnlb_default())`. Every test also asserts the invariants the
-simulator checks throughout (incarnations never decrease; no member holds itself dead).
+simulator checks throughout (incarnations never decrease - in events, and in whole tables
+where `audit_every` is on; no member holds itself dead; every datagram within budget).
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def test_a_pause_of_two_thirds_the_detection_time_is_survived_and_refuted(
 
 def test_a_healed_partition_is_one_membership_within_two_push_pull_intervals() -> None:
     sim, names = settled_group(40, 5, PROFILE)
+    sim.audit_every(0.5)
     left, right = names[:20], names[20:]
     sim.partition([left, right])
     sim.run_for(60.0)
@@ -132,6 +134,7 @@ def test_a_healed_partition_is_one_membership_within_two_push_pull_intervals() -
 
 def test_a_one_way_partition_heals_on_its_own() -> None:
     sim, names = settled_group(10, 6, PROFILE)
+    sim.audit_every(0.5)
     mute = names[3]
     sim.one_way([mute], [n for n in names if n != mute])
     sim.run_for(20.0)
@@ -144,6 +147,7 @@ def test_a_one_way_partition_heals_on_its_own() -> None:
 
 def test_graceful_leave_is_seen_as_left_and_a_rejoin_as_alive() -> None:
     sim, names = settled_group(20, 8, PROFILE)
+    sim.audit_every(0.5)
     leaver = names[4]
     dead = detection_times(sim, leaver, EventKind.DEAD)
     sim.leave(leaver)
@@ -166,6 +170,7 @@ def test_graceful_leave_is_seen_as_left_and_a_rejoin_as_alive() -> None:
 
 def test_a_crashed_member_that_restarts_is_alive_again_at_a_higher_incarnation() -> None:
     sim, names = settled_group(20, 9, PROFILE)
+    sim.audit_every(0.5)
     victim = names[2]
     sim.crash(victim)
     sim.run_for(15.0)
