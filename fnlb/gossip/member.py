@@ -282,6 +282,15 @@ class Member:
         """After `leave`: our Left message has been sent its full number of times."""
         return self._leaving and self.name not in self._queue
 
+    @property
+    def max_broadcast_size(self) -> int:
+        """Largest len(key) + len(payload) a delegate broadcast may have (larger: dropped and
+        counted under drops['local_broadcast_too_large'])."""
+        # The empty message has two 2-byte bin headers; a key <= 128 B keeps its 2-byte
+        # header, a payload of 256..65535 B takes a 3-byte one.
+        empty = len(codec.encode_message(UserBroadcast(self.name, b"", b"")))
+        return self._broadcast_room() - (empty + 1)
+
     def join(self, seeds: Sequence[Addr], now: float) -> None:
         """Start (or rejoin after `leave`) and contact `seeds` by push-pull until one answers.
 
@@ -794,12 +803,16 @@ class Member:
             self.stats["bytes_sent"] += len(data)
 
     def _broadcast_user(self, key: bytes, payload: bytes) -> None:
+        # The delegate's bug, but found inside our timer: raising here would stop gossip for
+        # everyone, so the broadcast is dropped and counted (check max_broadcast_size first).
         if len(key) > codec.MAX_USER_KEY:
-            raise LocalProtocolError(f"broadcast key over {codec.MAX_USER_KEY} bytes")
+            self.drops["local_broadcast_key_too_long"] += 1
+            return
         msg = UserBroadcast(self.name, key, payload)
         encoded = codec.encode_message(msg)
         if len(encoded) > self._broadcast_room():
-            raise LocalProtocolError(f"broadcast of {len(payload)} bytes does not fit a packet")
+            self.drops["local_broadcast_too_large"] += 1
+            return
         self._remember((self.name, key, hashlib.blake2b(payload, digest_size=8).digest()))
         self._queue.queue(("user", self.name, key), encoded)
 

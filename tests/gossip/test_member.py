@@ -317,10 +317,17 @@ def test_any_valid_message_sequence_keeps_the_invariants(
         last_incarnation = m.incarnation
 
 
-def test_a_broadcast_that_cannot_fit_a_packet_is_our_bug() -> None:
+def test_a_broadcast_that_cannot_fit_a_packet_is_dropped_and_counted() -> None:
     d = RecordingDelegate()
     m = Member("a", A, PROFILE, random.Random(1), d)
     m.join([], 0.0)
-    d.broadcast(b"k", b"x" * PROFILE.packet_budget)
-    with pytest.raises(LocalProtocolError):
-        m.handle_timer(0.0)
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    limit = m.max_broadcast_size
+    assert 1200 < limit < PROFILE.packet_budget
+    d.broadcast(b"k", b"x" * (limit - 1))  # exactly the limit: fits
+    d.broadcast(b"k2", b"x" * (limit - 1))  # one byte too many
+    m.handle_timer(0.0)
+    assert m.drops["local_broadcast_too_large"] == 1
+    out = m.datagrams_to_send(0.0)
+    assert out
+    assert all(len(data) <= PROFILE.packet_budget for data, _ in out)
