@@ -29,6 +29,7 @@ from fnlb.cluster.service import ClusterService
 from fnlb.config import Settings, node_list, parse_listen
 from fnlb.gossip.runtime import GossipRuntime
 from fnlb.health.checker import HealthChecker
+from fnlb.metrics import metrics_handler
 from fnlb.proxy.handler import Proxy
 from fnlb.proxy.stats import CallStats
 from fnlb.proxy.wait import parse_wait_header
@@ -138,6 +139,7 @@ class Balancer:
         api.add_routes(mgmt)
         GossipApi(self.gossip).add_routes(mgmt)
         ClusterApi(self.cluster).add_routes(mgmt)
+        mgmt.router.add_route("GET", "/metrics", metrics_handler(self))
         if traffic_sock is None:
             mgmt.router.add_route("*", "/{tail:.*}", self.proxy.handle)
         else:

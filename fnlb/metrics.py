@@ -1,0 +1,85 @@
+"""Prometheus metrics of one fnlb process, declared in this one module.
+
+Nothing here runs on the request path: a custom collector reads, at scrape time, what fnlb
+keeps anyway (the node view, the load figures, the gossip counters), so serving calls costs
+no metric updates. `GET /metrics` on the management port serves them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from fnlb.server import Balancer
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class BalancerCollector(Collector):
+    def __init__(self, balancer: Balancer) -> None:
+        self._b = balancer
+
+    def collect(self) -> Iterator[Metric]:
+        b = self._b
+        now = time.time()
+        states = GaugeMetricFamily(
+            "fnlb_nodes", "Fn nodes by this peer's routing state", labels=["state"]
+        )
+        counts = {"online": 0, "offline": 0, "unknown": 0}
+        for node_state in b.registry.view.states.values():
+            counts[node_state] += 1
+        for label, n in counts.items():
+            states.add_metric([label], n)
+        yield states
+
+        in_flight = GaugeMetricFamily(
+            "fnlb_node_in_flight", "calls this peer has in flight on each node", labels=["node"]
+        )
+        rate = GaugeMetricFamily(
+            "fnlb_node_calls_per_second", "calls/s this peer sends each node", labels=["node"]
+        )
+        for node in b.registry.view.states:
+            share = b.load.node_load(node, now)
+            in_flight.add_metric([node], share.in_flight)
+            rate.add_metric([node], share.rate)
+        yield in_flight
+        yield rate
+
+        if b.cluster is not None and b.gossip is not None and b.gossip.started:
+            peers = GaugeMetricFamily("fnlb_peers", "gossip members by state", labels=["state"])
+            by_state: dict[str, int] = {}
+            for m in b.gossip.members():
+                name = m.state.name.lower()
+                by_state[name] = by_state.get(name, 0) + 1
+            for peer_state, n in sorted(by_state.items()):
+                peers.add_metric([peer_state], n)
+            yield peers
+            drops = CounterMetricFamily(
+                "fnlb_gossip_dropped", "gossip input dropped, by reason", labels=["reason"]
+            )
+            for reason, n in sorted({**b.gossip.all_drops(), **b.cluster.drops}.items()):
+                drops.add_metric([reason], n)
+            yield drops
+            traffic = CounterMetricFamily(
+                "fnlb_gossip_wire", "gossip packets and bytes on the wire", labels=["what"]
+            )
+            for what, n in sorted(b.gossip.traffic.items()):
+                traffic.add_metric([what], n)
+            yield traffic
+
+
+def metrics_handler(balancer: Balancer) -> Callable[[web.Request], Awaitable[web.Response]]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BalancerCollector(balancer))
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
+
+    return handler
