@@ -49,6 +49,9 @@ class NetworkModel:
     latency: float = 0.0005
     jitter: float = 0.001
     loss: float = 0.0
+    stream_loss: float | None = None
+    """Loss of stream segments (each costs a retransmission timeout); None: same as `loss`.
+    0 with a high `loss` models a network that drops only UDP."""
     stream_rto: float = 0.2
 
 
@@ -276,8 +279,9 @@ class Simulation:
     def _stream_delay(self) -> float:
         d = self._delay()
         rto = self.net.stream_rto
+        loss = self.net.loss if self.net.stream_loss is None else self.net.stream_loss
         for _ in range(6):
-            if self._net_rng.random() >= self.net.loss:
+            if not loss or self._net_rng.random() >= loss:
                 break
             d += rto
             rto *= 2

@@ -87,6 +87,21 @@ def test_no_false_death_at_10_percent_loss_for_30_minutes() -> None:
     assert sim.violations == []
 
 
+def test_the_stream_fallback_probe_prevents_suspicions_when_only_udp_is_lost() -> None:
+    """memberlist's TCP fallback, as Serf showed on real hosts: 40 % UDP-only loss, no
+    suspicion at all, because each late probe is also sent over a (lossless) stream."""
+    sim, names = settled_group(5, 14, PROFILE)
+    sim.net = NetworkModel(loss=0.4, stream_loss=0.0)
+    suspected = detection_times(sim, names[2], EventKind.SUSPECT)
+    kinds: list[EventKind] = []
+    sim.hooks.append(lambda now, observer, ev: kinds.append(ev.kind))
+    sim.run_for(90.0)
+    assert suspected == {}
+    assert EventKind.SUSPECT not in kinds
+    assert sim.traffic["lost"] > 100
+    assert sim.violations == []
+
+
 @pytest.mark.parametrize(("n", "trials", "bound"), [(5, 10, 3.0), (20, 6, 3.5)])
 def test_a_pause_of_two_thirds_the_detection_time_is_survived_and_refuted(
     n: int, trials: int, bound: float
