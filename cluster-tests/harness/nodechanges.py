@@ -35,15 +35,50 @@ class NodeChange:
     detail: str = ""  # status or error when not acknowledged
 
 
-def expected_nodes(initial: Iterable[str], changes: Iterable[NodeChange]) -> set[str]:
-    """The node list after every acknowledged change, applied in the order they were acked."""
-    nodes = set(initial)
-    for change in sorted((c for c in changes if c.acknowledged), key=lambda c: c.at):
-        if change.op == "add":
-            nodes.add(change.node)
+@dataclass(frozen=True, slots=True)
+class Promise:
+    """What acknowledged changes promise of a converged node list."""
+
+    present: frozenset[str]  # must be in it
+    absent: frozenset[str]  # must not be in it
+    #: touched only by unacknowledged changes (or acked, then changed again unacked): the
+    #: change may or may not have taken effect, either is correct
+    undecided: frozenset[str]
+
+    def broken_by(self, nodes: Iterable[str]) -> list[str]:
+        """How `nodes` (a peer's list) breaks the promise; empty if it keeps it."""
+        have = set(nodes)
+        problems = [f"{n} acknowledged but missing" for n in sorted(self.present - have)]
+        problems += [f"{n} deleted (acknowledged) but present" for n in sorted(self.absent & have)]
+        return problems
+
+
+def promised_nodes(initial: Iterable[str], changes: Iterable[NodeChange]) -> Promise:
+    """What must hold after `changes` (in the order they were answered) on top of `initial`.
+
+    A node's fate is the last acknowledged change to it; a change that was not acknowledged
+    may have happened or not, so it makes its node undecided until an acknowledged change
+    to that node comes after it.
+    """
+    state: dict[str, bool | None] = {node: True for node in initial}  # None: undecided
+    for change in sorted(changes, key=lambda c: c.at):
+        if change.acknowledged:
+            state[change.node] = change.op == "add"
         else:
-            nodes.discard(change.node)
-    return nodes
+            state[change.node] = None
+    return Promise(
+        frozenset(n for n, s in state.items() if s is True),
+        frozenset(n for n, s in state.items() if s is False),
+        frozenset(n for n, s in state.items() if s is None),
+    )
+
+
+def expected_nodes(initial: Iterable[str], changes: Iterable[NodeChange]) -> set[str]:
+    """The node list after every acknowledged change, when every change was acknowledged."""
+    promise = promised_nodes(initial, changes)
+    if promise.undecided:
+        raise ValueError(f"unacknowledged changes leave {sorted(promise.undecided)} undecided")
+    return set(promise.present)
 
 
 def conflicting(changes: Iterable[NodeChange]) -> set[str]:
@@ -84,7 +119,12 @@ class NodeChangeLog:
         return [c for c in self.changes if c.acknowledged]
 
     def expected(self, initial: Iterable[str]) -> set[str]:
+        """The one right node list; ValueError if an unacknowledged change leaves doubt."""
         return expected_nodes(initial, self.changes)
+
+    def promise(self, initial: Iterable[str]) -> Promise:
+        """What every converged node list must and must not hold."""
+        return promised_nodes(initial, self.changes)
 
     def conflicts(self) -> set[str]:
         return conflicting(self.changes)

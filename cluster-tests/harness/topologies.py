@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from harness import services
 from harness.netns import Host, Network
+from harness.nodechanges import Promise
 from harness.procs import Process
 from harness.toxiproxy_client import ToxiproxyClient
 
@@ -124,6 +125,26 @@ class PeerCluster:
             lambda: all(nodes == expected for nodes in self.node_lists()),
             timeout=timeout,
         )
+
+    def wait_converged_keeping(self, promise: Promise, *, timeout: float) -> set[str]:
+        """Wait until every peer has the same node list and it keeps `promise`; that list.
+
+        TimeoutError names how the last lists broke it.
+        """
+        last: list[set[str]] = []
+
+        def converged() -> bool:
+            last[:] = self.node_lists()
+            return len({frozenset(n) for n in last}) == 1 and not promise.broken_by(last[0])
+
+        try:
+            services.wait_until("node lists converge on the promise", converged, timeout=timeout)
+        except TimeoutError as e:
+            detail = [
+                f"fnlb{i + 1}: {sorted(n)} {promise.broken_by(n)}" for i, n in enumerate(last)
+            ]
+            raise TimeoutError(f"{e}: " + "; ".join(detail)) from None
+        return last[0]
 
     def restart(self, index: int) -> services.Fnlb:
         """Start peer `index` again with its command line and state dir (after kill/stop)."""
