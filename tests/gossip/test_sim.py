@@ -241,7 +241,7 @@ def test_the_same_seed_replays_the_same_run() -> None:
 def test_five_hundred_members_run_in_one_process() -> None:
     """Smoke test of scale (timing is measured by bench/gossip_sim.py, not asserted)."""
     sim = Simulation(13, PROFILE)
-    sim.spawn(500, stagger=0.005)
-    sim.run_for(3.0)
+    sim.spawn(500, stagger=0.002, seeds=1)
+    sim.run_for(1.5)
     assert sum(1 for s in sim.slots.values() if s.member.joined) == 500
     assert sim.violations == []
