@@ -1,0 +1,306 @@
+"""Which nodes to avoid for a while, per function or for all: 503 busy, climbing waits, shared.
+
+Rule 1: no asyncio, socket, time or global random here. Rule 2: every input carries `now`
+(wall-clock seconds: entries travel between peers, whose clocks NTP keeps within a few ms);
+every output is returned.
+
+Theory of operation
+-------------------
+A node that answers a call of f with 503 busy (Fn's "server too busy", sent before the call
+runs) is avoided *for f* for `first_s`, doubled at each further 503 in a row up to `max_s`
+(and never beyond the node's `Retry-After`); the next success of f on that node ends the
+streak. A node whose `Xxx-Fxlb-Wait` for f climbs past `slow_wait_s` (a decayed mean, so one
+slow call does not count) is avoided for f for `first_s`. When `node_wide_after` different
+functions are avoided on one node at once, the node itself is saturated and is avoided *for
+all functions* until the last of those entries ends.
+
+Avoiding does not remove a node: the router moves it to the end of the candidate order, so the
+call goes to the next node of the function's order and the node is still tried when every
+other node is worse. When an entry ends, the node's next call probes it: busy again doubles
+the time, a success gives the function back to it.
+
+Sharing: every entry made here is queued for gossip (`take_updates`); a peer `merge`s what
+others made, keeping the later end time. Entries learned from peers are not sent on again
+(the gossip layer already spreads a broadcast to everyone). End times are clamped to
+`now + max_s` on receipt so a peer with a wrong clock cannot pin a node for long.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+
+from fnlb.errors import LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "ALL_FUNCTIONS",
+    "MAX_WIRE_ENTRIES",
+    "Backoff",
+    "BackoffEntry",
+    "BackoffPolicy",
+    "decode_entries",
+    "encode_entries",
+]
+
+ALL_FUNCTIONS: Final = ""
+"""The function name of a node-wide entry."""
+MAX_WIRE_ENTRIES: Final = 64
+"""Most entries one gossip message carries (each ~40-80 bytes; a SWIM packet ~1300)."""
+_WIRE_VERSION: Final = 1
+_MAX_WIRE_BYTES: Final = 16_384
+_MAX_NAME: Final = 1024
+_WAIT_DECAY: Final = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffPolicy:
+    """How long nodes are avoided. Peers may differ; the same policy everywhere is simplest."""
+
+    first_s: float = 1.0
+    """Seconds a node is avoided for a function after its first 503 (or a slow wait)."""
+    max_s: float = 15.0
+    """Longest avoidance, doubling from `first_s` at each 503 in a row (Fn's Retry-After)."""
+    node_wide_after: int = 2
+    """Functions avoided on one node at once that make it avoided for every function."""
+    slow_wait_s: float = 1.0
+    """Decayed mean of the `Xxx-Fxlb-Wait` header (s) past which a node is avoided for that
+    function. Only the header counts: a time to first byte includes the function's own run."""
+    max_entries: int = 10_000
+    """Most (function, node) records kept; the oldest go first when full."""
+
+    def check(self) -> None:
+        if not 0 < self.first_s <= self.max_s or self.node_wide_after < 1:
+            raise LocalProtocolError("need 0 < first_s <= max_s and node_wide_after >= 1")
+        if self.slow_wait_s <= 0 or self.max_entries < 1:
+            raise LocalProtocolError("need slow_wait_s > 0 and max_entries >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffEntry:
+    """Avoid `node` for `fn` (ALL_FUNCTIONS: for every function) until `until` (wall s)."""
+
+    node: str
+    fn: str
+    until: float
+
+
+class _Pair:
+    """One (function, node): its avoidance end, busy streak and decayed wait."""
+
+    __slots__ = ("streak", "until", "wait")
+
+    def __init__(self) -> None:
+        self.until = 0.0
+        self.streak = 0
+        self.wait = -1.0  # no sample yet
+
+
+class Backoff:
+    """The avoidance table of one peer: local observations plus entries gossiped by others.
+
+    `avoided(fn, node, now)` is the request path's question (two dict lookups, no allocation);
+    `active` lets it skip even those when nothing is avoided.
+    """
+
+    __slots__ = ("_fns", "_nodes", "_pairs", "_policy", "_updates", "active_until")
+
+    def __init__(self, policy: BackoffPolicy | None = None) -> None:
+        self._policy = policy or BackoffPolicy()
+        self._policy.check()
+        self._pairs: dict[tuple[str, str], _Pair] = {}  # (fn, node), oldest first
+        self._fns: dict[str, dict[str, float]] = {}  # fn -> node -> until (avoided pairs)
+        self._nodes: dict[str, float] = {}  # node -> until (node-wide)
+        self._updates: dict[tuple[str, str], float] = {}
+        self.active_until = 0.0
+        """The latest end of any entry: nothing is avoided once `now` passes it."""
+
+    @property
+    def policy(self) -> BackoffPolicy:
+        return self._policy
+
+    # -- the request path ----------------------------------------------------------------
+
+    def avoided(self, fn: str, node: str, now: float) -> bool:
+        """Whether `node` should be tried only after the others for a call of `fn`."""
+        if now >= self.active_until:
+            return False
+        until = self._nodes.get(node)
+        if until is not None and now < until:
+            return True
+        per_fn = self._fns.get(fn)
+        if per_fn is None:
+            return False
+        until = per_fn.get(node)
+        return until is not None and now < until
+
+    # -- observations --------------------------------------------------------------------
+
+    def busy(self, fn: str, node: str, now: float, retry_after_s: float | None = None) -> float:
+        """`node` answered a call of `fn` with 503 busy; returns the end of its avoidance."""
+        p = self._policy
+        pair = self._pair(fn, node)
+        span = min(p.first_s * (2.0 ** min(pair.streak, 30)), p.max_s)
+        if retry_after_s is not None and retry_after_s > 0:
+            span = min(span, retry_after_s)
+        pair.streak += 1
+        until = max(pair.until, now + span)
+        pair.until = until
+        self._avoid(fn, node, until, now, local=True)
+        return until
+
+    def finished(self, fn: str, node: str, wait_s: float | None, now: float) -> None:
+        """A call of `fn` on `node` was answered (not 503): end the busy streak, and fold the
+        server's wait header (None when absent) into the decayed wait."""
+        pair = self._pairs.get((fn, node))
+        if pair is None:
+            if wait_s is None or wait_s < self._policy.slow_wait_s * _WAIT_DECAY:
+                return  # nothing to remember: no streak, and a wait too short to matter
+            pair = self._pair(fn, node)
+        pair.streak = 0
+        if wait_s is None or not 0.0 <= wait_s < 86_400.0:
+            return
+        if 0.0 < pair.until <= now:
+            pair.until = 0.0  # the first call after an avoidance: judge the node afresh
+            pair.wait = -1.0
+        pair.wait = wait_s if pair.wait < 0 else pair.wait + _WAIT_DECAY * (wait_s - pair.wait)
+        if pair.wait >= self._policy.slow_wait_s and pair.until <= now:
+            pair.until = now + self._policy.first_s
+            self._avoid(fn, node, pair.until, now, local=True)
+
+    # -- gossip --------------------------------------------------------------------------
+
+    def take_updates(self, limit: int = MAX_WIRE_ENTRIES) -> list[BackoffEntry]:
+        """Entries made here since the last call, to broadcast (at most `limit`)."""
+        out: list[BackoffEntry] = []
+        while self._updates and len(out) < limit:
+            (fn, node), until = self._updates.popitem()
+            out.append(BackoffEntry(node, fn, until))
+        return out
+
+    def merge(self, entries: Iterable[BackoffEntry], now: float) -> int:
+        """Take peers' entries (the later end wins); returns how many changed something."""
+        changed = 0
+        horizon = now + self._policy.max_s
+        for e in entries:
+            until = min(e.until, horizon)
+            if until <= now:
+                continue
+            if self._avoid(e.fn, e.node, until, now, local=False):
+                changed += 1
+        return changed
+
+    def entries(self, now: float) -> list[BackoffEntry]:
+        """Every entry in force, sorted (for reports and tests)."""
+        out = [BackoffEntry(n, ALL_FUNCTIONS, u) for n, u in self._nodes.items() if u > now]
+        for fn, per in self._fns.items():
+            out.extend(BackoffEntry(n, fn, u) for n, u in per.items() if u > now)
+        return sorted(out, key=lambda e: (e.node, e.fn))
+
+    def expire(self, now: float) -> int:
+        """Drop ended entries and idle records; returns how many entries ended. Call it every
+        second or so (the request path never needs it: ended entries are simply ignored)."""
+        ended = 0
+        for node in [n for n, u in self._nodes.items() if u <= now]:
+            del self._nodes[node]
+            ended += 1
+        for fn in list(self._fns):
+            per = self._fns[fn]
+            for node in [n for n, u in per.items() if u <= now]:
+                del per[node]
+                ended += 1
+            if not per:
+                del self._fns[fn]
+        horizon = now - self._policy.max_s
+        slow = self._policy.slow_wait_s
+        idle = [k for k, v in self._pairs.items() if v.until < horizon and v.wait < slow]
+        for key in idle:
+            del self._pairs[key]
+        return ended
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _pair(self, fn: str, node: str) -> _Pair:
+        key = (fn, node)
+        pair = self._pairs.get(key)
+        if pair is None:
+            if len(self._pairs) >= self._policy.max_entries:
+                del self._pairs[next(iter(self._pairs))]
+            pair = self._pairs[key] = _Pair()
+        return pair
+
+    def _avoid(self, fn: str, node: str, until: float, now: float, *, local: bool) -> bool:
+        if fn == ALL_FUNCTIONS:
+            if self._nodes.get(node, 0.0) >= until:
+                return False
+            self._nodes[node] = until
+        else:
+            per = self._fns.get(fn)
+            if per is None:
+                per = self._fns[fn] = {}
+            if per.get(node, 0.0) >= until:
+                return False
+            per[node] = until
+            self._node_wide(node, now, local)
+        self.active_until = max(self.active_until, until)
+        if local:
+            self._updates[(fn, node)] = until
+        return True
+
+    def _node_wide(self, node: str, now: float, local: bool) -> None:
+        """Avoid `node` for all when `node_wide_after` functions avoid it at once."""
+        ends = [u for per in self._fns.values() if (u := per.get(node, 0.0)) > now]
+        if len(ends) < self._policy.node_wide_after:
+            return
+        until = sorted(ends)[-self._policy.node_wide_after]
+        if self._nodes.get(node, 0.0) < until:
+            self._nodes[node] = until
+            if local:
+                self._updates[(ALL_FUNCTIONS, node)] = until
+
+
+def encode_entries(entries: Sequence[BackoffEntry]) -> bytes:
+    """msgpack `[1, [node, fn, until_ms], ...]` for a gossip broadcast (at most
+    MAX_WIRE_ENTRIES; split longer lists)."""
+    if len(entries) > MAX_WIRE_ENTRIES:
+        raise LocalProtocolError(f"at most {MAX_WIRE_ENTRIES} entries per message")
+    body = [_WIRE_VERSION, *([e.node, e.fn, round(e.until * 1000)] for e in entries)]
+    data: bytes = msgpack.packb(body, use_bin_type=True)
+    return data
+
+
+def decode_entries(data: bytes) -> list[BackoffEntry]:
+    """The entries of a peer's message; RemoteProtocolError(reason) on anything malformed."""
+    if len(data) > _MAX_WIRE_BYTES:
+        raise RemoteProtocolError("backoff_too_large", f"{len(data)} bytes")
+    try:
+        body: Any = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=0,
+            max_ext_len=0,
+            max_map_len=0,
+            max_array_len=MAX_WIRE_ENTRIES + 1,
+            max_str_len=_MAX_NAME,
+        )
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        raise RemoteProtocolError("backoff_malformed") from None
+    if not isinstance(body, list) or not body or body[0] != _WIRE_VERSION:
+        raise RemoteProtocolError("backoff_bad_version")
+    out: list[BackoffEntry] = []
+    for item in body[1:]:
+        if (
+            not isinstance(item, list)
+            or len(item) != 3
+            or not isinstance(item[0], str)
+            or not item[0]
+            or not isinstance(item[1], str)
+            or type(item[2]) is not int
+            or not 0 < item[2] < 1 << 53
+        ):
+            raise RemoteProtocolError("backoff_bad_entry")
+        out.append(BackoffEntry(item[0], item[1], item[2] / 1000.0))
+    return out

@@ -1,0 +1,337 @@
+"""The load-aware router: a function's hot set, the least loaded node in it, and spill order.
+
+Rule 1: no asyncio, socket, time or global random here (randomness, when asked for, comes in
+through an object with a `random()` method). Rule 2: every input carries `now`; the decision
+is returned.
+
+Theory of operation
+-------------------
+Per call of function `key`, given the current node view (rendezvous order over the routable
+nodes, memoised per view) and the shared figures last pushed by the cluster layer:
+
+1. **Hot set.** The first w(key) nodes of the key's rendezvous order, w from
+   `fnlb.routing.hotset` (equal on every peer), capped by the routable nodes. Every peer holding
+   the same view and widths agrees on the hot set.
+2. **Choice within it.** Each node's load is this peer's exact calls in flight to it plus the
+   other peers' gossiped ones (all functions), divided by its relative capacity when the nodes'
+   container slots are known. `least` takes the least loaded (ties to the earlier node in the
+   key's order, so an idle cluster keeps each function on its home node); `p2c` takes the
+   better of two drawn at random (herd-proof when many peers act on stale figures).
+   These figures differ between peers; that is fine: only the choice *within* the agreed set
+   depends on them.
+3. **Bounded load.** No node takes a call while its load is at or above
+   max(ceil(c x (total + 1) / nodes), load_floor), c = `balance_factor` (1.25, HAProxy's and
+   Envoy's usual 125 %; Mirrokni et al. 2016). When every hot node is at the cap the call
+   overflows to the first node of the rest of the key's order that is under it. A key's
+   rendezvous order is its own random permutation, so overflow spreads over all nodes instead
+   of cascading onto ring neighbours. The floor keeps light load concentrated: below a few calls
+   per node the average says nothing about saturation.
+4. **Avoidance.** Nodes avoided by `fnlb.routing.backoff` for this function (503 busy, slow
+   waits, shared through gossip) or for all (saturated), and nodes whose memory is reported full,
+   go to the end of the list: the call spills to the next node of the order and they are tried
+   only when nothing else is left.
+
+The result is the chosen node first, then the rest of the hot set by load, then the rest of
+the rendezvous order, then the avoided nodes. The proxy walks it only as far as it may retry
+(a connect failure, or a 503 busy before the call started).
+
+Cost: with width 1, no avoidance and the home under the cap, the view's memoised list is
+returned as is (two dict lookups, no allocation); otherwise O(width) to score the hot set, plus
+O(nodes) to build the spill list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from math import ceil
+from types import MappingProxyType
+from typing import Final, Literal, Protocol
+
+from fnlb.errors import LocalProtocolError
+from fnlb.routing.backoff import Backoff
+
+__all__ = [
+    "CandidateSource",
+    "NodeCapacity",
+    "RandomSource",
+    "Router",
+    "RouterPolicy",
+    "SharedFigures",
+]
+
+BUSY_STATUS: Final = 503
+
+
+class CandidateSource(Protocol):
+    """What the router needs of a view: `fnlb.cluster.view.NodeView` fits."""
+
+    def candidates(self, key: str) -> Sequence[str]:
+        """The routable nodes in `key`'s rendezvous order (memoised; never mutated)."""
+        ...
+
+
+class RandomSource(Protocol):
+    """What `p2c` needs of a random generator: `random.Random` fits."""
+
+    def random(self) -> float:
+        """A float uniformly drawn from [0, 1)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCapacity:
+    """What a node can hold, for memory-aware placement (the hook for the nodes' /metrics).
+
+    `slots`: containers it can hold (memory / a function's memory, e.g. from
+    fn_util_mem_used + fn_util_mem_avail); `used`: share of its memory held now (0..1).
+    """
+
+    slots: int
+    used: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RouterPolicy:
+    """How the router chooses within a hot set."""
+
+    balance_factor: float = 1.25
+    """c of bounded load: no node above c x the average load (calls in flight per node).
+    Lower spreads sooner; 1.25 is HAProxy's and Envoy's common setting."""
+    load_floor: int = 4
+    """Calls in flight below which a node is never over the cap (a light load stays on a
+    function's home node)."""
+    choice: Literal["least", "p2c"] = "least"
+    """`least`: the least loaded hot node; `p2c`: the better of two random hot nodes."""
+    full_at: float = 0.95
+    """A node whose reported memory use (NodeCapacity.used) reaches this is tried last."""
+    min_width: int = 1
+    """Width of a function absent from the widths table (the tracker's `min_width`)."""
+
+    def check(self) -> None:
+        if self.balance_factor < 1.0 or self.load_floor < 1 or self.min_width < 1:
+            raise LocalProtocolError("need balance_factor >= 1, load_floor >= 1, min_width >= 1")
+        if self.choice not in ("least", "p2c") or not 0 < self.full_at <= 1.0:
+            raise LocalProtocolError("choice is least or p2c; 0 < full_at <= 1")
+
+
+_NO_INTS: Final[Mapping[str, int]] = MappingProxyType({})
+_NO_CAPS: Final[Mapping[str, NodeCapacity]] = MappingProxyType({})
+
+
+class SharedFigures:
+    """The cluster's figures as the router reads them: swapped whole by `Router.update`."""
+
+    __slots__ = ("capacity", "full", "peers_in_flight", "remote_total", "weights", "widths")
+
+    def __init__(
+        self,
+        widths: Mapping[str, int] = _NO_INTS,
+        peers_in_flight: Mapping[str, int] = _NO_INTS,
+        capacity: Mapping[str, NodeCapacity] = _NO_CAPS,
+        full_at: float = 0.95,
+    ) -> None:
+        self.widths = widths
+        self.peers_in_flight = peers_in_flight
+        self.capacity = capacity
+        self.remote_total = sum(peers_in_flight.values())
+        slots = [c.slots for c in capacity.values() if c.slots > 0]
+        mean = sum(slots) / len(slots) if slots else 1.0
+        # load x weight = load relative to an average node: a node twice as large counts half
+        self.weights: Mapping[str, float] = {
+            n: mean / c.slots for n, c in capacity.items() if c.slots > 0
+        }
+        self.full: frozenset[str] = frozenset(
+            n for n, c in capacity.items() if c.used >= full_at or c.slots <= 0
+        )
+
+
+class Router:
+    """Orders the candidate nodes of each call; one instance per peer, one event loop.
+
+    Feed it `update(...)` when the cluster figures change (each tick), `call_started` /
+    `call_finished` around every attempt the proxy makes, and ask `candidates(key, view, now)`
+    per call. `backoff` is the avoidance table (gossip its `take_updates`, `merge` peers').
+    """
+
+    __slots__ = ("_local", "_local_total", "_policy", "_rng", "_shared", "backoff")
+
+    def __init__(
+        self,
+        policy: RouterPolicy | None = None,
+        *,
+        backoff: Backoff | None = None,
+        rng: RandomSource | None = None,
+    ) -> None:
+        self._policy = policy or RouterPolicy()
+        self._policy.check()
+        if self._policy.choice == "p2c" and rng is None:
+            raise LocalProtocolError("p2c needs a random source")
+        self._rng = rng
+        self.backoff = backoff or Backoff()
+        self._shared = SharedFigures(full_at=self._policy.full_at)
+        self._local: dict[str, int] = {}
+        self._local_total = 0
+
+    @property
+    def policy(self) -> RouterPolicy:
+        return self._policy
+
+    @property
+    def shared(self) -> SharedFigures:
+        return self._shared
+
+    def update(
+        self,
+        widths: Mapping[str, int] | None = None,
+        peers_in_flight: Mapping[str, int] | None = None,
+        capacity: Mapping[str, NodeCapacity] | None = None,
+    ) -> None:
+        """Swap in new shared figures; an argument left None keeps its current value.
+
+        `widths`: `WidthTracker.widths`. `peers_in_flight`: calls in flight to each node from
+        the *other* peers (gossiped). `capacity`: per node slots and memory use, when known.
+        """
+        s = self._shared
+        self._shared = SharedFigures(
+            s.widths if widths is None else widths,
+            s.peers_in_flight if peers_in_flight is None else peers_in_flight,
+            s.capacity if capacity is None else capacity,
+            self._policy.full_at,
+        )
+
+    # -- the request path ----------------------------------------------------------------
+
+    def width(self, key: str, nodes: int) -> int:
+        """`key`'s hot-set width among `nodes` routable nodes."""
+        w = self._shared.widths.get(key, self._policy.min_width)
+        return w if w < nodes else nodes
+
+    def load(self, node: str) -> float:
+        """`node`'s load as the router weighs it: calls in flight from here and from the
+        other peers, relative to its capacity."""
+        s = self._shared
+        raw = self._local.get(node, 0) + s.peers_in_flight.get(node, 0)
+        return raw * s.weights.get(node, 1.0)
+
+    def cap(self, nodes: int) -> float:
+        """The bounded-load cap with `nodes` routable nodes: a node at or above it is full."""
+        p = self._policy
+        avg = (self._local_total + self._shared.remote_total + 1) / nodes
+        return max(float(ceil(p.balance_factor * avg)), float(p.load_floor))
+
+    def candidates(self, key: str, view: CandidateSource, now: float) -> Sequence[str]:
+        """The nodes to try for a call of `key`, chosen first, then the spill order.
+
+        The result may be the view's own memoised list: read it, never mutate it.
+        """
+        order = view.candidates(key)
+        n = len(order)
+        if n <= 1:
+            return order
+        s = self._shared
+        w = s.widths.get(key, self._policy.min_width)
+        if w > n:
+            w = n
+        avoiding = bool(s.full) or now < self.backoff.active_until
+        cap = self.cap(n)
+        if w == 1 and not avoiding and self.load(order[0]) < cap:
+            return order  # the common case: one warm home, not overloaded
+        return self._ordered(key, order, w, cap, now, avoiding)
+
+    def _ordered(
+        self, key: str, order: Sequence[str], w: int, cap: float, now: float, avoiding: bool
+    ) -> list[str]:
+        s = self._shared
+        local = self._local
+        remote = s.peers_in_flight
+        weights = s.weights
+        backoff = self.backoff
+        full = s.full
+        hot: list[tuple[float, int, str]] = []
+        late: list[str] = []
+        for i in range(w):
+            node = order[i]
+            if avoiding and (node in full or backoff.avoided(key, node, now)):
+                late.append(node)
+                continue
+            load = (local.get(node, 0) + remote.get(node, 0)) * weights.get(node, 1.0)
+            hot.append((load, i, node))
+        hot.sort()
+        chosen: str | None = None
+        under = [h for h in hot if h[0] < cap]
+        if under:
+            if self._policy.choice == "least" or len(under) == 1:
+                chosen = under[0][2]
+            else:
+                chosen = self._two_choices(under)
+        else:
+            # Bounded load: every usable hot node is at the cap; overflow along the order.
+            for i in range(w, len(order)):
+                node = order[i]
+                if avoiding and (node in full or backoff.avoided(key, node, now)):
+                    continue
+                load = (local.get(node, 0) + remote.get(node, 0)) * weights.get(node, 1.0)
+                if load < cap:
+                    chosen = node
+                    break
+            if chosen is None and hot:
+                chosen = hot[0][2]  # everyone is full: the least loaded hot node
+        out: list[str] = []
+        if chosen is not None:
+            out.append(chosen)
+        out.extend(h[2] for h in hot if h[2] != chosen)
+        for i in range(w, len(order)):
+            node = order[i]
+            if node == chosen:
+                continue
+            if avoiding and (node in full or backoff.avoided(key, node, now)):
+                late.append(node)
+                continue
+            out.append(node)
+        out.extend(late)
+        return out
+
+    def _two_choices(self, under: list[tuple[float, int, str]]) -> str:
+        rng = self._rng
+        assert rng is not None  # checked in __init__
+        k = len(under)
+        a = int(rng.random() * k)
+        b = int(rng.random() * (k - 1))
+        if b >= a:
+            b += 1
+        return under[min(a, b)][2]  # `under` is sorted by (load, order): the lower index wins
+
+    # -- observations --------------------------------------------------------------------
+
+    def call_started(self, key: str, node: str) -> None:
+        """An attempt of a call of `key` was sent to `node` (before the request is written)."""
+        self._local[node] = self._local.get(node, 0) + 1
+        self._local_total += 1
+
+    def call_finished(
+        self,
+        key: str,
+        node: str,
+        status: int,
+        wait_s: float | None,
+        now: float,
+        retry_after_s: float | None = None,
+    ) -> None:
+        """The attempt ended: `status` the node's answer (0 when none came), `wait_s` its
+        `Xxx-Fxlb-Wait` in seconds (None when absent), `retry_after_s` its Retry-After."""
+        left = self._local.get(node, 0) - 1
+        if left > 0:
+            self._local[node] = left
+        else:
+            self._local.pop(node, None)
+        if self._local_total > 0:
+            self._local_total -= 1
+        if status == BUSY_STATUS:
+            self.backoff.busy(key, node, now, retry_after_s)
+        elif 0 < status < 500:
+            self.backoff.finished(key, node, wait_s, now)
+
+    def local_in_flight(self, node: str) -> int:
+        """Calls in flight from this peer to `node`."""
+        return self._local.get(node, 0)
