@@ -251,7 +251,10 @@ class Member:
         self._next_reconnect_at: float | None = None
         self._join_retry_at: float | None = None
         self.drops: Counter[str] = Counter()
-        """Inputs dropped, by reason (codec reasons, plus 'misdirected', 'unexpected')."""
+        """Inputs dropped, by reason: the codec's (codec.REASONS), plus 'misdirected' (a ping
+        for another name), 'unexpected' (wrong message on a stream), 'relay_overflow',
+        'oversized_broadcast' (a peer's, too big to relay), 'local_broadcast_too_large' and
+        'local_broadcast_key_too_long' (our delegate's)."""
         self.stats: Counter[str] = Counter()
         """Traffic counters: datagrams/bytes sent and received, streams opened."""
 
