@@ -19,7 +19,8 @@ finds room before the width catches up. Two pressure signals add to it:
 
 - 503 busy answers for f at `busy_widen_rate` per second or more, cluster-wide: the width
   grows by one node per tick while they last (the nodes it has are refusing calls);
-- a cluster-wide wait to start of `wait_widen_s` or more: one node more than `base`.
+- optionally (`wait_widen_s`, off by default), a cluster-wide wait to start of that many
+  seconds or more: one node more than `base`.
 
 **Hysteresis.** The width is the *maximum* of these targets over the last
 `shrink_window_s` seconds of ticks: it grows at the first tick that asks for more and shrinks
@@ -90,9 +91,12 @@ class WidthPolicy:
     busy_widen_rate: float = 0.5
     """Cluster-wide 503s per second of one function that widen its hot set by one node per
     tick while they last."""
-    wait_widen_s: float = 0.5
+    wait_widen_s: float = 0.0
     """Cluster-wide wait to start (s) from which a function gets one node more than its
-    in-flight asks for (the original fnlb began to spill at 500 ms)."""
+    in-flight asks for; 0: off. Off by default: without Fn's wait header the "wait" is the
+    time to first byte, which includes the function's own run time, and in simulation a
+    wait caused by cold starts under memory pressure was not helped by a wider set (more
+    containers, more evictions). Slow nodes are avoided per node by the back-off instead."""
 
     def check(self) -> None:
         """Raise LocalProtocolError when a field is out of range."""
@@ -100,7 +104,7 @@ class WidthPolicy:
             raise LocalProtocolError("need slots_per_node >= 1 and 0 < target_utilisation <= 1")
         if self.min_width < 1 or self.max_width < 0 or self.tick_ms < 1:
             raise LocalProtocolError("need min_width >= 1, max_width >= 0, tick_ms >= 1")
-        if self.shrink_window_s < 0 or self.busy_widen_rate <= 0 or self.wait_widen_s <= 0:
+        if self.shrink_window_s < 0 or self.busy_widen_rate <= 0 or self.wait_widen_s < 0:
             raise LocalProtocolError("need shrink_window_s >= 0 and positive pressure limits")
 
     @property
@@ -121,7 +125,7 @@ def base_width(levels: LoadLevels, policy: WidthPolicy) -> int:
     wait; at least `min_width`. Pure: equal inputs give equal widths on every peer."""
     per_node = policy.slots_per_node * policy.target_utilisation
     need = ceil(levels.in_flight / per_node - 1e-9)
-    if levels.wait >= policy.wait_widen_s:
+    if policy.wait_widen_s and levels.wait >= policy.wait_widen_s:
         need += 1
     return max(need, policy.min_width)
 
