@@ -43,6 +43,7 @@ __all__ = [
     "BackoffPolicy",
     "decode_entries",
     "encode_entries",
+    "pack_entries",
 ]
 
 ALL_FUNCTIONS: Final = ""
@@ -159,6 +160,7 @@ class Backoff:
             if wait_s is None or wait_s < self._policy.slow_wait_s * _WAIT_DECAY:
                 return  # nothing to remember: no streak, and a wait too short to matter
             pair = self._pair(fn, node)
+            pair.wait = 0.0  # the waits before were too short to remember: call them 0
         pair.streak = 0
         if wait_s is None or not 0.0 <= wait_s < 86_400.0:
             return
@@ -262,13 +264,34 @@ class Backoff:
 
 
 def encode_entries(entries: Sequence[BackoffEntry]) -> bytes:
-    """msgpack `[1, [node, fn, until_ms], ...]` for a gossip broadcast (at most
-    MAX_WIRE_ENTRIES; split longer lists)."""
+    """msgpack `[1, [node, fn, until_ms], ...]`: one message of at most MAX_WIRE_ENTRIES
+    entries, whatever its size (`pack_entries` splits by a byte budget)."""
     if len(entries) > MAX_WIRE_ENTRIES:
         raise LocalProtocolError(f"at most {MAX_WIRE_ENTRIES} entries per message")
     body = [_WIRE_VERSION, *([e.node, e.fn, round(e.until * 1000)] for e in entries)]
     data: bytes = msgpack.packb(body, use_bin_type=True)
     return data
+
+
+def pack_entries(entries: Sequence[BackoffEntry], budget_bytes: int = 1000) -> list[bytes]:
+    """`entries` as gossip messages of at most `budget_bytes` each (and MAX_WIRE_ENTRIES);
+    an entry too large to fit alone (a function key of a kilobyte) is left out."""
+    out: list[bytes] = []
+    batch: list[list[object]] = []
+    size = 4  # version and the array header (up to 3 bytes for 16+ items)
+    for e in entries:
+        item: list[object] = [e.node, e.fn, round(e.until * 1000)]
+        n = len(msgpack.packb(item, use_bin_type=True))
+        if n + 4 > budget_bytes:
+            continue
+        if batch and (size + n > budget_bytes or len(batch) >= MAX_WIRE_ENTRIES):
+            out.append(msgpack.packb([_WIRE_VERSION, *batch], use_bin_type=True))
+            batch, size = [], 4
+        batch.append(item)
+        size += n
+    if batch:
+        out.append(msgpack.packb([_WIRE_VERSION, *batch], use_bin_type=True))
+    return out
 
 
 def decode_entries(data: bytes) -> list[BackoffEntry]:

@@ -22,7 +22,7 @@ from fnlb.cluster.load import ClusterLoad, LocalLoad
 from fnlb.cluster.view import NodeView
 from fnlb.fnsim.fleet import Fleet
 from fnlb.fnsim.model import CallFinished, CallRejected, PoolConfig
-from fnlb.routing.backoff import Backoff, decode_entries, encode_entries
+from fnlb.routing.backoff import Backoff, decode_entries, pack_entries
 from fnlb.routing.hotset import WidthPolicy, WidthTracker, aligned_cut
 from fnlb.routing.router import Router, RouterPolicy
 
@@ -210,7 +210,8 @@ class RoutingSim:
                 self._post(p, "l", data)
             updates = p.router.backoff.take_updates()
             if updates:
-                self._post(p, "b", encode_entries(updates))
+                for message in pack_entries(updates):
+                    self._post(p, "b", message)
         while self.mail and self.mail[0][0] <= now:
             _at, _t, q, sender, kind, data = heapq.heappop(self.mail)
             if kind == "l":
