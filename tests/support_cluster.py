@@ -12,17 +12,17 @@ from tests.support import wait_for
 
 
 def peer_settings(name: str, join: tuple[str, ...] = (), **extra: Any) -> Settings:
-    return Settings(
-        listen="127.0.0.1:0",
-        mgmt_listen="127.0.0.1:0",
-        gossip_listen="127.0.0.1:0",
-        join=join,
-        node_name=name,
-        gossip_insecure=True,
-        hc_interval=0.3,
-        hc_timeout=1.0,
-        **extra,
-    )
+    values: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "mgmt_listen": "127.0.0.1:0",
+        "gossip_listen": "127.0.0.1:0",
+        "join": join,
+        "node_name": name,
+        "gossip_insecure": True,
+        "hc_interval": 0.3,
+        "hc_timeout": 1.0,
+    }
+    return Settings(**{**values, **extra})
 
 
 def gossip_seed(b: Balancer) -> str:

@@ -257,7 +257,7 @@ class ClusterService:
         nodes, self.state.recheck = self.state.recheck, []
         if self.check_now is not None:
             for node in nodes:
-                self.check_now(node)
+                self.check_now(node, confirm=True)
 
     def _on_member(self, event: MemberEvent) -> None:
         if event.kind in (EventKind.DEAD, EventKind.LEFT):

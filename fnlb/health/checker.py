@@ -5,7 +5,9 @@ A check passes when the node answers 2xx with JSON `{"version": "x.y.z"}` at lea
 a node just added, or one the proxy failed to connect to, is checked at once out of turn, so
 the first check decides a new node's state within milliseconds and a dead node leaves the
 routable set right after the first failed call (one passive failure + one failed check =
-the default `hc_unhealthy` of 2).
+the default `hc_unhealthy` of 2). A node under suspicion (a failed connection, or in a cluster
+a peer's "offline" verdict) is re-checked every 0.1 s until `hc_unhealthy` failures or one
+success settle it, so peers confirm a dead node in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from fnlb.cluster.registry import NodeDirectory
 from fnlb.config import Settings, parse_semver
 
 log = logging.getLogger("fnlb.health")
+
+CONFIRM_GAP_S = 0.1
+"""Seconds between the quick re-checks that confirm a suspected node."""
 
 
 class HealthChecker:
@@ -46,17 +51,24 @@ class HealthChecker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def check_now(self, node: str) -> None:
-        """Check `node` out of turn, unless a check of it is already running."""
+    def check_now(self, node: str, *, confirm: bool = False) -> None:
+        """Check `node` out of turn, unless a check of it is already running.
+
+        `confirm`: there is reason to think the node is down (a failed connection here, or a
+        peer's "offline"), so keep checking every CONFIRM_GAP_S until our own verdict is
+        reached either way, rather than waiting `hc_interval` between failures.
+        """
         task = self._in_flight.get(node)
         if task is not None and not task.done():
             return
-        self._in_flight[node] = asyncio.get_running_loop().create_task(self._check(node))
+        self._in_flight[node] = asyncio.get_running_loop().create_task(
+            self._check(node, confirm=confirm)
+        )
 
     def passive_failure(self, node: str, error: str) -> None:
         """The proxy could not connect to `node`: count it and re-check at once."""
         self._registry.record_check(node, False, error)
-        self.check_now(node)
+        self.check_now(node, confirm=True)
 
     async def _run(self) -> None:
         while True:
@@ -69,11 +81,15 @@ class HealthChecker:
             with contextlib.suppress(RuntimeError):  # no running loop: the first round checks
                 self.check_now(node)
 
-    async def _check(self, node: str) -> None:
-        ok, error = await self.probe(node)
-        self._registry.record_check(node, ok, error)
-        if not ok:
+    async def _check(self, node: str, *, confirm: bool = False) -> None:
+        for _ in range(self._settings.hc_unhealthy if confirm else 1):
+            ok, error = await self.probe(node)
+            self._registry.record_check(node, ok, error)
+            health = self._registry.health(node)
+            if ok or health is None or health.state == "offline":
+                return
             log.debug("health check failed", extra={"node": node, "error": error})
+            await asyncio.sleep(CONFIRM_GAP_S)
 
     async def probe(self, node: str) -> tuple[bool, str]:
         """One check of one node: (passed, why not)."""
