@@ -159,3 +159,37 @@ def test_the_whole_cluster_restarted_from_its_state_dirs_keeps_its_node_list(
     for result in results:
         assert not result.errors(), result.error_kinds()
         assert removed not in result.by_node()
+
+
+def test_a_rolling_restart_under_load_loses_no_call_in_flight(network: Network) -> None:
+    cluster = fnlb_peers_with_fn_nodes(network, lb_flags={"shutdown-timeout": 10})
+    slow_paths = [p.replace("ms=20", "ms=400") for p in PATHS]
+    loads = [
+        start_load(
+            cluster.client, p.traffic, slow_paths, count=100_000, deadline=30, rate=10,
+            concurrency=16, name=f"load-{p.host.name}",
+        )
+        for p in cluster.peers
+    ]  # fmt: skip
+    for load in loads:
+        load.wait_progress(10)
+    down: list[tuple[float, float]] = []  # per peer: SIGTERM sent, restarted and rejoined
+    for i, peer in enumerate(list(cluster.peers)):
+        term_at = time.monotonic()
+        assert peer.proc.terminate(timeout=20) == 0, peer.proc.log_tail()
+        cluster.restart(i)
+        cluster.wait_all_alive(timeout=REJOIN_BOUND)
+        down.append((term_at, time.monotonic()))
+        time.sleep(1.0)
+    results = [load.result() for load in loads]
+    for peer, result, (term_at, back_at) in zip(cluster.peers, results, down, strict=True):
+        print(result.summary_line(f"rolling-restart via {peer.host.name}", down=back_at - term_at))
+
+    for result, (term_at, back_at) in zip(results, down, strict=True):
+        in_flight = result.in_flight_at(term_at)
+        assert in_flight, "the SIGTERM should have found calls in flight"
+        assert all(c.ok for c in in_flight), result.error_kinds(in_flight)
+        for call in result.errors():
+            # only refused at connect, and only while its peer was down
+            assert call.status is None, result.error_kinds()
+            assert term_at <= call.start <= back_at, result.error_kinds()
