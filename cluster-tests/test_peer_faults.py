@@ -166,7 +166,7 @@ def test_a_rolling_restart_under_load_loses_no_call_in_flight(network: Network) 
     slow_paths = [p.replace("ms=20", "ms=400") for p in PATHS]
     loads = [
         start_load(
-            cluster.client, p.traffic, slow_paths, count=100_000, deadline=30, rate=10,
+            cluster.client, p.traffic, slow_paths, count=100_000, deadline=20, rate=10,
             concurrency=16, name=f"load-{p.host.name}",
         )
         for p in cluster.peers
