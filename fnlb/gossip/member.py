@@ -77,6 +77,8 @@ from fnlb.gossip.suspicion import Suspicion
 
 _SEEN_BROADCASTS = 4096  # user broadcasts remembered to stop echoes
 _MAX_RELAYS = 1024  # indirect pings run for others at once (each lives probe_timeout)
+NACK_FRACTION = 0.8
+"""Helpers nack this fraction of the probe timeout after relaying a ping."""
 
 
 def push_pull_interval(n: int, base: float) -> float:
@@ -622,8 +624,11 @@ class Member:
                 self.drops["relay_overflow"] += 1
                 return
             self._seq += 1
+            # Nack at 80 % of the probe timeout (as Lifeguard suggests): a nack sent at the full
+            # timeout reaches the prober after its probe ended, so every real failure would
+            # count as missing nacks and wrongly raise the prober's awareness score.
             self._relays[self._seq] = _Relay(
-                addr, msg.seq, now + self.profile.probe_timeout, msg.nack
+                addr, msg.seq, now + NACK_FRACTION * self.profile.probe_timeout, msg.nack
             )
             self._send(msg.target_addr, [codec.encode_message(Ping(self._seq, msg.target))])
         elif isinstance(msg, Nack):
