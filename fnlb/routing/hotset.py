@@ -17,8 +17,9 @@ by Little's law it is rate x duration, so it already weighs the rate by how long
 `target_utilisation` the share of them we plan to use (0.7, Knative's default), so a burst
 finds room before the width catches up. Two pressure signals add to it:
 
-- 503 busy answers for f at `busy_widen_rate` per second or more, cluster-wide: the width
-  grows by one node per tick while they last (the nodes it has are refusing calls);
+- 503 busy answers for f at `busy_widen_rate` per second or more and at least
+  `busy_widen_share` (a fifth) of its calls, cluster-wide: the width grows by one node per
+  tick while they last (the nodes it has refuse more calls than the back-off's spill absorbs);
 - optionally (`wait_widen_s`, off by default), a cluster-wide wait to start of that many
   seconds or more: one node more than `base`.
 
@@ -89,8 +90,13 @@ class WidthPolicy:
     tick_ms: int = 1000
     """Spacing of the settled cuts the tracker is fed (ms)."""
     busy_widen_rate: float = 0.5
-    """Cluster-wide 503s per second of one function that widen its hot set by one node per
-    tick while they last."""
+    """Cluster-wide 503s per second of one function that, together with `busy_widen_share`,
+    widen its hot set by one node per tick while they last."""
+    busy_widen_share: float = 0.2
+    """Share of a function's calls answered 503 from which its hot set widens. A few 503s
+    are the back-off's business (it spills the calls to the next node of the order and
+    probes the busy one); only when a fifth of the calls are still refused is the set too
+    narrow for what its nodes can take."""
     wait_widen_s: float = 0.0
     """Cluster-wide wait to start (s) from which a function gets one node more than its
     in-flight asks for; 0: off. Off by default: without Fn's wait header the "wait" is the
@@ -106,6 +112,8 @@ class WidthPolicy:
             raise LocalProtocolError("need min_width >= 1, max_width >= 0, tick_ms >= 1")
         if self.shrink_window_s < 0 or self.busy_widen_rate <= 0 or self.wait_widen_s < 0:
             raise LocalProtocolError("need shrink_window_s >= 0 and positive pressure limits")
+        if not 0 <= self.busy_widen_share <= 1:
+            raise LocalProtocolError("need 0 <= busy_widen_share <= 1")
 
     @property
     def window_ticks(self) -> int:
@@ -200,7 +208,7 @@ class WidthTracker:
         out: dict[str, int] = {}
         for fn, levels in table.items():
             target = base_width(levels, p)
-            if levels.busy_rate >= p.busy_widen_rate:
+            if levels.busy_rate >= max(p.busy_widen_rate, p.busy_widen_share * levels.rate):
                 target = max(target, previous.get(fn, p.min_width) + 1)
             target = min(target, cap)
             track = self._tracks.get(fn)

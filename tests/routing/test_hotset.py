@@ -162,3 +162,9 @@ def test_a_10x_burst_widens_the_function_on_every_peer_alike_and_it_shrinks_afte
         w <= 2 for p in sim.peers for t in ticks for fn, w in p.widths[t].items() if fn != "hot"
     )
     assert sim.record.failed == 0
+
+
+def test_a_few_503s_among_many_calls_are_left_to_the_back_off() -> None:
+    t = WidthTracker()
+    assert feed(t, 1, {"f": levels(3, rate=20.0, busy=2.0)}) == 1  # 10 % refused: spill copes
+    assert feed(t, 2, {"f": levels(3, rate=20.0, busy=5.0)}) == 2  # 25 %: widen
