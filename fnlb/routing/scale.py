@@ -211,10 +211,8 @@ class ScaleSignal:
         desired = max(desired, p.min_nodes)
         if p.max_nodes:
             desired = min(desired, p.max_nodes)
-        if desired == current_nodes:
-            rec = "hold"
-        elif rec == "in" and desired > current_nodes:
-            rec = "out"  # min_nodes above the current count
+        # the bounds may turn any answer around (min_nodes above the current count...)
+        rec = "out" if desired > current_nodes else "in" if desired < current_nodes else "hold"
         self.decision = ScaleDecision(
             cut_ms, desired, current_nodes, rec, panic, needed_containers, d_s, d_p
         )
