@@ -103,6 +103,12 @@ class Settings:
         metavar="PROFILE",
     )
 
+    routing: str = _opt(
+        "rendezvous",
+        "how calls pick nodes: rendezvous (each function's stable node order, identical on "
+        "every peer) or classic (the original fnlb's jump hash and wait-based walk)",
+        metavar="POLICY",
+    )
     state_dir: str = _opt(
         "",
         "directory where a peer keeps the node list across restarts (fsync'd before a change "
@@ -124,6 +130,7 @@ class Settings:
 _CHOICES: Mapping[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error"),
     "gossip_profile": ("default", "lan", "local"),
+    "routing": ("rendezvous", "classic"),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 import socket
 import time
@@ -33,6 +34,7 @@ from fnlb.metrics import metrics_handler
 from fnlb.proxy.handler import Proxy
 from fnlb.proxy.stats import CallStats
 from fnlb.proxy.wait import parse_wait_header
+from fnlb.routing.policy import make_policy
 
 log = logging.getLogger("fnlb.server")
 
@@ -122,6 +124,7 @@ class Balancer:
             passive_failure=self.health.passive_failure,
             parse_wait=parse_wait_header,
             load=self.load,
+            routing=make_policy(s.routing, random.Random()),
         )
         api = NodesApi(self.registry, self.stats)
         # Port 0 asks the OS for a free port per listener, so two ":0" addresses are two.

@@ -1,9 +1,9 @@
 """The data plane: one aiohttp handler that forwards a call to the node routing chose.
 
-Per call: function key -> the view's candidate order -> first node that takes the call ->
-response streamed back -> one observation into the stats and the load figures (in-flight,
-rate, wait: what the cluster shares and routing weighs). The current view is read once,
-with no lock and no await.
+Per call: function key -> the routing policy's candidates over the current view -> first
+node that takes the call -> response streamed back -> one observation into the stats, the
+load figures (in-flight, rate, wait: what the cluster shares) and the routing policy. The
+current view is read once, with no lock and no await.
 
 Retries never risk running a function twice. A call moves to the next candidate only when it
 is known not to have started: the connection could not be opened (nothing was sent), or the
@@ -31,6 +31,7 @@ from fnlb.cluster.load import LocalLoad
 from fnlb.cluster.registry import NodeDirectory
 from fnlb.proxy.stats import CallStats
 from fnlb.routing.function_key import function_key
+from fnlb.routing.policy import RoutingPolicy
 
 log = logging.getLogger("fnlb.proxy")
 
@@ -72,6 +73,7 @@ class Proxy:
         passive_failure: PassiveFailure,
         parse_wait: WaitParser,
         load: LocalLoad,
+        routing: RoutingPolicy,
     ) -> None:
         self._registry = registry
         self._session = session
@@ -79,12 +81,15 @@ class Proxy:
         self._passive_failure = passive_failure
         self._parse_wait = parse_wait
         self._load = load
+        self._routing = routing
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        key = function_key(request.path)
-        nodes = self._registry.view.candidates(key)
+        path = request.path
+        key = function_key(path)
+        view = self._registry.view
+        nodes = self._routing.candidates(view, key, path)
         if not nodes:
-            known = len(self._registry.view.states)
+            known = len(view.states)
             return json_error(
                 503,
                 "no Fn node is online to take the call"
@@ -170,6 +175,7 @@ class Proxy:
         finally:
             resp.release()
             self._load.call_finished(key, node, resp.status, wait, now - started, time.time())
+            self._routing.observe(node, key, request.path, resp.status, wait_header)
 
 
 def upstream_headers(request: web.Request) -> CIMultiDict[str]:
