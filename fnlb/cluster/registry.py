@@ -8,10 +8,12 @@ proxy's passive failures. Each change that alters a state publishes a new view; 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from fnlb.cluster.view import NodeView
+from fnlb.health.node_metrics import NodeMetrics
 from fnlb.health.verdict import NodeHealth, after_check
 
 log = logging.getLogger("fnlb.nodes")
@@ -37,6 +39,15 @@ class NodeDirectory(Protocol):
 
     def on_change(self, listener: Listener) -> None: ...
 
+    def record_metrics(self, node: str, metrics: NodeMetrics) -> None:
+        """A reading of the node's own /metrics (memory, queue), taken with a health check."""
+        ...
+
+    @property
+    def node_metrics(self) -> Mapping[str, NodeMetrics]:
+        """The newest reading of each node (replaced, never mutated: read it without locks)."""
+        ...
+
     async def put(self, node: str) -> dict[str, Any]:
         """Add `node`; the JSON answer of PUT /1/lb/nodes once the change is kept."""
         ...
@@ -56,6 +67,7 @@ class NodeRegistry:
         self._listeners: list[Listener] = []
         self._version = 0
         self.view = NodeView(0, {})
+        self._metrics: Mapping[str, NodeMetrics] = MappingProxyType({})
         for node in nodes:
             self.add(node)
 
@@ -80,6 +92,14 @@ class NodeRegistry:
             listener(node, True)
         return True
 
+    @property
+    def node_metrics(self) -> Mapping[str, NodeMetrics]:
+        return self._metrics
+
+    def record_metrics(self, node: str, metrics: NodeMetrics) -> None:
+        if node in self._health:
+            self._metrics = MappingProxyType({**self._metrics, node: metrics})
+
     async def put(self, node: str) -> dict[str, Any]:
         self.add(node)
         return {"msg": "node added"}
@@ -92,6 +112,7 @@ class NodeRegistry:
         """Remove a node; False if it was not there."""
         if self._health.pop(node, None) is None:
             return False
+        self._metrics = MappingProxyType({n: m for n, m in self._metrics.items() if n != node})
         self._publish()
         log.info("node removed", extra={"node": node})
         for listener in self._listeners:

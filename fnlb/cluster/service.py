@@ -28,6 +28,7 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -47,6 +48,7 @@ from fnlb.errors import BadRequest, RemoteProtocolError
 from fnlb.gossip.member import EventKind, MemberEvent
 from fnlb.gossip.messages import MemberState
 from fnlb.gossip.runtime import GossipRuntime
+from fnlb.health.node_metrics import NodeMetrics
 from fnlb.health.verdict import NodeHealth
 
 log = logging.getLogger("fnlb.cluster")
@@ -151,6 +153,13 @@ class ClusterService:
 
     def record_check(self, node: str, ok: bool, error: str = "") -> None:
         self.state.record_check(node, ok, now_ms(), error)
+
+    def record_metrics(self, node: str, metrics: NodeMetrics) -> None:
+        self.state.record_metrics(node, metrics)
+
+    @property
+    def node_metrics(self) -> Mapping[str, NodeMetrics]:
+        return self.state.node_metrics
 
     async def put(self, node: str) -> dict[str, Any]:
         delta = self.state.add_node(node, now_ms())
@@ -369,6 +378,7 @@ class ClusterService:
                     "cluster": r.cluster,
                     "routable_here": r.routable_here,
                     "verdicts": {p: "online" if ok else "offline" for p, ok in r.verdicts.items()},
+                    "metrics": _metrics_report(self.state.node_metrics.get(r.address)),
                 }
                 for r in self.state.report()
             ],
@@ -392,6 +402,19 @@ class ClusterService:
                 }
             )
         return out
+
+
+def _metrics_report(m: NodeMetrics | None) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    return {
+        "queued": m.queued,
+        "running": m.running,
+        "mem_used": m.mem_used,
+        "mem_avail": m.mem_avail,
+        "busy": m.busy,
+        "age_ms": max(0, now_ms() - m.at_ms),
+    }
 
 
 def _meta_mgmt_port(meta: bytes) -> int:

@@ -12,9 +12,11 @@ clock, milliseconds: stamps are compared across hosts); every output is returned
 - which peers are alive, told by the gossip runtime (only live peers' verdicts count).
 
 Wire format (msgpack): a broadcast is `[kind, ...]` with kind `"n"` (node-set entries), `"v"`
-(one peer's verdict on one node) or `"l"` (one peer's load digest, fnlb.cluster.load_digest,
-sent a few times a second; load is not part of push-pull: it is fresh within a second anyway
-and stale after five); a push-pull state is a map with the node-set snapshot
+(one peer's verdict on one node), `"m"` (a node's /metrics reading: the newest one wins
+everywhere, so all peers weigh the same figures) or `"l"` (one peer's load digest,
+fnlb.cluster.load_digest, sent a few times a second; load is not part of push-pull: it is
+fresh within a second anyway and stale after five); a push-pull state is a map with the
+node-set snapshot
 and every verdict we hold. Anything malformed raises RemoteProtocolError and is dropped by the
 caller, counted by reason.
 """
@@ -22,8 +24,9 @@ caller, counted by reason.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final
 
 import msgpack
@@ -35,6 +38,7 @@ from fnlb.cluster.load import ClusterLoad
 from fnlb.cluster.nodeset import Entry, MergeResult, NodeSet
 from fnlb.cluster.view import NodeView
 from fnlb.errors import RemoteProtocolError
+from fnlb.health.node_metrics import NodeMetrics, metrics_from_wire
 from fnlb.health.verdict import NodeHealth, State, after_check
 
 _MAX_STATE_BYTES: Final = 8 << 20
@@ -75,6 +79,8 @@ class ClusterState:
         self._unhealthy = unhealthy
         self.nodes = nodeset if nodeset is not None else NodeSet(HybridClock(name))
         self.verdicts = VerdictTable()
+        self.node_metrics: Mapping[str, NodeMetrics] = MappingProxyType({})
+        """The newest /metrics reading of each node, by whichever peer took it."""
         self.load = ClusterLoad()
         """Every peer's latest load digest (ours included), merged into cluster figures."""
         self.health: dict[str, NodeHealth] = {}
@@ -116,6 +122,18 @@ class ClusterState:
             (b"v/" + node.encode(), _pack(["v", self.name, node, verdict.online, verdict.stamp]))
         )
         self._publish()
+
+    def record_metrics(self, node: str, metrics: NodeMetrics) -> None:
+        """Our own reading of a node's /metrics: keep it if newest, and share it."""
+        if self._keep_metrics(node, metrics):
+            self._outbox.append((b"m/" + node.encode(), _pack(["m", node, metrics.to_wire()])))
+
+    def _keep_metrics(self, node: str, metrics: NodeMetrics) -> bool:
+        held = self.node_metrics.get(node)
+        if node not in self.nodes or (held is not None and held.at_ms >= metrics.at_ms):
+            return False
+        self.node_metrics = MappingProxyType({**self.node_metrics, node: metrics})
+        return True
 
     def queue_load(self, digest: bytes, now_s: float) -> None:
         """Share our load digest (and count it ourselves); a newer one replaces it in flight."""
@@ -161,6 +179,12 @@ class ClusterState:
             return self._merged(self.nodes.merge(msg[1], now))
         if kind == "v" and len(msg) == 5:
             return self._merge_verdict(msg[1], msg[2], msg[3], msg[4])
+        if kind == "m" and len(msg) == 3 and isinstance(msg[1], str):
+            metrics = metrics_from_wire(msg[2])
+            if metrics is None:
+                raise RemoteProtocolError("bad_node_metrics", "malformed node metrics")
+            self._keep_metrics(msg[1], metrics)
+            return False
         if kind == "l" and len(msg) == 3 and isinstance(msg[1], str) and isinstance(msg[2], bytes):
             if msg[1] != self.name:
                 self.load.merge(msg[1], msg[2], now / 1000)
@@ -216,6 +240,10 @@ class ClusterState:
         for node in [n for n in self.health if n not in members]:
             del self.health[node]
             self.verdicts.forget_node(node)
+        if any(n not in members for n in self.node_metrics):
+            self.node_metrics = MappingProxyType(
+                {n: m for n, m in self.node_metrics.items() if n in members}
+            )
         self._publish()
 
     # -- what routing and operators read ------------------------------------------------

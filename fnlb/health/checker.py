@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import aiohttp
 
 from fnlb.cluster.registry import NodeDirectory
 from fnlb.config import Settings, parse_semver
+from fnlb.health.node_metrics import parse_fn_metrics
 
 log = logging.getLogger("fnlb.health")
 
@@ -86,10 +88,25 @@ class HealthChecker:
             ok, error = await self.probe(node)
             self._registry.record_check(node, ok, error)
             health = self._registry.health(node)
+            if ok and not confirm:
+                await self._read_metrics(node)
             if ok or health is None or health.state == "offline":
                 return
             log.debug("health check failed", extra={"node": node, "error": error})
             await asyncio.sleep(CONFIRM_GAP_S)
+
+    async def _read_metrics(self, node: str) -> None:
+        """The node's own load figures (fn_* on /metrics), when it publishes them."""
+        try:
+            async with self._session.get(f"http://{node}/metrics", timeout=self._timeout) as r:
+                if r.status != 200:
+                    return
+                text = await r.text()
+        except (aiohttp.ClientError, OSError, ValueError, TimeoutError):
+            return
+        metrics = parse_fn_metrics(text, int(time.time() * 1000))
+        if metrics is not None:
+            self._registry.record_metrics(node, metrics)
 
     async def probe(self, node: str) -> tuple[bool, str]:
         """One check of one node: (passed, why not)."""

@@ -170,3 +170,28 @@ async def test_five_peers_route_a_new_node_and_drop_a_dead_one_after_one_failed_
     finally:
         for backend in (a, b):
             await backend.stop()
+
+
+async def test_nodes_memory_figures_are_read_and_shared_by_every_peer() -> None:
+    from fnlb.fnsim import start_nodes
+
+    fn = await start_nodes(1)
+    try:
+        async with peers(3) as group, aiohttp.ClientSession() as client:
+            await put(client, group[0], fn.addresses[0])
+
+            def everyone_knows() -> bool:
+                return all(
+                    fn.addresses[0] in p.registry.node_metrics
+                    and p.registry.node_metrics[fn.addresses[0]].mem_avail > 0
+                    for p in group
+                )
+
+            await wait_for(everyone_knows, within=10)
+            # Every peer reads the node itself; the newest reading wins everywhere.
+            await wait_for(
+                lambda: len({p.registry.node_metrics[fn.addresses[0]] for p in group}) == 1,
+                within=10,
+            )
+    finally:
+        await fn.close()
