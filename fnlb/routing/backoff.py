@@ -27,8 +27,9 @@ others made, keeping the later end time. Entries learned from peers are not sent
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final
 
 import msgpack
@@ -54,6 +55,7 @@ _WIRE_VERSION: Final = 1
 _MAX_WIRE_BYTES: Final = 16_384
 _MAX_NAME: Final = 1024
 _WAIT_DECAY: Final = 0.3
+_NO_ENTRIES: Final[Mapping[str, float]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,16 @@ class Backoff:
             return False
         until = per_fn.get(node)
         return until is not None and now < until
+
+    def tables(self, fn: str) -> tuple[Mapping[str, float], Mapping[str, float]]:
+        """(node -> end of avoidance for `fn`, node -> end of node-wide avoidance): what
+        `avoided` reads, for a caller that asks about many nodes at once. Read-only."""
+        return self._fns.get(fn, _NO_ENTRIES), self._nodes
+
+    def affects(self, fn: str) -> bool:
+        """Whether some entry (maybe ended, until `expire` runs) concerns calls of `fn`: if
+        not, the router need not ask about each node."""
+        return bool(self._nodes) or fn in self._fns
 
     # -- observations --------------------------------------------------------------------
 

@@ -230,13 +230,21 @@ class Router:
         if n <= 1:
             return order
         s = self._shared
-        w = s.widths.get(key, self._policy.min_width)
+        p = self._policy
+        w = s.widths.get(key, p.min_width)
         if w > n:
             w = n
-        avoiding = bool(s.full) or now < self.backoff.active_until
-        cap = self.cap(n)
-        if w == 1 and not avoiding and self.load(order[0]) < cap:
-            return order  # the common case: one warm home, not overloaded
+        backoff = self.backoff
+        avoiding = bool(s.full) or (now < backoff.active_until and backoff.affects(key))
+        # self.cap(n), written out: this is the path every call takes
+        cap = float(ceil(p.balance_factor * (self._local_total + s.remote_total + 1) / n))
+        if cap < p.load_floor:
+            cap = float(p.load_floor)
+        if w == 1 and not avoiding:
+            home = order[0]
+            load = self._local.get(home, 0) + s.peers_in_flight.get(home, 0)
+            if load * s.weights.get(home, 1.0) < cap:
+                return order  # the common case: one warm home, not overloaded
         return self._ordered(key, order, w, cap, now, avoiding)
 
     def _ordered(
@@ -246,19 +254,22 @@ class Router:
         local = self._local
         remote = s.peers_in_flight
         weights = s.weights
-        backoff = self.backoff
         full = s.full
+        per_fn, node_wide = self.backoff.tables(key)
         hot: list[tuple[float, int, str]] = []
         late: list[str] = []
         for i in range(w):
             node = order[i]
-            if avoiding and (node in full or backoff.avoided(key, node, now)):
+            if avoiding and (
+                node in full or now < per_fn.get(node, 0.0) or now < node_wide.get(node, 0.0)
+            ):
                 late.append(node)
                 continue
             load = (local.get(node, 0) + remote.get(node, 0)) * weights.get(node, 1.0)
             hot.append((load, i, node))
         hot.sort()
         chosen: str | None = None
+        overflow = False  # chosen from beyond the hot set
         under = [h for h in hot if h[0] < cap]
         if under:
             if self._policy.choice == "least" or len(under) == 1:
@@ -269,26 +280,37 @@ class Router:
             # Bounded load: every usable hot node is at the cap; overflow along the order.
             for i in range(w, len(order)):
                 node = order[i]
-                if avoiding and (node in full or backoff.avoided(key, node, now)):
+                if avoiding and (
+                    node in full or now < per_fn.get(node, 0.0) or now < node_wide.get(node, 0.0)
+                ):
                     continue
                 load = (local.get(node, 0) + remote.get(node, 0)) * weights.get(node, 1.0)
                 if load < cap:
                     chosen = node
+                    overflow = True
                     break
             if chosen is None and hot:
                 chosen = hot[0][2]  # everyone is full: the least loaded hot node
-        out: list[str] = []
-        if chosen is not None:
-            out.append(chosen)
-        out.extend(h[2] for h in hot if h[2] != chosen)
-        for i in range(w, len(order)):
-            node = order[i]
-            if node == chosen:
-                continue
-            if avoiding and (node in full or backoff.avoided(key, node, now)):
-                late.append(node)
-                continue
-            out.append(node)
+        out: list[str] = [h[2] for h in hot]
+        if chosen is not None and hot and chosen == hot[0][2]:
+            pass  # the least loaded hot node: already first
+        elif chosen is not None:
+            if chosen in out:
+                out.remove(chosen)  # p2c's pick
+            out.insert(0, chosen)
+        if not avoiding and not overflow:
+            out.extend(order[w:])  # the tail as it is: one C-level copy
+        else:
+            for i in range(w, len(order)):
+                node = order[i]
+                if node == chosen:
+                    continue
+                if avoiding and (
+                    node in full or now < per_fn.get(node, 0.0) or now < node_wide.get(node, 0.0)
+                ):
+                    late.append(node)
+                    continue
+                out.append(node)
         out.extend(late)
         return out
 
