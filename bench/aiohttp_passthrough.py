@@ -30,7 +30,11 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 def make_app(upstreams: list[str]) -> web.Application:
     async def open_session(app: web.Application) -> None:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=300)
-        app[SESSION] = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        # No overall deadline, as fnlb has none: a timer per call would be extra work.
+        timeout = aiohttp.ClientTimeout(total=None)
+        app[SESSION] = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False
+        )
 
     async def close_session(app: web.Application) -> None:
         await app[SESSION].close()
