@@ -28,8 +28,9 @@ class Seen:
 class Backend:
     """An Fn-like aiohttp server that records calls; `handler` decides each call's answer.
 
-    `GET /version` answers `{"version": self.version}` (or `self.version_status`) and is not
-    recorded, so health checks do not disturb what a test counts.
+    `GET /version` answers `{"version": self.version}` (or `self.version_status`) and
+    `GET /metrics` answers 404, neither recorded, so health checks do not disturb what a test
+    counts.
     """
 
     def __init__(self, name: str, handler: Handler | None = None) -> None:
@@ -37,6 +38,8 @@ class Backend:
         self.handler: Handler = handler or self.default
         self.version = "0.3.579"
         self.version_status = 200
+        self.record_metrics = False
+        """Treat GET /metrics (read by health checks) as a call, to test how it is read."""
         self.seen: list[Seen] = []
         self.peer_ports: set[int] = set()
         self.cancelled = 0
@@ -57,6 +60,8 @@ class Backend:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         if request.path == "/version":
             return web.json_response({"version": self.version}, status=self.version_status)
+        if request.path == "/metrics" and request.method == "GET" and not self.record_metrics:
+            return web.Response(status=404)
         peer = request.transport.get_extra_info("peername") if request.transport else None
         if peer:
             self.peer_ports.add(peer[1])

@@ -25,6 +25,9 @@ from fnlb.health.node_metrics import parse_fn_metrics
 
 log = logging.getLogger("fnlb.health")
 
+MAX_METRICS_BYTES = 1 << 20
+"""A node's /metrics page larger than this is ignored (an Fn page is a few KiB)."""
+
 CONFIRM_GAP_S = 0.1
 """Seconds between the quick re-checks that confirm a suspected node."""
 
@@ -99,9 +102,19 @@ class HealthChecker:
         """The node's own load figures (fn_* on /metrics), when it publishes them."""
         try:
             async with self._session.get(f"http://{node}/metrics", timeout=self._timeout) as r:
-                if r.status != 200:
+                if r.status != 200 or (r.content_length or 0) > MAX_METRICS_BYTES:
                     return
-                text = await r.text()
+                chunks: list[bytes] = []
+                size = 0
+                while size <= MAX_METRICS_BYTES:
+                    chunk = await r.content.read(MAX_METRICS_BYTES + 1 - size)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+                if size > MAX_METRICS_BYTES:
+                    return  # not an Fn metrics page: never read an unbounded answer
+                text = b"".join(chunks).decode("utf-8", "replace")
         except (aiohttp.ClientError, OSError, ValueError, TimeoutError):
             return
         metrics = parse_fn_metrics(text, int(time.time() * 1000))

@@ -5,9 +5,10 @@ node that takes the call -> response streamed back -> one observation into the s
 load figures (in-flight, rate, wait: what the cluster shares) and the routing policy. The
 current view is read once, with no lock and no await.
 
-Retries never risk running a function twice. A call moves to the next candidate only when it
-is known not to have started: the connection could not be opened (nothing was sent), or the
-node answered 503 with `Retry-After` (Fn's "server too busy", sent before the call runs).
+Retries never risk running a POST twice. A call moves to the next candidate only when it is
+known not to have started: the connection could not be opened (nothing was sent), or the
+node answered 503 with `Retry-After` (Fn's "server too busy", sent before the call runs), or
+- for idempotent methods only, as HTTP allows - the connection died before any answer.
 A busy answer can only be retried when the request body is still in hand, so bodies up to
 `BUFFER_LIMIT` are read first (cheaper too); larger or unsized ones are streamed and only the
 connection failure is retried. Anything after the request may have reached the function — a
@@ -55,6 +56,9 @@ HOP_BY_HOP: Final = frozenset(
         "expect",
     }
 )
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+"""Methods a client may repeat after a failure (RFC 9110 9.2.2)."""
+
 _NOT_COPIED_FROM_BUFFERED_RESPONSE: Final = HOP_BY_HOP | {"content-length"}
 
 PassiveFailure = Callable[[str, str], None]
@@ -122,6 +126,19 @@ class Proxy:
                 failures.append(f"{node}: {_describe(e)}")
                 self._passive_failure(node, _describe(e))
                 continue
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+                load.call_finished(key, node, 502, None, None, time.time())
+                if request.method in IDEMPOTENT and replayable and i < last:
+                    # The connection died before any answer (typically a pooled keep-alive
+                    # connection to a node that just died). HTTP lets a client repeat an
+                    # idempotent request (RFC 9110 9.2.2); a POST may have run: never resent.
+                    failures.append(f"{node}: {_describe(e)}")
+                    self._passive_failure(node, _describe(e))
+                    continue
+                log.warning("call failed after it may have started", extra={"node": node})
+                return json_error(
+                    502, f"node {node} failed during the call ({_describe(e)}); not retried"
+                )
             except (aiohttp.ClientError, TimeoutError) as e:
                 load.call_finished(key, node, 502, None, None, time.time())
                 log.warning("call failed after it may have started", extra={"node": node})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from aiohttp import web
+
 from tests.support import Backend, running_balancer, wait_for
 
 
@@ -63,5 +65,26 @@ async def test_a_node_that_comes_back_is_used_again() -> None:
             await wait_for(lambda: lb.registry.view.states[b.address] == "offline")
             await b.start(port)
             await wait_for(lambda: lb.registry.view.states[b.address] == "online")
+    finally:
+        await b.stop()
+
+
+async def test_a_huge_metrics_answer_is_not_read() -> None:
+    async def endless(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"fn_util_mem_avail 5\n")  # looks like Fn, then never ends
+        for _ in range(3):  # 3 MiB more, unsized
+            await resp.write(b"# " + b"x" * (1 << 20) + b"\n")
+        return resp
+
+    b = Backend("n", endless)
+    b.record_metrics = True
+    await b.start()
+    try:
+        async with running_balancer(nodes=b.address) as lb:
+            await wait_for(lambda: len(b.seen) >= 3)  # two reads done, a third begun
+            await wait_for(lambda: lb.registry.view.states[b.address] == "online")
+            assert lb.registry.node_metrics == {}
     finally:
         await b.stop()

@@ -184,6 +184,27 @@ async def test_a_call_that_may_have_started_is_never_resent(
         assert sum(len(b.seen) for b in backends) == 1
 
 
+async def test_an_idempotent_call_whose_connection_dies_goes_to_the_next_node(
+    backends: list[Backend], client: aiohttp.ClientSession
+) -> None:
+    async def hang_up(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.close()  # as a node that died with our request in its socket
+        await asyncio.sleep(1)
+        return web.Response()
+
+    async with running_balancer(nodes=",".join(b.address for b in backends)) as lb:
+        await all_online(lb, 3)
+        order = lb.registry.view.candidates("r/app/get")
+        first = next(b for b in backends if b.address == order[0])
+        first.handler = hang_up
+        async with client.get(url(lb, "/r/app/get")) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["node"] != first.name
+        async with client.post(url(lb, "/r/app/get")) as resp:
+            assert resp.status == 502  # a POST may have run: never resent
+
+
 async def test_no_online_node_is_503_and_every_node_failing_is_502(
     client: aiohttp.ClientSession,
 ) -> None:
