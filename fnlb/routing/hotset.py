@@ -17,7 +17,7 @@ by Little's law it is rate x duration, so it already weighs the rate by how long
 `target_utilisation` the share of them we plan to use (0.7, Knative's default), so a burst
 finds room before the width catches up. Two pressure signals add to it:
 
-- 503 busy answers for f at `busy_widen_rate` per second or more and at least
+- 503 busy answers for f at `busy_widen_rate` (2) per second or more and at least
   `busy_widen_share` (a fifth) of its calls, cluster-wide: the width grows by one node per
   tick while they last (the nodes it has refuse more calls than the back-off's spill absorbs);
 - optionally (`wait_widen_s`, off by default), a cluster-wide wait to start of that many
@@ -89,7 +89,7 @@ class WidthPolicy:
     window). Longer keeps containers warm through lulls; shorter concentrates sooner."""
     tick_ms: int = 1000
     """Spacing of the settled cuts the tracker is fed (ms)."""
-    busy_widen_rate: float = 0.5
+    busy_widen_rate: float = 2.0
     """Cluster-wide 503s per second of one function that, together with `busy_widen_share`,
     widen its hot set by one node per tick while they last."""
     busy_widen_share: float = 0.2

@@ -79,10 +79,10 @@ def test_widths_are_capped_by_nodes_and_max_width() -> None:
 
 def test_busy_answers_widen_one_node_per_tick_while_they_last() -> None:
     t = WidthTracker(WidthPolicy(shrink_window_s=5.0))
-    assert feed(t, 1, {"f": levels(3, busy=2.0)}) == 2
-    assert feed(t, 2, {"f": levels(3, busy=2.0)}) == 3
-    assert feed(t, 3, {"f": levels(3, busy=0.2)}) == 3  # below busy_widen_rate: no growth
-    assert feed(t, 4, {"f": levels(3, busy=2.0)}) == 4
+    assert feed(t, 1, {"f": levels(3, busy=3.0)}) == 2
+    assert feed(t, 2, {"f": levels(3, busy=3.0)}) == 3
+    assert feed(t, 3, {"f": levels(3, busy=1.0)}) == 3  # below busy_widen_rate: no growth
+    assert feed(t, 4, {"f": levels(3, busy=3.0)}) == 4
     for tick in range(5, 9):
         assert feed(t, tick, {"f": levels(3)}) == 4
     assert feed(t, 9, {"f": levels(3)}) == 1
@@ -166,5 +166,5 @@ def test_a_10x_burst_widens_the_function_on_every_peer_alike_and_it_shrinks_afte
 
 def test_a_few_503s_among_many_calls_are_left_to_the_back_off() -> None:
     t = WidthTracker()
-    assert feed(t, 1, {"f": levels(3, rate=20.0, busy=2.0)}) == 1  # 10 % refused: spill copes
-    assert feed(t, 2, {"f": levels(3, rate=20.0, busy=5.0)}) == 2  # 25 %: widen
+    assert feed(t, 1, {"f": levels(3, rate=40.0, busy=4.0)}) == 1  # 10 % refused: spill copes
+    assert feed(t, 2, {"f": levels(3, rate=40.0, busy=10.0)}) == 2  # 25 %: widen

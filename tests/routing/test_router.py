@@ -32,7 +32,7 @@ def test_same_view_same_decisions_for_100000_keys() -> None:
     """Two routers (two peers) fed equal views and equal shared figures choose alike."""
     keys = [f"r/app{i % 97}/fn{i}" for i in range(100_000)]
     widths = {k: 1 + i % 4 for i, k in enumerate(keys[::50])}
-    remote = {n: i % 3 for i, n in enumerate(NODES)}  # all under the cap of 4
+    remote = {n: i % 3 for i, n in enumerate(NODES)}  # all under the cap of 6
     a, b = Router(), Router()
     va, vb = view(), view()
     for r in (a, b):
@@ -77,7 +77,7 @@ def test_within_the_hot_set_the_least_loaded_node_is_chosen_ties_to_the_home() -
 def test_a_light_load_stays_on_the_home_node() -> None:
     r, v = Router(), view()
     order = v.candidates("f")
-    busy(r, order[0], 3, key="f")  # 3 in flight, below the load floor of 4
+    busy(r, order[0], 5, key="f")  # 5 in flight, below the load floor of 6
     assert r.candidates("f", v, T)[0] == order[0]
 
 
@@ -155,7 +155,7 @@ def test_a_busy_answer_observed_by_the_router_moves_the_function() -> None:
     r.call_finished("f", order[1], 200, 0.01, T + 0.6)
     r.call_finished("f", order[1], 200, 0.01, T + 0.6)  # an extra finish cannot go negative
     assert r.local_in_flight(order[1]) == 0
-    assert r.cap(10) == 4
+    assert r.cap(10) == 6  # the floor
 
 
 def test_two_choices_picks_the_lighter_of_two_hot_nodes() -> None:
@@ -188,7 +188,7 @@ def steady(t: float) -> dict[str, tuple[float, float]]:
 
 @pytest.mark.slow
 def test_a_saturated_node_loses_the_functions_new_calls_and_gets_them_back() -> None:
-    """Node X, home of f, is filled by 20 s calls of another function from 10 s to 30 s and
+    """Node X, home of f (20 calls/s), is filled by 20 s calls of another function from 10 s to 30 s and
     answers f's calls 503 busy (after 0.5 s; a cold start takes 0.3 s).
     The peers move f to the next node of its order, probing X now and then, and give it back
     once X recovers. The back-off is shared: the peers that never saw a 503 avoid X too."""
@@ -197,16 +197,20 @@ def test_a_saturated_node_loses_the_functions_new_calls_and_gets_them_back() -> 
     home, spill = order[0], order[1]
     for k in range(8):
         sim.send_direct(10.0 + 0.001 * k, sim.index[home], "hog", 20.0)
-    sim.run(70.0, steady)
+    sim.run(100.0, steady)
 
     def share(node: str, start: float, end: float) -> float:
         picks = [n for t, _p, fn, n in sim.record.first_choice if fn == "f" and start <= t < end]
         return picks.count(node) / len(picks)
 
-    # (calls waiting on the first cold start overflow the load floor of 4 for a moment)
+    # (calls waiting on the first cold start may overflow the load floor for a moment)
     assert share(home, 0.0, 10.0) > 0.85
     assert share(home, 11.0, 30.0) < 0.1  # only probes
     assert share(spill, 11.0, 30.0) > 0.85  # the next node of f's order
-    assert share(home, 40.0, 70.0) > 0.95  # recovered (the back-off ends within 15 s)
+    # recovered: the back-off ends within 15 s; the calls that waited for their 503 at X
+    # counted as f's in-flight and widened f to two nodes, so X first shares f with the
+    # spill node, then has it alone again once the width's 60 s window has passed
+    assert share(home, 40.0, 70.0) > 0.4
+    assert share(home, 85.0, 100.0) > 0.95
     assert sim.record.failed == 0  # every refused call was placed on another node
     assert sim.record.busy_503 < 40  # ~400 calls of f in 20 s: avoiding beats retrying
