@@ -188,8 +188,8 @@ def steady(t: float) -> dict[str, tuple[float, float]]:
 
 @pytest.mark.slow
 def test_a_saturated_node_loses_the_functions_new_calls_and_gets_them_back() -> None:
-    """Node X, home of f (20 calls/s), is filled by 20 s calls of another function from 10 s to 30 s and
-    answers f's calls 503 busy (after 0.5 s; a cold start takes 0.3 s).
+    """Node X, home of f (20 calls/s), is filled by 20 s calls of another function from 10 s
+    to 30 s and answers f's calls 503 busy (after 0.5 s; a cold start takes 0.3 s).
     The peers move f to the next node of its order, probing X now and then, and give it back
     once X recovers. The back-off is shared: the peers that never saw a 503 avoid X too."""
     sim = RoutingSim(nodes=5, peers=3, seed=4, pool=PoolConfig(max_wait_s=0.5))
