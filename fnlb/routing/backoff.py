@@ -108,13 +108,22 @@ class Backoff:
     `active` lets it skip even those when nothing is avoided.
     """
 
-    __slots__ = ("_fns", "_nodes", "_pairs", "_policy", "_updates", "active_until")
+    __slots__ = (
+        "_fns",
+        "_node_fns",
+        "_nodes",
+        "_pairs",
+        "_policy",
+        "_updates",
+        "active_until",
+    )
 
     def __init__(self, policy: BackoffPolicy | None = None) -> None:
         self._policy = policy or BackoffPolicy()
         self._policy.check()
         self._pairs: dict[tuple[str, str], _Pair] = {}  # (fn, node), oldest first
         self._fns: dict[str, dict[str, float]] = {}  # fn -> node -> until (avoided pairs)
+        self._node_fns: dict[str, dict[str, float]] = {}  # node -> fn -> until (the same)
         self._nodes: dict[str, float] = {}  # node -> until (node-wide)
         self._updates: dict[tuple[str, str], float] = {}
         self.active_until = 0.0
@@ -224,6 +233,10 @@ class Backoff:
             per = self._fns[fn]
             for node in [n for n, u in per.items() if u <= now]:
                 del per[node]
+                by_node = self._node_fns[node]
+                del by_node[fn]
+                if not by_node:
+                    del self._node_fns[node]
                 ended += 1
             if not per:
                 del self._fns[fn]
@@ -257,6 +270,10 @@ class Backoff:
             if per.get(node, 0.0) >= until:
                 return False
             per[node] = until
+            by_node = self._node_fns.get(node)
+            if by_node is None:
+                by_node = self._node_fns[node] = {}
+            by_node[fn] = until
             self._node_wide(node, now, local)
         self.active_until = max(self.active_until, until)
         if local:
@@ -265,7 +282,7 @@ class Backoff:
 
     def _node_wide(self, node: str, now: float, local: bool) -> None:
         """Avoid `node` for all when `node_wide_after` functions avoid it at once."""
-        ends = [u for per in self._fns.values() if (u := per.get(node, 0.0)) > now]
+        ends = [u for u in self._node_fns[node].values() if u > now]
         if len(ends) < self._policy.node_wide_after:
             return
         until = sorted(ends)[-self._policy.node_wide_after]
