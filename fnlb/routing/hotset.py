@@ -87,6 +87,8 @@ class WidthPolicy:
     shrink_window_s: float = 60.0
     """Seconds a width is held after the load that asked for it has gone (Knative's stable
     window). Longer keeps containers warm through lulls; shorter concentrates sooner."""
+    grow_after_s: float = 0.0
+    """Seconds a higher target must last before the width follows; 0: at the first tick."""
     tick_ms: int = 1000
     """Spacing of the settled cuts the tracker is fed (ms)."""
     busy_widen_rate: float = 2.0
@@ -116,6 +118,11 @@ class WidthPolicy:
             raise LocalProtocolError("need 0 <= busy_widen_share <= 1")
 
     @property
+    def confirm_ticks(self) -> int:
+        """Ticks a higher target must last before the width follows (1: at once)."""
+        return max(1, ceil(self.grow_after_s * 1000.0 / self.tick_ms - 1e-9))
+
+    @property
     def window_ticks(self) -> int:
         """Ticks over which the maximum target is taken (at least 1: the current one)."""
         return max(1, ceil(self.shrink_window_s * 1000.0 / self.tick_ms))
@@ -142,12 +149,25 @@ NO_WIDTHS: Final[Mapping[str, int]] = MappingProxyType({})
 
 
 class _Track:
-    """Targets of one function over the window, as a monotonic (decreasing) deque."""
+    """Targets of one function: the last few raw ones (to confirm a rise) and the confirmed
+    ones over the window, as a monotonic (decreasing) deque."""
 
-    __slots__ = ("targets",)
+    __slots__ = ("raw", "targets")
 
     def __init__(self) -> None:
         self.targets: deque[tuple[int, int]] = deque()  # (tick, target), targets decreasing
+        self.raw: deque[tuple[int, int]] = deque()  # (tick, raw target), the last few ticks
+
+    def confirmed(self, tick: int, raw: int, ticks: int, floor: int) -> int:
+        """The lowest raw target of the last `ticks` ticks; `floor` if one is missing (the
+        function was cold then)."""
+        q = self.raw
+        q.append((tick, raw))
+        while q[0][0] <= tick - ticks:
+            q.popleft()
+        if len(q) < ticks:
+            return floor
+        return min(t for _k, t in q)
 
     def push(self, tick: int, target: int, oldest: int) -> int:
         q = self.targets
@@ -163,6 +183,10 @@ class _Track:
         while q and q[0][0] < oldest:
             q.popleft()
         return q[0][1] if q else 0
+
+    def rising(self, tick: int, ticks: int, floor: int) -> bool:
+        """Whether a raw target above `floor` may still be confirmed."""
+        return any(k > tick - ticks and t > floor for k, t in self.raw)
 
 
 class WidthTracker:
@@ -204,6 +228,7 @@ class WidthTracker:
         oldest = tick - p.window_ticks + 1
         cap = nodes if p.max_width == 0 else min(nodes, p.max_width)
         cap = max(cap, p.min_width)
+        confirm = p.confirm_ticks
         previous = self.widths
         out: dict[str, int] = {}
         for fn, levels in table.items():
@@ -216,6 +241,8 @@ class WidthTracker:
                 if target <= p.min_width:
                     continue  # nothing to remember: the default width
                 track = self._tracks[fn] = _Track()
+            if confirm > 1:
+                target = track.confirmed(tick, target, confirm, p.min_width)
             width = track.push(tick, target, oldest)
             if width > p.min_width:
                 out[fn] = width
@@ -223,11 +250,9 @@ class WidthTracker:
             width = self._tracks[fn].width(oldest)
             if width > p.min_width:
                 out[fn] = width
-            elif width == 0:
-                del self._tracks[fn]
         for fn in [f for f in self._tracks if f not in out]:
             track = self._tracks[fn]
-            if track.width(oldest) <= p.min_width:
+            if track.width(oldest) <= p.min_width and not track.rising(tick, confirm, p.min_width):
                 del self._tracks[fn]
         self.widths = MappingProxyType(out)
         return True

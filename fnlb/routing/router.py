@@ -20,7 +20,7 @@ nodes, memoised per view) and the shared figures last pushed by the cluster laye
    These figures differ between peers; that is fine: only the choice *within* the agreed set
    depends on them.
 3. **Bounded load.** No node takes a call while its load is at or above
-   max(ceil(c x (total + 1) / nodes), load_floor), c = `balance_factor` (1.25, HAProxy's and
+   max(ceil(c x (total + 1) / nodes), floor), c = `balance_factor` (1.25, HAProxy's and
    Envoy's usual 125 %; Mirrokni et al. 2016). When every hot node is at the cap the call
    overflows to the first node of the rest of the key's order that is under it. A key's
    rendezvous order is its own random permutation, so overflow spreads over all nodes instead
@@ -98,11 +98,16 @@ class RouterPolicy:
     balance_factor: float = 1.25
     """c of bounded load: no node above c x the average load (calls in flight per node).
     Lower spreads sooner; 1.25 is HAProxy's and Envoy's common setting."""
-    load_floor: int = 6
-    """Calls in flight below which a node is never over the cap: about 70 % of the containers
-    a node holds (8 with Fn's defaults). Lower refuses calls to nodes that are not full and
-    moves them off their warm home (in simulation a floor of 6 instead of 12 on 16-slot
-    nodes doubled the cold starts); higher lets one hot function crowd a node longer."""
+    load_floor: int = 0
+    """Calls in flight below which a node is never over the cap; 0: `target_utilisation` of
+    the containers an average node holds (0.7 x 8 -> 6 with Fn's defaults). Lower refuses
+    calls to nodes that are not full and moves them off their warm home (in simulation a
+    floor of 6 instead of 12 on 16-slot nodes more than doubled the cold starts); higher lets
+    one hot function crowd a node longer."""
+    slots_per_node: int = 8
+    """Containers a node holds when the nodes' capacity is not reported (1 GiB / 128 MB)."""
+    target_utilisation: float = 0.7
+    """Share of a node's slots under which it is never refused (Knative's 70 %)."""
     choice: Literal["least", "p2c"] = "least"
     """`least`: the least loaded hot node; `p2c`: the better of two random hot nodes."""
     full_at: float = 0.95
@@ -111,8 +116,10 @@ class RouterPolicy:
     """Width of a function absent from the widths table (the tracker's `min_width`)."""
 
     def check(self) -> None:
-        if self.balance_factor < 1.0 or self.load_floor < 1 or self.min_width < 1:
-            raise LocalProtocolError("need balance_factor >= 1, load_floor >= 1, min_width >= 1")
+        if self.balance_factor < 1.0 or self.load_floor < 0 or self.min_width < 1:
+            raise LocalProtocolError("need balance_factor >= 1, load_floor >= 0, min_width >= 1")
+        if self.slots_per_node < 1 or not 0 < self.target_utilisation <= 1:
+            raise LocalProtocolError("need slots_per_node >= 1, 0 < target_utilisation <= 1")
         if self.choice not in ("least", "p2c") or not 0 < self.full_at <= 1.0:
             raise LocalProtocolError("choice is least or p2c; 0 < full_at <= 1")
 
@@ -124,27 +131,38 @@ _NO_CAPS: Final[Mapping[str, NodeCapacity]] = MappingProxyType({})
 class SharedFigures:
     """The cluster's figures as the router reads them: swapped whole by `Router.update`."""
 
-    __slots__ = ("capacity", "full", "peers_in_flight", "remote_total", "weights", "widths")
+    __slots__ = (
+        "capacity",
+        "floor",
+        "full",
+        "peers_in_flight",
+        "remote_total",
+        "weights",
+        "widths",
+    )
 
     def __init__(
         self,
         widths: Mapping[str, int] = _NO_INTS,
         peers_in_flight: Mapping[str, int] = _NO_INTS,
         capacity: Mapping[str, NodeCapacity] = _NO_CAPS,
-        full_at: float = 0.95,
+        policy: RouterPolicy | None = None,
     ) -> None:
+        p = policy or RouterPolicy()
         self.widths = widths
         self.peers_in_flight = peers_in_flight
         self.capacity = capacity
         self.remote_total = sum(peers_in_flight.values())
         slots = [c.slots for c in capacity.values() if c.slots > 0]
-        mean = sum(slots) / len(slots) if slots else 1.0
+        mean = sum(slots) / len(slots) if slots else float(p.slots_per_node)
+        self.floor = float(p.load_floor or max(1, ceil(mean * p.target_utilisation - 1e-9)))
+        """The load under which no node is refused, in calls of an average node."""
         # load x weight = load relative to an average node: a node twice as large counts half
         self.weights: Mapping[str, float] = {
             n: mean / c.slots for n, c in capacity.items() if c.slots > 0
         }
         self.full: frozenset[str] = frozenset(
-            n for n, c in capacity.items() if c.used >= full_at or c.slots <= 0
+            n for n, c in capacity.items() if c.used >= p.full_at or c.slots <= 0
         )
 
 
@@ -171,7 +189,7 @@ class Router:
             raise LocalProtocolError("p2c needs a random source")
         self._rng = rng
         self.backoff = backoff or Backoff()
-        self._shared = SharedFigures(full_at=self._policy.full_at)
+        self._shared = SharedFigures(policy=self._policy)
         self._local: dict[str, int] = {}
         self._local_total = 0
 
@@ -199,7 +217,7 @@ class Router:
             s.widths if widths is None else widths,
             s.peers_in_flight if peers_in_flight is None else peers_in_flight,
             s.capacity if capacity is None else capacity,
-            self._policy.full_at,
+            self._policy,
         )
 
     # -- the request path ----------------------------------------------------------------
@@ -220,7 +238,7 @@ class Router:
         """The bounded-load cap with `nodes` routable nodes: a node at or above it is full."""
         p = self._policy
         avg = (self._local_total + self._shared.remote_total + 1) / nodes
-        return max(float(ceil(p.balance_factor * avg)), float(p.load_floor))
+        return max(float(ceil(p.balance_factor * avg)), self._shared.floor)
 
     def candidates(self, key: str, view: CandidateSource, now: float) -> Sequence[str]:
         """The nodes to try for a call of `key`, chosen first, then the spill order.
@@ -240,8 +258,8 @@ class Router:
         avoiding = bool(s.full) or (now < backoff.active_until and backoff.affects(key))
         # self.cap(n), written out: this is the path every call takes
         cap = float(ceil(p.balance_factor * (self._local_total + s.remote_total + 1) / n))
-        if cap < p.load_floor:
-            cap = float(p.load_floor)
+        if cap < s.floor:
+            cap = s.floor
         if w == 1 and not avoiding:
             home = order[0]
             load = self._local.get(home, 0) + s.peers_in_flight.get(home, 0)

@@ -174,7 +174,8 @@ def test_two_choices_picks_the_lighter_of_two_hot_nodes() -> None:
 def test_bad_policies_are_refused() -> None:
     for bad in (
         RouterPolicy(balance_factor=0.9),
-        RouterPolicy(load_floor=0),
+        RouterPolicy(load_floor=-1),
+        RouterPolicy(slots_per_node=0),
         RouterPolicy(min_width=0),
         RouterPolicy(full_at=0.0),
     ):
@@ -214,3 +215,14 @@ def test_a_saturated_node_loses_the_functions_new_calls_and_gets_them_back() -> 
     assert share(home, 85.0, 100.0) > 0.95
     assert sim.record.failed == 0  # every refused call was placed on another node
     assert sim.record.busy_503 < 40  # ~400 calls of f in 20 s: avoiding beats retrying
+
+
+def test_the_floor_follows_the_nodes_size() -> None:
+    r, v = Router(), view()
+    assert r.cap(10) == 6  # 0.7 x 8 slots
+    r.update(capacity={n: NodeCapacity(16) for n in NODES})
+    assert r.cap(10) == 12  # 0.7 x 16 slots
+    order = v.candidates("f")
+    busy(r, order[0], 10)
+    assert r.candidates("f", v, T)[0] == order[0]  # 10 of 16 slots: not full
+    assert Router(RouterPolicy(load_floor=2)).cap(10) == 2
