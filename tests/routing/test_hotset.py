@@ -168,3 +168,18 @@ def test_a_few_503s_among_many_calls_are_left_to_the_back_off() -> None:
     t = WidthTracker()
     assert feed(t, 1, {"f": levels(3, rate=40.0, busy=4.0)}) == 1  # 10 % refused: spill copes
     assert feed(t, 2, {"f": levels(3, rate=40.0, busy=10.0)}) == 2  # 25 %: widen
+
+
+def test_grow_after_confirms_a_rise_before_widening() -> None:
+    t = WidthTracker(WidthPolicy(grow_after_s=3.0, shrink_window_s=10.0))
+    assert feed(t, 1, {"f": levels(32)}) == 1
+    assert feed(t, 2, {"f": levels(32)}) == 1
+    assert feed(t, 3, {"f": levels(13)}) == 3  # three ticks of at least 3 nodes' worth
+    assert feed(t, 4, {"f": levels(32)}) == 3
+    assert feed(t, 5, {"f": levels(32)}) == 3
+    assert feed(t, 6, {"f": levels(32)}) == 6
+    # a one-tick spike (a cold start's queue) never widens
+    t = WidthTracker(WidthPolicy(grow_after_s=2.0))
+    for tick in range(1, 20):
+        assert feed(t, tick, {"f": levels(32 if tick % 2 else 3)}) == 1
+    assert t.widths == {}
