@@ -31,7 +31,7 @@ from fnlb.config import Settings, node_list, parse_listen
 from fnlb.gossip.runtime import GossipRuntime
 from fnlb.health.checker import HealthChecker
 from fnlb.metrics import metrics_handler
-from fnlb.proxy.handler import Proxy
+from fnlb.proxy.handler import Proxy, UpstreamRequest
 from fnlb.proxy.stats import CallStats
 from fnlb.proxy.wait import parse_wait_header
 from fnlb.routing.policy import make_policy
@@ -100,15 +100,16 @@ class Balancer:
 
     async def start(self) -> None:
         s = self.settings
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=s.connect_timeout, sock_connect=s.connect_timeout
-        )
+        # Only opening a new connection is bounded (a black-holed node must not hold a call
+        # for the OS's SYN timeout); a bound on taking a pooled connection would arm a timer
+        # on every call for nothing. Calls themselves have no deadline: functions run long.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=10),
             timeout=timeout,
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            request_class=UpstreamRequest,
             trust_env=False,
         )
         self._hc_session = aiohttp.ClientSession(

@@ -24,6 +24,9 @@ POLICIES = ("rendezvous", "classic")
 
 
 class RoutingPolicy(Protocol):
+    observes: bool
+    """Whether `observe` does anything (the proxy skips the call on the hot path if not)."""
+
     def candidates(self, view: NodeView, key: str, path: str) -> Sequence[str]:
         """Nodes to try for a call to function `key` (request path `path`), best first."""
         ...
@@ -34,6 +37,8 @@ class RoutingPolicy(Protocol):
 
 
 class RendezvousPolicy:
+    observes = False
+
     def candidates(self, view: NodeView, key: str, path: str) -> Sequence[str]:
         return view.candidates(key)
 
@@ -42,6 +47,8 @@ class RendezvousPolicy:
 
 
 class ClassicPolicy:
+    observes = True
+
     def __init__(self, rng: RandomSource) -> None:
         self.router = ClassicRouter(rng)
 

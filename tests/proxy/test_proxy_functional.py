@@ -70,6 +70,21 @@ async def test_every_method_query_and_end_to_end_headers_pass_through(
         assert seen[1].body_len == len(b"payload")
 
 
+async def test_the_proxy_adds_no_headers_of_its_own_choosing(
+    backends: list[Backend],
+) -> None:
+    async with (
+        running_balancer(nodes=backends[0].address) as lb,
+        aiohttp.ClientSession(skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept")) as c,
+    ):
+        await all_online(lb, 1)
+        async with c.get(url(lb, "/r/a/b")) as resp:
+            assert resp.status == 200
+    seen = backends[0].seen[0].headers
+    for name in ("User-Agent", "Accept-Encoding", "Accept"):
+        assert name not in seen  # a client that did not ask for gzip must not get it
+
+
 async def test_x_forwarded_for_is_appended(
     backends: list[Backend], client: aiohttp.ClientSession
 ) -> None:
