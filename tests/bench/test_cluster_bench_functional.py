@@ -24,7 +24,8 @@ def _rows(text: str, heading: str) -> list[list[str]]:
     for line in section.splitlines()[1:]:
         if line.startswith("## "):
             break
-        if line.startswith("| ") and not line.startswith("| N |") and "---" not in line:
+        header = line.startswith(("| N |", "| state |"))
+        if line.startswith("| ") and not header and "---" not in line:
             rows.append([cell.strip() for cell in line.strip("|").split("|")])
     return rows
 
