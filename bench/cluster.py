@@ -38,10 +38,10 @@ Targets (issue 4): a node added on one peer routable on all within 1 s; a dead n
 every peer's routable set within about one second of the first failed call to it; a peer with
 10,000 functions over 200 nodes under ~150 MB RSS.
 
-Rerun (from the repository root; default run ~6-7 minutes on 2 cores):
+Rerun (from the repository root; the default run takes ~7.5 minutes on 2 cores):
 
     python -m bench.cluster --nice=-10     # N=3 and N=10: all three figures
-    python bench/cluster.py --quick        # N=3, few changes and trials, 20 nodes: ~40 s
+    python bench/cluster.py --quick        # N=3, few changes and trials, 20 nodes: ~35 s
     python -m bench.cluster --sizes 3 --fail-sizes 3 --trials 10 --load-sizes 3
 """
 
