@@ -33,7 +33,7 @@ def test_same_view_same_decisions_for_100000_keys() -> None:
     keys = [f"r/app{i % 97}/fn{i}" for i in range(100_000)]
     widths = {k: 1 + i % 4 for i, k in enumerate(keys[::50])}
     remote = {n: i % 3 for i, n in enumerate(NODES)}  # all under the cap of 6
-    a, b = Router(), Router()
+    a, b = Router(rng=random.Random(5)), Router(rng=random.Random(5))
     va, vb = view(), view()
     for r in (a, b):
         r.update(widths=widths, peers_in_flight=remote)
@@ -59,7 +59,7 @@ def test_one_node_or_none() -> None:
 
 
 def test_within_the_hot_set_the_least_loaded_node_is_chosen_ties_to_the_home() -> None:
-    r, v = Router(), view()
+    r, v = Router(RouterPolicy(choice="least")), view()
     order = v.candidates("f")
     r.update(widths={"f": 3})
     assert list(r.candidates("f", v, T)) == order  # all idle: the home, then the order
@@ -82,7 +82,7 @@ def test_a_light_load_stays_on_the_home_node() -> None:
 
 
 def test_bounded_load_overflows_along_the_keys_order() -> None:
-    r, v = Router(RouterPolicy(balance_factor=1.25, load_floor=1)), view()
+    r, v = Router(RouterPolicy(balance_factor=1.25, load_floor=1, choice="least")), view()
     order = v.candidates("f")
     busy(r, order[0], 20)  # 20 in flight over 10 nodes: cap ceil(1.25 * 21 / 10) = 3
     assert r.cap(10) == 3
@@ -135,7 +135,7 @@ def test_avoided_nodes_in_the_tail_go_last_too() -> None:
 
 
 def test_larger_nodes_take_more_when_capacity_is_known() -> None:
-    r, v = Router(), view()
+    r, v = Router(RouterPolicy(choice="least")), view()
     order = v.candidates("f")
     r.update(widths={"f": 2}, capacity={order[0]: NodeCapacity(8), order[1]: NodeCapacity(32)})
     busy(r, order[0], 2)
@@ -167,8 +167,11 @@ def test_two_choices_picks_the_lighter_of_two_hot_nodes() -> None:
     assert set(picks) <= set(order[:4])
     assert picks[order[0]] == 0  # the busiest of four never wins a pair
     assert min(picks[n] for n in order[1:4]) > 200
-    with pytest.raises(LocalProtocolError):
-        Router(RouterPolicy(choice="p2c"))
+    # without a generator a seeded one is used: still two choices
+    r = Router()
+    r.update(widths={"f": 4})
+    busy(r, order[0], 3)
+    assert {r.candidates("f", v, T)[0] for _ in range(200)} == set(order[1:4])
 
 
 def test_bad_policies_are_refused() -> None:
