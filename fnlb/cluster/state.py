@@ -124,8 +124,16 @@ class ClusterState:
         self._publish()
 
     def record_metrics(self, node: str, metrics: NodeMetrics) -> None:
-        """Our own reading of a node's /metrics: keep it if newest, and share it."""
-        if self._keep_metrics(node, metrics):
+        """Our own reading of a node's /metrics: keep it if newest; share it if it moved.
+
+        Every peer reads every node, so a reading whose figures equal the ones held only
+        refreshes the time here: gossiping it would fill the packets with 200 idle nodes
+        saying nothing new every few seconds.
+        """
+        held = self.node_metrics.get(node)
+        if not self._keep_metrics(node, metrics):
+            return
+        if held is None or held.to_wire()[:-1] != metrics.to_wire()[:-1]:
             self._outbox.append((b"m/" + node.encode(), _pack(["m", node, metrics.to_wire()])))
 
     def _keep_metrics(self, node: str, metrics: NodeMetrics) -> bool:

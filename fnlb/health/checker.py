@@ -42,6 +42,7 @@ class HealthChecker:
         self._min_version = parse_semver(settings.min_api_version)
         self._timeout = aiohttp.ClientTimeout(total=settings.hc_timeout)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._confirm: set[str] = set()
         self._loop_task: asyncio.Task[None] | None = None
         registry.on_change(self._node_changed)
 
@@ -61,14 +62,15 @@ class HealthChecker:
 
         `confirm`: there is reason to think the node is down (a failed connection here, or a
         peer's "offline"), so keep checking every CONFIRM_GAP_S until our own verdict is
-        reached either way, rather than waiting `hc_interval` between failures.
+        reached either way, rather than waiting `hc_interval` between failures. A check
+        already running takes the request over.
         """
+        if confirm:
+            self._confirm.add(node)
         task = self._in_flight.get(node)
         if task is not None and not task.done():
             return
-        self._in_flight[node] = asyncio.get_running_loop().create_task(
-            self._check(node, confirm=confirm)
-        )
+        self._in_flight[node] = asyncio.get_running_loop().create_task(self._check(node))
 
     def passive_failure(self, node: str, error: str) -> None:
         """The proxy could not connect to `node`: count it and re-check at once."""
@@ -86,17 +88,23 @@ class HealthChecker:
             with contextlib.suppress(RuntimeError):  # no running loop: the first round checks
                 self.check_now(node)
 
-    async def _check(self, node: str, *, confirm: bool = False) -> None:
-        for _ in range(self._settings.hc_unhealthy if confirm else 1):
+    async def _check(self, node: str) -> None:
+        attempts = 0
+        while True:
             ok, error = await self.probe(node)
+            attempts += 1
             self._registry.record_check(node, ok, error)
             health = self._registry.health(node)
-            if ok and not confirm:
+            confirming = node in self._confirm
+            if ok and not confirming:
                 await self._read_metrics(node)
             if ok or health is None or health.state == "offline":
-                return
+                break
+            if not confirming or attempts >= self._settings.hc_unhealthy:
+                break
             log.debug("health check failed", extra={"node": node, "error": error})
             await asyncio.sleep(CONFIRM_GAP_S)
+        self._confirm.discard(node)
 
     async def _read_metrics(self, node: str) -> None:
         """The node's own load figures (fn_* on /metrics), when it publishes them."""

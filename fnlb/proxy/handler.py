@@ -141,12 +141,12 @@ class Proxy:
                 continue
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
                 load.call_finished(key, node, 502, None, None, time.time())
+                self._passive_failure(node, _describe(e))  # the node may be dead: check it
                 if request.method in IDEMPOTENT and replayable and i < last:
                     # The connection died before any answer (typically a pooled keep-alive
                     # connection to a node that just died). HTTP lets a client repeat an
                     # idempotent request (RFC 9110 9.2.2); a POST may have run: never resent.
                     failures.append(f"{node}: {_describe(e)}")
-                    self._passive_failure(node, _describe(e))
                     continue
                 log.warning("call failed after it may have started", extra={"node": node})
                 return json_error(

@@ -124,3 +124,18 @@ def test_garbage_is_a_remote_protocol_error(payload: bytes) -> None:
         p.merge_broadcast(payload, 0)
     with pytest.raises(RemoteProtocolError):
         p.merge_full(payload, 0)
+
+
+def test_an_unchanged_node_reading_is_not_gossiped_again() -> None:
+    from fnlb.health.node_metrics import NodeMetrics
+
+    p = ClusterState("a", healthy=1, unhealthy=1)
+    p.add_node("n:1", 1000)
+    p.take_broadcasts()
+    p.record_metrics("n:1", NodeMetrics(0, 0, 0, 1024, 0, 2000))
+    assert len(p.take_broadcasts()) == 1
+    p.record_metrics("n:1", NodeMetrics(0, 0, 0, 1024, 0, 5000))  # same figures, later
+    assert p.take_broadcasts() == []
+    assert p.node_metrics["n:1"].at_ms == 5000
+    p.record_metrics("n:1", NodeMetrics(1, 1, 128, 896, 0, 8000))  # it moved: share it
+    assert len(p.take_broadcasts()) == 1
