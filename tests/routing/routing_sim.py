@@ -25,6 +25,7 @@ from fnlb.fnsim.model import CallFinished, CallRejected, PoolConfig
 from fnlb.routing.backoff import Backoff, decode_entries, pack_entries
 from fnlb.routing.hotset import WidthPolicy, WidthTracker, aligned_cut
 from fnlb.routing.router import Router, RouterPolicy
+from fnlb.routing.scale import ScaleDecision, ScaleSignal, containers_needed
 
 T0_MS = 1_800_000_000_000  # the wall clock at virtual time 0
 STEP = 0.01
@@ -47,6 +48,8 @@ class Peer:
     next_digest: float
     last_cut: int = 0
     widths: dict[int, dict[str, int]] = field(default_factory=dict)  # tick -> widths
+    scale: ScaleSignal = field(default_factory=ScaleSignal)
+    decisions: dict[int, ScaleDecision] = field(default_factory=dict)  # tick -> decision
 
 
 @dataclass
@@ -241,3 +244,8 @@ class RoutingSim:
             }
             p.router.update(widths=p.tracker.widths, peers_in_flight=others)
             p.widths[cut // policy_tick] = dict(p.tracker.widths)
+            total = p.cluster.summary(self.now, hot=0, settled_ms=cut).in_flight
+            needed = containers_needed(((w.rate, w.in_flight) for w in table.values()), total)
+            slots = p.tracker.policy.slots_per_node
+            decision = p.scale.update(cut, needed, len(self.view.routable), slots)
+            p.decisions[cut // policy_tick] = decision

@@ -9,6 +9,7 @@ import pytest
 
 from fnlb.errors import LocalProtocolError
 from fnlb.routing.scale import ScaleDecision, ScalePolicy, ScaleSignal, containers_needed
+from tests.routing.routing_sim import RoutingSim
 
 SLOTS = 8  # containers per node; planned at 70 %: 5.6 per node
 PER_NODE = SLOTS * 0.7
@@ -166,3 +167,26 @@ def test_bad_input_and_policies_are_refused() -> None:
     ):
         with pytest.raises(LocalProtocolError):
             ScaleSignal(bad)
+
+
+@pytest.mark.slow
+def test_every_peer_publishes_the_same_signal_from_settled_gossiped_load() -> None:
+    """3 simulated peers (gossip delayed and lossy, clocks a few ms apart) feed their own
+    ScaleSignal from settled reads at aligned cuts: they publish the same decision."""
+    sim = RoutingSim(nodes=3, peers=3, seed=5)
+
+    def load(t: float) -> dict[str, tuple[float, float]]:
+        hot = 120.0 if t >= 30.0 else 30.0  # 3 -> 12 calls in flight of 100 ms
+        return {"hot": (hot, 0.1), **{f"bg{i}": (2.0, 0.05) for i in range(10)}}
+
+    sim.run(40.0, load)
+    ticks = sorted(set.intersection(*(set(p.decisions) for p in sim.peers)))
+    same = [t for t in ticks if len({p.decisions[t] for p in sim.peers}) == 1]
+    assert len(same) >= 0.95 * len(ticks)
+    start = ticks[0]
+    # 3 in flight and 10 functions kept warm: ~13 containers, 2.3 nodes' worth of 3
+    before = {p.decisions[t].recommendation for p in sim.peers for t in ticks if t - start < 28}
+    assert before == {"hold"}
+    # 12 in flight: ~22 containers, 4 nodes' worth, seen within the 6 s panic window
+    assert all(p.decisions[ticks[-1]].recommendation == "out" for p in sim.peers)
+    assert all(p.decisions[ticks[-1]].desired >= 4 for p in sim.peers)
