@@ -75,6 +75,45 @@ class Record:
     first_choice: list[tuple[float, str, str, str]] = field(default_factory=list)
     """(time, peer, fn, node) of every call's first attempt."""
 
+    def summary(self) -> dict[str, float]:
+        """calls, cold %, mean and p99 wait (ms), 503s and failed calls: one table row."""
+        waits = sorted(self.waits)
+        p99 = waits[int(0.99 * len(waits))] if waits else 0.0
+        return {
+            "calls": self.calls,
+            "cold_pct": 100.0 * self.cold / self.done if self.done else 0.0,
+            "wait_mean_ms": 1000.0 * sum(waits) / len(waits) if waits else 0.0,
+            "wait_p99_ms": 1000.0 * p99,
+            "busy_503": self.busy_503,
+            "failed": self.failed,
+        }
+
+
+def zipf_workload(
+    functions: int,
+    total_rate: float,
+    exec_s: float,
+    *,
+    s: float = 1.1,
+    burst: tuple[int, float, float, float] | None = None,
+) -> Workload:
+    """`functions` functions with Zipf(`s`) rates summing to `total_rate` calls/s, each call
+    running `exec_s`; `burst` = (function index, factor, start, end) multiplies one of them
+    for a while. The workload of docs/routing.md's tables A and B."""
+    weights = [1.0 / (k + 1) ** s for k in range(functions)]
+    norm = sum(weights)
+    base = {f"fn{k}": (total_rate * w / norm, exec_s) for k, w in enumerate(weights)}
+
+    def at(t: float) -> dict[str, tuple[float, float]]:
+        if burst is None or not burst[2] <= t < burst[3]:
+            return base
+        out = dict(base)
+        name = f"fn{burst[0]}"
+        out[name] = (out[name][0] * burst[1], exec_s)
+        return out
+
+    return at
+
 
 class RoutingSim:
     def __init__(

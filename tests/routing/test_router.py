@@ -12,7 +12,7 @@ from fnlb.errors import LocalProtocolError
 from fnlb.fnsim.model import PoolConfig
 from fnlb.routing.backoff import Backoff
 from fnlb.routing.router import NodeCapacity, Router, RouterPolicy
-from tests.routing.routing_sim import RoutingSim
+from tests.routing.routing_sim import RoutingSim, zipf_workload
 
 NODES = [f"10.0.0.{i}:8080" for i in range(1, 11)]
 T = 1_800_000_000.0
@@ -229,3 +229,15 @@ def test_the_floor_follows_the_nodes_size() -> None:
     busy(r, order[0], 10)
     assert r.candidates("f", v, T)[0] == order[0]  # 10 of 16 slots: not full
     assert Router(RouterPolicy(load_floor=2)).cap(10) == 2
+
+
+def test_the_simulators_zipf_workload_and_summary() -> None:
+    work = zipf_workload(10, 100.0, 0.05, burst=(0, 10.0, 5.0, 6.0))
+    assert sum(rate for rate, _e in work(0.0).values()) == pytest.approx(100.0)
+    assert work(5.5)["fn0"][0] == pytest.approx(10 * work(0.0)["fn0"][0])
+    sim = RoutingSim(nodes=3, peers=2, seed=1)
+    sim.run(3.0, work)
+    row = sim.record.summary()
+    assert row["calls"] > 200
+    assert row["failed"] == 0
+    assert 0 < row["cold_pct"] < 100
