@@ -108,6 +108,14 @@ def format_status(reports: dict[str, dict[str, Any]], agree: bool) -> str:
                 ],
             )
         )
+    scale = first.get("scale")
+    if scale:
+        out.append(
+            f"\nscale: {scale['recommendation']} - {scale['desired_nodes']} Fn nodes wanted, "
+            f"{scale['current_nodes']} now ({scale['needed_containers']} containers needed"
+            + (", panic" if scale.get("panic") else "")
+            + ")"
+        )
     out.append("\nagreement:")
     out.append(
         _table(

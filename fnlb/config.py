@@ -106,7 +106,8 @@ class Settings:
     routing: str = _opt(
         "rendezvous",
         "how calls pick nodes: rendezvous (each function's stable node order, identical on "
-        "every peer) or classic (the original fnlb's jump hash and wait-based walk)",
+        "every peer), hotset (load-aware spread over that order; docs/routing.md) or classic "
+        "(the original fnlb's jump hash and wait-based walk)",
         metavar="POLICY",
     )
     state_dir: str = _opt(
@@ -130,7 +131,7 @@ class Settings:
 _CHOICES: Mapping[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error"),
     "gossip_profile": ("default", "lan", "local"),
-    "routing": ("rendezvous", "classic"),
+    "routing": ("rendezvous", "classic", "hotset"),
 }
 
 

@@ -52,6 +52,31 @@ class BalancerCollector(Collector):
         yield in_flight
         yield rate
 
+        decision = b.feed.decision if b.feed is not None else None
+        if decision is not None:
+            yield _gauge("fnlb_scale_desired_nodes", "Fn nodes the load needs", decision.desired)
+            yield _gauge("fnlb_scale_current_nodes", "Fn nodes routable now", decision.current)
+            yield _gauge(
+                "fnlb_scale_needed_containers",
+                "containers the load needs",
+                decision.needed_containers,
+            )
+            yield _gauge("fnlb_scale_panic", "1 while in the 6 s panic window", int(decision.panic))
+            rec = GaugeMetricFamily(
+                "fnlb_scale_recommendation",
+                "1 for the current recommendation (out, in, hold); identical on every peer",
+                labels=["direction"],
+            )
+            for direction in ("out", "in", "hold"):
+                rec.add_metric([direction], int(decision.recommendation == direction))
+            yield rec
+            demand = GaugeMetricFamily(
+                "fnlb_scale_demand_nodes", "demand in nodes over each window", labels=["window"]
+            )
+            demand.add_metric(["stable"], decision.stable_nodes)
+            demand.add_metric(["panic"], decision.panic_nodes)
+            yield demand
+
         if b.cluster is not None and b.gossip is not None and b.gossip.started:
             peers = GaugeMetricFamily("fnlb_peers", "gossip members by state", labels=["state"])
             by_state: dict[str, int] = {}
@@ -73,6 +98,10 @@ class BalancerCollector(Collector):
             for what, n in sorted(b.gossip.traffic.items()):
                 traffic.add_metric([what], n)
             yield traffic
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
 
 
 def metrics_handler(balancer: Balancer) -> Callable[[web.Request], Awaitable[web.Response]]:

@@ -24,7 +24,8 @@ from aiohttp import web
 from fnlb.api.cluster import ClusterApi
 from fnlb.api.gossip import GossipApi
 from fnlb.api.nodes import NodesApi, bad_request_as_json, unknown_command
-from fnlb.cluster.load import LocalLoad
+from fnlb.cluster.feed import LoadFeed
+from fnlb.cluster.load import ClusterLoad, LocalLoad
 from fnlb.cluster.registry import NodeDirectory, NodeRegistry
 from fnlb.cluster.service import ClusterService
 from fnlb.config import Settings, node_list, parse_listen
@@ -34,6 +35,7 @@ from fnlb.metrics import metrics_handler
 from fnlb.proxy.handler import Proxy, UpstreamRequest
 from fnlb.proxy.stats import CallStats
 from fnlb.proxy.wait import parse_wait_header
+from fnlb.routing.hotset_policy import HotSetPolicy
 from fnlb.routing.policy import make_policy
 
 log = logging.getLogger("fnlb.server")
@@ -92,6 +94,7 @@ class Balancer:
         self._session: aiohttp.ClientSession | None = None
         self._hc_session: aiohttp.ClientSession | None = None
         self.health: HealthChecker | None = None
+        self.feed: LoadFeed | None = None
         self.proxy: Proxy | None = None
         self.listen_address: BoundAddress | None = None
         self.mgmt_address: BoundAddress | None = None
@@ -118,6 +121,28 @@ class Balancer:
             trust_env=False,
         )
         self.health = HealthChecker(self.registry, s, self._hc_session)
+        self.routing = make_policy(s.routing, random.Random(), time.time)
+        router = self.routing.router if isinstance(self.routing, HotSetPolicy) else None
+        if self.cluster is not None:
+            cluster = self.cluster
+            self.feed = LoadFeed(
+                cluster.state.load,
+                self.load,
+                lambda: cluster.view,
+                router=router,
+                send_backoff=cluster.state.queue_backoff,
+            )
+            if router is not None:
+                cluster.on_backoff(router)
+        else:
+            registry = self.registry
+            self.feed = LoadFeed(
+                ClusterLoad(),
+                self.load,
+                lambda: registry.view,
+                router=router,
+                own_digests_as="self",
+            )
         self.proxy = Proxy(
             self.registry,
             self._session,
@@ -125,7 +150,7 @@ class Balancer:
             passive_failure=self.health.passive_failure,
             parse_wait=parse_wait_header,
             load=self.load,
-            routing=make_policy(s.routing, random.Random()),
+            routing=self.routing,
         )
         api = NodesApi(self.registry, self.stats)
         # Port 0 asks the OS for a free port per listener, so two ":0" addresses are two.
@@ -142,7 +167,7 @@ class Balancer:
         mgmt = web.Application(middlewares=[bad_request_as_json], client_max_size=64 * 1024)
         api.add_routes(mgmt)
         GossipApi(self.gossip).add_routes(mgmt)
-        ClusterApi(self.cluster).add_routes(mgmt)
+        ClusterApi(self.cluster, self.feed).add_routes(mgmt)
         mgmt.router.add_route("GET", "/metrics", metrics_handler(self))
         if traffic_sock is None:
             mgmt.router.add_route("*", "/{tail:.*}", self.proxy.handle)
@@ -153,6 +178,7 @@ class Balancer:
             await self._serve(traffic, traffic_sock)
         await self._serve(mgmt, mgmt_sock)
         self.health.start()
+        self.feed.start()
         log.info(
             "fnlb is serving",
             extra={"listen": str(self.listen_address), "mgmt": str(self.mgmt_address)},
@@ -173,6 +199,8 @@ class Balancer:
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight calls (see module docstring), release everything."""
+        if self.feed is not None:
+            await self.feed.stop()
         if self.cluster is not None:
             await self.cluster.stop()  # leave the cluster first, so peers stop counting on us
         await asyncio.gather(*(r.cleanup() for r in self._runners))

@@ -50,6 +50,8 @@ from fnlb.gossip.messages import MemberState
 from fnlb.gossip.runtime import GossipRuntime
 from fnlb.health.node_metrics import NodeMetrics
 from fnlb.health.verdict import NodeHealth
+from fnlb.routing.backoff import decode_entries
+from fnlb.routing.router import Router
 
 log = logging.getLogger("fnlb.cluster")
 
@@ -250,6 +252,17 @@ class ClusterService:
             self._nodes_changed()
             self._dirty.set()
         self._run_rechecks()
+
+    def on_backoff(self, router: Router) -> None:
+        """Hand peers' routing back-off messages to `router` (malformed ones are counted)."""
+
+        def merge(message: bytes) -> None:
+            try:
+                router.backoff.merge(decode_entries(message), time.time())
+            except RemoteProtocolError as e:
+                self.drops[e.reason] = self.drops.get(e.reason, 0) + 1
+
+        self.state.on_backoff = merge
 
     def _nodes_changed(self) -> None:
         members = set(self.state.nodes.members())

@@ -13,7 +13,8 @@ clock, milliseconds: stamps are compared across hosts); every output is returned
 
 Wire format (msgpack): a broadcast is `[kind, ...]` with kind `"n"` (node-set entries), `"v"`
 (one peer's verdict on one node), `"m"` (a node's /metrics reading: the newest one wins
-everywhere, so all peers weigh the same figures) or `"l"` (one peer's load digest,
+everywhere, so all peers weigh the same figures), `"b"` (routing back-off: nodes one peer saw
+busy, to avoid a while) or `"l"` (one peer's load digest,
 fnlb.cluster.load_digest, sent a few times a second; load is not part of push-pull: it is
 fresh within a second anyway and stale after five); a push-pull state is a map with the
 node-set snapshot
@@ -81,6 +82,9 @@ class ClusterState:
         self.verdicts = VerdictTable()
         self.node_metrics: Mapping[str, NodeMetrics] = MappingProxyType({})
         """The newest /metrics reading of each node, by whichever peer took it."""
+        self.on_backoff: Callable[[bytes], None] | None = None
+        """Where peers' routing back-off messages go (the router, with --routing=hotset)."""
+        self._backoff_seq = 0
         self.load = ClusterLoad()
         """Every peer's latest load digest (ours included), merged into cluster figures."""
         self.health: dict[str, NodeHealth] = {}
@@ -143,6 +147,12 @@ class ClusterState:
         self.node_metrics = MappingProxyType({**self.node_metrics, node: metrics})
         return True
 
+    def queue_backoff(self, message: bytes) -> None:
+        """Share a routing back-off message (fnlb.routing.backoff): nodes to avoid a while."""
+        self._backoff_seq += 1
+        key = b"b/" + self.name.encode() + b"/" + str(self._backoff_seq).encode()
+        self._outbox.append((key, _pack(["b", message])))
+
     def queue_load(self, digest: bytes, now_s: float) -> None:
         """Share our load digest (and count it ourselves); a newer one replaces it in flight."""
         self.load.merge(self.name, digest, now_s)
@@ -192,6 +202,10 @@ class ClusterState:
             if metrics is None:
                 raise RemoteProtocolError("bad_node_metrics", "malformed node metrics")
             self._keep_metrics(msg[1], metrics)
+            return False
+        if kind == "b" and len(msg) == 2 and isinstance(msg[1], bytes):
+            if self.on_backoff is not None:
+                self.on_backoff(msg[1])
             return False
         if kind == "l" and len(msg) == 3 and isinstance(msg[1], str) and isinstance(msg[2], bytes):
             if msg[1] != self.name:

@@ -98,7 +98,6 @@ class Proxy:
         self._parse_wait = parse_wait
         self._load = load
         self._routing = routing
-        self._observes = routing.observes
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -125,10 +124,13 @@ class Proxy:
         failures: list[str] = []
         last = len(nodes) - 1
         load = self._load
+        routing = self._routing if self._routing.observes else None
         for i, node in enumerate(nodes):
             url = URL(f"http://{node}{request.raw_path}", encoded=True)
             started = time.time()
             load.call_started(key, node, started)
+            if routing is not None:
+                routing.attempt_started(node, key)
             try:
                 resp = await self._session.request(
                     request.method, url, headers=headers, data=body, allow_redirects=False
@@ -136,11 +138,15 @@ class Proxy:
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
                 # Nothing was sent: the call can go to the next node, body untouched.
                 load.call_finished(key, node, 0, None, None, time.time())
+                if routing is not None:
+                    routing.observe(node, key, path, 0, None)
                 failures.append(f"{node}: {_describe(e)}")
                 self._passive_failure(node, _describe(e))
                 continue
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
                 load.call_finished(key, node, 502, None, None, time.time())
+                if routing is not None:
+                    routing.observe(node, key, path, 0, None)
                 self._passive_failure(node, _describe(e))  # the node may be dead: check it
                 if request.method in IDEMPOTENT and replayable and i < last:
                     # The connection died before any answer (typically a pooled keep-alive
@@ -154,16 +160,23 @@ class Proxy:
                 )
             except (aiohttp.ClientError, TimeoutError) as e:
                 load.call_finished(key, node, 502, None, None, time.time())
+                if routing is not None:
+                    routing.observe(node, key, path, 502, None)
                 log.warning("call failed after it may have started", extra={"node": node})
                 return json_error(
                     502, f"node {node} failed during the call ({_describe(e)}); not retried"
                 )
             except BaseException:  # the client went away: the call is cancelled
                 load.call_finished(key, node, 499, None, None, time.time())
+                if routing is not None:
+                    routing.observe(node, key, path, 499, None)
                 raise
             if resp.status == 503 and "Retry-After" in resp.headers and replayable and i < last:
                 resp.release()
                 load.call_finished(key, node, 503, None, None, time.time())
+                if routing is not None:
+                    retry_after = resp.headers.get("Retry-After")
+                    routing.observe(node, key, path, 503, None, retry_after)
                 failures.append(f"{node}: busy (503)")
                 continue
             # The answer: read small bodies whole (one write back), stream the rest.
@@ -187,8 +200,10 @@ class Proxy:
             finally:
                 resp.release()
                 load.call_finished(key, node, resp.status, wait, now - started, time.time())
-                if self._observes:
-                    self._routing.observe(node, key, path, resp.status, wait_header)
+                if routing is not None:
+                    routing.observe(
+                        node, key, path, resp.status, wait_header, resp.headers.get("Retry-After")
+                    )
         return json_error(502, f"every Fn node failed: {'; '.join(failures)}")
 
 

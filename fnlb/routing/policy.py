@@ -2,6 +2,10 @@
 
 - `rendezvous`: every function's own rendezvous order over the routable nodes (its home first,
   then the next nodes for spill and retry). Identical on every peer with the same view.
+- `hotset`: load-aware (fnlb.routing.router, docs/routing.md): each function spreads over as
+  many nodes of its rendezvous order as its cluster-wide load needs, the choice within that
+  hot set weighs in-flight calls with a bounded-load cap, and busy nodes are avoided a while
+  (shared by gossip). Opt-in until bench/routing measures it against the others.
 - `classic`: the original fnlb, for comparison: siphash-2-4 of the URL path, jump hash over
   the sorted healthy nodes, then a walk away from nodes whose average `Xxx-Fxlb-Wait` for that
   path is high (fnlb.routing.classic). Each process keeps its own averages, as the original did.
@@ -12,15 +16,17 @@ answer. Both are on the request path, so they must be cheap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from fnlb.routing.classic import ClassicRouter, RandomSource
+from fnlb.routing.hotset_policy import HotSetPolicy
+from fnlb.routing.router import Router, RouterPolicy
 
 if TYPE_CHECKING:
     from fnlb.cluster.view import NodeView
 
-POLICIES = ("rendezvous", "classic")
+POLICIES = ("rendezvous", "classic", "hotset")
 
 
 class RoutingPolicy(Protocol):
@@ -31,8 +37,21 @@ class RoutingPolicy(Protocol):
         """Nodes to try for a call to function `key` (request path `path`), best first."""
         ...
 
-    def observe(self, node: str, key: str, path: str, status: int, wait: str | None) -> None:
-        """One answer from `node` (its status and `Xxx-Fxlb-Wait` header, if any)."""
+    def attempt_started(self, node: str, key: str) -> None:
+        """An attempt of a call to `key` on `node` begins (called only if `observes`)."""
+        ...
+
+    def observe(
+        self,
+        node: str,
+        key: str,
+        path: str,
+        status: int,
+        wait: str | None,
+        retry_after: str | None = None,
+    ) -> None:
+        """How an attempt ended: the status (0: no connection; 503: busy, with its
+        `Retry-After`) and the `Xxx-Fxlb-Wait` header, if any (called only if `observes`)."""
         ...
 
 
@@ -42,7 +61,18 @@ class RendezvousPolicy:
     def candidates(self, view: NodeView, key: str, path: str) -> Sequence[str]:
         return view.candidates(key)
 
-    def observe(self, node: str, key: str, path: str, status: int, wait: str | None) -> None:
+    def attempt_started(self, node: str, key: str) -> None:
+        return None
+
+    def observe(
+        self,
+        node: str,
+        key: str,
+        path: str,
+        status: int,
+        wait: str | None,
+        retry_after: str | None = None,
+    ) -> None:
         return None
 
 
@@ -55,14 +85,31 @@ class ClassicPolicy:
     def candidates(self, view: NodeView, key: str, path: str) -> Sequence[str]:
         return self.router.candidates(path, view.routable)
 
-    def observe(self, node: str, key: str, path: str, status: int, wait: str | None) -> None:
-        self.router.observe_header(node, path, wait)
+    def attempt_started(self, node: str, key: str) -> None:
+        return None
+
+    def observe(
+        self,
+        node: str,
+        key: str,
+        path: str,
+        status: int,
+        wait: str | None,
+        retry_after: str | None = None,
+    ) -> None:
+        if status and status != 503:
+            self.router.observe_header(node, path, wait)
 
 
-def make_policy(name: str, rng: RandomSource) -> RoutingPolicy:
-    """The policy called `name` (one of POLICIES); ValueError for another name."""
+def make_policy(name: str, rng: RandomSource, clock: Callable[[], float]) -> RoutingPolicy:
+    """The policy called `name` (one of POLICIES); ValueError for another name.
+
+    `clock`: the wall clock in seconds (hotset's back-off times are shared between peers).
+    """
     if name == "rendezvous":
         return RendezvousPolicy()
     if name == "classic":
         return ClassicPolicy(rng)
+    if name == "hotset":
+        return HotSetPolicy(Router(RouterPolicy(), rng=rng), clock)
     raise ValueError(f"unknown routing policy {name!r}; choose one of {', '.join(POLICIES)}")

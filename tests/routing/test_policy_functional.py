@@ -35,4 +35,42 @@ async def test_classic_sends_each_path_where_the_original_would() -> None:
 
 def test_unknown_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="classic"):
-        make_policy("roundrobin", random.Random())
+        make_policy("roundrobin", random.Random(), lambda: 0.0)
+
+
+async def test_hotset_spreads_a_function_whose_home_is_busy_and_reports_scale() -> None:
+    """--routing=hotset end to end: a home that answers 503 busy is avoided for new calls
+    (the back-off), and the lone peer publishes a scale signal on /metrics."""
+    from aiohttp import web
+
+    async def busy(request: web.Request) -> web.StreamResponse:
+        return web.json_response(
+            {"error": {"message": "Timed out - server too busy"}},
+            status=503,
+            headers={"Retry-After": "15"},
+        )
+
+    backends = [Backend(f"n{i}") for i in range(3)]
+    for b in backends:
+        await b.start()
+    try:
+        addrs = ",".join(b.address for b in backends)
+        async with running_balancer(nodes=addrs, routing="hotset") as lb:
+            await wait_for(lambda: len(lb.registry.view.routable) == 3)
+            home = lb.registry.view.candidates("r/app/hot")[0]
+            home_backend = next(b for b in backends if b.address == home)
+            home_backend.handler = busy
+            async with aiohttp.ClientSession() as client:
+                for _ in range(20):
+                    async with client.post(f"http://{lb.listen_address}/r/app/hot") as r:
+                        assert r.status == 200  # spilled to the next node, never lost
+                # after the first busy answer, new calls skip the home (bar rare probes)
+                assert len(home_backend.seen) <= 3
+                await wait_for(lambda: lb.feed is not None and lb.feed.decision is not None)
+                async with client.get(f"http://{lb.mgmt_address}/metrics") as r:
+                    text = await r.text()
+            assert "fnlb_scale_desired_nodes" in text
+            assert 'fnlb_scale_recommendation{direction="hold"}' in text
+    finally:
+        for b in backends:
+            await b.stop()

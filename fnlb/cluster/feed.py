@@ -1,0 +1,114 @@
+"""The once-a-second tick that turns load figures into routing widths and the scale signal.
+
+Every `TICK_S`, at a wall-clock cut aligned to the second (so every peer reads the same
+settled digests, docs/load-model.md), the feed reads the cluster's load: the hottest functions'
+width inputs go to the `WidthTracker` (hot-set widths, identical on every peer), the demand
+in containers goes to the `ScaleSignal` (desired nodes, out/in/hold, identical on every peer),
+and, when `--routing=hotset`, the router gets the new widths, the other peers' in-flight
+counts and the gossiped back-off. A lone fnlb runs the same tick over its own figures only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Final
+
+from fnlb.cluster.load import ClusterLoad, LocalLoad
+from fnlb.cluster.view import NodeView
+from fnlb.routing.backoff import pack_entries
+from fnlb.routing.hotset import WidthTracker, aligned_cut
+from fnlb.routing.router import Router
+from fnlb.routing.scale import ScaleDecision, ScaleSignal, containers_needed
+
+log = logging.getLogger("fnlb.feed")
+
+TICK_S: Final = 1.0
+DIGEST_S: Final = 0.3
+HOT_FUNCTIONS: Final = 256
+SLOTS_PER_NODE: Final = 8
+"""Containers an Fn node holds (1024 MB / 128 MB, Fn's defaults); the unit of capacity."""
+
+SendBackoff = Callable[[bytes], None]
+
+
+class LoadFeed:
+    def __init__(
+        self,
+        load: ClusterLoad,
+        local: LocalLoad,
+        view: Callable[[], NodeView],
+        *,
+        router: Router | None = None,
+        own_digests_as: str = "",
+        send_backoff: SendBackoff | None = None,
+    ) -> None:
+        """`own_digests_as`: a lone fnlb merges its own digests (a cluster peer's service
+        does that while gossiping them). `send_backoff`: gossips the router's back-off."""
+        self.load = load
+        self.local = local
+        self._view = view
+        self.router = router
+        self._own = own_digests_as
+        self._send_backoff = send_backoff
+        self.widths = WidthTracker()
+        self.scale = ScaleSignal()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def decision(self) -> ScaleDecision | None:
+        return self.scale.decision
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        last_tick = 0.0
+        while True:
+            await asyncio.sleep(DIGEST_S if self._own else TICK_S)
+            now = time.time()
+            if self._own:
+                stamp = int(now * 1000)
+                self.load.merge(self._own, self.local.digest(now, stamp_ms=stamp), now)
+            if now - last_tick >= TICK_S:
+                last_tick = now
+                try:
+                    self.tick(now)
+                except Exception:  # a bug here must not stop routing: log it and go on
+                    log.exception("load feed tick failed")
+
+    def tick(self, now: float) -> None:
+        """One tick at wall-clock `now` (seconds)."""
+        cut = aligned_cut(int(now * 1000))
+        view = self._view()
+        table = self.load.width_table(HOT_FUNCTIONS, now, settled_ms=cut)
+        self.widths.update(cut, table, len(view.routable))
+        need = containers_needed(
+            ((w.rate, w.in_flight) for w in table.values()),
+            self.load.summary(now, hot=0, settled_ms=cut).in_flight,
+        )
+        self.scale.update(cut, need, len(view.routable), SLOTS_PER_NODE)
+        if self._own:
+            self.local.sweep(now, limit=1000)
+            self.load.expire(now)
+        router = self.router
+        if router is None:
+            return
+        others = {
+            n: max(0, self.load.node_load(n, now).in_flight - self.local.node_in_flight(n))
+            for n in view.routable
+        }
+        router.update(widths=self.widths.widths, peers_in_flight=others)
+        router.backoff.expire(now)
+        if self._send_backoff is not None:
+            for message in pack_entries(router.backoff.take_updates()):
+                self._send_backoff(message)
