@@ -41,6 +41,7 @@ from fnlb.cluster.view import NodeView
 from fnlb.errors import RemoteProtocolError
 from fnlb.health.node_metrics import NodeMetrics, metrics_from_wire
 from fnlb.health.verdict import NodeHealth, State, after_check
+from fnlb.routing.rendezvous import hash64, score
 
 _MAX_STATE_BYTES: Final = 8 << 20
 _MAX_NAME: Final = 255
@@ -128,17 +129,25 @@ class ClusterState:
         self._publish()
 
     def record_metrics(self, node: str, metrics: NodeMetrics) -> None:
-        """Our own reading of a node's /metrics: keep it if newest; share it if it moved.
+        """Our own reading of a node's /metrics: keep it if newest; share it if it moved and
+        we are the node's reporter.
 
-        Every peer reads every node, so a reading whose figures equal the ones held only
-        refreshes the time here: gossiping it would fill the packets with 200 idle nodes
-        saying nothing new every few seconds.
+        Every peer reads every node, so two rules keep this from flooding gossip: a reading
+        whose figures equal the ones held only refreshes the time here, and only one live
+        peer per node (its rendezvous-first peer) shares what moved. The others still read it
+        themselves, so they never lag by more than a check.
         """
         held = self.node_metrics.get(node)
         if not self._keep_metrics(node, metrics):
             return
-        if held is None or held.to_wire()[:-1] != metrics.to_wire()[:-1]:
+        moved = held is None or held.to_wire()[:-1] != metrics.to_wire()[:-1]
+        if moved and self.reporter(node) == self.name:
             self._outbox.append((b"m/" + node.encode(), _pack(["m", node, metrics.to_wire()])))
+
+    def reporter(self, node: str) -> str:
+        """The live peer that shares `node`'s readings: rendezvous-first, the same everywhere."""
+        key = hash64(node)
+        return max(self.alive, key=lambda peer: (score(key, hash64(peer)), peer))
 
     def _keep_metrics(self, node: str, metrics: NodeMetrics) -> bool:
         held = self.node_metrics.get(node)
@@ -175,10 +184,12 @@ class ClusterState:
         self.merge_broadcast(payload, self._clock())
 
     def local_state(self, join: bool) -> bytes:
+        """Our node set and our own verdicts: each peer is the authority on its verdicts, and
+        push-pull with random partners carries each peer's to everyone, so sending everyone's
+        would multiply the exchange by the number of peers for nothing."""
         verdicts = [
-            [peer, node, v.online, v.stamp]
-            for node in self.nodes.members()
-            for peer, v in self.verdicts.verdicts(node).items()
+            [self.name, node, v.online, v.stamp]
+            for node, v in self.verdicts.of_peer(self.name).items()
         ]
         return _pack({"nodes": self.nodes.snapshot(), "verdicts": verdicts})
 

@@ -139,3 +139,25 @@ def test_an_unchanged_node_reading_is_not_gossiped_again() -> None:
     assert p.node_metrics["n:1"].at_ms == 5000
     p.record_metrics("n:1", NodeMetrics(1, 1, 128, 896, 0, 8000))  # it moved: share it
     assert len(p.take_broadcasts()) == 1
+
+
+def test_one_reporter_per_node_and_push_pull_carries_own_verdicts_only() -> None:
+    from fnlb.health.node_metrics import NodeMetrics
+
+    peers = cluster()
+    peers["a"].add_node("n:1", 1000)
+    deliver(peers, 1000)
+    reporters = {p.reporter("n:1") for p in peers.values()}
+    assert len(reporters) == 1  # every peer agrees who shares n:1's readings
+    for i, p in enumerate(peers.values()):
+        p.take_broadcasts()
+        p.record_metrics("n:1", NodeMetrics(i, 0, 0, 1024, 0, 2000 + i))
+    shared = {name for name, p in peers.items() if p.take_broadcasts()}
+    assert shared == reporters
+    for p in peers.values():
+        p.record_check("n:1", True, 3000)
+    deliver(peers, 3001)
+    state = peers["b"].local_state(False)
+    fresh = ClusterState("z", healthy=1, unhealthy=1)
+    fresh.merge_full(state, 4000)
+    assert set(fresh.verdicts.verdicts("n:1")) == {"b"}
