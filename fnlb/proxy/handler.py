@@ -24,7 +24,7 @@ from typing import Final
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from fnlb.api.jsonio import json_error
@@ -58,6 +58,13 @@ HOP_BY_HOP: Final = frozenset(
 )
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """Methods a client may repeat after a failure (RFC 9110 9.2.2)."""
+
+_REPLACED_UPSTREAM: Final = HOP_BY_HOP | {
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+}
+"""Not copied to the node as they came: hop-by-hop, and the X-Forwarded-* we rewrite."""
 
 _NOT_COPIED_FROM_BUFFERED_RESPONSE: Final = HOP_BY_HOP | {"content-length"}
 
@@ -218,29 +225,33 @@ async def _stream(request: web.Request, resp: aiohttp.ClientResponse) -> web.Str
     return out
 
 
-def upstream_headers(request: web.Request) -> CIMultiDict[str]:
-    """End-to-end request headers plus X-Forwarded-For/-Proto/-Host."""
+def upstream_headers(request: web.Request) -> list[tuple[str, str]]:
+    """End-to-end request headers plus X-Forwarded-For/-Proto/-Host.
+
+    A plain list: aiohttp builds its own header map from it, so building one here too would
+    copy every header twice per call.
+    """
     src = request.headers
-    drop = HOP_BY_HOP
+    drop = _REPLACED_UPSTREAM
     connection = src.get("Connection")
     if connection:
         drop = drop | {t.strip().lower() for t in connection.split(",")}
-    out: CIMultiDict[str] = CIMultiDict([(k, v) for k, v in src.items() if k.lower() not in drop])
-    peer = request.remote or ""
+    out = [(k, v) for k, v in src.items() if k.lower() not in drop]
     prior = src.get("X-Forwarded-For")
-    out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-    if "X-Forwarded-Proto" not in src:
-        out["X-Forwarded-Proto"] = request.scheme
-    if "X-Forwarded-Host" not in src and request.host:
-        out["X-Forwarded-Host"] = request.host
+    peer = request.remote or ""
+    out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
+    out.append(("X-Forwarded-Proto", src.get("X-Forwarded-Proto") or request.scheme))
+    host = src.get("X-Forwarded-Host") or request.host
+    if host:
+        out.append(("X-Forwarded-Host", host))
     return out
 
 
-def _filtered(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
+def _filtered(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> list[tuple[str, str]]:
     connection = headers.get("Connection")
     if connection:
         drop = drop | {t.strip().lower() for t in connection.split(",")}
-    return CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in drop])
+    return [(k, v) for k, v in headers.items() if k.lower() not in drop]
 
 
 def _describe(e: BaseException) -> str:
