@@ -55,11 +55,10 @@ class RoutingPolicy(Protocol):
         ...
 
 
-class RendezvousPolicy:
-    observes = False
+class _Unobserved:
+    """A policy that learns nothing from answers (the proxy skips the calls: `observes`)."""
 
-    def candidates(self, view: NodeView, key: str, path: str) -> Sequence[str]:
-        return view.candidates(key)
+    observes = False
 
     def attempt_started(self, node: str, key: str) -> None:
         return None
@@ -76,7 +75,14 @@ class RendezvousPolicy:
         return None
 
 
-class ClassicPolicy:
+class RendezvousPolicy(_Unobserved):
+    def candidates(self, view: NodeView, key: str, path: str) -> Sequence[str]:
+        return view.candidates(key)
+
+
+class ClassicPolicy(_Unobserved):
+    """Learns each (node, path)'s wait from answers; needs no notice of attempts."""
+
     observes = True
 
     def __init__(self, rng: RandomSource) -> None:
@@ -84,9 +90,6 @@ class ClassicPolicy:
 
     def candidates(self, view: NodeView, key: str, path: str) -> Sequence[str]:
         return self.router.candidates(path, view.routable)
-
-    def attempt_started(self, node: str, key: str) -> None:
-        return None
 
     def observe(
         self,
