@@ -120,3 +120,18 @@ async def wait_for(predicate: Callable[[], bool], within: float = 5.0) -> None:
 
 def dumps(value: Any) -> bytes:
     return json.dumps(value).encode()
+
+
+async def eventually(check: Callable[[], Any], within: float = 20.0) -> None:
+    """Poll `check()` (plain or a coroutine) until true; fail after `within` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"not true within {within} s")
+        await asyncio.sleep(0.1)

@@ -9,10 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -23,22 +21,10 @@ from fnlb.config import Settings
 from fnlb.gossip.crypto import key_id
 from fnlb.gossip.keyring_file import encode_key, load_keyring_file, save_keyring_file
 from fnlb.server import Balancer
+from tests.support import eventually
 
 OLD = bytes(range(32))
 NEW = bytes(range(60, 92))
-
-
-async def eventually(check: Callable[[], Any], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within} s")
-        await asyncio.sleep(0.1)
 
 
 def mgmt(b: Balancer) -> str:

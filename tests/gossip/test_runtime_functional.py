@@ -27,6 +27,7 @@ from fnlb.api.gossip import GOSSIP_OFF
 from fnlb.config import Settings
 from fnlb.gossip.keyring_file import encode_key
 from fnlb.server import Balancer
+from tests.support import eventually
 from tests.support_proc import FnlbProcess, free_port
 
 KEY = encode_key(bytes(range(32)))
@@ -57,20 +58,6 @@ async def peers_of(session: aiohttp.ClientSession, b: Balancer) -> dict[str, str
         assert r.status == 200
         body = await r.json()
     return {p["name"]: p["state"] for p in body["peers"]}
-
-
-async def eventually(check: Callable[[], Any], within: float = 20.0) -> None:
-    """Await `check()` until it returns true; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within} s")
-        await asyncio.sleep(0.1)
 
 
 @contextlib.asynccontextmanager
