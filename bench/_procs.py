@@ -177,9 +177,22 @@ def set_priority(pid: int, nice: int) -> bool:
 
 
 def autogroup_nice(pid: int) -> int | None:
-    """The niceness of `pid`'s autogroup, or None without autogroup scheduling."""
+    """The niceness of `pid`'s autogroup, or None without autogroup scheduling.
+
+    The file exists but is empty when the task sits in a cgroup rather than an autogroup
+    (containers, CI runners), so an unreadable or unparsable line means "none".
+    """
     try:
         text = Path(f"/proc/{pid}/autogroup").read_text()
     except OSError:
         return None
-    return int(text.rsplit("nice", 1)[1])
+    return parse_autogroup(text)
+
+
+def parse_autogroup(text: str) -> int | None:
+    """The niceness in a /proc/PID/autogroup line (`/autogroup-7 nice 0`), else None."""
+    _, found, nice = text.rpartition(" nice ")
+    try:
+        return int(nice) if found else None
+    except ValueError:
+        return None
