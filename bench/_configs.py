@@ -61,11 +61,23 @@ def haproxy_cfg(
     *,
     threads: int | None = 1,
     host: str = "127.0.0.1",
+    balance: str = "uri",
+    hash_balance_factor: int | None = None,
 ) -> str:
     """HAProxy hashing the URI onto the nodes (consistent), keep-alive to them, no logs.
 
     `threads=None` leaves nbthread at HAProxy's default (one per CPU it may run on).
+    `balance="roundrobin"` spreads calls in turn instead (no hashing); `hash_balance_factor`
+    (e.g. 125) bounds a hashed server's load to that percentage of the average.
     """
+    if balance == "uri":
+        how = "  balance uri\n  hash-type consistent\n"
+        if hash_balance_factor is not None:
+            how += f"  hash-balance-factor {hash_balance_factor}\n"
+    elif balance == "roundrobin" and hash_balance_factor is None:
+        how = "  balance roundrobin\n"
+    else:
+        raise ValueError(f"balance {balance!r} with factor {hash_balance_factor} is not built")
     nbthread = f"  nbthread {threads}\n" if threads is not None else ""
     servers = "\n".join(
         f"  server n{i} {host}:{port}" for i, port in enumerate(node_ports, start=1)
@@ -89,7 +101,5 @@ frontend calls
   default_backend fn_nodes
 
 backend fn_nodes
-  balance uri
-  hash-type consistent
-{servers}
+{how}{servers}
 """

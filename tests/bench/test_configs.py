@@ -19,10 +19,24 @@ def test_haproxy_hashes_the_uri_consistently_with_keepalive() -> None:
     assert "nbthread" not in haproxy_cfg(8000, [8001], threads=None)
 
 
+def test_haproxy_bounded_load_and_round_robin_as_bench_routing_compares_them() -> None:
+    bounded = haproxy_cfg(8000, [8001, 8002], balance="uri", hash_balance_factor=125)
+    assert "hash-balance-factor 125" in bounded
+    assert "hash-type consistent" in bounded
+    rr = haproxy_cfg(8000, [8001, 8002], balance="roundrobin")
+    assert "balance roundrobin" in rr
+    assert "hash" not in rr
+    with pytest.raises(ValueError, match="not built"):
+        haproxy_cfg(8000, [8001], balance="roundrobin", hash_balance_factor=125)
+
+
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
-def test_haproxy_accepts_the_config(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("balance", "factor"), [("uri", None), ("uri", 125), ("roundrobin", None)])
+def test_haproxy_accepts_the_config(tmp_path: Path, balance: str, factor: int | None) -> None:
     path = tmp_path / "h.cfg"
-    path.write_text(haproxy_cfg(8000, [8001, 8002], threads=1))
+    path.write_text(
+        haproxy_cfg(8000, [8001, 8002], threads=1, balance=balance, hash_balance_factor=factor)
+    )
     done = subprocess.run(
         ["haproxy", "-c", "-q", "-f", str(path)], capture_output=True, text=True, check=False
     )
