@@ -132,6 +132,7 @@ class Balancer:
                 lambda: cluster.view,
                 router=router,
                 send_backoff=cluster.state.queue_backoff,
+                node_readings=lambda: cluster.node_metrics,
             )
             if router is not None:
                 cluster.on_backoff(router)
@@ -143,6 +144,7 @@ class Balancer:
                 lambda: registry.view,
                 router=router,
                 own_digests_as="self",
+                node_readings=lambda: registry.node_metrics,
             )
         self.proxy = Proxy(
             self.registry,

@@ -5,7 +5,8 @@ settled digests, docs/load-model.md), the feed reads the cluster's load: the hot
 width inputs go to the `WidthTracker` (hot-set widths, identical on every peer), the demand
 in containers goes to the `ScaleSignal` (desired nodes, out/in/hold, identical on every peer),
 and, when `--routing=hotset`, the router gets the new widths, the other peers' in-flight
-counts and the gossiped back-off. A lone fnlb runs the same tick over its own figures only.
+counts, the gossiped back-off and each node's capacity from its own `/metrics` (read with the
+health checks, shared by gossip). A lone fnlb runs the same tick over its own figures only.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container, Mapping
 from typing import Final
 
 from fnlb.cluster.load import ClusterLoad, LocalLoad
 from fnlb.cluster.view import NodeView
+from fnlb.health.node_metrics import NodeMetrics
 from fnlb.routing.backoff import pack_entries
 from fnlb.routing.hotset import WidthTracker, aligned_cut
-from fnlb.routing.router import Router
+from fnlb.routing.router import NodeCapacity, Router
 from fnlb.routing.scale import ScaleDecision, ScaleSignal, containers_needed
 
 log = logging.getLogger("fnlb.feed")
@@ -31,8 +33,36 @@ DIGEST_S: Final = 0.3
 HOT_FUNCTIONS: Final = 256
 SLOTS_PER_NODE: Final = 8
 """Containers an Fn node holds (1024 MB / 128 MB, Fn's defaults); the unit of capacity."""
+CONTAINER_BYTES: Final = 128 * 1024 * 1024
+"""Memory of one container when the node does not say (Fn's default function memory)."""
+METRICS_STALE_MS: Final = 15_000
+"""A node's /metrics reading older than this (5 default check intervals) is not used."""
 
 SendBackoff = Callable[[bytes], None]
+NodeReadings = Callable[[], Mapping[str, NodeMetrics]]
+
+
+def node_capacity(reading: NodeMetrics) -> NodeCapacity:
+    """What a node can hold, from its own /metrics: its container memory in slots of Fn's
+    default 128 MB, and the share of those slots its running and queued calls need now.
+
+    Memory held by *idle* containers is not "used" here: Fn evicts idle containers to start
+    new ones, and a node full of warm containers is exactly where its functions should go.
+    """
+    total = reading.mem_used + reading.mem_avail
+    slots = max(1, round(total / CONTAINER_BYTES)) if total > 0 else SLOTS_PER_NODE
+    return NodeCapacity(slots, min(1.0, (reading.running + reading.queued) / slots))
+
+
+def capacities(
+    readings: Mapping[str, NodeMetrics], routable: Container[str], now_ms: int
+) -> dict[str, NodeCapacity]:
+    """`node_capacity` of every routable node with a fresh reading."""
+    return {
+        node: node_capacity(m)
+        for node, m in readings.items()
+        if node in routable and now_ms - m.at_ms <= METRICS_STALE_MS
+    }
 
 
 class LoadFeed:
@@ -45,15 +75,18 @@ class LoadFeed:
         router: Router | None = None,
         own_digests_as: str = "",
         send_backoff: SendBackoff | None = None,
+        node_readings: NodeReadings | None = None,
     ) -> None:
         """`own_digests_as`: a lone fnlb merges its own digests (a cluster peer's service
-        does that while gossiping them). `send_backoff`: gossips the router's back-off."""
+        does that while gossiping them). `send_backoff`: gossips the router's back-off.
+        `node_readings`: the nodes' newest /metrics readings (the registry's)."""
         self.load = load
         self.local = local
         self._view = view
         self.router = router
         self._own = own_digests_as
         self._send_backoff = send_backoff
+        self._readings = node_readings
         self.widths = WidthTracker()
         self.scale = ScaleSignal()
         self._task: asyncio.Task[None] | None = None
@@ -107,7 +140,10 @@ class LoadFeed:
             n: max(0, self.load.node_load(n, now).in_flight - self.local.node_in_flight(n))
             for n in view.routable
         }
-        router.update(widths=self.widths.widths, peers_in_flight=others)
+        caps = None
+        if self._readings is not None:
+            caps = capacities(self._readings(), set(view.routable), int(now * 1000))
+        router.update(widths=self.widths.widths, peers_in_flight=others, capacity=caps)
         router.backoff.expire(now)
         if self._send_backoff is not None:
             for message in pack_entries(router.backoff.take_updates()):
