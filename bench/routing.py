@@ -12,7 +12,11 @@ balancers drawn at random, as DNS spreads clients. Configurations:
   `hash-balance-factor 125` (consistent hashing with bounded load);
 - `fnlb-classic`: three independent `fnlb serve -routing=classic` (the original fnlb's
   algorithm; the original could not share state, so three stand alone);
-- `fnlb`: a 3-peer fnlb cluster with its default routing.
+- `fnlb`: a 3-peer fnlb cluster with its default routing;
+- `pooled-memory` (a reference, not a contender): no balancer, the calls go straight to
+  ONE node holding all five nodes' memory. Its cold fraction is what Fn's own container
+  cache (least recently used idle containers evicted first) achieves when nothing is split:
+  a router that sends each call to one node cannot expect to do much better.
 
 Printed per configuration: calls counted (after `--warm` s), the cold-start fraction (calls
 that waited for a container start, as the node says in `Fnsim-Cold`), p50/p99 latency seen by
@@ -65,7 +69,8 @@ from bench.routing_workload import (
 )
 
 HOST = "127.0.0.1"
-CONFIGS = ("haproxy-roundrobin", "haproxy-bounded", "fnlb-classic", "fnlb")
+CONFIGS = ("haproxy-roundrobin", "haproxy-bounded", "fnlb-classic", "fnlb", "pooled-memory")
+REFERENCES = frozenset({"pooled-memory"})
 LBS = 3
 Log = Callable[[str], None]
 
@@ -191,14 +196,18 @@ async def run_config(
     """Fresh nodes and balancers for `name`, the trace replayed through them, all stopped."""
     cfg_dir = workdir / name
     cfg_dir.mkdir()
+    pooled = name == "pooled-memory"
     fnsim_args = [
-        "--memory-mb=1024", "--fn-memory-mb=128", "--cold-start-ms=300",
-        f"--idle-timeout-s={args.idle_timeout_s:g}", "--max-wait-s=15", f"--seed={args.seed}",
+        f"--memory-mb={1024 * (args.nodes if pooled else 1)}", "--fn-memory-mb=128",
+        "--cold-start-ms=300", f"--idle-timeout-s={args.idle_timeout_s:g}", "--max-wait-s=15",
+        f"--seed={args.seed}",
     ]  # fmt: skip
     with ProcessGroup(cfg_dir, nice=args.nice) as group:
-        fnsim = start_fnsim(group, f"{name}-fnsim", args.nodes, fnsim_args)
+        fnsim = start_fnsim(group, f"{name}-fnsim", 1 if pooled else args.nodes, fnsim_args)
         nodes = fnsim.addresses
-        if name == "haproxy-roundrobin":
+        if pooled:
+            urls = [f"http://{nodes[0]}"]
+        elif name == "haproxy-roundrobin":
             urls = start_haproxies(group, cfg_dir, nodes, "roundrobin", None)
         elif name == "haproxy-bounded":
             urls = start_haproxies(group, cfg_dir, nodes, "uri", 125)
@@ -234,7 +243,9 @@ def verdict(rows: dict[str, Row]) -> list[str]:
     if "fnlb" not in rows or len(rows) < 2:
         return []
     ours = rows["fnlb"]
-    others = {k: v for k, v in rows.items() if k != "fnlb"}
+    others = {k: v for k, v in rows.items() if k != "fnlb" and k not in REFERENCES}
+    if not others:
+        return []
     best_cold = min(others, key=lambda k: others[k].cold_fraction)
     best_p99 = min(others, key=lambda k: others[k].p99_ms)
     ratio = ours.cold_fraction / others[best_cold].cold_fraction
@@ -278,6 +289,7 @@ def spec_of(args: argparse.Namespace) -> WorkloadSpec:
     return WorkloadSpec(
         functions=args.functions,
         total_rate=args.rate,
+        zipf_s=args.zipf_s,
         duration_s=args.duration,
         burst_at_s=args.warm + (counted - burst_s) / 2,
         burst_s=burst_s,
@@ -319,7 +331,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--configs", type=lambda s: s.split(","), default=list(CONFIGS))
     p.add_argument("--functions", type=int, default=200, help="distinct functions (200)")
-    p.add_argument("--rate", type=float, default=80.0, help="calls/s outside the burst (80)")
+    p.add_argument("--rate", type=float, default=40.0, help="calls/s outside the burst (40)")
+    p.add_argument("--zipf-s", type=float, default=1.5, help="Zipf exponent of the rates (1.5)")
     p.add_argument("--duration", type=float, default=120.0, help="s of trace (120)")
     p.add_argument("--warm", type=float, default=30.0, help="first s not counted (30)")
     p.add_argument("--idle-timeout-s", type=float, default=15.0, help="fnsim idle timeout (15)")

@@ -24,8 +24,9 @@ nodes, memoised per view) and the shared figures last pushed by the cluster laye
    Envoy's usual 125 %; Mirrokni et al. 2016). When every hot node is at the cap the call
    overflows to the first node of the rest of the key's order that is under it. A key's
    rendezvous order is its own random permutation, so overflow spreads over all nodes instead
-   of cascading onto ring neighbours. The floor (70 % of a node's container slots) keeps light
-   load concentrated: below it the average says nothing about saturation.
+   of cascading onto ring neighbours. The floor (1.5 x a node's container slots) keeps light
+   load concentrated: below it the average says nothing about saturation, and the calls in
+   flight include those waiting for a container to start, which moving only duplicates.
 4. **Avoidance.** Nodes avoided by `fnlb.routing.backoff` for this function (503 busy, slow
    waits, shared through gossip) or for all (saturated), and nodes whose memory is reported full,
    go to the end of the list: the call spills to the next node of the order and they are tried
@@ -100,15 +101,18 @@ class RouterPolicy:
     """c of bounded load: no node above c x the average load (calls in flight per node).
     Lower spreads sooner; 1.25 is HAProxy's and Envoy's common setting."""
     load_floor: int = 0
-    """Calls in flight below which a node is never over the cap; 0: `target_utilisation` of
-    the containers an average node holds (0.7 x 8 -> 6 with Fn's defaults). Lower refuses
-    calls to nodes that are not full and moves them off their warm home (in simulation a
-    floor of 6 instead of 12 on 16-slot nodes more than doubled the cold starts); higher lets
-    one hot function crowd a node longer."""
+    """Calls in flight below which a node is never over the cap; 0: `floor_share` x the
+    containers an average node holds (1.5 x 8 -> 12 with Fn's defaults). Lower refuses calls
+    to nodes that are not full and moves them off their warm home, where they start another
+    container: in simulation a floor of 6 instead of 12 on 16-slot nodes more than doubled
+    the cold starts, and on 8-slot nodes under memory pressure 6 -> 12 cut them from 48 % to
+    41 % (docs/routing.md); higher lets one hot function crowd a node longer."""
     slots_per_node: int = 8
     """Containers a node holds when the nodes' capacity is not reported (1 GiB / 128 MB)."""
-    target_utilisation: float = 0.7
-    """Share of a node's slots under which it is never refused (Knative's 70 %)."""
+    floor_share: float = 1.5
+    """The floor in containers of an average node. Above 1 because the calls in flight to a
+    node include those queued for a container start (300 ms on Fn): a node with more calls
+    than containers is not yet refusing work, and a call moved off its warm home is cold."""
     choice: Literal["least", "p2c"] = "p2c"
     """`p2c`: the better of two hot nodes drawn at random; `least`: the least loaded one.
     Measured in simulation (docs/routing.md): equal when hot sets have width 1, p2c's waits
@@ -122,8 +126,8 @@ class RouterPolicy:
     def check(self) -> None:
         if self.balance_factor < 1.0 or self.load_floor < 0 or self.min_width < 1:
             raise LocalProtocolError("need balance_factor >= 1, load_floor >= 0, min_width >= 1")
-        if self.slots_per_node < 1 or not 0 < self.target_utilisation <= 1:
-            raise LocalProtocolError("need slots_per_node >= 1, 0 < target_utilisation <= 1")
+        if self.slots_per_node < 1 or not 0 < self.floor_share < 100:
+            raise LocalProtocolError("need slots_per_node >= 1, 0 < floor_share < 100")
         if self.choice not in ("least", "p2c") or not 0 < self.full_at <= 1.0:
             raise LocalProtocolError("choice is least or p2c; 0 < full_at <= 1")
 
@@ -176,7 +180,7 @@ class SharedFigures:
         self.remote_total = sum(peers_in_flight.values())
         slots = [c.slots for c in capacity.values() if c.slots > 0]
         mean = sum(slots) / len(slots) if slots else float(p.slots_per_node)
-        self.floor = float(p.load_floor or max(1, ceil(mean * p.target_utilisation - 1e-9)))
+        self.floor = float(p.load_floor or max(1, ceil(mean * p.floor_share - 1e-9)))
         """The load under which no node is refused, in calls of an average node."""
         # load x weight = load relative to an average node: a node twice as large counts half
         self.weights: Mapping[str, float] = {

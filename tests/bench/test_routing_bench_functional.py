@@ -38,7 +38,7 @@ def test_quick_run_prints_a_row_per_configuration_and_draws_the_plot(tmp_path: P
         if line.startswith("| ") and "---" not in line and "configuration" not in line
         for cells in [[c.strip() for c in line.strip("|").split("|")]]
     }
-    configs = ["haproxy-roundrobin", "haproxy-bounded", "fnlb-classic", "fnlb"]
+    configs = ["haproxy-roundrobin", "haproxy-bounded", "fnlb-classic", "fnlb", "pooled-memory"]
     assert [name for name in rows if not name.startswith("workload")] == configs
     counted = {rows[name][0] for name in configs}
     assert len(counted) == 1  # the same trace everywhere

@@ -155,7 +155,7 @@ def test_a_busy_answer_observed_by_the_router_moves_the_function() -> None:
     r.call_finished("f", order[1], 200, 0.01, T + 0.6)
     r.call_finished("f", order[1], 200, 0.01, T + 0.6)  # an extra finish cannot go negative
     assert r.local_in_flight(order[1]) == 0
-    assert r.cap(10) == 6  # the floor
+    assert r.cap(10) == 12  # the floor: 1.5 x 8 slots
 
 
 def test_two_choices_picks_the_lighter_of_two_hot_nodes() -> None:
@@ -210,7 +210,10 @@ def test_a_saturated_node_loses_the_functions_new_calls_and_gets_them_back() -> 
     # (calls waiting on the first cold start may overflow the load floor for a moment)
     assert share(home, 0.0, 10.0) > 0.85
     assert share(home, 11.0, 30.0) < 0.1  # only probes
-    assert share(spill, 11.0, 30.0) > 0.85  # the next node of f's order
+    # the next nodes of f's order: the calls that waited at X for their 503 count as f's
+    # in flight and widen its hot set to two or three nodes for a while
+    assert share(spill, 11.0, 30.0) + share(order[2], 11.0, 30.0) > 0.85
+    assert share(spill, 11.0, 30.0) > 0.4
     # recovered: the back-off ends within 15 s; the calls that waited for their 503 at X
     # counted as f's in-flight and widened f to two nodes, so X first shares f with the
     # spill node, then has it alone again once the width's 60 s window has passed
@@ -222,12 +225,12 @@ def test_a_saturated_node_loses_the_functions_new_calls_and_gets_them_back() -> 
 
 def test_the_floor_follows_the_nodes_size() -> None:
     r, v = Router(), view()
-    assert r.cap(10) == 6  # 0.7 x 8 slots
+    assert r.cap(10) == 12  # 1.5 x 8 slots
     r.update(capacity={n: NodeCapacity(16) for n in NODES})
-    assert r.cap(10) == 12  # 0.7 x 16 slots
+    assert r.cap(10) == 24  # 1.5 x 16 slots
     order = v.candidates("f")
-    busy(r, order[0], 10)
-    assert r.candidates("f", v, T)[0] == order[0]  # 10 of 16 slots: not full
+    busy(r, order[0], 20)
+    assert r.candidates("f", v, T)[0] == order[0]  # 20 calls on 16 slots: not refused yet
     assert Router(RouterPolicy(load_floor=2)).cap(10) == 2
 
 
