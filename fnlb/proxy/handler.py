@@ -106,7 +106,9 @@ class Proxy:
         self._load = load
         self._routing = routing
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.headers.get("Expect"):
+            await expect_continue(request)
         path = request.path
         key = function_key(path)
         view = self._registry.view
@@ -214,7 +216,7 @@ class Proxy:
         return json_error(502, f"every Fn node failed: {'; '.join(failures)}")
 
 
-async def _stream(request: web.Request, resp: aiohttp.ClientResponse) -> web.StreamResponse:
+async def _stream(request: web.BaseRequest, resp: aiohttp.ClientResponse) -> web.StreamResponse:
     out = web.StreamResponse(
         status=resp.status, reason=resp.reason, headers=_filtered(resp.headers, HOP_BY_HOP)
     )
@@ -225,7 +227,7 @@ async def _stream(request: web.Request, resp: aiohttp.ClientResponse) -> web.Str
     return out
 
 
-def upstream_headers(request: web.Request) -> list[tuple[str, str]]:
+def upstream_headers(request: web.BaseRequest) -> list[tuple[str, str]]:
     """End-to-end request headers plus X-Forwarded-For/-Proto/-Host.
 
     A plain list: aiohttp builds its own header map from it, so building one here too would
@@ -245,6 +247,27 @@ def upstream_headers(request: web.Request) -> list[tuple[str, str]]:
     if host:
         out.append(("X-Forwarded-Host", host))
     return out
+
+
+async def expect_continue(request: web.BaseRequest) -> None:
+    """Answer `Expect: 100-continue` so the client sends its body; 417 for other expectations.
+
+    What aiohttp's router does for a route, done here because the traffic port has no router:
+    HTTP/1.0 clients get nothing (they cannot expect), the header itself is never forwarded.
+    """
+    if request.version != aiohttp.HttpVersion11:
+        return
+    expect = request.headers.get("Expect", "")
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer's own size is counted from its status line
+    await request.writer.drain()
+
+
+async def expect_handled_by_proxy(request: web.Request) -> None:
+    """An `expect_handler` for a route to `Proxy.handle`, which answers `Expect` itself."""
+    return None
 
 
 def _filtered(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> list[tuple[str, str]]:
