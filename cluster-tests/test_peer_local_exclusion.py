@@ -72,7 +72,7 @@ def test_an_fn_node_cut_from_one_peer_is_avoided_by_that_peer_alone(
     for load in loads:
         load.wait_progress(40)
 
-    kept_elsewhere: list[str] = []  # polls where fnlb2 or fnlb3 did not route to n2
+    dropped_by_others: list[str] = []  # polls where fnlb2 or fnlb3 did not route to n2
     cut_at = time.monotonic()  # before: the rules land on the hosts one after another
     with network.partition([a.host], [victim]):
         excluded = services.wait_routable(
@@ -87,7 +87,9 @@ def test_an_fn_node_cut_from_one_peer_is_avoided_by_that_peer_alone(
         while time.monotonic() < cut_at + CUT_S:
             for peer in (b, c):
                 if node not in services.routable(cluster.client, peer.mgmt):
-                    kept_elsewhere.append(f"{peer.host.name} at +{time.monotonic() - cut_at:.1f}s")
+                    dropped_by_others.append(
+                        f"{peer.host.name} at +{time.monotonic() - cut_at:.1f}s"
+                    )
             time.sleep(0.2)
         assert split_verdict_seen(cluster, node, a.host.name)
         healed_at = time.monotonic()
@@ -106,7 +108,7 @@ def test_an_fn_node_cut_from_one_peer_is_avoided_by_that_peer_alone(
         )
 
     assert results[0].calls[-1].start > back_at + 2.0, "load should run well past the heal"
-    assert not kept_elsewhere, kept_elsewhere
+    assert not dropped_by_others, dropped_by_others
 
     def during(calls: list[Call]) -> list[Call]:
         return [c for c in calls if c.end < healed_at]
