@@ -41,6 +41,10 @@ BUFFER_LIMIT: Final = 1 << 20
 
 _CHUNK: Final = 1 << 16
 
+URL_CACHE_SIZE: Final = 4096
+"""Node URLs kept parsed (node + path and query): parsing one per call is a measurable cost,
+and calls repeat their paths. Past this many, the cache starts again (bounded memory)."""
+
 HOP_BY_HOP: Final = frozenset(
     {
         "connection",
@@ -105,11 +109,13 @@ class Proxy:
         self._parse_wait = parse_wait
         self._load = load
         self._routing = routing
+        self._urls: dict[str, URL] = {}
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.headers.get("Expect"):
             await expect_continue(request)
-        path = request.path
+        raw_path = request.raw_path
+        path = _decoded_path(request, raw_path)
         key = function_key(path)
         view = self._registry.view
         nodes = self._routing.candidates(view, key, path)
@@ -134,8 +140,14 @@ class Proxy:
         last = len(nodes) - 1
         load = self._load
         routing = self._routing if self._routing.observes else None
+        urls = self._urls
         for i, node in enumerate(nodes):
-            url = URL(f"http://{node}{request.raw_path}", encoded=True)
+            target = f"http://{node}{raw_path}"
+            url = urls.get(target)
+            if url is None:
+                if len(urls) >= URL_CACHE_SIZE:
+                    urls.clear()
+                url = urls[target] = URL(target, encoded=True)
             started = time.time()
             load.call_started(key, node, started)
             if routing is not None:
@@ -234,16 +246,24 @@ def upstream_headers(request: web.BaseRequest) -> list[tuple[str, str]]:
     copy every header twice per call.
     """
     src = request.headers
-    drop = _REPLACED_UPSTREAM
-    connection = src.get("Connection")
+    out: list[tuple[str, str]] = []
+    replaced: dict[str, str] = {}  # the first value of each header not copied as it came
+    for k, v in src.items():
+        lower = k.lower()
+        if lower in _REPLACED_UPSTREAM:
+            replaced.setdefault(lower, v)
+        else:
+            out.append((k, v))
+    connection = replaced.get("connection")
     if connection:
-        drop = drop | {t.strip().lower() for t in connection.split(",")}
-    out = [(k, v) for k, v in src.items() if k.lower() not in drop]
-    prior = src.get("X-Forwarded-For")
+        named = _with_connection_options(frozenset(), connection)
+        if named:
+            out = [(k, v) for k, v in out if k.lower() not in named]
+    prior = replaced.get("x-forwarded-for")
     peer = request.remote or ""
     out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
-    out.append(("X-Forwarded-Proto", src.get("X-Forwarded-Proto") or request.scheme))
-    host = src.get("X-Forwarded-Host") or request.host
+    out.append(("X-Forwarded-Proto", replaced.get("x-forwarded-proto") or request.scheme))
+    host = replaced.get("x-forwarded-host") or request.host
     if host:
         out.append(("X-Forwarded-Host", host))
     return out
@@ -270,11 +290,38 @@ async def expect_handled_by_proxy(request: web.Request) -> None:
     return None
 
 
+def _decoded_path(request: web.BaseRequest, raw_path: str) -> str:
+    """The request's decoded path, without yarl's decoding when there is nothing to decode."""
+    if raw_path[:1] == "/" and "%" not in raw_path and "#" not in raw_path:
+        return raw_path.partition("?")[0]
+    return request.path
+
+
 def _filtered(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> list[tuple[str, str]]:
     connection = headers.get("Connection")
     if connection:
-        drop = drop | {t.strip().lower() for t in connection.split(",")}
+        drop = _with_connection_options(drop, connection)
     return [(k, v) for k, v in headers.items() if k.lower() not in drop]
+
+
+_DROP_CACHE_SIZE: Final = 256
+_drop_sets: dict[tuple[frozenset[str], str], frozenset[str]] = {}
+
+
+def _with_connection_options(drop: frozenset[str], connection: str) -> frozenset[str]:
+    """`drop` plus the header names a `Connection` header lists (they are hop-by-hop too).
+
+    Nodes send the same `Connection: keep-alive` on every answer, so the sets are kept rather
+    than rebuilt per call; past `_DROP_CACHE_SIZE` distinct ones the cache starts again.
+    """
+    key = (drop, connection)
+    found = _drop_sets.get(key)
+    if found is None:
+        if len(_drop_sets) >= _DROP_CACHE_SIZE:
+            _drop_sets.clear()
+        found = drop | {t.strip().lower() for t in connection.split(",")}
+        _drop_sets[key] = found
+    return found
 
 
 def _describe(e: BaseException) -> str:

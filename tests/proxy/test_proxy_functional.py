@@ -291,3 +291,17 @@ async def test_large_bodies_stream_both_ways(
             async for chunk in resp.content.iter_any():
                 got += len(chunk)
         assert got == size
+
+
+async def test_parsed_node_urls_are_reused_within_a_bound(
+    backends: list[Backend], client: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("fnlb.proxy.handler.URL_CACHE_SIZE", 4)
+    async with running_balancer(nodes=backends[0].address) as lb:
+        await all_online(lb, 1)
+        for i in range(10):
+            async with client.get(url(lb, f"/r/app/fn?n={i % 7}")) as resp:
+                assert resp.status == 200
+        assert [s.path_qs for s in backends[0].seen] == [f"/r/app/fn?n={i % 7}" for i in range(10)]
+        assert lb.proxy is not None
+        assert 0 < len(lb.proxy._urls) <= 4
