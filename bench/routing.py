@@ -44,6 +44,7 @@ import platform
 import random
 import shlex
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -55,7 +56,7 @@ import aiohttp
 if __package__ in (None, ""):  # run as a file: make `bench` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._cluster_procs import REPO_ROOT, start_fnsim, start_peers
+from bench._cluster_procs import REPO_ROOT, start_peers
 from bench._configs import haproxy_cfg
 from bench._procs import ProcessGroup, StartError, free_port, set_priority, wait_http_ok
 from bench.routing_workload import (
@@ -75,6 +76,24 @@ LBS = 3
 Log = Callable[[str], None]
 
 
+def node_addresses(count: int, first_port: int = 18080) -> list[str]:
+    """`count` Fn node addresses, 127.0.1.1 up, on one port free on all of them.
+
+    The same addresses in every configuration and every run: rendezvous and jump hashing
+    place functions by the nodes' names, so addresses drawn afresh would make each
+    configuration's placement a different lottery."""
+    hosts = [f"127.0.1.{i + 1}" for i in range(count)]
+    for port in range(first_port, first_port + 1000):
+        try:
+            for host in hosts:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return [f"{host}:{port}" for host in hosts]
+    raise StartError(f"no port from {first_port} free on all of {', '.join(hosts)}")
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
@@ -83,12 +102,11 @@ def start_haproxies(
     group: ProcessGroup, workdir: Path, nodes: Sequence[str], balance: str, factor: int | None
 ) -> list[str]:
     """Three HAProxy processes, one port each; their base URLs."""
-    node_ports = [int(a.rsplit(":", 1)[1]) for a in nodes]
     urls = []
     for i in range(LBS):
         port = free_port()
         cfg = workdir / f"haproxy-{balance}-{i}.cfg"
-        cfg.write_text(haproxy_cfg(port, node_ports, balance=balance, hash_balance_factor=factor))
+        cfg.write_text(haproxy_cfg(port, list(nodes), balance=balance, hash_balance_factor=factor))
         group.start(f"haproxy-{balance}-{i}", ["haproxy", "-db", "-f", str(cfg)])
         urls.append(f"http://{HOST}:{port}")
     return urls
@@ -203,8 +221,15 @@ async def run_config(
         f"--seed={args.seed}",
     ]  # fmt: skip
     with ProcessGroup(cfg_dir, nice=args.nice) as group:
-        fnsim = start_fnsim(group, f"{name}-fnsim", 1 if pooled else args.nodes, fnsim_args)
-        nodes = fnsim.addresses
+        nodes = args.node_addresses[:1] if pooled else args.node_addresses
+        for i, address in enumerate(nodes):
+            proc = group.start(
+                f"{name}-fnsim-{i}",
+                [sys.executable, "-m", "fnlb", "fnsim", f"--listen={address}", *fnsim_args],
+                cwd=REPO_ROOT,
+                env=_env(),
+            )
+            wait_http_ok(proc, f"http://{address}/version", 30.0)
         if pooled:
             urls = [f"http://{nodes[0]}"]
         elif name == "haproxy-roundrobin":
@@ -306,6 +331,8 @@ async def main_async(args: argparse.Namespace, workdir: Path, log: Log) -> int:
         f"{spec.duration_s:g}s (first {args.warm:g}s not counted), burst of rank "
         f"{spec.burst_rank} x{spec.burst_factor:g} at {spec.burst_at_s:g}s for {spec.burst_s:g}s"
     )
+    args.node_addresses = node_addresses(args.nodes)
+    log(f"# Fn nodes: {', '.join(args.node_addresses)} (fresh for each configuration)")
     results: dict[str, list[Outcome]] = {}
     for name in args.configs:
         results[name] = await run_config(name, args, calls, workdir, log)
