@@ -87,6 +87,8 @@ def node_addresses(count: int, first_port: int = 18080) -> list[str]:
         try:
             for host in hosts:
                 with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    # as asyncio's servers do: a port in TIME_WAIT from the last run is free
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     s.bind((host, port))
         except OSError:
             continue
