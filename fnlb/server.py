@@ -91,10 +91,10 @@ class Balancer:
                 unhealthy=settings.hc_unhealthy,
                 nodes=node_list(settings.nodes),
             )
-        self.stats = CallStats()
         self.load = (
             self.cluster.local_load if self.cluster else LocalLoad(epoch=int(time.time() * 1000))
         )
+        self.stats = CallStats(self.load)
         self._runners: list[web.BaseRunner] = []
         self._session: aiohttp.ClientSession | None = None
         self._hc_session: aiohttp.ClientSession | None = None
@@ -153,7 +153,6 @@ class Balancer:
         self.proxy = Proxy(
             self.registry,
             self._session,
-            self.stats,
             passive_failure=self.health.passive_failure,
             parse_wait=parse_wait_header,
             load=self.load,

@@ -22,6 +22,9 @@ on another node counts once on each), in-flight (exact), wait to start (the deca
 `Xxx-Fxlb-Wait` when the server sent it, else of the time to first byte of answers below 500;
 503 answers give no wait sample), and busy 503s per second. Per node: the same, summed over
 functions. Functions idle for `expire_after_s` with nothing in flight are dropped by `sweep`.
+Each record also counts the answers returned to clients in the current whole second, for
+`GET /1/lb/stats` (`answers_per_second`): a closed second moves to a list kept for
+`seconds_kept`, so that read needs no second structure written per call.
 
 `ClusterLoad` keeps the last few digests (see `load_digest`) of each peer, this one's own
 included, and answers cluster-wide questions from them. Each peer's in-flight counts are a
@@ -43,7 +46,7 @@ from __future__ import annotations
 import heapq
 import zlib
 from bisect import bisect_right
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from math import exp
@@ -98,7 +101,19 @@ class _NodeRec:
 class _Cell:
     """One (function, node) pair; `g_*` are forward-decayed sums (see the module docstring)."""
 
-    __slots__ = ("g_arr", "g_busy", "g_wait", "g_ws", "in_flight", "last", "node")
+    __slots__ = (
+        "g_arr",
+        "g_busy",
+        "g_wait",
+        "g_ws",
+        "in_flight",
+        "last",
+        "node",
+        "sec",
+        "sec_calls",
+        "sec_first",
+        "sec_wait",
+    )
 
     def __init__(self, node: _NodeRec, now: float) -> None:
         self.node = node
@@ -108,6 +123,11 @@ class _Cell:
         self.g_ws = 0.0  # weight of wait samples
         self.g_wait = 0.0  # weighted sum of wait samples, seconds
         self.g_busy = 0.0
+        # answers in the second `sec` (see `LocalLoad.answers_per_second`)
+        self.sec = -1
+        self.sec_calls = 0
+        self.sec_wait = 0.0
+        self.sec_first = 0.0
 
 
 class _FnRec:
@@ -118,6 +138,20 @@ class _FnRec:
         self.in_flight = 0
         self.last = now
         self.g_arr = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SecondCount:
+    """Answers from one node for one function within one whole second of Unix time."""
+
+    second: int
+    first: float
+    """When the first of them came (Unix time, seconds)."""
+    node: str
+    fn: str
+    calls: int
+    wait_sum: float
+    """Sum of their `Xxx-Fxlb-Wait` in seconds (0 for answers without the header)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +193,13 @@ class LocalLoad:
         "_inv_tau",
         "_landmark",
         "_nodes",
+        "_past_seconds",
         "_seq",
         "epoch",
         "evicted",
         "expire_after_s",
         "max_functions",
+        "seconds_kept",
         "tau",
     )
 
@@ -174,14 +210,17 @@ class LocalLoad:
         expire_after_s: float = 120.0,
         max_functions: int = 100_000,
         epoch: int = 0,
+        seconds_kept: int = 60,
     ) -> None:
         """`epoch`: a number larger at each start of this peer (wall-clock ms will do), so
         peers order a restarted peer's digests after its old ones. `max_functions`: a hard cap
         on tracked functions (a client spraying random paths cannot grow memory without
         bound); past it, the least recently swept idle function is evicted and counted in
-        `evicted`."""
+        `evicted`. `seconds_kept`: how far back `answers_per_second` looks, in seconds."""
         if not time_constant_s > 0 or not expire_after_s > 0 or max_functions < 1:
             raise LocalProtocolError("time constant, expiry and max_functions must be positive")
+        if seconds_kept < 1:
+            raise LocalProtocolError("seconds_kept must be positive")
         self.tau = time_constant_s
         self._inv_tau = 1.0 / time_constant_s
         self.expire_after_s = expire_after_s
@@ -192,6 +231,9 @@ class LocalLoad:
         self._landmark = 0.0
         self._fns: OrderedDict[str, _FnRec] = OrderedDict()
         self._nodes: dict[str, _NodeRec] = {}
+        self.seconds_kept = seconds_kept
+        # closed per-second counts of answers: (second, first, node, fn, calls, wait_sum)
+        self._past_seconds: deque[tuple[int, float, str, str, int, float]] = deque()
 
     # -- the request path --------------------------------------------------------------------
 
@@ -226,6 +268,7 @@ class LocalLoad:
         wait_s: float | None,
         ttfb_s: float | None,
         now: float,
+        answered_at: float | None = None,
     ) -> None:
         """A call started with `call_started(fn, node)` ended (answered, failed or cancelled).
 
@@ -233,11 +276,26 @@ class LocalLoad:
         `Xxx-Fxlb-Wait` header in seconds, None when absent. `ttfb_s`: seconds until the first
         byte of the answer, None when none came; it stands in for the wait when the header is
         absent and the status is below 500. A 503 counts as busy and gives no wait sample.
+        `answered_at`: when the answer this call returns to its client came (Unix time), None
+        for an attempt whose answer is not returned (a failure, a busy node retried); these
+        are what `answers_per_second` counts.
         """
         rec = self._fns.get(fn)
         cell = None if rec is None else rec.cells.get(node)
         if rec is None or cell is None or cell.in_flight <= 0:
             raise LocalProtocolError(f"call_finished({fn!r}, {node!r}) without call_started")
+        if answered_at is not None:
+            second = int(answered_at)
+            if cell.sec == second:
+                cell.sec_calls += 1
+                cell.sec_wait += wait_s or 0.0
+            else:
+                if cell.sec_calls:
+                    self._close_second(fn, node, cell, second)
+                cell.sec = second
+                cell.sec_calls = 1
+                cell.sec_wait = wait_s or 0.0
+                cell.sec_first = answered_at
         x = (now - self._landmark) * self._inv_tau
         if x > _REBASE_HARD:
             self._rebase(now)
@@ -261,13 +319,20 @@ class LocalLoad:
             nrec.g_ws += e
             nrec.g_wait += w * e
 
+    def _close_second(self, fn: str, node: str, cell: _Cell, now_second: int) -> None:
+        past = self._past_seconds
+        past.append((cell.sec, cell.sec_first, node, fn, cell.sec_calls, cell.sec_wait))
+        horizon = now_second - self.seconds_kept
+        while past and past[0][0] <= horizon:
+            past.popleft()
+
     def _new_function(self, fn: str, now: float) -> _FnRec:
         fns = self._fns
         if len(fns) >= self.max_functions:
             for _ in range(_EVICT_TRIES):
                 old_fn, old = fns.popitem(last=False)
                 if old.in_flight == 0:
-                    self._release(old)
+                    self._release(old_fn, old)
                     self.evicted += 1
                     break
                 fns[old_fn] = old
@@ -282,13 +347,15 @@ class LocalLoad:
         cell = rec.cells[node] = _Cell(nrec, now)
         return cell
 
-    def _release(self, rec: _FnRec) -> None:
+    def _release(self, fn: str, rec: _FnRec) -> None:
         for node, cell in rec.cells.items():
-            self._release_cell(node, cell)
+            self._release_cell(fn, node, cell)
 
-    def _release_cell(self, node: str, cell: _Cell) -> None:
+    def _release_cell(self, fn: str, node: str, cell: _Cell) -> None:
         """Take an idle cell's (long decayed) weights out of its node, and the node with its
-        last cell."""
+        last cell. Its answers of the last second it saw stay counted."""
+        if cell.sec_calls:
+            self._close_second(fn, node, cell, cell.sec)
         nrec = cell.node
         nrec.cells -= 1
         if nrec.cells == 0:
@@ -318,7 +385,7 @@ class LocalLoad:
         for _ in range(n):
             fn, rec = fns.popitem(last=False)
             if rec.in_flight == 0 and rec.last < cutoff:
-                self._release(rec)
+                self._release(fn, rec)
                 dropped += 1
                 continue
             if len(rec.cells) > 1:
@@ -326,7 +393,7 @@ class LocalLoad:
                 for node in idle:
                     cell = rec.cells.pop(node)
                     rec.g_arr = max(0.0, rec.g_arr - cell.g_arr)
-                    self._release_cell(node, cell)
+                    self._release_cell(fn, node, cell)
             fns[fn] = rec
         return dropped
 
@@ -399,6 +466,21 @@ class LocalLoad:
         if n is None:
             return IDLE_NODE
         return _share(n.g_arr, n.in_flight, n.g_ws, n.g_wait, n.g_busy, self._rate_factor(now))
+
+    def answers_per_second(self, now: float) -> list[SecondCount]:
+        """Answers per (second, node, function) over the last `seconds_kept` seconds, by
+        second and then by when each pair's first answer in that second came.
+
+        O(functions tracked + seconds kept): for a management read, not the request path.
+        """
+        horizon = int(now) - self.seconds_kept
+        rows = [row for row in self._past_seconds if row[0] > horizon]
+        for fn, rec in self._fns.items():
+            for node, c in rec.cells.items():
+                if c.sec_calls and c.sec > horizon:
+                    rows.append((c.sec, c.sec_first, node, fn, c.sec_calls, c.sec_wait))
+        rows.sort(key=lambda row: (row[0], row[1]))
+        return [SecondCount(*row) for row in rows]
 
     def digest(
         self, now: float, budget_bytes: int = GOSSIP_BUDGET_BYTES, *, stamp_ms: int = 0

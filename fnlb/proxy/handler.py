@@ -1,9 +1,9 @@
 """The data plane: one aiohttp handler that forwards a call to the node routing chose.
 
 Per call: function key -> the routing policy's candidates over the current view -> first
-node that takes the call -> response streamed back -> one observation into the stats, the
-load figures (in-flight, rate, wait: what the cluster shares) and the routing policy. The
-current view is read once, with no lock and no await.
+node that takes the call -> response streamed back -> one observation into the load figures
+(in-flight, rate, wait: what the cluster shares; the per-second counts of `/1/lb/stats`) and
+the routing policy. The current view is read once, with no lock and no await.
 
 Retries never risk running a POST twice. A call moves to the next candidate only when it is
 known not to have started: the connection could not be opened (nothing was sent), or the
@@ -30,7 +30,6 @@ from yarl import URL
 from fnlb.api.jsonio import json_error
 from fnlb.cluster.load import LocalLoad
 from fnlb.cluster.registry import NodeDirectory
-from fnlb.proxy.stats import CallStats
 from fnlb.routing.function_key import function_key
 from fnlb.routing.policy import RoutingPolicy
 
@@ -95,7 +94,6 @@ class Proxy:
         self,
         registry: NodeDirectory,
         session: aiohttp.ClientSession,
-        stats: CallStats,
         *,
         passive_failure: PassiveFailure,
         parse_wait: WaitParser,
@@ -104,7 +102,6 @@ class Proxy:
     ) -> None:
         self._registry = registry
         self._session = session
-        self._stats = stats
         self._passive_failure = passive_failure
         self._parse_wait = parse_wait
         self._load = load
@@ -204,7 +201,6 @@ class Proxy:
             now = time.time()
             wait_header = resp.headers.get("Xxx-Fxlb-Wait")
             wait = self._parse_wait(wait_header) if wait_header else None
-            self._stats.record(node, key, wait or 0.0, now)
             try:
                 length = resp.content_length
                 if length is not None and length <= BUFFER_LIMIT and request.method != "HEAD":
@@ -220,7 +216,8 @@ class Proxy:
                 raise
             finally:
                 resp.release()
-                load.call_finished(key, node, resp.status, wait, now - started, time.time())
+                # answered at `now`: counted for /1/lb/stats (positional: cheaper than a keyword)
+                load.call_finished(key, node, resp.status, wait, now - started, time.time(), now)
                 if routing is not None:
                     routing.observe(
                         node, key, path, resp.status, wait_header, resp.headers.get("Retry-After")

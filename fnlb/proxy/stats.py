@@ -2,63 +2,44 @@
 
 The original rolled up each (node, function) per second into `{"timestamp", "tp", "node",
 "func", "wait"}` (tp: calls in that second, wait: mean wait to start in seconds) and emptied
-its buffer on every read, so only one reader could poll. Here each call adds to its second's
-bucket and reads only look: any number of dashboards may poll.
+its buffer on every read, so only one reader could poll. Here reads only look: any number of
+dashboards may poll.
+
+The counts are kept by `LocalLoad` (`answers_per_second`), in the record it already updates
+for every call: a second structure fed per call cost the request path a lookup of its own.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from datetime import UTC, datetime
 from typing import Any
+
+from fnlb.cluster.load import LocalLoad
 
 WINDOW_SECONDS = 60
 
 
 class CallStats:
-    __slots__ = ("_current", "_second", "_seconds")
+    """The `/1/lb/stats` rows, read from this peer's load figures."""
 
-    def __init__(self) -> None:
-        self._second = -1
-        self._current: dict[tuple[str, str], list[float]] = {}
-        self._seconds: deque[tuple[int, dict[tuple[str, str], list[float]]]] = deque(
-            maxlen=WINDOW_SECONDS
-        )
+    __slots__ = ("_load",)
 
-    def record(self, node: str, func: str, wait_s: float, now: float) -> None:
-        """Count one answered call; `now` is Unix time in seconds."""
-        second = int(now)
-        if second != self._second:
-            if self._current:
-                self._seconds.append((self._second, self._current))
-            self._second = second
-            self._current = {}
-        entry = self._current.get((node, func))
-        if entry is None:
-            self._current[(node, func)] = [1.0, wait_s, now]
-        else:
-            entry[0] += 1.0
-            entry[1] += wait_s
+    def __init__(self, load: LocalLoad) -> None:
+        """`load` must keep `WINDOW_SECONDS` (`LocalLoad(seconds_kept=...)`, the default)."""
+        self._load = load
 
     def snapshot(self, now: float) -> list[dict[str, Any]]:
         """The roll-ups of the last minute, oldest first, in the original's JSON shape."""
-        horizon = int(now) - WINDOW_SECONDS
-        buckets = [*self._seconds, (self._second, self._current)]
-        out: list[dict[str, Any]] = []
-        for second, calls in buckets:
-            if second <= horizon:
-                continue
-            for (node, func), (count, wait_sum, first) in calls.items():
-                out.append(
-                    {
-                        "timestamp": _rfc3339(first),
-                        "tp": int(count),
-                        "node": node,
-                        "func": func,
-                        "wait": wait_sum / count,
-                    }
-                )
-        return out
+        return [
+            {
+                "timestamp": _rfc3339(c.first),
+                "tp": c.calls,
+                "node": c.node,
+                "func": c.fn,
+                "wait": c.wait_sum / c.calls,
+            }
+            for c in self._load.answers_per_second(now)
+        ]
 
 
 def _rfc3339(ts: float) -> str:
