@@ -10,7 +10,11 @@ A node that answers a call of f with 503 busy (Fn's "server too busy", sent befo
 runs) is avoided *for f* for `first_s`, doubled at each further 503 in a row up to `max_s`
 (and never beyond the node's `Retry-After`); the next success of f on that node ends the
 streak. A node whose `Xxx-Fxlb-Wait` for f climbs past `slow_wait_s` (a decayed mean, so one
-slow call does not count) is avoided for f for `first_s`. When `node_wide_after` different
+slow call does not count) is avoided for f for `first_s`. A node whose *path* got slow (its
+answers to f take far longer than f's answers usually take, wait excluded: two in a row at
+`slow_path_ratio` times f's typical time and `slow_path_s` more) is avoided for f for
+`first_s`, doubled while its answers stay slow: a slow link or a hung host shows there,
+not in the wait header. When `node_wide_after` different
 functions are avoided on one node at once, the node itself is saturated and is avoided *for
 all functions* until the last of those entries ends.
 
@@ -55,6 +59,13 @@ _WIRE_VERSION: Final = 1
 _MAX_WIRE_BYTES: Final = 16_384
 _MAX_NAME: Final = 1024
 _WAIT_DECAY: Final = 0.3
+_TYPICAL_DECAY: Final = 0.05
+"""Weight of a normal answer in a function's typical answer time."""
+_TYPICAL_SLOW_DECAY: Final = 0.01
+"""Weight of a slow answer: a function that became slower everywhere is learnt, slowly,
+while one slow node cannot drag the baseline up before it is avoided."""
+_TYPICAL_MIN_SAMPLES: Final = 5
+_TYPICAL_FLOOR_S: Final = 0.005
 _NO_ENTRIES: Final[Mapping[str, float]] = MappingProxyType({})
 
 
@@ -71,6 +82,12 @@ class BackoffPolicy:
     slow_wait_s: float = 1.0
     """Decayed mean of the `Xxx-Fxlb-Wait` header (s) past which a node is avoided for that
     function. Only the header counts: a time to first byte includes the function's own run."""
+    slow_path_ratio: float = 4.0
+    """An answer of f (time to its headers, minus the wait header) this many times f's
+    typical one is slow..."""
+    slow_path_s: float = 0.5
+    """...if it is also this many seconds longer: a cold start (~0.3 s) or a jittery
+    function is not a slow node; a path that adds seconds is."""
     max_entries: int = 10_000
     """Most (function, node) records kept; the oldest go first when full."""
 
@@ -79,6 +96,8 @@ class BackoffPolicy:
             raise LocalProtocolError("need 0 < first_s <= max_s and node_wide_after >= 1")
         if self.slow_wait_s <= 0 or self.max_entries < 1:
             raise LocalProtocolError("need slow_wait_s > 0 and max_entries >= 1")
+        if self.slow_path_ratio <= 1 or self.slow_path_s < 0:
+            raise LocalProtocolError("need slow_path_ratio > 1 and slow_path_s >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +110,14 @@ class BackoffEntry:
 
 
 class _Pair:
-    """One (function, node): its avoidance end, busy streak and decayed wait."""
+    """One (function, node): its avoidance end, busy and slow streaks and decayed wait."""
 
-    __slots__ = ("streak", "until", "wait")
+    __slots__ = ("slow", "streak", "until", "wait")
 
     def __init__(self) -> None:
         self.until = 0.0
         self.streak = 0
+        self.slow = 0  # slow answers in a row
         self.wait = -1.0  # no sample yet
 
 
@@ -114,6 +134,7 @@ class Backoff:
         "_nodes",
         "_pairs",
         "_policy",
+        "_typical",
         "_updates",
         "active_until",
     )
@@ -126,6 +147,7 @@ class Backoff:
         self._node_fns: dict[str, dict[str, float]] = {}  # node -> fn -> until (the same)
         self._nodes: dict[str, float] = {}  # node -> until (node-wide)
         self._updates: dict[tuple[str, str], float] = {}
+        self._typical: dict[str, list[float]] = {}  # fn -> [typical answer s, samples]
         self.active_until = 0.0
         """The latest end of any entry: nothing is avoided once `now` passes it."""
 
@@ -173,9 +195,20 @@ class Backoff:
         self._avoid(fn, node, until, now, local=True)
         return until
 
-    def finished(self, fn: str, node: str, wait_s: float | None, now: float) -> None:
+    def finished(
+        self,
+        fn: str,
+        node: str,
+        wait_s: float | None,
+        now: float,
+        answer_s: float | None = None,
+    ) -> None:
         """A call of `fn` on `node` was answered (not 503): end the busy streak, and fold the
-        server's wait header (None when absent) into the decayed wait."""
+        server's wait header (None when absent) into the decayed wait. `answer_s`: seconds
+        from sending the call to the answer's headers, when the caller measured them."""
+        if answer_s is not None and 0.0 <= answer_s < 86_400.0:
+            waited = wait_s if wait_s is not None and 0.0 <= wait_s <= answer_s else 0.0
+            self._judge_path(fn, node, answer_s - waited, now)
         pair = self._pairs.get((fn, node))
         if pair is None:
             if wait_s is None or wait_s < self._policy.slow_wait_s * _WAIT_DECAY:
@@ -192,6 +225,38 @@ class Backoff:
         if pair.wait >= self._policy.slow_wait_s and pair.until <= now:
             pair.until = now + self._policy.first_s
             self._avoid(fn, node, pair.until, now, local=True)
+
+    def _judge_path(self, fn: str, node: str, answer_s: float, now: float) -> None:
+        """Compare one answer of `fn` from `node` with `fn`'s typical answer time."""
+        p = self._policy
+        typical = self._typical.get(fn)
+        if typical is None:
+            if len(self._typical) >= p.max_entries:
+                del self._typical[next(iter(self._typical))]
+            self._typical[fn] = [answer_s, 1.0]
+            return
+        mean, samples = typical
+        base = mean if mean > _TYPICAL_FLOOR_S else _TYPICAL_FLOOR_S
+        slow = (
+            samples >= _TYPICAL_MIN_SAMPLES
+            and answer_s >= base * p.slow_path_ratio
+            and answer_s >= mean + p.slow_path_s
+        )
+        typical[0] = mean + (_TYPICAL_SLOW_DECAY if slow else _TYPICAL_DECAY) * (answer_s - mean)
+        typical[1] = samples + 1.0
+        pair = self._pairs.get((fn, node))
+        if not slow:
+            if pair is not None:
+                pair.slow = 0
+            return
+        pair = self._pair(fn, node)
+        pair.slow += 1
+        if pair.slow < 2:
+            return  # one slow answer may be the function's own; two in a row are the node
+        span = min(p.first_s * (2.0 ** min(pair.slow - 2, 30)), p.max_s)
+        until = max(pair.until, now + span)
+        pair.until = until
+        self._avoid(fn, node, until, now, local=True)
 
     # -- gossip --------------------------------------------------------------------------
 

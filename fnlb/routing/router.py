@@ -381,9 +381,12 @@ class Router:
         wait_s: float | None,
         now: float,
         retry_after_s: float | None = None,
+        answer_s: float | None = None,
     ) -> None:
         """The attempt ended: `status` the node's answer (0 when none came), `wait_s` its
-        `Xxx-Fxlb-Wait` in seconds (None when absent), `retry_after_s` its Retry-After."""
+        `Xxx-Fxlb-Wait` in seconds (None when absent), `retry_after_s` its Retry-After,
+        `answer_s` the seconds from sending the call to the answer's headers (None: not
+        measured)."""
         left = self._local.get(node, 0) - 1
         if left > 0:
             self._local[node] = left
@@ -394,7 +397,7 @@ class Router:
         if status == BUSY_STATUS:
             self.backoff.busy(key, node, now, retry_after_s)
         elif 0 < status < 500:
-            self.backoff.finished(key, node, wait_s, now)
+            self.backoff.finished(key, node, wait_s, now, answer_s)
 
     def local_in_flight(self, node: str) -> int:
         """Calls in flight from this peer to `node`."""

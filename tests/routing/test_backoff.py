@@ -91,6 +91,81 @@ def test_climbing_waits_make_a_node_avoided_and_a_fast_probe_brings_it_back() ->
     assert not b.avoided("f", "n1", T + 3.1)
 
 
+def _typical(b: Backoff, fn: str, node: str, answer_s: float, calls: int, at: float) -> float:
+    """`calls` answers of `fn` from `node`, each `answer_s`, 10 ms apart; returns the time."""
+    for k in range(calls):
+        b.finished(fn, node, 0.0, at + 0.01 * k, answer_s)
+    return at + 0.01 * calls
+
+
+def test_a_node_whose_path_got_slow_is_avoided_longer_while_it_stays_slow() -> None:
+    b = Backoff()
+    t = _typical(b, "f", "n1", 0.05, 10, T)
+    b.finished("f", "n1", 0.0, t, 2.05)  # one slow answer may be the function's own
+    assert not b.avoided("f", "n1", t)
+    b.finished("f", "n1", 0.0, t + 0.01, 2.05)  # two in a row: the node
+    assert b.avoided("f", "n1", t + 0.02)
+    assert not b.avoided("g", "n1", t + 0.02)  # for f only, so far
+    assert not b.avoided("f", "n1", t + 1.02)
+    # answers of calls sent before the avoidance keep arriving slow: it doubles
+    b.finished("f", "n1", 0.0, t + 0.5, 2.05)
+    assert b.avoided("f", "n1", t + 2.4)
+    b.finished("f", "n1", 0.0, t + 0.6, 2.05)
+    assert b.avoided("f", "n1", t + 4.5)
+    # a fast probe ends the streak; the avoidance in force runs out as set
+    b.finished("f", "n1", 0.0, t + 5.0, 0.05)
+    b.finished("f", "n1", 0.0, t + 5.1, 2.05)
+    assert not b.avoided("f", "n1", t + 5.2)  # a single slow answer again: not yet
+
+
+def test_a_slow_path_for_two_functions_avoids_the_node_for_all() -> None:
+    b = Backoff()
+    t = _typical(b, "f", "n1", 0.02, 10, T)
+    t = _typical(b, "g", "n1", 0.08, 10, t)
+    for fn in ("f", "g", "f", "g"):
+        b.finished(fn, "n1", 0.0, t, 2.1)
+    assert b.avoided("h", "n1", t + 0.1)
+    assert not b.avoided("h", "n2", t + 0.1)
+
+
+def test_what_the_node_waited_for_a_container_is_not_the_path() -> None:
+    """A cold start or a queue shows in the wait header: that is load, not a slow path."""
+    b = Backoff(BackoffPolicy(slow_wait_s=100.0))
+    t = _typical(b, "f", "n1", 0.05, 10, T)
+    for k in range(5):
+        b.finished("f", "n1", 2.0, t + 0.01 * k, 2.05)
+    assert not b.avoided("f", "n1", t + 0.1)
+
+
+def test_slow_but_not_seconds_slower_is_not_a_slow_node() -> None:
+    """A cold start on a server without the wait header (newer Fn) adds ~0.3 s: not slow."""
+    b = Backoff()
+    t = _typical(b, "f", "n1", 0.02, 10, T)
+    for k in range(5):
+        b.finished("f", "n1", None, t + 0.01 * k, 0.35)
+    assert not b.avoided("f", "n1", t + 0.1)
+
+
+def test_a_function_that_became_slower_everywhere_is_learnt() -> None:
+    """Its typical time follows slow answers too, slowly: after a while they are normal."""
+    b = Backoff()
+    t = _typical(b, "f", "n1", 0.05, 10, T)
+    t = _typical(b, "f", "n2", 2.0, 400, t + 60)
+    b.expire(t + 60)
+    assert not b.avoided("f", "n2", t + 60)
+    t = _typical(b, "f", "n2", 2.0, 2, t + 60)
+    assert not b.avoided("f", "n2", t)
+
+
+def test_without_a_measured_answer_time_nothing_is_judged() -> None:
+    b = Backoff()
+    for k in range(20):
+        b.finished("f", "n1", 0.0, T + k, None)
+    for k in range(5):
+        b.finished("f", "n1", 0.0, T + 30 + k, None)
+    assert not b.avoided("f", "n1", T + 36)
+
+
 def test_entries_made_here_are_queued_for_gossip_once() -> None:
     b = Backoff()
     b.busy("f", "n1", T)
@@ -137,6 +212,8 @@ def test_bad_policies_are_refused() -> None:
         BackoffPolicy(node_wide_after=0),
         BackoffPolicy(slow_wait_s=0),
         BackoffPolicy(max_entries=0),
+        BackoffPolicy(slow_path_ratio=1.0),
+        BackoffPolicy(slow_path_s=-1),
     ):
         with pytest.raises(LocalProtocolError):
             Backoff(bad)
