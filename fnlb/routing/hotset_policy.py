@@ -5,10 +5,10 @@ clock as a callable (`time.time`), because the proxy's policy interface carries 
 tests hand in a virtual one.
 
 The proxy calls, per call: `candidates(view, key, path)`; per attempt, `attempt_started(node,
-key)` before sending and `observe(node, key, path, status, wait_header, retry_after)` when it
-ends, *including* a 503 busy that moves the call on (status 503) and a connection that could
-not be opened (status 0). Only `observe` is in today's `RoutingPolicy`; the other hook and the
-`retry_after` argument are what the proxy needs to add for this policy (see docs/routing.md).
+key)` before sending and `observe(node, key, path, status, wait_header, retry_after,
+answer_s)` when it ends, *including* a 503 busy that moves the call on (status 503) and a
+connection that could not be opened (status 0); `answer_s` (seconds to the answer's headers)
+feeds the back-off's slow-path rule.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ class HotSetPolicy:
         status: int,
         wait: str | None,
         retry_after: str | None = None,
+        answer_s: float | None = None,
     ) -> None:
         self.router.call_finished(
             key,
@@ -75,4 +76,5 @@ class HotSetPolicy:
             wait_seconds(wait),
             self._clock(),
             retry_after_seconds(retry_after),
+            answer_s,
         )

@@ -49,9 +49,11 @@ class RoutingPolicy(Protocol):
         status: int,
         wait: str | None,
         retry_after: str | None = None,
+        answer_s: float | None = None,
     ) -> None:
         """How an attempt ended: the status (0: no connection; 503: busy, with its
-        `Retry-After`) and the `Xxx-Fxlb-Wait` header, if any (called only if `observes`)."""
+        `Retry-After`), the `Xxx-Fxlb-Wait` header, if any, and the seconds from sending the
+        call to the answer's headers when an answer came (called only if `observes`)."""
         ...
 
 
@@ -71,6 +73,7 @@ class _Unobserved:
         status: int,
         wait: str | None,
         retry_after: str | None = None,
+        answer_s: float | None = None,
     ) -> None:
         return None
 
@@ -99,6 +102,7 @@ class ClassicPolicy(_Unobserved):
         status: int,
         wait: str | None,
         retry_after: str | None = None,
+        answer_s: float | None = None,
     ) -> None:
         if status and status != 503:
             self.router.observe_header(node, path, wait)
