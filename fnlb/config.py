@@ -104,10 +104,11 @@ class Settings:
     )
 
     routing: str = _opt(
-        "rendezvous",
-        "how calls pick nodes: rendezvous (each function's stable node order, identical on "
-        "every peer), hotset (load-aware spread over that order; docs/routing.md) or classic "
-        "(the original fnlb's jump hash and wait-based walk)",
+        "hotset",
+        "how calls pick nodes: hotset (each function's stable node order, identical on every "
+        "peer, spread over more nodes as its load grows, busy nodes avoided; docs/routing.md), "
+        "rendezvous (that order alone) or classic (the original fnlb's jump hash and "
+        "wait-based walk)",
         metavar="POLICY",
     )
     state_dir: str = _opt(

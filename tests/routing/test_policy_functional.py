@@ -1,4 +1,4 @@
-"""--routing=classic reproduces the original fnlb's choices; rendezvous is the default."""
+"""--routing=classic reproduces the original fnlb's choices; hotset is the default."""
 
 from __future__ import annotations
 
@@ -31,6 +31,13 @@ async def test_classic_sends_each_path_where_the_original_would() -> None:
     finally:
         for b in backends:
             await b.stop()
+
+
+def test_the_default_routing_is_the_hot_set() -> None:
+    from fnlb.config import Settings
+    from fnlb.routing.hotset_policy import HotSetPolicy
+
+    assert isinstance(make_policy(Settings().routing, random.Random(), lambda: 0.0), HotSetPolicy)
 
 
 def test_unknown_policy_is_refused() -> None:
