@@ -220,7 +220,13 @@ class Proxy:
                 load.call_finished(key, node, resp.status, wait, now - started, time.time(), now)
                 if routing is not None:
                     routing.observe(
-                        node, key, path, resp.status, wait_header, resp.headers.get("Retry-After")
+                        node,
+                        key,
+                        path,
+                        resp.status,
+                        wait_header,
+                        resp.headers.get("Retry-After"),
+                        now - started,
                     )
         return json_error(502, f"every Fn node failed: {'; '.join(failures)}")
 
