@@ -81,3 +81,48 @@ async def test_hotset_spreads_a_function_whose_home_is_busy_and_reports_scale() 
     finally:
         for b in backends:
             await b.stop()
+
+
+async def test_new_calls_leave_a_node_whose_answers_got_seconds_slower() -> None:
+    """The default routing end to end: a node that keeps its wait header at 1.5 ms but
+    answers 0.7 s late (a slow link, a hung host) loses the new calls of its functions."""
+    import asyncio
+
+    from aiohttp import web
+
+    backends = [Backend(f"n{i}") for i in range(3)]
+    for b in backends:
+        await b.start()
+    try:
+        addrs = ",".join(b.address for b in backends)
+        async with running_balancer(nodes=addrs) as lb, aiohttp.ClientSession() as client:
+            await wait_for(lambda: len(lb.registry.view.routable) == 3)
+            view = lb.registry.view
+            slow_node = view.candidates("r/app/f0")[0]
+            slow = next(b for b in backends if b.address == slow_node)
+            homed = [
+                f"r/app/f{i}" for i in range(40) if view.candidates(f"r/app/f{i}")[0] == slow_node
+            ]
+            assert len(homed) >= 2
+
+            async def call(key: str) -> str:
+                async with client.get(f"http://{lb.listen_address}/{key}") as r:
+                    assert r.status == 200
+                    return str((await r.json())["node"])
+
+            for _ in range(6):  # each function's typical answer: a few ms
+                assert {await call(k) for k in homed[:2]} == {slow.name}
+
+            async def late(request: web.Request) -> web.StreamResponse:
+                await asyncio.sleep(0.7)
+                return await slow.default(request)
+
+            slow.handler = late
+            for _ in range(2):  # two slow answers in a row, for two functions
+                await asyncio.gather(*(call(k) for k in homed[:2]))
+            # the node is avoided for every function now, not only the two that were slow
+            answered_by = [await call(k) for k in homed]
+            assert slow.name not in answered_by
+    finally:
+        for b in backends:
+            await b.stop()
