@@ -103,11 +103,6 @@ def test_a_black_holed_fn_node_times_out_and_leaves_the_routable_set(
     assert not [c for c in result.calls if c.start < holed_at and not c.ok and c.end < holed_at]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load-aware routing (per-node latency / in-flight figures steering new calls) "
-    "is not in fnlb yet: rendezvous hashing keeps every function on its home node",
-)
 def test_new_calls_move_away_from_a_node_whose_path_got_2s_slower(network: Network) -> None:
     cluster = fn_nodes_behind_one_fnlb(
         network,
