@@ -18,12 +18,15 @@ def reading(
     return NodeMetrics(queued, running, used_mb * MIB, avail_mb * MIB, 0.0, at)
 
 
-def test_a_node_full_of_idle_containers_is_not_full() -> None:
-    """Idle containers hold memory but Fn evicts them for new ones: only calls count."""
+def test_a_node_full_of_idle_containers_or_queued_starts_is_not_full() -> None:
+    """Idle containers hold memory but Fn evicts them for new ones, and queued calls mostly
+    wait for a container start: only running calls fill a node."""
     idle = node_capacity(reading(1024, 0))
     assert idle.slots == 8
     assert idle.used == 0.0
-    busy = node_capacity(reading(1024, 0, running=6, queued=2))
+    starting = node_capacity(reading(1024, 0, running=2, queued=6))
+    assert starting.used == 0.25
+    busy = node_capacity(reading(1024, 0, running=8, queued=2))
     assert busy.slots == 8
     assert busy.used == 1.0
     half = node_capacity(reading(512, 1536, running=8))
