@@ -8,13 +8,9 @@ The figures themselves belong in docs/benchmarks.md, from a full run.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.support import run_bench
 
 
 def _rows(text: str, heading: str) -> list[list[str]]:
@@ -32,14 +28,7 @@ def _rows(text: str, heading: str) -> list[list[str]]:
 
 @pytest.mark.slow
 def test_quick_run_measures_every_figure() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.cluster", "--quick"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
-    )
+    done = run_bench("bench.cluster", "--quick", timeout=150)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     assert "# command: python -m bench.cluster --quick" in out

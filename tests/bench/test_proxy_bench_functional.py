@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.support import run_bench
 
 pytestmark = [
     pytest.mark.skipif(
@@ -30,14 +27,7 @@ pytestmark = [
 
 
 def test_quick_run_prints_a_row_for_every_configuration() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.proxy", "--quick", "--connections", "8"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    done = run_bench("bench.proxy", "--quick", "--connections", "8", timeout=90)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     names = [row.split("|")[1].strip() for row in rows[1:]]

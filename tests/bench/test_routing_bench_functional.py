@@ -9,35 +9,21 @@ a full run and lives in docs/routing.md.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.support import run_bench, table_rows
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
 def test_quick_run_prints_a_row_per_configuration_and_draws_the_plot(tmp_path: Path) -> None:
     png = tmp_path / "latency.png"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.routing", "--quick", "--plot", str(png)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    done = run_bench("bench.routing", "--quick", "--plot", str(png), timeout=240)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
-    rows = {
-        cells[0]: cells[1:]
-        for line in out.splitlines()
-        if line.startswith("| ") and "---" not in line and "configuration" not in line
-        for cells in [[c.strip() for c in line.strip("|").split("|")]]
-    }
+    rows = table_rows(out)
     configs = ["haproxy-roundrobin", "haproxy-bounded", "fnlb-classic", "fnlb", "pooled-memory"]
     assert [name for name in rows if not name.startswith("workload")] == configs
     counted = {rows[name][0] for name in configs}
@@ -50,14 +36,7 @@ def test_quick_run_prints_a_row_per_configuration_and_draws_the_plot(tmp_path: P
 
 
 def test_unknown_configuration_is_refused_with_the_known_ones() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.routing", "--configs", "nginx"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_bench("bench.routing", "--configs", "nginx", timeout=60)
     assert done.returncode == 2
     assert "unknown configuration nginx" in done.stderr
     assert "haproxy-bounded" in done.stderr
