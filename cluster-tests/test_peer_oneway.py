@@ -129,12 +129,9 @@ def test_node_changes_on_both_sides_of_a_one_way_cut_converge_after_the_heal(
         )
         watch.watch_until(cut_at + ONE_WAY_S - 0.5)
         deaf_list = cluster.node_lists()[0]
-    healed_at = time.monotonic()
-    rejoined = cluster.wait_all_alive(timeout=HEAL_CONVERGENCE_BOUND)
-    final = cluster.wait_converged_keeping(
+    rejoined, final, converged = cluster.rejoin_and_converge(
         log.promise(cluster.node_ids), timeout=HEAL_CONVERGENCE_BOUND
     )
-    converged = time.monotonic() - healed_at
     results = [load.result() for load in loads]
     for peer, result in zip(cluster.peers, results, strict=True):
         print(

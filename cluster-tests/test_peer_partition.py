@@ -66,12 +66,9 @@ def test_a_30s_partition_with_changes_on_both_sides_heals_into_one_node_list(
             timeout=15,
         )
         time.sleep(max(0.0, cut_at + PARTITION_S - time.monotonic()))
-    healed_at = time.monotonic()
-    rejoined = cluster.wait_all_alive(timeout=HEAL_CONVERGENCE_BOUND)
-    final = cluster.wait_converged_keeping(
+    rejoined, final, converged = cluster.rejoin_and_converge(
         log.promise(cluster.node_ids), timeout=HEAL_CONVERGENCE_BOUND
     )
-    converged = time.monotonic() - healed_at
     results = [load.result() for load in loads]
     for peer, result in zip(cluster.peers, results, strict=True):
         print(

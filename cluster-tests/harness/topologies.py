@@ -14,6 +14,7 @@ other (shared key, a state dir each), every peer given the same starting node li
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -145,6 +146,16 @@ class PeerCluster:
             ]
             raise TimeoutError(f"{e}: " + "; ".join(detail)) from None
         return last[0]
+
+    def rejoin_and_converge(
+        self, promise: Promise, *, timeout: float
+    ) -> tuple[float, set[str], float]:
+        """Right after a heal: the seconds until every peer lists all alive again, the node
+        list they then agree on (keeping `promise`), and the seconds until that agreement."""
+        healed_at = time.monotonic()
+        rejoined = self.wait_all_alive(timeout=timeout)
+        final = self.wait_converged_keeping(promise, timeout=timeout)
+        return rejoined, final, time.monotonic() - healed_at
 
     def restart(self, index: int) -> services.Fnlb:
         """Start peer `index` again with its command line and state dir (after kill/stop)."""
