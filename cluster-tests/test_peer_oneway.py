@@ -16,7 +16,6 @@ import time
 
 import pytest
 from harness import services
-from harness.load import start_load
 from harness.netns import Network
 from harness.nodechanges import NodeChangeLog
 from harness.topologies import PeerCluster, fnlb_peers_with_fn_nodes
@@ -85,15 +84,7 @@ def test_node_changes_on_both_sides_of_a_one_way_cut_converge_after_the_heal(
         services.start_fnsim(host)
     n4, n5, n6 = (h.addr(services.FNSIM_PORT) for h in spares)
     n1, n2, n3 = cluster.node_ids
-    loads = [
-        start_load(
-            cluster.client, p.traffic, PATHS, count=100_000, deadline=ONE_WAY_S + 4,
-            rate=15, concurrency=4, name=f"load-{p.host.name}",
-        )
-        for p in cluster.peers
-    ]  # fmt: skip
-    for load in loads:
-        load.wait_progress(20)
+    loads = cluster.load_every_peer(PATHS, deadline=ONE_WAY_S + 4, rate=15)
 
     log = NodeChangeLog(cluster.client)
     watch = PeerWatch(cluster)

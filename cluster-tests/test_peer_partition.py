@@ -11,7 +11,6 @@ import time
 
 import pytest
 from harness import services
-from harness.load import start_load
 from harness.netns import Network
 from harness.nodechanges import NodeChangeLog
 from harness.topologies import fnlb_peers_with_fn_nodes
@@ -35,15 +34,7 @@ def test_a_30s_partition_with_changes_on_both_sides_heals_into_one_node_list(
         services.start_fnsim(host)
     n4, n5 = (h.addr(services.FNSIM_PORT) for h in spares)
     n1, n2, _ = cluster.node_ids
-    loads = [
-        start_load(
-            cluster.client, p.traffic, PATHS, count=100_000, deadline=PARTITION_S + 5,
-            rate=15, concurrency=4, name=f"load-{p.host.name}",
-        )
-        for p in cluster.peers
-    ]  # fmt: skip
-    for load in loads:
-        load.wait_progress(20)
+    loads = cluster.load_every_peer(PATHS, deadline=PARTITION_S + 5, rate=15)
 
     log = NodeChangeLog(cluster.client)
     with network.partition([a.host], [b.host, c.host]):

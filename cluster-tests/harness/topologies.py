@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from harness import services
+from harness.load import LoadRun, start_load
 from harness.netns import Host, Network
 from harness.nodechanges import Promise
 from harness.procs import Process
@@ -156,6 +157,22 @@ class PeerCluster:
         rejoined = self.wait_all_alive(timeout=timeout)
         final = self.wait_converged_keeping(promise, timeout=timeout)
         return rejoined, final, time.monotonic() - healed_at
+
+    def load_every_peer(
+        self, paths: Sequence[str], *, deadline: float, rate: float, concurrency: int = 4
+    ) -> list[LoadRun]:
+        """One paced load client per peer, through its traffic port, until `deadline` s;
+        started once each has 20 calls answered, so the cluster is serving before a fault."""
+        loads = [
+            start_load(
+                self.client, p.traffic, paths, count=100_000, deadline=deadline, rate=rate,
+                concurrency=concurrency, name=f"load-{p.host.name}",
+            )
+            for p in self.peers
+        ]  # fmt: skip
+        for load in loads:
+            load.wait_progress(20)
+        return loads
 
     def restart(self, index: int) -> services.Fnlb:
         """Start peer `index` again with its command line and state dir (after kill/stop)."""
