@@ -206,12 +206,22 @@ class Backoff:
         """A call of `fn` on `node` was answered (not 503): end the busy streak, and fold the
         server's wait header (None when absent) into the decayed wait. `answer_s`: seconds
         from sending the call to the answer's headers, when the caller measured them."""
+        p = self._policy
+        pair = self._pairs.get((fn, node))
         if answer_s is not None and 0.0 <= answer_s < 86_400.0:
             waited = wait_s if wait_s is not None and 0.0 <= wait_s <= answer_s else 0.0
-            self._judge_path(fn, node, answer_s - waited, now)
-        pair = self._pairs.get((fn, node))
+            if self._slow_path(fn, answer_s - waited):
+                if pair is None:
+                    pair = self._pair(fn, node)
+                pair.slow += 1
+                if pair.slow >= 2:  # one slow answer may be the function's own; two, the node
+                    span = min(p.first_s * (2.0 ** min(pair.slow - 2, 30)), p.max_s)
+                    pair.until = max(pair.until, now + span)
+                    self._avoid(fn, node, pair.until, now, local=True)
+            elif pair is not None:
+                pair.slow = 0
         if pair is None:
-            if wait_s is None or wait_s < self._policy.slow_wait_s * _WAIT_DECAY:
+            if wait_s is None or wait_s < p.slow_wait_s * _WAIT_DECAY:
                 return  # nothing to remember: no streak, and a wait too short to matter
             pair = self._pair(fn, node)
             pair.wait = 0.0  # the waits before were too short to remember: call them 0
@@ -222,19 +232,20 @@ class Backoff:
             pair.until = 0.0  # the first call after an avoidance: judge the node afresh
             pair.wait = -1.0
         pair.wait = wait_s if pair.wait < 0 else pair.wait + _WAIT_DECAY * (wait_s - pair.wait)
-        if pair.wait >= self._policy.slow_wait_s and pair.until <= now:
-            pair.until = now + self._policy.first_s
+        if pair.wait >= p.slow_wait_s and pair.until <= now:
+            pair.until = now + p.first_s
             self._avoid(fn, node, pair.until, now, local=True)
 
-    def _judge_path(self, fn: str, node: str, answer_s: float, now: float) -> None:
-        """Compare one answer of `fn` from `node` with `fn`'s typical answer time."""
+    def _slow_path(self, fn: str, answer_s: float) -> bool:
+        """Whether one answer of `fn` (wait excluded) is far slower than `fn`'s typical one;
+        folds it into that typical time either way."""
         p = self._policy
         typical = self._typical.get(fn)
         if typical is None:
             if len(self._typical) >= p.max_entries:
                 del self._typical[next(iter(self._typical))]
             self._typical[fn] = [answer_s, 1.0]
-            return
+            return False
         mean, samples = typical
         base = mean if mean > _TYPICAL_FLOOR_S else _TYPICAL_FLOOR_S
         slow = (
@@ -244,19 +255,7 @@ class Backoff:
         )
         typical[0] = mean + (_TYPICAL_SLOW_DECAY if slow else _TYPICAL_DECAY) * (answer_s - mean)
         typical[1] = samples + 1.0
-        pair = self._pairs.get((fn, node))
-        if not slow:
-            if pair is not None:
-                pair.slow = 0
-            return
-        pair = self._pair(fn, node)
-        pair.slow += 1
-        if pair.slow < 2:
-            return  # one slow answer may be the function's own; two in a row are the node
-        span = min(p.first_s * (2.0 ** min(pair.slow - 2, 30)), p.max_s)
-        until = max(pair.until, now + span)
-        pair.until = until
-        self._avoid(fn, node, until, now, local=True)
+        return slow
 
     # -- gossip --------------------------------------------------------------------------
 
