@@ -62,7 +62,8 @@ class Fnsim:
         return time.monotonic()
 
 
-def _env() -> dict[str, str]:
+def repo_env() -> dict[str, str]:
+    """The environment for a child that must import `fnlb` and `bench` from this checkout."""
     return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
 
@@ -88,7 +89,7 @@ def spawn_peer(
     if hc_interval is not None:
         cmd.append(f"-hc-interval={hc_interval:g}")
     cmd += list(extra)
-    proc = group.start(name, cmd, cwd=REPO_ROOT, env=_env())
+    proc = group.start(name, cmd, cwd=REPO_ROOT, env=repo_env())
     return Peer(name, proc, listen, mgmt, gossip)
 
 
@@ -150,7 +151,7 @@ async def alive_peers(session: aiohttp.ClientSession, peer: Peer) -> set[str]:
 def spawn_fnsim(group: ProcessGroup, name: str, count: int, args: Sequence[str] = ()) -> Started:
     """Start `fnlb fnsim` with `count` nodes on free ports (see `fnsim_addresses`)."""
     cmd = [sys.executable, "-m", "fnlb", "fnsim", f"--listen={HOST}:0", f"--count={count}"]
-    return group.start(name, [*cmd, *args], cwd=REPO_ROOT, env=_env())
+    return group.start(name, [*cmd, *args], cwd=REPO_ROOT, env=repo_env())
 
 
 def fnsim_addresses(proc: Started, count: int, timeout: float = 30.0) -> Fnsim:

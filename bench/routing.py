@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import random
@@ -48,6 +49,7 @@ import socket
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -56,7 +58,7 @@ import aiohttp
 if __package__ in (None, ""):  # run as a file: make `bench` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._cluster_procs import REPO_ROOT, start_peers
+from bench._cluster_procs import REPO_ROOT, repo_env, start_peers
 from bench._configs import haproxy_cfg
 from bench._procs import ProcessGroup, StartError, free_port, set_priority, wait_http_ok
 from bench.routing_workload import (
@@ -96,10 +98,6 @@ def node_addresses(count: int, first_port: int = 18080) -> list[str]:
     raise StartError(f"no port from {first_port} free on all of {', '.join(hosts)}")
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-
-
 def start_haproxies(
     group: ProcessGroup, workdir: Path, nodes: Sequence[str], balance: str, factor: int | None
 ) -> list[str]:
@@ -115,9 +113,6 @@ def start_haproxies(
 
 
 def _all_online(mgmt_url: str, count: int) -> Callable[[], bool]:
-    import json
-    import urllib.request
-
     def check() -> bool:
         with urllib.request.urlopen(f"{mgmt_url}/1/lb/nodes", timeout=2.0) as r:
             nodes = json.load(r)["nodes"]
@@ -148,7 +143,7 @@ def start_fnlb_classic(group: ProcessGroup, nodes: Sequence[str]) -> list[str]:
             f"-mgmt-listen={HOST}:{mgmt}", "-nodes=" + ",".join(nodes), "-routing=classic",
             "-log-level=warning",
         ]  # fmt: skip
-        proc = group.start(f"fnlb-classic-{i}", cmd, cwd=REPO_ROOT, env=_env())
+        proc = group.start(f"fnlb-classic-{i}", cmd, cwd=REPO_ROOT, env=repo_env())
         wait_http_ok(proc, f"http://{HOST}:{mgmt}/1/lb/nodes", 60.0)
         _wait(_all_online(f"http://{HOST}:{mgmt}", len(nodes)), f"fnlb-classic-{i}: nodes online")
         urls.append(f"http://{HOST}:{listen}")
@@ -211,7 +206,12 @@ async def replay(
 
 
 async def run_config(
-    name: str, args: argparse.Namespace, calls: Sequence[Call], workdir: Path, log: Log
+    name: str,
+    args: argparse.Namespace,
+    calls: Sequence[Call],
+    all_nodes: Sequence[str],
+    workdir: Path,
+    log: Log,
 ) -> list[Outcome]:
     """Fresh nodes and balancers for `name`, the trace replayed through them, all stopped."""
     cfg_dir = workdir / name
@@ -223,13 +223,13 @@ async def run_config(
         f"--seed={args.seed}",
     ]  # fmt: skip
     with ProcessGroup(cfg_dir, nice=args.nice) as group:
-        nodes = args.node_addresses[:1] if pooled else args.node_addresses
+        nodes = all_nodes[:1] if pooled else all_nodes
         for i, address in enumerate(nodes):
             proc = group.start(
                 f"{name}-fnsim-{i}",
                 [sys.executable, "-m", "fnlb", "fnsim", f"--listen={address}", *fnsim_args],
                 cwd=REPO_ROOT,
-                env=_env(),
+                env=repo_env(),
             )
             wait_http_ok(proc, f"http://{address}/version", 30.0)
         if pooled:
@@ -333,11 +333,11 @@ async def main_async(args: argparse.Namespace, workdir: Path, log: Log) -> int:
         f"{spec.duration_s:g}s (first {args.warm:g}s not counted), burst of rank "
         f"{spec.burst_rank} x{spec.burst_factor:g} at {spec.burst_at_s:g}s for {spec.burst_s:g}s"
     )
-    args.node_addresses = node_addresses(args.nodes)
-    log(f"# Fn nodes: {', '.join(args.node_addresses)} (fresh for each configuration)")
+    nodes = node_addresses(args.nodes)
+    log(f"# Fn nodes: {', '.join(nodes)} (fresh for each configuration)")
     results: dict[str, list[Outcome]] = {}
     for name in args.configs:
-        results[name] = await run_config(name, args, calls, workdir, log)
+        results[name] = await run_config(name, args, calls, nodes, workdir, log)
     rows = {name: summarise(out, args.warm) for name, out in results.items()}
     for line in table(rows, floor):
         log(line)
