@@ -2,8 +2,9 @@
 
 Everything runs in this one process on loopback: `--fn-nodes` emulated Fn servers on
 consecutive ports from `--fn-port`, and `--peers` fnlb peers gossiping with each other
-(encrypted with a key made for the demo). Peer i takes calls on `--port + 2i` and answers the
-management API on `--port + 2i + 1`. The nodes are added through one peer's API; every peer
+(encrypted with a key made for the demo). Peer i takes calls on `--port + 2i`, answers the
+management API on `--port + 2i + 1` and gossips on `--port + 2 x peers + i` (8081-8089 by
+default; the Fn nodes are on 18080 up). The nodes are added through one peer's API; every peer
 learns them by gossip. Two bursts of calls, spread over the peers as DNS would spread clients,
 show that each function lands on the same Fn node whichever peer takes the call, so after the
 first burst most calls find a hot container. Then the peers' views are compared (as `fnlb
@@ -108,7 +109,7 @@ def peer_settings(args: argparse.Namespace, i: int, key: str, seed: str) -> Sett
     return Settings(
         listen=addr(2 * i),
         mgmt_listen=addr(2 * i + 1),
-        gossip_listen=f"{args.host}:{args.port + 10000 + i if args.port else 0}",
+        gossip_listen=addr(2 * args.peers + i),
         join=(seed,) if seed else (),
         node_name=f"peer{i}",
         gossip_key=key,
@@ -117,9 +118,10 @@ def peer_settings(args: argparse.Namespace, i: int, key: str, seed: str) -> Sett
     )
 
 
-async def start_peers(args: argparse.Namespace) -> list[Balancer]:
+async def start_peers(args: argparse.Namespace, peers: list[Balancer]) -> None:
+    """Start the peers into `peers` (the caller's list, so that it stops those that started
+    even when a later one cannot bind its port)."""
     key = base64.b64encode(os.urandom(32)).decode()
-    peers: list[Balancer] = []
     seed = ""
     for i in range(args.peers):
         peer = Balancer(peer_settings(args, i, key, seed))
@@ -129,7 +131,6 @@ async def start_peers(args: argparse.Namespace) -> list[Balancer]:
             assert peer.gossip is not None
             assert peer.gossip.bound is not None
             seed = f"{args.host}:{peer.gossip.bound[1]}"
-    return peers
 
 
 async def wait_until(check: Callable[[], bool], seconds: float) -> bool:
@@ -147,7 +148,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     )  # fmt: skip
     peers: list[Balancer] = []
     try:
-        peers = await start_peers(args)
+        await start_peers(args, peers)
         await wait_until(lambda: all(p.cluster and len(p.cluster.state.alive) == len(peers)
                                      for p in peers), 10)  # fmt: skip
         async with aiohttp.ClientSession() as session:

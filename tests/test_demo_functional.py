@@ -24,3 +24,43 @@ def test_demo_cluster_routes_every_function_to_one_node_and_agrees() -> None:
     assert "curl -X POST http://127.0.0.1:" in out
     assert out.count("'held_by': 2") == 3  # nodes added on one peer, held by another too
     assert "all peers agree" in out
+
+
+def test_the_demos_default_ports_do_not_collide() -> None:
+    """The README runs the demo with its defaults: every peer port (calls, management,
+    gossip) and every Fn node port must differ."""
+    import argparse
+
+    from fnlb.demo import add_arguments, peer_settings
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([])
+    ports = [args.fn_port + i for i in range(args.fn_nodes)]
+    for i in range(args.peers):
+        s = peer_settings(args, i, "key", "")
+        ports += [int(a.rsplit(":", 1)[1]) for a in (s.listen, s.mgmt_listen, s.gossip_listen)]
+    assert len(ports) == len(set(ports)), sorted(ports)
+
+
+def test_a_port_in_use_is_reported_and_the_peers_already_started_are_stopped() -> None:
+    """Peer 1's call port is taken: peer 0 started and must be stopped cleanly."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = subprocess.run(
+            [
+                sys.executable, "-m", "fnlb", "demo", "--exit",
+                "--port", str(port - 2), "--fn-port", "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert "address already in use" in done.stderr.lower()
+    assert "Unclosed" not in done.stderr
