@@ -43,6 +43,7 @@ from fnlb.gossip.messages import (
     StreamPing,
     Suspect,
     UserBroadcast,
+    UserDirect,
 )
 
 
@@ -57,6 +58,7 @@ def corpus(rng: random.Random) -> list[bytes]:
         Suspect(9, "node-4", "node-1"),
         Dead(2, "node-5", "node-5"),
         UserBroadcast("node-6", b"nodes", bytes(rng.getrandbits(8) for _ in range(200))),
+        UserDirect("node-7", b"l/node-7", bytes(rng.getrandbits(8) for _ in range(200))),
     ]
     out = [codec.encode_packet([codec.encode_message(m)]) for m in msgs]
     for _ in range(20):

@@ -89,6 +89,9 @@ class _Delegate:
     def take_broadcasts(self) -> list[tuple[bytes, bytes]]:
         return self._service.state.take_broadcasts()
 
+    def take_direct(self) -> list[tuple[bytes, bytes]]:
+        return self._service.state.take_direct()
+
     def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
         self._service.merged(lambda s: s.merge_broadcast(payload, now_ms()), "broadcast")
 

@@ -91,6 +91,7 @@ class ClusterState:
         self.health: dict[str, NodeHealth] = {}
         self.alive: frozenset[str] = frozenset({name})
         self._outbox: list[tuple[bytes, bytes]] = []
+        self._direct: dict[bytes, bytes] = {}
         self.recheck: list[str] = []
         """Nodes a peer called offline while we still see them online: check them now."""
         self.version = 0
@@ -163,9 +164,14 @@ class ClusterState:
         self._outbox.append((key, _pack(["b", message])))
 
     def queue_load(self, digest: bytes, now_s: float) -> None:
-        """Share our load digest (and count it ourselves); a newer one replaces it in flight."""
+        """Share our load digest (and count it ourselves); a newer one replaces it unsent.
+
+        Sent straight to every live peer, not broadcast: only we know these figures and the
+        next digest supersedes them within a second, so relaying each one (the broadcast
+        retransmit limit, ~8 sends per peer at N=10) multiplied gossip traffic for nothing.
+        """
         self.load.merge(self.name, digest, now_s)
-        self._outbox.append((b"l/" + self.name.encode(), _pack(["l", self.name, digest])))
+        self._direct[b"l/" + self.name.encode()] = _pack(["l", self.name, digest])
 
     def set_alive(self, peers: Iterable[str]) -> None:
         """The live peers (self included) according to gossip; only they vote on health."""
@@ -178,6 +184,11 @@ class ClusterState:
 
     def take_broadcasts(self) -> list[tuple[bytes, bytes]]:
         out, self._outbox = self._outbox, []
+        return out
+
+    def take_direct(self) -> list[tuple[bytes, bytes]]:
+        out = list(self._direct.items())
+        self._direct.clear()
         return out
 
     def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:

@@ -40,6 +40,7 @@ from fnlb.gossip.messages import (
     StreamPing,
     Suspect,
     UserBroadcast,
+    UserDirect,
 )
 
 VERSION = 1
@@ -69,6 +70,7 @@ enough that a member refuting a hostile huge incarnation (+1) still encodes as u
 
 # Type codes on the wire.
 PING, INDIRECT_PING, ACK, NACK, SUSPECT, ALIVE, DEAD, USER, PUSH_PULL, STREAM_PING = range(1, 11)
+USER_DIRECT = 11
 
 _HEADER = bytes([VERSION])
 _COMPOUND_HEADER_MAX = 3  # msgpack array16 header, reserved whatever the count
@@ -105,6 +107,8 @@ def _fields(msg: DatagramMessage | StreamMessage) -> list[Any]:
             return [DEAD, inc, node, accuser]
         case UserBroadcast(origin, key, payload):
             return [USER, origin, key, payload]
+        case UserDirect(origin, key, payload):
+            return [USER_DIRECT, origin, key, payload]
         case StreamPing(seq, target):
             return [STREAM_PING, seq, target]
         case PushPull(join, entries, user_state):
@@ -226,6 +230,9 @@ def _datagram_message(m: Any) -> DatagramMessage:
     if code == USER and type(code) is int:
         _arity(m, 4)
         return UserBroadcast(_name(m[1]), _bin(m[2], MAX_USER_KEY), _bin(m[3], MAX_DATAGRAM_BYTES))
+    if code == USER_DIRECT and type(code) is int:
+        _arity(m, 4)
+        return UserDirect(_name(m[1]), _bin(m[2], MAX_USER_KEY), _bin(m[3], MAX_DATAGRAM_BYTES))
     raise RemoteProtocolError(UNKNOWN_TYPE, f"{code!r} in a datagram")
 
 

@@ -27,8 +27,17 @@ class GossipDelegate(Protocol):
         """
         ...
 
+    def take_direct(self) -> list[tuple[bytes, bytes]]:
+        """New (key, payload) messages to send once to every live member, never relayed.
+
+        For figures only this member knows and re-sends within a second or so anyway: they
+        cost N - 1 datagrams instead of a broadcast's ~N x retransmit limit, and a lost one
+        is replaced by the next. They arrive through `notify_broadcast`. Same size limits.
+        """
+        ...
+
     def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
-        """A peer's broadcast arrived here for the first time (it may still be stale)."""
+        """A peer's broadcast or direct message arrived here (it may still be stale)."""
         ...
 
     def local_state(self, join: bool) -> bytes:
@@ -44,6 +53,9 @@ class NullDelegate:
     """A delegate that carries nothing: pure membership."""
 
     def take_broadcasts(self) -> list[tuple[bytes, bytes]]:
+        return []
+
+    def take_direct(self) -> list[tuple[bytes, bytes]]:
         return []
 
     def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
@@ -65,6 +77,7 @@ class RecordingDelegate:
     """
 
     pending: list[tuple[bytes, bytes]] = field(default_factory=list)
+    pending_direct: list[tuple[bytes, bytes]] = field(default_factory=list)
     received: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     state: set[bytes] = field(default_factory=set)
     merges: int = 0
@@ -73,8 +86,16 @@ class RecordingDelegate:
         """Queue a broadcast for the member to pick up on its next gossip round."""
         self.pending.append((key, payload))
 
+    def send_direct(self, key: bytes, payload: bytes) -> None:
+        """Queue a message for every live member, sent on the member's next gossip round."""
+        self.pending_direct.append((key, payload))
+
     def take_broadcasts(self) -> list[tuple[bytes, bytes]]:
         out, self.pending = self.pending, []
+        return out
+
+    def take_direct(self) -> list[tuple[bytes, bytes]]:
+        out, self.pending_direct = self.pending_direct, []
         return out
 
     def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:

@@ -71,6 +71,7 @@ from fnlb.gossip.messages import (
     StreamPing,
     Suspect,
     UserBroadcast,
+    UserDirect,
 )
 from fnlb.gossip.profile import META_MAX, GossipProfile
 from fnlb.gossip.suspicion import Suspicion
@@ -619,6 +620,11 @@ class Member:
             self._on_dead(msg, now)
         elif isinstance(msg, UserBroadcast):
             self._on_user(msg)
+        elif isinstance(msg, UserDirect):
+            if msg.origin == self.name:
+                self.drops["own_direct"] += 1
+            else:
+                self._delegate.notify_broadcast(msg.origin, msg.key, msg.payload)
         elif isinstance(msg, IndirectPing):
             if len(self._relays) >= _MAX_RELAYS:
                 self.drops["relay_overflow"] += 1
@@ -791,6 +797,8 @@ class Member:
     def _gossip(self, now: float) -> None:
         for key, payload in self._delegate.take_broadcasts():
             self._broadcast_user(key, payload)
+        for key, payload in self._delegate.take_direct():
+            self._send_direct(key, payload)
         if not self._queue:
             return
         dead_time = self.profile.gossip_to_the_dead_time
@@ -811,18 +819,31 @@ class Member:
             self.stats["bytes_sent"] += len(data)
 
     def _broadcast_user(self, key: bytes, payload: bytes) -> None:
-        # The delegate's bug, but found inside our timer: raising here would stop gossip for
-        # everyone, so the broadcast is dropped and counted (check max_broadcast_size first).
-        if len(key) > codec.MAX_USER_KEY:
-            self.drops["local_broadcast_key_too_long"] += 1
+        encoded = self._encode_user(UserBroadcast(self.name, key, payload))
+        if encoded is not None:
+            self._remember((self.name, key, hashlib.blake2b(payload, digest_size=8).digest()))
+            self._queue.queue(("user", self.name, key), encoded)
+
+    def _send_direct(self, key: bytes, payload: bytes) -> None:
+        encoded = self._encode_user(UserDirect(self.name, key, payload))
+        if encoded is None:
             return
-        msg = UserBroadcast(self.name, key, payload)
+        for node in self._nodes.values():
+            if node is not self._me and node.state in _LIVE:
+                self._send(node.addr, [encoded])
+                self.stats["direct_sent"] += 1
+
+    def _encode_user(self, msg: UserBroadcast | UserDirect) -> bytes | None:
+        # The delegate's bug, but found inside our timer: raising here would stop gossip for
+        # everyone, so the message is dropped and counted (check max_broadcast_size first).
+        if len(msg.key) > codec.MAX_USER_KEY:
+            self.drops["local_broadcast_key_too_long"] += 1
+            return None
         encoded = codec.encode_message(msg)
         if len(encoded) > self._broadcast_room():
             self.drops["local_broadcast_too_large"] += 1
-            return
-        self._remember((self.name, key, hashlib.blake2b(payload, digest_size=8).digest()))
-        self._queue.queue(("user", self.name, key), encoded)
+            return None
+        return encoded
 
     def _broadcast_room(self) -> int:
         # Leave room for a probe message next to any one broadcast.

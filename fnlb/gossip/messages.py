@@ -96,6 +96,20 @@ class UserBroadcast:
 
 
 @dataclass(frozen=True, slots=True)
+class UserDirect:
+    """A delegate message `origin` sends to every live member itself; never relayed.
+
+    For state that only its origin knows and that a newer copy replaces within a second or
+    so (a peer's load figures): N - 1 sends, where a broadcast costs about N x its
+    retransmit limit, and a lost copy is simply superseded by the next.
+    """
+
+    origin: str
+    key: bytes
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class StreamPing:
     """The stream fallback probe of `target` (answered with Ack over the same stream)."""
 
@@ -123,5 +137,7 @@ class PushPull:
     user_state: bytes
 
 
-DatagramMessage = Ping | IndirectPing | Ack | Nack | Alive | Suspect | Dead | UserBroadcast
+DatagramMessage = (
+    Ping | IndirectPing | Ack | Nack | Alive | Suspect | Dead | UserBroadcast | UserDirect
+)
 StreamMessage = PushPull | StreamPing | Ack

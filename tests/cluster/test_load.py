@@ -752,7 +752,8 @@ def test_a_peer_that_comes_back_is_heard_again() -> None:
 
 
 @pytest.mark.parametrize("loss", [0.0, 0.05])
-def test_digests_broadcast_by_swim_reach_every_peer_within_two_seconds(loss: float) -> None:
+def test_digests_sent_over_swim_reach_every_peer_within_two_seconds(loss: float) -> None:
+    """As the runtime sends them: a direct message to every live peer, never relayed."""
     sim = Simulation(11, GossipProfile.fnlb_default(), NetworkModel(loss=loss), log=None)
     names = sim.spawn(6)
     sim.run_for(3.0)
@@ -771,7 +772,7 @@ def test_digests_broadcast_by_swim_reach_every_peer_within_two_seconds(loss: flo
                 loads[n].call_finished("hot", f"node{k % 4}", 200, None, 0.01, t)
             data = loads[n].digest(sim.now, GOSSIP_BUDGET_BYTES, stamp_ms=wall_ms())
             views[n].merge(n, data, sim.now)
-            sim.slots[n].delegate.broadcast(b"load", data)
+            sim.slots[n].delegate.send_direct(b"load", data)
         sim.at(sim.now + 0.3, publish)
 
     def deliver() -> None:

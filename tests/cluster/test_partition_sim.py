@@ -29,6 +29,9 @@ class SafeDelegate:
     def take_broadcasts(self) -> list[tuple[bytes, bytes]]:
         return self.state.take_broadcasts()
 
+    def take_direct(self) -> list[tuple[bytes, bytes]]:
+        return self.state.take_direct()
+
     def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
         try:
             self.state.notify_broadcast(origin, key, payload)

@@ -161,3 +161,26 @@ def test_one_reporter_per_node_and_push_pull_carries_own_verdicts_only() -> None
     fresh = ClusterState("z", healthy=1, unhealthy=1)
     fresh.merge_full(state, 4000)
     assert set(fresh.verdicts.verdicts("n:1")) == {"b"}
+
+
+def test_a_load_digest_goes_direct_and_only_the_newest_is_sent() -> None:
+    import msgpack
+
+    from fnlb.cluster.load import LocalLoad
+
+    local = LocalLoad()
+    p = ClusterState("a", healthy=1, unhealthy=1)
+    p.take_broadcasts()
+    older = local.digest(1.0, stamp_ms=1000)
+    local.call_started("r/app/f", "n:1", 1.1)
+    newer = local.digest(1.2, stamp_ms=1200)
+    p.queue_load(older, 1.0)
+    p.queue_load(newer, 1.2)
+    assert p.take_broadcasts() == []  # not a broadcast: the other peers never relay it
+    ((key, payload),) = p.take_direct()
+    assert key == b"l/a"
+    assert msgpack.unpackb(payload) == ["l", "a", newer]
+    assert p.take_direct() == []
+    q = ClusterState("b", healthy=1, unhealthy=1)
+    q.merge_broadcast(payload, 1300)
+    assert q.load.function_load("r/app/f", 1.3).in_flight == 1

@@ -24,6 +24,7 @@ from fnlb.gossip.messages import (
     StreamPing,
     Suspect,
     UserBroadcast,
+    UserDirect,
 )
 
 names = st.text(min_size=1, max_size=codec.MAX_NAME)
@@ -42,6 +43,7 @@ datagram_messages: st.SearchStrategy[DatagramMessage] = st.one_of(
     st.builds(
         UserBroadcast, names, st.binary(max_size=codec.MAX_USER_KEY), st.binary(max_size=200)
     ),
+    st.builds(UserDirect, names, st.binary(max_size=codec.MAX_USER_KEY), st.binary(max_size=200)),
 )
 entries = st.builds(PushPullEntry, names, addrs, ints, st.sampled_from(MemberState), metas)
 stream_messages: st.SearchStrategy[StreamMessage] = st.one_of(

@@ -250,6 +250,33 @@ def test_user_broadcast_is_delivered_once_and_regossiped() -> None:
     assert msg in carried
 
 
+def test_a_direct_message_goes_once_to_each_live_member_and_is_never_relayed() -> None:
+    from fnlb.gossip.messages import UserDirect
+
+    d = RecordingDelegate()
+    m = Member("a", A, PROFILE, random.Random(1), d)
+    m.join([], 0.0)
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    m.receive_datagram(packet(Alive(1, "c", PEER, b"")), PEER, 0.0)
+    m.receive_datagram(packet(Dead(1, "c", "x")), PEER, 0.0)
+    m.datagrams_to_send(0.0)
+    d.send_direct(b"l/a", b"figures")
+    m.handle_timer(1.0)
+    mine = UserDirect("a", b"l/a", b"figures")
+    to = [addr for msgs, addr in sent(m, 1.0) if mine in msgs]
+    assert to == [B]  # the live member only, once
+
+    relay = RecordingDelegate()
+    r = Member("a", A, PROFILE, random.Random(1), relay)
+    r.join([], 0.0)
+    r.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    theirs = UserDirect("c", b"l/c", b"figures")
+    r.receive_datagram(packet(theirs), PEER, 0.1)
+    assert relay.received == [("c", b"l/c", b"figures")]
+    r.handle_timer(1.0)
+    assert not [x for msgs, _ in sent(r, 1.0) for x in msgs if x == theirs]
+
+
 def test_a_hostile_huge_incarnation_is_refuted_without_breaking_the_encoder() -> None:
     m = member()
     m.receive_datagram(packet(Suspect(codec.MAX_COUNTER, "a", "evil")), PEER, 1.0)
