@@ -293,6 +293,8 @@ def parse_node_address(addr: str) -> tuple[str, int]:
         raise ValueError("node address is empty")
     if len(addr) > 261:
         raise ValueError(f"node address {addr[:40]!r}... is too long")
+    if "://" in addr:
+        raise ValueError(f"node {addr!r}: give host:port without a scheme (http://...)")
     host, sep, port_text = addr.rpartition(":")
     if not sep or not host:
         raise ValueError(f"node {addr!r} is not host:port")

@@ -144,6 +144,12 @@ def test_invalid_node_addresses(addr: str) -> None:
         parse_node_address(addr)
 
 
+@pytest.mark.parametrize("addr", ["http://host:80", "https://10.0.0.1:8080", "http://[::1]:80"])
+def test_a_node_address_with_a_scheme_says_to_drop_the_scheme(addr: str) -> None:
+    with pytest.raises(ValueError, match="without a scheme"):
+        parse_node_address(addr)
+
+
 def test_semver() -> None:
     assert parse_semver("0.3.579") == (0, 3, 579)
     assert parse_semver("v1.2.3-rc1") == (1, 2, 3)
