@@ -14,9 +14,13 @@
 - gossip: membership (who may vote on health), broadcasts and push-pull full states.
 
 Restart: the state file gives back the node set, the clock and the peers we knew, which are
-joined again along with `-join`. `-nodes` seeds the set only on a peer's very first start (an
-empty state dir): afterwards the saved set is the truth, so a restart cannot resurrect a node
-that was deleted while it ran.
+joined again along with `-join`. `-nodes` seeds the set only on a start without saved state:
+afterwards the saved set is the truth, so a restart cannot resurrect a node that was deleted
+while it ran. And a fresh peer that has peers to join seeds only once it holds the cluster's
+set (the first peer's full state merged), and then only the addresses the cluster has no entry
+for, live or deleted: fresh stamps on an old `-nodes` list would otherwise beat the cluster's
+deletes and bring those nodes back everywhere. When no join target answers the first attempt
+(the whole cluster starting at once), or there is nothing to join, it seeds at once.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ log = logging.getLogger("fnlb.cluster")
 ACK_TIMEOUT_S = 2.0
 LOAD_INTERVAL_S = 0.3
 """How often each peer gossips its load digest: figures reach every peer within ~0.5 s."""
+SEED_WAIT_S = 15.0
+"""A fresh peer that joined but never got a peer's full state seeds `-nodes` after this."""
 IDLE_LOAD_INTERVAL_S = 2.0
 """A peer with no function to report says so this often only (peers count a digest stale
 after 5 s): every 0.3 s, relayed by everyone, idle digests were most of gossip at N=10."""
@@ -99,7 +105,11 @@ class _Delegate:
         return self._service.state.local_state(join)
 
     def merge_remote_state(self, data: bytes, join: bool) -> None:
-        self._service.merged(lambda s: s.merge_full(data, now_ms()), "push-pull")
+        merged = self._service.merged(lambda s: s.merge_full(data, now_ms()), "push-pull")
+        # `join` is set on a joiner's request: that peer is new too and may know nothing of
+        # the cluster's deletes, so only answers and established peers' exchanges count.
+        if merged and not join:
+            self._service.seed_nodes()
 
 
 class ClusterService:
@@ -128,9 +138,10 @@ class ClusterService:
             nodeset=nodeset,
             clock=now_ms,
         )
+        self._pending_seed: list[str] | None = None
+        """`-nodes` still to seed once we hold the cluster's set (see the module docstring)."""
         if saved is None:
-            for node in node_list(settings.nodes):
-                self.state.add_node(node, now_ms())
+            self._pending_seed = node_list(settings.nodes)
         self.local_load = LocalLoad(epoch=now_ms())
         self._listeners: list[Listener] = []
         self._known_nodes: set[str] = set(self.state.nodes.members())
@@ -143,6 +154,8 @@ class ClusterService:
         self.drops: dict[str, int] = {}
         self.check_now: Any = None
         """Set by the server: `check_now(node)` runs a health check out of turn."""
+        if not settings.join:
+            self.seed_nodes()  # nothing to join: we are the cluster
 
     # -- NodeDirectory -----------------------------------------------------------------
 
@@ -180,6 +193,28 @@ class ClusterService:
         self._nodes_changed()
         held = await self._keep(delta)
         return {"msg": "node deleted", "held_by": held}
+
+    def seed_nodes(self) -> None:
+        """Add the `-nodes` addresses the set has no entry for (live or deleted); once only."""
+        pending, self._pending_seed = self._pending_seed, None
+        if not pending:
+            return
+        for node in pending:
+            if self.state.nodes.get(node) is None:
+                self.state.add_node(node, now_ms())
+        self._nodes_changed()
+        self._dirty.set()
+
+    async def _seed_when_joined(self, opened: int) -> None:
+        """Seed `-nodes` if no join target answered the first attempt (a retry opened new
+        join streams) or no full state came within SEED_WAIT_S; an answer seeds it sooner."""
+        assert self.runtime is not None
+        deadline = time.monotonic() + SEED_WAIT_S
+        while self._pending_seed is not None and time.monotonic() < deadline:
+            if self.runtime.member.stats.get("streams_join", 0) > opened:
+                break
+            await asyncio.sleep(0.1)
+        self.seed_nodes()
 
     # -- keeping a change ----------------------------------------------------------------
 
@@ -246,18 +281,19 @@ class ClusterService:
 
     # -- gossip side ---------------------------------------------------------------------
 
-    def merged(self, apply: Any, what: str) -> None:
-        """Apply a peer's message to the state; drop and count it if malformed."""
+    def merged(self, apply: Any, what: str) -> bool:
+        """Apply a peer's message to the state; drop and count it if malformed (False)."""
         try:
             changed = apply(self.state)
         except RemoteProtocolError as e:
             self.drops[e.reason] = self.drops.get(e.reason, 0) + 1
             log.debug("dropped a cluster message", extra={"via": what, "reason": e.reason})
-            return
+            return False
         if changed:
             self._nodes_changed()
             self._dirty.set()
         self._run_rechecks()
+        return True
 
     def on_backoff(self, router: Router) -> None:
         """Hand peers' routing back-off messages to `router` (malformed ones are counted)."""
@@ -327,6 +363,12 @@ class ClusterService:
         await self.runtime.start()
         self._refresh_alive()
         loop = asyncio.get_running_loop()
+        if self._pending_seed is not None:
+            opened = self.runtime.member.stats.get("streams_join", 0)
+            if opened == 0:  # no join target resolved: nothing to wait for
+                self.seed_nodes()
+            else:
+                self._tasks.append(loop.create_task(self._seed_when_joined(opened)))
         self._tasks.append(loop.create_task(self._housekeeping()))
         self._tasks.append(loop.create_task(self._share_load()))
         if self.state_dir is not None:

@@ -13,7 +13,8 @@ from aiohttp import web
 from fnlb.config import Settings
 from fnlb.server import Balancer
 from tests.support import Backend, wait_for
-from tests.support_cluster import peer_settings, peers
+from tests.support_cluster import gossip_seed, peer_settings, peers
+from tests.support_proc import free_port
 
 
 async def put(client: aiohttp.ClientSession, b: Balancer, node: str, method: str = "PUT") -> Any:
@@ -203,3 +204,47 @@ async def test_nodes_memory_figures_are_read_and_shared_by_every_peer() -> None:
             )
     finally:
         await fn.close()
+
+
+async def test_a_fresh_peer_with_an_old_nodes_list_does_not_bring_deleted_nodes_back(
+    tmp_path: Path,
+) -> None:
+    first = Balancer(peer_settings("a", state_dir=str(tmp_path / "a"), nodes="x:1,y:2"))
+    await first.start()
+    try:
+        async with aiohttp.ClientSession() as client:
+            await put(client, first, "x:1", "DELETE")
+        # A new peer, no state dir, started with the list the first peer started with.
+        second = Balancer(peer_settings("b", (gossip_seed(first),), nodes="x:1,y:2,z:3"))
+        await second.start()
+        try:
+            group = [first, second]
+            assert second.cluster is not None
+            await wait_for(lambda: second.registry.nodes() == ["y:2", "z:3"], within=10)
+            # Converged: the same entries (live and deleted) on both peers.
+            await wait_for(
+                lambda: len({b.cluster.state.nodes.digest() for b in group if b.cluster}) == 1,
+                within=10,
+            )
+            for b in group:
+                assert b.registry.nodes() == ["y:2", "z:3"]
+        finally:
+            await second.stop()
+    finally:
+        await first.stop()
+
+
+async def test_a_peer_alone_or_whose_join_targets_are_down_seeds_its_nodes_list() -> None:
+    alone = Balancer(peer_settings("alone", nodes="x:1,y:2"))
+    await alone.start()
+    try:
+        assert alone.registry.nodes() == ["x:1", "y:2"]  # at once
+    finally:
+        await alone.stop()
+    nobody = f"127.0.0.1:{free_port()}"  # the rest of the cluster is not up yet
+    early = Balancer(peer_settings("early", (nobody,), nodes="x:1,y:2"))
+    await early.start()
+    try:
+        await wait_for(lambda: early.registry.nodes() == ["x:1", "y:2"], within=10)
+    finally:
+        await early.stop()
