@@ -250,20 +250,39 @@ class ClusterService:
                 timeout=aiohttp.ClientTimeout(total=ACK_TIMEOUT_S),
             ) as resp:
                 await resp.read()
+                if resp.status != 200:
+                    log.warning(
+                        "peer refused to hold a change",
+                        extra={"peer": address, "status": resp.status},
+                    )
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError) as e:
             log.warning("peer did not hold a change", extra={"peer": address, "error": str(e)})
             return False
 
     async def handle_hold(self, request: web.Request) -> web.Response:
-        """`POST /1/lb/cluster/hold`: a peer asks us to merge and persist its change."""
+        """`POST /1/lb/cluster/hold`: a peer asks us to merge and persist its change.
+
+        200 "held" only when every entry was applied (or was already outranked here, which
+        holds it as well); 409 when the merge refused one (stamped too far in our future, or
+        below our tombstone floor), so that the writer does not count us.
+        """
         data = await request.content.read(1 << 20)
         try:
-            self.state.merge_broadcast(data, now_ms())
+            result = self.state.merge_node_change(data, now_ms())
         except RemoteProtocolError as e:
+            self.drops[e.reason] = self.drops.get(e.reason, 0) + 1
             return json_error(400, f"not a node-set change: {e}")
-        self._nodes_changed()
-        await self.save()
+        if result.members_changed:
+            self._nodes_changed()
+        await self.save()  # even if nothing won here: what we hold may not be on disk yet
+        if result.refused_drift or result.refused_ghosts:
+            return json_error(
+                409,
+                f"not held: {len(result.refused_drift)} entries stamped more than "
+                f"{self.state.nodes.clock.max_drift_ms} ms ahead of this peer's clock, "
+                f"{result.refused_ghosts} below its tombstone collection floor",
+            )
         return json_response({"msg": "held"})
 
     async def save(self) -> None:
@@ -447,7 +466,7 @@ class ClusterService:
                 for r in self.state.report()
             ],
             "hot_functions": self.hot_functions(),
-            "drops": dict(self.drops),
+            "drops": {**self.drops, **self.state.refused},
         }
 
     def hot_functions(self) -> list[dict[str, Any]]:

@@ -92,6 +92,9 @@ class ClusterState:
         self.alive: frozenset[str] = frozenset({name})
         self._outbox: list[tuple[bytes, bytes]] = []
         self._direct: dict[bytes, bytes] = {}
+        self.refused: dict[str, int] = {}
+        """Well-formed peer entries we did not apply, by reason (see `_merged`): shown with
+        the malformed drops in `/1/lb/cluster`."""
         self.recheck: list[str] = []
         """Nodes a peer called offline while we still see them online: check them now."""
         self.version = 0
@@ -218,7 +221,7 @@ class ClusterState:
         if kind == "n" and len(msg) == 2 and isinstance(msg[1], list):
             return self._merged(self.nodes.merge(msg[1], now))
         if kind == "v" and len(msg) == 5:
-            return self._merge_verdict(msg[1], msg[2], msg[3], msg[4])
+            return self._merge_verdict(msg[1], msg[2], msg[3], msg[4], now)
         if kind == "m" and len(msg) == 3 and isinstance(msg[1], str):
             metrics = metrics_from_wire(msg[2])
             if metrics is None:
@@ -244,10 +247,27 @@ class ClusterState:
         for item in state["verdicts"]:
             if not isinstance(item, list) or len(item) != 4:
                 raise RemoteProtocolError("bad_cluster_state", "bad verdict")
-            changed |= self._merge_verdict(*item)
+            peer, node, online, stamp = item
+            changed |= self._merge_verdict(peer, node, online, stamp, now)
         return changed
 
-    def _merge_verdict(self, peer: Any, node: Any, online: Any, stamp: Any) -> bool:
+    def merge_node_change(self, payload: bytes, now: int) -> MergeResult:
+        """Apply a peer's node-set change sent to be held (`POST /1/lb/cluster/hold`).
+
+        Only kind "n" is accepted here: a peer's verdicts, load and readings travel by gossip
+        and are no business of the hold. Returns the merge's result, so the caller can tell
+        the writer when entries were refused (drift, ghosts) and so are not held.
+        """
+        msg = _unpack(payload)
+        if not (isinstance(msg, list) and len(msg) == 2 and msg[0] == "n"):
+            raise RemoteProtocolError("not_a_node_change", "only node-set entries are held")
+        if not isinstance(msg[1], list) or not msg[1]:
+            raise RemoteProtocolError("not_a_node_change", "no entries")
+        result = self.nodes.merge(msg[1], now)
+        self._merged(result)
+        return result
+
+    def _merge_verdict(self, peer: Any, node: Any, online: Any, stamp: Any, now: int) -> bool:
         if not (
             isinstance(peer, str)
             and 0 < len(peer) <= _MAX_NAME
@@ -259,6 +279,12 @@ class ClusterState:
             raise RemoteProtocolError("bad_verdict", "malformed verdict")
         if peer == self.name or node not in self.nodes:
             return False  # our own verdicts come from our checks; unknown nodes are ignored
+        if (stamp >> 20) - now > self.nodes.clock.max_drift_ms:
+            # Like a node entry from too far ahead (fnlb.cluster.hlc's drift rule): it would
+            # outrank the peer's real verdicts until our clock caught up. Its sender sends
+            # verdicts again when they change, and push-pull carries them again.
+            self._count("verdict_drift")
+            return False
         if not self.verdicts.merge(peer, node, Verdict(online, stamp)):
             return False
         mine = self.verdicts.verdict(self.name, node)
@@ -268,12 +294,17 @@ class ClusterState:
         return True
 
     def _merged(self, result: MergeResult) -> bool:
+        if result.refused_drift:
+            self._count("hlc_drift", len(result.refused_drift))
         if result.changed:
             self._queue_entries(result.changed)
         if result.members_changed:
             self._nodes_changed()
             return True
         return False
+
+    def _count(self, reason: str, n: int = 1) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + n
 
     def _queue_entries(self, entries: list[Entry]) -> None:
         for e in entries:

@@ -184,3 +184,40 @@ def test_a_load_digest_goes_direct_and_only_the_newest_is_sent() -> None:
     q = ClusterState("b", healthy=1, unhealthy=1)
     q.merge_broadcast(payload, 1300)
     assert q.load.function_load("r/app/f", 1.3).in_flight == 1
+
+
+def test_a_verdict_stamped_far_ahead_is_refused_and_counted() -> None:
+    import msgpack
+
+    p = ClusterState("a", healthy=1, unhealthy=1)
+    p.set_alive(["a", "b", "c"])
+    p.add_node("n:1", 1000)
+    forged = msgpack.packb(["v", "b", "n:1", False, 1 << 62], use_bin_type=True)
+    assert p.merge_broadcast(forged, 2000) is False
+    assert p.verdicts.verdict("b", "n:1") is None
+    assert p.refused == {"verdict_drift": 1}
+    # b's real verdicts, stamped by its clock, still count.
+    real = msgpack.packb(["v", "b", "n:1", True, 2000 << 20], use_bin_type=True)
+    assert p.merge_broadcast(real, 2000) is True
+    verdict = p.verdicts.verdict("b", "n:1")
+    assert verdict is not None
+    assert verdict.online
+
+
+def test_only_node_changes_are_held_and_refused_entries_are_reported() -> None:
+    import msgpack
+
+    p = ClusterState("a", healthy=1, unhealthy=1)
+    p.add_node("n:1", 1000)
+    verdict = msgpack.packb(["v", "b", "n:1", False, 1000 << 20], use_bin_type=True)
+    with pytest.raises(RemoteProtocolError, match="not_a_node_change"):
+        p.merge_node_change(verdict, 1000)
+    far = msgpack.packb(["n", [["n:2", 1 << 50, 0, "b", True]]], use_bin_type=True)
+    result = p.merge_node_change(far, 1000)
+    assert len(result.refused_drift) == 1
+    assert "n:2" not in p.nodes
+    assert p.refused == {"hlc_drift": 1}
+    near = msgpack.packb(["n", [["n:2", 1001, 0, "b", True]]], use_bin_type=True)
+    result = p.merge_node_change(near, 1000)
+    assert not result.refused_drift
+    assert "n:2" in p.nodes
