@@ -2,9 +2,10 @@
 
 Asks every `--mgmt` peer for `GET /1/lb/cluster` at once and prints, from the first peer that
 answered, the peers and the nodes (the cluster's verdict and each peer's own), then one line
-per peer queried with its view's version and checksum: equal checksums mean the peers route
-alike. `--json` prints the raw answers instead. Exit 0 when every peer answered and all agree,
-1 when a peer could not be reached or the checksums differ, 2 for bad arguments.
+per peer queried with its view's version and checksum (or "unreachable"): equal checksums
+mean the peers agree on members, nodes and health. Agreement is claimed only when every peer
+queried answered. `--json` prints the raw answers instead. Exit 0 when every peer answered and
+all agree, 1 when a peer could not be reached or the checksums differ, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"agree": agree and not errors, "peers": reports}, indent=2))
     else:
-        print(format_status(ok, agree))
+        print(format_status(ok, agree, errors))
     for url, error in errors.items():
         print(f"fnlb cluster: {url}: {error}", file=sys.stderr)
     return 0 if ok and agree and not errors else 1
@@ -73,8 +74,14 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def format_status(reports: dict[str, dict[str, Any]], agree: bool) -> str:
-    """The human view of `/1/lb/cluster` answers (see the module docstring)."""
+def format_status(
+    reports: dict[str, dict[str, Any]], agree: bool, errors: dict[str, str] | None = None
+) -> str:
+    """The human view of `/1/lb/cluster` answers (see the module docstring).
+
+    `errors`: the peers that could not be asked (URL to reason). Agreement is claimed only
+    when every peer queried answered: an unreachable peer may see anything.
+    """
     if not reports:
         return "no peer answered"
     first = next(iter(reports.values()))
@@ -120,8 +127,15 @@ def format_status(reports: dict[str, dict[str, Any]], agree: bool) -> str:
     out.append(
         _table(
             ["peer", "self", "version", "checksum"],
-            [[u, r["self"], str(r["version"]), r["checksum"]] for u, r in reports.items()],
+            [[u, r["self"], str(r["version"]), r["checksum"]] for u, r in reports.items()]
+            + [[u, "-", "-", "unreachable"] for u in errors or {}],
         )
     )
-    out.append("all peers agree" if agree else "PEERS DISAGREE: their views differ")
+    if not agree:
+        out.append("PEERS DISAGREE: their views differ")
+    elif errors:
+        asked = len(reports) + len(errors)
+        out.append(f"{len(reports)} of {asked} peers answered; agreement not confirmed")
+    else:
+        out.append("all peers agree")
     return "\n".join(out)

@@ -57,3 +57,24 @@ async def test_unreachable_peer_and_bad_arguments_are_clear_errors() -> None:
     assert "host:port" in result.stderr
     result = await fnlb("nodes", "add")
     assert result.returncode == 2
+
+
+async def test_cluster_status_does_not_claim_agreement_it_could_not_check() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with peers(1) as (one,):
+        live = f"http://{one.mgmt_address}"
+        result = await fnlb("cluster", "status", "--mgmt", live, "--mgmt", dead)
+    assert result.returncode == 1
+    assert "all peers agree" not in result.stdout
+    assert "1 of 2 peers answered; agreement not confirmed" in result.stdout
+    assert "cannot reach the peer" in result.stderr
+
+
+async def test_cluster_status_reports_peers_whose_views_differ() -> None:
+    # Two separate clusters of one, holding different node lists: their views differ.
+    async with peers(1, nodes="127.0.0.1:1") as (a,), peers(1, nodes="127.0.0.1:2") as (b,):
+        urls = [f"http://{a.mgmt_address}", f"http://{b.mgmt_address}"]
+        result = await fnlb("cluster", "status", *(x for u in urls for x in ("--mgmt", u)))
+    assert result.returncode == 1
+    assert "PEERS DISAGREE" in result.stdout
+    assert "all peers agree" not in result.stdout
