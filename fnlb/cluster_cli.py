@@ -2,10 +2,13 @@
 
 Asks every `--mgmt` peer for `GET /1/lb/cluster` at once and prints, from the first peer that
 answered, the peers and the nodes (the cluster's verdict and each peer's own), then one line
-per peer queried with its view's version and checksum (or "unreachable"): equal checksums
-mean the peers agree on members, nodes and health. Agreement is claimed only when every peer
-queried answered. `--json` prints the raw answers instead. Exit 0 when every peer answered and
-all agree, 1 when a peer could not be reached or the checksums differ, 2 for bad arguments.
+per peer queried with its view's version, checksum (or "unreachable") and settled load
+checksum: equal checksums mean the peers agree on members, nodes and health, what every
+routing reads; the load checksum covers the load-based widths, which may differ for about a
+second while traffic changes, so it is shown but does not decide agreement. Agreement is
+claimed only when every peer queried answered. `--json` prints the raw answers instead. Exit 0
+when every peer answered and all agree, 1 when a peer could not be reached or the checksums
+differ, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     ok = {u: r for u, r in reports.items() if not isinstance(r, str)}
     agree = len({r["checksum"] for r in ok.values()}) <= 1
     if args.json:
-        print(json.dumps({"agree": agree and not errors, "peers": reports}, indent=2))
+        load_agree = len({r.get("load_checksum") for r in ok.values()}) <= 1
+        answer = {"agree": agree and not errors, "load_agree": load_agree, "peers": reports}
+        print(json.dumps(answer, indent=2))
     else:
         print(format_status(ok, agree, errors))
     for url, error in errors.items():
@@ -126,9 +131,12 @@ def format_status(
     out.append("\nagreement:")
     out.append(
         _table(
-            ["peer", "self", "version", "checksum"],
-            [[u, r["self"], str(r["version"]), r["checksum"]] for u, r in reports.items()]
-            + [[u, "-", "-", "unreachable"] for u in errors or {}],
+            ["peer", "self", "version", "checksum", "load"],
+            [
+                [u, r["self"], str(r["version"]), r["checksum"], r.get("load_checksum", "-")]
+                for u, r in reports.items()
+            ]
+            + [[u, "-", "-", "unreachable", "-"] for u in errors or {}],
         )
     )
     if not agree:
@@ -137,5 +145,10 @@ def format_status(
         asked = len(reports) + len(errors)
         out.append(f"{len(reports)} of {asked} peers answered; agreement not confirmed")
     else:
-        out.append("all peers agree")
+        out.append("all peers agree on members, nodes and health")
+    if len({r.get("load_checksum") for r in reports.values()}) > 1:
+        out.append(
+            "load figures differ (load-based widths settle within about a second; "
+            "docs/load-model.md)"
+        )
     return "\n".join(out)

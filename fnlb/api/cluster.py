@@ -1,9 +1,11 @@
 """`/1/lb/cluster`: what an operator needs to see that the peers agree, and the peers' hand-off.
 
 `GET /1/lb/cluster` answers this peer's view: peers (state, incarnation, address), nodes (the
-cluster verdict, whether this peer routes to it, and each peer's verdict), the view's version
-and checksum (equal checksums on all peers: they route alike), and the scale signal (desired
-Fn nodes, out/in/hold; docs/routing.md). `POST /1/lb/cluster/hold` is how
+cluster verdict, whether this peer routes to it, each peer's verdict, the latest /metrics
+reading), hot functions, the view's version and checksum (equal checksums on all peers: they
+agree on members, nodes and health, what every routing reads), the settled load checksum
+(load-based widths agree separately; docs/load-model.md), and the scale signal (desired Fn
+nodes, out/in/hold; docs/routing.md). `POST /1/lb/cluster/hold` is how
 a peer that took a node-list change asks another to hold it before answering its client.
 Without cluster mode both answer 404 saying how to turn it on.
 """

@@ -454,6 +454,7 @@ class ClusterService:
             "self": self.name,
             "version": self.state.version,
             "checksum": self.state.checksum(),
+            "load_checksum": self.state.load_checksum(now_ms()),
             "peers": self.peers_report(),
             "nodes": [
                 {

@@ -334,11 +334,23 @@ class ClusterState:
         self.view = NodeView(self.version, states)
 
     def checksum(self) -> str:
-        """Equal on two peers when they hold the same nodes and cluster verdicts."""
+        """Equal on two peers when they hold the same nodes and cluster verdicts.
+
+        That is what every routing reads; the load-based widths of the default routing
+        (hot set) agree separately: see `load_checksum` and docs/load-model.md.
+        """
         members = self.nodes.members()
         cluster = self.verdicts.states(members, self.alive)
         canon = "\n".join(f"{n} {cluster[n]}" for n in members)
         return hashlib.blake2b(canon.encode(), digest_size=8).hexdigest()
+
+    def load_checksum(self, now_ms: int) -> str:
+        """The settled load summary's checksum (fnlb.cluster.load): equal on peers that would
+        pick the same load-based widths. The cut is one second back, aligned to a whole
+        second, so peers asked within the same second read the same digests; even so a
+        digest lost or straddling the cut makes them differ a few % of the time."""
+        settled = (now_ms - 1000) // 1000 * 1000
+        return f"{self.load.summary(now_ms / 1000, settled_ms=settled).checksum():08x}"
 
     def report(self) -> list[NodeReport]:
         members = self.nodes.members()

@@ -7,6 +7,7 @@ import time
 import aiohttp
 import msgpack
 
+from tests.support import wait_for
 from tests.support_cluster import peers
 
 
@@ -41,3 +42,17 @@ async def test_hold_takes_node_changes_only_and_refuses_what_it_did_not_apply() 
             drops = (await r.json())["drops"]
         assert drops["hlc_drift"] == 1
         assert drops["not_a_node_change"] == 1
+
+
+async def test_quiet_peers_show_the_same_load_checksum() -> None:
+    async with peers(3) as group, aiohttp.ClientSession() as client:
+        async with client.get(f"http://{group[0].mgmt_address}/1/lb/cluster") as r:
+            report = await r.json()
+        assert len(report["load_checksum"]) == 8
+        states = [b.cluster.state for b in group if b.cluster is not None]
+
+        def same_load() -> bool:
+            now = int(time.time() * 1000)
+            return len({s.load_checksum(now) for s in states}) == 1
+
+        await wait_for(same_load, within=10)
