@@ -294,8 +294,20 @@ class ClusterState:
         return True
 
     def _merged(self, result: MergeResult) -> bool:
+        """Queue what won for gossip, count what was refused; True if members may have moved.
+
+        Refused entries need no action: drifted ones come again with the next push-pull,
+        ghosts never should. A stale replica (`needs_full_sync`) is repaired by gossip's
+        periodic push-pull, a full-state merge (gossip offers no hook to ask for one now).
+        """
         if result.refused_drift:
             self._count("hlc_drift", len(result.refused_drift))
+        if result.refused_ghosts:
+            self._count("ghost_entries", result.refused_ghosts)
+        if result.dropped:
+            self._count("ghosts_dropped", len(result.dropped))
+        if result.needs_full_sync:
+            self._count("needs_full_sync")
         if result.changed:
             self._queue_entries(result.changed)
         if result.members_changed:

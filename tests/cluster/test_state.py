@@ -221,3 +221,28 @@ def test_only_node_changes_are_held_and_refused_entries_are_reported() -> None:
     result = p.merge_node_change(near, 1000)
     assert not result.refused_drift
     assert "n:2" in p.nodes
+
+
+def test_entries_the_node_set_refused_or_dropped_are_counted() -> None:
+    import msgpack
+
+    from fnlb.cluster.hlc import HybridClock
+    from fnlb.cluster.nodeset import NodeSet
+
+    nodes = NodeSet(
+        HybridClock("a"),
+        horizon_ms=100_000,
+        stale_after_ms=10_000,
+        last_contact_ms=0,
+        gc_floor_ms=5_000,
+    )
+    p = ClusterState("a", healthy=1, unhealthy=1, nodeset=nodes)
+    ghost = msgpack.packb(["n", [["old:1", 1_000, 0, "b", True]]], use_bin_type=True)
+    p.merge_broadcast(ghost, 20_000)  # below the floor, and we have not synced for 20 s
+    assert p.refused == {"ghost_entries": 1, "needs_full_sync": 1}
+    p.add_node("mine:1", 20_000)
+    peer = NodeSet(HybridClock("b"), gc_floor_ms=30_000)  # it collected tombstones up there
+    full = msgpack.packb({"nodes": peer.snapshot(), "verdicts": []}, use_bin_type=True)
+    p.merge_full(full, 40_000)
+    assert p.refused["ghosts_dropped"] == 1
+    assert "mine:1" not in p.nodes
