@@ -345,6 +345,8 @@ class ClusterService:
     def _on_member(self, event: MemberEvent) -> None:
         if event.kind in (EventKind.DEAD, EventKind.LEFT):
             self.state.load.peer_left(event.name, time.time())
+        elif event.kind in (EventKind.JOINED, EventKind.UPDATED) and self.state_dir is not None:
+            self._dirty.set()  # save the peers we know: a restart rejoins them without -join
         self._refresh_alive()
 
     def _refresh_alive(self) -> None:

@@ -47,8 +47,9 @@ class Peers:
         self.gossip = [free_port() for _ in range(3)]
         self.procs: list[FnlbProcess | None] = [None, None, None]
 
-    def start(self, i: int) -> FnlbProcess:
-        joins = [f"-join=127.0.0.1:{g}" for j, g in enumerate(self.gossip) if j != i]
+    def start(self, i: int, *, join: bool = True) -> FnlbProcess:
+        """Peer `i`; `join=False` leaves it only the peers saved in its state dir to join."""
+        joins = [f"-join=127.0.0.1:{g}" for j, g in enumerate(self.gossip) if j != i and join]
         p = FnlbProcess(
             f"-gossip-listen=127.0.0.1:{self.gossip[i]}",
             f"-node-name=p{i}",
@@ -95,5 +96,37 @@ def test_a_change_acknowledged_then_kill_9_survives_and_restarts_restore(tmp_pat
             peers.start(i)  # ... and comes back from its state dirs
         for i in range(3):
             assert nodes_of(peers.proc(i)) == {"10.9.9.9:8080", "10.9.9.8:1"}
+    finally:
+        peers.stop_all()
+
+
+def alive_names(p: FnlbProcess) -> set[str]:
+    _, answer = request(p.mgmt_url("/1/lb/peers"))
+    return {peer["name"] for peer in answer["peers"] if peer["state"] == "alive"}
+
+
+def saved_peers(root: Path, i: int) -> int:
+    try:
+        return len(json.loads((root / f"p{i}" / "state.json").read_text()).get("peers", []))
+    except (OSError, ValueError):
+        return 0
+
+
+def test_a_peer_restarted_without_join_rejoins_the_peers_it_saved(tmp_path: Path) -> None:
+    peers = Peers(tmp_path)
+    try:
+        for i in range(3):
+            peers.start(i)
+        eventually(lambda: all(live_peers(peers.proc(i)) == 3 for i in range(3)))
+        # No node change yet: the peer must still have saved whom it joined.
+        eventually(lambda: saved_peers(tmp_path, 2) == 2)
+        peers.proc(2).signal(signal.SIGKILL)
+        peers.proc(2).wait(10)
+        status, _ = request(peers.proc(0).mgmt_url("/1/lb/nodes"), "PUT", {"node": "10.9.9.7:1"})
+        assert status == 200  # made while p2 was down
+        peers.proc(2).stop()
+        back = peers.start(2, join=False)
+        eventually(lambda: all("p2" in alive_names(peers.proc(i)) for i in (0, 1)))
+        eventually(lambda: nodes_of(back) == {"10.9.9.7:1"})
     finally:
         peers.stop_all()
