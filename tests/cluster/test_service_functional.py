@@ -257,3 +257,28 @@ async def test_a_peer_alone_or_whose_join_targets_are_down_seeds_its_nodes_list(
         await wait_for(lambda: early.registry.nodes() == ["x:1", "y:2"], within=10)
     finally:
         await early.stop()
+
+
+async def test_an_idle_peer_stops_sending_load_digests_and_resumes_with_calls() -> None:
+    """Idle digests sent on forever made an idle cluster's gossip grow with N."""
+    backend = Backend("fn")
+    await backend.start()
+    try:
+        async with peers(2) as group, aiohttp.ClientSession() as client:
+            await put(client, group[0], backend.address)
+            await wait_for(everywhere(group, lambda b: bool(b.registry.view.routable)), within=5)
+            runtime = group[0].cluster.runtime if group[0].cluster else None
+            assert runtime is not None
+
+            def sent() -> int:
+                return int(runtime.member.stats["direct_sent"])
+
+            await asyncio.sleep(1.5)  # two idle digests at most, 0.3 s apart, then silence
+            quiet = sent()
+            await asyncio.sleep(2.5)
+            assert sent() == quiet
+            async with client.post(f"http://{group[0].listen_address}/r/app/f") as r:
+                assert r.status == 200
+            await wait_for(lambda: sent() > quiet, within=5)
+    finally:
+        await backend.stop()
