@@ -2,7 +2,9 @@
 
 Rule 1: no asyncio, socket, time or global random here.
 Rule 2: ANY byte string either decodes or raises RemoteProtocolError(reason); no other
-exception leaves `decode_packet` or `decode_stream`. The member counts drops by `reason`.
+exception leaves `decode_packet`, `decode_compound` or `decode_stream`. The member counts drops
+by `reason`. The one leniency: inside a compound datagram, a message whose type code is an
+integer this version does not know is skipped and counted, not fatal (rolling upgrades).
 
 Wire format (plaintext; the runtime may wrap it with the keyring's AEAD):
 
@@ -236,6 +238,23 @@ def _datagram_message(m: Any) -> DatagramMessage:
     raise RemoteProtocolError(UNKNOWN_TYPE, f"{code!r} in a datagram")
 
 
+_KNOWN_CODES = frozenset(range(PING, USER_DIRECT + 1))
+"""Every type code this version knows, datagram or stream."""
+
+
+def _is_unknown_type(m: Any) -> bool:
+    """A well-formed message of a type this version does not know: skipped, not fatal.
+
+    A newer peer may piggyback a message type we have never heard of next to ones we know
+    (a rolling upgrade); dropping its whole datagram would also drop the Alive or Left riding
+    with it. Only an int code outside every known code qualifies: a stream-only code in a
+    datagram, or a known code with bad fields, still refuses the packet.
+    """
+    if type(m) is not list or not m or type(m[0]) is not int:
+        return False
+    return m[0] not in _KNOWN_CODES
+
+
 def _header_ok(data: bytes, cap: int) -> None:
     if not data:
         raise RemoteProtocolError(EMPTY)
@@ -245,13 +264,32 @@ def _header_ok(data: bytes, cap: int) -> None:
         raise RemoteProtocolError(BAD_VERSION, f"{data[0]}")
 
 
-def decode_packet(data: bytes) -> list[DatagramMessage]:
-    """The messages of a compound datagram, or RemoteProtocolError(reason)."""
+def decode_compound(data: bytes) -> tuple[list[DatagramMessage], int]:
+    """The known messages of a compound datagram and how many of unknown type were skipped.
+
+    The packet as a whole is still strict: bad framing, or any message of a known type that
+    fails its checks, raises RemoteProtocolError(reason) for the whole datagram. Messages whose
+    type code is an integer we do not know are skipped (the caller counts them under
+    `unknown_type`), so that an older peer keeps what it understands of a newer peer's packet.
+    """
     _header_ok(data, MAX_DATAGRAM_BYTES)
     body = _unpack(data[1:], len(data))
     if type(body) is not list or not 0 < len(body) <= MAX_MESSAGES:
         raise RemoteProtocolError(BAD_SHAPE, "datagram is not an array of 1..255 messages")
-    return [_datagram_message(m) for m in body]
+    known = [_datagram_message(m) for m in body if not _is_unknown_type(m)]
+    return known, len(body) - len(known)
+
+
+def decode_packet(data: bytes) -> list[DatagramMessage]:
+    """The known messages of a compound datagram, or RemoteProtocolError(reason).
+
+    Like `decode_compound` without the count; a packet with no known message at all raises
+    RemoteProtocolError(unknown_type), so the result is never empty.
+    """
+    known, skipped = decode_compound(data)
+    if not known:
+        raise RemoteProtocolError(UNKNOWN_TYPE, f"{skipped} message(s) of unknown type")
+    return known
 
 
 def _entry(row: Any) -> PushPullEntry:

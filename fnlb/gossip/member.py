@@ -439,10 +439,13 @@ class Member:
         self.stats["datagrams_received"] += 1
         self.stats["bytes_received"] += len(data)
         try:
-            messages = codec.decode_packet(data)
+            messages, unknown = codec.decode_compound(data)
         except RemoteProtocolError as exc:
             self.drops[exc.reason] += 1
             return
+        if unknown:
+            # A newer peer's message types: skip them, keep what rides with them.
+            self.drops[codec.UNKNOWN_TYPE] += unknown
         for msg in messages:
             self._dispatch(msg, addr, now)
 

@@ -158,3 +158,34 @@ def test_stream_only_messages_are_refused_in_datagrams_and_vice_versa() -> None:
         codec.decode_packet(codec.encode_packet([codec.encode_message(StreamPing(1, "a"))]))
     with pytest.raises(RemoteProtocolError, match="unknown_type"):
         codec.decode_stream(codec.encode_stream(Ping(1, "a")))  # type: ignore[arg-type]
+
+
+def test_unknown_message_types_are_skipped_and_the_rest_of_the_packet_kept() -> None:
+    # A newer peer's type (here 42, with fields we cannot read) between two messages we know:
+    # an older peer must keep the two, e.g. a Left riding on the newer message.
+    future = msgpack.packb([42, "origin", b"k", [1, 2, 3]], use_bin_type=True)
+    left = Dead(3, "b", "b")
+    data = codec.encode_packet(
+        [codec.encode_message(Ping(7, "a")), future, codec.encode_message(left)]
+    )
+    assert codec.decode_compound(data) == ([Ping(7, "a"), left], 1)
+    assert codec.decode_packet(data) == [Ping(7, "a"), left]
+
+
+def test_only_integer_codes_we_do_not_know_are_skipped() -> None:
+    ping = codec.encode_message(Ping(1, "a"))
+    for bad, reason in (
+        (msgpack.packb(["x", 1]), "unknown_type"),  # not an int code: still strict
+        (msgpack.packb([True, 1]), "unknown_type"),
+        (msgpack.packb([]), "bad_shape"),
+        (msgpack.packb(5), "bad_shape"),
+        (codec.encode_message(StreamPing(1, "a")), "unknown_type"),  # known, stream-only
+        (msgpack.packb([codec.ACK, -1]), "bad_field"),  # known type, bad field
+    ):
+        with pytest.raises(RemoteProtocolError) as info:
+            codec.decode_compound(codec.encode_packet([ping, bad]))
+        assert info.value.reason == reason
+    only_unknown = codec.encode_packet([msgpack.packb([99])])
+    assert codec.decode_compound(only_unknown) == ([], 1)
+    with pytest.raises(RemoteProtocolError, match="unknown_type"):
+        codec.decode_packet(only_unknown)

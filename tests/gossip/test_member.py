@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -358,3 +359,15 @@ def test_a_broadcast_that_cannot_fit_a_packet_is_dropped_and_counted() -> None:
     out = m.datagrams_to_send(0.0)
     assert out
     assert all(len(data) <= PROFILE.packet_budget for data, _ in out)
+
+
+def test_a_newer_peers_unknown_message_type_does_not_drop_what_rides_with_it() -> None:
+    # Rolling upgrade: a newer peer piggybacks a Left on a message type we do not know.
+    m = member()
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 1.0)
+    assert state_of(m, "b") is MemberState.ALIVE
+    future = msgpack.packb([77, "b", b"key", b"payload"], use_bin_type=True)
+    data = codec.encode_packet([future, codec.encode_message(Dead(2, "b", "b"))])
+    m.receive_datagram(data, B, 2.0)
+    assert state_of(m, "b") is MemberState.LEFT
+    assert m.drops["unknown_type"] == 1
