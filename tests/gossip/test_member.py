@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import msgpack
 import pytest
@@ -19,7 +20,9 @@ from fnlb.gossip.messages import (
     Alive,
     DatagramMessage,
     Dead,
+    IndirectPing,
     MemberState,
+    Nack,
     Ping,
     PushPull,
     PushPullEntry,
@@ -371,3 +374,101 @@ def test_a_newer_peers_unknown_message_type_does_not_drop_what_rides_with_it() -
     m.receive_datagram(data, B, 2.0)
     assert state_of(m, "b") is MemberState.LEFT
     assert m.drops["unknown_type"] == 1
+
+
+# --- Lifeguard awareness and round-robin probing, driven in virtual time --------------------
+
+
+def group_member(peers: int, seed: int = 1) -> Member:
+    """Member "a" that knows `peers` alive members p0, p1, ... at 10.0.1.i."""
+    m = member(seed=seed)
+    for i in range(peers):
+        m.receive_datagram(packet(Alive(1, f"p{i}", (f"10.0.1.{i}", 7946), b"")), PEER, 0.0)
+    return m
+
+
+def drive(
+    m: Member, until: float, *, fail_first: int = 0, nacks: int = 0
+) -> list[tuple[float, str]]:
+    """Run m's timers up to `until`, playing every peer; return (time, target) per probe.
+
+    Peers ack every direct ping except the first `fail_first` probes'; asked for an indirect
+    ping of a failing probe, the first `nacks` helpers answer with a nack. Streams (push-pull,
+    the fallback stream ping) are never answered: they time out.
+    """
+    probes: list[tuple[float, str]] = []
+    failing: set[int] = set()
+    nacked: Counter[int] = Counter()
+    for _ in range(100_000):
+        t = m.next_timer()
+        if t is None or t > until:
+            return probes
+        m.handle_timer(t)
+        m.stream_requests(t)
+        for data, addr in m.datagrams_to_send(t):
+            for msg in codec.decode_packet(data):
+                if isinstance(msg, Ping):
+                    probes.append((t, msg.target))
+                    if len(probes) <= fail_first:
+                        failing.add(msg.seq)
+                    else:
+                        m.receive_datagram(packet(Ack(msg.seq)), addr, t)
+                elif isinstance(msg, IndirectPing) and msg.seq in failing:
+                    if nacked[msg.seq] < nacks:
+                        nacked[msg.seq] += 1
+                        m.receive_datagram(packet(Nack(msg.seq)), addr, t)
+    raise AssertionError("timers never reached `until`")  # pragma: no cover
+
+
+@pytest.mark.parametrize(("nacks", "rise"), [(0, 3), (1, 2), (2, 1), (3, 0)])
+def test_a_failed_probe_raises_awareness_by_the_missing_nacks(nacks: int, rise: int) -> None:
+    # Lifeguard: of indirect_checks = 3 helpers asked, every one that did not nack is a sign
+    # that *we* are the slow one.
+    assert PROFILE.indirect_checks == 3
+    m = group_member(5)
+    [(start, _)] = drive(m, PROFILE.probe_interval - 1e-6, fail_first=1, nacks=nacks)
+    drive(m, start + PROFILE.probe_interval - 1e-6, fail_first=1, nacks=nacks)
+    assert m.awareness_score == 0  # the probe has not ended yet
+    drive(m, start + PROFILE.probe_interval, fail_first=1, nacks=nacks)  # it ends: failed
+    assert m.awareness_score == rise
+
+
+def test_a_failed_probe_without_helpers_raises_awareness_by_one() -> None:
+    m = group_member(1)  # nobody to ask for an indirect ping
+    [(start, _)] = drive(m, PROFILE.probe_interval - 1e-6, fail_first=1)
+    drive(m, start + PROFILE.probe_interval, fail_first=1)
+    assert m.awareness_score == 1
+
+
+def test_awareness_stretches_the_probe_interval_and_successful_probes_lower_it() -> None:
+    m = group_member(5)
+    probes = drive(m, 6.0, fail_first=1)  # 0 of 3 nacks: score 3, then every probe acked
+    starts = [t for t, _ in probes]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    base = PROFILE.probe_interval
+    # The first probe fails (score 0 -> 3); the probe that starts as it ends is followed 4
+    # intervals later, and each acked probe lowers the score by one: 4x, 3x, 2x, then 1x.
+    assert gaps[:5] == pytest.approx([base, 4 * base, 3 * base, 2 * base, base])
+    assert gaps[5:] == pytest.approx([base] * len(gaps[5:]))
+    assert m.awareness_score == 0
+
+
+def test_a_refutation_raises_awareness_by_one() -> None:
+    m = group_member(2)
+    m.receive_datagram(packet(Suspect(0, "a", "p0")), PEER, 0.1)
+    assert m.incarnation == 1
+    assert m.awareness_score == 1
+    m.receive_datagram(packet(Suspect(1, "a", "p1")), PEER, 0.2)
+    assert m.awareness_score == 2
+
+
+def test_round_robin_probes_each_live_member_once_per_pass_in_a_new_order() -> None:
+    names = {f"p{i}" for i in range(10)}
+    m = group_member(10, seed=7)
+    probes = drive(m, 3 * 10 * PROFILE.probe_interval - 1e-6)
+    targets = [target for _, target in probes]
+    assert len(targets) == 30
+    passes = [targets[i : i + 10] for i in range(0, 30, 10)]
+    for one in passes:
+        assert sorted(one) == sorted(names), "every member exactly once per pass"
+    assert len({tuple(one) for one in passes}) == 3, "the order is reshuffled each pass"
