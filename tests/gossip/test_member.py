@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 
@@ -413,10 +414,11 @@ def drive(
                         failing.add(msg.seq)
                     else:
                         m.receive_datagram(packet(Ack(msg.seq)), addr, t)
-                elif isinstance(msg, IndirectPing) and msg.seq in failing:
-                    if nacked[msg.seq] < nacks:
-                        nacked[msg.seq] += 1
-                        m.receive_datagram(packet(Nack(msg.seq)), addr, t)
+                elif (
+                    isinstance(msg, IndirectPing) and msg.seq in failing and nacked[msg.seq] < nacks
+                ):
+                    nacked[msg.seq] += 1
+                    m.receive_datagram(packet(Nack(msg.seq)), addr, t)
     raise AssertionError("timers never reached `until`")  # pragma: no cover
 
 
@@ -444,7 +446,7 @@ def test_awareness_stretches_the_probe_interval_and_successful_probes_lower_it()
     m = group_member(5)
     probes = drive(m, 6.0, fail_first=1)  # 0 of 3 nacks: score 3, then every probe acked
     starts = [t for t, _ in probes]
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     base = PROFILE.probe_interval
     # The first probe fails (score 0 -> 3); the probe that starts as it ends is followed 4
     # intervals later, and each acked probe lowers the score by one: 4x, 3x, 2x, then 1x.
