@@ -19,7 +19,9 @@ Separately it reads each fnlb peer's wire counters (GET /1/lb/gossip) over a qui
 
 The target (fnlb issue 3): fnlb's default profile detects a crash at every member in at most
 half of Serf LAN's time at the same N. Polling adds up to one `--poll` interval to every
-figure, for every system alike.
+crash figure, for every system alike; joins are polled every `--join-poll` (0.02 s), since
+they take a few tenths of a second (a round of HTTP or RPC polls itself takes a few ms per
+member, so that, not the poll period, bounds the join figure's resolution).
 
 Rerun (from the repository root; default run ~6-9 minutes on 2 cores):
 
@@ -324,7 +326,7 @@ async def _until_all(
     return time.monotonic() - t0
 
 
-async def trial(cluster: Cluster, rng: random.Random, poll: float) -> TrialResult:
+async def trial(cluster: Cluster, rng: random.Random, poll: float, join_poll: float) -> TrialResult:
     seed = cluster.members[0]
     victim = rng.choice(cluster.members[1:])
     others = [m for m in cluster.members if m is not victim]
@@ -338,12 +340,12 @@ async def trial(cluster: Cluster, rng: random.Random, poll: float) -> TrialResul
     newcomer = await cluster.ready_or_respawn(cluster.spawn(cluster.next_name(), seed), seed)
     # The join is done when the newcomer lists the seed; from then, time the news.
     joined = await _until_all(
-        cluster, [newcomer], lambda v: v.get(seed.name) == "alive", poll / 2, 30.0
+        cluster, [newcomer], lambda v: v.get(seed.name) == "alive", join_poll, 30.0
     )
     join = None
     if joined is not None:
         join = await _until_all(
-            cluster, others, lambda v: v.get(newcomer.name) == "alive", poll, 30.0
+            cluster, others, lambda v: v.get(newcomer.name) == "alive", join_poll, 30.0
         )
     cluster.members.append(newcomer)
     await cluster.converged()
@@ -351,13 +353,15 @@ async def trial(cluster: Cluster, rng: random.Random, poll: float) -> TrialResul
     return TrialResult(detect, join)
 
 
-async def measure(cluster: Cluster, n: int, trials: int, poll: float, seed: int) -> ClusterResult:
+async def measure(
+    cluster: Cluster, n: int, trials: int, poll: float, join_poll: float, seed: int
+) -> ClusterResult:
     result = ClusterResult(cluster.system, n)
     await cluster.start(n)
     await asyncio.sleep(2.0)  # the joins' gossip has settled
     rng = random.Random(seed)
     for i in range(trials):
-        r = await trial(cluster, rng, poll)
+        r = await trial(cluster, rng, poll, join_poll)
         result.trials.append(r)
         print(
             f"  {cluster.system} N={n} trial {i + 1}/{trials}: crash seen by all in "
@@ -431,12 +435,12 @@ def _stop_all(group: ProcessGroup) -> None:
 
 
 async def run_cluster(
-    make: Any, n: int, trials: int, poll: float, seed: int, log_dir: Path
+    make: Any, n: int, trials: int, poll: float, join_poll: float, seed: int, log_dir: Path
 ) -> ClusterResult:
     with ProcessGroup(log_dir) as group:
         cluster: Cluster = make(group)
         try:
-            return await measure(cluster, n, trials, poll, seed)
+            return await measure(cluster, n, trials, poll, join_poll, seed)
         finally:
             await cluster.close()
             _stop_all(group)
@@ -473,7 +477,9 @@ async def main_async(args: argparse.Namespace) -> int:
 
                     print(f"{system} N={n}: starting", flush=True)
                     results.append(
-                        await run_cluster(make, n, args.trials, args.poll, args.seed, log_dir)
+                        await run_cluster(
+                            make, n, args.trials, args.poll, args.join_poll, args.seed, log_dir
+                        )
                     )
         for n in args.traffic_sizes:
             log_dir = log_root / f"traffic-{n}"
@@ -499,7 +505,8 @@ def print_report(
     print(f"# bench/gossip: {time.strftime('%Y-%m-%d %H:%M %Z')}, {platform.node()}")
     print(
         f"# {platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs; "
-        f"encryption {'off' if args.insecure else 'AES-256-GCM'}; poll every {args.poll} s; "
+        f"encryption {'off' if args.insecure else 'AES-256-GCM'}; poll every {args.poll} s "
+        f"(joins: {args.join_poll} s); "
         f"{elapsed:.0f} s"
     )
     print()
@@ -571,6 +578,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--traffic-window", type=float, default=10.0, help="seconds (default 10)")
     p.add_argument("--poll", type=float, default=0.1, help="seconds between polls (0.1)")
+    p.add_argument(
+        "--join-poll",
+        type=float,
+        default=0.02,
+        help="seconds between polls while timing a join (0.02: joins take a few tenths)",
+    )
     p.add_argument("--seed", type=int, default=1, help="picks the victims")
     p.add_argument("--insecure", action="store_true", help="gossip in plaintext (both systems)")
     p.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")

@@ -4,7 +4,9 @@ For each profile (fnlb's default, and memberlist's LAN numbers for comparison) a
 runs seeded trials in virtual time (fnlb.gossip.sim): settle a group of N, crash one member at
 a seed-dependent moment, and record when every other member marks it dead. It prints the
 distribution of the time until the LAST member did (min / median / p90 / max over trials)
-and the median over all (trial, observer) pairs. Then, per N, it measures steady-state
+and the median over all (trial, observer) pairs. The same for an update: one member of a
+settled group changes its metadata (`set_meta`, a new incarnation) and the trial records when
+every other member has seen it (its UPDATED event). Then, per N, it measures steady-state
 traffic over a quiet `--window` (probes, acks, gossip, push-pull): datagrams and bytes per
 second per member, and stream (push-pull) bytes per second per member. Finally, the wall
 time of one 60 s simulated minute at N=500.
@@ -21,6 +23,7 @@ Rerun (from the repository root; ~3-5 minutes on one core):
     python -m bench.gossip_sim --sizes 5,20 --trials 30 --profiles fnlb,lan,local
     python bench/gossip_sim.py --sizes 500 --trials 1 --profiles fnlb   # the N=500 figures
     python bench/gossip_sim.py --tables loss --profiles fnlb,lan,local
+    python bench/gossip_sim.py --tables update --profiles fnlb,lan     # update propagation
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ if __package__ in (None, ""):  # run as a file: make `fnlb` importable from the 
 
 from fnlb.gossip.member import EventKind, MemberEvent, push_pull_interval
 from fnlb.gossip.profile import GossipProfile
-from fnlb.gossip.sim import NetworkModel, crash_trial, settled_group
+from fnlb.gossip.sim import NetworkModel, crash_trial, detection_times, settled_group
 
 PROFILES = {
     "fnlb": GossipProfile.fnlb_default,
@@ -79,6 +82,52 @@ def detection_table(profiles: list[str], sizes: list[int], trials: int) -> None:
             print(
                 f"{pname:<8} {n:>4} {k:>6} {lasts[0]:>6.2f} {statistics.median(lasts):>7.2f} "
                 f"{p90:>6.2f} {lasts[-1]:>6.2f} {statistics.median(each):>12.2f} {wall:>7.1f}"
+            )
+
+
+def update_trial(n: int, seed: int, profile: GossipProfile) -> list[float]:
+    """One member of a settled group sets new metadata; seconds until each other member has
+    it (its UPDATED event), sorted. Runs until all have it, or 30 simulated seconds.
+
+    The change is made between two of the origin's timers, as an owner calling `set_meta`
+    would: it leaves with the origin's next gossip round (or the next packet it sends).
+    """
+    sim, names = settled_group(n, seed, profile, log=None, timeout=300.0)
+    sim.run_for(2.0 + (seed % 11) * 0.0913)  # a seed-dependent phase of the timers
+    origin = names[seed % n]
+    seen = detection_times(sim, origin, EventKind.UPDATED)
+    start = sim.now
+    sim.slots[origin].member.set_meta(f"v{seed}".encode(), start)
+    sim.run_until_true(lambda: len(seen) == n - 1, 30.0, step=0.01)
+    return sorted(t - start for t in seen.values())
+
+
+def update_table(profiles: list[str], sizes: list[int], trials: int) -> None:
+    print("\nmetadata update (set_meta) -> seen by every other member (simulated seconds)")
+    head = f"{'profile':<8} {'N':>4} {'trials':>6} {'min':>6} {'median':>7} {'p90':>6} {'max':>6}"
+    print(f"{head} {'each-median':>12} {'wall s':>7}")
+    for pname in profiles:
+        profile = PROFILES[pname]()
+        for n in sizes:
+            k = trials_for(n, trials)
+            start = time.perf_counter()
+            lasts: list[float] = []
+            each: list[float] = []
+            for seed in range(k):
+                times = update_trial(n, seed, profile)
+                if len(times) < n - 1:
+                    print(f"  seed {seed}: only {len(times)} of {n - 1} saw the update")
+                    continue
+                lasts.append(times[-1])
+                each.extend(times)
+            wall = time.perf_counter() - start
+            if not lasts:
+                continue
+            lasts.sort()
+            p90 = lasts[min(len(lasts) - 1, int(0.9 * len(lasts)))]
+            print(
+                f"{pname:<8} {n:>4} {k:>6} {lasts[0]:>6.3f} {statistics.median(lasts):>7.3f} "
+                f"{p90:>6.3f} {lasts[-1]:>6.3f} {statistics.median(each):>12.3f} {wall:>7.1f}"
             )
 
 
@@ -158,7 +207,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profiles", default="fnlb,lan", help="of: fnlb, lan, local")
     parser.add_argument("--window", type=float, default=60.0, help="min traffic window, seconds")
     parser.add_argument(
-        "--tables", default="detection,traffic,loss", help="of: detection, traffic, loss"
+        "--tables",
+        default="detection,update,traffic,loss",
+        help="of: detection, update, traffic, loss",
     )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -166,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     tables = args.tables.split(",")
     if "detection" in tables:
         detection_table(profiles, sizes, args.trials)
+    if "update" in tables:
+        update_table(profiles, sizes, args.trials)
     if "traffic" in tables:
         traffic_table(profiles, sizes, args.window)
     if "loss" in tables:
