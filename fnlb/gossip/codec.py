@@ -62,6 +62,8 @@ MAX_USER_KEY = 128
 """Largest user broadcast key, in bytes."""
 MAX_USER_STATE = 16 * 1024 * 1024
 """Largest delegate state in a push-pull, in bytes."""
+MAX_NACK_AFTER_MS = 60_000
+"""Longest nack delay an IndirectPing may ask for, in milliseconds."""
 MAX_MESSAGES = 255
 """Most messages in one compound datagram."""
 MAX_ENTRIES = 100_000
@@ -95,8 +97,10 @@ def _fields(msg: DatagramMessage | StreamMessage) -> list[Any]:
     match msg:
         case Ping(seq, target):
             return [PING, seq, target]
-        case IndirectPing(seq, target, (host, port), nack):
+        case IndirectPing(seq, target, (host, port), nack, None):
             return [INDIRECT_PING, seq, target, host, port, nack]
+        case IndirectPing(seq, target, (host, port), nack, nack_after_ms):
+            return [INDIRECT_PING, seq, target, host, port, nack, nack_after_ms]
         case Ack(seq):
             return [ACK, seq]
         case Nack(seq):
@@ -199,6 +203,12 @@ def _bool(v: Any) -> bool:
     return v
 
 
+def _nack_after_ms(v: Any) -> int:
+    if type(v) is not int or not 0 <= v <= MAX_NACK_AFTER_MS:
+        raise RemoteProtocolError(BAD_FIELD, "expected a nack delay in milliseconds")
+    return v
+
+
 def _arity(m: list[Any], n: int) -> None:
     if len(m) != n:
         raise RemoteProtocolError(BAD_SHAPE, f"type {m[0]} needs {n - 1} fields")
@@ -224,8 +234,10 @@ def _datagram_message(m: Any) -> DatagramMessage:
         _arity(m, 4)
         return Dead(_int(m[1]), _name(m[2]), _name(m[3]))
     if code == INDIRECT_PING and type(code) is int:
-        _arity(m, 6)
-        return IndirectPing(_int(m[1]), _name(m[2]), _addr(m[3], m[4]), _bool(m[5]))
+        if len(m) != 7:
+            _arity(m, 6)  # the form without a nack delay
+        nack_after = _nack_after_ms(m[6]) if len(m) == 7 else None
+        return IndirectPing(_int(m[1]), _name(m[2]), _addr(m[3], m[4]), _bool(m[5]), nack_after)
     if code == NACK and type(code) is int:
         _arity(m, 2)
         return Nack(_int(m[1]))

@@ -575,7 +575,12 @@ class Member:
             self.profile.indirect_checks,
             lambda n: n.state is MemberState.ALIVE and n.name != probe.target,
         )
-        req = codec.encode_message(IndirectPing(probe.seq, probe.target, probe.addr, True))
+        # Tell the helpers when we need their nack: a helper with a longer probe timeout than
+        # ours (another profile) would otherwise nack after our probe has ended.
+        nack_after_ms = round(NACK_FRACTION * self.profile.probe_timeout * 1000)
+        req = codec.encode_message(
+            IndirectPing(probe.seq, probe.target, probe.addr, True, nack_after_ms)
+        )
         for helper in helpers:
             self._send(helper.addr, [req])
         probe.expected_nacks = len(helpers)
@@ -635,10 +640,12 @@ class Member:
             self._seq += 1
             # Nack at 80 % of the probe timeout (as Lifeguard suggests): a nack sent at the full
             # timeout reaches the prober after its probe ended, so every real failure would
-            # count as missing nacks and wrongly raise the prober's awareness score.
-            self._relays[self._seq] = _Relay(
-                addr, msg.seq, now + NACK_FRACTION * self.profile.probe_timeout, msg.nack
-            )
+            # count as missing nacks and wrongly raise the prober's awareness score. The
+            # prober's own delay, when it gives one, caps ours (mixed profiles).
+            delay = NACK_FRACTION * self.profile.probe_timeout
+            if msg.nack_after_ms is not None:
+                delay = min(delay, msg.nack_after_ms / 1000)
+            self._relays[self._seq] = _Relay(addr, msg.seq, now + delay, msg.nack)
             self._send(msg.target_addr, [codec.encode_message(Ping(self._seq, msg.target))])
         elif isinstance(msg, Nack):
             probe = self._probe

@@ -36,12 +36,19 @@ class Ping:
 
 @dataclass(frozen=True, slots=True)
 class IndirectPing:
-    """Ping `target` at `target_addr` for me; answer with Ack (or Nack if `nack` and none)."""
+    """Ping `target` at `target_addr` for me; answer with Ack (or Nack if `nack` and none).
+
+    `nack_after_ms`: when the requester needs the nack by, in milliseconds after the helper
+    receives this (the requester's own nack delay, from its profile). A helper nacks at the
+    earlier of that and its own delay, so that peers with different profiles still get their
+    nacks in time; None (an older peer's 6-field form) means the helper's own delay.
+    """
 
     seq: int
     target: str
     target_addr: Addr
     nack: bool
+    nack_after_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

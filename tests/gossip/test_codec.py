@@ -34,7 +34,14 @@ metas = st.binary(max_size=codec.MAX_META)
 
 datagram_messages: st.SearchStrategy[DatagramMessage] = st.one_of(
     st.builds(Ping, ints, names),
-    st.builds(IndirectPing, ints, names, addrs, st.booleans()),
+    st.builds(
+        IndirectPing,
+        ints,
+        names,
+        addrs,
+        st.booleans(),
+        st.none() | st.integers(min_value=0, max_value=codec.MAX_NACK_AFTER_MS),
+    ),
     st.builds(Ack, ints),
     st.builds(Nack, ints),
     st.builds(Alive, ints, names, addrs, metas),
@@ -189,3 +196,22 @@ def test_only_integer_codes_we_do_not_know_are_skipped() -> None:
     assert codec.decode_compound(only_unknown) == ([], 1)
     with pytest.raises(RemoteProtocolError, match="unknown_type"):
         codec.decode_packet(only_unknown)
+
+
+def test_indirect_ping_carries_an_optional_nack_delay() -> None:
+    with_delay = IndirectPing(1, "t", ("h", 1), True, 120)
+    assert codec.decode_packet(_packet([with_delay])) == [with_delay]
+    old_form = msgpack.packb([codec.INDIRECT_PING, 1, "t", "h", 1, True], use_bin_type=True)
+    assert codec.decode_packet(codec.encode_packet([old_form])) == [
+        IndirectPing(1, "t", ("h", 1), True, None)
+    ]
+    for fields, reason in (
+        ([1, "t", "h", 1, True, codec.MAX_NACK_AFTER_MS + 1], "bad_field"),
+        ([1, "t", "h", 1, True, 0.12], "bad_field"),
+        ([1, "t", "h", 1, True, 120, 0], "bad_shape"),
+        ([1, "t", "h", 1], "bad_shape"),
+    ):
+        data = msgpack.packb([codec.INDIRECT_PING, *fields], use_bin_type=True)
+        with pytest.raises(RemoteProtocolError) as info:
+            codec.decode_packet(codec.encode_packet([data]))
+        assert info.value.reason == reason

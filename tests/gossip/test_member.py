@@ -474,3 +474,19 @@ def test_round_robin_probes_each_live_member_once_per_pass_in_a_new_order() -> N
     for one in passes:
         assert sorted(one) == sorted(names), "every member exactly once per pass"
     assert len({tuple(one) for one in passes}) == 3, "the order is reshuffled each pass"
+
+
+def test_a_helper_nacks_by_the_requesters_deadline_when_it_is_sooner_than_its_own() -> None:
+    lan = Member("h", A, GossipProfile.lan(), random.Random(1), RecordingDelegate())
+    lan.join([], 0.0)
+    # LAN's own nack delay: 80 % of its 0.5 s probe timeout.
+    for start, nack_after_ms, delay in ((1.0, 120, 0.12), (3.0, None, 0.4), (5.0, 900, 0.4)):
+        lan.receive_datagram(packet(IndirectPing(5, "t", B, True, nack_after_ms)), PEER, start)
+        lan.datagrams_to_send(start)  # the relayed ping
+        due = start + delay
+        lan.handle_timer(due - 0.001)
+        assert not any(isinstance(x, Nack) for msgs, _ in sent(lan, due) for x in msgs)
+        lan.handle_timer(due)
+        assert any(
+            isinstance(x, Nack) and x.seq == 5 for msgs, _ in sent(lan, due) for x in msgs
+        ), f"nack_after_ms={nack_after_ms}: no nack at {due}"
