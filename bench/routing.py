@@ -66,6 +66,7 @@ from bench.routing_workload import (
     Outcome,
     Row,
     WorkloadSpec,
+    centred_spec,
     floor_fraction,
     make_trace,
     summarise,
@@ -311,17 +312,7 @@ def plot(path: Path, results: dict[str, list[Outcome]], after_s: float, title: s
 
 def spec_of(args: argparse.Namespace) -> WorkloadSpec:
     """The trace of these arguments: the burst in the middle of the counted part."""
-    counted = args.duration - args.warm
-    burst_s = min(15.0, counted / 4)
-    return WorkloadSpec(
-        functions=args.functions,
-        total_rate=args.rate,
-        zipf_s=args.zipf_s,
-        duration_s=args.duration,
-        burst_at_s=args.warm + (counted - burst_s) / 2,
-        burst_s=burst_s,
-        seed=args.seed,
-    )
+    return centred_spec(args.functions, args.rate, args.zipf_s, args.duration, args.warm, args.seed)
 
 
 async def main_async(args: argparse.Namespace, workdir: Path, log: Log) -> int:

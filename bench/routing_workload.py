@@ -55,6 +55,24 @@ class WorkloadSpec:
             raise ValueError("duration_s > 0, burst_s >= 0 and burst_factor >= 1 needed")
 
 
+def centred_spec(
+    functions: int, rate: float, zipf_s: float, duration_s: float, warm_s: float, seed: int
+) -> WorkloadSpec:
+    """The benches' trace: the burst (15 s, or a quarter of the counted part if shorter) in
+    the middle of the part after `warm_s`, which is what they count."""
+    counted = duration_s - warm_s
+    burst_s = min(15.0, counted / 4)
+    return WorkloadSpec(
+        functions=functions,
+        total_rate=rate,
+        zipf_s=zipf_s,
+        duration_s=duration_s,
+        burst_at_s=warm_s + (counted - burst_s) / 2,
+        burst_s=burst_s,
+        seed=seed,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """One call of the trace: when (seconds from the start), which function, how long it runs."""

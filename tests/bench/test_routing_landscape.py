@@ -1,0 +1,31 @@
+"""bench/routing_landscape: one row per workload, every configuration, the same table twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.routing_landscape import main
+
+ARGS = ["--functions", "40", "--rates", "10", "--zipf-s", "1.5", "--seeds", "1"]
+SHORT = [*ARGS, "--duration-s", "90", "--warm-s", "30"]
+
+
+def test_the_table_has_every_configuration_and_is_deterministic(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(SHORT) == 0
+    first = capsys.readouterr().out
+    rows = [line for line in first.splitlines() if line.startswith("| 40 ")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    floor, rr, *others = (float(c) for c in cells[4:11])
+    assert 0.0 < floor < 100.0
+    assert all(0.0 < cold < rr for cold in others)  # round robin spreads every function most
+    assert "fnlb at or under 0.70x" in first
+    assert main(SHORT) == 0
+    assert capsys.readouterr().out == first
+
+
+def test_a_warm_up_that_leaves_nothing_to_count_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        main([*ARGS, "--duration-s", "40", "--warm-s", "30"])
