@@ -23,6 +23,7 @@ from fnlb.cluster.view import NodeView
 from fnlb.health.node_metrics import NodeMetrics
 from fnlb.routing.backoff import pack_entries
 from fnlb.routing.hotset import WidthTracker, aligned_cut
+from fnlb.routing.placement import EPOCH_MS, container_demand, place
 from fnlb.routing.router import NodeCapacity, Router
 from fnlb.routing.scale import ScaleDecision, ScaleSignal, containers_needed
 
@@ -93,6 +94,9 @@ class LoadFeed:
         self._readings = node_readings
         self.widths = WidthTracker()
         self.scale = ScaleSignal()
+        self.homes: dict[str, str] = {}
+        """Placed homes of the hottest functions, as of the last placement epoch."""
+        self._placed: tuple[int, tuple[str, ...]] | None = None  # (epoch, routable) placed for
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -147,7 +151,14 @@ class LoadFeed:
         caps = None
         if self._readings is not None:
             caps = capacities(self._readings(), set(view.routable), int(now * 1000))
-        router.update(widths=self.widths.widths, peers_in_flight=others, capacity=caps)
+        epoch = (cut // EPOCH_MS, view.routable)
+        if epoch != self._placed:
+            self._placed = epoch
+            demand = {key: container_demand(w.rate) for key, w in table.items()}
+            self.homes = place(demand, view.candidates)
+        router.update(
+            widths=self.widths.widths, peers_in_flight=others, capacity=caps, homes=self.homes
+        )
         router.backoff.expire(now)
         if self._send_backoff is not None:
             for message in pack_entries(router.backoff.take_updates()):

@@ -151,6 +151,7 @@ class _SplitMix64:
 
 _NO_INTS: Final[Mapping[str, int]] = MappingProxyType({})
 _NO_CAPS: Final[Mapping[str, NodeCapacity]] = MappingProxyType({})
+_NO_HOMES: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 class SharedFigures:
@@ -160,6 +161,7 @@ class SharedFigures:
         "capacity",
         "floor",
         "full",
+        "homes",
         "peers_in_flight",
         "remote_total",
         "weights",
@@ -172,8 +174,11 @@ class SharedFigures:
         peers_in_flight: Mapping[str, int] = _NO_INTS,
         capacity: Mapping[str, NodeCapacity] = _NO_CAPS,
         policy: RouterPolicy | None = None,
+        homes: Mapping[str, str] = _NO_HOMES,
     ) -> None:
         p = policy or RouterPolicy()
+        self.homes = homes
+        """Placed homes of the hottest functions (fnlb.routing.placement): first in their order."""
         self.widths = widths
         self.peers_in_flight = peers_in_flight
         self.capacity = capacity
@@ -199,7 +204,7 @@ class Router:
     per call. `backoff` is the avoidance table (gossip its `take_updates`, `merge` peers').
     """
 
-    __slots__ = ("_local", "_local_total", "_policy", "_rng", "_shared", "backoff")
+    __slots__ = ("_local", "_local_total", "_policy", "_rehomed", "_rng", "_shared", "backoff")
 
     def __init__(
         self,
@@ -215,6 +220,8 @@ class Router:
         self._shared = SharedFigures(policy=self._policy)
         self._local: dict[str, int] = {}
         self._local_total = 0
+        # key -> (the view's order it was made from, its home, the order with the home first)
+        self._rehomed: dict[str, tuple[Sequence[str], str, Sequence[str]]] = {}
 
     @property
     def policy(self) -> RouterPolicy:
@@ -229,18 +236,23 @@ class Router:
         widths: Mapping[str, int] | None = None,
         peers_in_flight: Mapping[str, int] | None = None,
         capacity: Mapping[str, NodeCapacity] | None = None,
+        homes: Mapping[str, str] | None = None,
     ) -> None:
         """Swap in new shared figures; an argument left None keeps its current value.
 
         `widths`: `WidthTracker.widths`. `peers_in_flight`: calls in flight to each node from
         the *other* peers (gossiped). `capacity`: per node slots and memory use, when known.
+        `homes`: `placement.place(...)`, the placed homes of the hottest functions.
         """
         s = self._shared
+        if homes is not None and homes != s.homes:
+            self._rehomed.clear()
         self._shared = SharedFigures(
             s.widths if widths is None else widths,
             s.peers_in_flight if peers_in_flight is None else peers_in_flight,
             s.capacity if capacity is None else capacity,
             self._policy,
+            s.homes if homes is None else homes,
         )
 
     # -- the request path ----------------------------------------------------------------
@@ -273,6 +285,10 @@ class Router:
         if n <= 1:
             return order
         s = self._shared
+        if s.homes:
+            home = s.homes.get(key)
+            if home is not None and order[0] != home:
+                order = self._home_first(key, order, home)
         p = self._policy
         w = s.widths.get(key, p.min_width)
         if w > n:
@@ -289,6 +305,18 @@ class Router:
             if load * s.weights.get(home, 1.0) < cap:
                 return order  # the common case: one warm home, not overloaded
         return self._ordered(key, order, w, cap, now, avoiding)
+
+    def _home_first(self, key: str, order: Sequence[str], home: str) -> Sequence[str]:
+        """`order` with `home` moved to the front, made once per (view, homes), not per call."""
+        cached = self._rehomed.get(key)
+        if cached is not None and cached[0] is order and cached[1] == home:
+            return cached[2]
+        if home in order:
+            moved: Sequence[str] = [home, *(node for node in order if node != home)]
+        else:
+            moved = order  # the home left the routable set: rendezvous order until re-placed
+        self._rehomed[key] = (order, home, moved)
+        return moved
 
     def _ordered(
         self, key: str, order: Sequence[str], w: int, cap: float, now: float, avoiding: bool

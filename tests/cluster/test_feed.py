@@ -77,3 +77,47 @@ async def test_the_router_learns_each_fnsim_nodes_size_from_its_metrics() -> Non
     finally:
         await small.close()
         await large.close()
+
+
+def test_homes_are_placed_at_aligned_epochs_and_when_the_nodes_change() -> None:
+    """Every peer places at the same cuts from the same settled load, so homes agree; in
+    between they hold still, so a function's containers are not abandoned every second."""
+    from fnlb.cluster.feed import LoadFeed
+    from fnlb.cluster.load import ClusterLoad, LocalLoad
+    from fnlb.cluster.view import NodeView
+    from fnlb.routing.placement import EPOCH_MS
+    from fnlb.routing.router import Router
+
+    nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
+    current = [NodeView(1, dict.fromkeys(nodes, "online"))]
+    local, cluster, router = LocalLoad(epoch=1), ClusterLoad(), Router()
+    feed = LoadFeed(cluster, local, lambda: current[0], router=router)
+    start = (1_800_000_000_000 // EPOCH_MS + 1) * EPOCH_MS / 1000  # an epoch boundary, in s
+
+    def load(fn: str, calls: int, at: float) -> None:
+        for i in range(calls):
+            local.call_started(fn, nodes[0], at - 1 + i / calls)
+            local.call_finished(fn, nodes[0], 200, 0.0, 0.01, at - 1 + i / calls)
+        cluster.merge("p", local.digest(at, stamp_ms=int(at * 1000)), at)
+
+    for k in range(8):
+        load(f"r/app/f{k}", 20, start - 3)
+    feed.tick(start + 1.5)  # the first tick places at once
+    first = dict(feed.homes)
+    assert len(first) == 8
+    assert router.shared.homes == first
+    assert sorted(list(first.values()).count(n) for n in nodes) == [1, 1, 2, 2, 2]
+    for at in (start + 8, start + EPOCH_MS / 1000 - 1):
+        for k in range(8, 24):
+            load(f"r/app/f{k}", 40, at)
+        if at == start + 8:
+            feed.tick(start + 10.5)  # same epoch: nothing moves
+            assert feed.homes == first
+    feed.tick(start + EPOCH_MS / 1000 + 1.5)  # next epoch: the new hot functions are placed
+    assert len(feed.homes) == 16
+    assert feed.homes != first
+    placed = dict(feed.homes)
+    current[0] = NodeView(2, dict.fromkeys(nodes[:4], "online"))
+    feed.tick(start + EPOCH_MS / 1000 + 2.5)  # a node left: placed again at once
+    assert feed.homes != placed
+    assert nodes[4] not in feed.homes.values()

@@ -1,0 +1,88 @@
+"""Placed homes: the hottest functions' containers spread evenly, identically on every peer."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fnlb.cluster.view import NodeView
+from fnlb.routing.placement import HOT_HOMES, container_demand, place
+from fnlb.routing.router import Router
+
+NODES = [f"10.0.0.{i}:8080" for i in range(1, 6)]
+T = 1_800_000_000.0
+
+
+def view(nodes: list[str] = NODES) -> NodeView:
+    return NodeView(1, dict.fromkeys(nodes, "online"))
+
+
+def test_demand_is_the_chance_of_a_warm_container() -> None:
+    assert container_demand(0.0) == 0.0
+    assert container_demand(0.001) == pytest.approx(0.03, abs=0.001)  # rarely warm
+    assert container_demand(2.0) == pytest.approx(1.0)  # called every half second: always warm
+    assert container_demand(0.1, idle_timeout_s=10.0) == pytest.approx(0.632, abs=0.001)
+    rates = [0.001, 0.01, 0.1, 1.0]
+    assert [container_demand(r) for r in rates] == sorted(container_demand(r) for r in rates)
+
+
+def test_functions_that_all_hash_to_one_node_are_spread_over_all() -> None:
+    """What rendezvous alone cannot do: equally hot functions sharing a first choice."""
+    v = view()
+    first = v.candidates("probe")[0]
+    same_home = [k for k in (f"r/app/f{i}" for i in range(2000)) if v.candidates(k)[0] == first]
+    hot = same_home[:10]
+    homes = place(dict.fromkeys(hot, 1.0), v.candidates)
+    per_node = {n: sum(1 for k in hot if homes[k] == n) for n in NODES}
+    assert sorted(per_node.values()) == [2, 2, 2, 2, 2]
+
+
+def test_the_most_demanding_function_keeps_its_rendezvous_home() -> None:
+    v = view()
+    keys = [f"r/app/f{i}" for i in range(12)]
+    hottest = keys[7]
+    homes = place({k: (5.0 if k == hottest else 1.0) for k in keys}, v.candidates)
+    assert homes[hottest] == v.candidates(hottest)[0]  # placed first, on its own first choice
+
+
+def test_only_the_most_demanding_functions_are_placed_and_ties_go_by_name() -> None:
+    v = view()
+    demand = {f"r/app/f{i:03d}": 1.0 + (i % 7) for i in range(100)}
+    homes = place(demand, v.candidates)
+    assert len(homes) == HOT_HOMES
+    ranked = sorted(demand, key=lambda k: (-demand[k], k))
+    assert set(homes) == set(ranked[:HOT_HOMES])
+    assert place({}, v.candidates) == {}
+    assert place({"r/app/f": 1.0}, view(NODES[:1]).candidates) == {}
+
+
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=12), st.floats(min_value=0.0, max_value=50.0), max_size=40
+    )
+)
+def test_same_inputs_same_homes_whatever_the_order_they_arrive_in(demand: dict[str, float]) -> None:
+    """Two peers reading the same settled load place alike."""
+    shuffled = list(demand.items())
+    random.Random(len(demand)).shuffle(shuffled)
+    assert place(demand, view().candidates) == place(dict(shuffled), view().candidates)
+
+
+def test_the_router_sends_a_placed_function_to_its_home_then_the_rendezvous_order() -> None:
+    v = view()
+    key = "r/app/hot"
+    order = v.candidates(key)
+    home = order[3]
+    router = Router()
+    router.update(homes={key: home})
+    got = router.candidates(key, v, T)
+    assert list(got) == [home, *(n for n in order if n != home)]
+    assert router.candidates(key, v, T) is got  # made once, not per call
+    assert router.candidates("r/app/other", v, T) is v.candidates("r/app/other")
+    other = view([n for n in NODES if n != home])
+    assert list(router.candidates(key, other, T)) == list(other.candidates(key))  # home gone
+    router.update(homes={})
+    assert router.candidates(key, v, T) is order
