@@ -8,7 +8,7 @@ running at once, kept for Fn's idle timeout), the node's memory runs out, and Fn
 other functions' idle containers, while other nodes hold nothing hot. In
 `bench/routing_landscape`'s 48 workloads (5 nodes of 8 containers), the cold fraction under
 plain rendezvous homes was on average 0.78x the best other balancer's; placing the 16 hottest
-functions so that their container demand is even brought it to 0.71x, next to the 0.67x of one
+functions so that their container demand is even brought it to 0.72x, next to the 0.67x of one
 node holding all five nodes' memory (docs/routing.md).
 
 How: `container_demand` estimates the containers a function keeps warm from its cluster-wide
@@ -30,10 +30,10 @@ from typing import Final
 EPOCH_MS: Final = 30_000
 """Homes are recomputed at wall-clock multiples of this (and when the routable nodes change).
 Recomputed every second, they moved with each small change of load and the moves cost more
-cold starts than the balance saved (simulated: 0.76x instead of 0.71x)."""
+cold starts than the balance saved."""
 HOT_HOMES: Final = 16
 """How many of the most demanding functions get a placed home; the rest keep rendezvous's.
-In the simulation 8 placed functions gained most of it, 32 no more than 16."""
+In bench/routing_landscape 8 and 32 both did worse than 16 (0.75x against 0.72x)."""
 IDLE_TIMEOUT_S: Final = 30.0
 """Fn's default idle timeout: how long a container outlives its last call."""
 
