@@ -42,7 +42,11 @@ class Settings:
         "address of the management API /1/lb/...; when it differs from -listen the traffic "
         "port serves only calls and this one only the API",
     )
-    nodes: str = _opt("", "comma-separated Fn nodes host:port to start with")
+    nodes: str = _opt(
+        "",
+        "comma-separated Fn nodes host:port to start with; a fresh cluster peer adds only "
+        "those the cluster has no record of, deleted ones included (docs/cluster.md)",
+    )
     db: str = _opt(
         "sqlite3://:memory:",
         "node store: the original's SQL URLs keep the list in memory (peers share it by gossip);"

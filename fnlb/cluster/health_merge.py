@@ -10,7 +10,7 @@ hybrid logical clock so the newest verdict of a peer wins wherever it arrives.
 The cluster verdict of a node is **offline when a strict majority of the live peers that have
 a verdict on it say offline**; online otherwise (a tie keeps it online); unknown while no live
 peer has a verdict. All peers that hold the same verdicts and agree on who is alive compute the
-same cluster verdicts, so they route alike.
+same cluster verdicts, so they agree on which nodes are routable.
 
 Speed without a single point of failure comes from confirmation: a peer that hears a remote
 "offline" for a node it still believes online re-checks that node at once (the runtime does
