@@ -174,7 +174,8 @@ class Fnlb:
             self._epoch = cut // EPOCH_MS
             table = self._cluster.width_table(256, now, settled_ms=cut)
             demand = {k: container_demand(w.rate) for k, w in table.items()}
-            self._router.update(homes=place(demand, self._view.candidates))
+            rates = {k: w.rate for k, w in table.items()}
+            self._router.update(homes=place(demand, self._view.candidates, rate=rates))
 
     def choose(self, lb: int, key: str, now: float) -> Sequence[str]:
         while now >= self._next_tick:

@@ -155,7 +155,8 @@ class LoadFeed:
         if epoch != self._placed:
             self._placed = epoch
             demand = {key: container_demand(w.rate) for key, w in table.items()}
-            self.homes = place(demand, view.candidates)
+            rates = {key: w.rate for key, w in table.items()}
+            self.homes = place(demand, view.candidates, rate=rates)
         router.update(
             widths=self.widths.widths, peers_in_flight=others, capacity=caps, homes=self.homes
         )

@@ -8,7 +8,7 @@ running at once, kept for Fn's idle timeout), the node's memory runs out, and Fn
 other functions' idle containers, while other nodes hold nothing hot. In
 `bench/routing_landscape`'s 48 workloads (5 nodes of 8 containers), the cold fraction under
 plain rendezvous homes was on average 0.78x the best other balancer's; placing the 16 hottest
-functions so that their container demand is even brought it to 0.72x, next to the 0.67x of one
+functions so that their container demand is even brought it to 0.73x, next to the 0.67x of one
 node holding all five nodes' memory (docs/routing.md).
 
 How: `container_demand` estimates the containers a function keeps warm from its cluster-wide
@@ -30,11 +30,12 @@ from typing import Final
 EPOCH_MS: Final = 30_000
 """Homes are recomputed at wall-clock multiples of this (and when the routable nodes change).
 Recomputed every second, they moved with each small change of load and the moves cost more
-cold starts than the balance saved (bench/routing_landscape: 0.84x the best other balancer,
-worse than no placement's 0.78x; every 30 s: 0.72x)."""
+cold starts than the balance saved (bench/routing_landscape, before ties went by rate: 0.84x
+the best other balancer, worse than no placement's 0.78x; every 30 s: 0.72x)."""
 HOT_HOMES: Final = 16
 """How many of the most demanding functions get a placed home; the rest keep rendezvous's.
-In bench/routing_landscape 8 and 32 both did worse than 16 (0.75x against 0.72x)."""
+In bench/routing_landscape 8 and 32 both did worse than 16 (0.75x against 0.72x, before ties
+went by rate)."""
 IDLE_TIMEOUT_S: Final = 30.0
 """Fn's default idle timeout: how long a container outlives its last call."""
 
@@ -46,7 +47,8 @@ def container_demand(rate: float, idle_timeout_s: float = IDLE_TIMEOUT_S) -> flo
 
     Containers for calls running at once are left out on purpose: from the gossiped in-flight
     snapshots (small integers that jump between digests) they made placement worse, not
-    better (bench/routing_landscape: 0.77x instead of 0.72x the best other balancer), and a
+    better (bench/routing_landscape: 0.77x instead of 0.72x the best other balancer, before ties
+    went by rate), and a
     function busy enough to need several containers is widened by the hot set anyway.
     """
     return -math.expm1(-rate * idle_timeout_s) if rate > 0.0 else 0.0
@@ -56,13 +58,20 @@ def place(
     demand: Mapping[str, float],
     order_of: Callable[[str], Sequence[str]],
     limit: int = HOT_HOMES,
+    rate: Mapping[str, float] | None = None,
 ) -> dict[str, str]:
     """Homes of the `limit` most demanding functions, their demand spread evenly.
 
     `order_of(key)`: the routable nodes in `key`'s rendezvous order (every order holds the same
-    nodes). Ties in demand go by key, so the result is a function of the inputs alone.
+    nodes). Ties in demand (every function called every few seconds has a demand of 1) go to
+    the higher `rate`, so the hottest function is placed first and keeps its rendezvous home,
+    then by key: the result is a function of the inputs alone.
     """
-    ranked = sorted((k for k, d in demand.items() if d > 0.0), key=lambda k: (-demand[k], k))
+    rates = rate or {}
+    ranked = sorted(
+        (k for k, d in demand.items() if d > 0.0),
+        key=lambda k: (-demand[k], -rates.get(k, 0.0), k),
+    )
     ranked = ranked[:limit]
     if not ranked:
         return {}

@@ -24,6 +24,7 @@ from fnlb.fnsim.fleet import Fleet
 from fnlb.fnsim.model import CallFinished, CallRejected, PoolConfig
 from fnlb.routing.backoff import Backoff, decode_entries, pack_entries
 from fnlb.routing.hotset import WidthPolicy, WidthTracker, aligned_cut
+from fnlb.routing.placement import EPOCH_MS, container_demand, place
 from fnlb.routing.router import Router, RouterPolicy
 from fnlb.routing.scale import ScaleDecision, ScaleSignal, containers_needed
 
@@ -50,6 +51,9 @@ class Peer:
     widths: dict[int, dict[str, int]] = field(default_factory=dict)  # tick -> widths
     scale: ScaleSignal = field(default_factory=ScaleSignal)
     decisions: dict[int, ScaleDecision] = field(default_factory=dict)  # tick -> decision
+    epoch: int = -1
+    homes: dict[str, str] = field(default_factory=dict)
+    placements: dict[int, dict[str, str]] = field(default_factory=dict)  # epoch -> homes
 
 
 @dataclass
@@ -281,7 +285,13 @@ class RoutingSim:
                 n: max(0, p.cluster.node_load(n, self.now).in_flight - p.local.node_in_flight(n))
                 for n in self.node_names
             }
-            p.router.update(widths=p.tracker.widths, peers_in_flight=others)
+            if cut // EPOCH_MS != p.epoch:  # as fnlb.cluster.feed places homes
+                p.epoch = cut // EPOCH_MS
+                demand = {k: container_demand(w.rate) for k, w in table.items()}
+                rates = {k: w.rate for k, w in table.items()}
+                p.homes = place(demand, self.view.candidates, rate=rates)
+                p.placements[p.epoch] = dict(p.homes)
+            p.router.update(widths=p.tracker.widths, peers_in_flight=others, homes=p.homes)
             p.widths[cut // policy_tick] = dict(p.tracker.widths)
             total = p.cluster.summary(self.now, hot=0, settled_ms=cut).in_flight
             needed = containers_needed(((w.rate, w.in_flight) for w in table.values()), total)

@@ -48,6 +48,18 @@ def test_the_most_demanding_function_keeps_its_rendezvous_home() -> None:
     assert homes[hottest] == v.candidates(hottest)[0]  # placed first, on its own first choice
 
 
+def test_among_equally_warm_functions_the_hottest_is_placed_first_and_stays_home() -> None:
+    """Every function called every few seconds has demand 1: the rate decides who moves."""
+    v = view()
+    first = v.candidates("r/app/zzz")[0]
+    rivals = [k for k in (f"r/app/a{i}" for i in range(500)) if v.candidates(k)[0] == first][:4]
+    keys = [*rivals, "r/app/zzz"]
+    demand = dict.fromkeys(keys, 1.0)
+    rates = {k: (50.0 if k == "r/app/zzz" else 1.0) for k in keys}
+    assert place(demand, v.candidates)["r/app/zzz"] != first  # by name it would be moved
+    assert place(demand, v.candidates, rate=rates)["r/app/zzz"] == first
+
+
 def test_only_the_most_demanding_functions_are_placed_and_ties_go_by_name() -> None:
     v = view()
     demand = {f"r/app/f{i:03d}": 1.0 + (i % 7) for i in range(100)}
@@ -86,3 +98,24 @@ def test_the_router_sends_a_placed_function_to_its_home_then_the_rendezvous_orde
     assert list(router.candidates(key, other, T)) == list(other.candidates(key))  # home gone
     router.update(homes={})
     assert router.candidates(key, v, T) is order
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_every_peer_places_the_same_homes_from_gossiped_load(seed: int) -> None:
+    """3 peers, digests gossiped with delay and 5 % loss, clocks a few ms apart, 40 functions
+    with Zipf rates: at each placement epoch every peer computes the same homes from its own
+    settled reads, and they spread the hottest functions over the nodes."""
+    from tests.routing.routing_sim import RoutingSim, zipf_workload
+
+    sim = RoutingSim(nodes=5, peers=3, seed=seed)
+    sim.run(125.0, zipf_workload(40, 200.0, 0.05, s=1.1))
+    epochs = sorted(set.intersection(*(set(p.placements) for p in sim.peers)))
+    epochs = epochs[2:]  # placed at the first tick and at the boundary at t=0: no load yet
+    assert len(epochs) >= 3
+    for epoch in epochs:
+        homes = [p.placements[epoch] for p in sim.peers]
+        assert homes[0] == homes[1] == homes[2]
+        assert len(homes[0]) == 16
+        per_node = [list(homes[0].values()).count(n) for n in sim.node_names]
+        assert max(per_node) - min(per_node) <= 1  # 16 equally warm functions over 5 nodes
