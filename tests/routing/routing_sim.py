@@ -130,7 +130,11 @@ class RoutingSim:
         width_policy: WidthPolicy | None = None,
         router_policy: RouterPolicy | None = None,
         loss: float = 0.05,
+        placed: bool = True,
     ) -> None:
+        """`placed`: the peers place the hottest functions' homes as fnlb.cluster.feed does
+        (the hot-set routing); False for plain rendezvous."""
+        self.placed = placed
         self.rng = random.Random(seed)
         self.node_names = [f"10.0.0.{i + 1}:8080" for i in range(nodes)]
         self.index = {n: i for i, n in enumerate(self.node_names)}
@@ -285,7 +289,7 @@ class RoutingSim:
                 n: max(0, p.cluster.node_load(n, self.now).in_flight - p.local.node_in_flight(n))
                 for n in self.node_names
             }
-            if cut // EPOCH_MS != p.epoch:  # as fnlb.cluster.feed places homes
+            if self.placed and cut // EPOCH_MS != p.epoch:  # as fnlb.cluster.feed places homes
                 p.epoch = cut // EPOCH_MS
                 demand = {k: container_demand(w.rate) for k, w in table.items()}
                 rates = {k: w.rate for k, w in table.items()}
