@@ -33,6 +33,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make `fnlb` importable from the repo root
@@ -58,10 +59,20 @@ def trials_for(n: int, base: int) -> int:
     return 2
 
 
-def detection_table(profiles: list[str], sizes: list[int], trials: int) -> None:
-    print("crash -> marked dead by every other member (simulated seconds)")
+def spread_table(
+    title: str,
+    trial: Callable[[int, int, GossipProfile], list[float]],
+    digits: int,
+    profiles: list[str],
+    sizes: list[int],
+    trials: int,
+) -> None:
+    """Per profile and N: `trial(n, seed, profile)` gives each other member's time to see
+    something; print the distribution of the time until the LAST one did, over the seeds."""
+    print(title)
     head = f"{'profile':<8} {'N':>4} {'trials':>6} {'min':>6} {'median':>7} {'p90':>6} {'max':>6}"
     print(f"{head} {'each-median':>12} {'wall s':>7}")
+    w = digits
     for pname in profiles:
         profile = PROFILES[pname]()
         for n in sizes:
@@ -70,18 +81,21 @@ def detection_table(profiles: list[str], sizes: list[int], trials: int) -> None:
             lasts: list[float] = []
             each: list[float] = []
             for seed in range(k):
-                times = crash_trial(n, seed, profile)
+                times = trial(n, seed, profile)
                 if len(times) < n - 1:
-                    print(f"  seed {seed}: only {len(times)} of {n - 1} noticed the crash")
+                    print(f"  seed {seed}: only {len(times)} of {n - 1} members saw it")
                     continue
                 lasts.append(times[-1])
                 each.extend(times)
             wall = time.perf_counter() - start
+            if not lasts:
+                continue
             lasts.sort()
             p90 = lasts[min(len(lasts) - 1, int(0.9 * len(lasts)))]
             print(
-                f"{pname:<8} {n:>4} {k:>6} {lasts[0]:>6.2f} {statistics.median(lasts):>7.2f} "
-                f"{p90:>6.2f} {lasts[-1]:>6.2f} {statistics.median(each):>12.2f} {wall:>7.1f}"
+                f"{pname:<8} {n:>4} {k:>6} {lasts[0]:>6.{w}f} {statistics.median(lasts):>7.{w}f} "
+                f"{p90:>6.{w}f} {lasts[-1]:>6.{w}f} {statistics.median(each):>12.{w}f} "
+                f"{wall:>7.1f}"
             )
 
 
@@ -100,35 +114,6 @@ def update_trial(n: int, seed: int, profile: GossipProfile) -> list[float]:
     sim.slots[origin].member.set_meta(f"v{seed}".encode(), start)
     sim.run_until_true(lambda: len(seen) == n - 1, 30.0, step=0.01)
     return sorted(t - start for t in seen.values())
-
-
-def update_table(profiles: list[str], sizes: list[int], trials: int) -> None:
-    print("\nmetadata update (set_meta) -> seen by every other member (simulated seconds)")
-    head = f"{'profile':<8} {'N':>4} {'trials':>6} {'min':>6} {'median':>7} {'p90':>6} {'max':>6}"
-    print(f"{head} {'each-median':>12} {'wall s':>7}")
-    for pname in profiles:
-        profile = PROFILES[pname]()
-        for n in sizes:
-            k = trials_for(n, trials)
-            start = time.perf_counter()
-            lasts: list[float] = []
-            each: list[float] = []
-            for seed in range(k):
-                times = update_trial(n, seed, profile)
-                if len(times) < n - 1:
-                    print(f"  seed {seed}: only {len(times)} of {n - 1} saw the update")
-                    continue
-                lasts.append(times[-1])
-                each.extend(times)
-            wall = time.perf_counter() - start
-            if not lasts:
-                continue
-            lasts.sort()
-            p90 = lasts[min(len(lasts) - 1, int(0.9 * len(lasts)))]
-            print(
-                f"{pname:<8} {n:>4} {k:>6} {lasts[0]:>6.3f} {statistics.median(lasts):>7.3f} "
-                f"{p90:>6.3f} {lasts[-1]:>6.3f} {statistics.median(each):>12.3f} {wall:>7.1f}"
-            )
 
 
 def traffic_table(profiles: list[str], sizes: list[int], window: float) -> None:
@@ -216,9 +201,11 @@ def main(argv: list[str] | None = None) -> None:
     profiles = args.profiles.split(",")
     tables = args.tables.split(",")
     if "detection" in tables:
-        detection_table(profiles, sizes, args.trials)
+        title = "crash -> marked dead by every other member (simulated seconds)"
+        spread_table(title, crash_trial, 2, profiles, sizes, args.trials)
     if "update" in tables:
-        update_table(profiles, sizes, args.trials)
+        title = "\nmetadata update (set_meta) -> seen by every other member (simulated seconds)"
+        spread_table(title, update_trial, 3, profiles, sizes, args.trials)
     if "traffic" in tables:
         traffic_table(profiles, sizes, args.window)
     if "loss" in tables:
