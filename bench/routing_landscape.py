@@ -52,7 +52,7 @@ from fnlb.fnsim.fleet import Fleet
 from fnlb.fnsim.model import CallFinished, CallRejected, PoolConfig
 from fnlb.routing.classic import ClassicRouter
 from fnlb.routing.hotset import aligned_cut
-from fnlb.routing.placement import EPOCH_MS, container_demand, place
+from fnlb.routing.placement import EPOCH_MS, place
 from fnlb.routing.rendezvous import hash64
 from fnlb.routing.router import Router, RouterPolicy
 
@@ -173,9 +173,8 @@ class Fnlb:
         if self._placed and cut // EPOCH_MS != self._epoch:
             self._epoch = cut // EPOCH_MS
             table = self._cluster.width_table(256, now, settled_ms=cut)
-            demand = {k: container_demand(w.rate) for k, w in table.items()}
             rates = {k: w.rate for k, w in table.items()}
-            self._router.update(homes=place(demand, self._view.candidates, rate=rates))
+            self._router.update(homes=place(rates, self._view.candidates))
 
     def choose(self, lb: int, key: str, now: float) -> Sequence[str]:
         while now >= self._next_tick:

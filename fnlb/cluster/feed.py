@@ -23,7 +23,7 @@ from fnlb.cluster.view import NodeView
 from fnlb.health.node_metrics import NodeMetrics
 from fnlb.routing.backoff import pack_entries
 from fnlb.routing.hotset import WidthTracker, aligned_cut
-from fnlb.routing.placement import EPOCH_MS, container_demand, place
+from fnlb.routing.placement import EPOCH_MS, place
 from fnlb.routing.router import NodeCapacity, Router
 from fnlb.routing.scale import ScaleDecision, ScaleSignal, containers_needed
 
@@ -154,9 +154,7 @@ class LoadFeed:
         epoch = (cut // EPOCH_MS, view.routable)
         if epoch != self._placed:
             self._placed = epoch
-            demand = {key: container_demand(w.rate) for key, w in table.items()}
-            rates = {key: w.rate for key, w in table.items()}
-            self.homes = place(demand, view.candidates, rate=rates)
+            self.homes = place({key: w.rate for key, w in table.items()}, view.candidates)
         router.update(
             widths=self.widths.widths, peers_in_flight=others, capacity=caps, homes=self.homes
         )

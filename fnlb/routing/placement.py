@@ -55,30 +55,27 @@ def container_demand(rate: float, idle_timeout_s: float = IDLE_TIMEOUT_S) -> flo
 
 
 def place(
-    demand: Mapping[str, float],
+    rates: Mapping[str, float],
     order_of: Callable[[str], Sequence[str]],
     limit: int = HOT_HOMES,
-    rate: Mapping[str, float] | None = None,
 ) -> dict[str, str]:
-    """Homes of the `limit` most demanding functions, their demand spread evenly.
+    """Homes of the `limit` hottest functions (cluster-wide calls/s), their demand spread
+    evenly.
 
     `order_of(key)`: the routable nodes in `key`'s rendezvous order (every order holds the same
-    nodes). Ties in demand (every function called every few seconds has a demand of 1) go to
-    the higher `rate`, so the hottest function is placed first and keeps its rendezvous home,
-    then by key: the result is a function of the inputs alone.
+    nodes). Demand grows with the rate, so the hottest function is placed first and keeps its
+    rendezvous home even when demand saturates (every function called every few seconds has
+    a demand of about 1); equal rates go by key: the result is a function of the inputs alone.
     """
-    rates = rate or {}
-    ranked = sorted(
-        (k for k, d in demand.items() if d > 0.0),
-        key=lambda k: (-demand[k], -rates.get(k, 0.0), k),
-    )
+    ranked = sorted((k for k, r in rates.items() if r > 0.0), key=lambda k: (-rates[k], k))
     ranked = ranked[:limit]
     if not ranked:
         return {}
     nodes = order_of(ranked[0])
     if len(nodes) < 2:
         return {}
-    share = sum(demand[k] for k in ranked) / len(nodes) + 1e-9
+    demand = {k: container_demand(rates[k]) for k in ranked}
+    share = sum(demand.values()) / len(nodes) + 1e-9
     load = dict.fromkeys(nodes, 0.0)
     homes: dict[str, str] = {}
     for key in ranked:

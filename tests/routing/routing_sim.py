@@ -24,7 +24,7 @@ from fnlb.fnsim.fleet import Fleet
 from fnlb.fnsim.model import CallFinished, CallRejected, PoolConfig
 from fnlb.routing.backoff import Backoff, decode_entries, pack_entries
 from fnlb.routing.hotset import WidthPolicy, WidthTracker, aligned_cut
-from fnlb.routing.placement import EPOCH_MS, container_demand, place
+from fnlb.routing.placement import EPOCH_MS, place
 from fnlb.routing.router import Router, RouterPolicy
 from fnlb.routing.scale import ScaleDecision, ScaleSignal, containers_needed
 
@@ -291,9 +291,7 @@ class RoutingSim:
             }
             if self.placed and cut // EPOCH_MS != p.epoch:  # as fnlb.cluster.feed places homes
                 p.epoch = cut // EPOCH_MS
-                demand = {k: container_demand(w.rate) for k, w in table.items()}
-                rates = {k: w.rate for k, w in table.items()}
-                p.homes = place(demand, self.view.candidates, rate=rates)
+                p.homes = place({k: w.rate for k, w in table.items()}, self.view.candidates)
                 p.placements[p.epoch] = dict(p.homes)
             p.router.update(widths=p.tracker.widths, peers_in_flight=others, homes=p.homes)
             p.widths[cut // policy_tick] = dict(p.tracker.widths)
