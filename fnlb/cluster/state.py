@@ -41,6 +41,7 @@ from fnlb.cluster.view import NodeView
 from fnlb.errors import RemoteProtocolError
 from fnlb.health.node_metrics import NodeMetrics, metrics_from_wire
 from fnlb.health.verdict import NodeHealth, State, after_check
+from fnlb.routing.hotset import aligned_cut
 from fnlb.routing.rendezvous import hash64, score
 
 _MAX_STATE_BYTES: Final = 8 << 20
@@ -358,10 +359,11 @@ class ClusterState:
 
     def load_checksum(self, now_ms: int) -> str:
         """The settled load summary's checksum (fnlb.cluster.load): equal on peers that would
-        pick the same load-based widths. The cut is one second back, aligned to a whole
-        second, so peers asked within the same second read the same digests; even so a
-        digest lost or straddling the cut makes them differ a few % of the time."""
-        settled = (now_ms - 1000) // 1000 * 1000
+        pick the same load-based widths. The cut is the feed's (`aligned_cut`: one second
+        back, aligned to a whole second), so peers asked within the same second read the same
+        digests; even so a digest lost or straddling the cut makes them differ a few % of the
+        time."""
+        settled = aligned_cut(now_ms)
         return f"{self.load.summary(now_ms / 1000, settled_ms=settled).checksum():08x}"
 
     def report(self) -> list[NodeReport]:
