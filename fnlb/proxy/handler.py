@@ -259,9 +259,9 @@ def upstream_headers(request: web.BaseRequest) -> list[tuple[str, str]]:
             out.append((k, v))
     connection = replaced.get("connection")
     if connection:
-        named = _with_connection_options(frozenset(), connection)
-        if named:
-            out = [(k, v) for k, v in out if k.lower() not in named]
+        drop = _with_connection_options(_REPLACED_UPSTREAM, connection)
+        if len(drop) > len(_REPLACED_UPSTREAM):  # it names more than keep-alive or close
+            out = [(k, v) for k, v in out if k.lower() not in drop]
     prior = replaced.get("x-forwarded-for")
     peer = request.remote or ""
     out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
