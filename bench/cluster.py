@@ -286,7 +286,8 @@ async def call_loop(
             task.add_done_callback(pending.discard)
             k += 1
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+            async with asyncio.timeout(interval):
+                await stop.wait()
     if pending:
         await asyncio.wait(pending, timeout=6)
 

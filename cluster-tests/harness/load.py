@@ -196,10 +196,8 @@ async def run_load(cfg: LoadConfig, progress: Path | None = None) -> LoadResult:
     reporter = asyncio.create_task(report()) if progress else None
     try:
         async with aiohttp.ClientSession(connector=connector) as session:
-            await asyncio.wait_for(
-                asyncio.gather(*(worker(session) for _ in range(cfg.concurrency))),
-                cfg.deadline + cfg.timeout + 5,
-            )
+            async with asyncio.timeout(cfg.deadline + cfg.timeout + 5):
+                await asyncio.gather(*(worker(session) for _ in range(cfg.concurrency)))
     finally:
         if reporter:
             reporter.cancel()

@@ -194,9 +194,8 @@ class Connection:
     async def run(self) -> None:
         host, port = split_hostport(self.proxy.upstream)
         try:
-            up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), UPSTREAM_CONNECT_TIMEOUT
-            )
+            async with asyncio.timeout(UPSTREAM_CONNECT_TIMEOUT):
+                up_reader, up_writer = await asyncio.open_connection(host, port)
         except (OSError, TimeoutError):
             self.close()
             return

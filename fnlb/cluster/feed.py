@@ -12,7 +12,6 @@ health checks, shared by gossip). A lone fnlb runs the same tick over its own fi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Container, Mapping
@@ -109,8 +108,7 @@ class LoadFeed:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)  # stop()'s own cancel stays
 
     async def _run(self) -> None:
         last_tick = 0.0

@@ -401,7 +401,8 @@ class ClusterService:
         """Refresh who is alive, persist merged changes, collect old tombstones."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._dirty.wait()
             self._refresh_alive()
             if self.state.nodes.collect_tombstones(now_ms()):
                 self._dirty.set()
@@ -429,9 +430,7 @@ class ClusterService:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*self._tasks, return_exceptions=True)  # stop()'s own cancel stays
         self._tasks.clear()
         if self.runtime is not None:
             await self.runtime.stop()

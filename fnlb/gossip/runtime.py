@@ -285,7 +285,8 @@ class GossipRuntime:
             ]
             if others and not member.leave_broadcast_done:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._left.wait(), self.leave_timeout)
+                    async with asyncio.timeout(self.leave_timeout):
+                        await self._left.wait()
             log.info("left the gossip cluster", extra={"node": member.name})
         self._closing = True
         if self._timer is not None:
@@ -300,8 +301,9 @@ class GossipRuntime:
         if self._udp is not None:
             self._udp.close()
         if self._tcp is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._tcp.wait_closed(), 1.0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._tcp.wait_closed()
 
     async def _bind(self, ip: str, port: int) -> None:
         loop = self._loop

@@ -53,9 +53,7 @@ class HealthChecker:
         tasks = [t for t in (self._loop_task, *self._in_flight.values()) if t is not None]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)  # a cancel of stop() itself stays
 
     def check_now(self, node: str, *, confirm: bool = False) -> None:
         """Check `node` out of turn, unless a check of it is already running.

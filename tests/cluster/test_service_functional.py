@@ -259,6 +259,28 @@ async def test_a_peer_alone_or_whose_join_targets_are_down_seeds_its_nodes_list(
         await early.stop()
 
 
+async def test_stop_returns_when_a_change_to_save_arrives_in_the_same_tick() -> None:
+    """Python 3.11's asyncio.wait_for kept a cancelled save loop running when the change and
+    the cancel met in one tick, and stop() waited for it forever (CI hung 300 s that way)."""
+    b = Balancer(peer_settings("solo", nodes="x:1"))
+    await b.start()
+    cluster = b.cluster
+    assert cluster is not None
+    try:
+        await asyncio.sleep(0.05)  # the save loop is waiting for a change
+
+        async def change_then_stop() -> None:
+            cluster._dirty.set()  # no await between the change and stop()'s cancel
+            await cluster.stop()
+
+        stopping = asyncio.ensure_future(change_then_stop())
+        done, _ = await asyncio.wait({stopping}, timeout=10)  # a hang, not a speed: ample
+        assert stopping in done, "stop() hung"
+        stopping.result()
+    finally:
+        await b.stop()
+
+
 async def test_an_idle_peer_stops_sending_load_digests_and_resumes_with_calls() -> None:
     """Idle digests sent on forever made an idle cluster's gossip grow with N."""
     backend = Backend("fn")

@@ -27,7 +27,8 @@ async def backend() -> AsyncIterator[Backend]:
 
 
 async def _head(reader: asyncio.StreamReader) -> bytes:
-    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    async with asyncio.timeout(5):
+        return await reader.readuntil(b"\r\n\r\n")
 
 
 async def _call_with_expect(lb: Balancer, expect: str, version: str = "1.1") -> list[bytes]:

@@ -257,7 +257,8 @@ async def test_client_disconnect_cancels_the_upstream_call(
     async with running_balancer(nodes=backends[0].address) as lb:
         await all_online(lb, 1)
         call = asyncio.ensure_future(client.get(url(lb, "/r/app/slow")))
-        await asyncio.wait_for(started.wait(), 5)
+        async with asyncio.timeout(5):
+            await started.wait()
         call.cancel()
         await wait_for(lambda: backends[0].cancelled == 1, within=5.0)
 
