@@ -3,8 +3,9 @@
 Rule 1: no asyncio, socket, time or global random here.
 Rule 2: ANY byte string either decodes or raises RemoteProtocolError(reason); no other
 exception leaves `decode_packet`, `decode_compound` or `decode_stream`. The member counts drops
-by `reason`. The one leniency: inside a compound datagram, a message whose type code is an
-integer this version does not know is skipped and counted, not fatal (rolling upgrades).
+by `reason`. Two leniencies, both for rolling upgrades: inside a compound datagram, a message
+whose type code is an integer this version does not know is skipped and counted, not fatal;
+and fields after the ones this version knows (a newer peer's additions) are ignored.
 
 Wire format (plaintext; the runtime may wrap it with the keyring's AEAD):
 
@@ -210,7 +211,13 @@ def _nack_after_ms(v: Any) -> int:
 
 
 def _arity(m: list[Any], n: int) -> None:
-    if len(m) != n:
+    """At least the `n - 1` fields this version reads; more are a newer peer's additions.
+
+    A newer version appends optional fields (as the IndirectPing nack delay was appended);
+    ignoring what follows the known fields lets older peers keep reading its messages during
+    a rolling upgrade. The extra fields were still bounded and parsed by `_unpack`.
+    """
+    if len(m) < n:
         raise RemoteProtocolError(BAD_SHAPE, f"type {m[0]} needs {n - 1} fields")
 
 
@@ -234,9 +241,8 @@ def _datagram_message(m: Any) -> DatagramMessage:
         _arity(m, 4)
         return Dead(_int(m[1]), _name(m[2]), _name(m[3]))
     if code == INDIRECT_PING and type(code) is int:
-        if len(m) != 7:
-            _arity(m, 6)  # the form without a nack delay
-        nack_after = _nack_after_ms(m[6]) if len(m) == 7 else None
+        _arity(m, 6)  # the nack delay (7th) is optional: older peers do not send it
+        nack_after = _nack_after_ms(m[6]) if len(m) >= 7 else None
         return IndirectPing(_int(m[1]), _name(m[2]), _addr(m[3], m[4]), _bool(m[5]), nack_after)
     if code == NACK and type(code) is int:
         _arity(m, 2)
@@ -305,8 +311,8 @@ def decode_packet(data: bytes) -> list[DatagramMessage]:
 
 
 def _entry(row: Any) -> PushPullEntry:
-    if type(row) is not list or len(row) != 6:
-        raise RemoteProtocolError(BAD_SHAPE, "push-pull row is not a 6-array")
+    if type(row) is not list or len(row) < 6:
+        raise RemoteProtocolError(BAD_SHAPE, "push-pull row has fewer than 6 fields")
     state = row[4]
     if type(state) is not int or not 0 <= state <= 3:
         raise RemoteProtocolError(BAD_FIELD, "member state")
