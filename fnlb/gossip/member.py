@@ -78,6 +78,7 @@ from fnlb.gossip.suspicion import Suspicion
 
 _SEEN_BROADCASTS = 4096  # user broadcasts remembered to stop echoes
 _MAX_RELAYS = 1024  # indirect pings run for others at once (each lives probe_timeout)
+_CLAIMANTS = 16  # other addresses whose claims to our name we remember (see _on_alive)
 NACK_FRACTION = 0.8
 """Helpers nack this fraction of the probe timeout after relaying a ping."""
 
@@ -118,11 +119,15 @@ class EventKind(Enum):
     LEFT = "left"
     UPDATED = "updated"
     """New metadata or address."""
+    CONFLICT = "conflict"
+    """Another live member claims *our* name from another address (two peers given one node
+    name): the event's name is ours and its address the claimant's. Both keep refuting each
+    other, so the others' view of that name flips between them until one is renamed."""
 
 
 @dataclass(frozen=True, slots=True)
 class MemberEvent:
-    """One change in this member's view of `name` (never about itself)."""
+    """One change in this member's view of `name` (never about itself, but for CONFLICT)."""
 
     kind: EventKind
     name: str
@@ -253,13 +258,16 @@ class Member:
         self._next_push_pull_at: float | None = None
         self._next_reconnect_at: float | None = None
         self._join_retry_at: float | None = None
+        self._claimants: dict[Addr, int] = {}  # address -> our incarnation after refuting it
+        self._conflicts_reported: set[Addr] = set()
         self.drops: Counter[str] = Counter()
         """Inputs dropped, by reason: the codec's (codec.REASONS), plus 'misdirected' (a ping
         for another name), 'unexpected' (wrong message on a stream), 'relay_overflow',
         'oversized_broadcast' (a peer's, too big to relay), 'local_broadcast_too_large' and
         'local_broadcast_key_too_long' (our delegate's)."""
         self.stats: Counter[str] = Counter()
-        """Traffic counters: datagrams/bytes sent and received, streams opened."""
+        """Traffic counters: datagrams/bytes sent and received, streams opened, and
+        'name_conflicts' (claims to our name from a live member elsewhere)."""
 
     # --- the owner's API ----------------------------------------------------------------
 
@@ -659,6 +667,8 @@ class Member:
                 return
             if msg.incarnation == me.incarnation and msg.meta == me.meta and msg.addr == me.addr:
                 return
+            if msg.addr != me.addr:
+                self._claimed_from(msg)
             self._refute(msg.incarnation)
             return
         node = self._nodes.get(msg.node)
@@ -755,6 +765,29 @@ class Member:
         """
         if not self._leaving and self.name not in self._queue:
             self._queue_alive(self._me)
+
+    def _claimed_from(self, msg: Alive) -> None:
+        """Someone at another address says it is us: a stale rumour, or a second live peer?
+
+        A rumour of our own past (we restarted on another port) is refuted once and dies out:
+        nothing newer than our refutation can come from a process that is gone. A live
+        claimant answers the refutation with a higher incarnation still; such a claim is
+        counted, and reported as a CONFLICT event once per address.
+        """
+        if len(self._claimants) >= _CLAIMANTS:
+            self._claimants.clear()
+        refuted_with = self._claimants.get(msg.addr)
+        self._claimants[msg.addr] = max(self._me.incarnation, msg.incarnation) + 1  # = _refute's
+        if refuted_with is None or msg.incarnation < refuted_with:
+            return
+        self.stats["name_conflicts"] += 1
+        if msg.addr not in self._conflicts_reported:
+            if len(self._conflicts_reported) >= _CLAIMANTS:
+                self._conflicts_reported.clear()
+            self._conflicts_reported.add(msg.addr)
+            self._events.append(
+                MemberEvent(EventKind.CONFLICT, self.name, msg.addr, msg.incarnation, msg.meta)
+            )
 
     def _refute(self, accused_incarnation: int) -> None:
         me = self._me

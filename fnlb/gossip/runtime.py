@@ -476,6 +476,12 @@ class GossipRuntime:
             self._timer_when = when
 
     def _publish(self, event: MemberEvent) -> None:
+        if event.kind is EventKind.CONFLICT:
+            log.error(
+                "another gossip peer uses this peer's name: give each peer its own --node-name",
+                extra={"node": event.name, "theirs": f"{event.addr[0]}:{event.addr[1]}"},
+            )
+            return  # not a change to the membership: listeners are not told
         log.log(
             _LOG_LEVEL.get(event.kind, logging.INFO),
             f"gossip peer {event.kind.value}",

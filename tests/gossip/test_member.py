@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from fnlb.errors import LocalProtocolError
 from fnlb.gossip import codec
 from fnlb.gossip.delegate import RecordingDelegate
-from fnlb.gossip.member import EventKind, Member, push_pull_interval
+from fnlb.gossip.member import EventKind, Member, MemberEvent, push_pull_interval
 from fnlb.gossip.messages import (
     Ack,
     Addr,
@@ -55,6 +55,13 @@ def state_of(m: Member, name: str) -> MemberState | None:
 
 def sent(m: Member, now: float = 0.0) -> list[tuple[list[DatagramMessage], Addr]]:
     return [(codec.decode_packet(d), addr) for d, addr in m.datagrams_to_send(now)]
+
+
+def drain_events(m: Member) -> list[MemberEvent]:
+    out = []
+    while (ev := m.next_event()) is not None:
+        out.append(ev)
+    return out
 
 
 def test_ping_is_answered_with_ack_to_the_sender() -> None:
@@ -490,3 +497,24 @@ def test_a_helper_nacks_by_the_requesters_deadline_when_it_is_sooner_than_its_ow
         assert any(
             isinstance(x, Nack) and x.seq == 5 for msgs, _ in sent(lan, due) for x in msgs
         ), f"nack_after_ms={nack_after_ms}: no nack at {due}"
+
+
+def test_a_live_peer_claiming_our_name_is_reported_once_and_refuted_each_time() -> None:
+    m = member()
+    claim = 3
+    for _ in range(4):  # the twin answers each refutation with a higher incarnation
+        m.receive_datagram(packet(Alive(claim, "a", B, b"")), PEER, 1.0)
+        assert m.incarnation == claim + 1  # refuted
+        claim = m.incarnation + 1
+    conflicts = [e for e in drain_events(m) if e.kind is EventKind.CONFLICT]
+    assert [(e.name, e.addr) for e in conflicts] == [("a", B)]
+    assert m.stats["name_conflicts"] == 3  # every claim after the first refutation
+
+
+def test_a_stale_rumour_of_our_old_address_is_refuted_without_a_conflict() -> None:
+    m = member()  # restarted on A; gossip still carries our Alive from B at incarnation 5
+    for _ in range(3):
+        m.receive_datagram(packet(Alive(5, "a", B, b"")), PEER, 1.0)
+    assert m.incarnation == 6
+    assert not [e for e in drain_events(m) if e.kind is EventKind.CONFLICT]
+    assert m.stats["name_conflicts"] == 0

@@ -132,6 +132,27 @@ async def test_a_graceful_stop_is_seen_as_left(session: aiohttp.ClientSession) -
             )
 
 
+async def test_two_peers_given_one_name_say_so_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without it, two peers sharing a --node-name refute each other forever, silently."""
+    async with balancers(settings("a")) as (a,):
+        seed = (gossip_seed(a),)
+        async with balancers(settings("twin", seed), settings("twin", seed)) as twins:
+
+            def conflicts() -> int:
+                return sum(
+                    int(t.gossip.stats()["member"].get("name_conflicts", 0))
+                    for t in twins
+                    if t.gossip is not None
+                )
+
+            await eventually(lambda: conflicts() > 0)
+    said = [r for r in caplog.records if "its own --node-name" in r.getMessage()]
+    assert said
+    assert all(r.levelname == "ERROR" for r in said)
+
+
 async def test_a_peer_of_another_cluster_or_key_never_appears(
     session: aiohttp.ClientSession,
 ) -> None:
