@@ -121,3 +121,38 @@ def test_homes_are_placed_at_aligned_epochs_and_when_the_nodes_change() -> None:
     feed.tick(start + EPOCH_MS / 1000 + 2.5)  # a node left: placed again at once
     assert feed.homes != placed
     assert nodes[4] not in feed.homes.values()
+
+
+def test_a_peer_started_mid_epoch_places_homes_once_it_knows_the_load() -> None:
+    """Its first tick sees no settled load yet; it must not keep that empty placement until
+    the next epoch while the other peers route by placed homes."""
+    from fnlb.cluster.feed import PLACE_WARMUP_S, LoadFeed
+    from fnlb.cluster.load import ClusterLoad, LocalLoad
+    from fnlb.cluster.view import NodeView
+    from fnlb.routing.placement import EPOCH_MS
+    from fnlb.routing.router import Router
+
+    nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
+    view = NodeView(1, dict.fromkeys(nodes, "online"))
+    start = (1_800_000_000_000 // EPOCH_MS + 1) * EPOCH_MS / 1000 + 12  # mid-epoch, in s
+    local, old_hand = LocalLoad(epoch=1), ClusterLoad()
+    for k in range(8):
+        fn = f"r/app/f{k}"
+        for i in range(20):
+            local.call_started(fn, nodes[0], start - 4 + i / 20)
+            local.call_finished(fn, nodes[0], 200, 0.0, 0.01, start - 4 + i / 20)
+    digest = local.digest(start - 3, stamp_ms=int((start - 3) * 1000))
+    old_hand.merge("p", digest, start - 3)
+    others = LoadFeed(old_hand, LocalLoad(epoch=2), lambda: view, router=Router())
+    others.tick(start + 1.5)  # a peer that has known the load all along
+    assert len(others.homes) == 8
+
+    newcomer_load = ClusterLoad()
+    newcomer = LoadFeed(newcomer_load, LocalLoad(epoch=3), lambda: view, router=Router())
+    newcomer.tick(start + 0.5)  # before any digest reached it
+    assert newcomer.homes == {}
+    newcomer_load.merge("p", digest, start + 0.8)  # the digest arrives
+    newcomer.tick(start + 1.5)  # still within its warm-up, same epoch
+    assert newcomer.homes == others.homes
+    newcomer.tick(start + 1.5 + PLACE_WARMUP_S)  # warm: holds still until the next epoch
+    assert newcomer.homes == others.homes
