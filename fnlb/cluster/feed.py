@@ -36,11 +36,6 @@ SLOTS_PER_NODE: Final = 8
 CONTAINER_BYTES: Final = 128 * 1024 * 1024
 """Memory of one container when the node does not say (Fn's default function memory)."""
 METRICS_STALE_MS: Final = 15_000
-PLACE_WARMUP_S: Final = 3.0
-"""For this long after its first tick the feed places homes every tick: a peer that starts
-mid-epoch sees no settled load at first (digests arrive every DIGEST_S and settle a tick
-later), and placing once from that empty view would leave it off the others' homes for the
-rest of the epoch. Afterwards it places at epoch boundaries, like everyone."""
 """A node's /metrics reading older than this (5 default check intervals) is not used."""
 
 SendBackoff = Callable[[bytes], None]
@@ -101,7 +96,6 @@ class LoadFeed:
         self.homes: dict[str, str] = {}
         """Placed homes of the hottest functions, as of the last placement epoch."""
         self._placed: tuple[int, tuple[str, ...]] | None = None  # (epoch, routable) placed for
-        self._first_tick: float | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -156,9 +150,10 @@ class LoadFeed:
         if self._readings is not None:
             caps = capacities(self._readings(), set(view.routable), int(now * 1000))
         epoch = (cut // EPOCH_MS, view.routable)
-        if self._first_tick is None:
-            self._first_tick = now
-        if epoch != self._placed or now - self._first_tick < PLACE_WARMUP_S:
+        # A placement from no settled load at all (a peer just started, or load just began)
+        # placed nothing: try again next tick rather than route unplaced for the whole epoch.
+        # Every peer reads the same settled cut, so they place at the same tick.
+        if epoch != self._placed or not self.homes:
             self._placed = epoch
             self.homes = place({key: w.rate for key, w in table.items()}, view.candidates)
         router.update(

@@ -126,7 +126,7 @@ def test_homes_are_placed_at_aligned_epochs_and_when_the_nodes_change() -> None:
 def test_a_peer_started_mid_epoch_places_homes_once_it_knows_the_load() -> None:
     """Its first tick sees no settled load yet; it must not keep that empty placement until
     the next epoch while the other peers route by placed homes."""
-    from fnlb.cluster.feed import PLACE_WARMUP_S, LoadFeed
+    from fnlb.cluster.feed import LoadFeed
     from fnlb.cluster.load import ClusterLoad, LocalLoad
     from fnlb.cluster.view import NodeView
     from fnlb.routing.placement import EPOCH_MS
@@ -152,7 +152,14 @@ def test_a_peer_started_mid_epoch_places_homes_once_it_knows_the_load() -> None:
     newcomer.tick(start + 0.5)  # before any digest reached it
     assert newcomer.homes == {}
     newcomer_load.merge("p", digest, start + 0.8)  # the digest arrives
-    newcomer.tick(start + 1.5)  # still within its warm-up, same epoch
+    newcomer.tick(start + 1.5)  # same epoch: placed now, not 30 s later
     assert newcomer.homes == others.homes
-    newcomer.tick(start + 1.5 + PLACE_WARMUP_S)  # warm: holds still until the next epoch
-    assert newcomer.homes == others.homes
+    placed = dict(newcomer.homes)
+    for k in range(8, 24):  # new hot functions: they wait for the next epoch
+        fn = f"r/app/f{k}"
+        for i in range(40):
+            local.call_started(fn, nodes[1], start + 2 + i / 40)
+            local.call_finished(fn, nodes[1], 200, 0.0, 0.01, start + 2 + i / 40)
+    newcomer_load.merge("p", local.digest(start + 3, stamp_ms=int((start + 3) * 1000)), start + 3)
+    newcomer.tick(start + 5.5)
+    assert newcomer.homes == placed
