@@ -318,7 +318,7 @@ def test_a_stale_accusation_gets_our_current_alive_on_the_ack() -> None:
     assert Alive(1, "a", A, b"") in msgs
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     st.lists(
         st.tuples(

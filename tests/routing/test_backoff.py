@@ -258,7 +258,7 @@ def test_malformed_messages_are_refused(body: object) -> None:
         decode_entries(msgpack.packb(body, use_bin_type=True))
 
 
-@settings(deadline=None, max_examples=300)
+@settings(max_examples=300)
 @given(st.binary(max_size=300))
 def test_random_bytes_raise_remote_protocol_error_or_decode(data: bytes) -> None:
     try:
