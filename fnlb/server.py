@@ -170,7 +170,10 @@ class Balancer:
             self.cluster.check_now = self.health.check_now
             await self.cluster.start(self.mgmt_address.port)
             self.gossip = self.cluster.runtime
-        mgmt = web.Application(middlewares=[bad_request_as_json], client_max_size=64 * 1024)
+        # No application-wide body limit: each API handler bounds its own body (413 beyond
+        # 64 KiB), and on a shared port this application also carries calls, whose bodies the
+        # proxy reads whole up to its buffer limit and streams beyond it.
+        mgmt = web.Application(middlewares=[bad_request_as_json], client_max_size=0)
         api.add_routes(mgmt)
         GossipApi(self.gossip).add_routes(mgmt)
         ClusterApi(self.cluster, self.feed).add_routes(mgmt)

@@ -23,13 +23,12 @@ keys routes answer 404 on a peer gossiping in plaintext (--gossip-insecure), as
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
 
-from fnlb.api.jsonio import json_error, json_response
+from fnlb.api.jsonio import json_error, json_response, read_json_body
 from fnlb.errors import BadRequest
 from fnlb.gossip.crypto import Keyring
 from fnlb.gossip.keyring_file import (
@@ -47,7 +46,6 @@ NO_KEYS: Final = (
     "gossip runs without encryption on this peer (--gossip-insecure): there are no keys; "
     "restart it with --gossip-key or --gossip-keyring-file to encrypt"
 )
-MAX_BODY: Final = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 KeyChange = Callable[[Keyring, str, bytes], dict[str, Any]]
@@ -56,19 +54,6 @@ KeyChange = Callable[[Keyring, str, bytes], dict[str, Any]]
 def _addr(addr: tuple[str, int]) -> str:
     host, port = addr
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-async def _read_json(request: web.Request) -> object:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise BadRequest(f"body is larger than {MAX_BODY} bytes")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise BadRequest(f"body is larger than {MAX_BODY} bytes")
-    try:
-        body: object = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"invalid JSON: {e}") from None
-    return body
 
 
 class GossipApi:
@@ -120,7 +105,7 @@ class GossipApi:
             try:
                 if change is None:
                     return json_response(keys_listing(rt.keyring, persisted=bool(rt.keyring_file)))
-                key = key_from_request(await _read_json(request))
+                key = key_from_request(await read_json_body(request))
                 return json_response(change(rt.keyring, rt.keyring_file, key))
             except BadRequest as e:
                 return json_error(e.status, e.msg)

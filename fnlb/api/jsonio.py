@@ -3,9 +3,34 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
+
+from fnlb.errors import BadRequest
+
+MAX_BODY: Final = 64 * 1024
+"""Largest management API request body, in bytes (a node address or a key fits many times)."""
+
+
+async def read_json_body(request: web.Request) -> object:
+    """The request's JSON body, or BadRequest: 413 beyond MAX_BODY, 400 when not JSON.
+
+    Each API handler bounds its own body rather than the application doing it, because on a
+    shared port (the original's default) the same application carries function calls,
+    whose bodies have no such limit.
+    """
+    too_large = BadRequest(f"body is larger than {MAX_BODY} bytes", status=413)
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise too_large
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise too_large
+    try:
+        body: object = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"invalid JSON: {e}") from None
+    return body
 
 
 def json_response(

@@ -10,32 +10,21 @@ Bad input gets 400 and `{"msg": "..."}` saying what is wrong.
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any, Final
+from typing import Any
 
 from aiohttp import web
 
-from fnlb.api.jsonio import json_error, json_response
+from fnlb.api.jsonio import json_error, json_response, read_json_body
 from fnlb.cluster.registry import NodeDirectory
 from fnlb.config import parse_node_address
 from fnlb.errors import BadRequest
 from fnlb.proxy.stats import CallStats
 
-MAX_BODY: Final = 64 * 1024
-
 
 async def read_node(request: web.Request) -> str:
     """The validated `node` of a PUT/DELETE body, or BadRequest saying what is wrong."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise BadRequest(f"body is larger than {MAX_BODY} bytes")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise BadRequest(f"body is larger than {MAX_BODY} bytes")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"invalid JSON: {e}") from None
+    body = await read_json_body(request)
     if not isinstance(body, dict):
         raise BadRequest('body must be a JSON object like {"node": "host:port"}')
     node = body.get("node")
