@@ -7,9 +7,11 @@ management API on `--port + 2i + 1` and gossips on `--port + 2 x peers + i` (808
 default; the Fn nodes are on 18080 up). The nodes are added through one peer's API; every peer
 learns them by gossip. Two bursts of calls, spread over the peers as DNS would spread clients,
 show that each function lands on the same Fn node whichever peer takes the call, so after the
-first burst most calls find a hot container. Then the peers' views are compared (as `fnlb
-cluster status` does) and the demo stays up with its addresses printed (Ctrl-C stops it),
-unless `--exit` is given.
+first burst most calls find a hot container. During the first burst the peers learn its load
+and place the hottest functions' homes (docs/routing.md), all alike; a function moved then
+shows on two nodes in that burst, and the second burst runs on the placed homes. Then the
+peers' views are compared (as `fnlb cluster status` does) and the demo stays up with its
+addresses printed (Ctrl-C stops it), unless `--exit` is given.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import random
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +35,11 @@ from fnlb.config import Settings
 from fnlb.fnsim.cluster import start_nodes
 from fnlb.fnsim.options import FnSimOptions
 from fnlb.logs import setup_logging
+from fnlb.routing.placement import EPOCH_MS
 from fnlb.server import Balancer
+
+BURST_ROOM_S = 8.0
+"""Time kept free of a placement epoch's turn for the second burst (it takes 1-2 s)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -141,6 +148,30 @@ async def wait_until(check: Callable[[], bool], seconds: float) -> bool:
     return check()
 
 
+async def settle_homes(peers: list[Balancer]) -> int:
+    """Wait until every peer has placed the same homes, clear of the next epoch's placement.
+
+    Homes are placed once the first burst's load has settled, and again at every epoch
+    (wall-clock multiples of EPOCH_MS, read 1-2 s late through the settled cut). If the
+    second burst could straddle that, let the placement happen first. How many are placed.
+    """
+
+    def homes() -> list[dict[str, str]]:
+        return [p.feed.homes if p.feed is not None else {} for p in peers]
+
+    def placed() -> bool:
+        first, *rest = homes()
+        return bool(first) and all(h == first for h in rest)
+
+    await wait_until(placed, 10)
+    epoch_s = EPOCH_MS / 1000
+    left = epoch_s - time.time() % epoch_s + 1.0  # until the settled cut turns the epoch
+    if left < BURST_ROOM_S:
+        await asyncio.sleep(left + 1.5)  # every peer ticks within a second of the turn
+        await wait_until(placed, 10)
+    return len(homes()[0])
+
+
 async def run_demo(args: argparse.Namespace) -> int:
     fn = await start_nodes(
         args.fn_nodes, host=args.host, port=args.fn_port,
@@ -170,6 +201,11 @@ async def run_demo(args: argparse.Namespace) -> int:
             )
             first = await burst(session, bases, functions, args.calls, args.seed)
             print(report("burst 1 (containers start cold)", first, fn.addresses))
+            placed = await settle_homes(peers)
+            print(
+                f"homes placed for the {placed} hottest functions from burst 1's load, alike "
+                "on every peer (their memory spread evenly over the nodes)"
+            )
             second = await burst(session, bases, functions, args.calls, args.seed + 1)
             print(report("burst 2 (same functions, same homes)", second, fn.addresses))
             agree = await print_agreement(session, peers)

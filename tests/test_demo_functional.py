@@ -17,7 +17,10 @@ def test_demo_cluster_routes_every_function_to_one_node_and_agrees() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert out.count("nodes per function: 1.00") == 2
+    # Burst 1 may show a function on two nodes (its home placed as the load became known);
+    # burst 2 runs on the placed homes, the same on every peer.
+    assert "alike on every peer" in out
+    assert out.split("burst 2")[1].count("nodes per function: 1.00") == 1
     assert "0 errors" in out
     first, second = (int(n) for n in re.findall(r"(\d+) cold \(", out))
     assert second < first
