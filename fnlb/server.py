@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -46,6 +47,16 @@ from fnlb.routing.policy import make_policy
 log = logging.getLogger("fnlb.server")
 
 _NO_LIMIT_S = 365 * 24 * 3600.0
+_HEADER_LINE_MAX = 64 * 1024
+"""Longest request line or header field taken from clients and nodes. aiohttp's default
+(8 KiB) refused long tokens and query strings that Go's servers (Fn's, the original fnlb's:
+1 MiB of headers in all) take."""
+_AS_SENT: dict[str, Any] = {
+    "auto_decompress": False,  # a compressed body is forwarded compressed, as it came
+    "max_line_size": _HEADER_LINE_MAX,
+    "max_field_size": _HEADER_LINE_MAX,
+}
+"""Settings of the servers calls arrive on: the bytes pass through as they were sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +127,8 @@ class Balancer:
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=10),
             timeout=timeout,
             auto_decompress=False,
+            max_line_size=_HEADER_LINE_MAX,
+            max_field_size=_HEADER_LINE_MAX,
             cookie_jar=aiohttp.DummyCookieJar(),
             request_class=UpstreamRequest,
             trust_env=False,
@@ -202,6 +215,7 @@ class Balancer:
             access_log=None,
             handler_cancellation=True,
             shutdown_timeout=timeout,
+            **_AS_SENT,  # on a shared port (the default) calls come through this app too
         )
         await runner.setup()
         self._runners.append(runner)
@@ -237,6 +251,7 @@ class Balancer:
             request_factory=request,
             handler_cancellation=True,
             access_log=None,
+            **_AS_SENT,
         )
         runner = web.ServerRunner(
             server,
