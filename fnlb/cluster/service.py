@@ -156,8 +156,6 @@ class ClusterService:
         self.drops: dict[str, int] = {}
         self.check_now: Any = None
         """Set by the server: `check_now(node)` runs a health check out of turn."""
-        if not settings.join:
-            self.seed_nodes()  # nothing to join: we are the cluster
 
     # -- NodeDirectory -----------------------------------------------------------------
 
@@ -388,7 +386,7 @@ class ClusterService:
         loop = asyncio.get_running_loop()
         if self._pending_seed is not None:
             opened = self.runtime.member.stats.get("streams_join", 0)
-            if opened == 0:  # no join target resolved: nothing to wait for
+            if opened == 0:  # nothing to join (we are the cluster) or no target resolved
                 self.seed_nodes()
             else:
                 self._tasks.append(loop.create_task(self._seed_when_joined(opened)))
