@@ -78,7 +78,7 @@ from fnlb.gossip.suspicion import Suspicion
 
 _SEEN_BROADCASTS = 4096  # user broadcasts remembered to stop echoes
 _MAX_RELAYS = 1024  # indirect pings run for others at once (each lives probe_timeout)
-_CLAIMANTS = 16  # other addresses whose claims to our name we remember (see _on_alive)
+_CLAIMANTS = 16  # other addresses whose claims to our name we remember (see _claimed_from)
 NACK_FRACTION = 0.8
 """Helpers nack this fraction of the probe timeout after relaying a ping."""
 
@@ -258,8 +258,8 @@ class Member:
         self._next_push_pull_at: float | None = None
         self._next_reconnect_at: float | None = None
         self._join_retry_at: float | None = None
-        self._claimants: dict[Addr, int] = {}  # address -> our incarnation after refuting it
-        self._conflicts_reported: set[Addr] = set()
+        # address -> (our incarnation after refuting its claim, whether reported as a conflict)
+        self._claimants: dict[Addr, tuple[int, bool]] = {}
         self.drops: Counter[str] = Counter()
         """Inputs dropped, by reason: the codec's (codec.REASONS), plus 'misdirected' (a ping
         for another name), 'unexpected' (wrong message on a stream), 'relay_overflow',
@@ -776,15 +776,14 @@ class Member:
         """
         if len(self._claimants) >= _CLAIMANTS:
             self._claimants.clear()
-        refuted_with = self._claimants.get(msg.addr)
-        self._claimants[msg.addr] = max(self._me.incarnation, msg.incarnation) + 1  # = _refute's
-        if refuted_with is None or msg.incarnation < refuted_with:
+        refuted_with, reported = self._claimants.get(msg.addr, (None, False))
+        live = refuted_with is not None and msg.incarnation >= refuted_with
+        refute_with = max(self._me.incarnation, msg.incarnation) + 1  # what _refute announces
+        self._claimants[msg.addr] = (refute_with, reported or live)
+        if not live:
             return
         self.stats["name_conflicts"] += 1
-        if msg.addr not in self._conflicts_reported:
-            if len(self._conflicts_reported) >= _CLAIMANTS:
-                self._conflicts_reported.clear()
-            self._conflicts_reported.add(msg.addr)
+        if not reported:
             self._events.append(
                 MemberEvent(EventKind.CONFLICT, self.name, msg.addr, msg.incarnation, msg.meta)
             )
