@@ -38,8 +38,10 @@ B: Addr = ("10.0.0.2", 7946)
 PEER: Addr = ("10.0.0.9", 7946)
 
 
-def member(name: str = "a", addr: Addr = A, seed: int = 1) -> Member:
-    m = Member(name, addr, PROFILE, random.Random(seed), RecordingDelegate())
+def member(
+    name: str = "a", addr: Addr = A, seed: int = 1, delegate: RecordingDelegate | None = None
+) -> Member:
+    m = Member(name, addr, PROFILE, random.Random(seed), delegate or RecordingDelegate())
     m.join([], 0.0)
     return m
 
@@ -250,8 +252,7 @@ def test_user_broadcast_is_delivered_once_and_regossiped() -> None:
     from fnlb.gossip.messages import UserBroadcast
 
     d = RecordingDelegate()
-    m = Member("a", A, PROFILE, random.Random(1), d)
-    m.join([], 0.0)
+    m = member(delegate=d)
     m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
     msg = UserBroadcast("c", b"k", b"v1")
     m.receive_datagram(packet(msg), PEER, 0.1)
@@ -266,8 +267,7 @@ def test_a_direct_message_goes_once_to_each_live_member_and_is_never_relayed() -
     from fnlb.gossip.messages import UserDirect
 
     d = RecordingDelegate()
-    m = Member("a", A, PROFILE, random.Random(1), d)
-    m.join([], 0.0)
+    m = member(delegate=d)
     m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
     m.receive_datagram(packet(Alive(1, "c", PEER, b"")), PEER, 0.0)
     m.receive_datagram(packet(Dead(1, "c", "x")), PEER, 0.0)
@@ -279,8 +279,7 @@ def test_a_direct_message_goes_once_to_each_live_member_and_is_never_relayed() -
     assert to == [B]  # the live member only, once
 
     relay = RecordingDelegate()
-    r = Member("a", A, PROFILE, random.Random(1), relay)
-    r.join([], 0.0)
+    r = member(delegate=relay)
     r.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
     theirs = UserDirect("c", b"l/c", b"figures")
     r.receive_datagram(packet(theirs), PEER, 0.1)
@@ -358,8 +357,7 @@ def test_any_valid_message_sequence_keeps_the_invariants(
 
 def test_a_broadcast_that_cannot_fit_a_packet_is_dropped_and_counted() -> None:
     d = RecordingDelegate()
-    m = Member("a", A, PROFILE, random.Random(1), d)
-    m.join([], 0.0)
+    m = member(delegate=d)
     m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
     limit = m.max_broadcast_size
     assert 1200 < limit < PROFILE.packet_budget
