@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make `fnlb` importable from the repo root
@@ -39,8 +40,31 @@ PUBLISH_S = 0.3
 MODES = ("broadcast", "direct")
 
 
-def trial(seed: int, loss: float, mode: str, peers: int, seconds: float) -> list[float]:
-    """[reach p50 ms, reach p99 ms, agreement fraction, bytes/s sent per peer]."""
+@dataclass(frozen=True)
+class SpreadRun:
+    """What one simulated run shows (tests/bench/test_load_spread_sim.py asserts on it)."""
+
+    reach_ms: list[int]
+    """Sorted: ms from a digest being made to a peer merging it as its origin's newest."""
+    agree: float
+    """Fraction of samples in which every peer's settled width inputs were identical."""
+    bytes_per_peer_s: float
+    truth_rate: float
+    """The hot function's cluster-wide calls/s at the end, from each peer's own figures."""
+    rates: dict[str, float]
+    """Each peer's view of that rate at the end, from the digests it merged."""
+    peers_seen: dict[str, list[str]]
+    """The peers each peer holds figures from at the end."""
+    agree_at_end: bool
+    violations: list[str]
+    """The simulator's protocol invariant violations (packet budget, incarnations)."""
+
+    def p(self, q: float) -> float:
+        return float(self.reach_ms[int(len(self.reach_ms) * q)])
+
+
+def simulate(seed: int, loss: float, mode: str, peers: int, seconds: float) -> SpreadRun:
+    """`peers` peers publishing digests by `mode` for `seconds` simulated seconds."""
     sim = Simulation(seed, GossipProfile.fnlb_default(), NetworkModel(loss=loss), log=None)
     names = sim.spawn(peers)
     sim.run_for(3.0)
@@ -87,13 +111,17 @@ def trial(seed: int, loss: float, mode: str, peers: int, seconds: float) -> list
     before = {n: sim.slots[n].member.stats["bytes_sent"] for n in names}
     sim.run_for(seconds)
     sent = sum(sim.slots[n].member.stats["bytes_sent"] - before[n] for n in names)
-    reach.sort()
-    return [
-        float(reach[len(reach) // 2]),
-        float(reach[len(reach) * 99 // 100]),
-        agree[0] / max(1, agree[1]),
-        sent / peers / seconds,
-    ]
+    cut = wall_ms() - 1000
+    return SpreadRun(
+        reach_ms=sorted(reach),
+        agree=agree[0] / max(1, agree[1]),
+        bytes_per_peer_s=sent / peers / seconds,
+        truth_rate=sum(loads[n].function_load("hot", sim.now).rate for n in names),
+        rates={n: views[n].function_load("hot", sim.now).rate for n in names},
+        peers_seen={n: views[n].peers(sim.now) for n in names},
+        agree_at_end=len({views[n].width_inputs("hot", sim.now, cut) for n in names}) == 1,
+        violations=list(sim.violations),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     for mode in MODES:
         for loss in losses:
             for seed in seeds:
-                p50, p99, agree, rate = trial(seed, loss, mode, args.peers, args.seconds)
+                run = simulate(seed, loss, mode, args.peers, args.seconds)
                 print(
-                    f"| {mode} | {loss:.0%} | {seed} | {p50:.0f} | {p99:.0f} "
-                    f"| {agree:.1%} | {rate:,.0f} |"
+                    f"| {mode} | {loss:.0%} | {seed} | {run.p(0.5):.0f} | {run.p(0.99):.0f} "
+                    f"| {run.agree:.1%} | {run.bytes_per_peer_s:,.0f} |"
                 )
     return 0
 
