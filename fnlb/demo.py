@@ -163,7 +163,8 @@ async def settle_homes(peers: list[Balancer]) -> int:
         first, *rest = homes()
         return bool(first) and all(h == first for h in rest)
 
-    await wait_until(placed, 10)
+    if not await wait_until(placed, 10):
+        return 0  # too little load to place anything: the homes stay rendezvous's
     epoch_s = EPOCH_MS / 1000
     left = epoch_s - time.time() % epoch_s + 1.0  # until the settled cut turns the epoch
     if left < BURST_ROOM_S:
@@ -205,6 +206,8 @@ async def run_demo(args: argparse.Namespace) -> int:
             print(
                 f"homes placed for the {placed} hottest functions from burst 1's load, alike "
                 "on every peer (their memory spread evenly over the nodes)"
+                if placed
+                else "no homes placed: too little load (every function keeps its hash home)"
             )
             second = await burst(session, bases, functions, args.calls, args.seed + 1)
             print(report("burst 2 (same functions, same homes)", second, fn.addresses))

@@ -94,7 +94,7 @@ class LoadFeed:
         self.widths = WidthTracker()
         self.scale = ScaleSignal()
         self.homes: dict[str, str] = {}
-        """Placed homes of the hottest functions, as of the last placement epoch."""
+        """Placed homes of the hottest functions, as of the last placement (`tick`)."""
         self._placed: tuple[int, tuple[str, ...]] | None = None  # (epoch, routable) placed for
         self._task: asyncio.Task[None] | None = None
 

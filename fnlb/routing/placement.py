@@ -16,8 +16,9 @@ rate. `place` walks the functions from the most demanding, giving each the
 first node of its own rendezvous order whose demand so far stays within an equal share, else
 the least loaded node. The result depends only on its inputs, which every peer reads from the
 same settled cut of the gossiped load (docs/load-model.md), so every peer computes the same
-homes; the caller recomputes it only at aligned epochs (`EPOCH_MS`), so homes do not flap with
-every small change of load, and a peer that once saw other inputs agrees again at the next
+homes; the caller recomputes it only at aligned epochs (`EPOCH_MS`), when the routable nodes
+change, or at the next tick after a placement that had no load to place, so homes do not flap
+with every small change of load, and a peer that once saw other inputs agrees again at the next
 epoch.
 """
 
