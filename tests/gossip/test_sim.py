@@ -247,3 +247,27 @@ def test_five_hundred_members_run_in_one_process() -> None:
     sim.run_for(1.5)
     assert sum(1 for s in sim.slots.values() if s.member.joined) == 500
     assert sim.violations == []
+
+
+@pytest.mark.parametrize("profile", [GossipProfile.fnlb_default(), GossipProfile.local()])
+def test_two_members_given_one_name_both_report_it_within_two_push_pull_intervals(
+    profile: GossipProfile,
+) -> None:
+    """Twins learn of each other only through a third member, which holds one "twin" at a
+    time: by its relays of their refutations, or at the latest by a push-pull with it."""
+    bound = 2 * profile.push_pull_interval
+    for seed in range(30):
+        sim = Simulation(seed, profile, log=None)
+        sim.add("a")
+        sim.add("t1", node_name="twin")
+        sim.add("t2", node_name="twin")
+        sim.start("a")
+        sim.start("t1", ["a"])
+        sim.start("t2", ["a"])
+        twins = [sim.slots[t].member for t in ("t1", "t2")]
+        reported = sim.run_until_true(
+            functools.partial(lambda ms: all(m.stats["name_conflicts"] for m in ms), twins),
+            bound,
+            step=0.1,
+        )
+        assert reported, f"seed {seed}: {[m.stats['name_conflicts'] for m in twins]}"
