@@ -70,6 +70,7 @@ HAPROXY_MT = "haproxy (default nbthread)"
 PASSTHROUGH = "aiohttp pass-through"
 FNLB = "fnlb"
 FNLB_CLUSTER = "fnlb (cluster mode, 1 peer)"
+FNLB_AIOHTTP = "fnlb (-data-plane=aiohttp)"
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also run fnlb in cluster mode (gossip on, a cluster of one peer)",
     )
+    p.add_argument(
+        "--fnlb-aiohttp",
+        action="store_true",
+        help="also run fnlb on its aiohttp data plane (-data-plane=aiohttp), the earlier path",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument(
         "--nice",
@@ -212,6 +218,7 @@ def rerun_command(args: argparse.Namespace) -> str:
     ]
     parts += ["--haproxy-mt"] if args.haproxy_mt else []
     parts += ["--fnlb-cluster"] if args.fnlb_cluster else []
+    parts += ["--fnlb-aiohttp"] if args.fnlb_aiohttp else []
     parts += ["--no-pin"] if args.no_pin else []
     parts += [f"--nice={args.nice}"] if args.nice else []
     parts += [f"--fnlb-arg={a}" for a in args.fnlb_arg]
@@ -512,6 +519,8 @@ def start_targets(
             f"-state-dir={tmp / 'fnlb-state'}",
         ]
         fnlb_rows.append((FNLB_CLUSTER, cluster_args))
+    if args.fnlb_aiohttp:
+        fnlb_rows.append((FNLB_AIOHTTP, ["-data-plane=aiohttp"]))
     all_started = True
     for name, extra in fnlb_rows:
         try:
@@ -570,7 +579,7 @@ def report(targets: list[Target], args: argparse.Namespace, say: Callable[[str],
     starved = [
         t.name
         for t in targets
-        if t.name in (PASSTHROUGH, FNLB, FNLB_CLUSTER)
+        if t.name in (PASSTHROUGH, FNLB, FNLB_CLUSTER, FNLB_AIOHTTP)
         and t.runs
         and t.median(lambda r: r.cpu_share) < 0.85
     ]

@@ -115,6 +115,12 @@ class Settings:
         "wait-based walk)",
         metavar="POLICY",
     )
+    data_plane: str = _opt(
+        "fast",
+        "what carries calls: fast (asyncio protocols and httptools, ~4x less CPU per call; "
+        "docs/proxy.md) or aiohttp (aiohttp's server and client, the earlier path)",
+        metavar="PLANE",
+    )
     state_dir: str = _opt(
         "",
         "directory where a peer keeps the node list across restarts (fsync'd before a change "
@@ -137,6 +143,7 @@ _CHOICES: Mapping[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error"),
     "gossip_profile": ("default", "lan", "local"),
     "routing": ("rendezvous", "classic", "hotset"),
+    "data_plane": ("fast", "aiohttp"),
 }
 
 

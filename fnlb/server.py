@@ -38,6 +38,7 @@ from fnlb.config import Settings, node_list, parse_listen
 from fnlb.gossip.runtime import GossipRuntime
 from fnlb.health.checker import HealthChecker
 from fnlb.metrics import metrics_handler
+from fnlb.proxy.fast_server import FastProxy
 from fnlb.proxy.handler import Proxy, UpstreamRequest, expect_handled_by_proxy
 from fnlb.proxy.stats import CallStats
 from fnlb.proxy.wait import parse_wait_header
@@ -112,6 +113,9 @@ class Balancer:
         self.health: HealthChecker | None = None
         self.feed: LoadFeed | None = None
         self.proxy: Proxy | None = None
+        self.fast: FastProxy | None = None
+        """The fast data plane (-data-plane=fast): carries calls in place of `proxy`."""
+        self._fast_servers: list[asyncio.AbstractServer] = []
         self.listen_address: BoundAddress | None = None
         self.mgmt_address: BoundAddress | None = None
         # Cluster mode (gossip): only with --join or --gossip-listen.
@@ -191,6 +195,9 @@ class Balancer:
         GossipApi(self.gossip).add_routes(mgmt)
         ClusterApi(self.cluster, self.feed).add_routes(mgmt)
         mgmt.router.add_route("GET", "/metrics", metrics_handler(self))
+        api_paths = frozenset(
+            r.canonical.encode() for r in mgmt.router.resources() if "{" not in r.canonical
+        )
         if traffic_sock is None:
             # The proxy answers `Expect` itself (it has no router in front on its own port).
             mgmt.router.add_route(
@@ -198,8 +205,21 @@ class Balancer:
             )
         else:
             mgmt.router.add_route("*", "/{tail:.*}", unknown_command)
-            await self._serve_calls(self.proxy.handle, traffic_sock)
-        await self._serve(mgmt, mgmt_sock)
+        if s.data_plane == "fast":
+            if traffic_sock is None:
+                # Shared port: the fast plane reads every connection first and hands one
+                # whose request is for the API to aiohttp's server (which then keeps it, and
+                # proxies any call that follows on it by the aiohttp path).
+                server = (await self._runner(mgmt)).server
+                assert server is not None
+                await self._serve_fast(mgmt_sock, server, api_paths)
+            else:
+                await self._serve_fast(traffic_sock)
+                await self._serve(mgmt, mgmt_sock)
+        else:
+            if traffic_sock is not None:
+                await self._serve_calls(self.proxy.handle, traffic_sock)
+            await self._serve(mgmt, mgmt_sock)
         self.health.start()
         self.feed.start()
         log.info(
@@ -207,7 +227,35 @@ class Balancer:
             extra={"listen": str(self.listen_address), "mgmt": str(self.mgmt_address)},
         )
 
+    async def _serve_fast(
+        self,
+        sock: socket.socket,
+        management: web.Server | None = None,
+        api_paths: frozenset[bytes] = frozenset(),
+    ) -> None:
+        """Calls on `sock` through the fast data plane (fnlb.proxy.fast_server)."""
+        s = self.settings
+        assert self.health is not None
+        self.fast = FastProxy(
+            self.registry,
+            passive_failure=self.health.passive_failure,
+            parse_wait=parse_wait_header,
+            load=self.load,
+            routing=self.routing,
+            connect_timeout=s.connect_timeout,
+            management=management,
+            management_paths=api_paths,
+        )
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(self.fast.protocol, sock=sock, backlog=1024)
+        self._fast_servers.append(server)
+
     async def _serve(self, app: web.Application, sock: socket.socket) -> None:
+        runner = await self._runner(app)
+        await web.SockSite(runner, sock).start()
+
+    async def _runner(self, app: web.Application) -> web.AppRunner:
+        """aiohttp's runner for `app`, set up (not yet on a socket)."""
         timeout = self.settings.shutdown_timeout or _NO_LIMIT_S
         runner = web.AppRunner(
             app,
@@ -219,7 +267,7 @@ class Balancer:
         )
         await runner.setup()
         self._runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        return runner
 
     async def _serve_calls(
         self,
@@ -268,7 +316,13 @@ class Balancer:
             await self.feed.stop()
         if self.cluster is not None:
             await self.cluster.stop()  # leave the cluster first, so peers stop counting on us
-        await asyncio.gather(*(r.cleanup() for r in self._runners))
+        for server in self._fast_servers:
+            server.close()
+        drains = [r.cleanup() for r in self._runners]
+        if self.fast is not None:
+            drains.append(self.fast.drain(self.settings.shutdown_timeout or None))
+        await asyncio.gather(*drains)
+        self._fast_servers.clear()
         self._runners.clear()
         if self.health is not None:
             await self.health.stop()

@@ -1,0 +1,824 @@
+"""The fast data plane: proxied calls on asyncio Protocols and httptools, both ways.
+
+Why: a proxied call through aiohttp's server and client cost ~105-125 us of CPU (request and
+response objects, header maps, a task and stream readers per call, bench/proxy); what a
+load balancer must do per call is far less. Here one `ClientConnection` per client socket
+parses requests with llhttp (httptools), and each call (`_Call`) is a small state machine
+driven by the parsers' callbacks on both sides: bytes of a body go from one socket to the
+other as they come (flat memory; a full socket pauses the other side's reading), headers are
+copied as the bytes they arrived as, minus the hop-by-hop ones, and a task exists only while
+a new connection to a node is being opened.
+
+The behaviour is `fnlb.proxy.handler.Proxy.handle`'s, with the same calls into routing and
+load figures; read its docstring for what is retried. In short: the next candidate gets the
+call when the connection could not be opened, when the node answered 503 with Retry-After
+and the body is still in hand (bodies with a Content-Length up to `BUFFER_LIMIT` are read
+whole first), or - idempotent methods only - when the connection died before any answer.
+
+Pipelined requests are answered in order: a request that arrives while another is being
+proxied waits (its body buffered, reading paused) until the one before is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Final, cast
+
+import httptools
+
+from fnlb.cluster.load import LocalLoad
+from fnlb.cluster.registry import NodeDirectory
+from fnlb.proxy.handler import BUFFER_LIMIT, IDEMPOTENT
+from fnlb.proxy.http1 import (
+    CHUNKED_HEADER,
+    CLOSE_HEADER,
+    CONNECTION,
+    CONTENT_LENGTH,
+    CONTINUE,
+    CRLF,
+    DROP,
+    EXPECT,
+    HOST,
+    KEEP_ALIVE_HEADER,
+    LAST_CHUNK,
+    MAX_FIELD,
+    MAX_HEAD,
+    REQUEST_HEADERS,
+    TRANSFER_ENCODING,
+    XF_HOST,
+    XF_PROTO,
+    XFF,
+    connection_options,
+    decoded_path,
+    is_chunked,
+    json_answer,
+    status_line,
+    without_named,
+)
+from fnlb.proxy.upstream_pool import HeadTooLarge, UpstreamConnection, UpstreamPool
+from fnlb.routing.function_key import function_key
+from fnlb.routing.policy import RoutingPolicy
+
+log = logging.getLogger("fnlb.proxy")
+
+PassiveFailure = Callable[[str, str], None]
+WaitParser = Callable[[str], float]
+ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+
+STREAM_BUFFER: Final = 256 * 1024
+"""Bytes of a streamed body held while its node connection opens; reading pauses beyond."""
+
+_IDEMPOTENT_B: Final = frozenset(m.encode() for m in IDEMPOTENT)
+
+# How an answer's body goes to the client.
+_NONE: Final = 0  # no body (HEAD, 1xx, 204, 304)
+_AS_IS: Final = 1  # framed as the node framed it (Content-Length), or until close
+_CHUNKED: Final = 2  # re-framed as chunks (the node's chunks, or its close-delimited body)
+
+
+class FastProxy:
+    """Shared state of the fast listener(s): routing, load figures, the node pool."""
+
+    def __init__(
+        self,
+        registry: NodeDirectory,
+        *,
+        passive_failure: PassiveFailure,
+        parse_wait: WaitParser,
+        load: LocalLoad,
+        routing: RoutingPolicy,
+        connect_timeout: float,
+        management: ProtocolFactory | None = None,
+        management_paths: frozenset[bytes] = frozenset(),
+    ) -> None:
+        """`management`: on a shared port, the aiohttp server that takes a connection whose
+        request is for one of `management_paths` (the API stays on aiohttp)."""
+        self.registry = registry
+        self.passive_failure = passive_failure
+        self._parse_wait = parse_wait
+        self._load = load
+        self.routing = routing
+        self._observe = routing.observe if routing.observes else None
+        self._attempt_started = routing.attempt_started if routing.observes else None
+        self.pool = UpstreamPool(connect_timeout)
+        self.management = management
+        self.management_paths = management_paths
+        self.connections: set[ClientConnection] = set()
+        self.closing = False
+        self._drained = asyncio.Event()
+
+    def protocol(self) -> ClientConnection:
+        return ClientConnection(self)
+
+    # -- the bookkeeping of one attempt (one place, so the core's refactors swap it) ------------
+
+    def start_attempt(self, key: str, node: str, now: float) -> None:
+        self._load.call_started(key, node, now)
+        if self._attempt_started is not None:
+            self._attempt_started(node, key)
+
+    def finish_attempt(
+        self,
+        key: str,
+        node: str,
+        path: str,
+        status: int,
+        observed: int,
+        wait_header: bytes | None,
+        retry_after: bytes | None,
+        answer_s: float | None,
+        answered_at: float | None,
+    ) -> None:
+        """An attempt ended: `status` for the load figures (0: no connection, 502: failed,
+        499: cancelled), `observed` for the routing policy, `answered_at` when its answer is
+        the call's (counted by /1/lb/stats). Exactly the aiohttp path's calls."""
+        wait_s = wait_header.decode("latin-1") if wait_header else None
+        wait = self._parse_wait(wait_s) if wait_s else None
+        self._load.call_finished(key, node, status, wait, answer_s, time.time(), answered_at)
+        if self._observe is not None:
+            ra = retry_after.decode("latin-1") if retry_after is not None else None
+            self._observe(node, key, path, observed, wait_s, ra, answer_s)
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    async def drain(self, within: float | None) -> None:
+        """Close idle client connections now, the others once their call is answered;
+        after `within` seconds (None: no limit), close what is left."""
+        self.closing = True
+        for c in list(self.connections):
+            if c.active is None:
+                c.close()
+        if self.connections:
+            try:
+                async with asyncio.timeout(within):
+                    await self._drained.wait()
+            except TimeoutError:
+                for c in list(self.connections):
+                    c.close()
+        self.pool.close()
+
+    def forget(self, conn: ClientConnection) -> None:
+        self.connections.discard(conn)
+        if self.closing and not self.connections:
+            self._drained.set()
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client socket: parses its requests and runs their calls one at a time, in order."""
+
+    __slots__ = (
+        "_between",
+        "_head_left",
+        "_sniff",
+        "active",
+        "closed",
+        "parser",
+        "parsing",
+        "paused",
+        "peer",
+        "proxy",
+        "queue",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, proxy: FastProxy) -> None:
+        self.proxy = proxy
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.parsing: _Call | None = None
+        self.active: _Call | None = None
+        self.queue: deque[_Call] | None = None
+        self.peer = b""
+        self.closed = False
+        self.paused = False
+        self.write_paused = False
+        self._between = True
+        self._sniff = b""
+        self._head_left = MAX_HEAD
+
+    # -- asyncio ------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]).encode() if isinstance(peer, tuple) else b""
+        self.proxy.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self._between and self.active is None and self.proxy.management is not None:
+            if self._sniff:
+                data = self._sniff + data
+                self._sniff = b""
+            if self._to_management(data):
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            # llhttp stops at a request asking to switch protocols (Connection: upgrade) and
+            # skips its body. Upgrade is hop-by-hop and never forwarded, so a request without
+            # a body is proxied as plain HTTP/1.1 (the client keeps speaking it: it got no
+            # 101); one with a body, or CONNECT, cannot be and is refused.
+            call = self.active
+            if call is None or call.method == b"CONNECT" or call.chunked or call.length:
+                self._refuse(501, "protocol upgrades and CONNECT are not proxied")
+                return
+            rest = data[e.args[0] :] if e.args else b""
+            if rest:
+                self.data_received(rest)
+        except httptools.HttpParserError as e:
+            too_large = isinstance(e.__context__, HeadTooLarge)
+            self._refuse(431 if too_large else 400, f"malformed request: {_parser_reason(e)}")
+
+    def _to_management(self, data: bytes) -> bool:
+        """On a shared port, hand the connection to aiohttp if it asks for the API."""
+        first = data.find(b" ")
+        second = data.find(b" ", first + 1) if first >= 0 else -1
+        if second < 0:
+            if b"\n" not in data and len(data) < MAX_FIELD:
+                self._sniff = data  # the request line is not whole yet
+                return True
+            return False  # let the parser refuse it
+        if data[first + 1 : second].partition(b"?")[0] not in self.proxy.management_paths:
+            return False
+        factory = self.proxy.management
+        assert factory is not None
+        assert self.transport is not None
+        handler = factory()
+        self.proxy.forget(self)
+        self.closed = True
+        self.transport.set_protocol(handler)
+        handler.connection_made(self.transport)
+        assert isinstance(handler, asyncio.Protocol)
+        handler.data_received(data)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.proxy.forget(self)
+        if self.active is not None:
+            self.active.abort()
+        self.active = self.parsing = self.queue = None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        call = self.active
+        if call is not None and call.up is not None and call.up.transport is not None:
+            call.up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        call = self.active
+        if call is not None and call.up is not None and call.up.transport is not None:
+            call.up.transport.resume_reading()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+            self.proxy.forget(self)
+
+    def _refuse(self, status: int, msg: str) -> None:
+        """A request the parser refuses: a JSON error if no answer is under way, then close."""
+        if self.closed:
+            return
+        if self.active is None or not self.active.answering:
+            assert self.transport is not None
+            self.transport.write(json_answer(status, msg, close=True))
+        if self.active is not None:
+            self.active.abort()
+            self.active = None
+        self.close()
+
+    def pause(self, paused: bool) -> None:
+        """Stop or resume reading the client (a full node socket, a buffer over its bound)."""
+        if paused != self.paused and not self.closed and self.transport is not None:
+            self.paused = paused
+            if paused:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    # -- httptools callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._between = False
+        self._head_left = MAX_HEAD
+        self.parsing = _Call(self)
+
+    def on_url(self, url: bytes) -> None:
+        call = self.parsing
+        assert call is not None
+        call.target += url
+        if len(call.target) > MAX_FIELD:
+            raise HeadTooLarge("request target over 64 KiB")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        call = self.parsing
+        assert call is not None
+        size = len(name) + len(value)
+        self._head_left -= size
+        if size > MAX_FIELD or self._head_left < 0:
+            raise HeadTooLarge("header field over 64 KiB, or head over 1 MiB")
+        kind = REQUEST_HEADERS.get(name.lower())
+        if kind is None:
+            call.fields += (name, b": ", value, CRLF)
+        elif kind == DROP:
+            pass
+        elif kind == CONTENT_LENGTH:
+            call.fields += (name, b": ", value, CRLF)
+            call.length = int(value)
+        elif kind == HOST:
+            call.fields += (name, b": ", value, CRLF)
+            if call.host is None:
+                call.host = value
+        elif kind == TRANSFER_ENCODING:
+            call.chunked = is_chunked(value)
+        elif kind == CONNECTION:
+            call.connection = value if call.connection is None else call.connection + b"," + value
+        elif kind == EXPECT:
+            call.expect = value
+        elif kind == XFF:
+            if call.xff is None:
+                call.xff = value
+        elif kind == XF_PROTO:
+            if call.xf_proto is None:
+                call.xf_proto = value
+        elif kind == XF_HOST and call.xf_host is None:
+            call.xf_host = value
+
+    def on_headers_complete(self) -> None:
+        call = self.parsing
+        assert call is not None
+        if self.closed:
+            return
+        parser = self.parser
+        call.method = parser.get_method()
+        call.http11 = parser.get_http_version() == "1.1"
+        call.keep_alive = parser.should_keep_alive()
+        call.headers_done()
+        if self.active is None:
+            self.active = call
+            call.activate()
+        else:
+            if self.queue is None:
+                self.queue = deque()
+            self.queue.append(call)
+
+    def on_body(self, body: bytes) -> None:
+        call = self.parsing
+        if call is not None:
+            call.body_received(body)
+
+    def on_message_complete(self) -> None:
+        call = self.parsing
+        self.parsing = None
+        self._between = True
+        if call is None or self.closed:
+            return
+        call.body_done = True
+        if call is self.active:
+            call.body_complete()
+        else:
+            self.pause(True)  # a pipelined request waits: read no further for now
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    def call_done(self, call: _Call, close: bool) -> None:
+        """`call`'s answer is written: close, or go on with the next request."""
+        if call is not self.active:
+            return
+        self.active = None
+        if close or self.proxy.closing:
+            self.close()
+            return
+        queue = self.queue
+        if queue:
+            nxt = self.active = queue.popleft()
+            nxt.activate()
+        if not queue:
+            self.pause(False)
+
+
+def _parser_reason(e: Exception) -> str:
+    cause = e.__context__
+    if isinstance(cause, ValueError):
+        return str(cause)
+    return str(e) or type(e).__name__
+
+
+class _Call:
+    """One proxied request: parsed head, body in hand or in flight, attempts over candidates."""
+
+    __slots__ = (
+        "answered_at",
+        "answering",
+        "body",
+        "body_done",
+        "body_size",
+        "chunked",
+        "close_after",
+        "conn",
+        "connecting",
+        "connection",
+        "done",
+        "expect",
+        "failures",
+        "fields",
+        "head",
+        "host",
+        "http11",
+        "i",
+        "in_attempt",
+        "keep_alive",
+        "key",
+        "last",
+        "length",
+        "method",
+        "mode",
+        "node",
+        "nodes",
+        "out",
+        "path",
+        "replayable",
+        "retry_after",
+        "started",
+        "status",
+        "streaming",
+        "target",
+        "up",
+        "up_paused",
+        "wait_header",
+        "xf_host",
+        "xf_proto",
+        "xff",
+    )
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+        self.target = b""
+        self.fields: list[bytes] = []
+        self.method = b""
+        self.host: bytes | None = None
+        self.length: int | None = None
+        self.chunked = False
+        self.connection: bytes | None = None
+        self.expect: bytes | None = None
+        self.xff: bytes | None = None
+        self.xf_proto: bytes | None = None
+        self.xf_host: bytes | None = None
+        self.http11 = True
+        self.keep_alive = True
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.body_done = False
+        self.streaming = False
+        self.replayable = True
+        self.up: UpstreamConnection | None = None
+        self.up_paused = False
+        self.connecting: asyncio.Task[None] | None = None
+        self.nodes: Sequence[str] = ()
+        self.i = 0
+        self.last = -1
+        self.node = ""
+        self.started = 0.0
+        self.in_attempt = False
+        self.failures: list[str] | None = None
+        self.answering = False
+        self.done = False
+        self.out: list[bytes] = []
+        self.mode = _AS_IS
+        self.close_after = False
+        self.status = 0
+        self.answered_at = 0.0
+        self.wait_header: bytes | None = None
+        self.retry_after: bytes | None = None
+        self.head = b""
+        self.path = ""
+        self.key = ""
+
+    # -- the request ----------------------------------------------------------------------------
+
+    def headers_done(self) -> None:
+        length = self.length
+        self.streaming = self.chunked or (length is not None and length > BUFFER_LIMIT)
+        self.replayable = not self.streaming
+        if self.connection is not None:
+            named = connection_options(self.connection)
+            if named:
+                self.fields = without_named(self.fields, named)
+
+    def activate(self) -> None:
+        """This request is next to be answered on its connection."""
+        if self.expect is not None and self.http11:
+            if self.expect.lower() != b"100-continue":
+                expect = self.expect.decode("latin-1")
+                self.answer_error(417, f"Unknown Expect: {expect}", close=True)
+                return
+            assert self.conn.transport is not None
+            self.conn.transport.write(CONTINUE)
+        if self.streaming or self.body_done:
+            self.start()
+
+    def body_received(self, data: bytes) -> None:
+        if self.done:
+            return
+        up = self.up
+        if self.streaming and up is not None and up.transport is not None:
+            if self.chunked:
+                up.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+            else:
+                up.transport.write(data)
+            return
+        self.body.append(data)
+        self.body_size += len(data)
+        if self.streaming and self.body_size > STREAM_BUFFER:
+            self.conn.pause(True)
+
+    def body_complete(self) -> None:
+        """The whole request has been read (this call is the connection's active one)."""
+        if self.done:
+            return
+        if not self.streaming:
+            self.start()
+        elif self.up is not None and self.chunked and self.up.transport is not None:
+            self.up.transport.write(LAST_CHUNK)
+
+    def start(self) -> None:
+        """Route the call and make its first attempt."""
+        if self.done or self.nodes:
+            return
+        proxy = self.conn.proxy
+        self.path = path = decoded_path(self.target)
+        self.key = key = function_key(path)
+        view = proxy.registry.view
+        nodes = proxy.routing.candidates(view, key, path)
+        if not nodes:
+            known = len(view.states)
+            self.answer_error(
+                503,
+                "no Fn node is online to take the call"
+                + (f" ({known} known, none healthy)" if known else " (no nodes configured)"),
+            )
+            return
+        self.nodes = nodes
+        self.last = len(nodes) - 1
+        xff = self.xff
+        peer = self.conn.peer
+        parts = [self.method, b" ", self.target, b" HTTP/1.1\r\n", *self.fields]
+        parts += (b"X-Forwarded-For: ", xff + b", " + peer if xff else peer, CRLF)
+        parts += (b"X-Forwarded-Proto: ", self.xf_proto or b"http", CRLF)
+        host = self.xf_host or self.host
+        if host:
+            parts += (b"X-Forwarded-Host: ", host, CRLF)
+        if self.chunked:
+            parts.append(CHUNKED_HEADER)
+        self.head = b"".join(parts)
+        self.attempt()
+
+    # -- attempts -------------------------------------------------------------------------------
+
+    def attempt(self) -> None:
+        proxy = self.conn.proxy
+        node = self.node = self.nodes[self.i]
+        self.started = now = time.time()
+        proxy.start_attempt(self.key, node, now)
+        self.in_attempt = True
+        up = proxy.pool.take(node)
+        if up is not None:
+            self.send(up)
+        else:
+            self.connecting = asyncio.get_running_loop().create_task(self.connect(node))
+
+    async def connect(self, node: str) -> None:
+        try:
+            up = await self.conn.proxy.pool.connect(node)
+        except (OSError, TimeoutError, ValueError) as e:
+            self.connecting = None
+            if not self.done:
+                self.connect_failed(_describe(e))
+            return
+        self.connecting = None
+        if self.done:
+            self.conn.proxy.pool.release(up, True)
+        else:
+            self.send(up)
+
+    def connect_failed(self, why: str) -> None:
+        # Nothing was sent: the call can go to the next node, body untouched.
+        node = self.node
+        self.finish(0, 0)
+        self._failed(f"{node}: {why}")
+        self.conn.proxy.passive_failure(node, why)
+        self.next_or_fail()
+
+    def _failed(self, line: str) -> None:
+        if self.failures is None:
+            self.failures = []
+        self.failures.append(line)
+
+    def next_or_fail(self) -> None:
+        self.i += 1
+        if self.i <= self.last:
+            self.attempt()
+        else:
+            self.answer_error(502, f"every Fn node failed: {'; '.join(self.failures or ())}")
+
+    def send(self, up: UpstreamConnection) -> None:
+        self.up = up
+        up.exchange = self
+        up.head_request = self.method == b"HEAD"
+        transport = up.transport
+        assert transport is not None
+        head = self.head
+        if self.host is None:  # HTTP/1.0 without Host: name the node, as a client would
+            head += b"Host: %s\r\n" % self.node.encode()
+        if not self.streaming:
+            transport.write(b"".join((head, CRLF, *self.body)))
+        else:
+            parts = [head, CRLF]
+            for data in self.body:
+                parts.append(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+            if self.body_done and self.chunked:
+                parts.append(LAST_CHUNK)
+            transport.write(b"".join(parts))
+            self.body = []
+            self.body_size = 0
+            if not self.up_paused:
+                self.conn.pause(False)
+        if self.conn.write_paused:
+            transport.pause_reading()
+
+    def finish(self, status: int, observed: int, answered: bool = False) -> None:
+        """Bookkeeping for the attempt in progress, once."""
+        if not self.in_attempt:
+            return
+        self.in_attempt = False
+        proxy = self.conn.proxy
+        if answered:
+            proxy.finish_attempt(
+                self.key,
+                self.node,
+                self.path,
+                status,
+                observed,
+                self.wait_header,
+                self.retry_after,
+                self.answered_at - self.started,
+                self.answered_at,
+            )
+        else:
+            proxy.finish_attempt(
+                self.key, self.node, self.path, status, observed, None, self.retry_after, None, None
+            )
+
+    # -- Exchange: what the node's connection reports -------------------------------------------
+
+    def on_head(self, up: UpstreamConnection) -> None:
+        status = up.status
+        if status == 503 and up.retry_after is not None and self.replayable and self.i < self.last:
+            up.exchange = None
+            up.discarding = True  # read the rest, then back to the pool
+            self.up = None
+            self.retry_after = up.retry_after
+            self.finish(503, 503)
+            self.retry_after = None
+            self._failed(f"{self.node}: busy (503)")
+            self.i += 1
+            self.attempt()
+            return
+        self.answered_at = time.time()
+        self.status = status
+        self.wait_header = up.wait
+        self.retry_after = up.retry_after
+        self.answering = True
+        fields = up.fields
+        if up.connection is not None:
+            named = connection_options(up.connection)
+            if named:
+                fields = without_named(fields, named)
+        parts = [status_line(status, up.reason or b"-"), *fields]
+        close = not self.keep_alive or not self.body_done or self.conn.proxy.closing
+        if self.method == b"HEAD" or status in (204, 304):
+            self.mode = _NONE
+        elif up.content_length is not None:
+            self.mode = _AS_IS
+        elif self.http11:
+            self.mode = _CHUNKED
+            parts.append(CHUNKED_HEADER)
+        else:
+            self.mode = _AS_IS  # an HTTP/1.0 client reads to the close
+            close = True
+        self.close_after = close
+        if close:
+            parts.append(CLOSE_HEADER)
+        elif not self.http11:
+            parts.append(KEEP_ALIVE_HEADER)
+        parts.append(CRLF)
+        self.out.append(b"".join(parts))
+
+    def on_body(self, data: bytes) -> None:
+        mode = self.mode
+        if mode == _AS_IS:
+            self.out.append(data)
+        elif mode == _CHUNKED:
+            self.out += (b"%x\r\n" % len(data), data, CRLF)
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            transport = self.conn.transport
+            if transport is not None and not self.conn.closed:
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    def on_done(self, up: UpstreamConnection, keep_alive: bool) -> None:
+        if self.mode == _CHUNKED:
+            self.out.append(LAST_CHUNK)
+        self.flush()
+        self.up = None
+        self.conn.proxy.pool.release(up, keep_alive and self.body_done and not up.head_request)
+        self.finish(self.status, self.status, answered=True)
+        self.done = True
+        self.conn.call_done(self, self.close_after)
+
+    def on_lost(self, up: UpstreamConnection, exc: BaseException | None) -> None:
+        self.up = None
+        node = self.node
+        why = _describe(exc) if exc is not None else "Server disconnected"
+        if not self.answering:
+            self.finish(502, 0)
+            self.conn.proxy.passive_failure(node, why)  # the node may be dead: check it
+            if self.method in _IDEMPOTENT_B and self.replayable and self.i < self.last:
+                # The connection died before any answer (typically a pooled keep-alive
+                # connection to a node that just died). HTTP lets a client repeat an
+                # idempotent request (RFC 9110 9.2.2); a POST may have run: never resent.
+                self._failed(f"{node}: {why}")
+                self.next_or_fail()
+                return
+            log.warning("call failed after it may have started", extra={"node": node})
+            self.answer_error(502, f"node {node} failed during the call ({why}); not retried")
+            return
+        if exc is None and up.content_length is None and not up.chunked:
+            self.on_done(up, False)  # a body delimited by the close: complete
+            return
+        # A half-read answer: the client sees its connection close before the end.
+        self.finish(self.status, self.status, answered=True)
+        self.done = True
+        self.flush()
+        self.conn.close()
+
+    def on_bad(self, up: UpstreamConnection, exc: Exception) -> None:
+        self.up = None
+        why = f"bad answer: {_parser_reason(exc)}"
+        self.finish(502, 502)
+        log.warning("call failed after it may have started", extra={"node": self.node})
+        if self.answering:
+            self.done = True
+            self.flush()
+            self.conn.close()
+            return
+        self.answer_error(502, f"node {self.node} failed during the call ({why}); not retried")
+
+    def upstream_paused(self, paused: bool) -> None:
+        self.up_paused = paused
+        self.conn.pause(paused)
+
+    # -- endings --------------------------------------------------------------------------------
+
+    def answer_error(self, status: int, msg: str, close: bool = False) -> None:
+        """Answer with fnlb's own JSON error (no node answer was passed on)."""
+        if self.done:
+            return
+        self.done = True
+        close = close or not self.keep_alive or not self.body_done or self.conn.proxy.closing
+        transport = self.conn.transport
+        if transport is not None and not self.conn.closed:
+            transport.write(json_answer(status, msg, close=close, head_only=self.method == b"HEAD"))
+        self.conn.call_done(self, close)
+
+    def abort(self) -> None:
+        """The client went away: cancel the call, wherever it is."""
+        if self.done:
+            return
+        self.done = True
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.close()  # the node sees the connection close: the call is cancelled
+        self.finish(499, 499)
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text if len(text) <= 200 else text[:200] + "..."
