@@ -248,6 +248,7 @@ class Balancer:
         )
         loop = asyncio.get_running_loop()
         server = await loop.create_server(self.fast.protocol, sock=sock, backlog=1024)
+        self.fast.start()
         self._fast_servers.append(server)
 
     async def _serve(self, app: web.Application, sock: socket.socket) -> None:

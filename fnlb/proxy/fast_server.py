@@ -69,6 +69,11 @@ PassiveFailure = Callable[[str, str], None]
 WaitParser = Callable[[str], float]
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
+IDLE_CLIENT_S: Final = 75.0
+"""A client connection with no call under way for this long is closed (aiohttp's default)."""
+_SWEEP_S: Final = 15.0
+_IDLE_ROUNDS: Final = int(IDLE_CLIENT_S / _SWEEP_S)
+
 STREAM_BUFFER: Final = 256 * 1024
 """Bytes of a streamed body held while its node connection opens; reading pauses beyond."""
 
@@ -110,6 +115,24 @@ class FastProxy:
         self.connections: set[ClientConnection] = set()
         self.closing = False
         self._drained = asyncio.Event()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Begin closing client connections idle for `IDLE_CLIENT_S` (aiohttp's default)."""
+        self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_S, self._sweep)
+
+    def _sweep(self) -> None:
+        # No clock read per call: a connection that received nothing for IDLE_ROUNDS sweeps
+        # in a row, and has no call under way, is idle.
+        for c in list(self.connections):
+            if c.active is not None or c.seen:
+                c.seen = False
+                c.idle_rounds = 0
+            else:
+                c.idle_rounds += 1
+                if c.idle_rounds >= _IDLE_ROUNDS:
+                    c.close()
+        self.start()
 
     def protocol(self) -> ClientConnection:
         return ClientConnection(self)
@@ -149,6 +172,8 @@ class FastProxy:
         """Close idle client connections now, the others once their call is answered;
         after `within` seconds (None: no limit), close what is left."""
         self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for c in list(self.connections):
             if c.active is None:
                 c.close()
@@ -176,12 +201,14 @@ class ClientConnection(asyncio.Protocol):
         "_sniff",
         "active",
         "closed",
+        "idle_rounds",
         "parser",
         "parsing",
         "paused",
         "peer",
         "proxy",
         "queue",
+        "seen",
         "transport",
         "write_paused",
     )
@@ -195,6 +222,8 @@ class ClientConnection(asyncio.Protocol):
         self.queue: deque[_Call] | None = None
         self.peer = b""
         self.closed = False
+        self.seen = True
+        self.idle_rounds = 0
         self.paused = False
         self.write_paused = False
         self._between = True
@@ -212,6 +241,7 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.seen = True
         if self._between and self.active is None and self.proxy.management is not None:
             if self._sniff:
                 data = self._sniff + data

@@ -102,13 +102,23 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+_OPTIONS: dict[bytes, frozenset[bytes]] = {}
+_OPTIONS_CACHE: Final = 256
+
+
 def connection_options(value: bytes) -> frozenset[bytes]:
     """The header names a `Connection` header lists beyond keep-alive and close (lower case).
 
     They are hop-by-hop too (RFC 9110 7.6.1); empty for the usual `keep-alive` or `close`.
+    Nodes send the same value on every answer, so results are kept (bounded).
     """
-    tokens = {t.strip().lower() for t in value.split(b",")}
-    return frozenset(tokens - _PLAIN_CONNECTION)
+    found = _OPTIONS.get(value)
+    if found is None:
+        if len(_OPTIONS) >= _OPTIONS_CACHE:
+            _OPTIONS.clear()
+        tokens = {t.strip().lower() for t in value.split(b",")}
+        found = _OPTIONS[value] = frozenset(tokens - _PLAIN_CONNECTION)
+    return found
 
 
 def without_named(fields: list[bytes], names: frozenset[bytes]) -> list[bytes]:
