@@ -44,7 +44,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `bench` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._configs import haproxy_cfg, nginx_conf
+from bench._configs import haproxy_cfg, nginx_conf, nginx_proxy_conf
 from bench._procs import (
     ProcessGroup,
     Started,
@@ -68,6 +68,7 @@ BACKEND = "backend alone"
 HAPROXY = "haproxy"
 HAPROXY_MT = "haproxy (default nbthread)"
 PASSTHROUGH = "aiohttp pass-through"
+NGINX_PROXY = "nginx (proxy, 1 process)"
 FNLB = "fnlb"
 FNLB_CLUSTER = "fnlb (cluster mode, 1 peer)"
 FNLB_AIOHTTP = "fnlb (-data-plane=aiohttp)"
@@ -167,6 +168,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also run fnlb on its aiohttp data plane (-data-plane=aiohttp), the earlier path",
     )
+    p.add_argument(
+        "--paced",
+        action="store_true",
+        help="then load each proxy at half its measured maximum rate (wrk pacing each "
+        "connection) and the backend alone at the same rate: the p99 a proxy adds",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument(
         "--nice",
@@ -219,6 +226,7 @@ def rerun_command(args: argparse.Namespace) -> str:
     parts += ["--haproxy-mt"] if args.haproxy_mt else []
     parts += ["--fnlb-cluster"] if args.fnlb_cluster else []
     parts += ["--fnlb-aiohttp"] if args.fnlb_aiohttp else []
+    parts += ["--paced"] if args.paced else []
     parts += ["--no-pin"] if args.no_pin else []
     parts += [f"--nice={args.nice}"] if args.nice else []
     parts += [f"--fnlb-arg={a}" for a in args.fnlb_arg]
@@ -264,6 +272,19 @@ def start_haproxy(
         raise StartError(f"haproxy rejects {cfg}: {check.stdout}{check.stderr}")
     proc = group.start(name, pinned(["haproxy", "-db", "-f", str(cfg)], cpus))
     return _ready(proc, name, port)
+
+
+def start_nginx_proxy(
+    group: ProcessGroup, node_ports: list[int], tmp: Path, cpus: list[int] | None
+) -> Target:
+    port = free_port()
+    conf = tmp / "nginx-proxy.conf"
+    conf.write_text(nginx_proxy_conf(port, node_ports, tmp))
+    for sub in ("nginx-proxy-body", "nginx-proxy-temp"):
+        (tmp / sub).mkdir(exist_ok=True)
+    cmd = ["nginx", "-e", str(tmp / "nginx-proxy-error.log"), "-p", str(tmp), "-c", str(conf)]
+    proc = group.start(NGINX_PROXY, pinned(cmd, cpus))
+    return _ready(proc, NGINX_PROXY, port)
 
 
 def start_passthrough(group: ProcessGroup, node_ports: list[int], cpus: list[int] | None) -> Target:
@@ -480,9 +501,12 @@ def _run(args: argparse.Namespace, say: Callable[[str], None], plan: CpuPlan) ->
         script.write_text(lua_script(args.keys, APP))
         try:
             measure(targets, args, script, plan, say)
+            paced = paced_latency(targets, args, tmp, plan, say) if args.paced else []
         except StartError as e:
             say(f"stopped: {e}")
             return 2
+        for line in paced:
+            say(line)
     say(f"load average at end: {_loadavg()}")
     code = report(targets, args, say)
     return code if all_fnlb else 2
@@ -510,6 +534,8 @@ def start_targets(
             targets.append(start_haproxy(group, HAPROXY_MT, node_ports, tmp, plan.proxy, None))
     else:
         say("haproxy is not installed: its row is skipped (Debian: apt-get install haproxy)")
+    if backend == "nginx":
+        targets.append(start_nginx_proxy(group, node_ports, tmp, plan.proxy))
     targets.append(start_passthrough(group, node_ports, plan.proxy))
     fnlb_rows: list[tuple[str, list[str]]] = [(FNLB, [])]
     if args.fnlb_cluster:
@@ -571,6 +597,71 @@ def measure(
             )
 
 
+def paced_latency(
+    targets: list[Target],
+    args: argparse.Namespace,
+    tmp: Path,
+    plan: CpuPlan,
+    say: Callable[[str], None],
+) -> list[str]:
+    """Latency at half of each proxy's measured maximum rate, against the backend alone paced
+    to the same rate right after it: what the proxy adds when it is not saturated."""
+    backend = targets[0]
+    lines = [
+        "",
+        "| config | paced to calls/s | achieved | p50 ms | p99 ms | backend alone p99 ms | "
+        "p99 added ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in targets[1:]:
+        if not t.runs or t.name == PASSTHROUGH:
+            continue
+        rate = t.median_rps() / 2
+        # wrk waits `delay` after each answer, so a connection's cycle is the wait plus the
+        # answer's own time: one short calibration run measures the latter and shortens the
+        # wait by it (whole milliseconds: wrk's timer resolution).
+        period_ms = args.connections * 1000 / rate
+        delay = max(1, round(period_ms))
+        probe = run_wrk(
+            t.url,
+            _paced_script(tmp, args.keys, delay),
+            duration=min(2, args.duration),
+            connections=args.connections,
+            threads=args.threads,
+            cpus=plan.load,
+        )
+        if probe.rps > 0:
+            delay = max(1, round(period_ms - (args.connections * 1000 / probe.rps - delay)))
+        script = _paced_script(tmp, args.keys, delay)
+
+        def paced(url: str, script: Path = script) -> WrkResult:
+            return run_wrk(
+                url,
+                script,
+                duration=args.duration,
+                connections=args.connections,
+                threads=args.threads,
+                cpus=plan.load,
+            )
+
+        own, alone = paced(t.url), paced(backend.url)
+        say(
+            f"  paced {t.name:<32} {own.rps:>9,.0f} req/s  p99 {own.p99_ms:6.2f} ms "
+            f"(backend alone {alone.p99_ms:6.2f} ms)"
+        )
+        lines.append(
+            f"| {t.name} | {rate:,.0f} | {own.rps:,.0f} | {own.p50_ms:.2f} | {own.p99_ms:.2f} "
+            f"| {alone.p99_ms:.2f} | {own.p99_ms - alone.p99_ms:+.2f} |"
+        )
+    return lines
+
+
+def _paced_script(tmp: Path, keys: int, delay_ms: int) -> Path:
+    script = tmp / f"paced-{delay_ms}.lua"
+    script.write_text(lua_script(keys, APP, delay_ms))
+    return script
+
+
 def report(targets: list[Target], args: argparse.Namespace, say: Callable[[str], None]) -> int:
     """Print the table, the verdict and the rerun command; 1 if --check and below target."""
     say("")
@@ -579,7 +670,7 @@ def report(targets: list[Target], args: argparse.Namespace, say: Callable[[str],
     starved = [
         t.name
         for t in targets
-        if t.name in (PASSTHROUGH, FNLB, FNLB_CLUSTER, FNLB_AIOHTTP)
+        if t.name in (PASSTHROUGH, FNLB, FNLB_CLUSTER, FNLB_AIOHTTP, NGINX_PROXY)
         and t.runs
         and t.median(lambda r: r.cpu_share) < 0.85
     ]

@@ -32,6 +32,7 @@ def test_quick_run_prints_a_row_for_every_configuration() -> None:
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     names = [row.split("|")[1].strip() for row in rows[1:]]
     assert names[0].startswith("backend alone")
-    assert names[1:] == ["haproxy", "aiohttp pass-through", "fnlb"]
+    nginx = ["nginx (proxy, 1 process)"] if shutil.which("nginx") else []  # the nodes too
+    assert names[1:] == ["haproxy", *nginx, "aiohttp pass-through", "fnlb"]
     assert "fnlb / aiohttp pass-through = " in done.stdout
     assert "rerun: python -m bench.proxy --duration=1" in done.stdout
