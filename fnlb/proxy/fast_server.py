@@ -262,9 +262,14 @@ class ClientConnection(asyncio.Protocol):
             rest = data[e.args[0] :] if e.args else b""
             if rest:
                 self.data_received(rest)
+        except httptools.HttpParserCallbackError as e:
+            if isinstance(e.__context__, HeadTooLarge):
+                self._refuse(431, f"request head too large: {e.__context__}")
+            else:  # a fault of ours in a callback: say so, keep the traceback for the log
+                log.error("proxy fault", exc_info=e.__context__ or e)
+                self._refuse(502, "fnlb failed to handle the call (logged); not retried")
         except httptools.HttpParserError as e:
-            too_large = isinstance(e.__context__, HeadTooLarge)
-            self._refuse(431 if too_large else 400, f"malformed request: {_parser_reason(e)}")
+            self._refuse(400, f"malformed request: {_parser_reason(e)}")
 
     def _to_management(self, data: bytes) -> bool:
         """On a shared port, hand the connection to aiohttp if it asks for the API."""
@@ -638,8 +643,14 @@ class _Call:
         self.connecting = None
         if self.done:
             self.conn.proxy.pool.release(up, True)
-        else:
+            return
+        try:
             self.send(up)
+        except Exception:  # a fault of ours: the client must still get an answer
+            log.exception("proxy fault")
+            up.close()
+            self.finish(502, 502)
+            self.answer_error(502, "fnlb failed to handle the call (logged); not retried")
 
     def connect_failed(self, why: str) -> None:
         # Nothing was sent: the call can go to the next node, body untouched.

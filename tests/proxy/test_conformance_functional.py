@@ -457,3 +457,36 @@ async def test_shared_port_carries_calls_and_the_api_on_one_connection_either_or
             finally:
                 await c.close()
     assert len(node.got) == 3
+
+
+async def test_a_get_asking_to_upgrade_is_proxied_as_plain_http(
+    node: H11Node, client: H11Client
+) -> None:
+    # What curl sends for --http2 over plain http: Upgrade is hop-by-hop, so the node gets
+    # a plain HTTP/1.1 request, the client a plain answer (no 101), and the connection goes on.
+    headers = [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
+               ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")]  # fmt: skip
+    for _ in range(2):
+        response, body = await client.call("GET", "/r/app/fn", headers)
+        assert (response.status_code, body) == (200, b'{"ok":true}')
+    names = [k for k, _ in node.got[-1].headers]
+    for hop in (b"connection", b"upgrade", b"http2-settings"):
+        assert hop not in names
+    assert len(node.got) == 2
+
+
+async def test_a_fault_inside_fnlb_is_a_json_502_not_a_hang(
+    lb: Balancer, node: H11Node, client: H11Client, data_plane: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if data_plane == "aiohttp":
+        pytest.skip("the fast plane's own guard")
+    assert lb.fast is not None
+
+    def broken(*args: object) -> list[str]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(lb.fast.routing, "candidates", broken)
+    response, body = await client.call("GET", "/r/app/fn", [])
+    assert response.status_code == 502
+    assert "logged" in json.loads(body)["msg"]
+    assert node.got == []
