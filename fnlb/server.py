@@ -38,7 +38,7 @@ from fnlb.config import Settings, node_list, parse_listen
 from fnlb.gossip.runtime import GossipRuntime
 from fnlb.health.checker import HealthChecker
 from fnlb.metrics import metrics_handler
-from fnlb.proxy.fast_server import FastProxy
+from fnlb.proxy.fast_server import FastProxy, hand_to_protocol
 from fnlb.proxy.handler import Proxy, UpstreamRequest, expect_handled_by_proxy
 from fnlb.proxy.stats import CallStats
 from fnlb.proxy.wait import parse_wait_header
@@ -243,7 +243,7 @@ class Balancer:
             load=self.load,
             routing=self.routing,
             connect_timeout=s.connect_timeout,
-            management=management,
+            management=hand_to_protocol(management) if management is not None else None,
             management_paths=api_paths,
         )
         loop = asyncio.get_running_loop()

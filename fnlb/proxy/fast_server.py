@@ -26,11 +26,10 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Final, cast
+from typing import Final, Protocol, cast
 
 import httptools
 
-from fnlb.cluster.load import LocalLoad
 from fnlb.cluster.registry import NodeDirectory
 from fnlb.proxy.handler import BUFFER_LIMIT, IDEMPOTENT
 from fnlb.proxy.http1 import (
@@ -67,7 +66,26 @@ log = logging.getLogger("fnlb.proxy")
 
 PassiveFailure = Callable[[str, str], None]
 WaitParser = Callable[[str], float]
-ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+HandOver = Callable[[asyncio.Transport, bytes], None]
+"""Gives a client connection, and the bytes read from it so far, to the management API."""
+
+
+class AttemptLoad(Protocol):
+    """Where attempts are booked: `LocalLoad`, or a worker's relay to its primary."""
+
+    def call_started(self, fn: str, node: str, now: float) -> None: ...
+
+    def call_finished(
+        self,
+        fn: str,
+        node: str,
+        status: int,
+        wait_s: float | None,
+        ttfb_s: float | None,
+        now: float,
+        answered_at: float | None = None,
+    ) -> None: ...
+
 
 IDLE_CLIENT_S: Final = 75.0
 """A client connection with no call under way for this long is closed (aiohttp's default)."""
@@ -94,14 +112,14 @@ class FastProxy:
         *,
         passive_failure: PassiveFailure,
         parse_wait: WaitParser,
-        load: LocalLoad,
+        load: AttemptLoad,
         routing: RoutingPolicy,
         connect_timeout: float,
-        management: ProtocolFactory | None = None,
+        management: HandOver | None = None,
         management_paths: frozenset[bytes] = frozenset(),
     ) -> None:
-        """`management`: on a shared port, the aiohttp server that takes a connection whose
-        request is for one of `management_paths` (the API stays on aiohttp)."""
+        """`management`: on a shared port, what takes a connection whose request is for one
+        of `management_paths` (the API stays on aiohttp: `hand_to_protocol`)."""
         self.registry = registry
         self.passive_failure = passive_failure
         self._parse_wait = parse_wait
@@ -282,16 +300,12 @@ class ClientConnection(asyncio.Protocol):
             return False  # let the parser refuse it
         if data[first + 1 : second].partition(b"?")[0] not in self.proxy.management_paths:
             return False
-        factory = self.proxy.management
-        assert factory is not None
+        hand_over = self.proxy.management
+        assert hand_over is not None
         assert self.transport is not None
-        handler = factory()
         self.proxy.forget(self)
         self.closed = True
-        self.transport.set_protocol(handler)
-        handler.connection_made(self.transport)
-        assert isinstance(handler, asyncio.Protocol)
-        handler.data_received(data)
+        hand_over(self.transport, data)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -440,6 +454,19 @@ class ClientConnection(asyncio.Protocol):
             nxt.activate()
         if not queue:
             self.pause(False)
+
+
+def hand_to_protocol(factory: Callable[[], asyncio.BaseProtocol]) -> HandOver:
+    """A `HandOver` to a protocol of this process (aiohttp's server: `web.Server`)."""
+
+    def hand_over(transport: asyncio.Transport, data: bytes) -> None:
+        handler = factory()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        assert isinstance(handler, asyncio.Protocol)
+        handler.data_received(data)
+
+    return hand_over
 
 
 def _parser_reason(e: Exception) -> str:
