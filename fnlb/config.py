@@ -121,6 +121,11 @@ class Settings:
         "docs/proxy.md) or aiohttp (aiohttp's server and client, the earlier path)",
         metavar="PLANE",
     )
+    workers: int = _opt(
+        1,
+        "processes serving calls from the traffic port they share (0: one per CPU fnlb may "
+        "use); gossip, health checks and the management API stay in one (docs/proxy.md)",
+    )
     state_dir: str = _opt(
         "",
         "directory where a peer keeps the node list across restarts (fsync'd before a change "
@@ -259,6 +264,10 @@ def validate(s: Settings) -> None:
         raise ConfigError("-shutdown-timeout: must not be negative")
     if s.write_acks < 0:
         raise ConfigError("-write-acks: must not be negative")
+    if s.workers < 0:
+        raise ConfigError("-workers: must not be negative (0: one per CPU)")
+    if s.workers != 1 and s.data_plane != "fast":
+        raise ConfigError("-workers: needs -data-plane=fast")
     if s.connect_timeout <= 0:
         raise ConfigError("-connect-timeout: must be greater than 0")
     if not s.hc_path.startswith("/"):

@@ -42,6 +42,7 @@ from fnlb.proxy.fast_server import FastProxy, hand_to_protocol
 from fnlb.proxy.handler import Proxy, UpstreamRequest, expect_handled_by_proxy
 from fnlb.proxy.stats import CallStats
 from fnlb.proxy.wait import parse_wait_header
+from fnlb.proxy.workers import WorkerPool, cpus_available
 from fnlb.routing.hotset_policy import HotSetPolicy
 from fnlb.routing.policy import make_policy
 
@@ -116,6 +117,8 @@ class Balancer:
         self.fast: FastProxy | None = None
         """The fast data plane (-data-plane=fast): carries calls in place of `proxy`."""
         self._fast_servers: list[asyncio.AbstractServer] = []
+        self.workers: WorkerPool | None = None
+        """With -workers N > 1: the processes that serve calls (this one serves none)."""
         self.listen_address: BoundAddress | None = None
         self.mgmt_address: BoundAddress | None = None
         # Cluster mode (gossip): only with --join or --gossip-listen.
@@ -205,7 +208,41 @@ class Balancer:
             )
         else:
             mgmt.router.add_route("*", "/{tail:.*}", unknown_command)
-        if s.data_plane == "fast":
+        count = s.workers or cpus_available()
+        if count > 1:
+            # Shared port: the workers hand API connections to this process's aiohttp.
+            server = (await self._runner(mgmt)).server if traffic_sock is None else None
+            if traffic_sock is not None:
+                await self._serve(mgmt, mgmt_sock)
+            self.workers = WorkerPool(
+                count,
+                mgmt_sock if traffic_sock is None else traffic_sock,
+                registry=self.registry,
+                load=self.load,
+                passive_failure=self.health.passive_failure,
+                router=router,
+                share_backoff=self.cluster.state.queue_backoff if self.cluster else None,
+                options={
+                    "routing": s.routing,
+                    "connect_timeout": s.connect_timeout,
+                    "shutdown_timeout": s.shutdown_timeout,
+                    "log_level": s.log_level,
+                    "api_paths": sorted(p.decode() for p in api_paths),
+                },
+                api_server=server,
+            )
+            if self.cluster is not None and router is not None:
+                merge = self.cluster.state.on_backoff
+                pool = self.workers
+
+                def merge_and_forward(message: bytes) -> None:
+                    if merge is not None:
+                        merge(message)
+                    pool.forward_backoff(message)
+
+                self.cluster.state.on_backoff = merge_and_forward
+            await self.workers.start()
+        elif s.data_plane == "fast":
             if traffic_sock is None:
                 # Shared port: the fast plane reads every connection first and hands one
                 # whose request is for the API to aiohttp's server (which then keeps it, and
@@ -319,6 +356,8 @@ class Balancer:
             await self.cluster.stop()  # leave the cluster first, so peers stop counting on us
         for server in self._fast_servers:
             server.close()
+        if self.workers is not None:
+            await self.workers.stop(self.settings.shutdown_timeout or None)
         drains = [r.cleanup() for r in self._runners]
         if self.fast is not None:
             drains.append(self.fast.drain(self.settings.shutdown_timeout or None))

@@ -30,7 +30,7 @@ from typing import Final, Protocol, cast
 
 import httptools
 
-from fnlb.cluster.registry import NodeDirectory
+from fnlb.cluster.view import NodeView
 from fnlb.proxy.handler import BUFFER_LIMIT, IDEMPOTENT
 from fnlb.proxy.http1 import (
     CHUNKED_HEADER,
@@ -68,6 +68,14 @@ PassiveFailure = Callable[[str, str], None]
 WaitParser = Callable[[str], float]
 HandOver = Callable[[asyncio.Transport, bytes], None]
 """Gives a client connection, and the bytes read from it so far, to the management API."""
+
+
+class ViewSource(Protocol):
+    """Whoever publishes the node view calls are routed on (a `NodeDirectory`, or what a
+    worker holds of its primary's view)."""
+
+    @property
+    def view(self) -> NodeView: ...
 
 
 class AttemptLoad(Protocol):
@@ -108,7 +116,7 @@ class FastProxy:
 
     def __init__(
         self,
-        registry: NodeDirectory,
+        registry: ViewSource,
         *,
         passive_failure: PassiveFailure,
         parse_wait: WaitParser,
