@@ -50,10 +50,11 @@ from bench._procs import (
     Started,
     StartError,
     autogroup_nice,
-    cpu_seconds,
     free_port,
     pinned,
     set_priority,
+    tree_cpu_seconds,
+    tree_rss_kb,
     wait_http_ok,
 )
 from bench._wrk import WrkResult, lua_script, run_wrk
@@ -72,6 +73,7 @@ NGINX_PROXY = "nginx (proxy, 1 process)"
 FNLB = "fnlb"
 FNLB_CLUSTER = "fnlb (cluster mode, 1 peer)"
 FNLB_AIOHTTP = "fnlb (-data-plane=aiohttp)"
+FNLB_WORKERS = "fnlb -workers"
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also run fnlb on its aiohttp data plane (-data-plane=aiohttp), the earlier path",
     )
     p.add_argument(
+        "--fnlb-workers",
+        default="",
+        metavar="N,N",
+        help="also run fnlb with -workers N for each N listed (e.g. 2,4), unpinned: its "
+        "workers share every CPU with wrk and the nodes",
+    )
+    p.add_argument(
         "--paced",
         action="store_true",
         help="then load each proxy at half its measured maximum rate (wrk pacing each "
@@ -205,6 +214,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             p.error(f"--{name} must be at least 1")
     if args.warmup < 0:
         p.error("--warmup must not be negative")
+    try:
+        counts = worker_counts(args)
+    except ValueError:
+        p.error("--fnlb-workers takes numbers, e.g. 2,4")
+    if any(n < 1 for n in counts):
+        p.error("--fnlb-workers: each count must be at least 1")
     return args
 
 
@@ -227,6 +242,7 @@ def rerun_command(args: argparse.Namespace) -> str:
     parts += ["--fnlb-cluster"] if args.fnlb_cluster else []
     parts += ["--fnlb-aiohttp"] if args.fnlb_aiohttp else []
     parts += ["--paced"] if args.paced else []
+    parts += [f"--fnlb-workers={args.fnlb_workers}"] if args.fnlb_workers else []
     parts += ["--no-pin"] if args.no_pin else []
     parts += [f"--nice={args.nice}"] if args.nice else []
     parts += [f"--fnlb-arg={a}" for a in args.fnlb_arg]
@@ -502,6 +518,7 @@ def _run(args: argparse.Namespace, say: Callable[[str], None], plan: CpuPlan) ->
         try:
             measure(targets, args, script, plan, say)
             paced = paced_latency(targets, args, tmp, plan, say) if args.paced else []
+            paced += memory_lines(targets)
         except StartError as e:
             say(f"stopped: {e}")
             return 2
@@ -510,6 +527,21 @@ def _run(args: argparse.Namespace, say: Callable[[str], None], plan: CpuPlan) ->
     say(f"load average at end: {_loadavg()}")
     code = report(targets, args, say)
     return code if all_fnlb else 2
+
+
+def worker_counts(args: argparse.Namespace) -> list[int]:
+    return [int(n) for n in str(args.fnlb_workers).split(",") if n.strip()]
+
+
+def memory_lines(targets: list[Target]) -> list[str]:
+    """Resident memory of each fnlb row's processes (primary first, then its workers)."""
+    lines = []
+    for t in targets:
+        if t.name.startswith(FNLB) and t.proc.popen.poll() is None:
+            sizes = tree_rss_kb(t.proc.popen.pid)
+            mb = ", ".join(f"{kb / 1024:.0f}" for kb in sizes)
+            lines.append(f"memory (RSS MB, primary first): {t.name}: {mb}")
+    return lines
 
 
 def start_targets(
@@ -547,10 +579,13 @@ def start_targets(
         fnlb_rows.append((FNLB_CLUSTER, cluster_args))
     if args.fnlb_aiohttp:
         fnlb_rows.append((FNLB_AIOHTTP, ["-data-plane=aiohttp"]))
+    for n in worker_counts(args):
+        fnlb_rows.append((f"{FNLB_WORKERS} {n}", [f"-workers={n}"]))
     all_started = True
     for name, extra in fnlb_rows:
+        cpus = None if name.startswith(FNLB_WORKERS) else plan.proxy
         try:
-            targets.append(start_fnlb(group, node_ports, plan.proxy, extra + args.fnlb_arg, name))
+            targets.append(start_fnlb(group, node_ports, cpus, extra + args.fnlb_arg, name))
         except StartError as e:
             say(f"{name} did not start, its row is missing: {e}")
             all_started = False
@@ -569,7 +604,7 @@ def measure(
     """Warm each target up, then load them in interleaved rounds, appending to `runs`."""
 
     def load(t: Target, seconds: int) -> Run:
-        cpu_before = cpu_seconds(t.proc.popen.pid)
+        cpu_before = tree_cpu_seconds(t.proc.popen.pid)
         result = run_wrk(
             t.url,
             script,
@@ -580,7 +615,7 @@ def measure(
         )
         if t.proc.popen.poll() is not None:
             raise StartError(f"{t.name} exited during its run:\n{t.proc.log_tail()}")
-        return Run(result, cpu_seconds(t.proc.popen.pid) - cpu_before)
+        return Run(result, tree_cpu_seconds(t.proc.popen.pid) - cpu_before)
 
     if args.warmup:
         for t in targets:

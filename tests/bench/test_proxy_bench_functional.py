@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+from bench.proxy import parse_args, rerun_command, worker_counts
 from tests.bench.support import run_bench
 
 pytestmark = [
@@ -36,3 +37,12 @@ def test_quick_run_prints_a_row_for_every_configuration() -> None:
     assert names[1:] == ["haproxy", *nginx, "aiohttp pass-through", "fnlb"]
     assert "fnlb / aiohttp pass-through = " in done.stdout
     assert "rerun: python -m bench.proxy --duration=1" in done.stdout
+
+
+def test_worker_counts_are_checked_and_repeated_in_the_rerun_command() -> None:
+    args = parse_args(["--fnlb-workers=2,4"])
+    assert worker_counts(args) == [2, 4]
+    assert "--fnlb-workers=2,4" in rerun_command(args)
+    for bad in ("2,x", "0"):
+        with pytest.raises(SystemExit):
+            parse_args([f"--fnlb-workers={bad}"])
