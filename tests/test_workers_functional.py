@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.support import Backend
 from tests.support_proc import FnlbProcess
@@ -170,3 +171,31 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().split()[2]
     except OSError:
         return "gone"
+
+
+async def test_a_worker_dying_leaves_the_calls_of_the_others_alone(node: Backend) -> None:
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        started.set()
+        await release.wait()
+        return web.json_response({"ok": True})
+
+    node.handler = slow
+    fnlb = FnlbProcess(f"-nodes={node.address}", "-hc-interval=0.2", "-workers=2")
+    try:
+        await online(fnlb, node)
+        keep, victim = workers_of(fnlb)
+        os.kill(victim, signal.SIGSTOP)  # so the slow call is accepted by `keep`
+        call = asyncio.ensure_future(calls(fnlb, 1))
+        async with asyncio.timeout(10):
+            await started.wait()
+        os.kill(victim, signal.SIGKILL)
+        await eventually(lambda: victim not in workers_of(fnlb) and len(workers_of(fnlb)) == 2)
+        release.set()
+        assert await call == [200]  # the call on the other worker went on to its end
+        assert keep in workers_of(fnlb)
+    finally:
+        release.set()
+        fnlb.stop()
