@@ -199,3 +199,19 @@ async def test_a_worker_dying_leaves_the_calls_of_the_others_alone(node: Backend
     finally:
         release.set()
         fnlb.stop()
+
+
+async def test_workers_stop_when_their_primary_is_killed(node: Backend) -> None:
+    fnlb = FnlbProcess(f"-nodes={node.address}", "-hc-interval=0.2", "-workers=2")
+    try:
+        await online(fnlb, node)
+        workers = workers_of(fnlb)
+        # Frozen, the primary reads none of the attempts the workers report: killed then,
+        # it resets their links (ECONNRESET rather than a clean end of stream).
+        fnlb.signal(signal.SIGSTOP)
+        assert set(await calls(fnlb, 5)) == {200}  # the workers serve on their own meanwhile
+        await asyncio.sleep(0.2)  # a tick: the reports are sent (the test holds either way)
+        fnlb.signal(signal.SIGKILL)
+        await eventually(lambda: all(_state(pid) in ("gone", "Z") for pid in workers))
+    finally:
+        fnlb.stop()

@@ -121,9 +121,13 @@ class Worker:
         loop.add_signal_handler(signal.SIGINT, lambda: None)  # the primary decides
 
         async def receive() -> None:
-            while (message := await read_frame(reader)) is not None:
-                self.apply(message)
-            stopping.set()  # the primary is gone: so are we
+            try:
+                while (message := await read_frame(reader)) is not None:
+                    self.apply(message)
+            except (ConnectionError, ValueError) as e:  # a killed primary resets the link
+                log.warning("link to the primary failed", extra={"error": str(e)})
+            finally:
+                stopping.set()  # the primary is gone (or unreadable): so are we
 
         async def tick() -> None:
             while True:
