@@ -10,7 +10,7 @@ behaviour, open on whatever port. A cluster peer refuses to start with an open A
 traffic port (`-listen` equal to `-mgmt-listen`, the original's default `:8081`): there,
 anyone who can call a function could rewrite the node list of the whole cluster and install
 gossip keys. `-mgmt-insecure` says the operator wants that anyway (a demo, a trusted
-network). An open API on a separate management port is allowed, with a warning at start:
+network). An open API on a separate management port is allowed (a cluster peer warns at start):
 that is the original's way of keeping it private, by binding it to a private address.
 """
 
@@ -90,7 +90,7 @@ class ManagementSecurity:
         self.auth = Authenticator(settings.mgmt_tokens_file, settings.mgmt_token)
         self.audit = AuditLog(peer)
         self._traffic_tls, self._mgmt_tls = _listener_tls(settings)
-        if not self.auth.table:
+        if settings.cluster_mode and not self.auth.table:
             log.warning(
                 "the management API needs no token: anyone who reaches -mgmt-listen can change "
                 "the node list (give -mgmt-tokens-file or FNLB_MGMT_TOKEN; docs/security.md)",
