@@ -28,6 +28,7 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from fnlb.api import openapi
 from fnlb.api.cluster import ClusterApi
 from fnlb.api.gossip import GossipApi
 from fnlb.api.nodes import NodesApi, bad_request_as_json, unknown_command
@@ -197,6 +198,7 @@ class Balancer:
         )
         api.add_routes(mgmt)
         self.security.add_routes(mgmt)
+        openapi.add_routes(mgmt)
         GossipApi(self.gossip).add_routes(mgmt)
         ClusterApi(self.cluster, self.feed).add_routes(mgmt)
         mgmt.router.add_route("GET", "/metrics", metrics_handler(self))
