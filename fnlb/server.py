@@ -94,6 +94,11 @@ class Balancer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Tokens, audit and TLS of the management plane (#12; fnlb/api/security.py); first,
+        # so that settings it refuses stop us before anything else is built.
+        self.security = ManagementSecurity(
+            settings, lambda: self.gossip.name if self.gossip else settings.node_name or "lone"
+        )
         self.cluster: ClusterService | None = None
         self.registry: NodeDirectory
         if settings.cluster_mode:
@@ -119,10 +124,6 @@ class Balancer:
         self.mgmt_address: BoundAddress | None = None
         # Cluster mode (gossip): only with --join or --gossip-listen.
         self.gossip: GossipRuntime | None = None
-        # Tokens, audit and TLS of the management plane (#12; fnlb/api/security.py).
-        self.security = ManagementSecurity(
-            settings, lambda: self.gossip.name if self.gossip else settings.node_name or "lone"
-        )
 
     async def start(self) -> None:
         s = self.settings

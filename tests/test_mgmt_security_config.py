@@ -89,3 +89,27 @@ def test_a_db_url_password_never_reaches_stderr(capsys: pytest.CaptureFixture[st
     assert code == 2
     assert "mysql://fnlb:***@tcp(db:3306)/fnlb" in err
     assert "hunter2" not in err
+
+
+def test_log_lines_never_carry_a_url_password() -> None:
+    import logging
+
+    from fnlb.logs import KeyValueFormatter
+
+    record = logging.LogRecord(
+        "fnlb.x", logging.WARNING, __file__, 1, "cannot reach %s", ("http://u:pw1@h/",), None
+    )
+    record.peer = "https://admin:pw2@peer:8082"
+    line = KeyValueFormatter("%(message)s").format(record)
+    assert line == "cannot reach http://u:***@h/ peer=https://admin:***@peer:8082"
+
+
+def test_a_balancer_built_in_code_obeys_the_same_refusals() -> None:
+    from fnlb.server import Balancer
+
+    shared = Settings(
+        listen="127.0.0.1:18081", mgmt_listen="127.0.0.1:18081",
+        gossip_listen="127.0.0.1:0", gossip_insecure=True,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="open on the traffic port"):
+        Balancer(shared)

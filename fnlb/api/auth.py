@@ -169,10 +169,10 @@ def load_tokens(tokens_file: str, inline: str) -> TokenTable:
 class Authenticator:
     """The aiohttp middleware enforcing `required_role`, and its SIGHUP reload."""
 
-    def __init__(self, tokens_file: str, inline: str) -> None:
+    def __init__(self, tokens_file: str, inline: str, table: TokenTable | None = None) -> None:
         self._file = tokens_file
         self._inline = inline
-        self.table = load_tokens(tokens_file, inline)
+        self.table = load_tokens(tokens_file, inline) if table is None else table
 
     def reload(self) -> None:
         """Read the tokens file again; on any error keep the tokens in force and say why."""

@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from fnlb.api.audit import AuditLog
-from fnlb.api.auth import Authenticator, load_tokens
+from fnlb.api.auth import Authenticator, TokenTable, load_tokens
 from fnlb.config import Settings, parse_listen
 from fnlb.errors import ConfigError
 from fnlb.tls import ServerTls
@@ -39,6 +39,11 @@ def shares_port(s: Settings) -> bool:
 
 def validate_security(s: Settings) -> None:
     """ConfigError for management security settings that cannot work or are unsafe."""
+    _checked(s)
+
+
+def _checked(s: Settings) -> tuple[TokenTable, ServerTls | None, ServerTls | None]:
+    """The tokens and listener TLS `s` asks for, loaded; ConfigError (see validate_security)."""
     for cert, key in (("tls_cert", "tls_key"), ("mgmt_tls_cert", "mgmt_tls_key")):
         if bool(getattr(s, cert)) != bool(getattr(s, key)):
             flags = f"-{cert.replace('_', '-')} and -{key.replace('_', '-')}"
@@ -67,7 +72,7 @@ def validate_security(s: Settings) -> None:
             "each other's management port in plain HTTP (POST /1/lb/cluster/hold), which a TLS "
             "listener refuses; pass -write-acks 0 until that hand-off moves onto gossip"
         )
-    _ = _listener_tls(s)  # the files load (and key files are private), or ConfigError now
+    return (tokens, *_listener_tls(s))  # the files load (key files private) or ConfigError
 
 
 def _listener_tls(s: Settings) -> tuple[ServerTls | None, ServerTls | None]:
@@ -87,9 +92,9 @@ class ManagementSecurity:
     """Tokens, audit and TLS of one running fnlb; `peer` names it in audit records."""
 
     def __init__(self, settings: Settings, peer: Callable[[], str]) -> None:
-        self.auth = Authenticator(settings.mgmt_tokens_file, settings.mgmt_token)
+        tokens, self._traffic_tls, self._mgmt_tls = _checked(settings)  # refusals included
+        self.auth = Authenticator(settings.mgmt_tokens_file, settings.mgmt_token, tokens)
         self.audit = AuditLog(peer)
-        self._traffic_tls, self._mgmt_tls = _listener_tls(settings)
         if settings.cluster_mode and not self.auth.table:
             log.warning(
                 "the management API needs no token: anyone who reaches -mgmt-listen can change "
@@ -101,6 +106,8 @@ class ManagementSecurity:
         """The management app's middlewares, outermost first: the audit (it sees every change
         attempt, refused ones included, with the status answered), `errors_as_json`, then the
         token check."""
+        if not self.auth.table:  # no token now nor after a reload: no check on any request
+            return [self.audit.middleware, errors_as_json]
         return [self.audit.middleware, errors_as_json, self.auth.middleware]
 
     def add_routes(self, app: web.Application) -> None:

@@ -80,6 +80,25 @@ async def test_calls_over_tls_and_management_over_mutual_tls(tmp_path: Path) -> 
         await backend.stop()
 
 
+async def test_one_shared_port_serves_calls_and_the_api_over_tls(tmp_path: Path) -> None:
+    from tests.support_proc import free_port
+
+    ca = TestCa(tmp_path)
+    server = ca.issue("server")
+    port = free_port()
+    shared = f"127.0.0.1:{port}"
+    async with running_balancer(
+        listen=shared, mgmt_listen=shared, tls_cert=str(server.cert), tls_key=str(server.key)
+    ) as lb:
+        assert lb.listen_address == lb.mgmt_address
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"https://{shared}/1/lb/nodes", ssl=client_tls(ca)) as r,
+        ):
+            assert r.status == 200
+            assert await r.json() == {"nodes": {}}
+
+
 async def test_reload_serves_new_certificates_and_keeps_the_old_on_bad_files(
     tmp_path: Path,
 ) -> None:
