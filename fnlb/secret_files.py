@@ -24,21 +24,30 @@ def check_private(path: str | os.PathLike[str], what: str) -> None:
         mode = os.stat(name).st_mode
     except OSError as e:
         raise ConfigError(f"{what} {name}: cannot read: {e.strerror or e}") from None
+    _refuse_shared(name, what, mode)
+
+
+def read_secret_text(path: str | os.PathLike[str], what: str) -> str:
+    """The UTF-8 text of a private secret file; ConfigError naming `what` otherwise.
+
+    The mode is checked on the open file (fstat), so the file checked is the file read.
+    """
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            _refuse_shared(name, what, os.fstat(f.fileno()).st_mode)
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"{what} {name}: cannot read: {e.strerror or e}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {name}: not UTF-8 text") from None
+
+
+def _refuse_shared(name: str, what: str, mode: int) -> None:
     if mode & _OTHERS:
         raise ConfigError(
             f"{what} {name}: mode {stat.S_IMODE(mode):04o} lets other users read or change a "
             f"secret; make it private to fnlb's user: chmod 600 {name}"
         )
-
-
-def read_secret_text(path: str | os.PathLike[str], what: str) -> str:
-    """The UTF-8 text of a private secret file; ConfigError naming `what` otherwise."""
-    name = os.fspath(path)
-    check_private(name, what)
-    try:
-        with open(name, encoding="utf-8") as f:
-            return f.read()
-    except OSError as e:
-        raise ConfigError(f"{what} {name}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{what} {name}: not UTF-8 text") from None
