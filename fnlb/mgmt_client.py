@@ -111,7 +111,7 @@ async def call(
                 msg = answer.get("msg") if isinstance(answer, dict) else None
                 raise PeerError(f"{url}: HTTP {resp.status}: {msg or resp.reason or 'refused'}")
     except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-        detail = str(e) or type(e).__name__
+        detail = redact_urls(str(e)) or type(e).__name__
         raise PeerError(f"{url}: cannot reach the peer: {detail}") from None
     if not isinstance(answer, dict):
         raise PeerError(f"{url}: unexpected answer (not a JSON object): {answer!r:.200}")
