@@ -19,9 +19,15 @@ import json
 import sys
 from typing import Any
 
-import aiohttp
-
-from fnlb.mgmt_client import PeerError, call
+from fnlb.errors import ConfigError
+from fnlb.mgmt_client import (
+    ClientOptions,
+    PeerError,
+    add_client_arguments,
+    call,
+    client_options,
+    client_session,
+)
 
 DEFAULT_MGMT = "http://127.0.0.1:8081"
 
@@ -36,14 +42,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the answers as JSON")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per peer")
+    add_client_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         print("fnlb cluster: error: --timeout must be greater than 0", file=sys.stderr)
         return 2
+    try:
+        options = client_options(args)
+    except ConfigError as e:
+        print(f"fnlb cluster: error: {e}", file=sys.stderr)
+        return 2
     urls: list[str] = args.mgmt or [DEFAULT_MGMT]
-    reports = asyncio.run(_fetch_all(urls, args.timeout))
+    reports = asyncio.run(_fetch_all(urls, args.timeout, options))
     errors = {u: r for u, r in reports.items() if isinstance(r, str)}
     ok = {u: r for u, r in reports.items() if not isinstance(r, str)}
     agree = len({r["checksum"] for r in ok.values()}) <= 1
@@ -58,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok and agree and not errors else 1
 
 
-async def _fetch_all(urls: list[str], seconds: float) -> dict[str, dict[str, Any] | str]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as s:
+async def _fetch_all(
+    urls: list[str], seconds: float, options: ClientOptions
+) -> dict[str, dict[str, Any] | str]:
+    async with client_session(options, seconds) as s:
 
         async def one(url: str) -> dict[str, Any] | str:
             try:

@@ -127,6 +127,45 @@ class Settings:
         "(fewer when fewer are alive; 0: do not wait)",
     )
 
+    # -- the management plane's security (docs/security.md "The management API") ----------
+    mgmt_tokens_file: str = _opt(
+        "",
+        "file of management API tokens, one 'name:token[:role]' per line (role admin, the "
+        "default, or read); mode 0600; reloaded on SIGHUP. With any token, changes and key "
+        "listings need 'Authorization: Bearer TOKEN'",
+        metavar="FILE",
+    )
+    mgmt_token: str = _opt(
+        "",
+        "one admin token for the management API, named 'admin' in the audit log (prefer the "
+        "environment variable or -mgmt-tokens-file: a flag shows in ps)",
+        metavar="TOKEN",
+    )
+    mgmt_insecure: bool = _opt(
+        False,
+        "cluster mode: allow a management API without tokens on the traffic port (-listen "
+        "equal to -mgmt-listen); refused otherwise",
+    )
+    tls_cert: str = _opt(
+        "",
+        "PEM certificate chain for TLS on -listen (with -tls-key); reloaded on SIGHUP",
+        metavar="FILE",
+    )
+    tls_key: str = _opt("", "PEM private key for -tls-cert (mode 0600)", metavar="FILE")
+    mgmt_tls_cert: str = _opt(
+        "",
+        "PEM certificate chain for TLS on -mgmt-listen (with -mgmt-tls-key; on a port shared "
+        "with -listen use -tls-cert); reloaded on SIGHUP",
+        metavar="FILE",
+    )
+    mgmt_tls_key: str = _opt("", "PEM private key for -mgmt-tls-cert (mode 0600)", metavar="FILE")
+    mgmt_tls_client_ca: str = _opt(
+        "",
+        "PEM CA certificates: management clients must present a certificate they signed "
+        "(mutual TLS; needs -mgmt-tls-cert)",
+        metavar="FILE",
+    )
+
     @property
     def cluster_mode(self) -> bool:
         """Gossip runs only when asked for; a lone fnlb works exactly like the original."""
@@ -273,6 +312,9 @@ def validate(s: Settings) -> None:
         from fnlb.gossip.keyring_file import keyring_from_settings
 
         keyring_from_settings(s.gossip_key, s.gossip_keyring_file, insecure=s.gossip_insecure)
+    from fnlb.api.security import validate_security
+
+    validate_security(s)
 
 
 def node_list(nodes: str) -> list[str]:

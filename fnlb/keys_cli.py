@@ -36,8 +36,17 @@ from typing import Any, TextIO
 
 import aiohttp
 
+from fnlb.errors import ConfigError
 from fnlb.gossip.keyring_file import decode_key
-from fnlb.mgmt_client import PeerError, call
+from fnlb.mgmt_client import (
+    NO_OPTIONS,
+    ClientOptions,
+    PeerError,
+    add_client_arguments,
+    call,
+    client_options,
+    client_session,
+)
 
 #: action -> (HTTP method, path under the management URL)
 ROUTES: dict[str, tuple[str, str]] = {
@@ -70,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for each peer (default: 10)"
     )
+    add_client_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,7 +98,11 @@ def run(args: argparse.Namespace) -> int:
         body = {"key": text.strip()}
     if args.timeout <= 0:
         return _usage("--timeout must be greater than 0")
-    return asyncio.run(_run_all(args.action, args.mgmt, body, args.timeout, sys.stdout))
+    try:
+        options = client_options(args)
+    except ConfigError as e:
+        return _usage(str(e))
+    return asyncio.run(_run_all(args.action, args.mgmt, body, args.timeout, sys.stdout, options))
 
 
 def _usage(message: str) -> int:
@@ -97,11 +111,15 @@ def _usage(message: str) -> int:
 
 
 async def _run_all(
-    action: str, urls: list[str], body: dict[str, str] | None, seconds: float, out: TextIO
+    action: str,
+    urls: list[str],
+    body: dict[str, str] | None,
+    seconds: float,
+    out: TextIO,
+    options: ClientOptions = NO_OPTIONS,
 ) -> int:
     failed = 0
-    timeout_cfg = aiohttp.ClientTimeout(total=seconds)
-    async with aiohttp.ClientSession(timeout=timeout_cfg) as session:
+    async with client_session(options, seconds) as session:
         for url in urls:
             try:
                 listing = await call_peer(session, action, url, body)

@@ -12,10 +12,16 @@ import argparse
 import asyncio
 import sys
 
-import aiohttp
-
 from fnlb.config import parse_node_address
-from fnlb.mgmt_client import PeerError, call
+from fnlb.errors import ConfigError
+from fnlb.mgmt_client import (
+    ClientOptions,
+    PeerError,
+    add_client_arguments,
+    call,
+    client_options,
+    client_session,
+)
 
 DEFAULT_MGMT = "http://127.0.0.1:8081"
 
@@ -30,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"management API of a running fnlb (default: {DEFAULT_MGMT})",
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    add_client_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +51,11 @@ def run(args: argparse.Namespace) -> int:
             return _usage(str(e))
     if args.timeout <= 0:
         return _usage("--timeout must be greater than 0")
-    return asyncio.run(_run(args))
+    try:
+        options = client_options(args)
+    except ConfigError as e:
+        return _usage(str(e))
+    return asyncio.run(_run(args, options))
 
 
 def _usage(message: str) -> int:
@@ -52,9 +63,9 @@ def _usage(message: str) -> int:
     return 2
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, options: ClientOptions) -> int:
     failed = 0
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=args.timeout)) as s:
+    async with client_session(options, args.timeout) as s:
         if args.action == "ls":
             try:
                 answer = await call(s, "GET", args.mgmt, "/1/lb/nodes")

@@ -9,6 +9,7 @@ import sys
 from fnlb.config import Settings, add_settings_arguments, settings_from
 from fnlb.errors import ConfigError
 from fnlb.logs import setup_logging
+from fnlb.redact import redact_urls
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from(args)
         check_supported(settings)
     except ConfigError as e:
-        print(f"fnlb: {e}", file=sys.stderr)
+        print(f"fnlb: {redact_urls(str(e))}", file=sys.stderr)  # a -db URL's password
         return 2
     setup_logging(settings.log_level)
     from fnlb.server import serve

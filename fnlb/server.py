@@ -15,6 +15,7 @@ import logging
 import random
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,9 +28,11 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from fnlb.api import openapi
 from fnlb.api.cluster import ClusterApi
 from fnlb.api.gossip import GossipApi
 from fnlb.api.nodes import NodesApi, bad_request_as_json, unknown_command
+from fnlb.api.security import ManagementSecurity
 from fnlb.cluster.feed import LoadFeed
 from fnlb.cluster.load import ClusterLoad, LocalLoad
 from fnlb.cluster.registry import NodeDirectory, NodeRegistry
@@ -91,6 +94,11 @@ class Balancer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Tokens, audit and TLS of the management plane (#12; fnlb/api/security.py); first,
+        # so that settings it refuses stop us before anything else is built.
+        self.security = ManagementSecurity(
+            settings, lambda: self.gossip.name if self.gossip else settings.node_name or "lone"
+        )
         self.cluster: ClusterService | None = None
         self.registry: NodeDirectory
         if settings.cluster_mode:
@@ -186,8 +194,12 @@ class Balancer:
         # No application-wide body limit: each API handler bounds its own body (413 beyond
         # 64 KiB), and on a shared port this application also carries calls, whose bodies the
         # proxy reads whole up to its buffer limit and streams beyond it.
-        mgmt = web.Application(middlewares=[bad_request_as_json], client_max_size=0)
+        mgmt = web.Application(
+            middlewares=self.security.middlewares(bad_request_as_json), client_max_size=0
+        )
         api.add_routes(mgmt)
+        self.security.add_routes(mgmt)
+        openapi.add_routes(mgmt)
         GossipApi(self.gossip).add_routes(mgmt)
         ClusterApi(self.cluster, self.feed).add_routes(mgmt)
         mgmt.router.add_route("GET", "/metrics", metrics_handler(self))
@@ -198,8 +210,8 @@ class Balancer:
             )
         else:
             mgmt.router.add_route("*", "/{tail:.*}", unknown_command)
-            await self._serve_calls(self.proxy.handle, traffic_sock)
-        await self._serve(mgmt, mgmt_sock)
+            await self._serve_calls(self.proxy.handle, traffic_sock, self.security.traffic_ssl)
+        await self._serve(mgmt, mgmt_sock, self.security.mgmt_ssl)
         self.health.start()
         self.feed.start()
         log.info(
@@ -207,7 +219,9 @@ class Balancer:
             extra={"listen": str(self.listen_address), "mgmt": str(self.mgmt_address)},
         )
 
-    async def _serve(self, app: web.Application, sock: socket.socket) -> None:
+    async def _serve(
+        self, app: web.Application, sock: socket.socket, tls: ssl.SSLContext | None
+    ) -> None:
         timeout = self.settings.shutdown_timeout or _NO_LIMIT_S
         runner = web.AppRunner(
             app,
@@ -219,12 +233,13 @@ class Balancer:
         )
         await runner.setup()
         self._runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=tls).start()
 
     async def _serve_calls(
         self,
         handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
         sock: socket.socket,
+        tls: ssl.SSLContext | None,
     ) -> None:
         """The traffic listener: aiohttp's low-level server, every request to `handler`.
 
@@ -260,7 +275,7 @@ class Balancer:
         )
         await runner.setup()
         self._runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=tls).start()
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight calls (see module docstring), release everything."""
@@ -293,6 +308,7 @@ async def serve(
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, balancer.security.reload)  # tokens, TLS files
     try:
         await stopping.wait()
         log.info("shutting down", extra={"drain_s": settings.shutdown_timeout or "unlimited"})
@@ -307,7 +323,7 @@ async def serve(
                 await drain
         interrupted.cancel()
     finally:
-        for sig in signals:
+        for sig in (*signals, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     log.info("stopped")
     return 0

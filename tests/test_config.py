@@ -160,11 +160,13 @@ def test_semver() -> None:
 
 def test_cluster_mode_only_when_asked_and_join_is_repeatable() -> None:
     assert not parse([]).cluster_mode
-    s = parse(["-join", "a,b:7000", "--join=[::1]", "-gossip-insecure"])
+    s = parse(["-join", "a,b:7000", "--join=[::1]", "-gossip-insecure", "-mgmt-listen=:8082"])
     assert s.cluster_mode
     assert s.join == ("a", "b:7000", "[::1]")
     assert s.gossip_insecure is True
-    assert parse(["-gossip-listen", ":8946", "-gossip-insecure=true"]).cluster_mode
+    assert parse(
+        ["-gossip-listen", ":8946", "-gossip-insecure=true", "-mgmt-insecure"]
+    ).cluster_mode
     assert parse(["-gossip-insecure=false"]).gossip_insecure is False
 
 

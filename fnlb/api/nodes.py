@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from fnlb.api.audit import note_target
 from fnlb.api.jsonio import json_error, json_response, read_json_body
 from fnlb.cluster.registry import NodeDirectory
 from fnlb.config import parse_node_address
@@ -53,10 +54,12 @@ class NodesApi:
 
     async def put_node(self, request: web.Request) -> web.Response:
         node = await read_node(request)
+        note_target(request, node)
         return json_response(await self._registry.put(node))
 
     async def delete_node(self, request: web.Request) -> web.Response:
         node = await read_node(request)
+        note_target(request, node)
         return json_response(await self._registry.delete(node))
 
     async def list_nodes(self, request: web.Request) -> web.Response:
