@@ -201,18 +201,23 @@ class PodWatcher:
                 raise await _HttpStatus.of(resp)
             self.watch.watch_opened(loop.time())
             lines = EventLines()
-            async for chunk in resp.content.iter_any():
-                for line in lines.feed(chunk):
-                    try:
-                        event: Any = json.loads(line)
-                    except ValueError:
-                        raise RemoteProtocolError("k8s_bad_event", "not JSON") from None
-                    change = self.watch.watch_event(event)
-                    if change is not None:
-                        self._on_change(change)
-                    if self.watch.resource_version is None:  # 410 inside the stream
-                        log.info("Kubernetes watch expired (410): listing pods again")
-                        return 0.0
+            try:
+                async for chunk in resp.content.iter_any():
+                    for line in lines.feed(chunk):
+                        try:
+                            event: Any = json.loads(line)
+                        except ValueError:
+                            raise RemoteProtocolError("k8s_bad_event", "not JSON") from None
+                        change = self.watch.watch_event(event)
+                        if change is not None:
+                            self._on_change(change)
+                        if self.watch.resource_version is None:  # 410 inside the stream
+                            log.info("Kubernetes watch expired (410): listing pods again")
+                            return 0.0
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as e:
+                # An established stream that breaks is a watch that ended: resume from the
+                # last complete event at once (PodWatch backs off only if it died young).
+                log.info("Kubernetes watch stream broke", extra={"error": repr(e)})
         return self.watch.watch_ended(loop.time(), self._rng.random())
 
 

@@ -12,15 +12,17 @@ token and forbid access, then watch what clients do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from tests.discovery.pods import pod
+from tests.discovery.pods import IPS, pod
 
 
 def selector_matches(selector: str, labels: dict[str, str]) -> bool:
@@ -271,3 +273,25 @@ class FakeApiServer:
         finally:
             self._watchers.discard(watcher)
         return resp
+
+
+@contextlib.asynccontextmanager
+async def fn_pods() -> AsyncIterator[int]:
+    """Fn-like servers on every address in IPS, one port; yields the port."""
+
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response({"version": "0.3.579"})
+
+    app = web.Application()
+    app.router.add_get("/version", version)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    first = web.TCPSite(runner, IPS[0], 0)
+    await first.start()
+    port = runner.addresses[0][1]
+    for ip in IPS[1:]:
+        await web.TCPSite(runner, ip, port).start()
+    try:
+        yield port
+    finally:
+        await runner.cleanup()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+IPS = [f"127.0.0.{i}" for i in range(2, 7)]
+"""Pod IPs on loopback, where `fn_pods` (apiserver.py) serves Fn-like health checks."""
+
 
 def pod(
     name: str,

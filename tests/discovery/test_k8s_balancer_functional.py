@@ -13,37 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from fnlb.server import Balancer
-from tests.discovery.apiserver import FakeApiServer
-from tests.discovery.pods import pod
+from tests.discovery.apiserver import FakeApiServer, fn_pods
+from tests.discovery.pods import IPS, pod
 from tests.support import running_balancer, wait_for
 from tests.support_cluster import peers
-
-IPS = [f"127.0.0.{i}" for i in range(2, 7)]
-
-
-@contextlib.asynccontextmanager
-async def fn_pods() -> AsyncIterator[int]:
-    """Fn-like servers on every address in IPS, one port; yields the port."""
-
-    async def version(request: web.Request) -> web.Response:
-        return web.json_response({"version": "0.3.579"})
-
-    app = web.Application()
-    app.router.add_get("/version", version)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    first = web.TCPSite(runner, IPS[0], 0)
-    await first.start()
-    port = runner.addresses[0][1]
-    for ip in IPS[1:]:
-        await web.TCPSite(runner, ip, port).start()
-    try:
-        yield port
-    finally:
-        await runner.cleanup()
 
 
 @contextlib.asynccontextmanager
