@@ -92,6 +92,7 @@ async def test_a_watch_broken_mid_event_resumes_from_the_last_complete_event(
         await wait_for(lambda: watcher.watch.nodes == nodes(4))
         assert all("10.9.9.9:8080" not in c.nodes for c in changes)  # the cut event
         assert watcher.watch.counters["lists"] == 1  # resumed, not relisted
+        assert "failed_conn" not in watcher.watch.counters  # a watch that ended, not a failure
         assert [q["resourceVersion"] for q in watches(server)][-1] == rv
 
 
