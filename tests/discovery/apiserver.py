@@ -53,7 +53,8 @@ class _Watcher:
 class FakeApiServer:
     """See the module docstring. `url` once started; every listener on 127.0.0.1."""
 
-    def __init__(self, *, history: int = 1000, token: str = "token-1") -> None:
+    def __init__(self, *, history: int = 1000, token: str = "token-1", ssl: Any = None) -> None:
+        self._ssl = ssl
         self.rv = 100
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.history: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=history)
@@ -74,10 +75,10 @@ class FakeApiServer:
         app.router.add_get("/api/v1/namespaces/{ns}/pods", self._pods)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self._ssl else 'http'}://127.0.0.1:{port}"
 
     async def stop(self) -> None:
         for w in list(self._watchers):
