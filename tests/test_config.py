@@ -105,7 +105,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     [
         (["-bogus"], "unrecognized arguments: -bogus"),
         (["-hc-interval=abc"], "-hc-interval"),
-        (["-db=k8s", "-kubeconfig="], "not running in a Kubernetes pod"),
         (["-db=k8s", "-kubeconfig=/nonexistent/kubeconfig"], "cannot read it"),
         (["-db=k8s", "-nodes=10.0.0.1:8080"], "Kubernetes owns the node list"),
         (["-db=sqlite3:///proc/fnlb-cannot/nodes.db"], "cannot open the node file"),

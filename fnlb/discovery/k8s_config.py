@@ -170,8 +170,26 @@ def _named(doc: Mapping[str, Any], section: str, kind: str, name: Any, where: st
     raise ConfigError(f"{where}: no {kind} {name!r} in {section}")
 
 
-def api_access(kubeconfig: str, namespace: str, environ: Mapping[str, str]) -> ApiAccess:
-    """`--kubeconfig` when given, else the pod's service account."""
+def api_access(
+    kubeconfig: str,
+    namespace: str,
+    environ: Mapping[str, str],
+    sa_dir: Path = SERVICE_ACCOUNT_DIR,
+    home: Path | None = None,
+) -> ApiAccess:
+    """`--kubeconfig` when given, else the pod's service account, else `~/.kube/config`.
+
+    Like kubectl, a `KUBECONFIG` list (`a:b`) is accepted; its first existing file is used
+    (fnlb does not merge several files).
+    """
     if kubeconfig:
-        return from_kubeconfig(kubeconfig, namespace)
-    return in_cluster(environ, namespace=namespace)
+        paths = [p for p in kubeconfig.split(os.pathsep) if p]
+        existing = [p for p in paths if Path(p).is_file()]
+        return from_kubeconfig(existing[0] if existing else paths[0], namespace)
+    try:
+        return in_cluster(environ, sa_dir, namespace)
+    except ConfigError:
+        default = (home or Path.home()) / ".kube" / "config"
+        if default.is_file():
+            return from_kubeconfig(str(default), namespace)
+        raise

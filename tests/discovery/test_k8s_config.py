@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from fnlb.discovery.k8s_client import PodWatcher
-from fnlb.discovery.k8s_config import from_kubeconfig, in_cluster
+from fnlb.discovery.k8s_config import api_access, from_kubeconfig, in_cluster
 from fnlb.errors import ConfigError
 from tests.discovery.apiserver import FakeApiServer
 from tests.discovery.pods import pod
@@ -128,3 +128,19 @@ async def test_the_cluster_ca_is_what_the_api_server_is_trusted_by(tmp_path: Pat
         await good.stop()
         await bad.stop()
         await server.stop()
+
+
+def test_which_configuration_is_used(tmp_path: Path) -> None:
+    sa = service_account(tmp_path)
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    given = write_config(tmp_path, {"token": "t"}, {"server": "https://given:6443"})
+    assert api_access(given, "", env, sa).server == "https://given:6443"
+    listed = f"{tmp_path}/missing:{given}"  # KUBECONFIG=a:b, as kubectl takes it
+    assert api_access(listed, "", env, sa).server == "https://given:6443"
+    assert api_access("", "", env, sa).server == "https://10.96.0.1:443"
+    home = tmp_path / "home"
+    (home / ".kube").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="not running in a Kubernetes pod"):
+        api_access("", "", {}, sa, home)
+    (home / ".kube" / "config").write_text(Path(given).read_text())
+    assert api_access("", "", {}, sa, home).server == "https://given:6443"
