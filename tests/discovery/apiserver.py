@@ -64,7 +64,6 @@ class FakeApiServer:
         self.requests: list[dict[str, str]] = []
         self.statuses: list[int] = []
         self._watchers: set[_Watcher] = set()
-        self._streams: set[web.StreamResponse] = set()
         self._runner: web.AppRunner | None = None
         self.url = ""
 
