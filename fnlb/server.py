@@ -276,13 +276,13 @@ class Balancer:
     async def stop(self) -> None:
         """Stop accepting, drain in-flight calls (see module docstring), release everything."""
         self.draining = True  # #13: /readyz fails first
-        await self.discovery.stop()
         if self.feed is not None:
             await self.feed.stop()
         if self.cluster is not None:
             await self.cluster.stop()  # leave the cluster first, so peers stop counting on us
         await asyncio.gather(*(r.cleanup() for r in self._runners))
         self._runners.clear()
+        await self.discovery.stop()  # #13: after the drain, which may still PUT to a -db file
         if self.health is not None:
             await self.health.stop()
         for session in (self._session, self._hc_session):
