@@ -133,6 +133,12 @@ class KubernetesSource:
 
     async def start(self) -> None:
         assert self.nodes is not None, "wrap() first"
+        if not self.settings.label_selector:
+            log.warning(
+                "-label-selector is empty: every pod in the namespace counts as an Fn node, "
+                "fnlb's own pods included; give the Fn pods' labels (e.g. app=fn,role=fn-service)",
+                extra={"namespace": self.access.namespace},
+            )
         self.watcher = PodWatcher(
             self.access,
             self.settings.label_selector,
