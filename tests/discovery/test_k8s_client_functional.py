@@ -37,13 +37,23 @@ async def api_server(**kwargs: object) -> AsyncIterator[FakeApiServer]:
 
 @contextlib.asynccontextmanager
 async def watching(
-    server: FakeApiServer, tmp_path: Path, selector: str = "app=fn", token_file: str = ""
+    server: FakeApiServer,
+    tmp_path: Path,
+    selector: str = "app=fn",
+    token_file: str = "",
+    watch_timeout_s: int = 300,
 ) -> AsyncIterator[tuple[PodWatcher, list[NodeChange]]]:
     config = tmp_path / "kubeconfig"
     config.write_text(json.dumps(server.kubeconfig(token_file)))  # JSON is YAML
     changes: list[NodeChange] = []
     watcher = PodWatcher(
-        from_kubeconfig(str(config)), selector, 8080, changes.append, base_delay=0.05, max_delay=0.2
+        from_kubeconfig(str(config)),
+        selector,
+        8080,
+        changes.append,
+        base_delay=0.05,
+        max_delay=0.2,
+        watch_timeout_s=watch_timeout_s,
     )
     await watcher.start()
     try:
@@ -188,3 +198,20 @@ async def test_a_large_list_is_read_in_pages(tmp_path: Path) -> None:
         lists = [q for q in server.requests if not q.get("watch")]
         assert len(lists) == 3
         assert "continue" in lists[1]
+
+
+async def test_a_watch_the_server_times_out_is_resumed_from_its_resource_version(
+    tmp_path: Path,
+) -> None:
+    async with (
+        api_server() as server,
+        watching(server, tmp_path, watch_timeout_s=1) as (watcher, _),
+    ):
+        server.scale(2)
+        await wait_for(lambda: watcher.watch.nodes == nodes(2))
+        await wait_for(lambda: watcher.watch.counters.get("watch_ends", 0) >= 1)
+        await wait_for(lambda: len(watches(server)) >= 2)
+        first, second = watches(server)[:2]
+        assert 1 <= int(first["timeoutSeconds"]) <= 2  # asked the server to end it
+        assert second["resourceVersion"] == str(server.rv)  # resumed, no relist
+        assert watcher.watch.counters["lists"] == 1
