@@ -49,8 +49,9 @@ class Settings:
     )
     db: str = _opt(
         "sqlite3://:memory:",
-        "node store: the original's SQL URLs keep the list in memory (peers share it by gossip);"
-        " 'k8s' watches Kubernetes pods",
+        "node store: sqlite3://:memory: keeps the list in memory (peers share it by gossip), "
+        "sqlite3:///path/file.db in that file across restarts (lone fnlb), k8s follows the "
+        "Kubernetes pods matching -label-selector (docs/kubernetes.md)",
     )
     min_api_version: str = _opt(
         "0.0.235", "nodes whose /version is lower (semver) are unhealthy", metavar="VERSION"
@@ -67,6 +68,12 @@ class Settings:
     namespace: str = _opt("", "Kubernetes namespace to watch (default: fnlb's own)")
     label_selector: str = _opt("", "Kubernetes label selector of Fn pods", metavar="SELECTOR")
     target_port: int = _opt(8080, "port of the Fn server in each Kubernetes pod")
+    kubeconfig: str = _opt(
+        "",
+        "kubeconfig file for -db=k8s outside a cluster (in a pod: its service account)",
+        metavar="FILE",
+        env="KUBECONFIG",
+    )
     connect_timeout: float = _opt(
         2.0, "seconds to open a connection to an Fn node before trying the next one"
     )

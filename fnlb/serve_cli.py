@@ -18,15 +18,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_supported(settings: Settings) -> None:
     """Refuse settings for features that are not built, rather than ignore them."""
-    if settings.db == "k8s":
-        raise ConfigError("-db=k8s: Kubernetes discovery is not built yet; list nodes with -nodes")
-    if not settings.db.startswith("sqlite3://"):
-        raise ConfigError(
-            f"-db={settings.db}: fnlb keeps its node list itself and needs no SQL database; "
-            "drop -db (or use the default sqlite3://:memory:)"
-        )
+    check_node_source(settings)  # #13: -db (fnlb.discovery)
     if settings.zipkin:
         raise ConfigError("-zipkin: tracing is not built yet; drop the flag")
+
+
+def check_node_source(settings: Settings) -> None:
+    """Refuse a -db that cannot work before anything starts (ConfigError naming the flag)."""
+    import os
+
+    from fnlb.discovery.db_url import parse_db
+
+    choice = parse_db(settings.db)
+    if choice.kind == "k8s":
+        from fnlb.discovery.k8s_config import api_access
+
+        if settings.nodes:
+            raise ConfigError("-nodes: not used with -db=k8s (Kubernetes owns the node list)")
+        api_access(settings.kubeconfig, settings.namespace, os.environ)
+    elif choice.kind == "sqlite":
+        if settings.cluster_mode:
+            raise ConfigError(
+                "-db=sqlite3:///file: a cluster peer keeps its node list with -state-dir DIR; "
+                "drop -db"
+            )
+        from fnlb.discovery.sqlite_nodes import NodeFile
+
+        NodeFile(choice.path).close()
 
 
 def run(args: argparse.Namespace) -> int:

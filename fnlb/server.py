@@ -32,12 +32,14 @@ from fnlb.api import openapi
 from fnlb.api.cluster import ClusterApi
 from fnlb.api.gossip import GossipApi
 from fnlb.api.nodes import NodesApi, bad_request_as_json, unknown_command
+from fnlb.api.probes import ProbesApi, readiness_problems
 from fnlb.api.security import ManagementSecurity
 from fnlb.cluster.feed import LoadFeed
 from fnlb.cluster.load import ClusterLoad, LocalLoad
 from fnlb.cluster.registry import NodeDirectory, NodeRegistry
 from fnlb.cluster.service import ClusterService
 from fnlb.config import Settings, node_list, parse_listen
+from fnlb.discovery.source import node_source
 from fnlb.gossip.runtime import GossipRuntime
 from fnlb.health.checker import HealthChecker
 from fnlb.metrics import metrics_handler
@@ -110,6 +112,12 @@ class Balancer:
                 unhealthy=settings.hc_unhealthy,
                 nodes=node_list(settings.nodes),
             )
+        # -- #13 hook: -db picks who owns the node list (memory, a SQLite file, Kubernetes).
+        self.discovery = node_source(settings)
+        self.registry = self.discovery.wrap(self.registry)
+        self.serving = False
+        self.draining = False
+        # -- end #13 hook
         self.load = (
             self.cluster.local_load if self.cluster else LocalLoad(epoch=int(time.time() * 1000))
         )
@@ -200,6 +208,7 @@ class Balancer:
         api.add_routes(mgmt)
         self.security.add_routes(mgmt)
         openapi.add_routes(mgmt)
+        ProbesApi(self.readiness_problems).add_routes(mgmt)  # #13: /healthz, /readyz
         GossipApi(self.gossip).add_routes(mgmt)
         ClusterApi(self.cluster, self.feed).add_routes(mgmt)
         mgmt.router.add_route("GET", "/metrics", metrics_handler(self))
@@ -212,8 +221,10 @@ class Balancer:
             mgmt.router.add_route("*", "/{tail:.*}", unknown_command)
             await self._serve_calls(self.proxy.handle, traffic_sock, self.security.traffic_ssl)
         await self._serve(mgmt, mgmt_sock, self.security.mgmt_ssl)
+        await self.discovery.start()  # #13: e.g. the Kubernetes pod watch
         self.health.start()
         self.feed.start()
+        self.serving = True
         log.info(
             "fnlb is serving",
             extra={"listen": str(self.listen_address), "mgmt": str(self.mgmt_address)},
@@ -279,17 +290,29 @@ class Balancer:
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight calls (see module docstring), release everything."""
+        self.draining = True  # #13: /readyz fails first
         if self.feed is not None:
             await self.feed.stop()
         if self.cluster is not None:
             await self.cluster.stop()  # leave the cluster first, so peers stop counting on us
         await asyncio.gather(*(r.cleanup() for r in self._runners))
         self._runners.clear()
+        await self.discovery.stop()  # #13: after the drain, which may still PUT to a -db file
         if self.health is not None:
             await self.health.stop()
         for session in (self._session, self._hc_session):
             if session is not None:
                 await session.close()
+
+    def readiness_problems(self) -> list[str]:
+        """Why /readyz answers 503 now (fnlb.api.probes); empty when ready."""
+        return readiness_problems(
+            serving=self.serving,
+            draining=self.draining,
+            node_count=len(self.registry.view.states),
+            joined=self.gossip.joined if self.gossip is not None else None,
+            source=self.discovery.ready(),
+        )
 
 
 async def serve(

@@ -92,6 +92,11 @@ _OBJECT: Final = {"type": "object"}
 
 SCHEMAS: Final[dict[str, Any]] = {
     "Error": {"type": "object", "required": ["msg"], "properties": {"msg": {"type": "string"}}},
+    "Probe": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"enum": ["live", "ready"]}},
+    },
     "NodeRequest": {
         "type": "object",
         "required": ["node"],
@@ -290,6 +295,21 @@ PATHS: Final[dict[str, Any]] = {
             "summary": "this description",
             "responses": {
                 "200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": _OBJECT}}}
+            },
+        }
+    },
+    "/healthz": {
+        "get": {
+            "summary": "liveness: the process answers",
+            "responses": {"200": _ok("Probe", "alive")},
+        }
+    },
+    "/readyz": {
+        "get": {
+            "summary": "readiness: listening, nodes known, node source in step, joined (cluster)",
+            "responses": {
+                "200": _ok("Probe", "ready for calls"),
+                "503": _error("not ready; the message names every reason"),
             },
         }
     },

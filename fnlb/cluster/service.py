@@ -32,7 +32,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -193,6 +193,24 @@ class ClusterService:
         self._nodes_changed()
         held = await self._keep(delta)
         return {"msg": "node deleted", "held_by": held}
+
+    # -- #13: a node list owned by another source (-db=k8s) ---------------------------------
+
+    def follow_source(self, added: Iterable[str], removed: Iterable[str]) -> None:
+        """Apply what the node list's owner (the Kubernetes pod watch) changed, as local writes.
+
+        Gossiped like any change but not acknowledged by peers: every peer watches the same
+        API server and makes the same change itself; this only keeps health and load shared.
+        """
+        now = now_ms()
+        for node in added:
+            if node not in self.state.nodes:
+                self.state.add_node(node, now)
+        for node in removed:
+            if node in self.state.nodes:
+                self.state.remove_node(node, now)
+        self._nodes_changed()
+        self._dirty.set()
 
     def seed_nodes(self) -> None:
         """Add the `-nodes` addresses the set has no entry for (live or deleted); once only."""
