@@ -84,14 +84,14 @@ def simulate(seed: int, loss: float, mode: str, peers: int, seconds: float) -> S
                 loads[n].call_finished("hot", f"node{k % 4}", 200, None, 0.01, t)
             data = loads[n].digest(sim.now, GOSSIP_BUDGET_BYTES, stamp_ms=wall_ms())
             views[n].merge(n, data, sim.now)
-            delegate = sim.slots[n].delegate
+            delegate = sim.recording(n)
             send = delegate.send_direct if mode == "direct" else delegate.broadcast
             send(b"load", data)
         sim.at(sim.now + PUBLISH_S, publish)
 
     def deliver() -> None:
         for n in names:
-            delegate = sim.slots[n].delegate
+            delegate = sim.recording(n)
             for origin, _key, payload in delegate.received:
                 if views[n].merge(origin, payload, sim.now):
                     reach.append(wall_ms() - decode_digest(payload).stamp_ms)

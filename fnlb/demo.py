@@ -157,7 +157,7 @@ async def settle_homes(peers: list[Balancer]) -> int:
     """
 
     def homes() -> list[dict[str, str]]:
-        return [p.feed.homes if p.feed is not None else {} for p in peers]
+        return [p.peer.control.homes for p in peers]
 
     def placed() -> bool:
         first, *rest = homes()
@@ -181,7 +181,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     peers: list[Balancer] = []
     try:
         await start_peers(args, peers)
-        await wait_until(lambda: all(p.cluster and len(p.cluster.state.alive) == len(peers)
+        await wait_until(lambda: all(p.cluster and len(p.peer.state.alive) == len(peers)
                                      for p in peers), 10)  # fmt: skip
         async with aiohttp.ClientSession() as session:
             mgmt0 = f"http://{peers[0].mgmt_address}"
@@ -190,7 +190,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                     answer = await resp.json()
                     print(f"PUT {node} on peer0: {answer}")
             ready = await wait_until(
-                lambda: all(len(p.registry.view.routable) == args.fn_nodes for p in peers), 10
+                lambda: all(len(p.peer.view.routable) == args.fn_nodes for p in peers), 10
             )
             if not ready:
                 print("the peers did not all see the nodes online in time", file=sys.stderr)

@@ -1,6 +1,11 @@
 """The composition root of `fnlb serve`: build the parts, start and stop them in order.
 
-Start: node registry (from -nodes) -> HTTP client pools -> health checker -> listeners.
+One `Peer` (fnlb.peer.core) decides everything; the asyncio shells around it only pump: the
+proxy (calls), the health checker, the pump (timer, checks to run, saves), and in cluster mode
+the cluster shell (gossip, state dir, write acks). A lone fnlb is the same Peer without gossip.
+
+Start: peer (from -nodes or the state dir) -> HTTP client pools -> health checker ->
+gossip -> listeners -> pump.
 Stop (SIGTERM/SIGINT): close the listeners so no new call is accepted, let in-flight calls
 finish for up to -shutdown-timeout seconds (0: as long as they take, as the original fnlb
 did; a second signal cuts the wait short), then close the pools and exit 0.
@@ -29,20 +34,17 @@ from aiohttp.web_protocol import RequestHandler
 
 from fnlb.api.cluster import ClusterApi
 from fnlb.api.gossip import GossipApi
+from fnlb.api.metrics import metrics_handler
 from fnlb.api.nodes import NodesApi, bad_request_as_json, unknown_command
-from fnlb.cluster.feed import LoadFeed
-from fnlb.cluster.load import ClusterLoad, LocalLoad
-from fnlb.cluster.registry import NodeDirectory, NodeRegistry
-from fnlb.cluster.service import ClusterService
+from fnlb.api.stats import CallStats
 from fnlb.config import Settings, node_list, parse_listen
 from fnlb.gossip.runtime import GossipRuntime
-from fnlb.health.checker import HealthChecker
-from fnlb.metrics import metrics_handler
+from fnlb.peer.core import LONE_NAME, Peer
 from fnlb.proxy.handler import Proxy, UpstreamRequest, expect_handled_by_proxy
-from fnlb.proxy.stats import CallStats
-from fnlb.proxy.wait import parse_wait_header
-from fnlb.routing.hotset_policy import HotSetPolicy
 from fnlb.routing.policy import make_policy
+from fnlb.shell.cluster import ClusterService, Restored, now_ms, peer_name, restore
+from fnlb.shell.health_checks import HealthChecker
+from fnlb.shell.pump import Pump
 
 log = logging.getLogger("fnlb.server")
 
@@ -87,30 +89,36 @@ def _bound(sock: socket.socket) -> BoundAddress:
 
 
 class Balancer:
-    """One fnlb process: traffic listener, management listener, health checks."""
+    """One fnlb process: traffic listener, management listener, health checks, gossip."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.cluster: ClusterService | None = None
-        self.registry: NodeDirectory
         if settings.cluster_mode:
-            self.cluster = ClusterService(settings)
-            self.registry = self.cluster
+            name = peer_name(settings)
+            restored = restore(settings, name)
         else:
-            self.registry = NodeRegistry(
-                healthy=settings.hc_healthy,
-                unhealthy=settings.hc_unhealthy,
-                nodes=node_list(settings.nodes),
-            )
-        self.load = (
-            self.cluster.local_load if self.cluster else LocalLoad(epoch=int(time.time() * 1000))
+            name = LONE_NAME
+            restored = Restored(None, node_list(settings.nodes), [], None)
+        self.peer = Peer(
+            name,
+            routing=make_policy(settings.routing, random.Random(), time.time),
+            clock_ms=now_ms,
+            healthy=settings.hc_healthy,
+            unhealthy=settings.hc_unhealthy,
+            gossip=settings.cluster_mode,
+            nodeset=restored.nodeset,
+            seed=restored.seed,
+            epoch_ms=now_ms(),
         )
-        self.stats = CallStats(self.load)
+        self.cluster = (
+            ClusterService(settings, self.peer, restored) if settings.cluster_mode else None
+        )
+        self.stats = CallStats(self.peer.local)
         self._runners: list[web.BaseRunner] = []
         self._session: aiohttp.ClientSession | None = None
         self._hc_session: aiohttp.ClientSession | None = None
         self.health: HealthChecker | None = None
-        self.feed: LoadFeed | None = None
+        self.pump: Pump | None = None
         self.proxy: Proxy | None = None
         self.listen_address: BoundAddress | None = None
         self.mgmt_address: BoundAddress | None = None
@@ -138,40 +146,10 @@ class Balancer:
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
         )
-        self.health = HealthChecker(self.registry, s, self._hc_session)
-        self.routing = make_policy(s.routing, random.Random(), time.time)
-        router = self.routing.router if isinstance(self.routing, HotSetPolicy) else None
-        if self.cluster is not None:
-            cluster = self.cluster
-            self.feed = LoadFeed(
-                cluster.state.load,
-                self.load,
-                lambda: cluster.view,
-                router=router,
-                send_backoff=cluster.state.queue_backoff,
-                node_readings=lambda: cluster.node_metrics,
-            )
-            if router is not None:
-                cluster.on_backoff(router)
-        else:
-            registry = self.registry
-            self.feed = LoadFeed(
-                ClusterLoad(),
-                self.load,
-                lambda: registry.view,
-                router=router,
-                own_digests_as="self",
-                node_readings=lambda: registry.node_metrics,
-            )
-        self.proxy = Proxy(
-            self.registry,
-            self._session,
-            passive_failure=self.health.passive_failure,
-            parse_wait=parse_wait_header,
-            load=self.load,
-            routing=self.routing,
-        )
-        api = NodesApi(self.registry, self.stats)
+        self.health = HealthChecker(self.peer, s, self._hc_session)
+        self.pump = Pump(self.peer, self.health, self.cluster)
+        self.proxy = Proxy(self.peer, self._session)
+        api = NodesApi(self.peer, self.cluster, self.stats)
         # Port 0 asks the OS for a free port per listener, so two ":0" addresses are two.
         shared = s.listen == s.mgmt_listen and parse_listen(s.listen)[1] != 0
         # Bind first: peers learn our management port from gossip, which starts before we serve.
@@ -180,7 +158,6 @@ class Balancer:
         self.mgmt_address = _bound(mgmt_sock)
         self.listen_address = self.mgmt_address if traffic_sock is None else _bound(traffic_sock)
         if self.cluster is not None:
-            self.cluster.check_now = self.health.check_now
             await self.cluster.start(self.mgmt_address.port)
             self.gossip = self.cluster.runtime
         # No application-wide body limit: each API handler bounds its own body (413 beyond
@@ -189,8 +166,8 @@ class Balancer:
         mgmt = web.Application(middlewares=[bad_request_as_json], client_max_size=0)
         api.add_routes(mgmt)
         GossipApi(self.gossip).add_routes(mgmt)
-        ClusterApi(self.cluster, self.feed).add_routes(mgmt)
-        mgmt.router.add_route("GET", "/metrics", metrics_handler(self))
+        ClusterApi(self.peer, self.cluster).add_routes(mgmt)
+        mgmt.router.add_route("GET", "/metrics", metrics_handler(self.peer, self.cluster))
         if traffic_sock is None:
             # The proxy answers `Expect` itself (it has no router in front on its own port).
             mgmt.router.add_route(
@@ -201,7 +178,7 @@ class Balancer:
             await self._serve_calls(self.proxy.handle, traffic_sock)
         await self._serve(mgmt, mgmt_sock)
         self.health.start()
-        self.feed.start()
+        self.pump.start()
         log.info(
             "fnlb is serving",
             extra={"listen": str(self.listen_address), "mgmt": str(self.mgmt_address)},
@@ -264,8 +241,8 @@ class Balancer:
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight calls (see module docstring), release everything."""
-        if self.feed is not None:
-            await self.feed.stop()
+        if self.pump is not None:
+            await self.pump.stop()
         if self.cluster is not None:
             await self.cluster.stop()  # leave the cluster first, so peers stop counting on us
         await asyncio.gather(*(r.cleanup() for r in self._runners))

@@ -4,7 +4,8 @@ Rule 1: no asyncio, socket, time or random here. Rule 2: every input carries `no
 clock, milliseconds: stamps are compared across hosts); every output is returned or queued for
 `take_broadcasts`.
 
-`ClusterState` is the gossip delegate (fnlb.gossip.delegate.GossipDelegate). It holds:
+`ClusterState` is the replicated part of a `Peer` (fnlb.peer.core), which is the gossip
+delegate and hands it what gossip brings, with the time. It holds:
 - the node-set CRDT (fnlb.cluster.nodeset): `add_node`/`remove_node` return the delta that
   must be persisted and acknowledged; merges of peers' deltas and full states are idempotent;
 - this peer's own health of each node (the original's consecutive-check rule) and everyone's
@@ -25,7 +26,7 @@ caller, counted by reason.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
@@ -41,6 +42,7 @@ from fnlb.cluster.view import NodeView
 from fnlb.errors import RemoteProtocolError
 from fnlb.health.node_metrics import NodeMetrics, metrics_from_wire
 from fnlb.health.verdict import NodeHealth, State, after_check
+from fnlb.routing.backoff import Backoff, decode_entries
 from fnlb.routing.hotset import aligned_cut
 from fnlb.routing.rendezvous import hash64, score
 
@@ -73,19 +75,18 @@ class ClusterState:
         healthy: int,
         unhealthy: int,
         nodeset: NodeSet | None = None,
-        clock: Callable[[], int] = lambda: 0,
+        backoff: Backoff | None = None,
     ) -> None:
+        """`backoff`: where peers' routing back-off messages go (the load-aware router's,
+        with --routing=hotset; None: they are dropped)."""
         self.name = name
-        self._clock = clock
-        """Wall clock in ms for gossip's callbacks, which carry no time (injected: no I/O)."""
         self._healthy = healthy
         self._unhealthy = unhealthy
         self.nodes = nodeset if nodeset is not None else NodeSet(HybridClock(name))
         self.verdicts = VerdictTable()
         self.node_metrics: Mapping[str, NodeMetrics] = MappingProxyType({})
         """The newest /metrics reading of each node, by whichever peer took it."""
-        self.on_backoff: Callable[[bytes], None] | None = None
-        """Where peers' routing back-off messages go (the router, with --routing=hotset)."""
+        self._backoff = backoff
         self._backoff_seq = 0
         self.load = ClusterLoad()
         """Every peer's latest load digest (ours included), merged into cluster figures."""
@@ -96,7 +97,7 @@ class ClusterState:
         self.refused: dict[str, int] = {}
         """Well-formed peer entries we did not apply, by reason (see `_merged`): shown with
         the malformed drops in `/1/lb/cluster`."""
-        self.recheck: list[str] = []
+        self._recheck: list[str] = []
         """Nodes a peer called offline while we still see them online: check them now."""
         self.version = 0
         self.view = NodeView(0, {})
@@ -184,19 +185,22 @@ class ClusterState:
             self.alive = alive
             self._publish()
 
-    # -- gossip delegate ---------------------------------------------------------------
+    # -- what gossip carries (through the Peer, the delegate) --------------
 
     def take_broadcasts(self) -> list[tuple[bytes, bytes]]:
         out, self._outbox = self._outbox, []
+        return out
+
+    def take_rechecks(self) -> list[str]:
+        """Nodes a peer called offline while our own verdict still says online: check them
+        now (drained)."""
+        out, self._recheck = self._recheck, []
         return out
 
     def take_direct(self) -> list[tuple[bytes, bytes]]:
         out = list(self._direct.items())
         self._direct.clear()
         return out
-
-    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
-        self.merge_broadcast(payload, self._clock())
 
     def local_state(self, join: bool) -> bytes:
         """Our node set and our own verdicts: each peer is the authority on its verdicts, and
@@ -207,9 +211,6 @@ class ClusterState:
             for node, v in self.verdicts.of_peer(self.name).items()
         ]
         return _pack({"nodes": self.nodes.snapshot(), "verdicts": verdicts})
-
-    def merge_remote_state(self, data: bytes, join: bool) -> None:
-        self.merge_full(data, self._clock())
 
     # -- merging -------------------------------------------------------------------------
 
@@ -230,8 +231,8 @@ class ClusterState:
             self._keep_metrics(msg[1], metrics)
             return False
         if kind == "b" and len(msg) == 2 and isinstance(msg[1], bytes):
-            if self.on_backoff is not None:
-                self.on_backoff(msg[1])
+            if self._backoff is not None:
+                self._backoff.merge(decode_entries(msg[1]), now / 1000)
             return False
         if kind == "l" and len(msg) == 3 and isinstance(msg[1], str) and isinstance(msg[2], bytes):
             if msg[1] != self.name:
@@ -289,8 +290,8 @@ class ClusterState:
         if not self.verdicts.merge(peer, node, Verdict(online, stamp)):
             return False
         mine = self.verdicts.verdict(self.name, node)
-        if not online and (mine is None or mine.online) and node not in self.recheck:
-            self.recheck.append(node)
+        if not online and (mine is None or mine.online) and node not in self._recheck:
+            self._recheck.append(node)
         self._publish()
         return True
 

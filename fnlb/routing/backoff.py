@@ -306,7 +306,11 @@ class Backoff:
                 del self._fns[fn]
         horizon = now - self._policy.max_s
         slow = self._policy.slow_wait_s
-        idle = [k for k, v in self._pairs.items() if v.until < horizon and v.wait < slow]
+        # A pair in a slow-answer streak is not idle: its next slow answer must find the
+        # first one, however the sweeps fall between them.
+        idle = [
+            k for k, v in self._pairs.items() if v.until < horizon and v.wait < slow and not v.slow
+        ]
         for key in idle:
             del self._pairs[key]
         return ended

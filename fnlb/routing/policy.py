@@ -10,26 +10,38 @@
   the sorted healthy nodes, then a walk away from nodes whose average `Xxx-Fxlb-Wait` for that
   path is high (fnlb.routing.classic). Each process keeps its own averages, as the original did.
 
-A policy is pure (no I/O); the proxy calls `candidates` once per call and `observe` once per
-answer. Both are on the request path, so they must be cheap.
+A policy is pure (no I/O); the Peer (fnlb.peer.core) asks it for `candidates` once per call
+and hands it each attempt's record (fnlb.routing.attempt) once. Both are on the request path,
+so they must be cheap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from fnlb.routing.attempt import NO_ANSWER, Attempt
 from fnlb.routing.classic import ClassicRouter, RandomSource
 from fnlb.routing.hotset_policy import HotSetPolicy
 from fnlb.routing.router import Router, RouterPolicy
 
-if TYPE_CHECKING:
-    from fnlb.cluster.view import NodeView
+
+class NodeView(Protocol):
+    """What a policy reads of the routing view (`fnlb.cluster.view.NodeView` fits)."""
+
+    @property
+    def routable(self) -> tuple[str, ...]: ...
+
+    def candidates(self, key: str) -> Sequence[str]: ...
+
 
 POLICIES = ("rendezvous", "classic", "hotset")
 
 
 class RoutingPolicy(Protocol):
+    load_router: Router | None
+    """The load-aware router the control loop feeds widths, homes and back-off (None: this
+    policy reads no load)."""
     observes: bool
     """Whether `observe` does anything (the proxy skips the call on the hot path if not)."""
 
@@ -41,19 +53,8 @@ class RoutingPolicy(Protocol):
         """An attempt of a call to `key` on `node` begins (called only if `observes`)."""
         ...
 
-    def observe(
-        self,
-        node: str,
-        key: str,
-        path: str,
-        status: int,
-        wait: str | None,
-        retry_after: str | None = None,
-        answer_s: float | None = None,
-    ) -> None:
-        """How an attempt ended: the status (0: no connection; 503: busy, with its
-        `Retry-After`), the `Xxx-Fxlb-Wait` header, if any, and the seconds from sending the
-        call to the answer's headers when an answer came (called only if `observes`)."""
+    def observe(self, attempt: Attempt) -> None:
+        """How an attempt ended (called only if `observes`)."""
         ...
 
 
@@ -61,20 +62,12 @@ class _Unobserved:
     """A policy that learns nothing from answers (the proxy skips the calls: `observes`)."""
 
     observes = False
+    load_router: Router | None = None
 
     def attempt_started(self, node: str, key: str) -> None:
         return None
 
-    def observe(
-        self,
-        node: str,
-        key: str,
-        path: str,
-        status: int,
-        wait: str | None,
-        retry_after: str | None = None,
-        answer_s: float | None = None,
-    ) -> None:
+    def observe(self, attempt: Attempt) -> None:
         return None
 
 
@@ -94,18 +87,13 @@ class ClassicPolicy(_Unobserved):
     def candidates(self, view: NodeView, key: str, path: str) -> Sequence[str]:
         return self.router.candidates(path, view.routable)
 
-    def observe(
-        self,
-        node: str,
-        key: str,
-        path: str,
-        status: int,
-        wait: str | None,
-        retry_after: str | None = None,
-        answer_s: float | None = None,
-    ) -> None:
-        if status and status != 503:
-            self.router.observe_header(node, path, wait)
+    def observe(self, attempt: Attempt) -> None:
+        status = attempt.status
+        if status != NO_ANSWER and status != 503:
+            wait = attempt.wait_s
+            self.router.observe(
+                attempt.node, attempt.path, 0 if wait is None else round(wait * 1e9)
+            )
 
 
 def make_policy(name: str, rng: RandomSource, clock: Callable[[], float]) -> RoutingPolicy:

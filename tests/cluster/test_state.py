@@ -91,8 +91,8 @@ def test_majority_takes_a_node_out_and_a_lone_failure_only_locally() -> None:
     assert peers["b"].view.states["n:1"] == "online"
     assert peers["c"].view.states["n:1"] == "online"
     # the others are asked to re-check at once; when b confirms, it is out everywhere
-    assert peers["b"].recheck == ["n:1"]
-    assert peers["c"].recheck == ["n:1"]
+    assert peers["b"].take_rechecks() == ["n:1"]
+    assert peers["c"].take_rechecks() == ["n:1"]
     peers["b"].record_check("n:1", False, 2003)
     peers["b"].record_check("n:1", False, 2004)
     deliver(peers, 2005)

@@ -19,7 +19,7 @@ async def test_classic_sends_each_path_where_the_original_would() -> None:
     try:
         addrs = [b.address for b in backends]
         async with running_balancer(nodes=",".join(addrs), routing="classic") as lb:
-            await wait_for(lambda: len(lb.registry.view.routable) == 4)
+            await wait_for(lambda: len(lb.peer.view.routable) == 4)
             original = ClassicRouter(random.Random(0))
             async with aiohttp.ClientSession() as client:
                 for i in range(40):
@@ -63,8 +63,8 @@ async def test_hotset_spreads_a_function_whose_home_is_busy_and_reports_scale() 
     try:
         addrs = ",".join(b.address for b in backends)
         async with running_balancer(nodes=addrs, routing="hotset") as lb:
-            await wait_for(lambda: len(lb.registry.view.routable) == 3)
-            home = lb.registry.view.candidates("r/app/hot")[0]
+            await wait_for(lambda: len(lb.peer.view.routable) == 3)
+            home = lb.peer.view.candidates("r/app/hot")[0]
             home_backend = next(b for b in backends if b.address == home)
             home_backend.handler = busy
             async with aiohttp.ClientSession() as client:
@@ -73,7 +73,7 @@ async def test_hotset_spreads_a_function_whose_home_is_busy_and_reports_scale() 
                         assert r.status == 200  # spilled to the next node, never lost
                 # after the first busy answer, new calls skip the home (bar rare probes)
                 assert len(home_backend.seen) <= 3
-                await wait_for(lambda: lb.feed is not None and lb.feed.decision is not None)
+                await wait_for(lambda: lb.peer.decision is not None)
                 async with client.get(f"http://{lb.mgmt_address}/metrics") as r:
                     text = await r.text()
             assert "fnlb_scale_desired_nodes" in text
@@ -96,8 +96,8 @@ async def test_new_calls_leave_a_node_whose_answers_got_seconds_slower() -> None
     try:
         addrs = ",".join(b.address for b in backends)
         async with running_balancer(nodes=addrs) as lb, aiohttp.ClientSession() as client:
-            await wait_for(lambda: len(lb.registry.view.routable) == 3)
-            view = lb.registry.view
+            await wait_for(lambda: len(lb.peer.view.routable) == 3)
+            view = lb.peer.view
             slow_node = view.candidates("r/app/f0")[0]
             slow = next(b for b in backends if b.address == slow_node)
             homed = [

@@ -8,20 +8,23 @@ routable set right after the first failed call (one passive failure + one failed
 the default `hc_unhealthy` of 2). A node under suspicion (a failed connection, or in a cluster
 a peer's "offline" verdict) is re-checked every 0.1 s until `hc_unhealthy` failures or one
 success settle it, so peers confirm a dead node in a fraction of a second.
+
+An asyncio shell of the `Peer` (fnlb.peer.core): results go in as `health_checked` and
+`metrics_read`; which nodes to check out of turn comes out of `take_checks`, drained by the
+peer's pump (fnlb.shell.pump) through `run`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 import aiohttp
 
-from fnlb.cluster.registry import NodeDirectory
 from fnlb.config import Settings, parse_semver
 from fnlb.health.node_metrics import parse_fn_metrics
+from fnlb.peer.core import Check, Peer
 
 log = logging.getLogger("fnlb.health")
 
@@ -33,10 +36,8 @@ CONFIRM_GAP_S = 0.1
 
 
 class HealthChecker:
-    def __init__(
-        self, registry: NodeDirectory, settings: Settings, session: aiohttp.ClientSession
-    ) -> None:
-        self._registry = registry
+    def __init__(self, peer: Peer, settings: Settings, session: aiohttp.ClientSession) -> None:
+        self._peer = peer
         self._settings = settings
         self._session = session
         self._min_version = parse_semver(settings.min_api_version)
@@ -44,7 +45,6 @@ class HealthChecker:
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._confirm: set[str] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        registry.on_change(self._node_changed)
 
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
@@ -70,29 +70,24 @@ class HealthChecker:
             return
         self._in_flight[node] = asyncio.get_running_loop().create_task(self._check(node))
 
-    def passive_failure(self, node: str, error: str) -> None:
-        """The proxy could not connect to `node`: count it and re-check at once."""
-        self._registry.record_check(node, False, error)
-        self.check_now(node, confirm=True)
+    def run(self, checks: list[Check]) -> None:
+        """Start the checks the Peer asked for (`Peer.take_checks`)."""
+        for check in checks:
+            self.check_now(check.node, confirm=check.confirm)
 
     async def _run(self) -> None:
         while True:
-            for node in self._registry.nodes():
+            for node in self._peer.nodes():
                 self.check_now(node)
             await asyncio.sleep(self._settings.hc_interval)
-
-    def _node_changed(self, node: str, added: bool) -> None:
-        if added:
-            with contextlib.suppress(RuntimeError):  # no running loop: the first round checks
-                self.check_now(node)
 
     async def _check(self, node: str) -> None:
         attempts = 0
         while True:
             ok, error = await self.probe(node)
             attempts += 1
-            self._registry.record_check(node, ok, error)
-            health = self._registry.health(node)
+            self._peer.health_checked(node, ok, _now_ms(), error)
+            health = self._peer.health(node)
             confirming = node in self._confirm
             if ok and not confirming:
                 await self._read_metrics(node)
@@ -123,9 +118,9 @@ class HealthChecker:
                 text = b"".join(chunks).decode("utf-8", "replace")
         except (aiohttp.ClientError, OSError, ValueError, TimeoutError):
             return
-        metrics = parse_fn_metrics(text, int(time.time() * 1000))
+        metrics = parse_fn_metrics(text, _now_ms())
         if metrics is not None:
-            self._registry.record_metrics(node, metrics)
+            self._peer.metrics_read(node, metrics)
 
     async def probe(self, node: str) -> tuple[bool, str]:
         """One check of one node: (passed, why not)."""
@@ -149,3 +144,7 @@ class HealthChecker:
         if node_version < self._min_version:
             return False, f"incompatible API version: {version}"
         return True, ""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -9,31 +9,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from fnlb.server import Balancer
+from fnlb.peer.core import Peer
+from fnlb.shell.cluster import ClusterService
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class BalancerCollector(Collector):
-    def __init__(self, balancer: Balancer) -> None:
-        self._b = balancer
+    def __init__(self, peer: Peer, cluster: ClusterService | None) -> None:
+        self._peer = peer
+        self._cluster = cluster
 
     def collect(self) -> Iterator[Metric]:
-        b = self._b
+        peer = self._peer
+        cluster = self._cluster
+        gossip = cluster.runtime if cluster is not None else None
         now = time.time()
         states = GaugeMetricFamily(
             "fnlb_nodes", "Fn nodes by this peer's routing state", labels=["state"]
         )
         counts = {"online": 0, "offline": 0, "unknown": 0}
-        for node_state in b.registry.view.states.values():
+        for node_state in peer.view.states.values():
             counts[node_state] += 1
         for label, n in counts.items():
             states.add_metric([label], n)
@@ -45,14 +47,14 @@ class BalancerCollector(Collector):
         rate = GaugeMetricFamily(
             "fnlb_node_calls_per_second", "calls/s this peer sends each node", labels=["node"]
         )
-        for node in b.registry.view.states:
-            share = b.load.node_load(node, now)
+        for node in peer.view.states:
+            share = peer.local.node_load(node, now)
             in_flight.add_metric([node], share.in_flight)
             rate.add_metric([node], share.rate)
         yield in_flight
         yield rate
 
-        decision = b.feed.decision if b.feed is not None else None
+        decision = peer.decision
         if decision is not None:
             yield _gauge("fnlb_scale_desired_nodes", "Fn nodes the load needs", decision.desired)
             yield _gauge("fnlb_scale_current_nodes", "Fn nodes routable now", decision.current)
@@ -77,10 +79,10 @@ class BalancerCollector(Collector):
             demand.add_metric(["panic"], decision.panic_nodes)
             yield demand
 
-        if b.cluster is not None and b.gossip is not None and b.gossip.started:
+        if gossip is not None and gossip.started:
             peers = GaugeMetricFamily("fnlb_peers", "gossip members by state", labels=["state"])
             by_state: dict[str, int] = {}
-            for m in b.gossip.members():
+            for m in gossip.members():
                 name = m.state.name.lower()
                 by_state[name] = by_state.get(name, 0) + 1
             for peer_state, n in sorted(by_state.items()):
@@ -89,13 +91,13 @@ class BalancerCollector(Collector):
             drops = CounterMetricFamily(
                 "fnlb_gossip_dropped", "gossip input dropped, by reason", labels=["reason"]
             )
-            for reason, n in sorted({**b.gossip.all_drops(), **b.cluster.drops}.items()):
+            for reason, n in sorted({**gossip.all_drops(), **peer.drops}.items()):
                 drops.add_metric([reason], n)
             yield drops
             traffic = CounterMetricFamily(
                 "fnlb_gossip_wire", "gossip packets and bytes on the wire", labels=["what"]
             )
-            for what, n in sorted(b.gossip.traffic.items()):
+            for what, n in sorted(gossip.traffic.items()):
                 traffic.add_metric([what], n)
             yield traffic
 
@@ -104,9 +106,11 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
-def metrics_handler(balancer: Balancer) -> Callable[[web.Request], Awaitable[web.Response]]:
+def metrics_handler(
+    peer: Peer, cluster: ClusterService | None
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BalancerCollector(balancer))
+    registry.register(BalancerCollector(peer, cluster))
 
     async def handler(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from fnlb.api.stats import WINDOW_SECONDS, CallStats
 from fnlb.cluster.load import LocalLoad
-from fnlb.proxy.stats import WINDOW_SECONDS, CallStats
 
 T0 = 1_800_000_000.0  # a whole second of Unix time
 

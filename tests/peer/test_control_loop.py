@@ -1,12 +1,12 @@
-"""The load feed turns the nodes' own /metrics into the capacity the router places by."""
+"""The routing control loop turns the nodes' own /metrics into the capacity the router places by."""
 
 from __future__ import annotations
 
 import aiohttp
 
-from fnlb.cluster.feed import METRICS_STALE_MS, capacities, node_capacity
 from fnlb.fnsim import FnSimOptions, start_nodes
 from fnlb.health.node_metrics import NodeMetrics
+from fnlb.peer.control_loop import METRICS_STALE_MS, capacities, node_capacity
 from tests.support import running_balancer, wait_for
 
 MIB = 1024 * 1024
@@ -58,10 +58,8 @@ async def test_the_router_learns_each_fnsim_nodes_size_from_its_metrics() -> Non
     try:
         nodes = [*small.addresses, *large.addresses]
         async with running_balancer(nodes=",".join(nodes), routing="hotset") as lb:
-            feed = lb.feed
-            assert feed is not None
-            assert feed.router is not None
-            router = feed.router
+            router = lb.peer.control.router
+            assert router is not None
             await wait_for(lambda: len(router.shared.capacity) == 2, within=10.0)
             assert router.shared.capacity[small.addresses[0]].slots == 8
             assert router.shared.capacity[large.addresses[0]].slots == 16
@@ -82,16 +80,20 @@ async def test_the_router_learns_each_fnsim_nodes_size_from_its_metrics() -> Non
 def test_homes_are_placed_at_aligned_epochs_and_when_the_nodes_change() -> None:
     """Every peer places at the same cuts from the same settled load, so homes agree; in
     between they hold still, so a function's containers are not abandoned every second."""
-    from fnlb.cluster.feed import LoadFeed
     from fnlb.cluster.load import ClusterLoad, LocalLoad
     from fnlb.cluster.view import NodeView
+    from fnlb.peer.control_loop import ControlLoop
     from fnlb.routing.placement import EPOCH_MS
     from fnlb.routing.router import Router
 
     nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
     current = [NodeView(1, dict.fromkeys(nodes, "online"))]
     local, cluster, router = LocalLoad(epoch=1), ClusterLoad(), Router()
-    feed = LoadFeed(cluster, local, lambda: current[0], router=router)
+    feed = ControlLoop(router)
+
+    def tick(now: float) -> None:
+        feed.tick(now, cluster, local, current[0], {})
+
     start = (1_800_000_000_000 // EPOCH_MS + 1) * EPOCH_MS / 1000  # an epoch boundary, in s
 
     def load(fn: str, calls: int, at: float) -> None:
@@ -102,7 +104,7 @@ def test_homes_are_placed_at_aligned_epochs_and_when_the_nodes_change() -> None:
 
     for k in range(8):
         load(f"r/app/f{k}", 20, start - 3)
-    feed.tick(start + 1.5)  # the first tick places at once
+    tick(start + 1.5)  # the first tick places at once
     first = dict(feed.homes)
     assert len(first) == 8
     assert router.shared.homes == first
@@ -111,14 +113,14 @@ def test_homes_are_placed_at_aligned_epochs_and_when_the_nodes_change() -> None:
         for k in range(8, 24):
             load(f"r/app/f{k}", 40, at)
         if at == start + 8:
-            feed.tick(start + 10.5)  # same epoch: nothing moves
+            tick(start + 10.5)  # same epoch: nothing moves
             assert feed.homes == first
-    feed.tick(start + EPOCH_MS / 1000 + 1.5)  # next epoch: the new hot functions are placed
+    tick(start + EPOCH_MS / 1000 + 1.5)  # next epoch: the new hot functions are placed
     assert len(feed.homes) == 16
     assert feed.homes != first
     placed = dict(feed.homes)
     current[0] = NodeView(2, dict.fromkeys(nodes[:4], "online"))
-    feed.tick(start + EPOCH_MS / 1000 + 2.5)  # a node left: placed again at once
+    tick(start + EPOCH_MS / 1000 + 2.5)  # a node left: placed again at once
     assert feed.homes != placed
     assert nodes[4] not in feed.homes.values()
 
@@ -126,9 +128,9 @@ def test_homes_are_placed_at_aligned_epochs_and_when_the_nodes_change() -> None:
 def test_a_peer_started_mid_epoch_places_homes_once_it_knows_the_load() -> None:
     """Its first tick sees no settled load yet; it must not keep that empty placement until
     the next epoch while the other peers route by placed homes."""
-    from fnlb.cluster.feed import LoadFeed
     from fnlb.cluster.load import ClusterLoad, LocalLoad
     from fnlb.cluster.view import NodeView
+    from fnlb.peer.control_loop import ControlLoop
     from fnlb.routing.placement import EPOCH_MS
     from fnlb.routing.router import Router
 
@@ -143,16 +145,23 @@ def test_a_peer_started_mid_epoch_places_homes_once_it_knows_the_load() -> None:
             local.call_finished(fn, nodes[0], 200, 0.0, 0.01, start - 4 + i / 20)
     digest = local.digest(start - 3, stamp_ms=int((start - 3) * 1000))
     old_hand.merge("p", digest, start - 3)
-    others = LoadFeed(old_hand, LocalLoad(epoch=2), lambda: view, router=Router())
-    others.tick(start + 1.5)  # a peer that has known the load all along
+    others = ControlLoop(Router())
+    others.tick(
+        start + 1.5, old_hand, LocalLoad(epoch=2), view, {}
+    )  # a peer that has known the load all along
     assert len(others.homes) == 8
 
     newcomer_load = ClusterLoad()
-    newcomer = LoadFeed(newcomer_load, LocalLoad(epoch=3), lambda: view, router=Router())
-    newcomer.tick(start + 0.5)  # before any digest reached it
+    newcomer = ControlLoop(Router())
+    newcomer_local = LocalLoad(epoch=3)
+    newcomer.tick(
+        start + 0.5, newcomer_load, newcomer_local, view, {}
+    )  # before any digest reached it
     assert newcomer.homes == {}
     newcomer_load.merge("p", digest, start + 0.8)  # the digest arrives
-    newcomer.tick(start + 1.5)  # same epoch: placed now, not 30 s later
+    newcomer.tick(
+        start + 1.5, newcomer_load, newcomer_local, view, {}
+    )  # same epoch: placed now, not 30 s later
     assert newcomer.homes == others.homes
     placed = dict(newcomer.homes)
     for k in range(8, 24):  # new hot functions: they wait for the next epoch
@@ -161,5 +170,5 @@ def test_a_peer_started_mid_epoch_places_homes_once_it_knows_the_load() -> None:
             local.call_started(fn, nodes[1], start + 2 + i / 40)
             local.call_finished(fn, nodes[1], 200, 0.0, 0.01, start + 2 + i / 40)
     newcomer_load.merge("p", local.digest(start + 3, stamp_ms=int((start + 3) * 1000)), start + 3)
-    newcomer.tick(start + 5.5)
+    newcomer.tick(start + 5.5, newcomer_load, newcomer_local, view, {})
     assert newcomer.homes == placed

@@ -1,1 +1,0 @@
-"""fnlb.discovery"""
