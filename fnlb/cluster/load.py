@@ -782,6 +782,11 @@ class ClusterLoad:
             self.version += 1
         return newest
 
+    def newest_stamp_ms(self, peer: str) -> int | None:
+        """The stamp (wall ms) of `peer`'s newest digest held, None when none is."""
+        hist = self._history.get(peer)
+        return hist[-1][0].stamp_ms if hist else None
+
     def peer_left(self, peer: str, now: float) -> bool:
         """Forget `peer`'s digests (it left or was declared dead); True if there were some.
 

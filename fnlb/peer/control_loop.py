@@ -66,10 +66,13 @@ def capacities(
 class ControlLoop:
     """Widths, placement and the scale signal, recomputed at each tick from the load."""
 
-    def __init__(self, router: Router | None = None) -> None:
-        """`router`: the load-aware router to hand the figures to (`--routing=hotset`)."""
+    def __init__(self, router: Router | None = None, widths: WidthTracker | None = None) -> None:
+        """`router`: the load-aware router to hand the figures to (`--routing=hotset`).
+        `widths`: the width tracker (its policy); a default one when None."""
         self.router = router
-        self.widths = WidthTracker()
+        self.widths = widths if widths is not None else WidthTracker()
+        self.cut = 0
+        """The settled cut (wall ms) the last tick read."""
         self.scale = ScaleSignal()
         self.homes: dict[str, str] = {}
         """Placed homes of the hottest functions, as of the last placement (`tick`)."""
@@ -89,7 +92,7 @@ class ControlLoop:
     ) -> None:
         """One tick at wall-clock `now` (seconds) over the cluster's `load`, this peer's
         `local` figures, the routing `view` and the nodes' newest /metrics `readings`."""
-        cut = aligned_cut(int(now * 1000))
+        cut = self.cut = aligned_cut(int(now * 1000))
         table = load.width_table(HOT_FUNCTIONS, now, settled_ms=cut)
         self.widths.update(cut, table, len(view.routable))
         need = containers_needed(

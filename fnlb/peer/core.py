@@ -44,6 +44,7 @@ from fnlb.health.verdict import NodeHealth
 from fnlb.peer.control_loop import TICK_S, ControlLoop
 from fnlb.routing.attempt import Attempt
 from fnlb.routing.backoff import pack_entries
+from fnlb.routing.hotset import WidthPolicy, WidthTracker
 from fnlb.routing.policy import RoutingPolicy
 from fnlb.routing.scale import ScaleDecision
 
@@ -113,12 +114,14 @@ class Peer:
         nodeset: NodeSet | None = None,
         seed: Sequence[str] | None = (),
         epoch_ms: int = 0,
+        width_policy: WidthPolicy | None = None,
     ) -> None:
         """`routing`: the policy calls are routed by. `clock_ms`: the wall clock in ms, read
         only by gossip's callbacks, which carry no time. `gossip`: False for a lone fnlb.
         `nodeset`: the node set restored from disk (None: empty). `seed`: the `-nodes` to
         add once this peer holds the cluster's set (None: none, as after a restart from
-        saved state). `epoch_ms`: larger at each start (orders a restarted peer's digests)."""
+        saved state). `epoch_ms`: larger at each start (orders a restarted peer's digests).
+        `width_policy`: the hot-set width rules (the defaults when None)."""
         self.name = name
         self.gossip = gossip
         self.routing = routing
@@ -133,7 +136,7 @@ class Peer:
         )
         self.local = LocalLoad(epoch=epoch_ms)
         """This peer's own load figures, written per attempt."""
-        self.control = ControlLoop(router)
+        self.control = ControlLoop(router, WidthTracker(width_policy))
         self.drops: dict[str, int] = {}
         """Malformed peer messages dropped, by reason."""
         self._pending_seed: list[str] | None = list(seed) if seed is not None else None

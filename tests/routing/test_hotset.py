@@ -9,7 +9,7 @@ import pytest
 from fnlb.cluster.load import COLD, COUNT_GRID, RATE_GRID, WidthInputs, grid_level
 from fnlb.errors import LocalProtocolError
 from fnlb.routing.hotset import WidthPolicy, WidthTracker, aligned_cut, base_width
-from tests.routing.routing_sim import RoutingSim
+from fnlb.sim.routing import RoutingSim
 
 
 def levels(in_flight: int = 0, rate: float = 1.0, busy: float = 0.0) -> WidthInputs:

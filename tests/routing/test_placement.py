@@ -99,7 +99,7 @@ def test_every_peer_places_the_same_homes_from_gossiped_load(seed: int) -> None:
     """3 peers, digests gossiped with delay and 5 % loss, clocks a few ms apart, 40 functions
     with Zipf rates: at each placement epoch every peer computes the same homes from its own
     settled reads, and they spread the hottest functions over the nodes."""
-    from tests.routing.routing_sim import RoutingSim, zipf_workload
+    from fnlb.sim.routing import RoutingSim, zipf_workload
 
     sim = RoutingSim(nodes=5, peers=3, seed=seed)
     sim.run(125.0, zipf_workload(40, 200.0, 0.05, s=1.1))

@@ -12,7 +12,7 @@ from fnlb.errors import LocalProtocolError
 from fnlb.fnsim.model import PoolConfig
 from fnlb.routing.backoff import Backoff
 from fnlb.routing.router import NodeCapacity, Router, RouterPolicy
-from tests.routing.routing_sim import RoutingSim, zipf_workload
+from fnlb.sim.routing import RoutingSim, zipf_workload
 
 NODES = [f"10.0.0.{i}:8080" for i in range(1, 11)]
 T = 1_800_000_000.0
@@ -211,13 +211,13 @@ def test_a_saturated_node_loses_the_functions_new_calls_and_gets_them_back() -> 
     assert share(home, 0.0, 10.0) > 0.85
     assert share(home, 11.0, 30.0) < 0.1  # only probes
     # the next nodes of f's order: the calls that waited at X for their 503 count as f's
-    # in flight and widen its hot set to two or three nodes for a while
-    assert share(spill, 11.0, 30.0) + share(order[2], 11.0, 30.0) > 0.85
+    # in flight and widen its hot set to two to four nodes for a while (real Peers: three)
+    assert sum(share(n, 11.0, 30.0) for n in order[1:4]) > 0.85
     assert share(spill, 11.0, 30.0) > 0.4
     # recovered: the back-off ends within 15 s; the calls that waited for their 503 at X
-    # counted as f's in-flight and widened f to two nodes, so X first shares f with the
-    # spill node, then has it alone again once the width's 60 s window has passed
-    assert share(home, 40.0, 70.0) > 0.4
+    # counted as f's in-flight and widened f to two or three nodes, so X first shares f with
+    # the next nodes, then has it alone again once the width's 60 s window has passed
+    assert share(home, 40.0, 70.0) > 0.3
     assert share(home, 85.0, 100.0) > 0.95
     assert sim.record.failed == 0  # every refused call was placed on another node
     assert sim.record.busy_503 < 40  # ~400 calls of f in 20 s: avoiding beats retrying

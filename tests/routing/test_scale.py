@@ -9,7 +9,7 @@ import pytest
 
 from fnlb.errors import LocalProtocolError
 from fnlb.routing.scale import ScaleDecision, ScalePolicy, ScaleSignal, containers_needed
-from tests.routing.routing_sim import RoutingSim
+from fnlb.sim.routing import RoutingSim
 
 SLOTS = 8  # containers per node; planned at 70 %: 5.6 per node
 PER_NODE = SLOTS * 0.7

@@ -1,14 +1,15 @@
-"""A virtual-time cluster of fnlb peers routing calls to modelled Fn nodes, for routing tests.
+"""A virtual-time cluster of real fnlb Peers routing calls to modelled Fn nodes.
 
-Each peer has what the runtime gives it: a `LocalLoad` written per call, a `ClusterLoad` fed
-with every peer's digest (its own at once, the others' after 50-400 ms, each transmission
-lost with `loss` and retried up to 3 times), a `WidthTracker` fed once per tick with settled
-figures at aligned cuts read on the peer's own (slightly skewed) wall clock, and a `Router`
-fed the widths and the other peers' in-flight per node. Back-off entries travel by the same
-simulated gossip. Calls arrive at a random peer; the peer walks its candidates as the proxy
-does: a 503 busy moves the call to the next candidate, nothing else is resent.
+Each peer is a `fnlb.peer.core.Peer`, driven as production drives it: `tick` at its own
+(slightly skewed) wall clock, every attempt told to it and reported as one record, and what
+it would gossip (node-set entries, verdicts, load digests, back-off) carried to the others
+after 50-400 ms, each transmission lost with `loss` and retried up to 3 times (gossip
+retransmits), then handed to their `notify_broadcast`, the gossip delegate. Health checks
+the Peers ask for are answered "up" (the modelled nodes never die here). Calls arrive at a
+random peer, which walks its candidates as the proxy does: a 503 busy moves the call to the
+next candidate, nothing else is resent.
 
-Nothing here sleeps: a 10 ms step drives arrivals, gossip and the `Fleet`'s timers.
+Nothing here sleeps: a 10 ms step drives arrivals, gossip, ticks and the `Fleet`'s timers.
 """
 
 from __future__ import annotations
@@ -18,20 +19,21 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fnlb.cluster.load import ClusterLoad, LocalLoad
 from fnlb.cluster.view import NodeView
 from fnlb.fnsim.fleet import Fleet
 from fnlb.fnsim.model import CallFinished, CallRejected, PoolConfig
-from fnlb.routing.backoff import Backoff, decode_entries, pack_entries
-from fnlb.routing.hotset import WidthPolicy, WidthTracker, aligned_cut
-from fnlb.routing.placement import EPOCH_MS, place
+from fnlb.peer.core import Peer
+from fnlb.routing.attempt import Attempt
+from fnlb.routing.backoff import Backoff
+from fnlb.routing.hotset import WidthPolicy
+from fnlb.routing.hotset_policy import HotSetPolicy
+from fnlb.routing.placement import EPOCH_MS
+from fnlb.routing.policy import RendezvousPolicy, RoutingPolicy
 from fnlb.routing.router import Router, RouterPolicy
-from fnlb.routing.scale import ScaleDecision, ScaleSignal, containers_needed
+from fnlb.routing.scale import ScaleDecision
 
 T0_MS = 1_800_000_000_000  # the wall clock at virtual time 0
 STEP = 0.01
-DIGEST_EVERY = 0.3
-SETTLE_MS = 1000
 RETRY_AFTER_S = 15.0
 
 Workload = Callable[[float], dict[str, tuple[float, float]]]
@@ -39,31 +41,27 @@ Workload = Callable[[float], dict[str, tuple[float, float]]]
 
 
 @dataclass
-class Peer:
+class SimPeer:
+    """One simulated fnlb process: a real Peer, its clock skew, and what it decided."""
+
     name: str
     skew_ms: float
-    local: LocalLoad
-    cluster: ClusterLoad
-    tracker: WidthTracker
-    router: Router
-    next_digest: float
-    last_cut: int = 0
+    peer: Peer = field(init=False)
     widths: dict[int, dict[str, int]] = field(default_factory=dict)  # tick -> widths
-    scale: ScaleSignal = field(default_factory=ScaleSignal)
     decisions: dict[int, ScaleDecision] = field(default_factory=dict)  # tick -> decision
-    epoch: int = -1
-    homes: dict[str, str] = field(default_factory=dict)
     placements: dict[int, dict[str, str]] = field(default_factory=dict)  # epoch -> homes
+    last_cut: int = 0
 
 
 @dataclass
 class _Call:
-    peer: Peer
+    peer: SimPeer
     fn: str
     exec_s: float
     order: list[str]
     at: int  # index in order
     first: str
+    started: float = 0.0  # the attempt's start on its peer's wall clock
 
 
 @dataclass
@@ -132,37 +130,73 @@ class RoutingSim:
         loss: float = 0.05,
         placed: bool = True,
     ) -> None:
-        """`placed`: the peers place the hottest functions' homes as fnlb.cluster.feed does
-        (the hot-set routing); False for plain rendezvous."""
+        """`placed`: the peers route with `--routing=hotset` (load-aware, placed homes);
+        False for `--routing=rendezvous`."""
         self.placed = placed
         self.rng = random.Random(seed)
         self.node_names = [f"10.0.0.{i + 1}:8080" for i in range(nodes)]
         self.index = {n: i for i, n in enumerate(self.node_names)}
         self.fleet = Fleet(nodes, pool or PoolConfig(), random.Random(seed + 1))
         self.view = NodeView(1, dict.fromkeys(self.node_names, "online"))
+        """The view every peer converges to (all nodes online), for assertions."""
         self.loss = loss
-        self.peers = [
-            Peer(
-                name=f"peer{k}",
-                skew_ms=self.rng.uniform(-5.0, 5.0),
-                local=LocalLoad(epoch=1),
-                cluster=ClusterLoad(),
-                tracker=WidthTracker(width_policy),
-                router=Router(router_policy, backoff=Backoff(), rng=random.Random(seed + 10 + k)),
-                next_digest=0.1 * k,
-            )
-            for k in range(peers)
-        ]
         self.now = 0.0
+        self.peers: list[SimPeer] = []
+        for k in range(peers):
+            p = SimPeer(f"peer{k}", self.rng.uniform(-5.0, 5.0))
+            p.peer = Peer(
+                p.name,
+                routing=self._routing(p, router_policy, seed + 10 + k),
+                clock_ms=self._clock_ms(p),
+                healthy=1,
+                unhealthy=2,
+                width_policy=width_policy,
+                epoch_ms=1,
+            )
+            self.peers.append(p)
+        names = [p.name for p in self.peers]
+        for p in self.peers:
+            p.peer.members_changed(names)
+        first = self.peers[0].peer
+        for node in self.node_names:
+            first.put_node(node, self.wall_ms(self.peers[0]))
+        self._settle()
         self.calls: dict[int, _Call] = {}
         self.next_id = 0
-        self.mail: list[tuple[float, int, Peer, str, str, bytes]] = []  # at, tie, to, from
+        self.mail: list[tuple[float, int, SimPeer, str, bytes]] = []  # at, tie, to, from
         self.tie = 0
         self.record = Record()
         self.direct: list[tuple[float, int, str, float]] = []  # calls sent to a node directly
 
-    def wall_ms(self, peer: Peer) -> int:
+    def _routing(self, p: SimPeer, policy: RouterPolicy | None, seed: int) -> RoutingPolicy:
+        if not self.placed:
+            return RendezvousPolicy()
+        router = Router(policy, backoff=Backoff(), rng=random.Random(seed))
+        return HotSetPolicy(router, lambda: self.wall_s(p))
+
+    def _clock_ms(self, p: SimPeer) -> Callable[[], int]:
+        return lambda: self.wall_ms(p)
+
+    def _settle(self) -> None:
+        """Before the clock starts: every node in every peer's set, checked up everywhere."""
+        for _ in range(4):
+            for p in self.peers:
+                for check in p.peer.take_checks():
+                    p.peer.health_checked(check.node, True, self.wall_ms(p))
+                for key, payload in p.peer.take_broadcasts():
+                    for q in self.peers:
+                        if q is not p:
+                            q.peer.notify_broadcast(p.name, key, payload)
+        assert all(p.peer.view.routable == self.view.routable for p in self.peers)
+
+    def wall_ms(self, peer: SimPeer) -> int:
         return round(T0_MS + self.now * 1000 + peer.skew_ms)
+
+    def wall_s(self, peer: SimPeer, at: float | None = None) -> float:
+        """`peer`'s wall clock in seconds at virtual time `at` (default: now): the Peer's
+        `now`, as production feeds it `time.time()`."""
+        t = self.now if at is None else at
+        return (T0_MS + t * 1000 + peer.skew_ms) / 1000.0
 
     def send_direct(self, at: float, node: int, fn: str, exec_s: float) -> None:
         """A call sent to `node` at `at` by someone else (no peer sees it): a node's hog."""
@@ -183,7 +217,7 @@ class RoutingSim:
             self.fleet.advance(now)
             for node, event in self.fleet.drain_events():
                 self._event(node, event)
-            self._gossip()
+            self._deliver()
             self._ticks()
 
     def _poisson(self, mean: float) -> int:
@@ -197,7 +231,7 @@ class RoutingSim:
 
     def _arrive(self, fn: str, exec_s: float) -> None:
         peer = self.peers[int(self.rng.random() * len(self.peers))]
-        order = list(peer.router.candidates(fn, self.view, self.wall_s(peer)))
+        order = list(peer.peer.candidates(fn, _path(fn)))
         self.record.calls += 1
         self.record.first_choice.append((self.now, peer.name, fn, order[0]))
         self.next_id += 1
@@ -207,8 +241,8 @@ class RoutingSim:
 
     def _attempt(self, call_id: int, call: _Call) -> None:
         node = call.order[call.at]
-        call.peer.local.call_started(call.fn, node, self.now)
-        call.peer.router.call_started(call.fn, node)
+        call.started = self.wall_s(call.peer)
+        call.peer.peer.attempt_started(call.fn, node, call.started)
         self.fleet.submit(self.index[node], call_id, call.fn, call.exec_s, self.now)
 
     def _event(self, node_index: int, event: object) -> None:
@@ -219,18 +253,21 @@ class RoutingSim:
             return  # a direct call
         call = self.calls[call_id]
         node = self.node_names[node_index]
-        peer = call.peer
-        at = event.at
+        p = call.peer
+        at = self.wall_s(p, event.at)
         if isinstance(event, CallFinished):
             del self.calls[call_id]
-            peer.local.call_finished(call.fn, node, 200, event.waited_s, None, at)
-            peer.router.call_finished(call.fn, node, 200, event.waited_s, self.wall_s(peer, at))
+            answer_s = max(0.0, at - call.started)
+            p.peer.attempt_finished(
+                Attempt(call.fn, node, _path(call.fn), 200, at, event.waited_s, None, answer_s, at)
+            )
             self.record.done += 1
             self.record.cold += event.cold
             self.record.waits.append(event.waited_s)
             return
-        peer.local.call_finished(call.fn, node, 503, None, None, at)
-        peer.router.call_finished(call.fn, node, 503, None, self.wall_s(peer, at), RETRY_AFTER_S)
+        p.peer.attempt_finished(
+            Attempt(call.fn, node, _path(call.fn), 503, at, None, RETRY_AFTER_S)
+        )
         self.record.busy_503 += 1
         call.at += 1
         if call.at < len(call.order):
@@ -239,7 +276,7 @@ class RoutingSim:
             del self.calls[call_id]
             self.record.failed += 1
 
-    def _post(self, sender: Peer, kind: str, data: bytes) -> None:
+    def _post(self, sender: SimPeer, data: bytes) -> None:
         for q in self.peers:
             if q is sender:
                 continue
@@ -247,56 +284,36 @@ class RoutingSim:
                 if self.rng.random() > self.loss:
                     self.tie += 1
                     at = self.now + 0.2 * attempt + self.rng.uniform(0.05, 0.4)
-                    heapq.heappush(self.mail, (at, self.tie, q, sender.name, kind, data))
+                    heapq.heappush(self.mail, (at, self.tie, q, sender.name, data))
                     break
 
-    def _gossip(self) -> None:
-        now = self.now
-        for p in self.peers:
-            if p.next_digest <= now:
-                p.next_digest += DIGEST_EVERY
-                data = p.local.digest(now, stamp_ms=self.wall_ms(p))
-                p.cluster.merge(p.name, data, now)
-                self._post(p, "l", data)
-            updates = p.router.backoff.take_updates()
-            if updates:
-                for message in pack_entries(updates):
-                    self._post(p, "b", message)
-        while self.mail and self.mail[0][0] <= now:
-            _at, _t, q, sender, kind, data = heapq.heappop(self.mail)
-            if kind == "l":
-                q.cluster.merge(sender, data, now)
-            else:
-                q.router.backoff.merge(decode_entries(data), self.wall_s(q))
-
-    def wall_s(self, peer: Peer, at: float | None = None) -> float:
-        """`peer`'s wall clock in seconds at virtual time `at` (default: now): the router's
-        `now`, as the proxy feeds it `time.time()`."""
-        t = self.now if at is None else at
-        return (T0_MS + t * 1000 + peer.skew_ms) / 1000.0
+    def _deliver(self) -> None:
+        while self.mail and self.mail[0][0] <= self.now:
+            _at, _t, q, sender, data = heapq.heappop(self.mail)
+            q.peer.notify_broadcast(sender, b"", data)
 
     def _ticks(self) -> None:
-        """Each peer's 1 s timer: settled width inputs at the aligned cut, shared figures."""
-        policy_tick = self.peers[0].tracker.policy.tick_ms
+        """Each peer's pump: `Peer.tick`, its checks answered, its gossip posted; and what
+        its control loop decided at each new cut, recorded."""
         for p in self.peers:
-            cut = aligned_cut(self.wall_ms(p), SETTLE_MS, policy_tick)
+            peer = p.peer
+            peer.tick(self.wall_s(p))
+            for check in peer.take_checks():
+                peer.health_checked(check.node, True, self.wall_ms(p))
+            for _key, payload in (*peer.take_direct(), *peer.take_broadcasts()):
+                self._post(p, payload)
+            control = peer.control
+            cut = control.cut
             if cut <= p.last_cut:
                 continue
             p.last_cut = cut
-            table = p.cluster.width_table(64, self.now, settled_ms=cut)
-            p.tracker.update(cut, table, len(self.view.routable))
-            others = {
-                n: max(0, p.cluster.node_load(n, self.now).in_flight - p.local.node_in_flight(n))
-                for n in self.node_names
-            }
-            if self.placed and cut // EPOCH_MS != p.epoch:  # as fnlb.cluster.feed places homes
-                p.epoch = cut // EPOCH_MS
-                p.homes = place({k: w.rate for k, w in table.items()}, self.view.candidates)
-                p.placements[p.epoch] = dict(p.homes)
-            p.router.update(widths=p.tracker.widths, peers_in_flight=others, homes=p.homes)
-            p.widths[cut // policy_tick] = dict(p.tracker.widths)
-            total = p.cluster.summary(self.now, hot=0, settled_ms=cut).in_flight
-            needed = containers_needed(((w.rate, w.in_flight) for w in table.values()), total)
-            slots = p.tracker.policy.slots_per_node
-            decision = p.scale.update(cut, needed, len(self.view.routable), slots)
-            p.decisions[cut // policy_tick] = decision
+            tick_ms = control.widths.policy.tick_ms
+            p.widths[cut // tick_ms] = dict(control.widths.widths)
+            if control.decision is not None:
+                p.decisions[cut // tick_ms] = control.decision
+            if self.placed:
+                p.placements[cut // EPOCH_MS] = dict(control.homes)
+
+
+def _path(fn: str) -> str:
+    return f"/r/app/{fn}"
