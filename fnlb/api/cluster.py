@@ -19,7 +19,7 @@ from aiohttp import web
 
 from fnlb.api.jsonio import json_error, json_response
 from fnlb.errors import RemoteProtocolError
-from fnlb.health.node_metrics import NodeMetrics
+from fnlb.payloads.node_metrics import NodeMetrics
 from fnlb.peer.core import Peer
 from fnlb.shell.cluster import ClusterService
 

@@ -55,7 +55,8 @@ from typing import Final
 
 import msgpack
 
-from fnlb.cluster.load_digest import (
+from fnlb.errors import LocalProtocolError
+from fnlb.payloads.load_digest import (
     GOSSIP_BUDGET_BYTES,
     ZERO_ROW,
     Digest,
@@ -64,7 +65,6 @@ from fnlb.cluster.load_digest import (
     encode_digest,
     quantise,
 )
-from fnlb.errors import LocalProtocolError
 
 BUSY_STATUS: Final = 503
 """The status an Fn server answers with when it has no room for a call."""

@@ -19,7 +19,7 @@ from typing import Final, Protocol
 
 from fnlb.cluster.load import ClusterLoad, LocalLoad
 from fnlb.cluster.view import NodeView
-from fnlb.health.node_metrics import NodeMetrics
+from fnlb.payloads.node_metrics import NodeMetrics
 from fnlb.routing.hotset import WidthTracker, aligned_cut
 from fnlb.routing.placement import EPOCH_MS, place
 from fnlb.routing.router import NodeCapacity, Router

@@ -31,19 +31,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import msgpack
-
 from fnlb.cluster.hlc import HybridClock
 from fnlb.cluster.load import ClusterLoad, LocalLoad
 from fnlb.cluster.nodeset import Entry, NodeSet
 from fnlb.cluster.state import ClusterState
 from fnlb.cluster.view import NodeView
 from fnlb.errors import RemoteProtocolError
-from fnlb.health.node_metrics import NodeMetrics
 from fnlb.health.verdict import NodeHealth
+from fnlb.payloads.backoff import pack_entries
+from fnlb.payloads.node_metrics import NodeMetrics
+from fnlb.payloads.node_set import node_set_message
 from fnlb.peer.control_loop import TICK_S, ControlLoop
 from fnlb.routing.attempt import Attempt
-from fnlb.routing.backoff import pack_entries
 from fnlb.routing.hotset import WidthPolicy, WidthTracker
 from fnlb.routing.policy import RoutingPolicy
 from fnlb.routing.scale import ScaleDecision
@@ -75,7 +74,7 @@ class NodeChange:
     @property
     def hold(self) -> bytes:
         """The payload of `POST /1/lb/cluster/hold` carrying this change."""
-        return _pack(["n", [list(e.to_wire()) for e in self.entries]])
+        return node_set_message(e.to_wire() for e in self.entries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,8 +377,3 @@ class Peer:
             self._checks.append(Check(node, False))
         for node in sorted(removed):
             log.info("node removed", extra={"node": node})
-
-
-def _pack(value: object) -> bytes:
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
-    return packed

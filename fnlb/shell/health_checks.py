@@ -23,7 +23,7 @@ import time
 import aiohttp
 
 from fnlb.config import Settings, parse_semver
-from fnlb.health.node_metrics import parse_fn_metrics
+from fnlb.health.fn_metrics import parse_fn_metrics
 from fnlb.peer.core import Check, Peer
 
 log = logging.getLogger("fnlb.health")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from fnlb.fnsim import FnSimOptions, start_nodes
-from fnlb.health.node_metrics import NodeMetrics
+from fnlb.payloads.node_metrics import NodeMetrics
 from fnlb.peer.control_loop import METRICS_STALE_MS, capacities, node_capacity
 from tests.support import running_balancer, wait_for
 

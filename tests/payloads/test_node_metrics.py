@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from fnlb.health.node_metrics import NodeMetrics, metrics_from_wire, parse_fn_metrics
+from fnlb.health.fn_metrics import parse_fn_metrics
+from fnlb.payloads.node_metrics import NodeMetrics, metrics_from_wire
 
 PAGE = """# HELP fn_queued calls waiting
 # TYPE fn_queued gauge

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fnlb.cluster.load_digest import (
+from fnlb.errors import LocalProtocolError, RemoteProtocolError
+from fnlb.payloads.load_digest import (
     BAD_FIELD,
     BAD_SHAPE,
     BAD_VERSION,
@@ -26,7 +27,6 @@ from fnlb.cluster.load_digest import (
     function_total,
     quantise,
 )
-from fnlb.errors import LocalProtocolError, RemoteProtocolError
 
 FunctionRows = list[tuple[str, list[tuple[str, Row]]]]
 
@@ -364,7 +364,7 @@ def test_any_content_encodes_within_budget_and_decodes_to_what_was_given(
 def test_the_encoder_never_lists_more_than_the_decoder_accepts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import fnlb.cluster.load_digest as codec
+    import fnlb.payloads.load_digest as codec
 
     monkeypatch.setattr(codec, "MAX_FUNCTIONS", 50)
     monkeypatch.setattr(codec, "MAX_NODES", 10)

@@ -9,8 +9,9 @@ then falls back to call counts. Pure: text in, figures out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
+
+from fnlb.payloads.node_metrics import NodeMetrics
 
 NAMES: Final = (
     "fn_queued",
@@ -20,27 +21,6 @@ NAMES: Final = (
     "fn_server_busy",
 )
 MAX_TEXT: Final = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class NodeMetrics:
-    """One reading of one node; `at_ms` is the reader's wall clock (newest reading wins)."""
-
-    queued: float
-    running: float
-    mem_used: float
-    mem_avail: float
-    busy: float
-    at_ms: int
-
-    @property
-    def mem_fraction(self) -> float:
-        """Share of the node's container memory in use, 0..1 (0 when it reports none)."""
-        total = self.mem_used + self.mem_avail
-        return self.mem_used / total if total > 0 else 0.0
-
-    def to_wire(self) -> list[float | int]:
-        return [self.queued, self.running, self.mem_used, self.mem_avail, self.busy, self.at_ms]
 
 
 def parse_fn_metrics(text: str, at_ms: int) -> NodeMetrics | None:
@@ -73,16 +53,3 @@ def parse_fn_metrics(text: str, at_ms: int) -> NodeMetrics | None:
         values["fn_server_busy"],
         at_ms,
     )
-
-
-def metrics_from_wire(data: object) -> NodeMetrics | None:
-    """A reading a peer sent; None when malformed (the caller counts the drop)."""
-    if not isinstance(data, list) or len(data) != 6:
-        return None
-    *figures, at_ms = data
-    if not isinstance(at_ms, int) or at_ms < 0:
-        return None
-    if not all(isinstance(v, int | float) and 0 <= v < 1e18 for v in figures):
-        return None
-    q, r, used, avail, busy = (float(v) for v in figures)
-    return NodeMetrics(q, r, used, avail, busy, at_ms)
