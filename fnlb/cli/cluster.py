@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from fnlb.mgmt_client import PeerError, call
+from fnlb.cli.mgmt_client import PeerError, call
 
 DEFAULT_MGMT = "http://127.0.0.1:8081"
 

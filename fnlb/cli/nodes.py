@@ -14,8 +14,8 @@ import sys
 
 import aiohttp
 
+from fnlb.cli.mgmt_client import PeerError, call
 from fnlb.config import parse_node_address
-from fnlb.mgmt_client import PeerError, call
 
 DEFAULT_MGMT = "http://127.0.0.1:8081"
 

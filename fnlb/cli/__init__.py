@@ -18,13 +18,13 @@ from fnlb import __version__
 #: subcommand -> (module, one-line description). Each module has
 #: `add_arguments(parser)` and `run(args) -> int`.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("fnlb.serve_cli", "run the load balancer (the default; original fnlb flags)"),
-    "demo": ("fnlb.demo", "start emulated Fn nodes and fnlb on loopback and show calls routed"),
-    "fnsim": ("fnlb.fnsim.cli", "run emulated Fn servers (hot/cold containers, memory, 503 busy)"),
-    "keygen": ("fnlb.keygen", "make a gossip encryption key (base64) or a keyring file"),
-    "keys": ("fnlb.keys_cli", "rotate gossip keys on running peers: install, use, remove, list"),
-    "nodes": ("fnlb.nodes_cli", "add, remove or list Fn nodes on a running fnlb"),
-    "cluster": ("fnlb.cluster_cli", "cluster status: peers, nodes, verdicts, agreement"),
+    "serve": ("fnlb.cli.serve", "run the load balancer (the default; original fnlb flags)"),
+    "demo": ("fnlb.cli.demo", "start emulated Fn nodes and fnlb on loopback and show calls routed"),
+    "fnsim": ("fnlb.cli.fnsim", "run emulated Fn servers (hot/cold containers, memory, 503 busy)"),
+    "keygen": ("fnlb.cli.keygen", "make a gossip encryption key (base64) or a keyring file"),
+    "keys": ("fnlb.cli.keys", "rotate gossip keys on running peers: install, use, remove, list"),
+    "nodes": ("fnlb.cli.nodes", "add, remove or list Fn nodes on a running fnlb"),
+    "cluster": ("fnlb.cli.cluster", "cluster status: peers, nodes, verdicts, agreement"),
 }
 
 

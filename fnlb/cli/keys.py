@@ -36,8 +36,8 @@ from typing import Any, TextIO
 
 import aiohttp
 
+from fnlb.cli.mgmt_client import PeerError, call
 from fnlb.gossip.keyring_file import decode_key
-from fnlb.mgmt_client import PeerError, call
 
 #: action -> (HTTP method, path under the management URL)
 ROUTES: dict[str, tuple[str, str]] = {
