@@ -38,10 +38,12 @@ import msgpack
 from fnlb.cluster.hlc import HybridClock, Timestamp
 from fnlb.cluster.nodeset import NodeSet
 from fnlb.config import DEFAULT_GOSSIP_PORT, Settings, node_list, parse_listen
-from fnlb.errors import FnlbError
+from fnlb.errors import ConfigError, FnlbError
+from fnlb.gossip.delegate import GossipDelegate
+from fnlb.gossip.keyring_file import keyring_from_settings
 from fnlb.gossip.member import EventKind, MemberEvent, MemberInfo
 from fnlb.gossip.messages import MemberState
-from fnlb.gossip.runtime import GossipRuntime
+from fnlb.gossip.runtime import PROFILES, GossipRuntime
 from fnlb.peer.core import NodeChange, Peer
 from fnlb.shell.persist import StateDir
 
@@ -67,6 +69,30 @@ def peer_name(settings: Settings) -> str:
     )
     suffix = str(port) if port else f"0-{secrets.token_hex(3)}"
     return f"{socket.gethostname()}:{suffix}"
+
+
+def gossip_runtime(
+    settings: Settings, delegate: GossipDelegate | None = None, meta: bytes = b""
+) -> GossipRuntime:
+    """The runtime `fnlb serve` runs in cluster mode; ConfigError for unusable settings."""
+    s = settings
+    keyring = keyring_from_settings(s.gossip_key, s.gossip_keyring_file, insecure=s.gossip_insecure)
+    try:
+        profile = PROFILES[s.gossip_profile]()
+    except KeyError:
+        raise ConfigError(f"-gossip-profile: {s.gossip_profile!r} is not known") from None
+    return GossipRuntime(
+        listen=s.gossip_listen or f":{DEFAULT_GOSSIP_PORT}",
+        profile=profile,
+        keyring=keyring,
+        join=s.join,
+        advertise=s.advertise,
+        node_name=s.node_name,
+        cluster_name=s.cluster_name,
+        keyring_file=s.gossip_keyring_file,
+        delegate=delegate,
+        meta=meta,
+    )
 
 
 class NotHeld(FnlbError):
@@ -216,7 +242,7 @@ class ClusterService:
             join=tuple(dict.fromkeys((*self.settings.join, *self.known_peers))),
         )
         meta = msgpack.packb({"m": mgmt_port}, use_bin_type=True)
-        self.runtime = GossipRuntime.from_settings(settings, delegate=self.peer, meta=meta)
+        self.runtime = gossip_runtime(settings, delegate=self.peer, meta=meta)
         self.runtime.add_listener(self._on_member)
         await self.runtime.start()
         self._refresh_alive()
