@@ -37,7 +37,7 @@ from fnlb.gossip.profile import GossipProfile
 from fnlb.gossip.sim import NetworkModel, Simulation
 from fnlb.peer.core import DIGEST_S, Peer
 from fnlb.routing.attempt import Attempt
-from fnlb.routing.policy import RendezvousPolicy
+from fnlb.routing.policies import RendezvousPolicy
 
 T0 = 1_700_000_000.0
 LOAD_S = 0.3

@@ -12,7 +12,7 @@ each under five configurations:
   a server is skipped while its requests in flight at that balancer reach
   ceil((all in flight + 1) x 1.25 / servers);
 - `classic`: `fnlb.routing.classic.ClassicRouter`, one per balancer (the original fnlb);
-- `fnlb`: `fnlb.routing.router.Router` with its default policy and one shared view, i.e. what
+- `fnlb`: `fnlb.routing.load_router.Router` with its default policy and one shared view, i.e. what
   the peers of a converged cluster compute alike; load-based widths are left out (they only
   act in bursts, and `bench/routing` measures them);
 - `pooled`: one node holding all five nodes' memory, no balancer: Fn's own cache unsplit.
@@ -51,10 +51,10 @@ from fnlb.cluster.view import NodeView
 from fnlb.fnsim.fleet import Fleet
 from fnlb.fnsim.model import CallFinished, CallRejected, PoolConfig
 from fnlb.routing.classic import ClassicRouter
-from fnlb.routing.hotset import aligned_cut
+from fnlb.routing.load_router import Router, RouterPolicy
 from fnlb.routing.placement import EPOCH_MS, place
 from fnlb.routing.rendezvous import hash64
-from fnlb.routing.router import Router, RouterPolicy
+from fnlb.routing.widths import aligned_cut
 
 BALANCERS = 3
 NODES = [f"127.0.1.{i + 1}:18080" for i in range(5)]

@@ -29,8 +29,8 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fnlb.fnsim.model import PoolConfig
-from fnlb.routing.hotset import WidthPolicy
-from fnlb.routing.router import RouterPolicy
+from fnlb.routing.load_router import RouterPolicy
+from fnlb.routing.widths import WidthPolicy
 from fnlb.sim.routing import RoutingSim, Workload, zipf_workload
 
 Policies = tuple[WidthPolicy, RouterPolicy]

@@ -41,7 +41,7 @@ from fnlb.config import Settings, node_list, parse_listen
 from fnlb.gossip.runtime import GossipRuntime
 from fnlb.peer.core import LONE_NAME, Peer
 from fnlb.proxy.handler import Proxy, UpstreamRequest, expect_handled_by_proxy
-from fnlb.routing.policy import make_policy
+from fnlb.routing.policies import make_policy
 from fnlb.shell.cluster import ClusterService, Restored, now_ms, peer_name, restore
 from fnlb.shell.health_checks import HealthChecker
 from fnlb.shell.pump import Pump

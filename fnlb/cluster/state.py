@@ -44,8 +44,8 @@ from fnlb.payloads.node_set import held_entries, node_set_message
 from fnlb.payloads.verdict import check_verdict, stamp_wall_ms, verdict_message
 from fnlb.payloads.verdict import verdict_stamp as stamp_int
 from fnlb.routing.backoff import Backoff
-from fnlb.routing.hotset import aligned_cut
 from fnlb.routing.rendezvous import hash64, score
+from fnlb.routing.widths import aligned_cut
 
 
 def verdict_stamp(ts: Timestamp) -> int:

@@ -20,10 +20,10 @@ from typing import Final, Protocol
 from fnlb.cluster.load import ClusterLoad, LocalLoad
 from fnlb.cluster.view import NodeView
 from fnlb.payloads.node_metrics import NodeMetrics
-from fnlb.routing.hotset import WidthTracker, aligned_cut
+from fnlb.routing.load_router import NodeCapacity, Router
 from fnlb.routing.placement import EPOCH_MS, place
-from fnlb.routing.router import NodeCapacity, Router
-from fnlb.routing.scale import ScaleDecision, ScaleSignal, containers_needed
+from fnlb.routing.scale_signal import ScaleDecision, ScaleSignal, containers_needed
+from fnlb.routing.widths import WidthTracker, aligned_cut
 
 TICK_S: Final = 1.0
 DIGEST_S: Final = 0.3

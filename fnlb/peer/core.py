@@ -43,9 +43,9 @@ from fnlb.payloads.node_metrics import NodeMetrics
 from fnlb.payloads.node_set import node_set_message
 from fnlb.peer.control_loop import TICK_S, ControlLoop
 from fnlb.routing.attempt import Attempt
-from fnlb.routing.hotset import WidthPolicy, WidthTracker
-from fnlb.routing.policy import RoutingPolicy
-from fnlb.routing.scale import ScaleDecision
+from fnlb.routing.policies import RoutingPolicy
+from fnlb.routing.scale_signal import ScaleDecision
+from fnlb.routing.widths import WidthPolicy, WidthTracker
 
 log = logging.getLogger("fnlb.peer")
 

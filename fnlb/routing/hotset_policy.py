@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from fnlb.routing.attempt import Attempt
-from fnlb.routing.router import CandidateSource, Router
+from fnlb.routing.load_router import CandidateSource, Router
 
 __all__ = ["HotSetPolicy"]
 

@@ -26,7 +26,7 @@ from fnlb.gossip.messages import MemberState
 from fnlb.gossip.profile import GossipProfile
 from fnlb.gossip.sim import NetworkModel, Simulation
 from fnlb.peer.core import Peer
-from fnlb.routing.policy import RendezvousPolicy
+from fnlb.routing.policies import RendezvousPolicy
 
 T0_MS: Final = 1_800_000_000_000
 PUMP_S: Final = 0.05

@@ -25,12 +25,12 @@ from fnlb.fnsim.model import CallFinished, CallRejected, PoolConfig
 from fnlb.peer.core import Peer
 from fnlb.routing.attempt import Attempt
 from fnlb.routing.backoff import Backoff
-from fnlb.routing.hotset import WidthPolicy
 from fnlb.routing.hotset_policy import HotSetPolicy
+from fnlb.routing.load_router import Router, RouterPolicy
 from fnlb.routing.placement import EPOCH_MS
-from fnlb.routing.policy import RendezvousPolicy, RoutingPolicy
-from fnlb.routing.router import Router, RouterPolicy
-from fnlb.routing.scale import ScaleDecision
+from fnlb.routing.policies import RendezvousPolicy, RoutingPolicy
+from fnlb.routing.scale_signal import ScaleDecision
+from fnlb.routing.widths import WidthPolicy
 
 T0_MS = 1_800_000_000_000  # the wall clock at virtual time 0
 STEP = 0.01

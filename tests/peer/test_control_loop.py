@@ -83,8 +83,8 @@ def test_homes_are_placed_at_aligned_epochs_and_when_the_nodes_change() -> None:
     from fnlb.cluster.load import ClusterLoad, LocalLoad
     from fnlb.cluster.view import NodeView
     from fnlb.peer.control_loop import ControlLoop
+    from fnlb.routing.load_router import Router
     from fnlb.routing.placement import EPOCH_MS
-    from fnlb.routing.router import Router
 
     nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
     current = [NodeView(1, dict.fromkeys(nodes, "online"))]
@@ -131,8 +131,8 @@ def test_a_peer_started_mid_epoch_places_homes_once_it_knows_the_load() -> None:
     from fnlb.cluster.load import ClusterLoad, LocalLoad
     from fnlb.cluster.view import NodeView
     from fnlb.peer.control_loop import ControlLoop
+    from fnlb.routing.load_router import Router
     from fnlb.routing.placement import EPOCH_MS
-    from fnlb.routing.router import Router
 
     nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
     view = NodeView(1, dict.fromkeys(nodes, "online"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fnlb.cluster.view import NodeView
 from fnlb.routing.attempt import Attempt
 from fnlb.routing.hotset_policy import HotSetPolicy
-from fnlb.routing.router import Router
+from fnlb.routing.load_router import Router
 
 NODES = [f"10.0.0.{i}:8080" for i in range(1, 6)]
 

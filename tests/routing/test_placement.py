@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fnlb.cluster.view import NodeView
+from fnlb.routing.load_router import Router
 from fnlb.routing.placement import HOT_HOMES, container_demand, place
-from fnlb.routing.router import Router
 
 NODES = [f"10.0.0.{i}:8080" for i in range(1, 6)]
 T = 1_800_000_000.0

@@ -8,7 +8,7 @@ from itertools import pairwise
 import pytest
 
 from fnlb.errors import LocalProtocolError
-from fnlb.routing.scale import ScaleDecision, ScalePolicy, ScaleSignal, containers_needed
+from fnlb.routing.scale_signal import ScaleDecision, ScalePolicy, ScaleSignal, containers_needed
 from fnlb.sim.routing import RoutingSim
 
 SLOTS = 8  # containers per node; planned at 70 %: 5.6 per node

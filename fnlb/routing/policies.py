@@ -2,7 +2,7 @@
 
 - `rendezvous`: every function's own rendezvous order over the routable nodes (its home first,
   then the next nodes for spill and retry). Identical on every peer with the same view.
-- `hotset`: load-aware (fnlb.routing.router, docs/routing.md): each function spreads over as
+- `hotset`: load-aware (fnlb.routing.load_router, docs/routing.md): each function spreads over as
   many nodes of its rendezvous order as its cluster-wide load needs, the choice within that
   hot set weighs in-flight calls with a bounded-load cap, and busy nodes are avoided a while
   (shared by gossip). Opt-in until bench/routing measures it against the others.
@@ -23,7 +23,7 @@ from typing import Protocol
 from fnlb.routing.attempt import NO_ANSWER, Attempt
 from fnlb.routing.classic import ClassicRouter, RandomSource
 from fnlb.routing.hotset_policy import HotSetPolicy
-from fnlb.routing.router import Router, RouterPolicy
+from fnlb.routing.load_router import Router, RouterPolicy
 
 
 class NodeView(Protocol):

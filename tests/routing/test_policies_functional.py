@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from fnlb.routing.classic import ClassicRouter
-from fnlb.routing.policy import make_policy
+from fnlb.routing.policies import make_policy
 from tests.support import Backend, running_balancer, wait_for
 
 

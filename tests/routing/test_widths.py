@@ -8,7 +8,7 @@ import pytest
 
 from fnlb.cluster.load import COLD, COUNT_GRID, RATE_GRID, WidthInputs, grid_level
 from fnlb.errors import LocalProtocolError
-from fnlb.routing.hotset import WidthPolicy, WidthTracker, aligned_cut, base_width
+from fnlb.routing.widths import WidthPolicy, WidthTracker, aligned_cut, base_width
 from fnlb.sim.routing import RoutingSim
 
 

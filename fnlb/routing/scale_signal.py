@@ -31,7 +31,7 @@ Decisions, from the demand `D_s` (stable) and `D_p` (panic), `current` nodes, to
   capacity through any lull shorter than five minutes.
 - **hold** otherwise: desired = current.
 
-Every peer feeds the same cuts and reads them settled (see fnlb.routing.hotset), so the inputs,
+Every peer feeds the same cuts and reads them settled (see fnlb.routing.widths), so the inputs,
 hence the whole state, are identical on every peer; `ScaleDecision.as_dict()` is what
 `/1/lb/cluster` and `fnlb cluster status` show, and the Prometheus gauges export.
 """

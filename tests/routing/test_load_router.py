@@ -11,7 +11,7 @@ from fnlb.cluster.view import NodeView
 from fnlb.errors import LocalProtocolError
 from fnlb.fnsim.model import PoolConfig
 from fnlb.routing.backoff import Backoff
-from fnlb.routing.router import NodeCapacity, Router, RouterPolicy
+from fnlb.routing.load_router import NodeCapacity, Router, RouterPolicy
 from fnlb.sim.routing import RoutingSim, zipf_workload
 
 NODES = [f"10.0.0.{i}:8080" for i in range(1, 11)]

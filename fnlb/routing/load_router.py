@@ -10,7 +10,7 @@ Per call of function `key`, given the current node view (rendezvous order over t
 nodes, memoised per view) and the shared figures last pushed by the cluster layer:
 
 1. **Hot set.** The first w(key) nodes of the key's rendezvous order, w from
-   `fnlb.routing.hotset` (equal on every peer), capped by the routable nodes; for the hottest
+   `fnlb.routing.widths` (equal on every peer), capped by the routable nodes; for the hottest
    functions the placed home (`fnlb.routing.placement`) is moved to the front of that order.
    Every peer holding the same view, widths and homes agrees on the hot set.
 2. **Choice within it.** Each node's load is this peer's exact calls in flight to it plus the
