@@ -24,7 +24,8 @@ from fnlb.peer.core import Peer
 from fnlb.shell.cluster import ClusterService
 
 NOT_CLUSTERED = "not in cluster mode: start fnlb with --join or --gossip-listen"
-HOT_FUNCTIONS = 10
+REPORTED_HOT_FUNCTIONS = 10
+"""How many of the busiest functions `/1/lb/cluster` lists."""
 MAX_HOLD_BYTES = 1 << 20
 
 
@@ -111,7 +112,7 @@ def hot_functions(peer: Peer) -> list[dict[str, Any]]:
     now = time.time()
     load = peer.load
     out = []
-    for fn, rate in load.hot_functions(HOT_FUNCTIONS, now):
+    for fn, rate in load.hot_functions(REPORTED_HOT_FUNCTIONS, now):
         f = load.function_load(fn, now)
         out.append(
             {

@@ -21,9 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from fnlb.cli.mgmt_client import PeerError, call
-
-DEFAULT_MGMT = "http://127.0.0.1:8081"
+from fnlb.cli.mgmt_client import DEFAULT_MGMT, PeerError, call
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,6 +11,9 @@ from typing import Any
 
 import aiohttp
 
+DEFAULT_MGMT = "http://127.0.0.1:8081"
+"""Where the tools find fnlb's management API unless told (the original's default port)."""
+
 
 class PeerError(Exception):
     """One peer refused or could not be reached; the message says which and why."""

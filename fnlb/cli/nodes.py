@@ -14,10 +14,8 @@ import sys
 
 import aiohttp
 
-from fnlb.cli.mgmt_client import PeerError, call
+from fnlb.cli.mgmt_client import DEFAULT_MGMT, PeerError, call
 from fnlb.config import parse_node_address
-
-DEFAULT_MGMT = "http://127.0.0.1:8081"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -65,8 +65,8 @@ from fnlb.payloads.load_digest import (
     encode_digest,
     quantise,
 )
+from fnlb.routing.attempt import BUSY
 
-BUSY_STATUS: Final = 503
 """The status an Fn server answers with when it has no room for a call."""
 
 _REBASE_SOFT = 50.0  # in time constants: sweep moves the landmark past this
@@ -306,7 +306,7 @@ class LocalLoad:
         rec.in_flight -= 1
         rec.last = now
         nrec.in_flight -= 1
-        if status == BUSY_STATUS:
+        if status == BUSY:
             e = exp(x)
             cell.g_busy += e
             nrec.g_busy += e

@@ -26,7 +26,6 @@ from fnlb.routing.scale_signal import ScaleDecision, ScaleSignal, containers_nee
 from fnlb.routing.widths import WidthTracker, aligned_cut
 
 TICK_S: Final = 1.0
-DIGEST_S: Final = 0.3
 HOT_FUNCTIONS: Final = 256
 SLOTS_PER_NODE: Final = 8
 """Containers an Fn node holds (1024 MB / 128 MB, Fn's defaults); the unit of capacity."""

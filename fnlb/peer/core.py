@@ -59,6 +59,12 @@ lost) and then stays silent until it has calls again: the others' copy of its la
 stale after 5 s, which reads as idle too. Idle digests sent on, even every 2 s to every peer,
 made an idle cluster's gossip grow with N instead of staying flat as SWIM's does."""
 SWEEP_LIMIT: Final = 1000
+PUMP_S: Final = 0.05
+"""How often a Peer's shell (or a simulator) pumps it: `tick`, then its outputs drained.
+Inputs that arrive between two pumps (gossip merges, API writes, failed connections) are
+acted on within this."""
+CONFIRM_GAP_S: Final = 0.1
+"""Seconds between the quick re-checks that confirm a suspected node (`Check.confirm`)."""
 LONE_NAME: Final = "self"
 """The name of a lone fnlb's only peer (it never travels)."""
 

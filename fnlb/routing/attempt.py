@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
+BUSY: Final = 503
+"""Fn's "server too busy" (sent with Retry-After before the call runs): the call may move on."""
 NO_ANSWER: Final = 0
 """`Attempt.status` when no answer came: no connection, a connection that died, a client
 that went away."""

@@ -52,6 +52,7 @@ from types import MappingProxyType
 from typing import Final, Literal, Protocol
 
 from fnlb.errors import LocalProtocolError
+from fnlb.routing.attempt import BUSY
 from fnlb.routing.backoff import Backoff
 
 __all__ = [
@@ -62,8 +63,6 @@ __all__ = [
     "RouterPolicy",
     "SharedFigures",
 ]
-
-BUSY_STATUS: Final = 503
 
 
 class CandidateSource(Protocol):
@@ -423,7 +422,7 @@ class Router:
             self._local.pop(node, None)
         if self._local_total > 0:
             self._local_total -= 1
-        if status == BUSY_STATUS:
+        if status == BUSY:
             self.backoff.busy(key, node, now, retry_after_s)
         elif 0 < status < 500:
             self.backoff.finished(key, node, wait_s, now, answer_s)

@@ -24,14 +24,13 @@ import aiohttp
 
 from fnlb.config import Settings, parse_semver
 from fnlb.health.fn_metrics import parse_fn_metrics
-from fnlb.peer.core import Check, Peer
+from fnlb.peer.core import CONFIRM_GAP_S, Check, Peer
 
 log = logging.getLogger("fnlb.health")
 
 MAX_METRICS_BYTES = 1 << 20
 """A node's /metrics page larger than this is ignored (an Fn page is a few KiB)."""
 
-CONFIRM_GAP_S = 0.1
 """Seconds between the quick re-checks that confirm a suspected node."""
 
 

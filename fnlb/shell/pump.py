@@ -11,15 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Final
 
-from fnlb.peer.core import Peer
+from fnlb.peer.core import PUMP_S, Peer
 from fnlb.shell.cluster import ClusterService
 from fnlb.shell.health_checks import HealthChecker
 
 log = logging.getLogger("fnlb.pump")
-
-PUMP_S: Final = 0.05
 
 
 class Pump:

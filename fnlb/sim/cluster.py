@@ -25,12 +25,10 @@ from fnlb.cluster.nodeset import NodeSet
 from fnlb.gossip.messages import MemberState
 from fnlb.gossip.profile import GossipProfile
 from fnlb.gossip.sim import NetworkModel, Simulation
-from fnlb.peer.core import Peer
+from fnlb.peer.core import CONFIRM_GAP_S, PUMP_S, Peer
 from fnlb.routing.policies import RendezvousPolicy
+from fnlb.sim import T0_MS
 
-T0_MS: Final = 1_800_000_000_000
-PUMP_S: Final = 0.05
-CONFIRM_GAP_S: Final = 0.1
 CHECK_S: Final = 0.005
 """How long a health check of a simulated node takes."""
 _LIVE = (MemberState.ALIVE, MemberState.SUSPECT)

@@ -31,8 +31,8 @@ from fnlb.routing.placement import EPOCH_MS
 from fnlb.routing.policies import RendezvousPolicy, RoutingPolicy
 from fnlb.routing.scale_signal import ScaleDecision
 from fnlb.routing.widths import WidthPolicy
+from fnlb.sim import T0_MS
 
-T0_MS = 1_800_000_000_000  # the wall clock at virtual time 0
 STEP = 0.01
 RETRY_AFTER_S = 15.0
 
