@@ -206,8 +206,8 @@ class Balancer:
         """The traffic listener: aiohttp's low-level server, every request to `handler`.
 
         Every path goes to the proxy, so an `Application` would only add cost per call: a
-        router lookup, a match-info object, middleware and signal checks: ~30k of the ~700k
-        CPU instructions of a proxied call (callgrind).
+        router lookup, a match-info object, middleware and signal checks (docs/benchmarks.md,
+        "Figures behind design choices", has the instruction counts).
         """
         loop = asyncio.get_running_loop()
 

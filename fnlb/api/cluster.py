@@ -4,9 +4,9 @@
 cluster verdict, whether this peer routes to it, each peer's verdict, the latest /metrics
 reading), hot functions, the view's version and checksum (equal checksums on all peers: they
 agree on members, nodes and health, what every routing reads), the settled load checksum
-(load-based widths agree separately; docs/load-model.md), and the scale signal (desired Fn
-nodes, out/in/hold; docs/routing.md). `POST /1/lb/cluster/hold` is how
-a peer that took a node-list change asks another to hold it before answering its client.
+(load-based widths agree separately; docs/routing.md, the shared load model), and the scale
+signal (desired Fn nodes, out/in/hold; docs/routing.md). `POST /1/lb/cluster/hold` is how a
+peer that took a node-list change asks another to hold it before answering its client.
 Without cluster mode both answer 404 saying how to turn it on.
 """
 

@@ -147,6 +147,6 @@ def format_status(
     if len({r.get("load_checksum") for r in reports.values()}) > 1:
         out.append(
             "load figures differ (load-based widths settle within about a second; "
-            "docs/load-model.md)"
+            "docs/routing.md, the shared load model)"
         )
     return "\n".join(out)

@@ -327,7 +327,7 @@ class ClusterState:
         """Equal on two peers when they hold the same nodes and cluster verdicts.
 
         That is what every routing reads; the load-based widths of the default routing
-        (hot set) agree separately: see `load_checksum` and docs/load-model.md.
+        (hot set) agree separately: see `load_checksum` and docs/routing.md, the shared load model.
         """
         members = self.nodes.members()
         cluster = self.verdicts.states(members, self.alive)

@@ -43,8 +43,8 @@ def node_capacity(reading: NodeMetrics) -> NodeCapacity:
     idle containers to start new ones, and a node full of warm containers is exactly where
     its functions should go; queued calls mostly wait for a container start (300 ms), and
     under memory pressure every node has some, so counting them sent calls away from their
-    warm homes to start yet more containers (bench/routing, Zipf 1.1 at 80 calls/s: 2.2
-    nodes per function). A node whose slots all run calls cannot start a call sooner.
+    warm homes to start yet more containers (docs/benchmarks.md, "Figures behind design
+    choices"). A node whose slots all run calls cannot start a call sooner.
     """
     total = reading.mem_used + reading.mem_avail
     slots = max(1, round(total / CONTAINER_BYTES)) if total > 0 else SLOTS_PER_NODE

@@ -38,9 +38,9 @@ the rendezvous order, then the avoided nodes. The proxy walks it only as far as 
 (a connect failure, or a 503 busy before the call started).
 
 Cost: with width 1, no avoidance and the home under the cap, the view's memoised list is
-returned as is (a few dict lookups, no allocation; ~0.5 us); otherwise O(width) to score the
-hot set plus one copy of the rest of the order (~2-3 us at width 4), and O(nodes) checks when
-an avoidance concerns this function.
+returned as is (a few dict lookups, no allocation); otherwise O(width) to score the hot set
+plus one copy of the rest of the order, and O(nodes) checks when an avoidance concerns this
+function (docs/routing.md, "Cost per decision", has the measured times).
 """
 
 from __future__ import annotations

@@ -36,8 +36,9 @@ that holds them, the same digests (each peer's newest digest stamped at or befor
 sums them exactly in integers and snaps them onto the same grid. `WidthTracker` is then a pure
 function of the sequence of (tick index, table, node count) it is fed: the hysteresis state
 depends on *which* ticks were seen and what they read, never on when a peer happened to look.
-Peers differ only when one lacked a digest at a cut (rare, see docs/load-model.md) or missed
-ticks (a peer that has just started has a shorter history; it agrees after one window).
+Peers differ only when one lacked a digest at a cut (rare, see docs/routing.md, the shared
+load model) or missed ticks (a peer that has just started has a shorter history; it agrees
+after one window).
 """
 
 from __future__ import annotations
