@@ -72,6 +72,14 @@ _REPLACED_UPSTREAM: Final = HOP_BY_HOP | {
 
 _NOT_COPIED_FROM_BUFFERED_RESPONSE: Final = HOP_BY_HOP | {"content-length"}
 
+_NOT_SENT: Final = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+"""Attempts that failed before a byte of the call was sent (checked first: a connector error
+is also an OS error)."""
+_DIED_BEFORE_ANSWER: Final = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+"""Attempts whose connection died before any answer came."""
+_NODE_SUSPECT: Final = (*_NOT_SENT, *_DIED_BEFORE_ANSWER)
+"""Failures after which the node may be dead: it is checked at once."""
+
 
 class UpstreamRequest(aiohttp.ClientRequest):
     """A request to a node that carries the client's headers only.
@@ -134,35 +142,27 @@ class Proxy:
                 resp = await self._session.request(
                     request.method, url, headers=headers, data=body, allow_redirects=False
                 )
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
-                # Nothing was sent: the call can go to the next node, body untouched.
+            except BaseException as e:
                 peer.attempt_finished(Attempt(key, node, path, NO_ANSWER, time.time()))
-                failures.append(f"{node}: {_describe(e)}")
-                peer.connect_failed(node, _describe(e), int(time.time() * 1000))
-                continue
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
-                peer.attempt_finished(Attempt(key, node, path, NO_ANSWER, time.time()))
-                # the node may be dead: check it
-                peer.connect_failed(node, _describe(e), int(time.time() * 1000))
-                if request.method in IDEMPOTENT and replayable and i < last:
-                    # The connection died before any answer (typically a pooled keep-alive
-                    # connection to a node that just died). HTTP lets a client repeat an
-                    # idempotent request (RFC 9110 9.2.2); a POST may have run: never resent.
-                    failures.append(f"{node}: {_describe(e)}")
+                if not isinstance(e, aiohttp.ClientError | TimeoutError):
+                    raise  # the client went away: the call is cancelled
+                why = _describe(e)
+                if isinstance(e, _NODE_SUSPECT):
+                    peer.connect_failed(node, why, int(time.time() * 1000))  # check it now
+                # Nothing was sent: the call can go to the next node, body untouched. Or the
+                # connection died before any answer (typically a pooled keep-alive connection
+                # to a node that just died): HTTP lets a client repeat an idempotent request
+                # (RFC 9110 9.2.2); a POST may have run: never resent.
+                if isinstance(e, _NOT_SENT) or (
+                    isinstance(e, _DIED_BEFORE_ANSWER)
+                    and request.method in IDEMPOTENT
+                    and replayable
+                    and i < last
+                ):
+                    failures.append(f"{node}: {why}")
                     continue
                 log.warning("call failed after it may have started", extra={"node": node})
-                return json_error(
-                    502, f"node {node} failed during the call ({_describe(e)}); not retried"
-                )
-            except (aiohttp.ClientError, TimeoutError) as e:
-                peer.attempt_finished(Attempt(key, node, path, NO_ANSWER, time.time()))
-                log.warning("call failed after it may have started", extra={"node": node})
-                return json_error(
-                    502, f"node {node} failed during the call ({_describe(e)}); not retried"
-                )
-            except BaseException:  # the client went away: the call is cancelled
-                peer.attempt_finished(Attempt(key, node, path, NO_ANSWER, time.time()))
-                raise
+                return json_error(502, f"node {node} failed during the call ({why}); not retried")
             status = resp.status
             if status == 503 and "Retry-After" in resp.headers and replayable and i < last:
                 resp.release()
@@ -187,26 +187,19 @@ class Proxy:
                 raise
             finally:
                 resp.release()
-                answer_headers = resp.headers
-                retry_after = (
-                    retry_after_seconds(answer_headers.get("Retry-After"))
-                    if status == 503
-                    else None
-                )
-                peer.attempt_finished(
-                    Attempt(
-                        key,
-                        node,
-                        path,
-                        status,
-                        time.time(),
-                        wait_seconds(answer_headers.get("Xxx-Fxlb-Wait")),
-                        retry_after,
-                        answered - started,
-                        answered,
-                    )
-                )
+                peer.attempt_finished(_answered(key, node, path, resp, started, answered))
         return json_error(502, f"every Fn node failed: {'; '.join(failures)}")
+
+
+def _answered(
+    key: str, node: str, path: str, resp: aiohttp.ClientResponse, started: float, at: float
+) -> Attempt:
+    """The record of an attempt whose answer (its headers came at `at`) went to the client."""
+    headers = resp.headers
+    status = resp.status
+    retry_after = retry_after_seconds(headers.get("Retry-After")) if status == 503 else None
+    wait = wait_seconds(headers.get("Xxx-Fxlb-Wait"))
+    return Attempt(key, node, path, status, time.time(), wait, retry_after, at - started, at)
 
 
 async def _stream(request: web.BaseRequest, resp: aiohttp.ClientResponse) -> web.StreamResponse:
