@@ -106,7 +106,7 @@ async def event_to_routable(tmp: Path, trials: int) -> tuple[list[float], list[f
             node = f"{ips[0]}:{port}"
 
             def everywhere(present: bool) -> Callable[[], bool]:
-                return lambda: all((node in b.registry.view.routable) == present for b in bs)
+                return lambda: all((node in b.peer.view.routable) == present for b in bs)
 
             await until(everywhere(True))
             for _ in range(trials):

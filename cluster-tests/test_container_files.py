@@ -28,8 +28,8 @@ import pytest
 from harness.procs import REPO_ROOT, child_env
 
 from fnlb.cli import make_parser
+from fnlb.cli.serve import add_arguments
 from fnlb.config import settings_from
-from fnlb.serve_cli import add_arguments
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 COMPOSE = REPO_ROOT / "docker-compose.cluster.yml"

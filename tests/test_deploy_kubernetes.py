@@ -18,8 +18,8 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from fnlb.cli.keygen import new_key
 from fnlb.config import add_settings_arguments, settings_from
-from fnlb.keygen import new_key
 from tests.discovery.apiserver import selector_matches
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"

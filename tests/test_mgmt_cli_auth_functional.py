@@ -51,7 +51,7 @@ async def test_nodes_sends_the_token_from_flag_file_or_environment(tmp_path: Pat
             "nodes", "add", "127.0.0.1:2", "--mgmt", mgmt, env={"FNLB_MGMT_TOKEN": TOKEN}
         )
         assert by_env.returncode == 0, by_env.stderr
-        assert list(lb.registry.view.states) == ["127.0.0.1:2"]
+        assert list(lb.peer.view.states) == ["127.0.0.1:2"]
         os.chmod(token_file, 0o644)
         lax = await fnlb("nodes", "ls", "--mgmt", mgmt, "--token-file", token_file)
         assert lax.returncode == 2

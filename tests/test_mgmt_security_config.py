@@ -17,12 +17,16 @@ TOKEN = "0123456789abcdef0123456789abcdef"
 
 
 def parse(*argv: str, env: dict[str, str] | None = None) -> Settings:
+    """Settings as `fnlb serve` reads and checks them before it starts."""
+    from fnlb.api.security import validate_security
     from fnlb.cli import make_parser
     from fnlb.config import add_settings_arguments
 
     parser = make_parser("fnlb", "test")
     add_settings_arguments(parser)
-    return settings_from(parser.parse_args(list(argv)), env or {})
+    settings = settings_from(parser.parse_args(list(argv)), env or {})
+    validate_security(settings)
+    return settings
 
 
 def test_a_cluster_peer_refuses_an_open_api_on_the_traffic_port() -> None:

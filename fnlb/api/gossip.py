@@ -18,7 +18,7 @@ dead or left, and dead and left members stay listed until the member forgets the
 
 Without cluster mode every route answers 404 `{"msg": "gossip is not enabled: ..."}`; the
 keys routes answer 404 on a peer gossiping in plaintext (--gossip-insecure), as
-`fnlb keys` (fnlb/keys_cli.py) expects. Keys never appear in an answer, only their ids.
+`fnlb keys` (fnlb/cli/keys.py) expects. Keys never appear in an answer, only their ids.
 """
 
 from __future__ import annotations

@@ -1,29 +1,39 @@
-"""Where a process's node list comes from (`-db`), behind one small interface for the server.
+"""Where a process's node list comes from (`-db`), behind one small interface for the shells.
 
-The server builds its node directory as before (a lone `NodeRegistry` or a cluster peer's
-`ClusterService`) and hands it to `NodeSource.wrap`, which returns the directory the rest of
-the process uses; `start`/`stop` run the source's own tasks and `ready` feeds `/readyz`.
+The `Peer` holds the node list whatever its source; a `NodeSource` says where it starts
+(`initial_nodes`), keeps an acknowledged change where the source keeps it (`keep`, before the
+API answers), may own the list outright (`owner`: the API then refuses changes), runs its own
+tasks (`start`/`stop`) and says whether it is in step (`ready`, for `/readyz`).
 
-- `-db=sqlite3://:memory:` (default): the directory itself; nothing to run.
+- `-db=sqlite3://:memory:` (default): the Peer alone; nothing to keep or run.
 - `-db=sqlite3:///file.db`: a lone fnlb's list is also written to that file (`sqlite_nodes`).
 - `-db=k8s`: the pod watch owns the list (`k8s_nodes`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Protocol
 
-from fnlb.cluster.registry import NodeDirectory, NodeRegistry
 from fnlb.config import Settings
 from fnlb.discovery.db_url import parse_db
 from fnlb.errors import ConfigError
+from fnlb.peer.core import NodeChange, Peer
 
 
 class NodeSource(Protocol):
-    def wrap(self, directory: NodeDirectory) -> NodeDirectory: ...
+    owner: str
+    """Who owns the node list when the management API may not change it ("" otherwise)."""
 
-    async def start(self) -> None: ...
+    def initial_nodes(self, given: Sequence[str]) -> list[str]:
+        """The nodes a lone fnlb starts with, given `-nodes`."""
+        ...
+
+    async def keep(self, change: NodeChange) -> None:
+        """Keep an acknowledged change where this source keeps the list (before the answer)."""
+        ...
+
+    async def start(self, peer: Peer) -> None: ...
 
     async def stop(self) -> None: ...
 
@@ -33,12 +43,17 @@ class NodeSource(Protocol):
 
 
 class InMemory:
-    """The default: the directory keeps the list itself."""
+    """The default: the Peer keeps the list itself (in a cluster, with `-state-dir`)."""
 
-    def wrap(self, directory: NodeDirectory) -> NodeDirectory:
-        return directory
+    owner = ""
 
-    async def start(self) -> None:
+    def initial_nodes(self, given: Sequence[str]) -> list[str]:
+        return list(given)
+
+    async def keep(self, change: NodeChange) -> None:
+        return None
+
+    async def start(self, peer: Peer) -> None:
         return None
 
     async def stop(self) -> None:
@@ -49,59 +64,34 @@ class InMemory:
 
 
 class SqliteFile(InMemory):
+    """`-db=sqlite3:///path`: a lone fnlb's list in a SQLite file, as the original kept it."""
+
     def __init__(self, path: str) -> None:
         from fnlb.discovery.sqlite_nodes import NodeFile
 
         self.file = NodeFile(path)
 
-    def wrap(self, directory: NodeDirectory) -> NodeDirectory:
-        from fnlb.discovery.sqlite_nodes import FileBackedNodes
+    def initial_nodes(self, given: Sequence[str]) -> list[str]:
+        self.file.add_now(given)  # -nodes join the kept list, as the original's did
+        return self.file.addresses()
 
-        if not isinstance(directory, NodeRegistry):
-            raise ConfigError("-db=sqlite3:///file: a cluster peer keeps its list in -state-dir")
-        return FileBackedNodes(directory, self.file)
+    async def keep(self, change: NodeChange) -> None:
+        if change.added:
+            await self.file.add(change.node)
+        else:
+            await self.file.remove(change.node)
 
     async def stop(self) -> None:
         self.file.close()
-
-
-class Kubernetes:
-    def __init__(self, settings: Settings) -> None:
-        from fnlb.discovery.k8s_nodes import KubernetesSource
-
-        self.source = KubernetesSource(settings)
-
-    def wrap(self, directory: NodeDirectory) -> NodeDirectory:
-        if isinstance(directory, NodeRegistry):
-            registry = directory
-
-            def apply(added: Iterable[str], removed: Iterable[str]) -> None:
-                for node in added:
-                    registry.add(node)
-                for node in removed:
-                    registry.remove(node)
-
-            return self.source.wrap(directory, apply)
-        follow = getattr(directory, "follow_source", None)
-        if follow is None:
-            raise ConfigError("-db=k8s: this node directory cannot follow Kubernetes")
-        return self.source.wrap(directory, follow)
-
-    async def start(self) -> None:
-        await self.source.start()
-
-    async def stop(self) -> None:
-        await self.source.stop()
-
-    def ready(self) -> tuple[bool, str]:
-        return self.source.ready()
 
 
 def node_source(settings: Settings) -> NodeSource:
     """The source `-db` names (ConfigError for what fnlb cannot do; see `db_url`)."""
     choice = parse_db(settings.db)
     if choice.kind == "k8s":
-        return Kubernetes(settings)
+        from fnlb.discovery.k8s_nodes import KubernetesSource
+
+        return KubernetesSource(settings)
     if choice.kind == "sqlite":
         if settings.cluster_mode:
             raise ConfigError(

@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from fnlb.cluster.registry import Listener, NodeRegistry
-from fnlb.cluster.view import NodeView
 from fnlb.errors import ConfigError
-from fnlb.health.node_metrics import NodeMetrics
-from fnlb.health.verdict import NodeHealth
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS lb_nodes (address TEXT PRIMARY KEY NOT NULL)"
 
@@ -62,45 +57,3 @@ class NodeFile:
 
     def close(self) -> None:
         self._db.close()
-
-
-class FileBackedNodes:
-    """A lone fnlb's `NodeRegistry` whose membership is also written to a `NodeFile`."""
-
-    def __init__(self, inner: NodeRegistry, file: NodeFile) -> None:
-        self._inner = inner
-        self._file = file
-        file.add_now(inner.nodes())  # -nodes join the kept list, as the original's did
-        for node in file.addresses():
-            inner.add(node)
-
-    @property
-    def view(self) -> NodeView:
-        return self._inner.view
-
-    @property
-    def node_metrics(self) -> Mapping[str, NodeMetrics]:
-        return self._inner.node_metrics
-
-    def nodes(self) -> list[str]:
-        return self._inner.nodes()
-
-    def health(self, node: str) -> NodeHealth | None:
-        return self._inner.health(node)
-
-    def record_check(self, node: str, ok: bool, error: str = "") -> None:
-        self._inner.record_check(node, ok, error)
-
-    def on_change(self, listener: Listener) -> None:
-        self._inner.on_change(listener)
-
-    def record_metrics(self, node: str, metrics: NodeMetrics) -> None:
-        self._inner.record_metrics(node, metrics)
-
-    async def put(self, node: str) -> dict[str, Any]:
-        await self._file.add(node)  # kept first: the answer means it survives a restart
-        return await self._inner.put(node)
-
-    async def delete(self, node: str) -> dict[str, Any]:
-        await self._file.remove(node)
-        return await self._inner.delete(node)

@@ -68,7 +68,7 @@ async def test_changes_need_an_admin_token_and_reads_stay_open(
             status, msg = await answer(r)
             assert status == 403
             assert "'bob' has role read" in str(msg["msg"])
-        assert lb.registry.view.states == {}
+        assert lb.peer.view.states == {}
         async with client.put(nodes, json=body, headers=bearer(ALICE)) as r:
             assert await answer(r) == (200, {"msg": "node added"})
         async with client.get(nodes) as r:  # reading the node list needs no token, as before

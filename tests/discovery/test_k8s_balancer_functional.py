@@ -63,15 +63,15 @@ async def test_kubernetes_owns_the_node_list_of_a_lone_fnlb(tmp_path: Path) -> N
     async with cluster_api(tmp_path) as (server, settings):
         ready_pods(server, 3)
         async with running_balancer(**settings) as b:
-            await wait_for(lambda: set(b.registry.view.states) == expected(settings, 3))
-            await wait_for(lambda: set(b.registry.view.routable) == expected(settings, 3))
+            await wait_for(lambda: set(b.peer.view.states) == expected(settings, 3))
+            await wait_for(lambda: set(b.peer.view.routable) == expected(settings, 3))
             status, body = await mgmt(b, "PUT", "/1/lb/nodes", {"node": "127.0.0.9:8080"})
             assert status == 409
             assert "Kubernetes owns the node list" in body["msg"]
             status, body = await mgmt(b, "DELETE", "/1/lb/nodes", {"node": IPS[0] + ":1"})
             assert status == 409
             server.put(pod("fn-1", IPS[1], ready=False))
-            await wait_for(lambda: IPS[1] not in str(b.registry.view.routable))
+            await wait_for(lambda: IPS[1] not in str(b.peer.view.routable))
             status, body = await mgmt(b, "GET", "/1/lb/nodes")
             assert set(body["nodes"]) == expected(settings, 3) - {
                 f"{IPS[1]}:{settings['target_port']}"
@@ -102,10 +102,10 @@ async def test_three_peers_watching_agree_on_the_node_set(tmp_path: Path) -> Non
     async with cluster_api(tmp_path) as (server, settings), peers(3, **settings) as bs:
         ready_pods(server, 4)
         want = expected(settings, 4)
-        await wait_for(lambda: all(set(b.registry.view.routable) == want for b in bs), within=15)
+        await wait_for(lambda: all(set(b.peer.view.routable) == want for b in bs), within=15)
         for b in bs:  # the gossiped set holds them too, so verdicts and load are shared
             assert b.cluster is not None
-            assert set(b.cluster.nodes()) == want
+            assert set(b.peer.nodes()) == want
             assert not b.readiness_problems()
         server.delete("fn", "fn-0")
         server.put(pod("fn-2", IPS[2], terminating=True))
@@ -113,8 +113,8 @@ async def test_three_peers_watching_agree_on_the_node_set(tmp_path: Path) -> Non
             f"{IPS[0]}:{settings['target_port']}",
             f"{IPS[2]}:{settings['target_port']}",
         }
-        await wait_for(lambda: all(set(b.registry.view.routable) == want for b in bs))
-        await wait_for(lambda: all(set(b.cluster.nodes()) == want for b in bs if b.cluster))
+        await wait_for(lambda: all(set(b.peer.view.routable) == want for b in bs))
+        await wait_for(lambda: all(set(b.peer.nodes()) == want for b in bs))
         status, _ = await mgmt(bs[1], "PUT", "/1/lb/nodes", {"node": "127.0.0.9:8080"})
         assert status == 409
 

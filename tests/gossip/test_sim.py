@@ -244,21 +244,21 @@ def test_user_broadcasts_reach_every_member() -> None:
     sent = []
     for i, name in enumerate(names[:10]):
         payload = f"v{i}".encode() * 20
-        sim.slots[name].delegate.broadcast(f"key{i % 3}".encode(), payload)
+        sim.recording(name).broadcast(f"key{i % 3}".encode(), payload)
         sent.append((name, f"key{i % 3}".encode(), payload))
         sim.run_for(0.05)
     sim.run_for(3.0)
     for name in names:
-        got = set(sim.slots[name].delegate.received)
+        got = set(sim.recording(name).received)
         assert got == {s for s in sent if s[0] != name}, name
     assert sim.violations == []
 
 
 def test_push_pull_delivers_delegate_state_to_everyone() -> None:
     sim, names = settled_group(16, 12, PROFILE)
-    sim.slots[names[5]].delegate.state.add(b"only-in-state")
+    sim.recording(names[5]).state.add(b"only-in-state")
     spread = sim.run_until_true(
-        lambda: all(b"only-in-state" in sim.slots[n].delegate.state for n in names),
+        lambda: all(b"only-in-state" in sim.recording(n).state for n in names),
         10 * PROFILE.push_pull_interval,
         step=1.0,
     )
@@ -267,7 +267,7 @@ def test_push_pull_delivers_delegate_state_to_everyone() -> None:
     sim.add("late")
     sim.start("late", [names[0]])
     sim.run_for(0.5)
-    assert b"only-in-state" in sim.slots["late"].delegate.state
+    assert b"only-in-state" in sim.recording("late").state
 
 
 def test_the_same_seed_replays_the_same_run() -> None:
