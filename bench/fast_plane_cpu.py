@@ -29,12 +29,10 @@ if __package__ in (None, ""):  # run as a file: make `fnlb` importable from the 
 
 import uvloop
 
-from fnlb.cluster.load import LocalLoad
-from fnlb.cluster.registry import NodeRegistry
+from fnlb.peer.core import LONE_NAME, Peer
 from fnlb.proxy.fast_server import ClientConnection, FastProxy
 from fnlb.proxy.upstream_pool import UpstreamConnection
-from fnlb.proxy.wait import parse_wait_header
-from fnlb.routing.policy import POLICIES, make_policy
+from fnlb.routing.policies import POLICIES, make_policy
 
 NODES = ("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3")
 ANSWER = (
@@ -75,17 +73,18 @@ class ListTransport:
 
 async def measure(policy: str, calls: int) -> float:
     """Python CPU microseconds per proxied call with `policy`."""
-    registry = NodeRegistry(healthy=1, unhealthy=1, nodes=list(NODES))
-    for node in NODES:
-        registry.record_check(node, True)
-    proxy = FastProxy(
-        registry,
-        passive_failure=lambda node, why: None,
-        parse_wait=parse_wait_header,
-        load=LocalLoad(),
+    peer = Peer(
+        LONE_NAME,
         routing=make_policy(policy, random.Random(1), time.time),
-        connect_timeout=1.0,
+        clock_ms=lambda: int(time.time() * 1000),
+        healthy=1,
+        unhealthy=1,
+        gossip=False,
+        seed=NODES,
     )
+    for node in NODES:
+        peer.health_checked(node, True, int(time.time() * 1000))
+    proxy = FastProxy(peer, connect_timeout=1.0)
     upstreams: list[tuple[UpstreamConnection, ListTransport]] = []
     for node in NODES:
         for _ in range(4):

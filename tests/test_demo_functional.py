@@ -36,7 +36,7 @@ def test_the_demos_default_ports_do_not_collide() -> None:
     gossip) and every Fn node port must differ."""
     import argparse
 
-    from fnlb.demo import add_arguments, peer_settings
+    from fnlb.cli.demo import add_arguments, peer_settings
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -68,7 +68,7 @@ class Slot:
     name: str
     addr: Addr
     member: Member
-    delegate: RecordingDelegate
+    delegate: GossipDelegate
     status: Status = Status.UP
     gen: int = 0
     timer_at: float | None = None
@@ -120,11 +120,10 @@ class Simulation:
         """The address of the index-th host: 10.x.y.z:7946."""
         return (f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}", PORT)
 
-    def add(
-        self, name: str, delegate: RecordingDelegate | None = None, node_name: str = ""
-    ) -> Slot:
+    def add(self, name: str, delegate: GossipDelegate | None = None, node_name: str = "") -> Slot:
         """A new host with a (not yet joined) member, gossiping as `node_name` (default:
-        `name`; two hosts given one node name model a misconfigured pair of twins)."""
+        `name`; two hosts given one node name model a misconfigured pair of twins).
+        `delegate` defaults to a recording one (fnlb.sim.cluster hands in real Peers)."""
         addr = self.addr_of(len(self.slots) + 1)
         delegate = delegate or RecordingDelegate()
         node_name = node_name or name
@@ -168,11 +167,20 @@ class Simulation:
         slot.buffer.clear()
         slot.timer_at = None
 
-    def restart(self, name: str, seeds: Sequence[str]) -> None:
-        """A fresh process (incarnation 0, empty table) for `name`, joining through `seeds`."""
+    def recording(self, name: str) -> RecordingDelegate:
+        """`name`'s delegate when it is the default recording one."""
+        delegate = self.slots[name].delegate
+        assert isinstance(delegate, RecordingDelegate)
+        return delegate
+
+    def restart(
+        self, name: str, seeds: Sequence[str], delegate: GossipDelegate | None = None
+    ) -> None:
+        """A fresh process (incarnation 0, empty table) for `name`, joining through `seeds`;
+        `delegate`: the new process's (default: a fresh recording one)."""
         slot = self.slots[name]
         slot.gen += 1
-        slot.delegate = RecordingDelegate()
+        slot.delegate = delegate or RecordingDelegate()
         slot.member = self._new_member(slot.node_name, slot.addr, slot.delegate)
         slot.last_incarnation = 0
         slot.leaving = False

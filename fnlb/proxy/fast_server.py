@@ -9,8 +9,9 @@ other as they come (flat memory; a full socket pauses the other side's reading),
 copied as the bytes they arrived as, minus the hop-by-hop ones, and a task exists only while
 a new connection to a node is being opened.
 
-The behaviour is `fnlb.proxy.handler.Proxy.handle`'s, with the same calls into routing and
-load figures; read its docstring for what is retried. In short: the next candidate gets the
+The behaviour is `fnlb.proxy.handler.Proxy.handle`'s, with the same calls into the Peer
+(`candidates`, `attempt_started`, one `Attempt` record per attempt to `attempt_finished`,
+`connect_failed`); read its docstring for what is retried. In short: the next candidate gets the
 call when the connection could not be opened, when the node answered 503 with Retry-After
 and the body is still in hand (bodies with a Content-Length up to `BUFFER_LIMIT` are read
 whole first), or - idempotent methods only - when the connection died before any answer.
@@ -59,40 +60,30 @@ from fnlb.proxy.http1 import (
     without_named,
 )
 from fnlb.proxy.upstream_pool import HeadTooLarge, UpstreamConnection, UpstreamPool
+from fnlb.proxy.wait import retry_after_seconds, wait_seconds
+from fnlb.routing.attempt import BUSY, NO_ANSWER, Attempt
 from fnlb.routing.function_key import function_key
-from fnlb.routing.policy import RoutingPolicy
 
 log = logging.getLogger("fnlb.proxy")
 
-PassiveFailure = Callable[[str, str], None]
-WaitParser = Callable[[str], float]
 HandOver = Callable[[asyncio.Transport, bytes], None]
 """Gives a client connection, and the bytes read from it so far, to the management API."""
 
 
-class ViewSource(Protocol):
-    """Whoever publishes the node view calls are routed on (a `NodeDirectory`, or what a
-    worker holds of its primary's view)."""
+class CallPeer(Protocol):
+    """What the data plane asks of the Peer (fnlb.peer.core.Peer), exactly what
+    `Proxy.handle` calls; a worker's stand-in (fnlb.proxy.worker) relays it to its primary."""
 
     @property
     def view(self) -> NodeView: ...
 
+    def candidates(self, key: str, path: str) -> Sequence[str]: ...
 
-class AttemptLoad(Protocol):
-    """Where attempts are booked: `LocalLoad`, or a worker's relay to its primary."""
+    def attempt_started(self, key: str, node: str, now: float) -> None: ...
 
-    def call_started(self, fn: str, node: str, now: float) -> None: ...
+    def attempt_finished(self, attempt: Attempt) -> None: ...
 
-    def call_finished(
-        self,
-        fn: str,
-        node: str,
-        status: int,
-        wait_s: float | None,
-        ttfb_s: float | None,
-        now: float,
-        answered_at: float | None = None,
-    ) -> None: ...
+    def connect_failed(self, node: str, error: str, now_ms: int) -> None: ...
 
 
 IDLE_CLIENT_S: Final = 75.0
@@ -116,25 +107,15 @@ class FastProxy:
 
     def __init__(
         self,
-        registry: ViewSource,
+        peer: CallPeer,
         *,
-        passive_failure: PassiveFailure,
-        parse_wait: WaitParser,
-        load: AttemptLoad,
-        routing: RoutingPolicy,
         connect_timeout: float,
         management: HandOver | None = None,
         management_paths: frozenset[bytes] = frozenset(),
     ) -> None:
         """`management`: on a shared port, what takes a connection whose request is for one
         of `management_paths` (the API stays on aiohttp: `hand_to_protocol`)."""
-        self.registry = registry
-        self.passive_failure = passive_failure
-        self._parse_wait = parse_wait
-        self._load = load
-        self.routing = routing
-        self._observe = routing.observe if routing.observes else None
-        self._attempt_started = routing.attempt_started if routing.observes else None
+        self.peer = peer
         self.pool = UpstreamPool(connect_timeout)
         self.management = management
         self.management_paths = management_paths
@@ -162,35 +143,6 @@ class FastProxy:
 
     def protocol(self) -> ClientConnection:
         return ClientConnection(self)
-
-    # -- the bookkeeping of one attempt (one place, so the core's refactors swap it) ------------
-
-    def start_attempt(self, key: str, node: str, now: float) -> None:
-        self._load.call_started(key, node, now)
-        if self._attempt_started is not None:
-            self._attempt_started(node, key)
-
-    def finish_attempt(
-        self,
-        key: str,
-        node: str,
-        path: str,
-        status: int,
-        observed: int,
-        wait_header: bytes | None,
-        retry_after: bytes | None,
-        answer_s: float | None,
-        answered_at: float | None,
-    ) -> None:
-        """An attempt ended: `status` for the load figures (0: no connection, 502: failed,
-        499: cancelled), `observed` for the routing policy, `answered_at` when its answer is
-        the call's (counted by /1/lb/stats). Exactly the aiohttp path's calls."""
-        wait_s = wait_header.decode("latin-1") if wait_header else None
-        wait = self._parse_wait(wait_s) if wait_s else None
-        self._load.call_finished(key, node, status, wait, answer_s, time.time(), answered_at)
-        if self._observe is not None:
-            ra = retry_after.decode("latin-1") if retry_after is not None else None
-            self._observe(node, key, path, observed, wait_s, ra, answer_s)
 
     # -- shutdown -------------------------------------------------------------------------------
 
@@ -628,10 +580,10 @@ class _Call:
         proxy = self.conn.proxy
         self.path = path = decoded_path(self.target)
         self.key = key = function_key(path)
-        view = proxy.registry.view
-        nodes = proxy.routing.candidates(view, key, path)
+        peer = proxy.peer
+        nodes = peer.candidates(key, path)
         if not nodes:
-            known = len(view.states)
+            known = len(peer.view.states)
             self.answer_error(
                 503,
                 "no Fn node is online to take the call"
@@ -641,9 +593,9 @@ class _Call:
         self.nodes = nodes
         self.last = len(nodes) - 1
         xff = self.xff
-        peer = self.conn.peer
+        client = self.conn.peer
         parts = [self.method, b" ", self.target, b" HTTP/1.1\r\n", *self.fields]
-        parts += (b"X-Forwarded-For: ", xff + b", " + peer if xff else peer, CRLF)
+        parts += (b"X-Forwarded-For: ", xff + b", " + client if xff else client, CRLF)
         parts += (b"X-Forwarded-Proto: ", self.xf_proto or b"http", CRLF)
         host = self.xf_host or self.host
         if host:
@@ -659,7 +611,7 @@ class _Call:
         proxy = self.conn.proxy
         node = self.node = self.nodes[self.i]
         self.started = now = time.time()
-        proxy.start_attempt(self.key, node, now)
+        proxy.peer.attempt_started(self.key, node, now)
         self.in_attempt = True
         up = proxy.pool.take(node)
         if up is not None:
@@ -684,15 +636,15 @@ class _Call:
         except Exception:  # a fault of ours: the client must still get an answer
             log.exception("proxy fault")
             up.close()
-            self.finish(502, 502)
+            self.finish()
             self.answer_error(502, "fnlb failed to handle the call (logged); not retried")
 
     def connect_failed(self, why: str) -> None:
         # Nothing was sent: the call can go to the next node, body untouched.
         node = self.node
-        self.finish(0, 0)
+        self.finish()
         self._failed(f"{node}: {why}")
-        self.conn.proxy.passive_failure(node, why)
+        self.conn.proxy.peer.connect_failed(node, why, int(time.time() * 1000))  # check it now
         self.next_or_fail()
 
     def _failed(self, line: str) -> None:
@@ -732,28 +684,33 @@ class _Call:
         if self.conn.write_paused:
             transport.pause_reading()
 
-    def finish(self, status: int, observed: int, answered: bool = False) -> None:
-        """Bookkeeping for the attempt in progress, once."""
+    def finish(self, status: int = NO_ANSWER, answered: bool = False) -> None:
+        """The attempt in progress ended: its one record to the Peer, once. `status`: the
+        node's (NO_ANSWER when none came; BUSY for a busy answer the call moves on from);
+        `answered`: its answer went to the client. The same records as `Proxy.handle`."""
         if not self.in_attempt:
             return
         self.in_attempt = False
-        proxy = self.conn.proxy
+        now = time.time()
+        retry_after = None
+        if status == BUSY and self.retry_after is not None:
+            retry_after = retry_after_seconds(self.retry_after.decode("latin-1"))
         if answered:
-            proxy.finish_attempt(
+            wait = self.wait_header
+            attempt = Attempt(
                 self.key,
                 self.node,
                 self.path,
                 status,
-                observed,
-                self.wait_header,
-                self.retry_after,
+                now,
+                wait_seconds(wait.decode("latin-1")) if wait else None,
+                retry_after,
                 self.answered_at - self.started,
                 self.answered_at,
             )
         else:
-            proxy.finish_attempt(
-                self.key, self.node, self.path, status, observed, None, self.retry_after, None, None
-            )
+            attempt = Attempt(self.key, self.node, self.path, status, now, None, retry_after)
+        self.conn.proxy.peer.attempt_finished(attempt)
 
     # -- Exchange: what the node's connection reports -------------------------------------------
 
@@ -764,7 +721,7 @@ class _Call:
             up.discarding = True  # read the rest, then back to the pool
             self.up = None
             self.retry_after = up.retry_after
-            self.finish(503, 503)
+            self.finish(BUSY)
             self.retry_after = None
             self._failed(f"{self.node}: busy (503)")
             self.i += 1
@@ -821,7 +778,7 @@ class _Call:
         self.flush()
         self.up = None
         self.conn.proxy.pool.release(up, keep_alive and self.body_done and not up.head_request)
-        self.finish(self.status, self.status, answered=True)
+        self.finish(self.status, answered=True)
         self.done = True
         self.conn.call_done(self, self.close_after)
 
@@ -830,8 +787,8 @@ class _Call:
         node = self.node
         why = _describe(exc) if exc is not None else "Server disconnected"
         if not self.answering:
-            self.finish(502, 0)
-            self.conn.proxy.passive_failure(node, why)  # the node may be dead: check it
+            self.finish()
+            self.conn.proxy.peer.connect_failed(node, why, int(time.time() * 1000))  # check it
             if self.method in _IDEMPOTENT_B and self.replayable and self.i < self.last:
                 # The connection died before any answer (typically a pooled keep-alive
                 # connection to a node that just died). HTTP lets a client repeat an
@@ -846,7 +803,7 @@ class _Call:
             self.on_done(up, False)  # a body delimited by the close: complete
             return
         # A half-read answer: the client sees its connection close before the end.
-        self.finish(self.status, self.status, answered=True)
+        self.finish(self.status, answered=True)
         self.done = True
         self.flush()
         self.conn.close()
@@ -854,7 +811,10 @@ class _Call:
     def on_bad(self, up: UpstreamConnection, exc: Exception) -> None:
         self.up = None
         why = f"bad answer: {_parser_reason(exc)}"
-        self.finish(502, 502)
+        if self.answering:  # cut short: the client already has its head (Proxy.handle's
+            self.finish(self.status, answered=True)  # `finally` books the same record)
+        else:
+            self.finish()
         log.warning("call failed after it may have started", extra={"node": self.node})
         if self.answering:
             self.done = True
@@ -892,7 +852,10 @@ class _Call:
         if up is not None:
             self.up = None
             up.close()  # the node sees the connection close: the call is cancelled
-        self.finish(499, 499)
+        if self.answering:
+            self.finish(self.status, answered=True)
+        else:
+            self.finish()
 
 
 def _describe(e: BaseException) -> str:

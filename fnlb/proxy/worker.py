@@ -1,8 +1,10 @@
 """One call-serving worker of an fnlb with `-workers N` (started by fnlb.proxy.workers).
 
-It accepts calls on the listening socket it inherited, routes them on the view its primary
-sends (never more than one tick old), serves them with the fast data plane, and reports every
-attempt back so the primary's load figures, /1/lb/stats and gossip count all workers' calls.
+It accepts calls on the listening socket it inherited, routes them on the view its primary's
+Peer sends (never more than one tick old), serves them with the fast data plane through a
+`WorkerPeer` - the Peer's call interface, relayed - and reports every attempt back, as the
+Peer's own records, so the primary's Peer (LocalLoad, /1/lb/stats, gossip, back-off) counts
+all workers' calls as its own.
 SIGTERM: stop accepting, finish the calls under way (up to the shutdown timeout), report, exit.
 """
 
@@ -18,18 +20,17 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from fnlb.cluster.view import NodeView
 from fnlb.logs import setup_logging
+from fnlb.payloads.backoff import decode_entries
 from fnlb.proxy.fast_server import FastProxy
-from fnlb.proxy.wait import parse_wait_header
-from fnlb.proxy.worker_link import RelayLoad, frame, read_frame
-from fnlb.routing.backoff import decode_entries, pack_entries
-from fnlb.routing.hotset_policy import HotSetPolicy
-from fnlb.routing.policy import make_policy
-from fnlb.routing.router import NodeCapacity
+from fnlb.proxy.worker_link import AttemptRelay, frame, read_frame
+from fnlb.routing.attempt import Attempt
+from fnlb.routing.load_router import NodeCapacity
+from fnlb.routing.policies import RoutingPolicy, make_policy
 
 log = logging.getLogger("fnlb.worker")
 
@@ -37,21 +38,45 @@ TICK_S: Final = 0.05
 """How often attempts are reported (and the primary's figures arrive about as often)."""
 
 
-class _Directory:
-    """The view the primary last sent: all the fast plane reads of a node directory."""
+class WorkerPeer:
+    """The Peer's call interface (fnlb.proxy.fast_server.CallPeer) inside a worker.
 
-    def __init__(self) -> None:
+    Routes on the view the primary last sent with a policy of its own (fed the primary's
+    routing figures and back-off every tick); books nothing here: each attempt is kept for
+    the primary's Peer, and the policy observes it too, so the worker's own in-flight counts
+    and back-off react at once rather than a tick later.
+    """
+
+    def __init__(self, routing: RoutingPolicy, send: Callable[[list[Any]], None]) -> None:
         self.view = NodeView(0, {})
+        self.routing = routing
+        self.relay = AttemptRelay()
+        self._send = send
+
+    def candidates(self, key: str, path: str) -> Sequence[str]:
+        return self.routing.candidates(self.view, key, path)
+
+    def attempt_started(self, key: str, node: str, now: float) -> None:
+        self.relay.started(key, node, now)
+        if self.routing.observes:
+            self.routing.attempt_started(node, key)
+
+    def attempt_finished(self, attempt: Attempt) -> None:
+        self.relay.finished(attempt)
+        if self.routing.observes:
+            self.routing.observe(attempt)
+
+    def connect_failed(self, node: str, error: str, now_ms: int) -> None:
+        self._send(["fail", node, error, now_ms])
 
 
 class Worker:
     def __init__(self, options: dict[str, Any], listen: socket.socket) -> None:
         self.options = options
         self.listen = listen
-        self.directory = _Directory()
-        self.relay = RelayLoad()
-        self.routing = make_policy(options["routing"], random.Random(), time.time)
-        self.router = self.routing.router if isinstance(self.routing, HotSetPolicy) else None
+        routing = make_policy(options["routing"], random.Random(), time.time)
+        self.peer = WorkerPeer(routing, self.send)
+        self.router = routing.load_router
         self.writer: asyncio.StreamWriter | None = None
         self.handoff: socket.socket | None = None
         self.fast: FastProxy | None = None
@@ -59,9 +84,6 @@ class Worker:
     def send(self, message: list[Any]) -> None:
         if self.writer is not None and not self.writer.is_closing():
             self.writer.write(frame(message))
-
-    def passive_failure(self, node: str, why: str) -> None:
-        self.send(["fail", node, why])
 
     def hand_over(self, transport: asyncio.Transport, data: bytes) -> None:
         """An API connection: its socket and bytes so far go to the primary's aiohttp."""
@@ -74,8 +96,8 @@ class Worker:
     def apply(self, message: list[Any]) -> None:
         kind = message[0]
         if kind == "view":
-            if message[1] != self.directory.view.version:
-                self.directory.view = NodeView(message[1], message[2])
+            if message[1] != self.peer.view.version:
+                self.peer.view = NodeView(message[1], message[2])
         elif kind == "figures" and self.router is not None:
             widths, in_flight, caps, homes = message[1:5]
             self.router.update(
@@ -88,13 +110,15 @@ class Worker:
             self.router.backoff.merge(decode_entries(message[1]), time.time())
 
     def report(self) -> None:
-        events = self.relay.take()
+        events = self.peer.relay.take()
         if events:
-            self.send(["load", events])
+            self.send(["attempts", events])
         if self.router is not None:
             self.router.backoff.expire(time.time())
-            for message in pack_entries(self.router.backoff.take_updates()):
-                self.send(["backoff", message])
+            # The primary's router makes the same entries from the attempts it replays and
+            # shares them (gossip, siblings): ours need not travel.
+            while self.router.backoff.take_updates():
+                pass
 
     async def run(self, channel: socket.socket) -> int:
         loop = asyncio.get_running_loop()
@@ -105,11 +129,7 @@ class Worker:
         self.apply(first)
         o = self.options
         self.fast = FastProxy(
-            self.directory,
-            passive_failure=self.passive_failure,
-            parse_wait=parse_wait_header,
-            load=self.relay,
-            routing=self.routing,
+            self.peer,
             connect_timeout=o["connect_timeout"],
             management=self.hand_over if self.handoff is not None else None,
             management_paths=frozenset(p.encode() for p in o["api_paths"]),

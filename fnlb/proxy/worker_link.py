@@ -7,14 +7,17 @@ primary -> worker
   ["view", version, {node: state}]          the primary's `NodeView`, each time it changes
   ["figures", widths, in_flight, caps, homes]  hotset's shared figures, every tick; in_flight
                                             counts every other peer's and every other worker's
-  ["backoff", message]                      a back-off message (fnlb.routing.backoff) from a
-                                            peer or a sibling worker
+  ["backoff", message]                      the primary's back-off entries new since the
+                                            last tick (its own, its peers', and those its
+                                            router made from the workers' attempts)
 worker -> primary
-  ["load", [event, ...]]                    its attempts, in order, every tick: [0, fn, node,
-                                            t] started; [1, fn, node, status, wait, ttfb, t,
-                                            answered_at] finished
-  ["fail", node, why]                       a passive failure (the primary's checker confirms)
-  ["backoff", message]                      its router's new back-off entries
+  ["attempts", [event, ...]]                its attempts, in order, every tick: [0, key, node,
+                                            t] started (Peer.attempt_started); [1, key, node,
+                                            path, status, ended, wait_s, retry_after_s,
+                                            answer_s, answered_at] finished: the `Attempt`
+                                            record (fnlb.routing.attempt) for
+                                            Peer.attempt_finished
+  ["fail", node, why, now_ms]               a node it could not reach (Peer.connect_failed)
 
 A second socket pair (SOCK_SEQPACKET) carries client connections whose first request is for
 the management API, on a shared port: the bytes read so far plus the socket (SCM_RIGHTS).
@@ -27,6 +30,8 @@ import struct
 from typing import Any, Final
 
 import msgpack
+
+from fnlb.routing.attempt import Attempt
 
 MAX_FRAME: Final = 64 << 20
 _LEN: Final = struct.Struct(">I")
@@ -58,29 +63,38 @@ async def read_frame(reader: asyncio.StreamReader) -> list[Any] | None:
     return message
 
 
-class RelayLoad:
-    """A worker's `AttemptLoad`: books nothing here, keeps each attempt for the primary."""
+class AttemptRelay:
+    """A worker's attempts, in order, kept for its primary's Peer (sent every tick)."""
 
     __slots__ = ("events",)
 
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    def call_started(self, fn: str, node: str, now: float) -> None:
-        self.events.append([0, fn, node, now])
+    def started(self, key: str, node: str, now: float) -> None:
+        self.events.append([0, key, node, now])
 
-    def call_finished(
-        self,
-        fn: str,
-        node: str,
-        status: int,
-        wait_s: float | None,
-        ttfb_s: float | None,
-        now: float,
-        answered_at: float | None = None,
-    ) -> None:
-        self.events.append([1, fn, node, status, wait_s, ttfb_s, now, answered_at])
+    def finished(self, a: Attempt) -> None:
+        self.events.append(
+            [
+                1,
+                a.key,
+                a.node,
+                a.path,
+                a.status,
+                a.ended,
+                a.wait_s,
+                a.retry_after_s,
+                a.answer_s,
+                a.answered_at,
+            ]
+        )
 
     def take(self) -> list[Event]:
         events, self.events = self.events, []
         return events
+
+
+def attempt_of(event: Event) -> Attempt:
+    """The `Attempt` a finished event carries (`AttemptRelay.finished`'s inverse)."""
+    return Attempt(*event[1:10])

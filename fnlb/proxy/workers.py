@@ -4,10 +4,13 @@ primary) keeps the single gossip identity, health checks and management API of t
 Why processes: one Python process uses one core; the data plane is where the CPU goes. The
 workers inherit the listening socket (the kernel hands each new connection to one of them),
 serve calls with the fast data plane, and are fed over one Unix socket each
-(fnlb.proxy.worker_link): the node view each time it changes, and every tick (50 ms) the
-routing figures - with the calls in flight from the other peers and from the sibling workers.
-They report every attempt back, in order, so the primary's `LocalLoad` (gossiped digests,
-/1/lb/stats, placement) counts the calls of all workers exactly as if it had made them.
+(fnlb.proxy.worker_link): the Peer's node view each time it changes, and every tick (50 ms)
+the routing figures - with the calls in flight from the other peers and from the sibling
+workers - and the back-off entries new in the Peer's router. They report every attempt back,
+in order, and the primary replays each into its Peer (`attempt_started`, the worker's
+`Attempt` record to `attempt_finished`, `connect_failed`), so `LocalLoad` (gossiped digests,
+/1/lb/stats, placement), the routing policy and the back-off count the calls of all workers
+exactly as if the primary had made them.
 
 A worker that dies is started again at once; the calls it had under way are booked as failed
 (their clients saw the connection close) and the other workers' calls are untouched. On a
@@ -26,16 +29,14 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
 
-from fnlb.cluster.load import LocalLoad
-from fnlb.cluster.registry import NodeDirectory
-from fnlb.proxy.worker_link import frame, read_frame
-from fnlb.routing.backoff import decode_entries
-from fnlb.routing.router import Router
+from fnlb.payloads.backoff import pack_entries
+from fnlb.peer.core import Peer
+from fnlb.proxy.worker_link import attempt_of, frame, read_frame
+from fnlb.routing.attempt import NO_ANSWER, Attempt
 
 log = logging.getLogger("fnlb.workers")
 
@@ -76,20 +77,14 @@ class WorkerPool:
         count: int,
         listen: socket.socket,
         *,
-        registry: NodeDirectory,
-        load: LocalLoad,
-        passive_failure: Callable[[str, str], None],
-        router: Router | None,
-        share_backoff: Callable[[bytes], None] | None,
+        peer: Peer,
         options: dict[str, Any],
         api_server: web.Server | None = None,
     ) -> None:
         self.listen = listen
-        self.registry = registry
-        self.load = load
-        self.passive_failure = passive_failure
-        self.router = router
-        self.share_backoff = share_backoff
+        self.peer = peer
+        self.router = peer.routing.load_router
+        self._backoff_sent: dict[tuple[str, str], float] = {}
         self.options = options
         self.api_server = api_server
         self.workers = [_Worker(i) for i in range(count)]
@@ -132,6 +127,9 @@ class WorkerPool:
         reader, w.writer = await asyncio.open_unix_connection(sock=ours)
         w.view_sent = -1
         self._send_view(w)
+        if self.router is not None:  # a restarted worker: the back-off in force, all of it
+            for message in pack_entries(self.router.backoff.entries(time.time())):
+                w.send(["backoff", message])
         if w.handoff is not None:
             loop.add_reader(w.handoff.fileno(), self._take_handoff, w.handoff)
         w.task = asyncio.ensure_future(self._serve(w, reader))
@@ -154,9 +152,9 @@ class WorkerPool:
     def _release(self, w: _Worker) -> None:
         """The worker is gone: its unfinished attempts end (as failed), its links close."""
         now = time.time()
-        for (fn, node), count in w.open.items():
-            for _ in range(count):
-                self.load.call_finished(fn, node, 502, None, None, now)
+        for (key, node), count in w.open.items():
+            for _ in range(count):  # as Proxy.handle books a call cut off: no answer
+                self.peer.attempt_finished(Attempt(key, node, "", NO_ANSWER, now))
         w.open.clear()
         w.in_flight.clear()
         if w.writer is not None:
@@ -169,39 +167,36 @@ class WorkerPool:
 
     def _apply(self, w: _Worker, message: list[Any]) -> None:
         kind = message[0]
-        if kind == "load":
-            load, open_, in_flight = self.load, w.open, w.in_flight
+        if kind == "attempts":
+            peer, open_, in_flight = self.peer, w.open, w.in_flight
             for e in message[1]:
                 pair = (e[1], e[2])
                 if e[0] == 0:
-                    load.call_started(e[1], e[2], e[3])
+                    peer.attempt_started(e[1], e[2], e[3])
                     open_[pair] = open_.get(pair, 0) + 1
                     in_flight[e[2]] = in_flight.get(e[2], 0) + 1
                 elif open_.get(pair, 0) > 0:
-                    load.call_finished(e[1], e[2], e[3], e[4], e[5], e[6], e[7])
+                    peer.attempt_finished(attempt_of(e))
                     if open_[pair] == 1:
                         del open_[pair]
                     else:
                         open_[pair] -= 1
                     in_flight[e[2]] -= 1
         elif kind == "fail":
-            self.passive_failure(message[1], message[2])
-        elif kind == "backoff":
-            self._backoff(message[1], source=w)
+            self.peer.connect_failed(message[1], message[2], message[3])
 
-    def _backoff(self, message: bytes, source: _Worker | None) -> None:
-        if self.router is not None:
-            self.router.backoff.merge(decode_entries(message), time.time())
-        if source is not None and self.share_backoff is not None:
-            self.share_backoff(message)  # to the other peers, as our own
-        for w in self.workers:
-            if w is not source:
-                w.send(["backoff", message])
-
-    def forward_backoff(self, message: bytes) -> None:
-        """A peer's back-off message (already merged here): on to every worker."""
-        for w in self.workers:
-            w.send(["backoff", message])
+    def backoff_news(self, now: float) -> list[bytes]:
+        """The back-off entries in force in the Peer's router that the workers have not
+        been sent yet (its own, from the replayed attempts, and its peers'), as messages."""
+        if self.router is None:
+            return []
+        sent = self._backoff_sent
+        fresh = [e for e in self.router.backoff.entries(now) if sent.get((e.fn, e.node)) != e.until]
+        for e in fresh:
+            sent[(e.fn, e.node)] = e.until
+        for pair in [p for p, until in sent.items() if until <= now]:
+            del sent[pair]
+        return pack_entries(fresh)
 
     def _take_handoff(self, sock: socket.socket) -> None:
         try:
@@ -228,7 +223,7 @@ class WorkerPool:
         protocol.data_received(data)
 
     def _send_view(self, w: _Worker) -> None:
-        view = self.registry.view
+        view = self.peer.view
         if w.view_sent != view.version:
             w.send(["view", view.version, dict(view.states)])
             w.view_sent = view.version
@@ -237,10 +232,13 @@ class WorkerPool:
         while True:
             for w in self.workers:
                 self._send_view(w)
+            news = self.backoff_news(time.time())
             for w in self.workers:
                 figures = self.figures_for(w)
                 if figures is not None:
                     w.send(figures)
+                for message in news:
+                    w.send(["backoff", message])
             await asyncio.sleep(TICK_S)
 
     def figures_for(self, w: _Worker) -> list[Any] | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uvloop
 
 from bench.fast_plane_cpu import measure
-from fnlb.routing.policy import POLICIES
+from fnlb.routing.policies import POLICIES
 from tests.bench.support import run_bench, table_rows
 
 

@@ -189,7 +189,7 @@ async def node() -> AsyncIterator[H11Node]:
 @pytest.fixture
 async def lb(node: H11Node) -> AsyncIterator[Balancer]:
     async with running_balancer(nodes=node.address) as balancer:
-        await wait_for(lambda: balancer.registry.view.states.get(node.address) == "online")
+        await wait_for(lambda: balancer.peer.view.states.get(node.address) == "online")
         yield balancer
 
 
@@ -442,7 +442,7 @@ async def test_shared_port_carries_calls_and_the_api_on_one_connection_either_or
 ) -> None:
     port = f"127.0.0.1:{unused_tcp_port}"
     async with running_balancer(nodes=node.address, listen=port, mgmt_listen=port) as lb:
-        await wait_for(lambda: lb.registry.view.states.get(node.address) == "online")
+        await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
         for first_api in (True, False):
             c = await H11Client.open(lb)
             try:
@@ -485,7 +485,7 @@ async def test_a_fault_inside_fnlb_is_a_json_502_not_a_hang(
     def broken(*args: object) -> list[str]:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(lb.fast.routing, "candidates", broken)
+    monkeypatch.setattr(lb.fast.peer, "candidates", broken)
     response, body = await client.call("GET", "/r/app/fn", [])
     assert response.status_code == 502
     assert "logged" in json.loads(body)["msg"]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fnlb.cluster.load import LocalLoad
-from fnlb.cluster.registry import NodeRegistry
+from fnlb.peer.core import LONE_NAME, Peer
 from fnlb.proxy import fast_server
 from fnlb.proxy.fast_server import ClientConnection, FastProxy
-from fnlb.routing.policy import RendezvousPolicy
+from fnlb.routing.policies import RendezvousPolicy
 
 
 class FakeTransport:
@@ -23,14 +22,8 @@ class FakeTransport:
 
 
 def proxy() -> FastProxy:
-    return FastProxy(
-        NodeRegistry(healthy=1, unhealthy=1, nodes=[]),
-        passive_failure=lambda node, why: None,
-        parse_wait=float,
-        load=LocalLoad(),
-        routing=RendezvousPolicy(),
-        connect_timeout=1.0,
-    )
+    peer = Peer(LONE_NAME, routing=RendezvousPolicy(), clock_ms=lambda: 0, gossip=False)
+    return FastProxy(peer, connect_timeout=1.0)
 
 
 async def test_an_idle_client_connection_is_closed_after_the_idle_rounds() -> None:

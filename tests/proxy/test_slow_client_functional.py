@@ -44,7 +44,7 @@ async def balanced() -> AsyncIterator[tuple[Balancer, Download]]:
     await node.start()
     try:
         async with running_balancer(nodes=node.address) as lb:
-            await wait_for(lambda: lb.registry.view.states.get(node.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
             yield lb, download
     finally:
         await node.stop()
