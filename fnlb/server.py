@@ -268,6 +268,7 @@ class Balancer:
             connect_timeout=self.settings.connect_timeout,
             management=hand_to_protocol(management) if management is not None else None,
             management_paths=api_paths,
+            scheme=b"http" if tls is None else b"https",
         )
         loop = asyncio.get_running_loop()
         server = await loop.create_server(self.fast.protocol, sock=sock, backlog=1024, ssl=tls)

@@ -112,10 +112,13 @@ class FastProxy:
         connect_timeout: float,
         management: HandOver | None = None,
         management_paths: frozenset[bytes] = frozenset(),
+        scheme: bytes = b"http",
     ) -> None:
         """`management`: on a shared port, what takes a connection whose request is for one
-        of `management_paths` (the API stays on aiohttp: `hand_to_protocol`)."""
+        of `management_paths` (the API stays on aiohttp: `hand_to_protocol`). `scheme`: the
+        listener's (b"https" with TLS), the X-Forwarded-Proto a client did not send."""
         self.peer = peer
+        self.scheme = scheme
         self.pool = UpstreamPool(connect_timeout)
         self.management = management
         self.management_paths = management_paths
@@ -596,7 +599,7 @@ class _Call:
         client = self.conn.peer
         parts = [self.method, b" ", self.target, b" HTTP/1.1\r\n", *self.fields]
         parts += (b"X-Forwarded-For: ", xff + b", " + client if xff else client, CRLF)
-        parts += (b"X-Forwarded-Proto: ", self.xf_proto or b"http", CRLF)
+        parts += (b"X-Forwarded-Proto: ", self.xf_proto or proxy.scheme, CRLF)
         host = self.xf_host or self.host
         if host:
             parts += (b"X-Forwarded-Host: ", host, CRLF)
