@@ -181,12 +181,12 @@ class ClientConnection(asyncio.Protocol):
         "_head_left",
         "_sniff",
         "active",
+        "client",
         "closed",
         "idle_rounds",
         "parser",
         "parsing",
         "paused",
-        "peer",
         "proxy",
         "queue",
         "seen",
@@ -201,7 +201,8 @@ class ClientConnection(asyncio.Protocol):
         self.parsing: _Call | None = None
         self.active: _Call | None = None
         self.queue: deque[_Call] | None = None
-        self.peer = b""
+        self.client = b""
+        """The client's address (X-Forwarded-For), as bytes."""
         self.closed = False
         self.seen = True
         self.idle_rounds = 0
@@ -215,8 +216,8 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        peer = transport.get_extra_info("peername")
-        self.peer = str(peer[0]).encode() if isinstance(peer, tuple) else b""
+        address = transport.get_extra_info("peername")
+        self.client = str(address[0]).encode() if isinstance(address, tuple) else b""
         self.proxy.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -596,7 +597,7 @@ class _Call:
         self.nodes = nodes
         self.last = len(nodes) - 1
         xff = self.xff
-        client = self.conn.peer
+        client = self.conn.client
         parts = [self.method, b" ", self.target, b" HTTP/1.1\r\n", *self.fields]
         parts += (b"X-Forwarded-For: ", xff + b", " + client if xff else client, CRLF)
         parts += (b"X-Forwarded-Proto: ", self.xf_proto or proxy.scheme, CRLF)
