@@ -562,11 +562,11 @@ class Member:
         target = self._next_probe_target(now)
         if target is None:
             return
-        self._seq += 1
+        seq = self._next_seq()
         self._probe = _Probe(
-            self._seq, target.name, target.addr, now + self.profile.probe_timeout, now + interval
+            seq, target.name, target.addr, now + self.profile.probe_timeout, now + interval
         )
-        msgs = [codec.encode_message(Ping(self._seq, target.name))]
+        msgs = [codec.encode_message(Ping(seq, target.name))]
         if target.state is MemberState.SUSPECT:
             # Buddy system: tell the suspect directly, so it can refute at once. The
             # suspicion goes first: the suspect processes it (and queues its refutation)
@@ -574,6 +574,19 @@ class Member:
             suspect = Suspect(target.incarnation, target.name, self.name)
             msgs.insert(0, codec.encode_message(suspect))
         self._send(target.addr, msgs)
+
+    def _next_seq(self) -> int:
+        """A fresh probe sequence number, drawn at random: a per-probe nonce.
+
+        Counting 1, 2, 3... (memberlist's way) made every member's numbers the same small
+        integers, so an Ack captured between two other peers matched the probe a third one
+        had open (issue #12). A draw below 2**62 from the member's generator matches only
+        the Ping it was sent for; a key holder still learns it, nobody else can see it.
+        """
+        self._seq = self._rng.randrange(1 << 62)
+        while self._seq in self._relays or (self._probe and self._probe.seq == self._seq):
+            self._seq = self._rng.randrange(1 << 62)
+        return self._seq
 
     def _probe_indirect(self, probe: _Probe, now: float) -> None:
         probe.indirect_sent = True
@@ -645,7 +658,7 @@ class Member:
             if len(self._relays) >= _MAX_RELAYS:
                 self.drops["relay_overflow"] += 1
                 return
-            self._seq += 1
+            seq = self._next_seq()
             # Nack at 80 % of the probe timeout (as Lifeguard suggests): a nack sent at the full
             # timeout reaches the prober after its probe ended, so every real failure would
             # count as missing nacks and wrongly raise the prober's awareness score. The
@@ -653,8 +666,8 @@ class Member:
             delay = NACK_FRACTION * self.profile.probe_timeout
             if msg.nack_after_ms is not None:
                 delay = min(delay, msg.nack_after_ms / 1000)
-            self._relays[self._seq] = _Relay(addr, msg.seq, now + delay, msg.nack)
-            self._send(msg.target_addr, [codec.encode_message(Ping(self._seq, msg.target))])
+            self._relays[seq] = _Relay(addr, msg.seq, now + delay, msg.nack)
+            self._send(msg.target_addr, [codec.encode_message(Ping(seq, msg.target))])
         elif isinstance(msg, Nack):
             probe = self._probe
             if probe is not None and msg.seq == probe.seq:
