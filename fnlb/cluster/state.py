@@ -32,6 +32,7 @@ from typing import Any, Final
 
 import msgpack
 
+from fnlb import msgpack_bounds
 from fnlb.cluster.health_merge import ClusterState as Verdict3
 from fnlb.cluster.health_merge import Verdict, VerdictTable
 from fnlb.cluster.hlc import HybridClock, Timestamp
@@ -385,10 +386,24 @@ def _pack(value: Any) -> bytes:
     return packed
 
 
+# Issue #12: bounded like every msgpack path (fnlb.msgpack_bounds). The deepest honest shape
+# is a full state: map, "nodes" map, entries, entry (4); item and array caps keep one decode
+# within ~50 ms; strings are addresses and names (255), bins carry nested digests.
+_LIMITS: Final = msgpack_bounds.Limits(
+    max_bytes=_MAX_STATE_BYTES,
+    max_depth=6,
+    max_items=300_000,
+    max_array=65_536,
+    max_map=65_536,
+    max_str=4096,
+    max_bin=_MAX_STATE_BYTES,
+    slack=1 << 20,
+    prefix="cluster_",
+    malformed="bad_cluster_msgpack",
+)
+
+
 def _unpack(data: bytes) -> Any:
     if len(data) > _MAX_STATE_BYTES:
         raise RemoteProtocolError("cluster_state_too_large", f"{len(data)} bytes")
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-        raise RemoteProtocolError("bad_cluster_msgpack") from None
+    return msgpack_bounds.unpack(data, _LIMITS)
