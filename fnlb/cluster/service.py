@@ -6,9 +6,10 @@
 - the management API: `put`/`delete` change the cluster-wide node set. **Acknowledged means
   kept**: the answer comes only after the change is fsync'd in `-state-dir` (when given) and
   held by `-write-acks` other live peers (each of which fsyncs it before answering), tried in
-  turn over their management ports. The answer says how many peers hold it (`held_by`,
-  ourselves included). When fewer peers could take it than asked, the answer is 503: the change
-  is kept here and spreads by gossip, and retrying is harmless;
+  turn over their management ports; with a gossip key, each request is sealed to the peer
+  asked and its answer sealed back (fnlb.cluster.hold_seal). The answer says how many peers
+  hold it (`held_by`, ourselves included). When fewer peers could take it than asked, the
+  answer is 503: the change is kept here and spreads by gossip, and retrying is harmless;
 - the health checker: our verdicts go into the state, which broadcasts the changes; a peer's
   "offline" for a node we still see online triggers an immediate check of our own;
 - gossip: membership (who may vote on health), broadcasts and push-pull full states.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import secrets
 import socket
@@ -40,6 +42,7 @@ import msgpack
 from aiohttp import web
 
 from fnlb.api.jsonio import json_error, json_response
+from fnlb.cluster import hold_seal
 from fnlb.cluster.hlc import HybridClock, Timestamp
 from fnlb.cluster.load import LocalLoad
 from fnlb.cluster.nodeset import Entry, NodeSet
@@ -227,10 +230,10 @@ class ClusterService:
             return 1
         payload = msgpack.packb(["n", [list(e.to_wire()) for e in delta]], use_bin_type=True)
         held = 1
-        for address in self._peer_mgmt_addresses():
+        for name, address in self._peer_mgmt_addresses():
             if held - 1 >= wanted:
                 break
-            if await self._ask_to_hold(address, payload):
+            if await self._ask_to_hold(address, payload, name):
                 held += 1
         if held - 1 < wanted:
             raise BadRequest(
@@ -240,22 +243,36 @@ class ClusterService:
             )
         return held
 
-    async def _ask_to_hold(self, address: str, payload: bytes) -> bool:
+    async def _ask_to_hold(self, address: str, payload: bytes, name: str) -> bool:
+        """Ask peer `name` at `address` to hold a change; True once it proved it did.
+
+        With a gossip key the request is sealed to that peer and its "held" must be sealed
+        back to this request (fnlb.cluster.hold_seal); without one, a 200 is taken as is.
+        """
         assert self._session is not None
+        assert self.runtime is not None
+        cipher = self.runtime.cipher
+        body, nonce = hold_seal.seal_request(cipher, payload, time.time(), name)
+        kind = hold_seal.CONTENT_TYPE_SEALED if nonce else hold_seal.CONTENT_TYPE_PLAIN
         try:
             async with self._session.post(
                 f"http://{address}/1/lb/cluster/hold",
-                data=payload,
-                headers={"Content-Type": "application/msgpack"},
+                data=body,
+                headers={"Content-Type": kind},
                 timeout=aiohttp.ClientTimeout(total=ACK_TIMEOUT_S),
             ) as resp:
-                await resp.read()
+                answer = await resp.read()
                 if resp.status != 200:
                     log.warning(
                         "peer refused to hold a change",
                         extra={"peer": address, "status": resp.status},
                     )
-                return resp.status == 200
+                    return False
+            seal = _json_field(answer, "seal")
+            if not hold_seal.answer_holds(cipher, seal, nonce, time.time()):
+                log.warning("a hold answer was not sealed by that peer", extra={"peer": address})
+                return False
+            return True
         except (aiohttp.ClientError, TimeoutError) as e:
             log.warning("peer did not hold a change", extra={"peer": address, "error": str(e)})
             return False
@@ -267,9 +284,16 @@ class ClusterService:
         holds it as well); 409 when the merge refused one (stamped too far in our future, or
         below our tombstone floor), so that the writer does not count us.
         """
-        data = await request.content.read(1 << 20)
+        data = await request.read()  # aiohttp's own reading: whole body, 413 past its limit
+        assert self.runtime is not None
         try:
-            result = self.state.merge_node_change(data, now_ms())
+            sealed = hold_seal.open_request(self.runtime.cipher, data, time.time())
+        except RemoteProtocolError as e:
+            # issue #12: with a gossip key, only a key holder's change sealed to us is held
+            self.drops["hold_" + e.reason] = self.drops.get("hold_" + e.reason, 0) + 1
+            return json_error(403, f"not sealed for this peer with the cluster's key: {e}")
+        try:
+            result = self.state.merge_node_change(sealed.payload, now_ms())
         except RemoteProtocolError as e:
             self.drops[e.reason] = self.drops.get(e.reason, 0) + 1
             return json_error(400, f"not a node-set change: {e}")
@@ -283,7 +307,8 @@ class ClusterService:
                 f"{self.state.nodes.clock.max_drift_ms} ms ahead of this peer's clock, "
                 f"{result.refused_ghosts} below its tombstone collection floor",
             )
-        return json_response({"msg": "held"})
+        seal = hold_seal.seal_answer(self.runtime.cipher, sealed, time.time())
+        return json_response({"msg": "held"} if seal is None else {"msg": "held", "seal": seal})
 
     async def save(self) -> None:
         """Write the node set, clock and known peers to the state dir (no-op without one)."""
@@ -359,12 +384,13 @@ class ClusterService:
             return []
         return [m for m in self.runtime.members() if m.state in _LIVE and m.name != self.name]
 
-    def _peer_mgmt_addresses(self) -> list[str]:
+    def _peer_mgmt_addresses(self) -> list[tuple[str, str]]:
+        """(member name, management host:port) of each live peer that published its port."""
         out = []
         for m in self._live_members():
             port = _meta_mgmt_port(m.meta)
             if port:
-                out.append(f"{m.addr[0]}:{port}")
+                out.append((m.name, f"{m.addr[0]}:{port}"))
         return out
 
     def _peer_gossip_addresses(self) -> list[str]:
@@ -501,6 +527,15 @@ def _metrics_report(m: NodeMetrics | None) -> dict[str, Any] | None:
         "busy": m.busy,
         "age_ms": max(0, now_ms() - m.at_ms),
     }
+
+
+def _json_field(body: bytes, field: str) -> object:
+    """`field` of a JSON object answer, or None when the answer is not one."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value.get(field) if isinstance(value, dict) else None
 
 
 def _meta_mgmt_port(meta: bytes) -> int:
