@@ -69,9 +69,10 @@ MAX_NACK_AFTER_MS = 60_000
 """Longest nack delay an IndirectPing may ask for, in milliseconds."""
 MAX_MESSAGES = 255
 """Most messages in one compound datagram."""
-MAX_ENTRIES = 10_000
-"""Most members in one push-pull (memberlist allows 100,000; decoding that many rows blocks
-the event loop for ~100 ms, and fnlb clusters are a few to a few hundred peers)."""
+MAX_ENTRIES = 4096
+"""Most members in one push-pull, so the largest cluster (memberlist allows 100,000; decoding
+10,000 rows blocked the event loop for 70-190 ms on a loaded 2-core machine, and fnlb
+clusters are a few to a few hundred peers)."""
 MAX_COUNTER = 2**62
 """Largest incarnation or sequence number accepted: far beyond any honest value, and low
 enough that a member refuting a hostile huge incarnation (+1) still encodes as uint64."""
@@ -185,7 +186,7 @@ _STREAM_LIMITS = msgpack_bounds.Limits(
     max_array=MAX_ENTRIES,
     max_str=64 * 1024,
     max_bin=MAX_USER_STATE,
-    slack=1 << 20,  # the rows of an honest 10,000-member push-pull
+    slack=1 << 20,  # the rows of an honest 4,096-member push-pull
     malformed=MALFORMED,
 )
 
