@@ -77,10 +77,19 @@ STREAM_KINDS = (
 # --- the hostile inputs -----------------------------------------------------------------------
 
 
+def empty_arrays(size: int) -> bytes:
+    """The issue's attack: a stream message of arrays of 1,000 empty arrays, ~`size` bytes."""
+    row = b"\xdc" + (1000).to_bytes(2, "big") + b"\x90" * 1000
+    rows = max(1, size // len(row))
+    return b"\x01\xdd" + rows.to_bytes(4, "big") + row * rows
+
+
 def nested_payload(rng: random.Random, size: int) -> bytes:
     """A gossip payload of nested empty arrays (version byte first), about `size` bytes."""
     inner = b"\xdc" + (255).to_bytes(2, "big") + b"\x90" * 255
     count = max(1, size // len(inner))
+    if size > 100_000:
+        return empty_arrays(size)
     shape = rng.randrange(3)
     if shape == 0:
         return b"\x01\xdc" + min(count, 255).to_bytes(2, "big") + inner * min(count, 255)
@@ -267,7 +276,6 @@ async def watch_views(
 
 def decode_figures() -> list[tuple[str, int, float, int, str]]:
     """(input, bytes, ms, peak bytes, outcome) for the largest hostile and honest inputs."""
-    rng = random.Random(1)
     rows = [
         [f"peer-{i}.example:7946", f"10.0.{i // 256 % 256}.{i % 256}", 7946, i, 0, b"m" * 8]
         for i in range(codec.MAX_ENTRIES)
@@ -276,11 +284,14 @@ def decode_figures() -> list[tuple[str, int, float, int, str]]:
 
     honest = b"\x01" + msgpack.packb([9, False, rows, bytes(1000)], use_bin_type=True)
     cases: list[tuple[str, bytes, Callable[[bytes], object]]] = [
-        ("stream: 3.8 MB nested empty arrays", nested_payload(rng, 3_800_000), codec.decode_stream),
+        ("stream: 3.8 MB of nested empty arrays", empty_arrays(3_800_000), codec.decode_stream),
+        ("stream: 50 deep", b"\x01" + b"\x91" * 49 + b"\x90", codec.decode_stream),
         ("stream: 2,000 deep", b"\x01" + b"\x91" * 1999 + b"\x90", codec.decode_stream),
         (
-            "stream: 20 MB array of empty arrays",
-            b"\x01\xdd" + (20 << 20).to_bytes(4, "big") + b"\x90" * (20 << 20),
+            "stream: 16 MB, 4,000 arrays of 4,096 empty arrays",
+            b"\x01\xdd"
+            + (4000).to_bytes(4, "big")
+            + (b"\xdd" + (4096).to_bytes(4, "big") + b"\x90" * 4096) * 4000,
             codec.decode_stream,
         ),
         (
@@ -396,7 +407,7 @@ async def run(args: argparse.Namespace) -> int:
                 "join_seconds_under_attack": round(attack_join, 2),
             }
     report["decode"] = [
-        {"input": n, "bytes": b, "ms": round(ms, 1), "peak_bytes": p, "outcome": o}
+        {"input": n, "bytes": b, "ms": round(ms, 1), "peak_x_input": round(p / b, 2), "outcome": o}
         for n, b, ms, p, o in decode_figures()
     ]
     print(json.dumps(report, indent=2))
@@ -408,8 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datagrams", type=int, default=1_000_000)
     parser.add_argument("--streams", type=int, default=10_000)
-    parser.add_argument("--rate", type=float, default=6_000.0, help="datagrams a second")
-    parser.add_argument("--concurrency", type=int, default=300, help="streams open at once")
+    parser.add_argument("--rate", type=float, default=2_000.0, help="datagrams a second")
+    parser.add_argument("--concurrency", type=int, default=120, help="streams open at once")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     return asyncio.run(run(args))
