@@ -135,3 +135,23 @@ async def test_a_join_gets_in_while_a_thousand_stranger_connections_hold_every_s
         assert a.all_drops().get("too_many_streams", 0) == 0
         for _, writer in held:
             writer.close()
+
+
+async def test_once_joined_a_peer_seals_what_it_sends_to_the_other_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a = runtime("a")
+    async with started(a):
+        b = runtime("b", join=(f"127.0.0.1:{address(a)[1]}",))
+        sealed_to: list[str] = []
+        seal = b.cipher.seal
+
+        def recording(payload: bytes, now: float, *, to: str = "", reply_to: bytes = b"") -> bytes:
+            sealed_to.append(to)
+            return seal(payload, now, to=to, reply_to=reply_to)
+
+        monkeypatch.setattr(b.cipher, "seal", recording)
+        async with started(b):
+            await eventually(lambda: sealed_to.count("a") >= 3)
+            assert a.all_drops().get("not_for_us", 0) == 0
+        assert set(sealed_to) <= {"", "a"}
