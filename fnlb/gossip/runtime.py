@@ -46,7 +46,7 @@ from typing import Any
 
 from fnlb.config import DEFAULT_GOSSIP_PORT, Settings, parse_listen, parse_peer
 from fnlb.errors import ConfigError, RemoteProtocolError
-from fnlb.gossip.codec import MAX_STREAM_BYTES
+from fnlb.gossip.codec import MAX_ENTRIES, MAX_STREAM_BYTES
 from fnlb.gossip.crypto import GossipCipher, Keyring
 from fnlb.gossip.delegate import GossipDelegate
 from fnlb.gossip.keyring_file import keyring_from_settings
@@ -79,6 +79,8 @@ FIRST_BYTE_TIMEOUT = 2.0
 MAX_STREAMS_PER_SOURCE = 16
 
 EventListener = Callable[[MemberEvent], None]
+#: the events that say which member lives at an address now
+_NAMES_AN_ADDRESS = frozenset((EventKind.JOINED, EventKind.ALIVE, EventKind.UPDATED))
 
 _LOG_LEVEL = {
     EventKind.JOINED: logging.INFO,
@@ -523,8 +525,8 @@ class GossipRuntime:
                 extra={"node": event.name, "theirs": f"{event.addr[0]}:{event.addr[1]}"},
             )
             return  # not a change to the membership: listeners are not told
-        if event.name != self.cipher.name:
-            self._names[event.addr] = event.name
+        if event.kind in _NAMES_AN_ADDRESS and event.name != self.cipher.name:
+            self._remember_name(event.name, event.addr)
         log.log(
             _LOG_LEVEL.get(event.kind, logging.INFO),
             f"gossip peer {event.kind.value}",
@@ -539,6 +541,22 @@ class GossipRuntime:
                 listener(event)
             except Exception:
                 log.exception("a gossip event listener failed", extra={"peer": event.name})
+
+    def _remember_name(self, name: str, addr: Addr) -> None:
+        """Seal what we send to `addr` to `name` from now on (see the module docstring).
+
+        Only news that a member lives at an address counts (joined, alive, updated): the late
+        death of a member that used to live there must not take the address back from its
+        new occupant, whose packets would then all be refused as not for it. Bounded: when the
+        table outgrows what a push-pull can list, it is rebuilt from the live members.
+        """
+        self._names[addr] = name
+        if len(self._names) > 2 * MAX_ENTRIES and self._member is not None:
+            self._names = {
+                m.addr: m.name
+                for m in self._member.members()
+                if m.state in (MemberState.ALIVE, MemberState.SUSPECT) and m.name != self.name
+            }
 
     def _spawn(self, coro: Any) -> None:
         assert self._loop is not None

@@ -17,6 +17,7 @@ import pytest
 
 from fnlb.gossip import runtime as runtime_module
 from fnlb.gossip.crypto import GossipCipher, Keyring
+from fnlb.gossip.member import EventKind, MemberEvent
 from fnlb.gossip.messages import MemberState
 from fnlb.gossip.profile import GossipProfile
 from fnlb.gossip.runtime import GossipRuntime
@@ -155,3 +156,12 @@ async def test_once_joined_a_peer_seals_what_it_sends_to_the_other_by_name(
             await eventually(lambda: sealed_to.count("a") >= 3)
             assert a.all_drops().get("not_for_us", 0) == 0
         assert set(sealed_to) <= {"", "a"}
+
+
+def test_the_late_death_of_an_old_occupant_does_not_take_its_address_back() -> None:
+    rt = runtime("me")
+    addr = ("10.0.0.7", 7946)
+    rt._publish(MemberEvent(EventKind.JOINED, "old", addr, 1, b""))
+    rt._publish(MemberEvent(EventKind.JOINED, "new", addr, 1, b""))  # restarted, renamed
+    rt._publish(MemberEvent(EventKind.DEAD, "old", addr, 1, b""))
+    assert rt._names[addr] == "new"
