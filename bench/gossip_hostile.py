@@ -201,6 +201,36 @@ async def hostile_stream(port: int, kind: str, source: str, rng: random.Random) 
         pass
 
 
+async def keyless_big_frames(port: int, connections: int, size: int) -> int:
+    """The issue's reproduction: `connections` keyless streams each writing a `size`-byte
+    frame (a valid-looking header, then zeros) at once; how many p0 cut off before the end."""
+    header = b"\x03" + GossipCipher(Keyring([WRONG_KEY]), "fnlb").seal(b"", time.time())[1:18]
+    cut = 0
+
+    async def one(i: int) -> None:
+        nonlocal cut
+        try:
+            async with asyncio.timeout(60):
+                _, writer = await asyncio.open_connection(
+                    HOST, port, local_addr=(f"127.0.1.{1 + i}", 0)
+                )
+                try:
+                    writer.write(struct.pack(">I", size) + header)
+                    chunk = bytes(1 << 20)
+                    for _ in range(size // len(chunk)):
+                        writer.write(chunk)
+                        await writer.drain()
+                except OSError:
+                    cut += 1
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError):
+            cut += 1
+
+    await asyncio.gather(*(one(i) for i in range(connections)))
+    return cut
+
+
 async def send_streams(port: int, count: int, concurrency: int, seed: int) -> Counter[str]:
     rng = random.Random(seed)
     sent: Counter[str] = Counter()
@@ -371,6 +401,10 @@ async def run(args: argparse.Namespace) -> int:
             os.kill(j1.pid, 15)  # leaves gracefully; not part of the attack's cluster
             j1.proc.popen.wait(10)
             await asyncio.sleep(2)
+            rss_start, _ = memory_mb(p0.pid)
+            big_cut = await keyless_big_frames(p0.gossip, 16, 20 << 20)
+            await asyncio.sleep(1)
+            rss_big, rss_big_peak = memory_mb(p0.pid)
             before = await gossip_stats(session, p0)
             rss_before, _ = memory_mb(p0.pid)
             kernel_before = kernel_udp_drops(p0.gossip)
@@ -399,6 +433,13 @@ async def run(args: argparse.Namespace) -> int:
                 "udp_packets_received", 0
             )
             report = {
+                "keyless_20mib_frames": {
+                    "connections": 16,
+                    "cut_off_by_p0": big_cut,
+                    "rss_mb_before": round(rss_start, 1),
+                    "rss_mb_after": round(rss_big, 1),
+                    "rss_mb_peak": round(rss_big_peak, 1),
+                },
                 "datagrams_sent": dict(dgram_sent),
                 "datagram_seconds": round(dgram_seconds, 1),
                 "datagram_rate": round(sum(dgram_sent.values()) / dgram_seconds),
@@ -422,8 +463,36 @@ async def run(args: argparse.Namespace) -> int:
         for n, b, ms, p, o in decode_figures()
     ]
     print(json.dumps(report, indent=2))
+    print_table(report)
     ok = not report["crashed"] and not report["not_alive_seen"]
     return 0 if ok else 1
+
+
+def print_table(r: dict[str, Any]) -> None:
+    """The figures docs/benchmarks.md shows, as a markdown table."""
+    big = r["keyless_20mib_frames"]
+    rows = [
+        ("16 keyless 20 MiB frames: cut off / RSS before, after (MB)",
+         f"{big['cut_off_by_p0']} / {big['rss_mb_before']}, {big['rss_mb_after']}"),
+        ("datagrams sent / read by p0 / dropped by the kernel",
+         f"{sum(r['datagrams_sent'].values())} / {r['datagrams_received_by_p0']} / "
+         f"{r['datagrams_dropped_by_kernel']} ({r['datagram_rate']} a second sent)"),
+        ("streams sent / served by p0",
+         f"{sum(r['streams_sent'].values())} / {r['streams_served_by_p0']}"),
+        ("crashes", str(len(r["crashed"]))),
+        ("peers seen not alive", str(sum(r["not_alive_seen"].values()))),
+        ("p0 RSS before / after / peak (MB)",
+         f"{r['rss_mb_before']} / {r['rss_mb_after']} / {r['rss_mb_peak']}"),
+        ("join idle / under attack (s)",
+         f"{r['join_seconds_idle']} / {r['join_seconds_under_attack']}"),
+        ("drops counted on p0", str(sum(r["drops_on_p0"].values()))),
+    ]  # fmt: skip
+    print("\n| figure | result |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+    print("\n| input | bytes | ms | peak / input | outcome |\n|---|---|---|---|---|")
+    for d in r["decode"]:
+        print(f"| {d['input']} | {d['bytes']} | {d['ms']} | {d['peak_x_input']} | {d['outcome']} |")
 
 
 def main(argv: list[str] | None = None) -> int:

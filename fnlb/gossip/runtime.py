@@ -77,6 +77,8 @@ LEAVE_TIMEOUT = 3.0
 FIRST_BYTE_TIMEOUT = 2.0
 #: streams one source address may hold open at once on this peer
 MAX_STREAMS_PER_SOURCE = 16
+#: bytes of UDP receive buffer asked for (see `_widen_receive_buffer`)
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 EventListener = Callable[[MemberEvent], None]
 #: the events that say which member lives at an address now
@@ -104,6 +106,22 @@ def _source_address(remote: Addr) -> str | None:
             return str(s.getsockname()[0])
     except OSError:
         return None
+
+
+def _widen_receive_buffer(udp: asyncio.DatagramTransport) -> int:
+    """Ask for a UDP receive buffer of `UDP_RECEIVE_BUFFER` bytes; what the kernel granted.
+
+    Why: with Linux's default (~208 KB) three 60 KB datagrams fill the buffer, and until the
+    loop drains it the kernel drops everything else, probes and acks included (measured in
+    bench/gossip_hostile.py). memberlist asks for 2 MB for the same reason. The kernel caps
+    the request at net.core.rmem_max; a refusal keeps the default.
+    """
+    sock = udp.get_extra_info("socket")
+    if sock is None:
+        return 0
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
 
 class _Datagrams(asyncio.DatagramProtocol):
@@ -364,6 +382,7 @@ class GossipRuntime:
                 if port:
                     raise
                 continue
+            _widen_receive_buffer(udp)
             self._tcp = server
             self._udp = udp
             self.bound = (ip, bound_port)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +167,21 @@ def test_the_late_death_of_an_old_occupant_does_not_take_its_address_back() -> N
     rt._publish(MemberEvent(EventKind.JOINED, "new", addr, 1, b""))  # restarted, renamed
     rt._publish(MemberEvent(EventKind.DEAD, "old", addr, 1, b""))
     assert rt._names[addr] == "new"
+
+
+def rmem_max() -> int:
+    """The most receive buffer the kernel grants a socket that asks (net.core.rmem_max)."""
+    return int(Path("/proc/sys/net/core/rmem_max").read_text())
+
+
+async def test_the_udp_receive_buffer_is_widened_past_the_kernel_default() -> None:
+    a = runtime("a")
+    async with started(a):
+        assert a._udp is not None
+        sock = a._udp.get_extra_info("socket")
+        granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+            default = plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        if rmem_max() <= default // 2:
+            pytest.skip("the kernel allows no more than its default")
+        assert granted > default
