@@ -285,7 +285,8 @@ class ClusterService:
         below our tombstone floor), so that the writer does not count us.
         """
         data = await request.read()  # aiohttp's own reading: whole body, 413 past its limit
-        assert self.runtime is not None
+        if self.runtime is None:
+            return json_error(503, "gossip is not running yet: try again shortly")
         try:
             sealed = hold_seal.open_request(self.runtime.cipher, data, time.time())
         except RemoteProtocolError as e:
