@@ -52,15 +52,13 @@ import aiohttp
 
 from bench._cluster_procs import HOST, REPO_ROOT, Peer, alive_peers, memory_mb, repo_env
 from bench._procs import ProcessGroup, free_port, wait_http_ok
-from fnlb.cluster.hlc import HybridClock
-from fnlb.cluster.nodeset import NodeSet
-from fnlb.cluster.state import ClusterState
 from fnlb.errors import RemoteProtocolError
 from fnlb.gossip import codec
 from fnlb.gossip.crypto import GossipCipher, Keyring
 from fnlb.gossip.keyring_file import save_keyring_file
 from fnlb.gossip.messages import Ping
 from fnlb.gossip.transport import PIECE, frame, message_frames
+from fnlb.payloads import envelope
 
 KEY = bytes(range(7, 39))
 WRONG_KEY = bytes(range(50, 82))
@@ -334,12 +332,11 @@ def decode_figures() -> list[tuple[str, int, float, int, str]]:
         ),
         (f"stream: honest push-pull, {codec.MAX_ENTRIES} members", honest, codec.decode_stream),
     ]
-    state = ClusterState("p0", healthy=1, unhealthy=1, nodeset=NodeSet(HybridClock("p0")))
     cases.append(
         (
             "cluster state: 8 MB of nested empty arrays",
             empty_arrays(8 << 20)[1:],  # no gossip version byte: the delegate's own bytes
-            lambda data: state.merge_full(data, 0),
+            envelope.unpack,  # how every broadcast and full state is read
         )
     )
     out = []

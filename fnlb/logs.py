@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from fnlb.redact import redact_urls
+
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
     "asctime",
@@ -18,7 +20,8 @@ class KeyValueFormatter(logging.Formatter):
         extras = [
             f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD and v is not None
         ]
-        return f"{line} {' '.join(extras)}" if extras else line
+        # Passwords in URLs (a -db URL, a node or peer URL in an error) never reach a log.
+        return redact_urls(f"{line} {' '.join(extras)}" if extras else line)
 
 
 def setup_logging(level: str) -> None:

@@ -23,7 +23,7 @@ innermost first. The `_Guard` hook
 Scalars (ints, strings, bytes) are bounded by the caller's per-path string and container
 lengths, not by the budget: a short string costs ~50 bytes of Python object for a few bytes
 of input, and honest payloads are made of such fields, so charging them would refuse honest
-state. docs/security.md gives the measured worst cases (bench/gossip_hostile.py).
+state. docs/benchmarks.md ("Hostile gossip") gives the measured worst cases.
 
 Measured cost of the hook: about +40 % decode time on a 100,000-row push-pull; callers keep
 the item bound low enough that one message decodes well within 50 ms.

@@ -16,13 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fnlb import msgpack_bounds
-from fnlb.cluster.hlc import HybridClock
-from fnlb.cluster.load_digest import decode_digest
-from fnlb.cluster.nodeset import NodeSet
-from fnlb.cluster.state import ClusterState
 from fnlb.errors import RemoteProtocolError
 from fnlb.gossip import codec
-from fnlb.routing.backoff import decode_entries
+from fnlb.payloads import envelope
+from fnlb.payloads.backoff import decode_entries
+from fnlb.payloads.load_digest import decode_digest
 
 LIMITS = msgpack_bounds.Limits(max_bytes=1 << 20, max_depth=4, max_items=1000, max_array=100)
 
@@ -104,9 +102,8 @@ def test_a_datagram_of_nested_empty_arrays_is_bounded_too() -> None:
 
 
 def test_cluster_state_load_and_backoff_payloads_are_bounded() -> None:
-    state = ClusterState("a", healthy=1, unhealthy=1, nodeset=NodeSet(HybridClock("a")))
     with pytest.raises(RemoteProtocolError) as info:
-        state.merge_full(nested(50), 0)
+        envelope.unpack(nested(50))  # every broadcast and full state is read through it
     assert info.value.reason == "cluster_too_deep"
     with pytest.raises(RemoteProtocolError) as digest:
         decode_digest(nested(10))

@@ -32,7 +32,7 @@ A completed C's probe of a crashed member). A receiver now opens kind 1 only und
 name, kind 2 only as the answer to a request it sent, kind 3 only inside the stream whose
 first piece it opened. Kind 0 (any peer) is what a sender uses when it does not know the
 name at an address: a join's first stream to a seed, an answer to a probe from an address
-not in its member table. docs/security.md says what that leaves open.
+not in its member table. docs/gossip.md ("Threat model") says what that leaves open.
 
     plaintext (version 0x01, only with --gossip-insecure), 5 bytes of overhead:
       version   1 B   0x01

@@ -238,6 +238,7 @@ class Member:
         self._order_index = 0
         self._probe_first: list[str] = []  # fresh suspects, probed out of turn
         self._seq = 0
+        self._seq_key = hashlib.blake2b(name.encode(), digest_size=32).digest()
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._streams: dict[int, _Stream] = {}
@@ -310,6 +311,9 @@ class Member:
 
         With no seeds (other than our own address) we are a group of one, already joined.
         """
+        self._seq_key = hashlib.blake2b(
+            f"{self.name}\x00{now!r}".encode(), digest_size=32
+        ).digest()  # see _next_seq
         if not self._started:
             self._started = True
             p = self.profile
@@ -576,17 +580,25 @@ class Member:
         self._send(target.addr, msgs)
 
     def _next_seq(self) -> int:
-        """A fresh probe sequence number, drawn at random: a per-probe nonce.
+        """A fresh probe sequence number: a per-probe nonce, not a shared count.
 
         Counting 1, 2, 3... (memberlist's way) made every member's numbers the same small
         integers, so an Ack captured between two other peers matched the probe a third one
-        had open (issue #12). A draw below 2**62 from the member's generator matches only
-        the Ping it was sent for; a key holder still learns it, nobody else can see it.
+        had open (issue #12). Each number is now a 62-bit hash of a key of this member (its
+        name and the time it joined, so a restart under the same name draws other numbers)
+        and a count: members' numbers never meet, and an Ack matches only the Ping it was sent
+        for. No secret is needed (envelopes are sealed; a key holder is a member anyway), and
+        the member's random generator is not drawn from, so seeded simulations keep their
+        course.
         """
-        self._seq = self._rng.randrange(1 << 62)
-        while self._seq in self._relays or (self._probe and self._probe.seq == self._seq):
-            self._seq = self._rng.randrange(1 << 62)
-        return self._seq
+        while True:
+            self._seq += 1
+            digest = hashlib.blake2b(
+                self._seq.to_bytes(8, "big"), key=self._seq_key, digest_size=8
+            ).digest()
+            seq = int.from_bytes(digest, "big") >> 2
+            if seq not in self._relays and not (self._probe and self._probe.seq == seq):
+                return seq
 
     def _probe_indirect(self, probe: _Probe, now: float) -> None:
         probe.indirect_sent = True
@@ -773,10 +785,13 @@ class Member:
     def _repeat_refutation(self) -> None:
         """Someone still accuses an incarnation we already refuted: it missed our Alive.
 
-        Queue it again (unless still queued), so that it rides on our very next packets -
-        the ack to a buddy-system ping included, since the ping carries the suspicion first.
+        Queue it afresh, so that it rides on our very next packets - the ack to a
+        buddy-system ping included, since the ping carries the suspicion first. Afresh even
+        when still queued: an accusation that arrives after our refutation was sent to
+        others may find it one transmission from its limit, and in a small group (no
+        confirmations, the shortest suspicion timeout) that last copy can be lost too.
         """
-        if not self._leaving and self.name not in self._queue:
+        if not self._leaving:
             self._queue_alive(self._me)
 
     def _claimed_from(self, msg: Alive) -> None:

@@ -24,7 +24,7 @@ reader hold at most one piece per stream; a key holder is a member and may send 
 state (at most `cipher.max_envelope`).
 
 In plaintext mode nothing authenticates, so the pieces bound memory per read but not per
-message; plaintext gossip is for trusted networks only (docs/security.md).
+message; plaintext gossip is for trusted networks only (docs/gossip.md, "Security").
 
 Every failure raises `FrameError(reason)` or `RemoteProtocolError(reason)`; the runtime
 counts the reason.

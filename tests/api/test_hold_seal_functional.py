@@ -49,9 +49,8 @@ async def test_an_unsealed_or_misaddressed_or_replayed_hold_is_refused_403() -> 
         assert status == 200
         assert hold_seal.answer_holds(sender, body["seal"], nonce, time.time())
         assert (await post(client, b, sealed))[0] == 403  # the same request again: a replay
-        assert b.registry.nodes() == ["n:4"]
-        assert b.cluster is not None
-        drops = b.cluster.drops
+        assert b.peer.nodes() == ["n:4"]
+        drops = b.peer.drops
         assert drops["hold_not_for_us"] == 1
         assert drops["hold_auth_failed"] == 1
         assert drops["hold_bad_version"] == 1  # the bare msgpack
@@ -65,7 +64,7 @@ async def test_a_write_is_acknowledged_by_a_peer_over_the_sealed_hold() -> None:
         ) as r:
             assert r.status == 200
             assert (await r.json())["held_by"] == 2
-        assert b.registry.nodes() == ["127.0.0.1:9"]
+        assert b.peer.nodes() == ["127.0.0.1:9"]
 
 
 def test_a_hold_answer_sealed_for_another_request_is_not_counted() -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from fnlb.errors import LocalProtocolError
 from fnlb.gossip import codec
+from fnlb.gossip.broadcasts import retransmit_limit
 from fnlb.gossip.delegate import RecordingDelegate
 from fnlb.gossip.member import EventKind, Member, MemberEvent, push_pull_interval
 from fnlb.gossip.messages import (
@@ -103,6 +104,26 @@ def test_suspicion_of_ourselves_is_refuted_with_a_higher_incarnation() -> None:
     m.receive_datagram(packet(Ping(7, "a")), PEER, 1.0)
     carried = [x for msgs, _ in sent(m) for x in msgs]
     assert Alive(1, "a", A, b"") in carried
+
+
+def test_a_repeated_accusation_sends_our_refutation_afresh_even_while_it_is_queued() -> None:
+    """The accuser missed our Alive: it must get every transmission again, not the one or
+    two left (3 peers at 20 % loss lost both, and a live member was declared dead)."""
+    m = member()
+    m.receive_datagram(packet(Suspect(0, "a", "b")), PEER, 1.0)
+    refutation = Alive(1, "a", A, b"")
+    limit = retransmit_limit(1, PROFILE.retransmit_mult)
+
+    def acks_carrying_it(pings: int, seq: int) -> int:
+        carried = 0
+        for i in range(pings):
+            m.receive_datagram(packet(Ping(seq + i, "a")), PEER, 1.0)
+            carried += sum(refutation in msgs for msgs, _ in sent(m))
+        return carried
+
+    assert acks_carrying_it(limit - 1, 100) == limit - 1  # one transmission left
+    m.receive_datagram(packet(Suspect(0, "a", "c")), PEER, 1.0)  # still accused
+    assert acks_carrying_it(limit + 2, 200) == limit
 
 
 def test_we_never_accept_our_own_death() -> None:
@@ -548,12 +569,15 @@ def test_an_ack_not_drawn_for_the_open_probe_does_not_complete_it() -> None:
     assert state_of(m, "b") in (MemberState.SUSPECT, MemberState.DEAD)
 
 
-def test_probe_numbers_are_random_per_probe_not_a_shared_count() -> None:
-    seqs = []
-    for seed in (1, 2):
-        m = member(seed=seed)
-        m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
-        seqs += [p.seq for p in first_ping(m)[1]]
-    assert len(seqs) == 2
-    assert seqs[0] != seqs[1]
+def test_probe_numbers_differ_between_members_and_between_lives_of_one() -> None:
+    # Two members, and one member restarted under the same name (it joins at another time):
+    # their first probes carry different numbers, none of them a small count.
+    def first_seq(name: str, joined_at: float) -> int:
+        m = Member(name, A, PROFILE, random.Random(1), RecordingDelegate())
+        m.join([], joined_at)
+        m.receive_datagram(packet(Alive(1, "b", B, b"")), B, joined_at)
+        return first_ping(m)[1][0].seq
+
+    seqs = {first_seq("a", 0.0), first_seq("c", 0.0), first_seq("a", 5000.0)}
+    assert len(seqs) == 3
     assert min(seqs) > 1000
