@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -49,6 +50,16 @@ async def started(*runtimes: GossipRuntime) -> AsyncIterator[None]:
     finally:
         for rt in runtimes:
             await rt.stop()
+
+
+def enough_file_descriptors(wanted: int) -> None:
+    """Raise this process's soft limit on open files to `wanted` (or skip if it cannot)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"needs {wanted} open files; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def address(rt: GossipRuntime) -> tuple[str, int]:
@@ -119,6 +130,7 @@ async def test_a_join_gets_in_while_a_thousand_stranger_connections_hold_every_s
     # eviction of unauthenticated streams can make room; they never send a byte, and the
     # first-byte deadline is pushed out so that it does not clear them first
     monkeypatch.setattr(runtime_module, "FIRST_BYTE_TIMEOUT", 600.0)
+    enough_file_descriptors(3000)  # 1,000 client sockets, up to 128 served, the rest
     a = runtime("a")
     async with started(a):
         held = []
