@@ -7,7 +7,9 @@ The `Peer` (fnlb.peer.core) decides; `ClusterService` only moves inputs in and o
 - the management API: a `NodeChange` made by the Peer is kept here. **Acknowledged means
   kept**: `keep` returns only after the change is fsync'd in `-state-dir` (when given) and
   held by `-write-acks` other live peers (each of which fsyncs it before answering), tried in
-  turn over their management ports. It says how many peers hold it (ourselves included).
+  turn over their management ports; with a gossip key, each request is sealed to the peer
+  asked and its answer sealed back (fnlb.cluster.hold_seal). It says how many peers hold it
+  (ourselves included).
   When fewer peers could take it than asked, it raises `NotHeld`: the change is kept here and
   spreads by gossip, and retrying is harmless;
 - persistence: the node set, the clock and the peers we knew, saved when the Peer says so.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import secrets
 import socket
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 import aiohttp
 import msgpack
 
+from fnlb.cluster import hold_seal
 from fnlb.cluster.hlc import HybridClock, Timestamp
 from fnlb.cluster.nodeset import NodeSet
 from fnlb.config import DEFAULT_GOSSIP_PORT, Settings, node_list, parse_listen
@@ -160,31 +164,44 @@ class ClusterService:
             return 1
         payload = change.hold
         held = 1
-        for address in self._peer_mgmt_addresses():
+        for name, address in self._peer_mgmt_addresses():
             if held - 1 >= wanted:
                 break
-            if await self._ask_to_hold(address, payload):
+            if await self._ask_to_hold(address, payload, name):
                 held += 1
         if held - 1 < wanted:
             raise NotHeld(held - 1, wanted)
         return held
 
-    async def _ask_to_hold(self, address: str, payload: bytes) -> bool:
+    async def _ask_to_hold(self, address: str, payload: bytes, name: str) -> bool:
+        """Ask peer `name` at `address` to hold a change; True once it proved it did.
+
+        With a gossip key the request is sealed to that peer and its "held" must be sealed
+        back to this request (fnlb.cluster.hold_seal); without one, a 200 is taken as is.
+        """
         assert self._session is not None
+        assert self.runtime is not None
+        cipher = self.runtime.cipher
+        body, nonce = hold_seal.seal_request(cipher, payload, time.time(), name)
+        kind = hold_seal.CONTENT_TYPE_SEALED if nonce else hold_seal.CONTENT_TYPE_PLAIN
         try:
             async with self._session.post(
                 f"http://{address}/1/lb/cluster/hold",
-                data=payload,
-                headers={"Content-Type": "application/msgpack"},
+                data=body,
+                headers={"Content-Type": kind},
                 timeout=aiohttp.ClientTimeout(total=ACK_TIMEOUT_S),
             ) as resp:
-                await resp.read()
+                answer = await resp.read()
                 if resp.status != 200:
                     log.warning(
                         "peer refused to hold a change",
                         extra={"peer": address, "status": resp.status},
                     )
-                return resp.status == 200
+                    return False
+            if not hold_seal.answer_holds(cipher, _json_field(answer, "seal"), nonce, time.time()):
+                log.warning("a hold answer was not sealed by that peer", extra={"peer": address})
+                return False
+            return True
         except (aiohttp.ClientError, TimeoutError) as e:
             log.warning("peer did not hold a change", extra={"peer": address, "error": str(e)})
             return False
@@ -216,12 +233,13 @@ class ClusterService:
             return []
         return [m for m in self.runtime.members() if m.state in _LIVE and m.name != self.name]
 
-    def _peer_mgmt_addresses(self) -> list[str]:
+    def _peer_mgmt_addresses(self) -> list[tuple[str, str]]:
+        """(member name, management host:port) of each live peer that published its port."""
         out = []
         for m in self._live_members():
             port = _meta_mgmt_port(m.meta)
             if port:
-                out.append(f"{m.addr[0]}:{port}")
+                out.append((m.name, f"{m.addr[0]}:{port}"))
         return out
 
     def _peer_gossip_addresses(self) -> list[str]:
@@ -288,6 +306,15 @@ class ClusterService:
             await self.save()
         if self._session is not None:
             await self._session.close()
+
+
+def _json_field(body: bytes, field: str) -> object:
+    """`field` of a JSON object answer, or None when the answer is not one."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value.get(field) if isinstance(value, dict) else None
 
 
 def _meta_mgmt_port(meta: bytes) -> int:
