@@ -3,7 +3,9 @@ once, is held; and the writer counts a peer only when its answer is sealed back 
 
 from __future__ import annotations
 
+import ssl
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,6 +16,7 @@ from fnlb.gossip.crypto import GossipCipher, Keyring
 from fnlb.gossip.keyring_file import encode_key
 from fnlb.server import Balancer
 from tests.support_cluster import peers
+from tests.support_tls import TestCa
 
 KEY = bytes(range(32))
 KEYED = {"gossip_key": encode_key(KEY), "gossip_insecure": False}
@@ -77,3 +80,24 @@ def test_a_hold_answer_sealed_for_another_request_is_not_counted() -> None:
     assert not hold_seal.answer_holds(writer, seal, second_nonce, now)
     assert not hold_seal.answer_holds(writer, "not base64!", second_nonce, now)
     assert not hold_seal.answer_holds(writer, None, second_nonce, now)
+
+
+async def test_a_write_is_acknowledged_over_mutual_tls_management(tmp_path: Path) -> None:
+    """Peers whose management port speaks TLS and asks for client certificates still hold
+    each other's changes: the hold goes over https with this peer's own certificate."""
+    ca = TestCa(tmp_path)
+    issued = ca.issue("peer")
+    tls = {
+        "mgmt_tls_cert": str(issued.cert),
+        "mgmt_tls_key": str(issued.key),
+        "mgmt_tls_client_ca": str(ca.cert),
+    }
+    client_tls = ssl.create_default_context(cafile=str(ca.cert))
+    client_tls.load_cert_chain(issued.cert, issued.key)
+    async with peers(2, **KEYED, **tls) as (a, b), aiohttp.ClientSession() as client:
+        async with client.put(
+            f"https://{a.mgmt_address}/1/lb/nodes", json={"node": "127.0.0.1:9"}, ssl=client_tls
+        ) as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["held_by"] == 2
+        assert b.peer.nodes() == ["127.0.0.1:9"]
