@@ -1,6 +1,6 @@
 """-db=k8s figures: pod event -> routable on every peer, relist time and RSS, reconnection.
 
-Against the loopback test API server of the test suite (tests/discovery/apiserver.py, a real
+Against the loopback test API server of the test suite (testkit/k8s_apiserver.py, a real
 aiohttp server speaking the list/watch protocol):
 
 1. **Event -> routable on every peer.** Three fnlb peers (in this process, cluster mode,
@@ -52,9 +52,9 @@ from bench.routing_workload import percentile
 from fnlb.discovery.k8s_client import PodWatcher
 from fnlb.discovery.k8s_config import from_kubeconfig
 from fnlb.discovery.k8s_watch import QUICK_END_S
-from tests.discovery.apiserver import FakeApiServer, fn_pods
-from tests.discovery.pods import IPS, pod
-from tests.support_cluster import peers
+from testkit.k8s_apiserver import FakeApiServer, fn_pods
+from testkit.k8s_pods import IPS, pod
+from testkit.peers import peers
 
 
 def row(name: str, values: list[float], unit: str = "ms") -> str:

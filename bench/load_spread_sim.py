@@ -70,7 +70,7 @@ class Relayed:
 
 @dataclass(frozen=True)
 class SpreadRun:
-    """What one simulated run shows (tests/bench/test_load_spread_sim.py asserts on it)."""
+    """What one simulated run shows (bench/tests/test_load_spread_sim.py asserts on it)."""
 
     reach_ms: list[int]
     """Sorted: ms from a digest being made to a peer merging it as its origin's newest."""

@@ -20,7 +20,7 @@ import yaml
 
 from fnlb.cli.keygen import new_key
 from fnlb.config import add_settings_arguments, settings_from
-from tests.discovery.apiserver import selector_matches
+from testkit.k8s_apiserver import selector_matches
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
 VARIANTS = {"deployment": DEPLOY, "daemonset": DEPLOY / "daemonset"}

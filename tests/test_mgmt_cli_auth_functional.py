@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from testkit.peers import peers
 from tests.support import running_balancer
-from tests.support_cluster import peers
 from tests.support_tls import TestCa
 
 TOKEN = "cli-token-0123456789abcdef"

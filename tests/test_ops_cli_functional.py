@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from tests.support_cluster import peers
+from testkit.peers import peers
 from tests.support_proc import free_port
 
 

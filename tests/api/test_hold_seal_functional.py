@@ -15,7 +15,7 @@ from fnlb.cluster import hold_seal
 from fnlb.gossip.crypto import GossipCipher, Keyring
 from fnlb.gossip.keyring_file import encode_key
 from fnlb.server import Balancer
-from tests.support_cluster import peers
+from testkit.peers import peers
 from tests.support_tls import TestCa
 
 KEY = bytes(range(32))

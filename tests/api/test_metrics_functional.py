@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 
+from testkit.peers import peers
 from tests.support import Backend, running_balancer, wait_for
-from tests.support_cluster import peers
 
 
 async def test_metrics_show_nodes_and_load() -> None:

@@ -135,7 +135,7 @@ async def test_key_changes_need_admin_listings_need_a_token_and_audit_names_key_
 ) -> None:
     from fnlb.gossip.crypto import key_id
     from fnlb.gossip.keyring_file import decode_key
-    from tests.support_cluster import peer_settings
+    from testkit.peers import peer_settings
 
     new_key = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
     tokens = tokens_file(tmp_path, f"alice:{ALICE}\nbob:{BOB}:read\n")

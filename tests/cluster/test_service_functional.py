@@ -13,8 +13,8 @@ from aiohttp import web
 from fnlb.api.cluster import hot_functions
 from fnlb.config import Settings
 from fnlb.server import Balancer
+from testkit.peers import gossip_seed, peer_settings, peers
 from tests.support import Backend, wait_for
-from tests.support_cluster import gossip_seed, peer_settings, peers
 from tests.support_proc import free_port
 
 

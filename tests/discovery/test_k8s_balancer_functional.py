@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 
 from fnlb.server import Balancer
-from tests.discovery.apiserver import FakeApiServer, fn_pods
-from tests.discovery.pods import IPS, pod
+from testkit.k8s_apiserver import FakeApiServer, fn_pods
+from testkit.k8s_pods import IPS, pod
+from testkit.peers import peers
 from tests.support import running_balancer, wait_for
-from tests.support_cluster import peers
 
 
 @contextlib.asynccontextmanager

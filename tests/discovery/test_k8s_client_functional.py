@@ -1,4 +1,4 @@
-"""The pod watcher against a real HTTP API server on loopback (tests/discovery/apiserver.py).
+"""The pod watcher against a real HTTP API server on loopback (testkit/k8s_apiserver.py).
 
 Each scenario drives the server (scale, readiness, broken streams, 410, token rotation, 403,
 unrelated pods) and waits for the watcher's node set to match; no timing is asserted.
@@ -16,8 +16,8 @@ import pytest
 from fnlb.discovery.k8s_client import PodWatcher
 from fnlb.discovery.k8s_config import from_kubeconfig
 from fnlb.discovery.k8s_watch import NodeChange
-from tests.discovery.apiserver import FakeApiServer
-from tests.discovery.pods import pod
+from testkit.k8s_apiserver import FakeApiServer
+from testkit.k8s_pods import pod
 from tests.support import wait_for
 
 

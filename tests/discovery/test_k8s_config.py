@@ -13,8 +13,8 @@ import pytest
 from fnlb.discovery.k8s_client import PodWatcher
 from fnlb.discovery.k8s_config import api_access, from_kubeconfig, in_cluster
 from fnlb.errors import ConfigError
-from tests.discovery.apiserver import FakeApiServer
-from tests.discovery.pods import pod
+from testkit.k8s_apiserver import FakeApiServer
+from testkit.k8s_pods import pod
 from tests.discovery.tls import make_pki
 from tests.support import wait_for
 

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from fnlb.discovery.k8s_pods import pod_key, pod_node
-from tests.discovery.pods import pod
+from testkit.k8s_pods import pod
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from fnlb.discovery.k8s_watch import (
     backoff_delay,
 )
 from fnlb.errors import RemoteProtocolError
-from tests.discovery.pods import pod
+from testkit.k8s_pods import pod
 
 
 def pod_list(rv: str, *pods: dict[str, Any], cont: str = "") -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench.support import run_bench, table_rows
+from bench.tests.support import run_bench, table_rows
 
 
 @pytest.mark.slow

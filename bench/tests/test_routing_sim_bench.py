@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bench.support import run_bench, table_rows
+from bench.tests.support import run_bench, table_rows
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from bench.proxy import parse_args, rerun_command, worker_counts
-from tests.bench.support import run_bench
+from bench.tests.support import run_bench
 
 pytestmark = [
     pytest.mark.skipif(

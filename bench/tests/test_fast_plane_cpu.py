@@ -6,8 +6,8 @@ from __future__ import annotations
 import uvloop
 
 from bench.fast_plane_cpu import measure
+from bench.tests.support import run_bench, table_rows
 from fnlb.routing.policies import POLICIES
-from tests.bench.support import run_bench, table_rows
 
 
 def test_every_policy_answers_every_call_in_memory() -> None:

@@ -1,14 +1,24 @@
-"""Test helpers: several fnlb peers gossiping in one process on loopback."""
+"""Several fnlb peers gossiping in one process on loopback (tests and bench/k8s_watch)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fnlb.config import Settings
 from fnlb.server import Balancer
-from tests.support import wait_for
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll `predicate` until true; AssertionError after `within` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not reached within {within} s")
+        await asyncio.sleep(0.01)
 
 
 def peer_settings(name: str, join: tuple[str, ...] = (), **extra: Any) -> Settings:

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.discovery.pods import IPS, pod
+from testkit.k8s_pods import IPS, pod
 
 
 def selector_matches(selector: str, labels: dict[str, str]) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bench.support import run_bench
+from bench.tests.support import run_bench
 
 
 def _rows(text: str, heading: str) -> list[list[str]]:
