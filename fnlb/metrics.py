@@ -12,9 +12,17 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from fnlb.observe.prom import ObservedCollector
 
 if TYPE_CHECKING:
     from fnlb.server import Balancer
@@ -107,6 +115,10 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 def metrics_handler(balancer: Balancer) -> Callable[[web.Request], Awaitable[web.Response]]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BalancerCollector(balancer))
+    registry.register(ObservedCollector(balancer))
+    # the process's CPU, memory and file descriptors, Python's version and garbage collector
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
 
     async def handler(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})

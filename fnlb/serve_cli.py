@@ -24,8 +24,6 @@ def check_supported(settings: Settings) -> None:
             f"-db={settings.db}: fnlb keeps its node list itself and needs no SQL database; "
             "drop -db (or use the default sqlite3://:memory:)"
         )
-    if settings.zipkin:
-        raise ConfigError("-zipkin: tracing is not built yet; drop the flag")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"fnlb: {e}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     from fnlb.server import serve
 
     try:

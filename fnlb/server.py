@@ -38,6 +38,11 @@ from fnlb.config import Settings, node_list, parse_listen
 from fnlb.gossip.runtime import GossipRuntime
 from fnlb.health.checker import HealthChecker
 from fnlb.metrics import metrics_handler
+from fnlb.observe.calls import CallObserver
+from fnlb.observe.dash import DashApi
+from fnlb.observe.outcome import outcome_for
+from fnlb.observe.tracing import Tracer
+from fnlb.observe.zipkin import ZipkinExporter
 from fnlb.proxy.handler import Proxy, UpstreamRequest, expect_handled_by_proxy
 from fnlb.proxy.stats import CallStats
 from fnlb.proxy.wait import parse_wait_header
@@ -116,6 +121,8 @@ class Balancer:
         self.mgmt_address: BoundAddress | None = None
         # Cluster mode (gossip): only with --join or --gossip-listen.
         self.gossip: GossipRuntime | None = None
+        self.zipkin = ZipkinExporter(settings.zipkin) if settings.zipkin else None
+        self.observer = CallObserver(lambda *_: 0, counting=False)
 
     async def start(self) -> None:
         s = self.settings
@@ -163,6 +170,16 @@ class Balancer:
                 own_digests_as="self",
                 node_readings=lambda: registry.node_metrics,
             )
+        self.observer = CallObserver(
+            outcome_for(self.routing, self.registry),
+            counting=s.call_metrics,
+            access=s.access_log,
+            tracer=None
+            if self.zipkin is None
+            else Tracer(self.zipkin, sample_rate=s.trace_sample_rate),
+        )
+        observer = self.observer
+        self.registry.on_change(lambda node, added: None if added else observer.forget(node))
         self.proxy = Proxy(
             self.registry,
             self._session,
@@ -170,6 +187,7 @@ class Balancer:
             parse_wait=parse_wait_header,
             load=self.load,
             routing=self.routing,
+            observer=self.observer,
         )
         api = NodesApi(self.registry, self.stats)
         # Port 0 asks the OS for a free port per listener, so two ":0" addresses are two.
@@ -191,6 +209,7 @@ class Balancer:
         GossipApi(self.gossip).add_routes(mgmt)
         ClusterApi(self.cluster, self.feed).add_routes(mgmt)
         mgmt.router.add_route("GET", "/metrics", metrics_handler(self))
+        DashApi(self).add_routes(mgmt)
         if traffic_sock is None:
             # The proxy answers `Expect` itself (it has no router in front on its own port).
             mgmt.router.add_route(
@@ -202,6 +221,8 @@ class Balancer:
         await self._serve(mgmt, mgmt_sock)
         self.health.start()
         self.feed.start()
+        if self.zipkin is not None:
+            self.zipkin.start()
         log.info(
             "fnlb is serving",
             extra={"listen": str(self.listen_address), "mgmt": str(self.mgmt_address)},
@@ -272,6 +293,8 @@ class Balancer:
         self._runners.clear()
         if self.health is not None:
             await self.health.stop()
+        if self.zipkin is not None:
+            await self.zipkin.stop()  # after the drain: the last calls' spans go too
         for session in (self._session, self._hc_session):
             if session is not None:
                 await session.close()

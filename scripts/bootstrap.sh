@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for cmd_pkg in ip:iproute2 nft:nftables tc:iproute2 haproxy:haproxy wrk:wrk serf:serf nginx:nginx-light; do
+# promtool (Debian: prometheus) lints /metrics; chromium loads /1/lb/dash headless (tests/observe)
+for cmd_pkg in ip:iproute2 nft:nftables tc:iproute2 haproxy:haproxy wrk:wrk serf:serf nginx:nginx-light \
+  promtool:prometheus chromium:chromium; do
   cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

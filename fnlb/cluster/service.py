@@ -154,6 +154,8 @@ class ClusterService:
         self.runtime: GossipRuntime | None = None
         self.mgmt_address = ""
         self.drops: dict[str, int] = {}
+        self.write_acks: dict[str, int] = {"not_needed": 0, "held": 0, "short": 0}
+        """Node-list changes by how `-write-acks` went (read by /metrics)."""
         self.check_now: Any = None
         """Set by the server: `check_now(node)` runs a health check out of turn."""
 
@@ -224,6 +226,7 @@ class ClusterService:
         live = self._live_members()
         wanted = min(self.settings.write_acks, len(live))
         if wanted == 0:
+            self.write_acks["not_needed"] += 1
             return 1
         payload = msgpack.packb(["n", [list(e.to_wire()) for e in delta]], use_bin_type=True)
         held = 1
@@ -232,6 +235,7 @@ class ClusterService:
                 break
             if await self._ask_to_hold(address, payload):
                 held += 1
+        self.write_acks["held" if held - 1 >= wanted else "short"] += 1
         if held - 1 < wanted:
             raise BadRequest(
                 f"kept on this peer but only {held - 1} of {wanted} other live peers confirmed "

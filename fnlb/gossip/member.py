@@ -266,6 +266,8 @@ class Member:
         'oversized_broadcast' (a peer's, too big to relay), 'local_broadcast_too_large' and
         'local_broadcast_key_too_long' (our delegate's)."""
         self.stats: Counter[str] = Counter()
+        self.received: Counter[str] = Counter()
+        """Datagram messages received, by type (Ping, Ack, Alive, Suspect, Dead, User...)."""
         """Traffic counters: datagrams/bytes sent and received, streams opened, and
         'name_conflicts' (claims to our name from a live member elsewhere)."""
 
@@ -615,6 +617,7 @@ class Member:
     # --- incoming messages --------------------------------------------------------------
 
     def _dispatch(self, msg: DatagramMessage, addr: Addr, now: float) -> None:
+        self.received[type(msg).__name__] += 1  # by type, for /metrics
         if isinstance(msg, Ping):
             if msg.target == self.name:
                 self._send(addr, [codec.encode_message(Ack(msg.seq))])

@@ -16,12 +16,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 
 import aiohttp
 
 from fnlb.cluster.registry import NodeDirectory
 from fnlb.config import Settings, parse_semver
 from fnlb.health.node_metrics import parse_fn_metrics
+from fnlb.health.verdict import NodeHealth
 
 log = logging.getLogger("fnlb.health")
 
@@ -44,6 +46,11 @@ class HealthChecker:
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._confirm: set[str] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self.results: Counter[tuple[str, str]] = Counter()
+        """(node, result) -> checks: result ok, fail or passive_fail (a call could not
+        connect); read by /metrics."""
+        self.changes: Counter[tuple[str, str]] = Counter()
+        """(node, new state) -> how often this peer's verdict on the node changed to it."""
         registry.on_change(self._node_changed)
 
     def start(self) -> None:
@@ -72,7 +79,7 @@ class HealthChecker:
 
     def passive_failure(self, node: str, error: str) -> None:
         """The proxy could not connect to `node`: count it and re-check at once."""
-        self._registry.record_check(node, False, error)
+        self._record(node, False, error, "passive_fail")
         self.check_now(node, confirm=True)
 
     async def _run(self) -> None:
@@ -82,6 +89,8 @@ class HealthChecker:
             await asyncio.sleep(self._settings.hc_interval)
 
     def _node_changed(self, node: str, added: bool) -> None:
+        if not added:
+            self.forget(node)
         if added:
             with contextlib.suppress(RuntimeError):  # no running loop: the first round checks
                 self.check_now(node)
@@ -91,8 +100,7 @@ class HealthChecker:
         while True:
             ok, error = await self.probe(node)
             attempts += 1
-            self._registry.record_check(node, ok, error)
-            health = self._registry.health(node)
+            health = self._record(node, ok, error, "ok" if ok else "fail")
             confirming = node in self._confirm
             if ok and not confirming:
                 await self._read_metrics(node)
@@ -103,6 +111,24 @@ class HealthChecker:
             log.debug("health check failed", extra={"node": node, "error": error})
             await asyncio.sleep(CONFIRM_GAP_S)
         self._confirm.discard(node)
+
+    def _record(self, node: str, ok: bool, error: str, result: str) -> NodeHealth | None:
+        """Feed one result to the registry, counting it and the state change it caused."""
+        before = self._registry.health(node)
+        self._registry.record_check(node, ok, error)
+        after = self._registry.health(node)
+        if before is None or after is None:
+            return after  # removed meanwhile: not counted, its series would never end
+        self.results[node, result] += 1
+        if after.state != before.state:
+            self.changes[node, after.state] += 1
+        return after
+
+    def forget(self, node: str) -> None:
+        """Drop a removed node's counters so its series end and memory stays bounded."""
+        for counter in (self.results, self.changes):
+            for key in [k for k in counter if k[0] == node]:
+                del counter[key]
 
     async def _read_metrics(self, node: str) -> None:
         """The node's own load figures (fn_* on /metrics), when it publishes them."""

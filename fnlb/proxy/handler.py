@@ -30,6 +30,7 @@ from yarl import URL
 from fnlb.api.jsonio import json_error
 from fnlb.cluster.load import LocalLoad
 from fnlb.cluster.registry import NodeDirectory
+from fnlb.observe.calls import AFTER, ALL_FAILED, GONE, NO_NODE, CallObserver
 from fnlb.routing.function_key import function_key
 from fnlb.routing.policy import RoutingPolicy
 
@@ -99,6 +100,7 @@ class Proxy:
         parse_wait: WaitParser,
         load: LocalLoad,
         routing: RoutingPolicy,
+        observer: CallObserver | None = None,
     ) -> None:
         self._registry = registry
         self._session = session
@@ -107,8 +109,10 @@ class Proxy:
         self._load = load
         self._routing = routing
         self._urls: dict[str, URL] = {}
+        self.observer = observer or CallObserver(lambda *_: 0, counting=False)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        arrived = time.time()  # observe: the whole call's start
         if request.headers.get("Expect"):
             await expect_continue(request)
         raw_path = request.raw_path
@@ -116,14 +120,17 @@ class Proxy:
         key = function_key(path)
         view = self._registry.view
         nodes = self._routing.candidates(view, key, path)
+        obs = self.observer
         if not nodes:
             known = len(view.states)
+            obs.end(None, request, key, path, "", 0, 503, arrived, arrived, None, None, NO_NODE)
             return json_error(
                 503,
                 "no Fn node is online to take the call"
                 + (f" ({known} known, none healthy)" if known else " (no nodes configured)"),
             )
         headers = upstream_headers(request)
+        trace = obs.begin(request, headers) if obs.tracer is not None else None  # observe
         body: bytes | aiohttp.StreamReader | None = None
         replayable = True
         if request.body_exists:
@@ -147,6 +154,8 @@ class Proxy:
                 url = urls[target] = URL(target, encoded=True)
             started = time.time()
             load.call_started(key, node, started)
+            if trace is not None:  # observe: the node's traceparent names this attempt
+                trace.attempt_started(node, started)
             if routing is not None:
                 routing.attempt_started(node, key)
             try:
@@ -158,6 +167,7 @@ class Proxy:
                 load.call_finished(key, node, 0, None, None, time.time())
                 if routing is not None:
                     routing.observe(node, key, path, 0, None)
+                obs.attempt(trace, node, "connect", 0, started, i < last)
                 failures.append(f"{node}: {_describe(e)}")
                 self._passive_failure(node, _describe(e))
                 continue
@@ -170,9 +180,13 @@ class Proxy:
                     # The connection died before any answer (typically a pooled keep-alive
                     # connection to a node that just died). HTTP lets a client repeat an
                     # idempotent request (RFC 9110 9.2.2); a POST may have run: never resent.
+                    obs.attempt(trace, node, "disconnect", 0, started, True)
                     failures.append(f"{node}: {_describe(e)}")
                     continue
                 log.warning("call failed after it may have started", extra={"node": node})
+                obs.end(
+                    trace, request, key, path, node, i, 502, arrived, started, None, None, AFTER
+                )
                 return json_error(
                     502, f"node {node} failed during the call ({_describe(e)}); not retried"
                 )
@@ -181,6 +195,9 @@ class Proxy:
                 if routing is not None:
                     routing.observe(node, key, path, 502, None)
                 log.warning("call failed after it may have started", extra={"node": node})
+                obs.end(
+                    trace, request, key, path, node, i, 502, arrived, started, None, None, AFTER
+                )
                 return json_error(
                     502, f"node {node} failed during the call ({_describe(e)}); not retried"
                 )
@@ -188,6 +205,7 @@ class Proxy:
                 load.call_finished(key, node, 499, None, None, time.time())
                 if routing is not None:
                     routing.observe(node, key, path, 499, None)
+                obs.end(trace, request, key, path, node, i, 499, arrived, started, None, None, GONE)
                 raise
             if resp.status == 503 and "Retry-After" in resp.headers and replayable and i < last:
                 resp.release()
@@ -195,6 +213,7 @@ class Proxy:
                 if routing is not None:
                     retry_after = resp.headers.get("Retry-After")
                     routing.observe(node, key, path, 503, None, retry_after)
+                obs.attempt(trace, node, "busy", 503, started, True)
                 failures.append(f"{node}: busy (503)")
                 continue
             # The answer: read small bodies whole (one write back), stream the rest.
@@ -218,6 +237,9 @@ class Proxy:
                 resp.release()
                 # answered at `now`: counted for /1/lb/stats (positional: cheaper than a keyword)
                 load.call_finished(key, node, resp.status, wait, now - started, time.time(), now)
+                obs.end(
+                    trace, request, key, path, node, i, resp.status, arrived, started, now, wait
+                )
                 if routing is not None:
                     routing.observe(
                         node,
@@ -228,6 +250,7 @@ class Proxy:
                         resp.headers.get("Retry-After"),
                         now - started,
                     )
+        obs.end(trace, request, key, path, "", last, 502, arrived, arrived, None, None, ALL_FAILED)
         return json_error(502, f"every Fn node failed: {'; '.join(failures)}")
 
 

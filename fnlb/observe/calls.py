@@ -1,0 +1,211 @@
+"""Per-call figures for `/metrics` and the dashboard, and the hooks the proxy calls.
+
+The proxy calls `CallObserver.attempt` when an attempt did not answer the call (the call
+moves on or fails), and `CallObserver.end` once when the call ends, with what the client
+got. Both run on the request path, so they keep plain ints in records made once per node:
+no lock (one event loop thread writes and reads them), no await, no allocation after a
+node's first call. The Prometheus collector (fnlb.observe.prom) reads them at scrape time.
+
+What `/1/lb/stats` and the load figures already count (calls per second per function and
+node, in flight, the decayed wait) stays in `fnlb.cluster.load.LocalLoad`; this module counts
+only what nothing else does: totals by status class and routing outcome, latency
+histograms, retries by reason, and fnlb's own error answers.
+
+Routing outcome of an answered call (`OutcomeOf`): `home` (the first node of the
+function's order: its placed home, or the rendezvous/jump-hash first), `spread` (another node
+of its hot set), `spill` (a node beyond the hot set: the hot set was full or avoided, or the
+classic walk moved on), `retry` (an earlier attempt failed and the call moved on), `none` (no
+node was tried).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from fnlb.observe.histogram import Histogram
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from fnlb.observe.tracing import CallTrace, Tracer
+
+STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
+OUTCOMES: Final = ("home", "spread", "spill", "retry", "none")
+HOME, SPREAD, SPILL, RETRY, NONE = range(5)
+RETRY_REASONS: Final = ("connect", "busy", "disconnect")
+"""Why an attempt moved the call to the next node: the connection could not be opened, the
+node answered 503 busy before the call started, or it closed the connection before any
+answer to an idempotent call."""
+ERROR_REASONS: Final = ("no_node", "all_failed", "failed_after_start", "client_gone")
+"""Why fnlb answered a call itself: no node was routable (503), every node tried failed before
+the call started (502), the node failed after the call may have started (502, never resent),
+or the client went away (499, logged only)."""
+NO_NODE_LABEL: Final = "none"
+"""The `node` label of calls that no node was tried for."""
+NO_NODE, ALL_FAILED, AFTER, GONE = ERROR_REASONS
+
+OutcomeOf = Callable[[str, str, str, int], int]
+"""(function key, path, node that answered, attempt index) -> an index into OUTCOMES."""
+
+access_log = logging.getLogger("fnlb.access")
+
+
+class NodeCalls:
+    """One node's counters; `calls[class * len(OUTCOMES) + outcome]`."""
+
+    __slots__ = ("calls", "duration", "first_byte", "retries", "wait")
+
+    def __init__(self) -> None:
+        self.calls = [0] * (len(STATUS_CLASSES) * len(OUTCOMES))
+        self.duration = Histogram()
+        """Whole call: from the request's arrival to the answer's last byte (or fnlb's error)."""
+        self.first_byte = Histogram()
+        """Upstream: from sending the call to the answer's headers."""
+        self.wait = Histogram()
+        """Wait to start, from the `Xxx-Fxlb-Wait` answer header (only answers that carry it)."""
+        self.retries = [0] * len(RETRY_REASONS)
+
+
+class CallObserver:
+    """The proxy's one observer: counters always (unless off), access log and traces opt-in."""
+
+    __slots__ = ("_outcome_of", "access", "counting", "errors", "nodes", "tracer")
+
+    def __init__(
+        self,
+        outcome_of: OutcomeOf,
+        *,
+        counting: bool = True,
+        access: bool = False,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self._outcome_of = outcome_of
+        self.counting = counting
+        self.access = access
+        self.tracer = tracer
+        self.nodes: dict[str, NodeCalls] = {}
+        self.errors = dict.fromkeys(ERROR_REASONS, 0)
+
+    # -- the request path --------------------------------------------------------------
+
+    def begin(self, request: web.BaseRequest, headers: list[tuple[str, str]]) -> CallTrace | None:
+        """A call starts; its trace when tracing is on (the proxy skips the call otherwise).
+
+        Appends `traceparent` (and keeps `tracestate`) in `headers`, the node's request."""
+        tracer = self.tracer
+        return None if tracer is None else tracer.begin(request, headers)
+
+    def attempt(
+        self,
+        trace: CallTrace | None,
+        node: str,
+        reason: str,
+        status: int,
+        started: float,
+        retried: bool,
+    ) -> None:
+        """An attempt on `node` did not answer the call: `reason` (one of RETRY_REASONS, or
+        "error"/"cancelled"); `retried` when the call moves on to the next node."""
+        if retried and self.counting:
+            rec = self.nodes.get(node)
+            if rec is None:
+                rec = self._new_node(node)
+            rec.retries[RETRY_REASONS.index(reason)] += 1
+        if trace is not None:
+            trace.attempt_ended(node, status, reason, started, time.time())
+
+    def end(
+        self,
+        trace: CallTrace | None,
+        request: web.BaseRequest,
+        key: str,
+        path: str,
+        node: str,
+        attempt: int,
+        status: int,
+        arrived: float,
+        started: float,
+        answered: float | None,
+        wait: float | None,
+        error: str | None = None,
+    ) -> None:
+        """The call ended: `status` is what the client got, `node` the last node tried (""
+        when none), `attempt` its index, `started` when that attempt was sent, `answered`
+        when its headers came (None if they did not), `error` one of ERROR_REASONS when fnlb
+        answered itself."""
+        ended = time.time()
+        outcome = NONE
+        if node:
+            outcome = self._outcome_of(key, path, node, attempt)
+        if self.counting:
+            rec = self.nodes.get(node or NO_NODE_LABEL)
+            if rec is None:
+                rec = self._new_node(node or NO_NODE_LABEL)
+            cls = status // 100 - 1
+            if not 0 <= cls < 5:
+                cls = 4
+            rec.calls[cls * 5 + outcome] += 1
+            rec.duration.observe(ended - arrived)
+            if answered is not None:
+                rec.first_byte.observe(answered - started)
+            if wait is not None:
+                rec.wait.observe(wait)
+            if error is not None:
+                self.errors[error] += 1
+        if trace is not None:
+            trace.ended(
+                node, attempt, status, OUTCOMES[outcome], arrived, started, answered, ended, error
+            )
+        if self.access:
+            self._log(trace, request, key, node, attempt, status, outcome, arrived, started,
+                      answered, ended, wait)  # fmt: skip
+
+    # -- off the request path ----------------------------------------------------------
+
+    def _new_node(self, node: str) -> NodeCalls:
+        rec = self.nodes[node] = NodeCalls()
+        return rec
+
+    def forget(self, node: str) -> None:
+        """Drop a node's counters (it left the list): its series end, memory stays bounded."""
+        self.nodes.pop(node, None)
+
+    def _log(
+        self,
+        trace: CallTrace | None,
+        request: web.BaseRequest,
+        key: str,
+        node: str,
+        attempt: int,
+        status: int,
+        outcome: int,
+        arrived: float,
+        started: float,
+        answered: float | None,
+        ended: float,
+        wait: float | None,
+    ) -> None:
+        access_log.info(
+            "call",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "function": key,
+                "node": node or None,
+                "status": status,
+                "attempts": attempt + 1 if node else 0,
+                "routing": OUTCOMES[outcome],
+                "duration_ms": _ms(ended - arrived),
+                "first_byte_ms": _ms(answered - started) if answered is not None else None,
+                "wait_ms": _ms(wait) if wait is not None else None,
+                "trace_id": trace.trace_id if trace is not None else None,
+                "remote": request.remote,
+            },
+        )
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)

@@ -1,0 +1,127 @@
+"""`GET /1/lb/dash`: a live dashboard page; `GET /1/lb/dash/data`: what it draws, as JSON.
+
+The original's dashboard loaded jQuery and Highstock from public CDNs and drew nothing
+without internet access. This page is one HTML file with its script and styles inline
+(`dash.html`, a few KiB, hand-drawn SVG charts): no request leaves fnlb. It polls
+`/1/lb/dash/data` every second and keeps the series in the browser, so fnlb keeps no history
+for it and any number of dashboards cost one small JSON answer per second each.
+
+The data: per node its state, calls/s and calls in flight from the load figures, and the
+cumulative call count and latency histogram (the page turns the difference between two
+polls into calls/s and p50/p99); the hot functions and the nodes they use; in cluster mode
+the peers, each peer's verdict per node and whether every peer's verdicts match the
+cluster's; the scale signal.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from fnlb import __version__
+from fnlb.api.jsonio import json_response
+
+if TYPE_CHECKING:
+    from fnlb.server import Balancer
+
+HOT_FUNCTIONS = 10
+
+
+class DashApi:
+    def __init__(self, balancer: Balancer) -> None:
+        self._b = balancer
+        self._page = resources.files("fnlb.observe").joinpath("dash.html").read_bytes()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_route("GET", "/1/lb/dash", self.page)
+        app.router.add_route("GET", "/1/lb/dash/data", self.data)
+
+    async def page(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self._page,
+            content_type="text/html",
+            charset="utf-8",
+            headers={
+                # the page may only talk to the fnlb that served it
+                "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
+                "style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+                "Cache-Control": "no-store",
+            },
+        )
+
+    async def data(self, request: web.Request) -> web.Response:
+        return json_response(self.snapshot(time.time()))
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        b = self._b
+        view = b.registry.view
+        obs = b.observer
+        nodes: dict[str, Any] = {}
+        for node in sorted(set(view.states) | set(obs.nodes)):
+            share = b.load.node_load(node, now)
+            rec = obs.nodes.get(node)
+            nodes[node] = {
+                "state": view.states.get(node, "gone" if node != "none" else "-"),
+                "rate": round(share.rate, 3),
+                "in_flight": share.in_flight,
+                "calls": sum(rec.calls) if rec is not None else 0,
+                "latency": None
+                if rec is None
+                else {
+                    "bounds": list(rec.duration.bounds),
+                    "counts": list(rec.duration.counts),
+                    "sum": rec.duration.sum,
+                },
+            }
+        out: dict[str, Any] = {
+            "version": __version__,
+            "time": now,
+            "self": None,
+            "nodes": nodes,
+            "hot": self._hot(now),
+            "peers": [],
+            "verdicts": {},
+            "agree": None,
+            "scale": None,
+        }
+        decision = b.feed.decision if b.feed is not None else None
+        if decision is not None:
+            out["scale"] = decision.as_dict()
+        cluster = b.cluster
+        if cluster is not None and b.gossip is not None and b.gossip.started:
+            report = cluster.cluster_report()
+            out["self"] = report["self"]
+            out["checksum"] = report["checksum"]
+            out["verdicts"] = {
+                n["address"]: {"cluster": n["cluster"], **n["verdicts"]} for n in report["nodes"]
+            }
+            peers = []
+            for p in report["peers"]:
+                name = p["name"]
+                differs = [
+                    node
+                    for node, v in out["verdicts"].items()
+                    if name in v and v[name] != v["cluster"]
+                ]
+                peers.append({**p, "agrees": not differs, "differs_on": differs})
+            out["peers"] = peers
+            out["agree"] = all(p["agrees"] for p in peers)
+        return out
+
+    def _hot(self, now: float) -> list[dict[str, Any]]:
+        b = self._b
+        if b.cluster is not None and b.gossip is not None and b.gossip.started:
+            return b.cluster.hot_functions()[:HOT_FUNCTIONS]
+        if b.feed is None:
+            return []
+        load = b.feed.load
+        out = []
+        for fn, rate in load.hot_functions(HOT_FUNCTIONS, now):
+            f = load.function_load(fn, now)
+            out.append(
+                {"function": fn, "rate": rate, "in_flight": f.in_flight, "nodes": sorted(f.nodes)}
+            )
+        return out

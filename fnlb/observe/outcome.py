@@ -1,0 +1,57 @@
+"""Which routing decision an answered call followed: home, spread, spill or retry.
+
+Read at the end of a call from what routing reads anyway (the current view's memoised order,
+the router's shared widths and homes), so the routers need not report their decisions. The
+view may have changed during the call; the label then follows the new view, a harmless rarity.
+"""
+
+from __future__ import annotations
+
+from fnlb.cluster.registry import NodeDirectory
+from fnlb.observe.calls import HOME, RETRY, SPILL, SPREAD, OutcomeOf
+from fnlb.routing.classic import ClassicRouter
+from fnlb.routing.hotset_policy import HotSetPolicy
+from fnlb.routing.policy import ClassicPolicy, RoutingPolicy
+
+
+def outcome_for(policy: RoutingPolicy, registry: NodeDirectory) -> OutcomeOf:
+    """The classifier that matches `policy` (see fnlb.observe.calls for the outcomes)."""
+    if isinstance(policy, HotSetPolicy):
+        router = policy.router
+
+        def hotset(key: str, path: str, node: str, attempt: int) -> int:
+            if attempt:
+                return RETRY
+            order = registry.view.candidates(key)
+            homes = router.shared.homes
+            home = homes.get(key) if homes else None
+            if node == (home or (order[0] if order else None)):
+                return HOME
+            width = router.width(key, len(order))
+            for i in range(width):
+                if order[i] == node:
+                    return SPREAD
+            return SPILL
+
+        return hotset
+    if isinstance(policy, ClassicPolicy):
+        classic: ClassicRouter = policy.router
+
+        def walked(key: str, path: str, node: str, attempt: int) -> int:
+            if attempt:
+                return RETRY
+            routable = sorted(registry.view.routable)
+            if not routable:
+                return SPILL
+            home = routable[classic.home_index(path, len(routable))]
+            return HOME if node == home else SPILL
+
+        return walked
+
+    def rendezvous(key: str, path: str, node: str, attempt: int) -> int:
+        if attempt:
+            return RETRY
+        order = registry.view.candidates(key)
+        return HOME if order and order[0] == node else SPILL
+
+    return rendezvous

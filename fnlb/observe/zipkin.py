@@ -1,0 +1,151 @@
+"""`-zipkin URL`: finished spans batched to a Zipkin collector, off the request path.
+
+The request path only appends to a bounded deque (`add`); a task posts what gathered every
+`interval` seconds, or sooner once `batch` spans wait, as one JSON array. A collector that is
+down or slow costs dropped spans (counted), never a slower call: the queue is bounded and a
+post that fails is not retried.
+
+The URL picks the format, as the original's collector URL did: a path ending in
+`/api/v1/spans` gets Zipkin v1 JSON (annotations `sr`/`ss` for the call, `cs`/`cr` for each
+attempt, tags as binary annotations), any other path Zipkin v2 JSON, and a URL without a path
+posts v2 to `/api/v2/spans`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import Counter, deque
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from fnlb.observe.tracing import Span
+
+log = logging.getLogger("fnlb.zipkin")
+
+QUEUE_LIMIT: Final = 10_000
+"""Spans kept waiting at most; past it new spans are dropped (counted under `dropped`)."""
+
+
+def collector_url(url: str) -> tuple[str, int]:
+    """(URL to post to, Zipkin API version 1 or 2); ValueError for a URL that cannot work."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL like http://zipkin:9411/api/v2/spans")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError(f"{url!r}: the port is not a number 1-65535") from None
+    path = parts.path.rstrip("/")
+    if not path:
+        return parts._replace(path="/api/v2/spans").geturl(), 2
+    return parts.geturl(), 1 if path.endswith("/api/v1/spans") else 2
+
+
+class ZipkinExporter:
+    """A `SpanSink` that posts to one collector (see the module docstring)."""
+
+    def __init__(self, url: str, *, interval: float = 1.0, batch: int = 500) -> None:
+        self.url, self.version = collector_url(url)
+        self.interval = interval
+        self.batch = batch
+        self.spans: Counter[str] = Counter()
+        """sent, dropped (queue full), failed (the collector refused or could not be reached)."""
+        self._queue: deque[Span] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def add(self, spans: list[Span]) -> None:
+        queue = self._queue
+        if len(queue) + len(spans) > QUEUE_LIMIT:
+            self.spans["dropped"] += len(spans)
+            return
+        queue.extend(spans)
+        if len(queue) >= self.batch:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=10), trust_env=False
+        )
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Post what is queued (best effort, once), then close."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self.flush()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Post everything queued, in batches of at most `batch` spans."""
+        while self._queue and self._session is not None:
+            n = min(self.batch, len(self._queue))
+            spans = [self._queue.popleft() for _ in range(n)]
+            body = spans if self.version == 2 else [to_v1(s) for s in spans]
+            try:
+                async with self._session.post(
+                    self.url,
+                    data=json.dumps(body, separators=(",", ":")),
+                    headers={"Content-Type": "application/json"},
+                ) as resp:
+                    await resp.read()
+                    ok = resp.status < 300
+            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                ok = False
+                log.warning(
+                    "zipkin collector unreachable", extra={"url": self.url, "error": str(e)}
+                )
+            else:
+                if not ok:
+                    log.warning("zipkin collector refused spans", extra={"url": self.url})
+            self.spans["sent" if ok else "failed"] += n
+
+
+def to_v1(span: Span) -> dict[str, Any]:
+    """A v2 span in Zipkin v1 JSON: kind becomes a pair of core annotations, tags binary ones."""
+    local = span["localEndpoint"]
+    start, end = span["timestamp"], span["timestamp"] + span["duration"]
+    first, last = ("sr", "ss") if span.get("kind") == "SERVER" else ("cs", "cr")
+    out: dict[str, Any] = {
+        "traceId": span["traceId"],
+        "id": span["id"],
+        "name": span["name"],
+        "timestamp": start,
+        "duration": span["duration"],
+        "annotations": [
+            {"timestamp": start, "value": first, "endpoint": local},
+            {"timestamp": end, "value": last, "endpoint": local},
+        ],
+        "binaryAnnotations": [
+            {"key": k, "value": v, "endpoint": local} for k, v in span.get("tags", {}).items()
+        ],
+    }
+    if "parentId" in span:
+        out["parentId"] = span["parentId"]
+    remote = span.get("remoteEndpoint")
+    if remote:
+        key = "ca" if first == "sr" else "sa"
+        out["binaryAnnotations"].append(
+            {"key": key, "value": True, "endpoint": {"serviceName": "", **remote}}
+        )
+    return out

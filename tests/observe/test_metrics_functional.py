@@ -1,0 +1,159 @@
+"""`/metrics` counts calls, latencies, retries, health checks and state changes, and passes
+`promtool check metrics` (Prometheus' own linter of names, types and help)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.support import Backend, running_balancer, wait_for
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of the one sample of `name` whose labels include `labels`."""
+    found = []
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            found.append(float(m.group(4)))
+    assert len(found) == 1, f"{name} {labels}: {found}"
+    return found[0]
+
+
+async def busy(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"msg": "busy"}, status=503, headers={"Retry-After": "15"})
+
+
+async def scrape(lb_mgmt: str) -> str:
+    async with aiohttp.ClientSession() as client, client.get(f"http://{lb_mgmt}/metrics") as r:
+        assert r.status == 200
+        return await r.text()
+
+
+async def test_calls_are_counted_by_node_status_and_routing_outcome() -> None:
+    good, full = Backend("good"), Backend("full", busy)
+    await good.start()
+    await full.start()
+    try:
+        async with running_balancer(
+            nodes=f"{good.address},{full.address}", routing="rendezvous"
+        ) as lb:
+            await wait_for(lambda: set(lb.registry.view.routable) == {good.address, full.address})
+            # 40 functions: some have the busy node as home (answered after a retry), the
+            # others the good one (answered at home)
+            async with aiohttp.ClientSession() as client:
+                statuses = []
+                for i in range(40):
+                    async with client.post(f"http://{lb.listen_address}/r/app/fn{i}") as r:
+                        await r.read()
+                        statuses.append(r.status)
+            assert set(statuses) == {200}
+            text = await scrape(str(lb.mgmt_address))
+    finally:
+        await good.stop()
+        await full.stop()
+    at_home = sample(text, "fnlb_calls_total", node=good.address, code="2xx", routing="home")
+    retried = sample(text, "fnlb_calls_total", node=good.address, code="2xx", routing="retry")
+    busy_left = sample(text, "fnlb_retries_total", node=full.address, reason="busy")
+    assert at_home + retried == 40
+    assert retried == busy_left == len(full.seen)
+    assert retried > 0  # 40 keys: both nodes are some functions' home
+    assert at_home > 0
+    count = sample(text, "fnlb_call_duration_seconds_count", node=good.address)
+    assert count == 40
+    assert sample(text, "fnlb_call_duration_seconds_bucket", node=good.address, le="+Inf") == 40
+    # every answer of the test backend carries Xxx-Fxlb-Wait: 1.5ms
+    assert sample(text, "fnlb_call_wait_seconds_bucket", node=good.address, le="0.001") == 0
+    assert sample(text, "fnlb_call_wait_seconds_bucket", node=good.address, le="0.0025") == 40
+    assert sample(text, "fnlb_call_wait_seconds_sum", node=good.address) == pytest.approx(0.06)
+    assert sample(text, "fnlb_upstream_first_byte_seconds_count", node=good.address) == 40
+    assert sample(text, "fnlb_health_checks_total", node=good.address, result="ok") >= 1
+    assert sample(text, "fnlb_node_state_changes_total", node=good.address, state="online") == 1
+    assert sample(text, "fnlb_call_errors_total", reason="no_node") == 0
+    assert sample(text, "fnlb_build_info", routing="rendezvous") == 1
+    assert "process_cpu_seconds_total" in text
+    assert "python_info" in text
+
+
+async def hang_up(request: web.Request) -> web.StreamResponse:
+    assert request.transport is not None
+    request.transport.close()  # after the call arrived: it may have run
+    raise asyncio.CancelledError
+
+
+async def test_fnlb_own_errors_are_counted() -> None:
+    broken = Backend("broken", hang_up)
+    await broken.start()
+    try:
+        async with (
+            running_balancer(nodes=f"{broken.address},127.0.0.1:1") as lb,
+            aiohttp.ClientSession() as client,
+        ):
+            await wait_for(lambda: lb.registry.view.states.get(broken.address) == "online")
+            await wait_for(lambda: lb.registry.view.states.get("127.0.0.1:1") == "offline")
+            async with client.post(f"http://{lb.listen_address}/r/a/b") as r:
+                assert r.status == 502  # a POST whose node hung up is never resent
+            await lb.registry.delete(broken.address)
+            async with client.get(f"http://{lb.listen_address}/r/a/b") as r:
+                assert r.status == 503
+            text = await scrape(str(lb.mgmt_address))
+    finally:
+        await broken.stop()
+    assert sample(text, "fnlb_call_errors_total", reason="no_node") == 1
+    assert sample(text, "fnlb_call_errors_total", reason="failed_after_start") == 1
+    assert sample(text, "fnlb_calls_total", node="none", code="5xx", routing="none") == 1
+    assert broken.address not in text  # a deleted node's series end with it
+    assert sample(text, "fnlb_health_checks_total", node="127.0.0.1:1", result="fail") >= 1
+    assert sample(text, "fnlb_node_state_changes_total", node="127.0.0.1:1", state="offline") == 1
+
+
+async def test_calls_off_keeps_the_counters_at_zero() -> None:
+    backend = Backend("n")
+    await backend.start()
+    try:
+        async with running_balancer(nodes=backend.address, call_metrics=False) as lb:
+            await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
+            async with (
+                aiohttp.ClientSession() as client,
+                client.get(f"http://{lb.listen_address}/r/a/b") as r,
+            ):
+                assert r.status == 200
+            text = await scrape(str(lb.mgmt_address))
+    finally:
+        await backend.stop()
+    assert "fnlb_calls_total{" not in text
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (bootstrap)")
+async def test_the_page_passes_promtool(tmp_path: object) -> None:
+    backend = Backend("n")
+    await backend.start()
+    try:
+        async with running_balancer(nodes=f"{backend.address},127.0.0.1:1") as lb:
+            await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
+            async with aiohttp.ClientSession() as client:
+                for _ in range(3):
+                    async with client.get(f"http://{lb.listen_address}/r/a/b") as r:
+                        await r.read()
+            text = await scrape(str(lb.mgmt_address))
+    finally:
+        await backend.stop()
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["promtool", "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == ""
