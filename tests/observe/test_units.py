@@ -1,0 +1,149 @@
+"""The pieces of fnlb.observe without a network: histograms, trace context, outcomes, v1."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from multidict import CIMultiDict
+
+from fnlb.cluster.registry import NodeRegistry
+from fnlb.observe.calls import HOME, RETRY, SPILL, SPREAD
+from fnlb.observe.histogram import Histogram
+from fnlb.observe.outcome import outcome_for
+from fnlb.observe.tracing import parse_context
+from fnlb.observe.zipkin import collector_url, to_v1
+from fnlb.routing.hotset_policy import HotSetPolicy
+from fnlb.routing.policy import make_policy
+
+
+def test_histogram_buckets_follow_prometheus_le() -> None:
+    h = Histogram((0.1, 1.0))
+    for v in (0.05, 0.1, 0.5, 1.0, 3.0):
+        h.observe(v)
+    assert h.cumulative() == [("0.1", 2), ("1.0", 4), ("+Inf", 5)]
+    assert h.sum == pytest.approx(4.65)
+    assert h.count == 5
+
+
+def test_histogram_quantile_interpolates_within_a_bucket() -> None:
+    h = Histogram((1.0, 2.0))
+    assert h.quantile(0.5) is None
+    for _ in range(10):
+        h.observe(1.5)
+    assert h.quantile(0.5) == pytest.approx(1.5)
+    assert h.quantile(1.0) == pytest.approx(2.0)
+
+
+T, S = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"traceparent": f"00-{T}-{S}-01"}, (T, S, True, False)),
+        ({"traceparent": f"00-{T}-{S}-00"}, (T, S, False, False)),
+        ({"Traceparent": f"00-{T.upper()}-{S}-03"}, (T, S, True, False)),
+        ({"traceparent": f"ff-{T}-{S}-01"}, None),  # version ff is invalid
+        ({"traceparent": f"00-{'0' * 32}-{S}-01"}, None),
+        ({"traceparent": "junk"}, None),
+        ({"b3": f"{T}-{S}-1"}, (T, S, True, True)),
+        ({"b3": f"{T}-{S}"}, (T, S, None, True)),
+        ({"b3": "0"}, ("", "", False, True)),
+        ({"b3": f"{T}-nothex"}, None),
+        ({"X-B3-TraceId": T[16:], "X-B3-SpanId": S}, ("0" * 16 + T[16:], S, None, True)),
+        ({"X-B3-TraceId": T, "X-B3-SpanId": S, "X-B3-Sampled": "0"}, (T, S, False, True)),
+        ({"X-B3-Flags": "1"}, ("", "", True, True)),
+        ({}, None),
+    ],
+)
+def test_trace_context_from_w3c_and_b3_headers(
+    headers: dict[str, str], expected: tuple[str, str, bool | None, bool] | None
+) -> None:
+    ctx = parse_context(CIMultiDict(headers))
+    got = None if ctx is None else (ctx.trace_id, ctx.parent_id, ctx.sampled, ctx.b3)
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://zipkin:9411/api/v1/spans", ("http://zipkin:9411/api/v1/spans", 1)),
+        ("http://zipkin:9411/api/v2/spans", ("http://zipkin:9411/api/v2/spans", 2)),
+        ("http://zipkin:9411", ("http://zipkin:9411/api/v2/spans", 2)),
+        ("https://z.example/", ("https://z.example/api/v2/spans", 2)),
+    ],
+)
+def test_collector_url_picks_the_api_version(url: str, expected: tuple[str, int]) -> None:
+    assert collector_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url", ["zipkin:9411", "ftp://z/api/v2/spans", "http://:9411", "http://z:x"]
+)
+def test_collector_url_refuses_what_cannot_work(url: str) -> None:
+    with pytest.raises(ValueError, match=r"URL|port"):
+        collector_url(url)
+
+
+def test_v1_span_keeps_ids_tags_and_kind() -> None:
+    span = {
+        "traceId": T,
+        "id": S,
+        "parentId": "1" * 16,
+        "name": "attempt",
+        "kind": "CLIENT",
+        "timestamp": 10,
+        "duration": 5,
+        "localEndpoint": {"serviceName": "fnlb"},
+        "remoteEndpoint": {"ipv4": "127.0.0.1", "port": 8080},
+        "tags": {"fnlb.node": "127.0.0.1:8080"},
+    }
+    v1 = to_v1(span)
+    assert (v1["traceId"], v1["id"], v1["parentId"]) == (T, S, "1" * 16)
+    assert [(a["value"], a["timestamp"]) for a in v1["annotations"]] == [("cs", 10), ("cr", 15)]
+    assert {"key": "fnlb.node", "value": "127.0.0.1:8080", "endpoint": {"serviceName": "fnlb"}} in (
+        v1["binaryAnnotations"]
+    )
+    assert v1["binaryAnnotations"][-1]["key"] == "sa"
+
+
+NODES = [f"10.0.0.{i}:8080" for i in range(1, 6)]
+
+
+def registry() -> NodeRegistry:
+    r = NodeRegistry(healthy=1, unhealthy=1, nodes=NODES)
+    for n in NODES:
+        r.record_check(n, True)
+    return r
+
+
+def test_outcome_under_hotset_tells_home_spread_spill_and_retry() -> None:
+    reg = registry()
+    policy = make_policy("hotset", random.Random(1), lambda: 0.0)
+    classify = outcome_for(policy, reg)
+    order = reg.view.candidates("app/f")
+    assert classify("app/f", "/r/app/f", order[0], 0) == HOME
+    assert classify("app/f", "/r/app/f", order[1], 0) == SPILL  # width 1: beyond the hot set
+    assert classify("app/f", "/r/app/f", order[0], 1) == RETRY
+    assert isinstance(policy, HotSetPolicy)
+    policy.router.update(widths={"app/f": 3}, homes={"app/f": order[2]})
+    assert classify("app/f", "/r/app/f", order[2], 0) == HOME  # the placed home
+    assert classify("app/f", "/r/app/f", order[0], 0) == SPREAD
+    assert classify("app/f", "/r/app/f", order[1], 0) == SPREAD
+    assert classify("app/f", "/r/app/f", order[3], 0) == SPILL
+
+
+def test_outcome_under_rendezvous_and_classic() -> None:
+    reg = registry()
+    rendezvous = outcome_for(make_policy("rendezvous", random.Random(1), lambda: 0.0), reg)
+    order = reg.view.candidates("app/f")
+    assert rendezvous("app/f", "/r/app/f", order[0], 0) == HOME
+    assert rendezvous("app/f", "/r/app/f", order[1], 0) == SPILL
+    policy = make_policy("classic", random.Random(1), lambda: 0.0)
+    classic = outcome_for(policy, reg)
+    first = policy.candidates(reg.view, "app/f", "/r/app/f")[0]  # no waits known: the home
+    assert classic("app/f", "/r/app/f", first, 0) == HOME
+    other = next(n for n in NODES if n != first)
+    assert classic("app/f", "/r/app/f", other, 0) == SPILL
+    assert classic("app/f", "/r/app/f", first, 2) == RETRY
