@@ -49,12 +49,12 @@ class Page:
             elif method == "Network.requestWillBeSent":
                 self.requests.append(params["request"]["url"])
 
-    async def send(self, method: str, **params: Any) -> dict[str, Any]:
+    async def send(self, method: str, timeout: float | None = 30, **params: Any) -> dict[str, Any]:
         n = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[n] = fut
         await self._ws.send_json({"id": n, "method": method, "params": params})
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(timeout):
             answer = await fut
         if "error" in answer:
             raise RuntimeError(f"{method}: {answer['error']}")
@@ -67,9 +67,20 @@ class Page:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    async def screenshot(self, path: Path) -> None:
+    async def wait_for(self, expression: str) -> None:
+        """Resolve when `expression` is true in the page (checked every 0.1 s there)."""
+        script = (
+            "new Promise(done => { const check = () => { let ok = false;"
+            f" try {{ ok = !!({expression}); }} catch (e) {{}}"
+            " if (ok) done(true); else setTimeout(check, 100); }; check(); })"
+        )
+        # the caller bounds the wait
+        await self.send("Runtime.evaluate", None, expression=script, awaitPromise=True)
+
+    async def screenshot(self) -> bytes:
+        """The page as a PNG image."""
         shot = await self.send("Page.captureScreenshot", format="png")
-        path.write_bytes(base64.b64decode(shot["data"]))
+        return base64.b64decode(shot["data"])
 
     async def close(self) -> None:
         self._reader.cancel()
