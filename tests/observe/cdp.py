@@ -49,12 +49,12 @@ class Page:
             elif method == "Network.requestWillBeSent":
                 self.requests.append(params["request"]["url"])
 
-    async def send(self, method: str, timeout: float | None = 30, **params: Any) -> dict[str, Any]:
+    async def send(self, method: str, within: float | None = 30, **params: Any) -> dict[str, Any]:
         n = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[n] = fut
         await self._ws.send_json({"id": n, "method": method, "params": params})
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             answer = await fut
         if "error" in answer:
             raise RuntimeError(f"{method}: {answer['error']}")
