@@ -136,6 +136,8 @@ class CallObserver:
         when none), `attempt` its index, `started` when that attempt was sent, `answered`
         when its headers came (None if they did not), `error` one of ERROR_REASONS when fnlb
         answered itself."""
+        if not self.counting and trace is None and not self.access:
+            return  # everything off: the proxy's call costs this test only
         ended = time.time()
         outcome = NONE
         if node:
