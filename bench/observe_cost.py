@@ -118,9 +118,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     sink = logging.StreamHandler(io.StringIO())
     sink.setFormatter(formatter("json"))
     access = logging.getLogger("fnlb.access")
+    saved = (access.handlers[:], access.level, access.propagate)
     access.handlers[:] = [sink]
     access.setLevel(logging.INFO)
     access.propagate = False
+    try:
+        return _measure(args, sink)
+    finally:
+        access.handlers[:], access.level, access.propagate = saved
+
+
+def _measure(args: argparse.Namespace, sink: logging.StreamHandler[io.StringIO]) -> int:
     configs = configurations()
     node = NODES[0]
     per_call: dict[str, list[float]] = {name: [] for name in [NONE, *configs]}
