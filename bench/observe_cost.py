@@ -47,13 +47,13 @@ class Encode:
 
     def __init__(self, batch: int = 500) -> None:
         self._exporter = ZipkinExporter("http://127.0.0.1:9/api/v2/spans")
-        self._queue: list[Span] = []
+        self._queue: list[str] = []
         self._batch = batch
 
     def add(self, spans: list[Span]) -> None:
-        self._queue.extend(spans)
-        if len(self._queue) >= self._batch:
-            self._exporter.encode(self._queue)
+        self._queue.append(self._exporter.encode_items(spans))
+        if len(self._queue) * 2 >= self._batch:
+            f"[{','.join(self._queue)}]".encode()
             self._queue = []
 
 

@@ -1,6 +1,9 @@
 """`-zipkin URL`: finished spans batched to a Zipkin collector, off the request path.
 
-The request path only appends to a bounded deque (`add`); a task posts what gathered every
+The request path encodes a call's spans to JSON text at once and appends that to a bounded
+deque (`add`): text is not tracked by the garbage collector, whereas span dicts waiting a
+second for the next post were promoted and re-scanned by it, which cost more than encoding
+them (bench/proxy, docs/observability.md). A task posts what gathered every
 `interval` seconds, or sooner once `batch` spans wait, as one JSON array. A collector that is
 down or slow costs dropped spans (counted), never a slower call: the queue is bounded and a
 post that fails is not retried.
@@ -55,18 +58,21 @@ class ZipkinExporter:
         self.batch = batch
         self.spans: Counter[str] = Counter()
         """sent, dropped (queue full), failed (the collector refused or could not be reached)."""
-        self._queue: deque[Span] = deque()
+        self._queue: deque[tuple[str, int]] = deque()
+        """(a call's spans as JSON array items without the brackets, how many spans)."""
+        self._queued = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
     def add(self, spans: list[Span]) -> None:
-        queue = self._queue
-        if len(queue) + len(spans) > QUEUE_LIMIT:
-            self.spans["dropped"] += len(spans)
+        n = len(spans)
+        if self._queued + n > QUEUE_LIMIT:
+            self.spans["dropped"] += n
             return
-        queue.extend(spans)
-        if len(queue) >= self.batch:
+        self._queue.append((self.encode_items(spans), n))
+        self._queued += n
+        if self._queued >= self.batch:
             self._wake.set()
 
     def start(self) -> None:
@@ -98,13 +104,19 @@ class ZipkinExporter:
 
     async def flush(self) -> None:
         """Post everything queued, in batches of at most `batch` spans."""
-        while self._queue and self._session is not None:
-            n = min(self.batch, len(self._queue))
-            spans = [self._queue.popleft() for _ in range(n)]
+        queue = self._queue
+        while queue and self._session is not None:
+            items: list[str] = []
+            n = 0
+            while queue and n < self.batch:
+                text, count = queue.popleft()
+                items.append(text)
+                n += count
+            self._queued -= n
             try:
                 async with self._session.post(
                     self.url,
-                    data=self.encode(spans),
+                    data=f"[{','.join(items)}]".encode(),
                     headers={"Content-Type": "application/json"},
                 ) as resp:
                     await resp.read()
@@ -119,10 +131,11 @@ class ZipkinExporter:
                     log.warning("zipkin collector refused spans", extra={"url": self.url})
             self.spans["sent" if ok else "failed"] += n
 
-    def encode(self, spans: list[Span]) -> bytes:
-        """One POST's body: the spans as a JSON array in this collector's format."""
+    def encode_items(self, spans: list[Span]) -> str:
+        """`spans` in this collector's format as JSON array items (no brackets): one call's
+        spans are encoded together, and a post joins such items with commas."""
         body = spans if self.version == 2 else [to_v1(s) for s in spans]
-        return json.dumps(body, separators=(",", ":")).encode()
+        return json.dumps(body, separators=(",", ":"))[1:-1]
 
 
 def to_v1(span: Span) -> dict[str, Any]:
