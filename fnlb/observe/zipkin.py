@@ -1,9 +1,8 @@
 """`-zipkin URL`: finished spans batched to a Zipkin collector, off the request path.
 
 The request path encodes a call's spans to JSON text at once and appends that to a bounded
-deque (`add`): text is not tracked by the garbage collector, whereas span dicts waiting a
-second for the next post were promoted and re-scanned by it, which cost more than encoding
-them (bench/proxy, docs/observability.md). A task posts what gathered every
+deque (`add`): text waiting for the next post is not scanned by the garbage collector, as
+span dicts would be. A task posts what gathered every
 `interval` seconds, or sooner once `batch` spans wait, as one JSON array. A collector that is
 down or slow costs dropped spans (counted), never a slower call: the queue is bounded and a
 post that fails is not retried.
@@ -29,6 +28,9 @@ import aiohttp
 from fnlb.observe.tracing import Span
 
 log = logging.getLogger("fnlb.zipkin")
+
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"))
+"""Made once: `json.dumps` with arguments builds an encoder per call."""
 
 QUEUE_LIMIT: Final = 10_000
 """Spans kept waiting at most; past it new spans are dropped (counted under `dropped`)."""
@@ -62,6 +64,7 @@ class ZipkinExporter:
         """(a call's spans as JSON array items without the brackets, how many spans)."""
         self._queued = 0
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()  # the timer's flush and stop()'s never interleave
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -75,11 +78,14 @@ class ZipkinExporter:
         if self._queued >= self.batch:
             self._wake.set()
 
-    def start(self) -> None:
+    def start(self, *, timer: bool = True) -> None:
+        """Open the HTTP session and (unless `timer` is False: tests flush by hand) start
+        the task that flushes every `interval` seconds or once `batch` spans wait."""
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=10), trust_env=False
         )
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        if timer:
+            self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         """Post what is queued (best effort, once), then close."""
@@ -103,9 +109,16 @@ class ZipkinExporter:
             await self.flush()
 
     async def flush(self) -> None:
-        """Post everything queued, in batches of at most `batch` spans."""
+        """Post what is queued now, in batches of at most `batch` spans; spans that come
+        meanwhile wait for the next flush, and a failed post ends this one (the rest wait),
+        so a busy or dead collector costs one post per interval, not one per call."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         queue = self._queue
-        while queue and self._session is not None:
+        pending = self._queued
+        while pending > 0 and queue and self._session is not None:
             items: list[str] = []
             n = 0
             while queue and n < self.batch:
@@ -113,6 +126,7 @@ class ZipkinExporter:
                 items.append(text)
                 n += count
             self._queued -= n
+            pending -= n
             try:
                 async with self._session.post(
                     self.url,
@@ -121,6 +135,9 @@ class ZipkinExporter:
                 ) as resp:
                     await resp.read()
                     ok = resp.status < 300
+            except asyncio.CancelledError:
+                self.spans["failed"] += n  # stopped mid-post: counted, not lost unseen
+                raise
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
                 ok = False
                 log.warning(
@@ -130,12 +147,14 @@ class ZipkinExporter:
                 if not ok:
                     log.warning("zipkin collector refused spans", extra={"url": self.url})
             self.spans["sent" if ok else "failed"] += n
+            if not ok:
+                return
 
     def encode_items(self, spans: list[Span]) -> str:
         """`spans` in this collector's format as JSON array items (no brackets): one call's
         spans are encoded together, and a post joins such items with commas."""
         body = spans if self.version == 2 else [to_v1(s) for s in spans]
-        return json.dumps(body, separators=(",", ":"))[1:-1]
+        return _ENCODER.encode(body)[1:-1]
 
 
 def to_v1(span: Span) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from fnlb.observe.zipkin import QUEUE_LIMIT, ZipkinExporter
 from fnlb.routing.function_key import function_key
 from tests.support import Backend, running_balancer, wait_for
 
@@ -203,3 +204,38 @@ async def test_an_unreachable_collector_costs_dropped_spans_not_calls() -> None:
         assert lb.zipkin is not None
         await lb.zipkin.flush()
         assert lb.zipkin.spans["failed"] == 2
+
+
+def span(n: int) -> dict[str, Any]:
+    return {"traceId": TRACE, "id": f"{n:016x}", "name": "post", "kind": "SERVER",
+            "timestamp": 1, "duration": 1, "localEndpoint": {"serviceName": "fnlb"}}  # fmt: skip
+
+
+async def test_a_dead_collector_costs_one_post_per_flush_and_a_full_queue_drops() -> None:
+    exporter = ZipkinExporter("http://127.0.0.1:1/api/v2/spans", batch=2)
+    exporter.start(timer=False)
+    try:
+        for n in range(3):
+            exporter.add([span(2 * n), span(2 * n + 1)])
+        await exporter.flush()
+        assert exporter.spans["failed"] == 2  # the first batch; the others wait
+        exporter.add([span(99)] * (QUEUE_LIMIT - 4))  # fills the queue to its limit
+        exporter.add([span(100)])
+        assert exporter.spans["dropped"] == 1
+    finally:
+        await exporter.stop()
+
+
+async def test_batches_reach_a_live_collector_as_json_arrays() -> None:
+    async with collector() as zipkin:
+        exporter = ZipkinExporter(zipkin.url, batch=3)
+        exporter.start(timer=False)
+        try:
+            for n in range(4):
+                exporter.add([span(2 * n), span(2 * n + 1)])
+            await exporter.flush()
+        finally:
+            await exporter.stop()
+    assert [len(post) for post in zipkin.posts["v2"]] == [4, 4]  # whole calls, >= 3 a post
+    assert [s["id"] for s in zipkin.spans()] == [f"{n:016x}" for n in range(8)]
+    assert exporter.spans["sent"] == 8
