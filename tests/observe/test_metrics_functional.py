@@ -157,3 +157,32 @@ async def test_the_page_passes_promtool(tmp_path: object) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout + result.stderr == ""
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (bootstrap)")
+async def test_a_cluster_peers_page_passes_promtool_with_gossip_and_ack_families() -> None:
+    from tests.support_cluster import peers
+
+    async with peers(2) as group:
+        await group[0].registry.put("127.0.0.1:1")  # a node-list change: one write ack
+        gossip = group[0].gossip
+        assert gossip is not None
+        await wait_for(lambda: sum(gossip.member.received.values()) > 0, within=15)
+        text = await scrape(str(group[0].mgmt_address))
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["promtool", "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == ""
+    assert sample(text, "fnlb_write_acks_total", outcome="held") == 1
+    received = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("fnlb_gossip_messages_received_total{")
+    ]
+    assert sum(received) > 0
