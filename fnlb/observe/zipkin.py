@@ -75,7 +75,7 @@ class ZipkinExporter:
             return
         self._queue.append((self.encode_items(spans), n))
         self._queued += n
-        if self._queued >= self.batch:
+        if self._queued >= self.batch and not self._wake.is_set():
             self._wake.set()
 
     def start(self, *, timer: bool = True) -> None:
@@ -101,21 +101,28 @@ class ZipkinExporter:
             self._session = None
 
     async def _run(self) -> None:
+        healthy = True
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval):
-                    await self._wake.wait()
+            if healthy:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.interval):
+                        await self._wake.wait()
+            else:
+                # after a failed post, wait a whole interval: a full queue would otherwise
+                # wake this task on every call and try (and fail) again each time
+                await asyncio.sleep(self.interval)
             self._wake.clear()
-            await self.flush()
+            healthy = await self.flush()
 
-    async def flush(self) -> None:
+    async def flush(self) -> bool:
         """Post what is queued now, in batches of at most `batch` spans; spans that come
         meanwhile wait for the next flush, and a failed post ends this one (the rest wait),
-        so a busy or dead collector costs one post per interval, not one per call."""
+        so a busy or dead collector costs one post per interval, not one per call. False
+        when a post failed."""
         async with self._flushing:
-            await self._flush()
+            return await self._flush()
 
-    async def _flush(self) -> None:
+    async def _flush(self) -> bool:
         queue = self._queue
         pending = self._queued
         while pending > 0 and queue and self._session is not None:
@@ -148,7 +155,8 @@ class ZipkinExporter:
                     log.warning("zipkin collector refused spans", extra={"url": self.url})
             self.spans["sent" if ok else "failed"] += n
             if not ok:
-                return
+                return False
+        return True
 
     def encode_items(self, spans: list[Span]) -> str:
         """`spans` in this collector's format as JSON array items (no brackets): one call's

@@ -3,6 +3,7 @@ context in, W3C context out to the node; sampling."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -239,3 +240,34 @@ async def test_batches_reach_a_live_collector_as_json_arrays() -> None:
     assert [len(post) for post in zipkin.posts["v2"]] == [4, 4]  # whole calls, >= 3 a post
     assert [s["id"] for s in zipkin.spans()] == [f"{n:016x}" for n in range(8)]
     assert exporter.spans["sent"] == 8
+
+
+async def test_after_a_failed_post_the_exporter_waits_an_interval_however_full() -> None:
+    posts = 0
+
+    async def refuse(request: web.Request) -> web.Response:
+        nonlocal posts
+        posts += 1
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_post("/api/v2/spans", refuse)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server: Any = site._server
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/v2/spans"
+    exporter = ZipkinExporter(url, batch=2, interval=3600)  # the next try: an hour away
+    exporter.start()
+    try:
+        exporter.add([span(0), span(1)])  # a full batch wakes the task: one post, refused
+        await wait_for(lambda: exporter.spans["failed"] == 2)
+        for n in range(50):  # the queue stays full; every add would wake a healthy task
+            exporter.add([span(n), span(n)])
+            await asyncio.sleep(0)
+        assert posts == 1
+    finally:
+        await exporter.stop()  # stop() still tries once
+        await runner.cleanup()
+    assert posts == 2
