@@ -47,3 +47,10 @@ def test_variant_names_args_and_source_tree(tmp_path: Path) -> None:
     args = parse_args(["--variant", "a=-access-log", "--only-fnlb"])
     assert args.only_fnlb
     assert [v.name for v in args.variants] == ["a"]
+
+
+def test_otel_span_cost_measures_our_tracer(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import otel_span_cost
+
+    assert otel_span_cost.main() == 0
+    assert "| fnlb.observe.tracing + Zipkin queue |" in capsys.readouterr().out
