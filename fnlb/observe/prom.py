@@ -8,6 +8,7 @@ runs per call. docs/observability.md lists every family with its labels and mean
 from __future__ import annotations
 
 import platform
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from fnlb import __version__
+from fnlb.gossip import codec
 from fnlb.observe.calls import ERROR_REASONS, OUTCOMES, RETRY_REASONS, STATUS_CLASSES
 from fnlb.observe.histogram import Histogram
 
@@ -55,14 +57,17 @@ class ObservedCollector(Collector):
             yield acks
             runtime = cluster.runtime
             if runtime is not None and runtime.started:
-                received = CounterMetricFamily(
-                    "fnlb_gossip_messages_received",
-                    "gossip datagram messages received, by type",
-                    labels=["type"],
+                messages = CounterMetricFamily(
+                    "fnlb_gossip_messages",
+                    "gossip datagram messages sent and received, by type",
+                    labels=["direction", "type"],
                 )
-                for kind, n in sorted(runtime.member.received.items()):
-                    received.add_metric([kind.lower()], n)
-                yield received
+                member = runtime.member
+                for code, n in sorted(member.sent.items()):
+                    messages.add_metric(["sent", _CODE_NAMES.get(code, str(code))], n)
+                for kind, n in sorted(member.received.items()):
+                    messages.add_metric(["received", _snake(kind)], n)
+                yield messages
         exporter = b.zipkin
         if exporter is not None:
             spans = CounterMetricFamily(
@@ -149,6 +154,24 @@ class ObservedCollector(Collector):
         for (node, state), n in sorted(health.changes.items()):
             changes.add_metric([node, state], n)
         yield changes
+
+
+_CODE_NAMES = {
+    codec.PING: "ping",
+    codec.INDIRECT_PING: "indirect_ping",
+    codec.ACK: "ack",
+    codec.NACK: "nack",
+    codec.SUSPECT: "suspect",
+    codec.ALIVE: "alive",
+    codec.DEAD: "dead",
+    codec.USER: "user_broadcast",
+    codec.USER_DIRECT: "user_direct",
+}
+
+
+def _snake(name: str) -> str:
+    """A message class's name as the `type` label: IndirectPing -> indirect_ping."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def _add_histogram(family: HistogramMetricFamily, labels: list[str], hist: Histogram) -> None:

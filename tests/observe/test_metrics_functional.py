@@ -168,6 +168,7 @@ async def test_a_cluster_peers_page_passes_promtool_with_gossip_and_ack_families
         gossip = group[0].gossip
         assert gossip is not None
         await wait_for(lambda: sum(gossip.member.received.values()) > 0, within=15)
+        await wait_for(lambda: sum(gossip.member.sent.values()) > 0, within=15)
         text = await scrape(str(group[0].mgmt_address))
     result = await asyncio.to_thread(
         subprocess.run,
@@ -180,9 +181,11 @@ async def test_a_cluster_peers_page_passes_promtool_with_gossip_and_ack_families
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout + result.stderr == ""
     assert sample(text, "fnlb_write_acks_total", outcome="held") == 1
-    received = [
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("fnlb_gossip_messages_received_total{")
-    ]
-    assert sum(received) > 0
+    for direction in ("sent", "received"):
+        counts = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(f'fnlb_gossip_messages_total{{direction="{direction}"')
+        ]
+        assert sum(counts) > 0, direction
+    assert 'type="ping"' in text
