@@ -100,12 +100,30 @@ class BalancerCollector(Collector):
             for reason, n in sorted({**b.gossip.all_drops(), **b.cluster.drops}.items()):
                 drops.add_metric([reason], n)
             yield drops
-            traffic = CounterMetricFamily(
-                "fnlb_gossip_wire", "gossip packets and bytes on the wire", labels=["what"]
+            # one unit per family (Prometheus: never sum packets with bytes)
+            wire = b.gossip.traffic
+            packets = CounterMetricFamily(
+                "fnlb_gossip_packets", "gossip UDP datagrams", labels=["direction"]
             )
-            for what, n in sorted(b.gossip.traffic.items()):
-                traffic.add_metric([what], n)
-            yield traffic
+            wire_bytes = CounterMetricFamily(
+                "fnlb_gossip_bytes",
+                "gossip bytes on the wire, envelopes included",
+                labels=["proto", "direction"],
+            )
+            streams = CounterMetricFamily(
+                "fnlb_gossip_streams",
+                "gossip TCP streams (push-pull, stream pings) opened and served",
+                labels=["side"],
+            )
+            for direction in ("sent", "received"):
+                packets.add_metric([direction], wire[f"udp_packets_{direction}"])
+                for proto in ("udp", "tcp"):
+                    wire_bytes.add_metric([proto, direction], wire[f"{proto}_bytes_{direction}"])
+            for side in ("opened", "served"):
+                streams.add_metric([side], wire[f"tcp_streams_{side}"])
+            yield packets
+            yield wire_bytes
+            yield streams
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
