@@ -62,6 +62,13 @@ async def test_dashboard_draws_calls_latency_peers_and_scale(tmp_path: Path) -> 
                     await load
                 await _until(page, "Object.keys(fnlbDash.series.scale).length === 2")
                 await _until(page, "document.querySelectorAll('#peers tr').length === 3")
+                # the peers' verdicts settle within a few gossip rounds
+                await _until(
+                    page, "document.getElementById('agree').textContent === 'all peers agree'"
+                )
+                await _until(
+                    page, f"document.querySelectorAll('#verdicts tr').length === {1 + len(nodes)}"
+                )
                 charts = await page.evaluate(
                     "['rate', 'p99', 'scale'].map(c => document.querySelectorAll("
                     "'#' + c + ' polyline').length)"
