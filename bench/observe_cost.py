@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import logging
 import statistics
 import sys
 import time
@@ -31,7 +30,7 @@ if __package__ in (None, ""):  # run as a file: make `fnlb` importable from the 
 from aiohttp.test_utils import make_mocked_request
 
 from fnlb.cluster.registry import NodeRegistry
-from fnlb.logs import formatter
+from fnlb.observe.access import AccessLog
 from fnlb.observe.calls import CallObserver
 from fnlb.observe.outcome import outcome_for
 from fnlb.observe.tracing import Span, Tracer
@@ -76,7 +75,9 @@ def configurations() -> dict[str, Callable[[], CallObserver]]:
         "metrics + tracing, 10 % sampled": lambda: CallObserver(
             outcome, tracer=Tracer(Encode(), sample_rate=0.1)
         ),
-        "metrics + access log": lambda: CallObserver(outcome, access=True),
+        "metrics + access log": lambda: CallObserver(
+            outcome, access=AccessLog("json", stream=io.StringIO())
+        ),
     }
 
 
@@ -115,27 +116,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.calls < 1 or args.rounds < 1 or args.call_us <= 0:
         p.error("--calls, --rounds and --call-us must be positive")
     # the access log renders JSON lines to memory: the formatting is the cost, not the disk
-    sink = logging.StreamHandler(io.StringIO())
-    sink.setFormatter(formatter("json"))
-    access = logging.getLogger("fnlb.access")
-    saved = (access.handlers[:], access.level, access.propagate)
-    access.handlers[:] = [sink]
-    access.setLevel(logging.INFO)
-    access.propagate = False
-    try:
-        return _measure(args, sink)
-    finally:
-        access.handlers[:], access.level, access.propagate = saved
+    return _measure(args)
 
 
-def _measure(args: argparse.Namespace, sink: logging.StreamHandler[io.StringIO]) -> int:
+def _measure(args: argparse.Namespace) -> int:
     configs = configurations()
     node = NODES[0]
     per_call: dict[str, list[float]] = {name: [] for name in [NONE, *configs]}
     for _ in range(args.rounds):
         per_call[NONE].append(run_one(None, args.calls, node))
         for name, make in configs.items():
-            sink.stream = io.StringIO()
             per_call[name].append(run_one(make(), args.calls, node))
     base = statistics.median(per_call[NONE])
     print(f"{args.calls:,} calls x {args.rounds} interleaved rounds; proxied call = "

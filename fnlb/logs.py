@@ -74,9 +74,8 @@ def formatter(fmt: str) -> logging.Formatter:
     )
 
 
-def setup_logging(level: str, fmt: str = "text", access: bool = False) -> None:
-    """Log to standard error at `level` (a LOG_LEVEL name) in format `fmt`; `access`: the
-    access log (logger `fnlb.access`, level info) is written whatever `level` says."""
+def setup_logging(level: str, fmt: str = "text") -> None:
+    """Log to standard error at `level` (a LOG_LEVEL name) in format `fmt`."""
     logging.addLevelName(TRACE, "TRACE")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(fmt))
@@ -84,4 +83,3 @@ def setup_logging(level: str, fmt: str = "text", access: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level.lower()])
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("fnlb.access").setLevel(logging.INFO if access else logging.NOTSET)

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"fnlb: {e}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, settings.log_format, settings.access_log)
+    setup_logging(settings.log_level, settings.log_format)
     from fnlb.server import serve
 
     try:

@@ -38,6 +38,7 @@ from fnlb.config import Settings, node_list, parse_listen
 from fnlb.gossip.runtime import GossipRuntime
 from fnlb.health.checker import HealthChecker
 from fnlb.metrics import metrics_handler
+from fnlb.observe.access import AccessLog
 from fnlb.observe.calls import CallObserver
 from fnlb.observe.dash import DashApi
 from fnlb.observe.outcome import outcome_for
@@ -122,6 +123,7 @@ class Balancer:
         # Cluster mode (gossip): only with --join or --gossip-listen.
         self.gossip: GossipRuntime | None = None
         self.zipkin = ZipkinExporter(settings.zipkin) if settings.zipkin else None
+        self.access_log = AccessLog(settings.log_format) if settings.access_log else None
         self.observer = CallObserver(lambda *_: 0, counting=False)
 
     async def start(self) -> None:
@@ -173,7 +175,7 @@ class Balancer:
         self.observer = CallObserver(
             outcome_for(self.routing, self.registry),
             counting=s.call_metrics,
-            access=s.access_log,
+            access=self.access_log,
             tracer=None
             if self.zipkin is None
             else Tracer(self.zipkin, sample_rate=s.trace_sample_rate),
@@ -223,6 +225,8 @@ class Balancer:
         self.feed.start()
         if self.zipkin is not None:
             self.zipkin.start()
+        if self.access_log is not None:
+            self.access_log.start()
         log.info(
             "fnlb is serving",
             extra={"listen": str(self.listen_address), "mgmt": str(self.mgmt_address)},
@@ -295,6 +299,8 @@ class Balancer:
             await self.health.stop()
         if self.zipkin is not None:
             await self.zipkin.stop()  # after the drain: the last calls' spans go too
+        if self.access_log is not None:
+            await self.access_log.stop()
         for session in (self._session, self._hc_session):
             if session is not None:
                 await session.close()

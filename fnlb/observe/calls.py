@@ -20,7 +20,6 @@ node was tried).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
@@ -30,6 +29,7 @@ from fnlb.observe.histogram import Histogram
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from fnlb.observe.access import AccessLog
     from fnlb.observe.tracing import CallTrace, Tracer
 
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
@@ -49,8 +49,6 @@ NO_NODE, ALL_FAILED, AFTER, GONE = ERROR_REASONS
 
 OutcomeOf = Callable[[str, str, str, int], int]
 """(function key, path, node that answered, attempt index) -> an index into OUTCOMES."""
-
-access_log = logging.getLogger("fnlb.access")
 
 
 class NodeCalls:
@@ -79,7 +77,7 @@ class CallObserver:
         outcome_of: OutcomeOf,
         *,
         counting: bool = True,
-        access: bool = False,
+        access: AccessLog | None = None,
         tracer: Tracer | None = None,
     ) -> None:
         self._outcome_of = outcome_of
@@ -136,7 +134,7 @@ class CallObserver:
         when none), `attempt` its index, `started` when that attempt was sent, `answered`
         when its headers came (None if they did not), `error` one of ERROR_REASONS when fnlb
         answered itself."""
-        if not self.counting and trace is None and not self.access:
+        if not self.counting and trace is None and self.access is None:
             return  # everything off: the proxy's call costs this test only
         ended = time.time()
         outcome = NONE
@@ -161,7 +159,7 @@ class CallObserver:
             trace.ended(
                 node, attempt, status, OUTCOMES[outcome], arrived, started, answered, ended, error
             )
-        if self.access:
+        if self.access is not None:
             self._log(trace, request, key, node, attempt, status, outcome, arrived, started,
                       answered, ended, wait)  # fmt: skip
 
@@ -190,9 +188,10 @@ class CallObserver:
         ended: float,
         wait: float | None,
     ) -> None:
-        access_log.info(
-            "call",
-            extra={
+        assert self.access is not None
+        self.access.write(
+            ended,
+            {
                 "method": request.method,
                 "path": request.path,
                 "function": key,

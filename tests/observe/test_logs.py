@@ -9,11 +9,13 @@ import logging
 import re
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import pytest
 
 from fnlb.logs import LEVELS, formatter, setup_logging
+from fnlb.observe.access import AccessLog, Clock
 from tests.observe.test_tracing_functional import TRACE, collector
 from tests.support import Backend, running_balancer, wait_for
 
@@ -81,20 +83,17 @@ def test_logrus_level_names(level: str, shown: int, hidden: int) -> None:
     assert set(LEVELS) >= {"trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"}
 
 
-@pytest.mark.usefixtures("root_restored")
-async def test_access_log_has_one_line_per_call_with_its_trace_id() -> None:
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(formatter("json"))
-    access = logging.getLogger("fnlb.access")
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
+async def test_access_log_has_one_line_per_call_with_its_trace_id(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     backend = Backend("n")
     await backend.start()
     try:
         async with (
             collector() as zipkin,
-            running_balancer(nodes=backend.address, access_log=True, zipkin=zipkin.url) as lb,
+            running_balancer(
+                nodes=backend.address, access_log=True, log_format="json", zipkin=zipkin.url
+            ) as lb,
         ):
             await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
             headers = {"traceparent": f"00-{TRACE}-00f067aa0ba902b7-01"}
@@ -103,12 +102,12 @@ async def test_access_log_has_one_line_per_call_with_its_trace_id() -> None:
                 client.put(f"http://{lb.listen_address}/r/app/fn?x=1", headers=headers) as r,
             ):
                 assert r.status == 200
+        # stopping writes what is buffered
     finally:
-        access.removeHandler(handler)
         await backend.stop()
-    (line,) = out.getvalue().splitlines()
-    entry = json.loads(line)
-    assert entry["logger"] == "fnlb.access"
+    (entry,) = access_lines(capsys.readouterr().err)
+    assert list(entry)[:4] == ["time", "level", "logger", "msg"]
+    assert RFC3339_MS.match(entry["time"])
     assert (entry["method"], entry["path"], entry["function"]) == ("PUT", "/r/app/fn", "r/app/fn")
     assert (entry["node"], entry["status"], entry["attempts"]) == (backend.address, 200, 1)
     assert entry["routing"] == "home"
@@ -117,19 +116,21 @@ async def test_access_log_has_one_line_per_call_with_its_trace_id() -> None:
     assert entry["duration_ms"] >= entry["first_byte_ms"] > 0
 
 
-async def test_no_access_log_unless_asked() -> None:
+def access_lines(err: str) -> list[dict[str, Any]]:
+    out = []
+    for line in err.splitlines():
+        if line.startswith("{"):
+            obj = json.loads(line)
+            if obj.get("logger") == "fnlb.access":
+                out.append(obj)
+    return out
+
+
+async def test_no_access_log_unless_asked(capsys: pytest.CaptureFixture[str]) -> None:
     backend = Backend("n")
     await backend.start()
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    keep = Keep()
-    logging.getLogger("fnlb.access").addHandler(keep)
     try:
-        async with running_balancer(nodes=backend.address) as lb:
+        async with running_balancer(nodes=backend.address, log_format="json") as lb:
             await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
             async with (
                 aiohttp.ClientSession() as client,
@@ -137,6 +138,19 @@ async def test_no_access_log_unless_asked() -> None:
             ):
                 assert r.status == 200
     finally:
-        logging.getLogger("fnlb.access").removeHandler(keep)
         await backend.stop()
-    assert records == []
+    assert "fnlb.access" not in capsys.readouterr().err
+
+
+def test_access_lines_in_text_quote_values_and_clock_has_zone() -> None:
+    out = io.StringIO()
+    log = AccessLog("text", stream=out, max_lines=1)  # not started: writes through
+    log.write(1765000000.25, {"path": "/r/a b", "node": None, "status": 200})
+    line = out.getvalue().strip()
+    assert re.match(
+        r'^time=\S+ level=info logger=fnlb\.access msg=call path="/r/a b" status=200$', line
+    )
+    stamp = line.split(" ", 1)[0].removeprefix("time=")
+    assert RFC3339_MS.match(stamp)
+    assert ".250" in stamp
+    assert Clock()(1765000000.999).split(".")[1][:3] == "999"
