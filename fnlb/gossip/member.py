@@ -266,12 +266,12 @@ class Member:
         'oversized_broadcast' (a peer's, too big to relay), 'local_broadcast_too_large' and
         'local_broadcast_key_too_long' (our delegate's)."""
         self.stats: Counter[str] = Counter()
+        """Traffic counters: datagrams/bytes sent and received, streams opened, and
+        'name_conflicts' (claims to our name from a live member elsewhere)."""
         self.received: Counter[str] = Counter()
         """Datagram messages received, by type (Ping, Ack, Alive, Suspect, Dead, User...)."""
         self.sent: Counter[int] = Counter()
         """Datagram messages sent, by wire type code (codec.PING...), broadcasts included."""
-        """Traffic counters: datagrams/bytes sent and received, streams opened, and
-        'name_conflicts' (claims to our name from a live member elsewhere)."""
 
     # --- the owner's API ----------------------------------------------------------------
 

@@ -91,7 +91,7 @@ class HealthChecker:
     def _node_changed(self, node: str, added: bool) -> None:
         if not added:
             self.forget(node)
-        if added:
+        else:
             with contextlib.suppress(RuntimeError):  # no running loop: the first round checks
                 self.check_now(node)
 
