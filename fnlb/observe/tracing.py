@@ -103,7 +103,7 @@ def _b3_ids(trace_id: str, span_id: str) -> bool:
 class Tracer:
     """Starts sampled calls' traces; `-zipkin` turns it on."""
 
-    __slots__ = ("_rng", "local", "rate", "sink")
+    __slots__ = ("_endpoints", "_rng", "local", "rate", "sink")
 
     def __init__(
         self,
@@ -117,12 +117,20 @@ class Tracer:
         self.rate = sample_rate
         self.local: dict[str, Any] = {"serviceName": service}
         self._rng = rng or random.Random()
+        self._endpoints: dict[str, dict[str, Any]] = {}
 
     def new_id(self, bits: int = 64) -> str:
-        value = 0
-        while value == 0:
-            value = self._rng.getrandbits(bits)
-        return f"{value:0{bits // 4}x}"
+        """A random id in lower-case hex, never all zeros (W3C and B3 forbid that)."""
+        return f"{self._rng.getrandbits(bits) or 1:0{bits // 4}x}"
+
+    def endpoint(self, node: str) -> dict[str, Any]:
+        """A node's Zipkin endpoint, made once per node (spans share it; never mutated)."""
+        found = self._endpoints.get(node)
+        if found is None:
+            if len(self._endpoints) >= 4096:
+                self._endpoints.clear()  # bounded: nodes come and go
+            found = self._endpoints[node] = _endpoint(node)
+        return found
 
     def begin(self, request: web.BaseRequest, headers: list[tuple[str, str]]) -> CallTrace | None:
         ctx = parse_context(request.headers)
@@ -207,7 +215,7 @@ class CallTrace:
                 "timestamp": int(started * 1e6),
                 "duration": max(1, int((ended - started) * 1e6)),
                 "localEndpoint": self.tracer.local,
-                "remoteEndpoint": _endpoint(node),
+                "remoteEndpoint": self.tracer.endpoint(node),
                 "tags": tags,
             }
         )
@@ -228,6 +236,7 @@ class CallTrace:
         """The call ended: close the answering attempt's span, then the call's; hand both on."""
         if node and self.attempt_id:
             self.attempt_ended(node, status, "answered" if error is None else error, started, ended)
+            self.attempts[-1]["tags"]["fnlb.routing"] = outcome  # the decision that reached it
         request = self.request
         tags = {
             "http.method": request.method,

@@ -105,6 +105,7 @@ async def test_a_call_and_its_attempt_become_spans_under_the_callers_trace() -> 
     assert server["tags"]["http.status_code"] == "200"
     assert server["tags"]["http.path"] == "/r/app/fn"
     assert client["tags"]["fnlb.result"] == "answered"
+    assert client["tags"]["fnlb.routing"] == "home"
     assert client["remoteEndpoint"] == {"ipv4": "127.0.0.1", "port": node.port, "serviceName": "fn"}
     assert server["duration"] >= client["duration"] > 0
 
