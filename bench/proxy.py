@@ -205,6 +205,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "DIR if given; its CPU per call is compared with the fnlb row's (repeatable)",
     )
     p.add_argument(
+        "--alternate",
+        action="store_true",
+        help="run every other round in reverse order (A B C, C B A, ...)",
+    )
+    p.add_argument(
         "--only-fnlb",
         action="store_true",
         help="load only the fnlb rows (no backend-alone, HAProxy or pass-through rows)",
@@ -267,6 +272,7 @@ def rerun_command(args: argparse.Namespace) -> str:
     parts += [f"--fnlb-arg={a}" for a in args.fnlb_arg]
     parts += [f"--variant={v}" for v in args.variant]
     parts += ["--only-fnlb"] if args.only_fnlb else []
+    parts += ["--alternate"] if args.alternate else []
     return shlex.join(parts)
 
 
@@ -609,7 +615,10 @@ def measure(
         for t in targets:
             load(t, args.warmup)
     for round_no in range(1, args.repeats + 1):
-        for t in targets:
+        # --alternate: every other round in reverse, so a trend in the machine's load within
+        # a round does not always favour the rows that come first
+        order = targets[::-1] if args.alternate and round_no % 2 == 0 else targets
+        for t in order:
             run = load(t, args.duration)
             t.runs.append(run)
             r = run.wrk
