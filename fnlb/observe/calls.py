@@ -21,7 +21,7 @@ node was tried).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Final
 
 from fnlb.observe.histogram import Histogram
@@ -172,6 +172,12 @@ class CallObserver:
     def forget(self, node: str) -> None:
         """Drop a node's counters (it left the list): its series end, memory stays bounded."""
         self.nodes.pop(node, None)
+
+    def retain(self, known: Collection[str]) -> None:
+        """Drop the counters of nodes not in `known` (scrape time): a call that was in flight
+        to a node when it was deleted ends after `forget` and makes its record anew."""
+        for node in [n for n in self.nodes if n not in known and n != NO_NODE_LABEL]:
+            del self.nodes[node]
 
     def _log(
         self,

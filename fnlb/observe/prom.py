@@ -82,6 +82,7 @@ class ObservedCollector(Collector):
 
     def _calls(self) -> Iterator[Metric]:
         obs = self._b.observer
+        obs.retain(self._b.registry.view.states)
         calls = CounterMetricFamily(
             "fnlb_calls",
             "calls answered, by node (none: no node tried), status class and routing "

@@ -147,3 +147,22 @@ def test_outcome_under_rendezvous_and_classic() -> None:
     other = next(n for n in NODES if n != first)
     assert classic("app/f", "/r/app/f", other, 0) == SPILL
     assert classic("app/f", "/r/app/f", first, 2) == RETRY
+
+
+def test_observer_counts_and_drops_nodes_that_left() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from fnlb.observe.calls import CallObserver
+
+    obs = CallObserver(lambda key, path, node, attempt: SPREAD)
+    request = make_mocked_request("GET", "/r/a/f")
+    for node in ("a:1", "b:1", ""):
+        obs.end(None, request, "r/a/f", "/r/a/f", node, 0, 200, 0.0, 0.0, 0.001, None)
+    obs.attempt(None, "a:1", "busy", 503, 0.0, True)
+    assert obs.nodes["a:1"].calls[1 * 5 + SPREAD] == 1  # 2xx, spread
+    assert obs.nodes["none"].calls[1 * 5 + 4] == 1  # no node: outcome none
+    assert obs.nodes["a:1"].retries == [0, 1, 0]
+    obs.retain({"a:1"})  # b:1 left while a call to it was in flight
+    assert set(obs.nodes) == {"a:1", "none"}
+    obs.forget("a:1")
+    assert set(obs.nodes) == {"none"}
