@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from fnlb.cluster.load import ClusterLoad, LocalLoad
-from fnlb.cluster.load_digest import (
+from fnlb.payloads.load_digest import (
     FULL_BUDGET_BYTES,
     GOSSIP_BUDGET_BYTES,
     Row,

@@ -12,9 +12,10 @@ each under five configurations:
   a server is skipped while its requests in flight at that balancer reach
   ceil((all in flight + 1) x 1.25 / servers);
 - `classic`: `fnlb.routing.classic.ClassicRouter`, one per balancer (the original fnlb);
-- `fnlb`: `fnlb.routing.router.Router` with its default policy and one shared view, i.e. what
-  the peers of a converged cluster compute alike; load-based widths are left out (they only
-  act in bursts, and `bench/routing` measures them);
+- `fnlb`: one real `fnlb.peer.core.Peer` (default `--routing=hotset`: placed homes, hot-set
+  widths, bounded load, back-off) with one shared view and load table, i.e. what the peers
+  of a converged cluster compute alike; `fnlb rendezvous`: the same Peer with
+  `--routing=rendezvous`;
 - `pooled`: one node holding all five nodes' memory, no balancer: Fn's own cache unsplit.
 
 Calls reach one of three balancers at random, as DNS spreads clients. It prints, per
@@ -46,15 +47,15 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.routing_workload import WorkloadSpec, centred_spec, floor_fraction, make_trace
-from fnlb.cluster.load import ClusterLoad, LocalLoad
-from fnlb.cluster.view import NodeView
 from fnlb.fnsim.fleet import Fleet
 from fnlb.fnsim.model import CallFinished, CallRejected, PoolConfig
+from fnlb.peer.core import PUMP_S, Peer
+from fnlb.routing.attempt import BUSY, Attempt
 from fnlb.routing.classic import ClassicRouter
-from fnlb.routing.hotset import aligned_cut
-from fnlb.routing.placement import EPOCH_MS, place
+from fnlb.routing.hotset_policy import HotSetPolicy
+from fnlb.routing.load_router import Router, RouterPolicy
+from fnlb.routing.policies import RendezvousPolicy, RoutingPolicy
 from fnlb.routing.rendezvous import hash64
-from fnlb.routing.router import Router, RouterPolicy
 
 BALANCERS = 3
 NODES = [f"127.0.1.{i + 1}:18080" for i in range(5)]
@@ -151,45 +152,53 @@ class Classic:
 
 
 class Fnlb:
-    """The router of every peer, fed as `fnlb.cluster.feed` feeds it: the real load figures
-    (`LocalLoad` digests merged into a `ClusterLoad`) read at aligned one-second cuts, and the
-    placed homes recomputed at each placement epoch. With one shared view and one load table,
-    as the peers of a converged cluster have; the load-based widths are left out (they act in
-    bursts, which `bench/routing` measures with real peers)."""
+    """One real `Peer` (fnlb.peer.core) routes for every balancer: one shared view and one load
+    table, as the peers of a converged cluster have. It is pumped every 0.1 s of virtual time
+    as production's pump does (digests, the control loop's widths and placed homes, back-off)
+    and told every attempt as the proxy tells it. `routing`: `--routing` (hotset, the default,
+    or rendezvous)."""
 
-    def __init__(self, nodes: Sequence[str], *, placed: bool = True) -> None:
-        self._view = NodeView(1, dict.fromkeys(nodes, "online"))
-        self._router = Router(RouterPolicy(), rng=random.Random(3))
-        self._local = LocalLoad(epoch=1)
-        self._cluster = ClusterLoad()
-        self._placed = placed
+    def __init__(self, nodes: Sequence[str], *, routing: str = "hotset") -> None:
+        self._now = 0.0
+        policy: RoutingPolicy = (
+            HotSetPolicy(Router(RouterPolicy(), rng=random.Random(3)), self._wall_s)
+            if routing == "hotset"
+            else RendezvousPolicy()
+        )
+        self._peer = Peer(
+            "peer", routing=policy, clock_ms=self._wall_ms, gossip=False, seed=nodes, epoch_ms=1
+        )
+        for node in nodes:
+            for _ in range(2):
+                self._peer.health_checked(node, True, self._wall_ms())
         self._next_tick = 0.0
-        self._epoch = -1
 
-    def _tick(self, now: float) -> None:
-        wall_ms = int((T0 + now) * 1000)
-        self._cluster.merge("peer", self._local.digest(now, stamp_ms=wall_ms), now)
-        cut = aligned_cut(wall_ms)
-        if self._placed and cut // EPOCH_MS != self._epoch:
-            self._epoch = cut // EPOCH_MS
-            table = self._cluster.width_table(256, now, settled_ms=cut)
-            rates = {k: w.rate for k, w in table.items()}
-            self._router.update(homes=place(rates, self._view.candidates))
+    def _wall_s(self) -> float:
+        return T0 + self._now
+
+    def _wall_ms(self) -> int:
+        return int((T0 + self._now) * 1000)
 
     def choose(self, lb: int, key: str, now: float) -> Sequence[str]:
         while now >= self._next_tick:
-            self._tick(self._next_tick)
-            self._next_tick += 1.0
-        return list(self._router.candidates(key, self._view, now))
+            self._now = self._next_tick
+            self._peer.tick(self._wall_s())
+            self._next_tick += PUMP_S
+        self._now = now
+        return list(self._peer.candidates(key, "/" + key))
 
     def started(self, lb: int, node: str, key: str, now: float) -> None:
-        self._router.call_started(key, node)
-        self._local.call_started(key, node, now)
+        self._now = now
+        self._peer.attempt_started(key, node, self._wall_s())
 
     def finished(self, lb: int, node: str, key: str, answer: Answer) -> None:
         a = answer
-        self._router.call_finished(key, node, a.status, a.wait_s, a.at, answer_s=a.answer_s)
-        self._local.call_finished(key, node, a.status, a.wait_s, a.answer_s, a.at)
+        at = T0 + a.at
+        self._now = a.at
+        answered = at if a.status != BUSY else None
+        self._peer.attempt_finished(
+            Attempt(key, node, "/" + key, a.status, at, a.wait_s, None, a.answer_s, answered)
+        )
 
 
 def cold_percent(
@@ -255,7 +264,7 @@ def row(spec: WorkloadSpec, memory_mb: int, idle_s: float, after_s: float) -> di
         ("chash", BoundedHash(NODES)),
         ("classic", Classic(NODES)),
         ("fnlb", Fnlb(NODES)),
-        ("unplaced", Fnlb(NODES, placed=False)),
+        ("rendezvous", Fnlb(NODES, routing="rendezvous")),
     ]
     for name, policy in policies:
         out[name] = cold_percent(policy, spec, pool, NODES, after_s)
@@ -286,8 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.idle_timeout_s:g} s, {args.duration_s:g} s traces (first {after:g} s not "
         f"counted), one 10x burst of the 2nd hottest function mid-way"
     )
-    head = "| functions | calls/s | Zipf s | seed | floor % | rr | chash | classic | fnlb unplaced"
-    print(head + " | fnlb | pooled | unplaced / best | fnlb / best | pooled / best |")
+    head = (
+        "| functions | calls/s | Zipf s | seed | floor % | rr | chash | classic | fnlb rendezvous"
+    )
+    print(head + " | fnlb | pooled | rendezvous / best | fnlb / best | pooled / best |")
     print("|" + "---:|" * 14)
     met = total = 0
     ratios: list[tuple[float, float, float]] = []
@@ -303,17 +314,17 @@ def main(argv: list[str] | None = None) -> int:
                     met += ratio <= TARGET
                     cells = " | ".join(
                         f"{r[k]:.1f}"
-                        for k in ("floor", "rr", "chash", "classic", "unplaced", "fnlb", "pooled")
+                        for k in ("floor", "rr", "chash", "classic", "rendezvous", "fnlb", "pooled")
                     )
                     mark = " **" if ratio <= TARGET else ""
-                    ratios.append((r["unplaced"] / best, ratio, r["pooled"] / best))
+                    ratios.append((r["rendezvous"] / best, ratio, r["pooled"] / best))
                     print(
                         f"| {functions} | {rate:g} | {s:g} | {seed} | {cells} "
                         f"| {ratios[-1][0]:.2f} | {ratio:.2f}{mark} | {ratios[-1][2]:.2f} |"
                     )
     means = [sum(x[i] for x in ratios) / len(ratios) for i in range(3)]
     print(
-        f"\nmean ratio to the best other: unplaced {means[0]:.2f}, fnlb {means[1]:.2f}, "
+        f"\nmean ratio to the best other: rendezvous {means[0]:.2f}, fnlb {means[1]:.2f}, "
         f"pooled {means[2]:.2f}"
     )
     print(f"\nfnlb at or under {TARGET:.2f}x the best other: {met} of {total} workloads")

@@ -1,6 +1,6 @@
 """Routing quality in virtual time: docs/routing.md's simulator tables A, B and C, regenerated.
 
-Each row runs `tests/routing/routing_sim.py`'s `RoutingSim` (3 fnlb peers gossiping with delay
+Each row runs `fnlb/sim/routing.py`'s `RoutingSim` (3 fnlb peers gossiping with delay
 and loss, 10 modelled Fn nodes, cold start 300 ms, idle timeout 30 s, 503 after 2 s without a
 container) for 60 s of virtual time per seed and prints the mean of the seeds: the share of
 calls that waited for a container start, the mean and p99 of that wait, 503s and failed calls.
@@ -29,9 +29,9 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fnlb.fnsim.model import PoolConfig
-from fnlb.routing.hotset import WidthPolicy
-from fnlb.routing.router import RouterPolicy
-from tests.routing.routing_sim import RoutingSim, Workload, zipf_workload
+from fnlb.routing.load_router import RouterPolicy
+from fnlb.routing.widths import WidthPolicy
+from fnlb.sim.routing import RoutingSim, Workload, zipf_workload
 
 Policies = tuple[WidthPolicy, RouterPolicy]
 Variant = tuple[str, Callable[[int], Policies], bool]

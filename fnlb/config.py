@@ -11,17 +11,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import ipaddress
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fnlb.addresses import (
+    DEFAULT_GOSSIP_PORT,
+    collector_url,
+    parse_listen,
+    parse_node_address,
+    parse_peer,
+)
 from fnlb.errors import ConfigError
 
-DEFAULT_GOSSIP_PORT = 8946
-_HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+__all__ = [
+    "DEFAULT_GOSSIP_PORT",
+    "Settings",
+    "parse_listen",
+    "parse_node_address",
+    "parse_peer",
+]
 
 
 def _opt(default: Any, help: str, *, metavar: str | None = None, env: str | None = None) -> Any:
@@ -49,8 +59,9 @@ class Settings:
     )
     db: str = _opt(
         "sqlite3://:memory:",
-        "node store: the original's SQL URLs keep the list in memory (peers share it by gossip);"
-        " 'k8s' watches Kubernetes pods",
+        "node store: sqlite3://:memory: keeps the list in memory (peers share it by gossip), "
+        "sqlite3:///path/file.db in that file across restarts (lone fnlb), k8s follows the "
+        "Kubernetes pods matching -label-selector (docs/kubernetes.md)",
     )
     min_api_version: str = _opt(
         "0.0.235", "nodes whose /version is lower (semver) are unhealthy", metavar="VERSION"
@@ -75,6 +86,12 @@ class Settings:
     namespace: str = _opt("", "Kubernetes namespace to watch (default: fnlb's own)")
     label_selector: str = _opt("", "Kubernetes label selector of Fn pods", metavar="SELECTOR")
     target_port: int = _opt(8080, "port of the Fn server in each Kubernetes pod")
+    kubeconfig: str = _opt(
+        "",
+        "kubeconfig file for -db=k8s outside a cluster (in a pod: its service account)",
+        metavar="FILE",
+        env="KUBECONFIG",
+    )
     connect_timeout: float = _opt(
         2.0, "seconds to open a connection to an Fn node before trying the next one"
     )
@@ -140,6 +157,45 @@ class Settings:
         1,
         "other live peers that must hold a node-list change before PUT/DELETE answers 200 "
         "(fewer when fewer are alive; 0: do not wait)",
+    )
+
+    # -- the management plane's security (docs/security.md "The management API") ----------
+    mgmt_tokens_file: str = _opt(
+        "",
+        "file of management API tokens, one 'name:token[:role]' per line (role admin, the "
+        "default, or read); mode 0600; reloaded on SIGHUP. With any token, changes and key "
+        "listings need 'Authorization: Bearer TOKEN'",
+        metavar="FILE",
+    )
+    mgmt_token: str = _opt(
+        "",
+        "one admin token for the management API, named 'admin' in the audit log (prefer the "
+        "environment variable or -mgmt-tokens-file: a flag shows in ps)",
+        metavar="TOKEN",
+    )
+    mgmt_insecure: bool = _opt(
+        False,
+        "cluster mode: allow a management API without tokens on the traffic port (-listen "
+        "equal to -mgmt-listen); refused otherwise",
+    )
+    tls_cert: str = _opt(
+        "",
+        "PEM certificate chain for TLS on -listen (with -tls-key); reloaded on SIGHUP",
+        metavar="FILE",
+    )
+    tls_key: str = _opt("", "PEM private key for -tls-cert (mode 0600)", metavar="FILE")
+    mgmt_tls_cert: str = _opt(
+        "",
+        "PEM certificate chain for TLS on -mgmt-listen (with -mgmt-tls-key; on a port shared "
+        "with -listen use -tls-cert); reloaded on SIGHUP",
+        metavar="FILE",
+    )
+    mgmt_tls_key: str = _opt("", "PEM private key for -mgmt-tls-cert (mode 0600)", metavar="FILE")
+    mgmt_tls_client_ca: str = _opt(
+        "",
+        "PEM CA certificates: management clients must present a certificate they signed "
+        "(mutual TLS; needs -mgmt-tls-cert)",
+        metavar="FILE",
     )
 
     @property
@@ -273,8 +329,6 @@ def validate(s: Settings) -> None:
     if not 0.0 <= s.trace_sample_rate <= 1.0:
         raise ConfigError("-trace-sample-rate: must be between 0 and 1")
     if s.zipkin:
-        from fnlb.observe.zipkin import collector_url
-
         try:
             collector_url(s.zipkin)
         except ValueError as e:
@@ -302,74 +356,6 @@ def validate(s: Settings) -> None:
 
 def node_list(nodes: str) -> list[str]:
     return _split_list(nodes)
-
-
-def parse_listen(addr: str) -> tuple[str, int]:
-    """`[host]:port` -> (host, port); an empty host means every interface, as in Go."""
-    host, sep, port_text = addr.rpartition(":")
-    if not sep:
-        raise ValueError(f"{addr!r} is not [host]:port")
-    host = host.strip("[]")
-    port = _parse_port(port_text, addr, allow_zero=True)
-    if host and not _valid_host(host):
-        raise ValueError(f"{addr!r}: {host!r} is not a valid hostname or IP address")
-    return host, port
-
-
-def parse_node_address(addr: str) -> tuple[str, int]:
-    """Validate an Fn node address `host:port` (IPv6 as `[::1]:8080`); return (host, port)."""
-    if not isinstance(addr, str) or not addr:
-        raise ValueError("node address is empty")
-    if len(addr) > 261:
-        raise ValueError(f"node address {addr[:40]!r}... is too long")
-    if "://" in addr:
-        raise ValueError(f"node {addr!r}: give host:port without a scheme (http://...)")
-    host, sep, port_text = addr.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"node {addr!r} is not host:port")
-    if host.startswith("["):
-        if not host.endswith("]"):
-            raise ValueError(f"node {addr!r}: unbalanced brackets")
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"node {addr!r}: {host!r} is not an IPv6 address") from None
-    elif ":" in host:
-        raise ValueError(f"node {addr!r}: write IPv6 addresses as [addr]:port")
-    elif not _valid_host(host):
-        raise ValueError(f"node {addr!r}: {host!r} is not a valid hostname or IP address")
-    return host, _parse_port(port_text, addr, allow_zero=False)
-
-
-def parse_peer(addr: str) -> tuple[str, int]:
-    """A peer to join: `host[:port]` or `[v6][:port]`; the port defaults to the gossip port."""
-    text = addr.strip()
-    if (text.startswith("[") and text.endswith("]")) or text.count(":") == 0:
-        text = f"{text}:{DEFAULT_GOSSIP_PORT}"
-    host, port = parse_node_address(text)
-    return host, port
-
-
-def _parse_port(text: str, addr: str, *, allow_zero: bool) -> int:
-    if not text.isdigit() or len(text) > 5:
-        raise ValueError(f"{addr!r}: port {text!r} is not a number 1-65535")
-    port = int(text)
-    if not (0 if allow_zero else 1) <= port <= 65535:
-        raise ValueError(f"{addr!r}: port {port} is not in 1-65535")
-    return port
-
-
-def _valid_host(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    if len(host) > 253 or host.replace(".", "").isdigit():
-        return False
-    labels = host.rstrip(".").split(".")
-    return all(_HOSTNAME_LABEL.match(label) for label in labels)
 
 
 def parse_semver(text: str) -> tuple[int, int, int]:

@@ -4,7 +4,8 @@ fnlb logs through the standard library's `logging` (aiohttp and our modules alik
 lines are rendered by structlog's `ProcessorFormatter`, a well-kept library that quotes and
 escapes logfmt values and writes JSON, instead of a formatter of our own. Every line has
 `time` (RFC 3339, milliseconds and zone offset), `level`, `logger`, `msg`, then the record's
-`extra` fields; fields whose value is None are left out.
+`extra` fields; fields whose value is None are left out. The password of any URL in a
+line is replaced by `***` (fnlb.redact) after rendering, whatever field it came in.
 
 `LOG_LEVEL` takes the original's logrus names as well: `trace` (more than debug), `warn`,
 `fatal` and `panic` (both: only critical lines).
@@ -19,6 +20,8 @@ from datetime import datetime
 from typing import Any, Final
 
 import structlog
+
+from fnlb.redact import redact_urls
 
 TRACE: Final = 5
 """Below DEBUG: what logrus calls trace."""
@@ -56,13 +59,18 @@ def _from_record(_: Any, __: str, event: EventDict) -> EventDict:
 
 def formatter(fmt: str) -> logging.Formatter:
     """The formatter for `-log-format` `fmt` (text or json)."""
-    renderer: Any
+    render: Any
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+        render = structlog.processors.JSONRenderer(sort_keys=False)
     elif fmt == "text":
-        renderer = structlog.processors.LogfmtRenderer(key_order=_ORDER, bool_as_flag=False)
+        render = structlog.processors.LogfmtRenderer(key_order=_ORDER, bool_as_flag=False)
     else:
         raise ValueError(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
+
+    def renderer(logger: Any, name: str, event: EventDict) -> str:
+        # Passwords in URLs (a -db URL, a node or peer URL in an error) never reach a log.
+        return redact_urls(render(logger, name, event))
+
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.ExtraAdder()],
         processors=[

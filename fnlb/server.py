@@ -1,6 +1,11 @@
 """The composition root of `fnlb serve`: build the parts, start and stop them in order.
 
-Start: node registry (from -nodes) -> HTTP client pools -> health checker -> listeners.
+One `Peer` (fnlb.peer.core) decides everything; the asyncio shells around it only pump: the
+proxy (calls), the health checker, the pump (timer, checks to run, saves), and in cluster mode
+the cluster shell (gossip, state dir, write acks). A lone fnlb is the same Peer without gossip.
+
+Start: peer (from -nodes or the state dir) -> HTTP client pools -> health checker ->
+gossip -> listeners -> pump.
 Stop (SIGTERM/SIGINT): close the listeners so no new call is accepted, let in-flight calls
 finish for up to -shutdown-timeout seconds (0: as long as they take, as the original fnlb
 did; a second signal cuts the wait short), then close the pools and exit 0.
@@ -15,6 +20,7 @@ import logging
 import random
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,28 +33,30 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from fnlb.api import openapi
 from fnlb.api.cluster import ClusterApi
 from fnlb.api.gossip import GossipApi
+from fnlb.api.metrics import metrics_handler
 from fnlb.api.nodes import NodesApi, bad_request_as_json, unknown_command
-from fnlb.cluster.feed import LoadFeed
-from fnlb.cluster.load import ClusterLoad, LocalLoad
-from fnlb.cluster.registry import NodeDirectory, NodeRegistry
-from fnlb.cluster.service import ClusterService
+from fnlb.api.probes import ProbesApi, readiness_problems
+from fnlb.api.security import ManagementSecurity
+from fnlb.api.stats import CallStats
 from fnlb.config import Settings, node_list, parse_listen
+from fnlb.discovery.source import node_source
 from fnlb.gossip.runtime import GossipRuntime
-from fnlb.health.checker import HealthChecker
-from fnlb.metrics import metrics_handler
 from fnlb.observe.access import AccessLog
 from fnlb.observe.calls import CallObserver
 from fnlb.observe.dash import DashApi
 from fnlb.observe.outcome import outcome_for
+from fnlb.observe.prom import ObservedCollector
 from fnlb.observe.tracing import Tracer
 from fnlb.observe.zipkin import ZipkinExporter
+from fnlb.peer.core import LONE_NAME, Peer
 from fnlb.proxy.handler import Proxy, UpstreamRequest, expect_handled_by_proxy
-from fnlb.proxy.stats import CallStats
-from fnlb.proxy.wait import parse_wait_header
-from fnlb.routing.hotset_policy import HotSetPolicy
-from fnlb.routing.policy import make_policy
+from fnlb.routing.policies import make_policy
+from fnlb.shell.cluster import ClusterService, Restored, now_ms, peer_name, restore
+from fnlb.shell.health_checks import HealthChecker
+from fnlb.shell.pump import Pump
 
 log = logging.getLogger("fnlb.server")
 
@@ -93,38 +101,63 @@ def _bound(sock: socket.socket) -> BoundAddress:
 
 
 class Balancer:
-    """One fnlb process: traffic listener, management listener, health checks."""
+    """One fnlb process: traffic listener, management listener, health checks, gossip."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.cluster: ClusterService | None = None
-        self.registry: NodeDirectory
-        if settings.cluster_mode:
-            self.cluster = ClusterService(settings)
-            self.registry = self.cluster
-        else:
-            self.registry = NodeRegistry(
-                healthy=settings.hc_healthy,
-                unhealthy=settings.hc_unhealthy,
-                nodes=node_list(settings.nodes),
-            )
-        self.load = (
-            self.cluster.local_load if self.cluster else LocalLoad(epoch=int(time.time() * 1000))
+        # Tokens, audit and TLS of the management plane (#12; fnlb/api/security.py); first,
+        # so that settings it refuses stop us before anything else is built.
+        self.security = ManagementSecurity(
+            settings, lambda: self.gossip.name if self.gossip else settings.node_name or "lone"
         )
-        self.stats = CallStats(self.load)
+        # -db picks who owns the node list: memory, a SQLite file, or Kubernetes (#13).
+        self.discovery = node_source(settings)
+        self.serving = False
+        self.draining = False
+        if settings.cluster_mode:
+            name = peer_name(settings)
+            restored = restore(settings, name)
+        else:
+            name = LONE_NAME
+            restored = Restored(
+                None, self.discovery.initial_nodes(node_list(settings.nodes)), [], None
+            )
+        self.peer = Peer(
+            name,
+            routing=make_policy(settings.routing, random.Random(), time.time),
+            clock_ms=now_ms,
+            healthy=settings.hc_healthy,
+            unhealthy=settings.hc_unhealthy,
+            gossip=settings.cluster_mode,
+            nodeset=restored.nodeset,
+            seed=restored.seed,
+            epoch_ms=now_ms(),
+        )
+        self.cluster = (
+            ClusterService(settings, self.peer, restored) if settings.cluster_mode else None
+        )
+        self.stats = CallStats(self.peer.local)
         self._runners: list[web.BaseRunner] = []
         self._session: aiohttp.ClientSession | None = None
         self._hc_session: aiohttp.ClientSession | None = None
         self.health: HealthChecker | None = None
-        self.feed: LoadFeed | None = None
+        self.pump: Pump | None = None
         self.proxy: Proxy | None = None
         self.listen_address: BoundAddress | None = None
         self.mgmt_address: BoundAddress | None = None
         # Cluster mode (gossip): only with --join or --gossip-listen.
         self.gossip: GossipRuntime | None = None
+        # What fnlb does, made visible (#14; fnlb/observe): call metrics, access log, traces.
         self.zipkin = ZipkinExporter(settings.zipkin) if settings.zipkin else None
         self.access_log = AccessLog(settings.log_format) if settings.access_log else None
-        self.observer = CallObserver(lambda *_: 0, counting=False)
+        self.observer = CallObserver(
+            outcome_for(self.peer),
+            counting=settings.call_metrics,
+            access=self.access_log,
+            tracer=None
+            if self.zipkin is None
+            else Tracer(self.zipkin, sample_rate=settings.trace_sample_rate),
+        )
 
     async def start(self) -> None:
         s = self.settings
@@ -147,51 +180,10 @@ class Balancer:
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
         )
-        self.health = HealthChecker(self.registry, s, self._hc_session)
-        self.routing = make_policy(s.routing, random.Random(), time.time)
-        router = self.routing.router if isinstance(self.routing, HotSetPolicy) else None
-        if self.cluster is not None:
-            cluster = self.cluster
-            self.feed = LoadFeed(
-                cluster.state.load,
-                self.load,
-                lambda: cluster.view,
-                router=router,
-                send_backoff=cluster.state.queue_backoff,
-                node_readings=lambda: cluster.node_metrics,
-            )
-            if router is not None:
-                cluster.on_backoff(router)
-        else:
-            registry = self.registry
-            self.feed = LoadFeed(
-                ClusterLoad(),
-                self.load,
-                lambda: registry.view,
-                router=router,
-                own_digests_as="self",
-                node_readings=lambda: registry.node_metrics,
-            )
-        self.observer = CallObserver(
-            outcome_for(self.routing, self.registry),
-            counting=s.call_metrics,
-            access=self.access_log,
-            tracer=None
-            if self.zipkin is None
-            else Tracer(self.zipkin, sample_rate=s.trace_sample_rate),
-        )
-        observer = self.observer
-        self.registry.on_change(lambda node, added: None if added else observer.forget(node))
-        self.proxy = Proxy(
-            self.registry,
-            self._session,
-            passive_failure=self.health.passive_failure,
-            parse_wait=parse_wait_header,
-            load=self.load,
-            routing=self.routing,
-            observer=self.observer,
-        )
-        api = NodesApi(self.registry, self.stats)
+        self.health = HealthChecker(self.peer, s, self._hc_session)
+        self.pump = Pump(self.peer, self.health, self.cluster)
+        self.proxy = Proxy(self.peer, self._session, self.observer)
+        api = NodesApi(self.peer, self.cluster, self.stats, self.discovery)
         # Port 0 asks the OS for a free port per listener, so two ":0" addresses are two.
         shared = s.listen == s.mgmt_listen and parse_listen(s.listen)[1] != 0
         # Bind first: peers learn our management port from gossip, which starts before we serve.
@@ -200,18 +192,25 @@ class Balancer:
         self.mgmt_address = _bound(mgmt_sock)
         self.listen_address = self.mgmt_address if traffic_sock is None else _bound(traffic_sock)
         if self.cluster is not None:
-            self.cluster.check_now = self.health.check_now
             await self.cluster.start(self.mgmt_address.port)
             self.gossip = self.cluster.runtime
         # No application-wide body limit: each API handler bounds its own body (413 beyond
         # 64 KiB), and on a shared port this application also carries calls, whose bodies the
         # proxy reads whole up to its buffer limit and streams beyond it.
-        mgmt = web.Application(middlewares=[bad_request_as_json], client_max_size=0)
+        mgmt = web.Application(
+            middlewares=self.security.middlewares(bad_request_as_json), client_max_size=0
+        )
         api.add_routes(mgmt)
+        self.security.add_routes(mgmt)
+        openapi.add_routes(mgmt)
+        ProbesApi(self.readiness_problems).add_routes(mgmt)  # #13: /healthz, /readyz
         GossipApi(self.gossip).add_routes(mgmt)
-        ClusterApi(self.cluster, self.feed).add_routes(mgmt)
-        mgmt.router.add_route("GET", "/metrics", metrics_handler(self))
-        DashApi(self).add_routes(mgmt)
+        ClusterApi(self.peer, self.cluster).add_routes(mgmt)
+        observed = ObservedCollector(self.observer, self.peer, self.cluster, self.zipkin, s.routing)
+        mgmt.router.add_route(
+            "GET", "/metrics", metrics_handler(self.peer, self.cluster, [observed])
+        )
+        DashApi(self.observer, self.peer, self.cluster).add_routes(mgmt)
         if traffic_sock is None:
             # The proxy answers `Expect` itself (it has no router in front on its own port).
             mgmt.router.add_route(
@@ -219,20 +218,24 @@ class Balancer:
             )
         else:
             mgmt.router.add_route("*", "/{tail:.*}", unknown_command)
-            await self._serve_calls(self.proxy.handle, traffic_sock)
-        await self._serve(mgmt, mgmt_sock)
+            await self._serve_calls(self.proxy.handle, traffic_sock, self.security.traffic_ssl)
+        await self._serve(mgmt, mgmt_sock, self.security.mgmt_ssl)
+        await self.discovery.start(self.peer)  # e.g. the Kubernetes pod watch
         self.health.start()
-        self.feed.start()
+        self.pump.start()
         if self.zipkin is not None:
             self.zipkin.start()
         if self.access_log is not None:
             self.access_log.start()
+        self.serving = True
         log.info(
             "fnlb is serving",
             extra={"listen": str(self.listen_address), "mgmt": str(self.mgmt_address)},
         )
 
-    async def _serve(self, app: web.Application, sock: socket.socket) -> None:
+    async def _serve(
+        self, app: web.Application, sock: socket.socket, tls: ssl.SSLContext | None
+    ) -> None:
         timeout = self.settings.shutdown_timeout or _NO_LIMIT_S
         runner = web.AppRunner(
             app,
@@ -244,18 +247,19 @@ class Balancer:
         )
         await runner.setup()
         self._runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=tls).start()
 
     async def _serve_calls(
         self,
         handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
         sock: socket.socket,
+        tls: ssl.SSLContext | None,
     ) -> None:
         """The traffic listener: aiohttp's low-level server, every request to `handler`.
 
         Every path goes to the proxy, so an `Application` would only add cost per call: a
-        router lookup, a match-info object, middleware and signal checks: ~30k of the ~700k
-        CPU instructions of a proxied call (callgrind).
+        router lookup, a match-info object, middleware and signal checks (docs/benchmarks.md,
+        "Figures behind design choices", has the instruction counts).
         """
         loop = asyncio.get_running_loop()
 
@@ -285,16 +289,18 @@ class Balancer:
         )
         await runner.setup()
         self._runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=tls).start()
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight calls (see module docstring), release everything."""
-        if self.feed is not None:
-            await self.feed.stop()
+        self.draining = True  # /readyz fails first
+        if self.pump is not None:
+            await self.pump.stop()
         if self.cluster is not None:
             await self.cluster.stop()  # leave the cluster first, so peers stop counting on us
         await asyncio.gather(*(r.cleanup() for r in self._runners))
         self._runners.clear()
+        await self.discovery.stop()  # after the drain, which may still PUT to a -db file
         if self.health is not None:
             await self.health.stop()
         if self.zipkin is not None:
@@ -304,6 +310,16 @@ class Balancer:
         for session in (self._session, self._hc_session):
             if session is not None:
                 await session.close()
+
+    def readiness_problems(self) -> list[str]:
+        """Why /readyz answers 503 now (fnlb.api.probes); empty when ready."""
+        return readiness_problems(
+            serving=self.serving,
+            draining=self.draining,
+            node_count=len(self.peer.view.states),
+            joined=self.gossip.joined if self.gossip is not None else None,
+            source=self.discovery.ready(),
+        )
 
 
 async def serve(
@@ -322,6 +338,7 @@ async def serve(
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, balancer.security.reload)  # tokens, TLS files
     try:
         await stopping.wait()
         log.info("shutting down", extra={"drain_s": settings.shutdown_timeout or "unlimited"})
@@ -336,7 +353,7 @@ async def serve(
                 await drain
         interrupted.cancel()
     finally:
-        for sig in signals:
+        for sig in (*signals, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     log.info("stopped")
     return 0

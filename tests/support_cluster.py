@@ -51,4 +51,4 @@ async def peers(count: int, **extra: Any) -> AsyncIterator[list[Balancer]]:
 
 def alive(b: Balancer) -> set[str]:
     assert b.cluster is not None
-    return set(b.cluster.state.alive)
+    return set(b.peer.state.alive)

@@ -132,11 +132,17 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     [
         (["-bogus"], "unrecognized arguments: -bogus"),
         (["-hc-interval=abc"], "-hc-interval"),
-        (["-db=k8s"], "not built yet"),
+        (["-db=k8s", "-kubeconfig=/nonexistent/kubeconfig"], "cannot read it"),
+        (["-db=k8s", "-nodes=10.0.0.1:8080"], "Kubernetes owns the node list"),
+        (["-db=sqlite3:///proc/fnlb-cannot/nodes.db"], "cannot open the node file"),
+        (
+            ["-db=sqlite3:///tmp/x.db", "-join=127.0.0.1", "-gossip-insecure", "-mgmt-insecure"],
+            "-state-dir",
+        ),
         (["-zipkin=zipkin:9411"], "-zipkin"),
         (["-trace-sample-rate=2"], "-trace-sample-rate"),
         (["-log-format=xml"], "-log-format"),
-        (["-db=postgres://x"], "needs no SQL database"),
+        (["-db=postgres://fnlb:s3cret@db/fn"], "postgres:// stores are not supported"),
         (["frobnicate"], "unknown command"),
     ],
 )
@@ -144,6 +150,7 @@ def test_cli_errors_exit_2_with_a_message(args: list[str], needle: str) -> None:
     result = run_cli(*args)
     assert result.returncode == 2
     assert needle in result.stderr
+    assert "s3cret" not in result.stderr  # a -db URL's password never reaches the logs
 
 
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -189,11 +196,13 @@ def test_semver() -> None:
 
 def test_cluster_mode_only_when_asked_and_join_is_repeatable() -> None:
     assert not parse([]).cluster_mode
-    s = parse(["-join", "a,b:7000", "--join=[::1]", "-gossip-insecure"])
+    s = parse(["-join", "a,b:7000", "--join=[::1]", "-gossip-insecure", "-mgmt-listen=:8082"])
     assert s.cluster_mode
     assert s.join == ("a", "b:7000", "[::1]")
     assert s.gossip_insecure is True
-    assert parse(["-gossip-listen", ":8946", "-gossip-insecure=true"]).cluster_mode
+    assert parse(
+        ["-gossip-listen", ":8946", "-gossip-insecure=true", "-mgmt-insecure"]
+    ).cluster_mode
     assert parse(["-gossip-insecure=false"]).gossip_insecure is False
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fnlb import keygen
+from fnlb.cli import keygen
 from fnlb.gossip.keyring_file import keyring_from_settings, load_keyring_file
 
 

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from fnlb import keys_cli
+from fnlb.cli import keys as keys_cli
 from fnlb.errors import BadRequest
 from fnlb.gossip.crypto import Keyring, key_id
 from fnlb.gossip.keyring_file import (

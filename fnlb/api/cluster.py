@@ -4,27 +4,39 @@
 cluster verdict, whether this peer routes to it, each peer's verdict, the latest /metrics
 reading), hot functions, the view's version and checksum (equal checksums on all peers: they
 agree on members, nodes and health, what every routing reads), the settled load checksum
-(load-based widths agree separately; docs/load-model.md), and the scale signal (desired Fn
-nodes, out/in/hold; docs/routing.md). `POST /1/lb/cluster/hold` is how
-a peer that took a node-list change asks another to hold it before answering its client.
+(load-based widths agree separately; docs/routing.md, the shared load model), and the scale
+signal (desired Fn nodes, out/in/hold; docs/routing.md). `POST /1/lb/cluster/hold` is how a
+peer that took a node-list change asks another to hold it before answering its client.
 Without cluster mode both answer 404 saying how to turn it on.
 """
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from aiohttp import web
 
 from fnlb.api.jsonio import json_error, json_response
-from fnlb.cluster.feed import LoadFeed
-from fnlb.cluster.service import ClusterService
+from fnlb.errors import RemoteProtocolError
+from fnlb.payloads.node_metrics import NodeMetrics
+from fnlb.peer.core import Peer
+from fnlb.shell.cluster import ClusterService
 
 NOT_CLUSTERED = "not in cluster mode: start fnlb with --join or --gossip-listen"
+REPORTED_HOT_FUNCTIONS = 10
+"""How many of the busiest functions `/1/lb/cluster` lists."""
+MAX_HOLD_BYTES = 1 << 20
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class ClusterApi:
-    def __init__(self, cluster: ClusterService | None, feed: LoadFeed | None = None) -> None:
+    def __init__(self, peer: Peer, cluster: ClusterService | None) -> None:
+        self._peer = peer
         self._cluster = cluster
-        self._feed = feed
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("GET", "/1/lb/cluster", self.get_cluster)
@@ -33,12 +45,94 @@ class ClusterApi:
     async def get_cluster(self, request: web.Request) -> web.Response:
         if self._cluster is None:
             return json_error(404, NOT_CLUSTERED)
-        report = self._cluster.cluster_report()
-        decision = self._feed.decision if self._feed is not None else None
+        report = cluster_report(self._peer, self._cluster)
+        decision = self._peer.decision
         report["scale"] = decision.as_dict() if decision is not None else None
         return json_response(report)
 
     async def hold(self, request: web.Request) -> web.Response:
+        """`POST /1/lb/cluster/hold`: a peer asks us to merge and persist its change.
+
+        200 "held" only when every entry was applied (or was already outranked here, which
+        holds it as well); 409 when the merge refused one (stamped too far in our future, or
+        below our tombstone floor), so that the writer does not count us.
+        """
         if self._cluster is None:
             return json_error(404, NOT_CLUSTERED)
-        return await self._cluster.handle_hold(request)
+        data = await request.content.read(MAX_HOLD_BYTES)
+        try:
+            held = self._peer.hold_change(data, now_ms())
+        except RemoteProtocolError as e:
+            return json_error(400, f"not a node-set change: {e}")
+        await self._cluster.save()  # even if nothing won here: what we hold may not be on disk
+        if not held.held:
+            return json_error(
+                409,
+                f"not held: {held.refused_drift} entries stamped more than "
+                f"{held.max_drift_ms} ms ahead of this peer's clock, "
+                f"{held.refused_ghosts} below its tombstone collection floor",
+            )
+        return json_response({"msg": "held"})
+
+
+def cluster_report(peer: Peer, cluster: ClusterService) -> dict[str, Any]:
+    """`GET /1/lb/cluster`: peers, nodes with every verdict, and the view's checksum."""
+    state = peer.state
+    return {
+        "self": peer.name,
+        "version": state.version,
+        "checksum": state.checksum(),
+        "load_checksum": state.load_checksum(now_ms()),
+        "peers": [
+            {
+                "name": m.name,
+                "address": f"{m.addr[0]}:{m.addr[1]}",
+                "state": m.state.name.lower(),
+                "incarnation": m.incarnation,
+            }
+            for m in cluster.members()
+        ],
+        "nodes": [
+            {
+                "address": r.address,
+                "cluster": r.cluster,
+                "routable_here": r.routable_here,
+                "verdicts": {p: "online" if ok else "offline" for p, ok in r.verdicts.items()},
+                "metrics": _metrics_report(state.node_metrics.get(r.address)),
+            }
+            for r in state.report()
+        ],
+        "hot_functions": hot_functions(peer),
+        "drops": {**peer.drops, **state.refused},
+    }
+
+
+def hot_functions(peer: Peer) -> list[dict[str, Any]]:
+    """The busiest functions cluster-wide: rate, in-flight and the nodes they use."""
+    now = time.time()
+    load = peer.load
+    out = []
+    for fn, rate in load.hot_functions(REPORTED_HOT_FUNCTIONS, now):
+        f = load.function_load(fn, now)
+        out.append(
+            {
+                "function": fn,
+                "rate": round(rate, 2),
+                "in_flight": f.in_flight,
+                "nodes": sorted(f.nodes),
+            }
+        )
+    return out
+
+
+def _metrics_report(m: NodeMetrics | None) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    return {
+        "queued": m.queued,
+        "running": m.running,
+        "mem_used": m.mem_used,
+        "mem_avail": m.mem_avail,
+        "busy": m.busy,
+        "age_ms": max(0, now_ms() - m.at_ms),
+    }

@@ -18,7 +18,7 @@ dead or left, and dead and left members stay listed until the member forgets the
 
 Without cluster mode every route answers 404 `{"msg": "gossip is not enabled: ..."}`; the
 keys routes answer 404 on a peer gossiping in plaintext (--gossip-insecure), as
-`fnlb keys` (fnlb/keys_cli.py) expects. Keys never appear in an answer, only their ids.
+`fnlb keys` (fnlb/cli/keys.py) expects. Keys never appear in an answer, only their ids.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from fnlb.api.audit import note_target
 from fnlb.api.jsonio import json_error, json_response, read_json_body
 from fnlb.errors import BadRequest
-from fnlb.gossip.crypto import Keyring
+from fnlb.gossip.crypto import Keyring, key_id
 from fnlb.gossip.keyring_file import (
     install_key,
     key_from_request,
@@ -106,6 +107,7 @@ class GossipApi:
                 if change is None:
                     return json_response(keys_listing(rt.keyring, persisted=bool(rt.keyring_file)))
                 key = key_from_request(await read_json_body(request))
+                note_target(request, key_id(key))
                 return json_response(change(rt.keyring, rt.keyring_file, key))
             except BadRequest as e:
                 return json_error(e.status, e.msg)

@@ -55,7 +55,8 @@ from typing import Final
 
 import msgpack
 
-from fnlb.cluster.load_digest import (
+from fnlb.errors import LocalProtocolError
+from fnlb.payloads.load_digest import (
     GOSSIP_BUDGET_BYTES,
     ZERO_ROW,
     Digest,
@@ -64,9 +65,8 @@ from fnlb.cluster.load_digest import (
     encode_digest,
     quantise,
 )
-from fnlb.errors import LocalProtocolError
+from fnlb.routing.attempt import BUSY
 
-BUSY_STATUS: Final = 503
 """The status an Fn server answers with when it has no room for a call."""
 
 _REBASE_SOFT = 50.0  # in time constants: sweep moves the landmark past this
@@ -306,7 +306,7 @@ class LocalLoad:
         rec.in_flight -= 1
         rec.last = now
         nrec.in_flight -= 1
-        if status == BUSY_STATUS:
+        if status == BUSY:
             e = exp(x)
             cell.g_busy += e
             nrec.g_busy += e
@@ -781,6 +781,11 @@ class ClusterLoad:
         if newest:
             self.version += 1
         return newest
+
+    def newest_stamp_ms(self, peer: str) -> int | None:
+        """The stamp (wall ms) of `peer`'s newest digest held, None when none is."""
+        hist = self._history.get(peer)
+        return hist[-1][0].stamp_ms if hist else None
 
     def peer_left(self, peer: str, now: float) -> bool:
         """Forget `peer`'s digests (it left or was declared dead); True if there were some.

@@ -4,33 +4,28 @@ Rule 1: no asyncio, socket, time or random here. Rule 2: every input carries `no
 clock, milliseconds: stamps are compared across hosts); every output is returned or queued for
 `take_broadcasts`.
 
-`ClusterState` is the gossip delegate (fnlb.gossip.delegate.GossipDelegate). It holds:
+`ClusterState` is the replicated part of a `Peer` (fnlb.peer.core), which is the gossip
+delegate and hands it what gossip brings, with the time. It holds:
 - the node-set CRDT (fnlb.cluster.nodeset): `add_node`/`remove_node` return the delta that
   must be persisted and acknowledged; merges of peers' deltas and full states are idempotent;
 - this peer's own health of each node (the original's consecutive-check rule) and everyone's
   verdicts (fnlb.cluster.health_merge), from which each node's cluster verdict follows;
 - which peers are alive, told by the gossip runtime (only live peers' verdicts count).
 
-Wire format (msgpack): a broadcast is `[kind, ...]` with kind `"n"` (node-set entries), `"v"`
-(one peer's verdict on one node), `"m"` (a node's /metrics reading: the newest one wins
-everywhere, so all peers weigh the same figures), `"b"` (routing back-off: nodes one peer saw
-busy, to avoid a while) or `"l"` (one peer's load digest,
-fnlb.cluster.load_digest, sent a few times a second; load is not part of push-pull: it is
-fresh within a second anyway and stale after five); a push-pull state is a map with the
-node-set snapshot
-and every verdict we hold. Anything malformed raises RemoteProtocolError and is dropped by the
-caller, counted by reason.
+Wire formats: fnlb.payloads (the envelope `[kind, ...]` with node-set entries, verdicts, node
+/metrics readings, back-off and load digests; the push-pull full state). A node's reading:
+the newest one wins everywhere, so all peers weigh the same figures. Load digests are sent a
+few times a second and are not part of push-pull. Anything malformed raises
+RemoteProtocolError and is dropped by the caller, counted by reason.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
-
-import msgpack
+from typing import Any
 
 from fnlb.cluster.health_merge import ClusterState as Verdict3
 from fnlb.cluster.health_merge import Verdict, VerdictTable
@@ -39,18 +34,23 @@ from fnlb.cluster.load import ClusterLoad
 from fnlb.cluster.nodeset import Entry, MergeResult, NodeSet
 from fnlb.cluster.view import NodeView
 from fnlb.errors import RemoteProtocolError
-from fnlb.health.node_metrics import NodeMetrics, metrics_from_wire
 from fnlb.health.verdict import NodeHealth, State, after_check
-from fnlb.routing.hotset import aligned_cut
+from fnlb.payloads import envelope
+from fnlb.payloads.backoff import decode_entries
+from fnlb.payloads.envelope import backoff_message, load_message, metrics_message, open_message
+from fnlb.payloads.full_state import full_state, open_full_state
+from fnlb.payloads.node_metrics import NodeMetrics, metrics_from_wire
+from fnlb.payloads.node_set import held_entries, node_set_message
+from fnlb.payloads.verdict import check_verdict, stamp_wall_ms, verdict_message
+from fnlb.payloads.verdict import verdict_stamp as stamp_int
+from fnlb.routing.backoff import Backoff
 from fnlb.routing.rendezvous import hash64, score
-
-_MAX_STATE_BYTES: Final = 8 << 20
-_MAX_NAME: Final = 255
+from fnlb.routing.widths import aligned_cut
 
 
 def verdict_stamp(ts: Timestamp) -> int:
     """An HLC stamp as one integer that orders like the stamp (for one peer's verdicts)."""
-    return (ts.wall_ms << 20) | min(ts.logical, 0xFFFFF)
+    return stamp_int(ts.wall_ms, ts.logical)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,19 +73,18 @@ class ClusterState:
         healthy: int,
         unhealthy: int,
         nodeset: NodeSet | None = None,
-        clock: Callable[[], int] = lambda: 0,
+        backoff: Backoff | None = None,
     ) -> None:
+        """`backoff`: where peers' routing back-off messages go (the load-aware router's,
+        with --routing=hotset; None: they are dropped)."""
         self.name = name
-        self._clock = clock
-        """Wall clock in ms for gossip's callbacks, which carry no time (injected: no I/O)."""
         self._healthy = healthy
         self._unhealthy = unhealthy
         self.nodes = nodeset if nodeset is not None else NodeSet(HybridClock(name))
         self.verdicts = VerdictTable()
         self.node_metrics: Mapping[str, NodeMetrics] = MappingProxyType({})
         """The newest /metrics reading of each node, by whichever peer took it."""
-        self.on_backoff: Callable[[bytes], None] | None = None
-        """Where peers' routing back-off messages go (the router, with --routing=hotset)."""
+        self._backoff = backoff
         self._backoff_seq = 0
         self.load = ClusterLoad()
         """Every peer's latest load digest (ours included), merged into cluster figures."""
@@ -96,8 +95,9 @@ class ClusterState:
         self.refused: dict[str, int] = {}
         """Well-formed peer entries we did not apply, by reason (see `_merged`): shown with
         the malformed drops in `/1/lb/cluster`."""
-        self.recheck: list[str] = []
+        self._recheck: list[str] = []
         """Nodes a peer called offline while we still see them online: check them now."""
+        self._routable_only: frozenset[str] | None = None
         self.version = 0
         self.view = NodeView(0, {})
         self._publish()
@@ -129,7 +129,7 @@ class ClusterState:
         verdict = Verdict(new.state == "online", verdict_stamp(self.nodes.clock.tick(now_ms)))
         self.verdicts.merge(self.name, node, verdict)
         self._outbox.append(
-            (b"v/" + node.encode(), _pack(["v", self.name, node, verdict.online, verdict.stamp]))
+            (b"v/" + node.encode(), verdict_message(self.name, node, verdict.online, verdict.stamp))
         )
         self._publish()
 
@@ -147,7 +147,7 @@ class ClusterState:
             return
         moved = held is None or held.to_wire()[:-1] != metrics.to_wire()[:-1]
         if moved and self.reporter(node) == self.name:
-            self._outbox.append((b"m/" + node.encode(), _pack(["m", node, metrics.to_wire()])))
+            self._outbox.append((b"m/" + node.encode(), metrics_message(node, metrics.to_wire())))
 
     def reporter(self, node: str) -> str:
         """The live peer that shares `node`'s readings: rendezvous-first, the same everywhere."""
@@ -165,7 +165,7 @@ class ClusterState:
         """Share a routing back-off message (fnlb.routing.backoff): nodes to avoid a while."""
         self._backoff_seq += 1
         key = b"b/" + self.name.encode() + b"/" + str(self._backoff_seq).encode()
-        self._outbox.append((key, _pack(["b", message])))
+        self._outbox.append((key, backoff_message(message)))
 
     def queue_load(self, digest: bytes, now_s: float) -> None:
         """Share our load digest (and count it ourselves); a newer one replaces it unsent.
@@ -175,7 +175,7 @@ class ClusterState:
         retransmit limit, ~8 sends per peer at N=10) multiplied gossip traffic for nothing.
         """
         self.load.merge(self.name, digest, now_s)
-        self._direct[b"l/" + self.name.encode()] = _pack(["l", self.name, digest])
+        self._direct[b"l/" + self.name.encode()] = load_message(self.name, digest)
 
     def set_alive(self, peers: Iterable[str]) -> None:
         """The live peers (self included) according to gossip; only they vote on health."""
@@ -184,19 +184,22 @@ class ClusterState:
             self.alive = alive
             self._publish()
 
-    # -- gossip delegate ---------------------------------------------------------------
+    # -- what gossip carries (through the Peer, the delegate) --------------
 
     def take_broadcasts(self) -> list[tuple[bytes, bytes]]:
         out, self._outbox = self._outbox, []
+        return out
+
+    def take_rechecks(self) -> list[str]:
+        """Nodes a peer called offline while our own verdict still says online: check them
+        now (drained)."""
+        out, self._recheck = self._recheck, []
         return out
 
     def take_direct(self) -> list[tuple[bytes, bytes]]:
         out = list(self._direct.items())
         self._direct.clear()
         return out
-
-    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
-        self.merge_broadcast(payload, self._clock())
 
     def local_state(self, join: bool) -> bytes:
         """Our node set and our own verdicts: each peer is the authority on its verdicts, and
@@ -206,81 +209,56 @@ class ClusterState:
             [self.name, node, v.online, v.stamp]
             for node, v in self.verdicts.of_peer(self.name).items()
         ]
-        return _pack({"nodes": self.nodes.snapshot(), "verdicts": verdicts})
-
-    def merge_remote_state(self, data: bytes, join: bool) -> None:
-        self.merge_full(data, self._clock())
+        return full_state(self.nodes.snapshot(), verdicts)
 
     # -- merging -------------------------------------------------------------------------
 
     def merge_broadcast(self, payload: bytes, now: int) -> bool:
         """Apply one peer broadcast; True if anything we route on changed."""
-        msg = _unpack(payload)
-        if not isinstance(msg, list) or not msg:
-            raise RemoteProtocolError("bad_cluster_message", "not a non-empty list")
+        msg = open_message(payload)
         kind = msg[0]
-        if kind == "n" and len(msg) == 2 and isinstance(msg[1], list):
+        if kind == envelope.NODE_SET:
             return self._merged(self.nodes.merge(msg[1], now))
-        if kind == "v" and len(msg) == 5:
+        if kind == envelope.VERDICT:
             return self._merge_verdict(msg[1], msg[2], msg[3], msg[4], now)
-        if kind == "m" and len(msg) == 3 and isinstance(msg[1], str):
+        if kind == envelope.NODE_METRICS:
             metrics = metrics_from_wire(msg[2])
             if metrics is None:
                 raise RemoteProtocolError("bad_node_metrics", "malformed node metrics")
             self._keep_metrics(msg[1], metrics)
             return False
-        if kind == "b" and len(msg) == 2 and isinstance(msg[1], bytes):
-            if self.on_backoff is not None:
-                self.on_backoff(msg[1])
+        if kind == envelope.BACKOFF:
+            if self._backoff is not None:
+                self._backoff.merge(decode_entries(msg[1]), now / 1000)
             return False
-        if kind == "l" and len(msg) == 3 and isinstance(msg[1], str) and isinstance(msg[2], bytes):
-            if msg[1] != self.name:
-                self.load.merge(msg[1], msg[2], now / 1000)
-            return False
-        raise RemoteProtocolError("bad_cluster_message", f"unknown kind {kind!r}")
+        if msg[1] != self.name:  # envelope.LOAD
+            self.load.merge(msg[1], msg[2], now / 1000)
+        return False
 
     def merge_full(self, data: bytes, now: int) -> bool:
         """Apply a peer's full state (push-pull); True if anything we route on changed."""
-        state = _unpack(data)
-        if not isinstance(state, dict) or not isinstance(state.get("verdicts"), list):
-            raise RemoteProtocolError("bad_cluster_state", "not a cluster state map")
-        changed = self._merged(self.nodes.merge_full(state.get("nodes"), now))
-        for item in state["verdicts"]:
-            if not isinstance(item, list) or len(item) != 4:
-                raise RemoteProtocolError("bad_cluster_state", "bad verdict")
-            peer, node, online, stamp = item
+        nodes, verdicts = open_full_state(data)
+        changed = self._merged(self.nodes.merge_full(nodes, now))
+        for peer, node, online, stamp in verdicts:
             changed |= self._merge_verdict(peer, node, online, stamp, now)
         return changed
 
     def merge_node_change(self, payload: bytes, now: int) -> MergeResult:
         """Apply a peer's node-set change sent to be held (`POST /1/lb/cluster/hold`).
 
-        Only kind "n" is accepted here: a peer's verdicts, load and readings travel by gossip
-        and are no business of the hold. Returns the merge's result, so the caller can tell
-        the writer when entries were refused (drift, ghosts) and so are not held.
+        Only node-set entries are held (fnlb.payloads.node_set). Returns the merge's result,
+        so the caller can tell the writer when entries were refused (drift, ghosts) and so
+        are not held.
         """
-        msg = _unpack(payload)
-        if not (isinstance(msg, list) and len(msg) == 2 and msg[0] == "n"):
-            raise RemoteProtocolError("not_a_node_change", "only node-set entries are held")
-        if not isinstance(msg[1], list) or not msg[1]:
-            raise RemoteProtocolError("not_a_node_change", "no entries")
-        result = self.nodes.merge(msg[1], now)
+        result = self.nodes.merge(held_entries(payload), now)
         self._merged(result)
         return result
 
     def _merge_verdict(self, peer: Any, node: Any, online: Any, stamp: Any, now: int) -> bool:
-        if not (
-            isinstance(peer, str)
-            and 0 < len(peer) <= _MAX_NAME
-            and isinstance(node, str)
-            and isinstance(online, bool)
-            and isinstance(stamp, int)
-            and stamp >= 0
-        ):
-            raise RemoteProtocolError("bad_verdict", "malformed verdict")
+        peer, node, online, stamp = check_verdict(peer, node, online, stamp)
         if peer == self.name or node not in self.nodes:
             return False  # our own verdicts come from our checks; unknown nodes are ignored
-        if (stamp >> 20) - now > self.nodes.clock.max_drift_ms:
+        if stamp_wall_ms(stamp) - now > self.nodes.clock.max_drift_ms:
             # Like a node entry from too far ahead (fnlb.cluster.hlc's drift rule): it would
             # outrank the peer's real verdicts until our clock caught up. Its sender sends
             # verdicts again when they change, and push-pull carries them again.
@@ -289,8 +267,8 @@ class ClusterState:
         if not self.verdicts.merge(peer, node, Verdict(online, stamp)):
             return False
         mine = self.verdicts.verdict(self.name, node)
-        if not online and (mine is None or mine.online) and node not in self.recheck:
-            self.recheck.append(node)
+        if not online and (mine is None or mine.online) and node not in self._recheck:
+            self._recheck.append(node)
         self._publish()
         return True
 
@@ -321,7 +299,7 @@ class ClusterState:
 
     def _queue_entries(self, entries: list[Entry]) -> None:
         for e in entries:
-            self._outbox.append((b"n/" + e.addr.encode(), _pack(["n", [list(e.to_wire())]])))
+            self._outbox.append((b"n/" + e.addr.encode(), node_set_message([e.to_wire()])))
 
     def _nodes_changed(self) -> None:
         members = set(self.nodes.members())
@@ -336,12 +314,23 @@ class ClusterState:
 
     # -- what routing and operators read ------------------------------------------------
 
+    def limit_view(self, nodes: frozenset[str] | None) -> None:
+        """Show only `nodes` to routing (None: every member), whatever the set holds.
+
+        The owner of the node list (the Kubernetes pod watch) says which nodes exist now; a
+        peer's set may lag it by a gossip round, and routing must not."""
+        self._routable_only = nodes
+        self._publish()
+
     def _publish(self) -> None:
         """Build the routing view: cluster verdicts, minus what our own verdict excludes."""
         members = self.nodes.members()
         excluded = self.verdicts.locally_excluded(self.name, members)
+        only = self._routable_only
         states: dict[str, State] = {}
         for node, cluster in self.verdicts.states(members, self.alive).items():
+            if only is not None and node not in only:
+                continue
             states[node] = "offline" if node in excluded else cluster
         self.version += 1
         self.view = NodeView(self.version, states)
@@ -350,7 +339,7 @@ class ClusterState:
         """Equal on two peers when they hold the same nodes and cluster verdicts.
 
         That is what every routing reads; the load-based widths of the default routing
-        (hot set) agree separately: see `load_checksum` and docs/load-model.md.
+        (hot set) agree separately: see `load_checksum` and docs/routing.md, the shared load model.
         """
         members = self.nodes.members()
         cluster = self.verdicts.states(members, self.alive)
@@ -378,17 +367,3 @@ class ClusterState:
             )
             for n in members
         ]
-
-
-def _pack(value: Any) -> bytes:
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
-    return packed
-
-
-def _unpack(data: bytes) -> Any:
-    if len(data) > _MAX_STATE_BYTES:
-        raise RemoteProtocolError("cluster_state_too_large", f"{len(data)} bytes")
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-        raise RemoteProtocolError("bad_cluster_msgpack") from None

@@ -4,7 +4,7 @@ demos and benchmarks of fnlb.
 - `fnlb.fnsim.model`: the container pool of one node as a sans-I/O state machine;
   `fnlb.fnsim.fleet`: many of them on one virtual clock, for routing simulations.
 - `fnlb.fnsim.server`: one aiohttp Fn server around a model; `fnlb.fnsim.cluster`:
-  `start_nodes()` for several in one process; `fnlb.fnsim.cli`: `fnlb fnsim`.
+  `start_nodes()` for several in one process; `fnlb.cli.fnsim`: `fnlb fnsim`.
 
 `start_nodes`, `FnSimCluster`, `FnSimNode` and `FnSimOptions` are importable from here; the
 server side is imported only when first used, so simulations that need only the model do

@@ -1,13 +1,15 @@
 """What gossip carries for the layer above it, without knowing what it is.
 
-Gossip knows nothing of Fn. The cluster layer implements `GossipDelegate` and hands the member
-opaque, versioned bytes: broadcasts to piggyback (each with a key, so a newer broadcast under
-the same key replaces an older one still queued), its local state for push-pull anti-entropy,
-and a merge of the state a peer sent. It must treat everything it receives as possibly stale
-or repeated (merges must be idempotent and order-insensitive, e.g. a CRDT), because gossip
-delivers at least once, in no particular order.
+Gossip knows nothing of Fn. fnlb's one implementation of `GossipDelegate` is the `Peer`
+(fnlb.peer.core), used alike by `fnlb serve`, the simulators and the tests; it hands the
+member opaque, versioned bytes (fnlb.payloads): broadcasts to piggyback (each with a key, so
+a newer broadcast under the same key replaces an older one still queued), its local state
+for push-pull anti-entropy, and a merge of the state a peer sent. It must treat everything it
+receives as possibly stale or repeated (merges must be idempotent and order-insensitive, e.g.
+a CRDT), because gossip delivers at least once, in no particular order.
 
-`RecordingDelegate` is the trivial implementation used by tests and the simulator.
+`RecordingDelegate` and `NullDelegate` carry no fnlb state: gossip's own tests and benchmarks
+use them to study membership and dissemination alone.
 """
 
 from __future__ import annotations

@@ -765,10 +765,13 @@ class Member:
     def _repeat_refutation(self) -> None:
         """Someone still accuses an incarnation we already refuted: it missed our Alive.
 
-        Queue it again (unless still queued), so that it rides on our very next packets -
-        the ack to a buddy-system ping included, since the ping carries the suspicion first.
+        Queue it afresh, so that it rides on our very next packets - the ack to a
+        buddy-system ping included, since the ping carries the suspicion first. Afresh even
+        when still queued: an accusation that arrives after our refutation was sent to
+        others may find it one transmission from its limit, and in a small group (no
+        confirmations, the shortest suspicion timeout) that last copy can be lost too.
         """
-        if not self._leaving and self.name not in self._queue:
+        if not self._leaving:
             self._queue_alive(self._me)
 
     def _claimed_from(self, msg: Alive) -> None:

@@ -34,11 +34,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fnlb.config import DEFAULT_GOSSIP_PORT, Settings, parse_listen, parse_peer
+from fnlb.addresses import parse_listen, parse_peer
 from fnlb.errors import ConfigError, RemoteProtocolError
 from fnlb.gossip.crypto import GossipCipher, Keyring
 from fnlb.gossip.delegate import GossipDelegate
-from fnlb.gossip.keyring_file import keyring_from_settings
 from fnlb.gossip.member import EventKind, Member, MemberEvent, MemberInfo, StreamRequest
 from fnlb.gossip.messages import Addr, MemberState
 from fnlb.gossip.profile import GossipProfile
@@ -150,32 +149,6 @@ class GossipRuntime:
         self._left = asyncio.Event()
         self.bound: Addr | None = None
         """The address the sockets are bound to (after `start`)."""
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, delegate: GossipDelegate | None = None, meta: bytes = b""
-    ) -> GossipRuntime:
-        """The runtime `fnlb serve` runs in cluster mode; ConfigError for unusable settings."""
-        s = settings
-        keyring = keyring_from_settings(
-            s.gossip_key, s.gossip_keyring_file, insecure=s.gossip_insecure
-        )
-        try:
-            profile = PROFILES[s.gossip_profile]()
-        except KeyError:
-            raise ConfigError(f"-gossip-profile: {s.gossip_profile!r} is not known") from None
-        return cls(
-            listen=s.gossip_listen or f":{DEFAULT_GOSSIP_PORT}",
-            profile=profile,
-            keyring=keyring,
-            join=s.join,
-            advertise=s.advertise,
-            node_name=s.node_name,
-            cluster_name=s.cluster_name,
-            keyring_file=s.gossip_keyring_file,
-            delegate=delegate,
-            meta=meta,
-        )
 
     # --- what the rest of fnlb reads ------------------------------------------------------
 

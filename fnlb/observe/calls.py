@@ -2,9 +2,11 @@
 
 The proxy calls `CallObserver.attempt` when an attempt did not answer the call (the call
 moves on or fails), and `CallObserver.end` once when the call ends, with what the client
-got. Both run on the request path, so they keep plain ints in records made once per node:
-no lock (one event loop thread writes and reads them), no await, no allocation after a
-node's first call. The Prometheus collector (fnlb.observe.prom) reads them at scrape time.
+got. Both take the attempt's record (fnlb.routing.attempt) the proxy hands the Peer, so the
+wait header and the answer time are read once per attempt, for routing and here alike. Both
+run on the request path, so they keep plain ints in records made once per node: no lock (one
+event loop thread writes and reads them), no await, no allocation after a node's first call.
+The Prometheus collector (fnlb.observe.prom) reads them at scrape time.
 
 What `/1/lb/stats` and the load figures already count (calls per second per function and
 node, in flight, the decayed wait) stays in `fnlb.cluster.load.LocalLoad`; this module counts
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 
     from fnlb.observe.access import AccessLog
     from fnlb.observe.tracing import CallTrace, Tracer
+    from fnlb.routing.attempt import Attempt
 
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
 OUTCOMES: Final = ("home", "spread", "spill", "retry", "none")
@@ -46,6 +49,7 @@ or the client went away (499, logged only)."""
 NO_NODE_LABEL: Final = "none"
 """The `node` label of calls that no node was tried for."""
 NO_NODE, ALL_FAILED, AFTER, GONE = ERROR_REASONS
+_RETRY_INDEX: Final = {reason: i for i, reason in enumerate(RETRY_REASONS)}
 
 OutcomeOf = Callable[[str, str, str, int], int]
 """(function key, path, node that answered, attempt index) -> an index into OUTCOMES."""
@@ -97,23 +101,18 @@ class CallObserver:
         return None if tracer is None else tracer.begin(request, headers)
 
     def attempt(
-        self,
-        trace: CallTrace | None,
-        node: str,
-        reason: str,
-        status: int,
-        started: float,
-        retried: bool,
+        self, trace: CallTrace | None, attempt: Attempt, reason: str, started: float, retried: bool
     ) -> None:
-        """An attempt on `node` did not answer the call: `reason` (one of RETRY_REASONS, or
-        "error"/"cancelled"); `retried` when the call moves on to the next node."""
+        """An attempt did not answer the call: `attempt` is the record the Peer got,
+        `reason` one of RETRY_REASONS, `started` when it was sent, `retried` when the call
+        moves on to the next node."""
         if retried and self.counting:
-            rec = self.nodes.get(node)
+            rec = self.nodes.get(attempt.node)
             if rec is None:
-                rec = self._new_node(node)
-            rec.retries[RETRY_REASONS.index(reason)] += 1
+                rec = self._new_node(attempt.node)
+            rec.retries[_RETRY_INDEX[reason]] += 1
         if trace is not None:
-            trace.attempt_ended(node, status, reason, started, time.time())
+            trace.attempt_ended(attempt.node, attempt.status, reason, started, attempt.ended)
 
     def end(
         self,
@@ -121,25 +120,32 @@ class CallObserver:
         request: web.BaseRequest,
         key: str,
         path: str,
-        node: str,
-        attempt: int,
+        attempt: Attempt | None,
+        index: int,
         status: int,
         arrived: float,
         started: float,
-        answered: float | None,
-        wait: float | None,
         error: str | None = None,
     ) -> None:
-        """The call ended: `status` is what the client got, `node` the last node tried (""
-        when none), `attempt` its index, `started` when that attempt was sent, `answered`
-        when its headers came (None if they did not), `error` one of ERROR_REASONS when fnlb
-        answered itself."""
+        """The call ended: `status` is what the client got; `attempt` the record of its last
+        attempt as the Peer got it (None when no node was tried), `index` that attempt's
+        place in the call, `started` when it was sent; `error` one of ERROR_REASONS when
+        fnlb answered itself. Its answer time, upstream time and wait are read from the
+        record, so nothing the proxy parsed is parsed again."""
         if not self.counting and trace is None and self.access is None:
             return  # everything off: the proxy's call costs this test only
-        ended = time.time()
-        outcome = NONE
-        if node:
-            outcome = self._outcome_of(key, path, node, attempt)
+        if attempt is None:
+            node = ""
+            outcome = NONE
+            answered = answer_s = wait = None
+            ended = time.time()
+        else:
+            node = attempt.node
+            outcome = self._outcome_of(key, path, node, index)
+            answered = attempt.answered_at
+            answer_s = attempt.answer_s
+            wait = attempt.wait_s
+            ended = attempt.ended
         if self.counting:
             rec = self.nodes.get(node or NO_NODE_LABEL)
             if rec is None:
@@ -149,19 +155,19 @@ class CallObserver:
                 cls = 4
             rec.calls[cls * 5 + outcome] += 1
             rec.duration.observe(ended - arrived)
-            if answered is not None:
-                rec.first_byte.observe(answered - started)
+            if answer_s is not None:
+                rec.first_byte.observe(answer_s)
             if wait is not None:
                 rec.wait.observe(wait)
             if error is not None:
                 self.errors[error] += 1
         if trace is not None:
             trace.ended(
-                node, attempt, status, OUTCOMES[outcome], arrived, started, answered, ended, error
+                node, index, status, OUTCOMES[outcome], arrived, started, answered, ended, error
             )
         if self.access is not None:
-            self._log(trace, request, key, node, attempt, status, outcome, arrived, started,
-                      answered, ended, wait)  # fmt: skip
+            self._log(trace, request, key, node, index, status, outcome, arrived, answer_s,
+                      ended, wait)  # fmt: skip
 
     # -- off the request path ----------------------------------------------------------
 
@@ -189,8 +195,7 @@ class CallObserver:
         status: int,
         outcome: int,
         arrived: float,
-        started: float,
-        answered: float | None,
+        answer_s: float | None,
         ended: float,
         wait: float | None,
     ) -> None:
@@ -206,7 +211,7 @@ class CallObserver:
                 "attempts": attempt + 1 if node else 0,
                 "routing": OUTCOMES[outcome],
                 "duration_ms": _ms(ended - arrived),
-                "first_byte_ms": _ms(answered - started) if answered is not None else None,
+                "first_byte_ms": _ms(answer_s) if answer_s is not None else None,
                 "wait_ms": _ms(wait) if wait is not None else None,
                 "trace_id": trace.trace_id if trace is not None else None,
                 "remote": request.remote,

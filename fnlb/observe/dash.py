@@ -17,22 +17,25 @@ from __future__ import annotations
 
 import time
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from fnlb import __version__
+from fnlb.api.cluster import cluster_report, hot_functions
 from fnlb.api.jsonio import json_response
-
-if TYPE_CHECKING:
-    from fnlb.server import Balancer
+from fnlb.observe.calls import CallObserver
+from fnlb.peer.core import Peer
+from fnlb.shell.cluster import ClusterService
 
 HOT_FUNCTIONS = 10
 
 
 class DashApi:
-    def __init__(self, balancer: Balancer) -> None:
-        self._b = balancer
+    def __init__(self, observer: CallObserver, peer: Peer, cluster: ClusterService | None) -> None:
+        self._observer = observer
+        self._peer = peer
+        self._cluster = cluster
         self._page = resources.files("fnlb.observe").joinpath("dash.html").read_bytes()
 
     def add_routes(self, app: web.Application) -> None:
@@ -56,12 +59,12 @@ class DashApi:
         return json_response(self.snapshot(time.time()))
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        b = self._b
-        view = b.registry.view
-        obs = b.observer
+        peer = self._peer
+        view = peer.view
+        obs = self._observer
         nodes: dict[str, Any] = {}
         for node in sorted(set(view.states) | set(obs.nodes)):
-            share = b.load.node_load(node, now)
+            share = peer.local.node_load(node, now)
             rec = obs.nodes.get(node)
             nodes[node] = {
                 "state": view.states.get(node, "gone" if node != "none" else "-"),
@@ -81,18 +84,18 @@ class DashApi:
             "time": now,
             "self": None,
             "nodes": nodes,
-            "hot": self._hot(now),
+            "hot": hot_functions(peer)[:HOT_FUNCTIONS],
             "peers": [],
             "verdicts": {},
             "agree": None,
             "scale": None,
         }
-        decision = b.feed.decision if b.feed is not None else None
+        decision = peer.decision
         if decision is not None:
             out["scale"] = decision.as_dict()
-        cluster = b.cluster
-        if cluster is not None and b.gossip is not None and b.gossip.started:
-            report = cluster.cluster_report()
+        cluster = self._cluster
+        if cluster is not None and cluster.runtime is not None and cluster.runtime.started:
+            report = cluster_report(peer, cluster)
             out["self"] = report["self"]
             out["checksum"] = report["checksum"]
             out["verdicts"] = {
@@ -109,19 +112,4 @@ class DashApi:
                 peers.append({**p, "agrees": not differs, "differs_on": differs})
             out["peers"] = peers
             out["agree"] = all(p["agrees"] for p in peers)
-        return out
-
-    def _hot(self, now: float) -> list[dict[str, Any]]:
-        b = self._b
-        if b.cluster is not None and b.gossip is not None and b.gossip.started:
-            return b.cluster.hot_functions()[:HOT_FUNCTIONS]
-        if b.feed is None:
-            return []
-        load = b.feed.load
-        out = []
-        for fn, rate in load.hot_functions(HOT_FUNCTIONS, now):
-            f = load.function_load(fn, now)
-            out.append(
-                {"function": fn, "rate": rate, "in_flight": f.in_flight, "nodes": sorted(f.nodes)}
-            )
         return out

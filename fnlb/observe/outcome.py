@@ -7,22 +7,24 @@ view may have changed during the call; the label then follows the new view, a ha
 
 from __future__ import annotations
 
-from fnlb.cluster.registry import NodeDirectory
 from fnlb.observe.calls import HOME, RETRY, SPILL, SPREAD, OutcomeOf
+from fnlb.peer.core import Peer
 from fnlb.routing.classic import ClassicRouter
 from fnlb.routing.hotset_policy import HotSetPolicy
-from fnlb.routing.policy import ClassicPolicy, RoutingPolicy
+from fnlb.routing.policies import ClassicPolicy
 
 
-def outcome_for(policy: RoutingPolicy, registry: NodeDirectory) -> OutcomeOf:
-    """The classifier that matches `policy` (see fnlb.observe.calls for the outcomes)."""
+def outcome_for(peer: Peer) -> OutcomeOf:
+    """The classifier that matches the peer's routing policy (see fnlb.observe.calls for the
+    outcomes)."""
+    policy = peer.routing
     if isinstance(policy, HotSetPolicy):
         router = policy.router
 
         def hotset(key: str, path: str, node: str, attempt: int) -> int:
             if attempt:
                 return RETRY
-            order = registry.view.candidates(key)
+            order = peer.view.candidates(key)
             homes = router.shared.homes
             home = homes.get(key) if homes else None
             if node == (home or (order[0] if order else None)):
@@ -40,7 +42,7 @@ def outcome_for(policy: RoutingPolicy, registry: NodeDirectory) -> OutcomeOf:
         def walked(key: str, path: str, node: str, attempt: int) -> int:
             if attempt:
                 return RETRY
-            routable = sorted(registry.view.routable)
+            routable = sorted(peer.view.routable)
             if not routable:
                 return SPILL
             home = routable[classic.home_index(path, len(routable))]
@@ -51,7 +53,7 @@ def outcome_for(policy: RoutingPolicy, registry: NodeDirectory) -> OutcomeOf:
     def rendezvous(key: str, path: str, node: str, attempt: int) -> int:
         if attempt:
             return RETRY
-        order = registry.view.candidates(key)
+        order = peer.view.candidates(key)
         return HOME if order and order[0] == node else SPILL
 
     return rendezvous

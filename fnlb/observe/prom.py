@@ -10,7 +10,6 @@ from __future__ import annotations
 import platform
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -22,29 +21,47 @@ from prometheus_client.registry import Collector
 
 from fnlb import __version__
 from fnlb.gossip import codec
-from fnlb.observe.calls import ERROR_REASONS, OUTCOMES, RETRY_REASONS, STATUS_CLASSES
+from fnlb.observe.calls import (
+    ERROR_REASONS,
+    OUTCOMES,
+    RETRY_REASONS,
+    STATUS_CLASSES,
+    CallObserver,
+)
 from fnlb.observe.histogram import Histogram
-
-if TYPE_CHECKING:
-    from fnlb.server import Balancer
+from fnlb.observe.zipkin import ZipkinExporter
+from fnlb.peer.core import Peer
+from fnlb.shell.cluster import ClusterService
 
 
 class ObservedCollector(Collector):
-    def __init__(self, balancer: Balancer) -> None:
-        self._b = balancer
+    """The families of fnlb.observe, read at scrape time (see the module docstring)."""
+
+    def __init__(
+        self,
+        observer: CallObserver,
+        peer: Peer,
+        cluster: ClusterService | None,
+        zipkin: ZipkinExporter | None,
+        routing: str,
+    ) -> None:
+        self._observer = observer
+        self._peer = peer
+        self._cluster = cluster
+        self._zipkin = zipkin
+        self._routing = routing
 
     def collect(self) -> Iterator[Metric]:
-        b = self._b
         info = GaugeMetricFamily(
             "fnlb_build_info",
             "always 1; the labels say which fnlb runs",
             labels=["version", "python", "routing"],
         )
-        info.add_metric([__version__, platform.python_version(), b.settings.routing], 1)
+        info.add_metric([__version__, platform.python_version(), self._routing], 1)
         yield info
         yield from self._calls()
         yield from self._health()
-        cluster = b.cluster
+        cluster = self._cluster
         if cluster is not None:
             acks = CounterMetricFamily(
                 "fnlb_write_acks",
@@ -68,7 +85,7 @@ class ObservedCollector(Collector):
                 for kind, n in sorted(member.received.items()):
                     messages.add_metric(["received", _snake(kind)], n)
                 yield messages
-        exporter = b.zipkin
+        exporter = self._zipkin
         if exporter is not None:
             spans = CounterMetricFamily(
                 "fnlb_trace_spans",
@@ -81,8 +98,8 @@ class ObservedCollector(Collector):
             yield spans
 
     def _calls(self) -> Iterator[Metric]:
-        obs = self._b.observer
-        obs.retain(self._b.registry.view.states)
+        obs = self._observer
+        obs.retain(self._peer.view.states)
         calls = CounterMetricFamily(
             "fnlb_calls",
             "calls answered, by node (none: no node tried), status class and routing "
@@ -136,15 +153,13 @@ class ObservedCollector(Collector):
         yield from (calls, duration, first_byte, wait, retries, errors)
 
     def _health(self) -> Iterator[Metric]:
-        health = self._b.health
-        if health is None:
-            return
+        peer = self._peer
         checks = CounterMetricFamily(
             "fnlb_health_checks",
             "health check results by node: ok, fail, passive_fail (a call could not connect)",
             labels=["node", "result"],
         )
-        for (node, result), n in sorted(health.results.items()):
+        for (node, result), n in sorted(peer.check_results.items()):
             checks.add_metric([node, result], n)
         yield checks
         changes = CounterMetricFamily(
@@ -152,7 +167,7 @@ class ObservedCollector(Collector):
             "changes of this peer's health verdict on a node, by the state entered",
             labels=["node", "state"],
         )
-        for (node, state), n in sorted(health.changes.items()):
+        for (node, state), n in sorted(peer.state_changes.items()):
             changes.add_metric([node, state], n)
         yield changes
 

@@ -21,10 +21,10 @@ import json
 import logging
 from collections import Counter, deque
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import aiohttp
 
+from fnlb.addresses import collector_url
 from fnlb.observe.tracing import Span
 
 log = logging.getLogger("fnlb.zipkin")
@@ -34,21 +34,6 @@ _ENCODER: Final = json.JSONEncoder(separators=(",", ":"))
 
 QUEUE_LIMIT: Final = 10_000
 """Spans kept waiting at most; past it new spans are dropped (counted under `dropped`)."""
-
-
-def collector_url(url: str) -> tuple[str, int]:
-    """(URL to post to, Zipkin API version 1 or 2); ValueError for a URL that cannot work."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http(s) URL like http://zipkin:9411/api/v2/spans")
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise ValueError(f"{url!r}: the port is not a number 1-65535") from None
-    path = parts.path.rstrip("/")
-    if not path:
-        return parts._replace(path="/api/v2/spans").geturl(), 2
-    return parts.geturl(), 1 if path.endswith("/api/v1/spans") else 2
 
 
 class ZipkinExporter:

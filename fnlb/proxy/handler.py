@@ -1,9 +1,10 @@
 """The data plane: one aiohttp handler that forwards a call to the node routing chose.
 
-Per call: function key -> the routing policy's candidates over the current view -> first
-node that takes the call -> response streamed back -> one observation into the load figures
+Per call: function key -> the Peer's candidates over its current view -> first node that
+takes the call -> response streamed back. Each attempt is told to the Peer when it starts
+and, as one record (fnlb.routing.attempt), when it ends: the Peer feeds its load figures
 (in-flight, rate, wait: what the cluster shares; the per-second counts of `/1/lb/stats`) and
-the routing policy. The current view is read once, with no lock and no await.
+the routing policy from it. The current view is read once, with no lock and no await.
 
 Retries never risk running a POST twice. A call moves to the next candidate only when it is
 known not to have started: the connection could not be opened (nothing was sent), or the
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Final
 
 import aiohttp
@@ -28,11 +29,11 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from fnlb.api.jsonio import json_error
-from fnlb.cluster.load import LocalLoad
-from fnlb.cluster.registry import NodeDirectory
 from fnlb.observe.calls import AFTER, ALL_FAILED, GONE, NO_NODE, CallObserver
+from fnlb.peer.core import Peer
+from fnlb.proxy.wait import retry_after_seconds, wait_seconds
+from fnlb.routing.attempt import NO_ANSWER, Attempt
 from fnlb.routing.function_key import function_key
-from fnlb.routing.policy import RoutingPolicy
 
 log = logging.getLogger("fnlb.proxy")
 
@@ -72,8 +73,13 @@ _REPLACED_UPSTREAM: Final = HOP_BY_HOP | {
 
 _NOT_COPIED_FROM_BUFFERED_RESPONSE: Final = HOP_BY_HOP | {"content-length"}
 
-PassiveFailure = Callable[[str, str], None]
-WaitParser = Callable[[str], float]
+_NOT_SENT: Final = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+"""Attempts that failed before a byte of the call was sent (checked first: a connector error
+is also an OS error)."""
+_DIED_BEFORE_ANSWER: Final = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+"""Attempts whose connection died before any answer came."""
+_NODE_SUSPECT: Final = (*_NOT_SENT, *_DIED_BEFORE_ANSWER)
+"""Failures after which the node may be dead: it is checked at once."""
 
 
 class UpstreamRequest(aiohttp.ClientRequest):
@@ -93,23 +99,16 @@ class Proxy:
 
     def __init__(
         self,
-        registry: NodeDirectory,
+        peer: Peer,
         session: aiohttp.ClientSession,
-        *,
-        passive_failure: PassiveFailure,
-        parse_wait: WaitParser,
-        load: LocalLoad,
-        routing: RoutingPolicy,
         observer: CallObserver | None = None,
     ) -> None:
-        self._registry = registry
+        self._peer = peer
         self._session = session
-        self._passive_failure = passive_failure
-        self._parse_wait = parse_wait
-        self._load = load
-        self._routing = routing
         self._urls: dict[str, URL] = {}
         self.observer = observer or CallObserver(lambda *_: 0, counting=False)
+        """Metrics, access log and traces (fnlb.observe): told of each attempt that did not
+        answer and of the call's end, with the same `Attempt` record the Peer gets."""
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         arrived = time.time()  # observe: the whole call's start
@@ -118,12 +117,12 @@ class Proxy:
         raw_path = request.raw_path
         path = _decoded_path(request, raw_path)
         key = function_key(path)
-        view = self._registry.view
-        nodes = self._routing.candidates(view, key, path)
+        peer = self._peer
+        nodes = peer.candidates(key, path)
         obs = self.observer
         if not nodes:
-            known = len(view.states)
-            obs.end(None, request, key, path, "", 0, 503, arrived, arrived, None, None, NO_NODE)
+            known = len(peer.view.states)
+            obs.end(None, request, key, path, None, 0, 503, arrived, arrived, NO_NODE)
             return json_error(
                 503,
                 "no Fn node is online to take the call"
@@ -142,8 +141,6 @@ class Proxy:
                 replayable = False
         failures: list[str] = []
         last = len(nodes) - 1
-        load = self._load
-        routing = self._routing if self._routing.observes else None
         urls = self._urls
         for i, node in enumerate(nodes):
             target = f"http://{node}{raw_path}"
@@ -153,78 +150,58 @@ class Proxy:
                     urls.clear()
                 url = urls[target] = URL(target, encoded=True)
             started = time.time()
-            load.call_started(key, node, started)
+            peer.attempt_started(key, node, started)
             if trace is not None:  # observe: the node's traceparent names this attempt
                 trace.attempt_started(node, started)
-            if routing is not None:
-                routing.attempt_started(node, key)
             try:
                 resp = await self._session.request(
                     request.method, url, headers=headers, data=body, allow_redirects=False
                 )
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
-                # Nothing was sent: the call can go to the next node, body untouched.
-                load.call_finished(key, node, 0, None, None, time.time())
-                if routing is not None:
-                    routing.observe(node, key, path, 0, None)
-                obs.attempt(trace, node, "connect", 0, started, i < last)
-                failures.append(f"{node}: {_describe(e)}")
-                self._passive_failure(node, _describe(e))
-                continue
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
-                load.call_finished(key, node, 502, None, None, time.time())
-                if routing is not None:
-                    routing.observe(node, key, path, 0, None)
-                self._passive_failure(node, _describe(e))  # the node may be dead: check it
-                if request.method in IDEMPOTENT and replayable and i < last:
-                    # The connection died before any answer (typically a pooled keep-alive
-                    # connection to a node that just died). HTTP lets a client repeat an
-                    # idempotent request (RFC 9110 9.2.2); a POST may have run: never resent.
-                    obs.attempt(trace, node, "disconnect", 0, started, True)
-                    failures.append(f"{node}: {_describe(e)}")
+            except BaseException as e:
+                failed = Attempt(key, node, path, NO_ANSWER, time.time())
+                peer.attempt_finished(failed)
+                if not isinstance(e, aiohttp.ClientError | TimeoutError):
+                    obs.end(trace, request, key, path, failed, i, 499, arrived, started, GONE)
+                    raise  # the client went away: the call is cancelled
+                why = _describe(e)
+                if isinstance(e, _NODE_SUSPECT):
+                    peer.connect_failed(node, why, int(time.time() * 1000))  # check it now
+                # Nothing was sent: the call can go to the next node, body untouched. Or the
+                # connection died before any answer (typically a pooled keep-alive connection
+                # to a node that just died): HTTP lets a client repeat an idempotent request
+                # (RFC 9110 9.2.2); a POST may have run: never resent.
+                if isinstance(e, _NOT_SENT):
+                    obs.attempt(trace, failed, "connect", started, i < last)
+                    failures.append(f"{node}: {why}")
+                    continue
+                if (
+                    isinstance(e, _DIED_BEFORE_ANSWER)
+                    and request.method in IDEMPOTENT
+                    and replayable
+                    and i < last
+                ):
+                    obs.attempt(trace, failed, "disconnect", started, True)
+                    failures.append(f"{node}: {why}")
                     continue
                 log.warning("call failed after it may have started", extra={"node": node})
-                obs.end(
-                    trace, request, key, path, node, i, 502, arrived, started, None, None, AFTER
-                )
-                return json_error(
-                    502, f"node {node} failed during the call ({_describe(e)}); not retried"
-                )
-            except (aiohttp.ClientError, TimeoutError) as e:
-                load.call_finished(key, node, 502, None, None, time.time())
-                if routing is not None:
-                    routing.observe(node, key, path, 502, None)
-                log.warning("call failed after it may have started", extra={"node": node})
-                obs.end(
-                    trace, request, key, path, node, i, 502, arrived, started, None, None, AFTER
-                )
-                return json_error(
-                    502, f"node {node} failed during the call ({_describe(e)}); not retried"
-                )
-            except BaseException:  # the client went away: the call is cancelled
-                load.call_finished(key, node, 499, None, None, time.time())
-                if routing is not None:
-                    routing.observe(node, key, path, 499, None)
-                obs.end(trace, request, key, path, node, i, 499, arrived, started, None, None, GONE)
-                raise
-            if resp.status == 503 and "Retry-After" in resp.headers and replayable and i < last:
+                obs.end(trace, request, key, path, failed, i, 502, arrived, started, AFTER)
+                return json_error(502, f"node {node} failed during the call ({why}); not retried")
+            status = resp.status
+            if status == 503 and "Retry-After" in resp.headers and replayable and i < last:
                 resp.release()
-                load.call_finished(key, node, 503, None, None, time.time())
-                if routing is not None:
-                    retry_after = resp.headers.get("Retry-After")
-                    routing.observe(node, key, path, 503, None, retry_after)
-                obs.attempt(trace, node, "busy", 503, started, True)
+                retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+                busy = Attempt(key, node, path, 503, time.time(), None, retry_after)
+                peer.attempt_finished(busy)
+                obs.attempt(trace, busy, "busy", started, True)
                 failures.append(f"{node}: busy (503)")
                 continue
             # The answer: read small bodies whole (one write back), stream the rest.
-            now = time.time()
-            wait_header = resp.headers.get("Xxx-Fxlb-Wait")
-            wait = self._parse_wait(wait_header) if wait_header else None
+            answered = time.time()
             try:
                 length = resp.content_length
                 if length is not None and length <= BUFFER_LIMIT and request.method != "HEAD":
                     return web.Response(
-                        status=resp.status,
+                        status=status,
                         reason=resp.reason,
                         body=await resp.read(),
                         headers=_filtered(resp.headers, _NOT_COPIED_FROM_BUFFERED_RESPONSE),
@@ -235,23 +212,22 @@ class Proxy:
                 raise
             finally:
                 resp.release()
-                # answered at `now`: counted for /1/lb/stats (positional: cheaper than a keyword)
-                load.call_finished(key, node, resp.status, wait, now - started, time.time(), now)
-                obs.end(
-                    trace, request, key, path, node, i, resp.status, arrived, started, now, wait
-                )
-                if routing is not None:
-                    routing.observe(
-                        node,
-                        key,
-                        path,
-                        resp.status,
-                        wait_header,
-                        resp.headers.get("Retry-After"),
-                        now - started,
-                    )
-        obs.end(trace, request, key, path, "", last, 502, arrived, arrived, None, None, ALL_FAILED)
+                done = _answered(key, node, path, resp, started, answered)
+                peer.attempt_finished(done)
+                obs.end(trace, request, key, path, done, i, status, arrived, started)
+        obs.end(trace, request, key, path, None, last, 502, arrived, arrived, ALL_FAILED)
         return json_error(502, f"every Fn node failed: {'; '.join(failures)}")
+
+
+def _answered(
+    key: str, node: str, path: str, resp: aiohttp.ClientResponse, started: float, at: float
+) -> Attempt:
+    """The record of an attempt whose answer (its headers came at `at`) went to the client."""
+    headers = resp.headers
+    status = resp.status
+    retry_after = retry_after_seconds(headers.get("Retry-After")) if status == 503 else None
+    wait = wait_seconds(headers.get("Xxx-Fxlb-Wait"))
+    return Attempt(key, node, path, status, time.time(), wait, retry_after, at - started, at)
 
 
 async def _stream(request: web.BaseRequest, resp: aiohttp.ClientResponse) -> web.StreamResponse:

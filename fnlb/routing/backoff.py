@@ -31,14 +31,20 @@ others made, keeping the later end time. Entries learned from peers are not sent
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
-import msgpack
-
-from fnlb.errors import LocalProtocolError, RemoteProtocolError
+from fnlb.errors import LocalProtocolError
+from fnlb.payloads.backoff import (
+    ALL_FUNCTIONS,
+    MAX_WIRE_ENTRIES,
+    BackoffEntry,
+    decode_entries,
+    encode_entries,
+    pack_entries,
+)
 
 __all__ = [
     "ALL_FUNCTIONS",
@@ -51,13 +57,6 @@ __all__ = [
     "pack_entries",
 ]
 
-ALL_FUNCTIONS: Final = ""
-"""The function name of a node-wide entry."""
-MAX_WIRE_ENTRIES: Final = 64
-"""Most entries one gossip message carries (each ~40-80 bytes; a SWIM packet ~1300)."""
-_WIRE_VERSION: Final = 1
-_MAX_WIRE_BYTES: Final = 16_384
-_MAX_NAME: Final = 1024
 _WAIT_DECAY: Final = 0.3
 _TYPICAL_DECAY: Final = 0.05
 """Weight of a normal answer in a function's typical answer time."""
@@ -98,15 +97,6 @@ class BackoffPolicy:
             raise LocalProtocolError("need slow_wait_s > 0 and max_entries >= 1")
         if self.slow_path_ratio <= 1 or self.slow_path_s < 0:
             raise LocalProtocolError("need slow_path_ratio > 1 and slow_path_s >= 0")
-
-
-@dataclass(frozen=True, slots=True)
-class BackoffEntry:
-    """Avoid `node` for `fn` (ALL_FUNCTIONS: for every function) until `until` (wall s)."""
-
-    node: str
-    fn: str
-    until: float
 
 
 class _Pair:
@@ -306,7 +296,11 @@ class Backoff:
                 del self._fns[fn]
         horizon = now - self._policy.max_s
         slow = self._policy.slow_wait_s
-        idle = [k for k, v in self._pairs.items() if v.until < horizon and v.wait < slow]
+        # A pair in a slow-answer streak is not idle: its next slow answer must find the
+        # first one, however the sweeps fall between them.
+        idle = [
+            k for k, v in self._pairs.items() if v.until < horizon and v.wait < slow and not v.slow
+        ]
         for key in idle:
             del self._pairs[key]
         return ended
@@ -354,69 +348,3 @@ class Backoff:
             self._nodes[node] = until
             if local:
                 self._updates[(ALL_FUNCTIONS, node)] = until
-
-
-def encode_entries(entries: Sequence[BackoffEntry]) -> bytes:
-    """msgpack `[1, [node, fn, until_ms], ...]`: one message of at most MAX_WIRE_ENTRIES
-    entries, whatever its size (`pack_entries` splits by a byte budget)."""
-    if len(entries) > MAX_WIRE_ENTRIES:
-        raise LocalProtocolError(f"at most {MAX_WIRE_ENTRIES} entries per message")
-    body = [_WIRE_VERSION, *([e.node, e.fn, round(e.until * 1000)] for e in entries)]
-    data: bytes = msgpack.packb(body, use_bin_type=True)
-    return data
-
-
-def pack_entries(entries: Sequence[BackoffEntry], budget_bytes: int = 1000) -> list[bytes]:
-    """`entries` as gossip messages of at most `budget_bytes` each (and MAX_WIRE_ENTRIES);
-    an entry too large to fit alone (a function key of a kilobyte) is left out."""
-    out: list[bytes] = []
-    batch: list[list[object]] = []
-    size = 4  # version and the array header (up to 3 bytes for 16+ items)
-    for e in entries:
-        item: list[object] = [e.node, e.fn, round(e.until * 1000)]
-        n = len(msgpack.packb(item, use_bin_type=True))
-        if n + 4 > budget_bytes:
-            continue
-        if batch and (size + n > budget_bytes or len(batch) >= MAX_WIRE_ENTRIES):
-            out.append(msgpack.packb([_WIRE_VERSION, *batch], use_bin_type=True))
-            batch, size = [], 4
-        batch.append(item)
-        size += n
-    if batch:
-        out.append(msgpack.packb([_WIRE_VERSION, *batch], use_bin_type=True))
-    return out
-
-
-def decode_entries(data: bytes) -> list[BackoffEntry]:
-    """The entries of a peer's message; RemoteProtocolError(reason) on anything malformed."""
-    if len(data) > _MAX_WIRE_BYTES:
-        raise RemoteProtocolError("backoff_too_large", f"{len(data)} bytes")
-    try:
-        body: Any = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            max_bin_len=0,
-            max_ext_len=0,
-            max_map_len=0,
-            max_array_len=MAX_WIRE_ENTRIES + 1,
-            max_str_len=_MAX_NAME,
-        )
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-        raise RemoteProtocolError("backoff_malformed") from None
-    if not isinstance(body, list) or not body or body[0] != _WIRE_VERSION:
-        raise RemoteProtocolError("backoff_bad_version")
-    out: list[BackoffEntry] = []
-    for item in body[1:]:
-        if (
-            not isinstance(item, list)
-            or len(item) != 3
-            or not isinstance(item[0], str)
-            or not item[0]
-            or not isinstance(item[1], str)
-            or type(item[2]) is not int
-            or not 0 < item[2] < 1 << 53
-        ):
-            raise RemoteProtocolError("backoff_bad_entry")
-        out.append(BackoffEntry(item[0], item[1], item[2] / 1000.0))
-    return out

@@ -1,46 +1,23 @@
-"""`--routing=hotset`: the load-aware router behind the proxy's `RoutingPolicy` interface.
+"""`--routing=hotset`: the load-aware router behind the `RoutingPolicy` interface.
 
 Rule: no asyncio, socket, time or global random here. The composition root hands in the wall
-clock as a callable (`time.time`), because the proxy's policy interface carries no `now`;
-tests hand in a virtual one.
+clock as a callable (`time.time`), because the policy interface carries no `now` on the
+request path; simulators hand in a virtual one.
 
-The proxy calls, per call: `candidates(view, key, path)`; per attempt, `attempt_started(node,
-key)` before sending and `observe(node, key, path, status, wait_header, retry_after,
-answer_s)` when it ends, *including* a 503 busy that moves the call on (status 503) and a
-connection that could not be opened (status 0); `answer_s` (seconds to the answer's headers)
-feeds the back-off's slow-path rule.
+The Peer calls, per call: `candidates(view, key, path)`; per attempt, `attempt_started(node,
+key)` before sending and `observe(attempt)` when it ends, *including* a 503 busy that moves
+the call on (status 503) and a connection that could not be opened (status 0); the record's
+`answer_s` (seconds to the answer's headers) feeds the back-off's slow-path rule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from fnlb.goduration import parse_go_duration_ns
-from fnlb.routing.router import CandidateSource, Router
+from fnlb.routing.attempt import Attempt
+from fnlb.routing.load_router import CandidateSource, Router
 
-__all__ = ["HotSetPolicy", "retry_after_seconds", "wait_seconds"]
-
-
-def wait_seconds(header: str | None) -> float | None:
-    """The `Xxx-Fxlb-Wait` header (a Go duration) in seconds; None when absent or invalid."""
-    if not header:
-        return None
-    try:
-        return parse_go_duration_ns(header) / 1e9
-    except ValueError:
-        return None
-
-
-def retry_after_seconds(header: str | None) -> float | None:
-    """`Retry-After` in seconds when it is a number (Fn sends 15); None otherwise (an HTTP
-    date is ignored: the back-off's own cap applies)."""
-    if not header:
-        return None
-    try:
-        value = float(header.strip())
-    except ValueError:
-        return None
-    return value if 0.0 <= value < 86_400.0 else None
+__all__ = ["HotSetPolicy"]
 
 
 class HotSetPolicy:
@@ -51,6 +28,7 @@ class HotSetPolicy:
 
     def __init__(self, router: Router, clock: Callable[[], float]) -> None:
         self.router = router
+        self.load_router: Router | None = router
         self._clock = clock
 
     def candidates(self, view: CandidateSource, key: str, path: str) -> Sequence[str]:
@@ -59,22 +37,13 @@ class HotSetPolicy:
     def attempt_started(self, node: str, key: str) -> None:
         self.router.call_started(key, node)
 
-    def observe(
-        self,
-        node: str,
-        key: str,
-        path: str,
-        status: int,
-        wait: str | None,
-        retry_after: str | None = None,
-        answer_s: float | None = None,
-    ) -> None:
+    def observe(self, attempt: Attempt) -> None:
         self.router.call_finished(
-            key,
-            node,
-            status,
-            wait_seconds(wait),
+            attempt.key,
+            attempt.node,
+            attempt.status,
+            attempt.wait_s,
             self._clock(),
-            retry_after_seconds(retry_after),
-            answer_s,
+            attempt.retry_after_s,
+            attempt.answer_s,
         )

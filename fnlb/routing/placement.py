@@ -5,21 +5,19 @@ Rule 1: no asyncio, socket, time or global random here.
 Why: rendezvous hashing gives every function a home at random, so two or three of the hottest
 functions often share one node. Each holds several warm containers there (a container per call
 running at once, kept for Fn's idle timeout), the node's memory runs out, and Fn evicts its
-other functions' idle containers, while other nodes hold nothing hot. In
-`bench/routing_landscape`'s 48 workloads (5 nodes of 8 containers), the cold fraction under
-plain rendezvous homes was on average 0.78x the best other balancer's; placing the 16 hottest
-functions so that their container demand is even brought it to 0.73x, next to the 0.67x of one
-node holding all five nodes' memory (docs/routing.md).
+other functions' idle containers, while other nodes hold nothing hot. Placing the hottest
+functions so that their container demand is even cuts those cold starts (bench/routing_landscape;
+the figures are in docs/benchmarks.md, "Figures behind design choices").
 
 How: `container_demand` estimates the containers a function keeps warm from its cluster-wide
 rate. `place` walks the functions from the most demanding, giving each the
 first node of its own rendezvous order whose demand so far stays within an equal share, else
 the least loaded node. The result depends only on its inputs, which every peer reads from the
-same settled cut of the gossiped load (docs/load-model.md), so every peer computes the same
-homes; the caller recomputes it only at aligned epochs (`EPOCH_MS`), when the routable nodes
-change, or at the next tick after a placement that had no load to place, so homes do not flap
-with every small change of load, and a peer that once saw other inputs agrees again at the next
-epoch.
+same settled cut of the gossiped load (docs/routing.md, the shared load model), so every
+peer computes the same homes; the caller recomputes it only at aligned epochs (`EPOCH_MS`),
+when the routable nodes change, or at the next tick after a placement that had no load to
+place, so homes do not flap with every small change of load, and a peer that once saw other
+inputs agrees again at the next epoch.
 """
 
 from __future__ import annotations
@@ -31,12 +29,10 @@ from typing import Final
 EPOCH_MS: Final = 30_000
 """Homes are recomputed at wall-clock multiples of this (and when the routable nodes change).
 Recomputed every second, they moved with each small change of load and the moves cost more
-cold starts than the balance saved (bench/routing_landscape, before ties went by rate: 0.84x
-the best other balancer, worse than no placement's 0.78x; every 30 s: 0.72x)."""
+cold starts than the balance saved (docs/benchmarks.md, "Figures behind design choices")."""
 HOT_HOMES: Final = 16
 """How many of the most demanding functions get a placed home; the rest keep rendezvous's.
-In bench/routing_landscape 8 and 32 both did worse than 16 (0.75x against 0.72x, before ties
-went by rate)."""
+8 and 32 both did worse (docs/benchmarks.md, "Figures behind design choices")."""
 IDLE_TIMEOUT_S: Final = 30.0
 """Fn's default idle timeout: how long a container outlives its last call."""
 
@@ -48,9 +44,8 @@ def container_demand(rate: float, idle_timeout_s: float = IDLE_TIMEOUT_S) -> flo
 
     Containers for calls running at once are left out on purpose: from the gossiped in-flight
     snapshots (small integers that jump between digests) they made placement worse, not
-    better (bench/routing_landscape: 0.77x instead of 0.72x the best other balancer, before ties
-    went by rate), and a
-    function busy enough to need several containers is widened by the hot set anyway.
+    better (docs/benchmarks.md, "Figures behind design choices"), and a function busy enough
+    to need several containers is widened by the hot set anyway.
     """
     return -math.expm1(-rate * idle_timeout_s) if rate > 0.0 else 0.0
 

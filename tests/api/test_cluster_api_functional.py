@@ -26,18 +26,18 @@ async def test_hold_takes_node_changes_only_and_refuses_what_it_did_not_apply() 
         now = int(time.time() * 1000)
         status, msg = await hold(client, b.mgmt_address, ["n", [["n:1", now, 0, "q", True]]])
         assert (status, msg) == (200, "held")
-        assert b.registry.nodes() == ["n:1"]
+        assert b.peer.nodes() == ["n:1"]
         # A verdict claiming to be another peer's is not a node change: not applied.
         status, msg = await hold(client, b.mgmt_address, ["v", "q", "n:1", False, 1 << 62])
         assert status == 400
         assert "node-set change" in msg
-        assert b.cluster.state.verdicts.verdict("q", "n:1") is None
+        assert b.peer.state.verdicts.verdict("q", "n:1") is None
         # A node entry from far in the future is refused by the drift check: not "held".
         far = now + 10 * 3600 * 1000
         status, msg = await hold(client, b.mgmt_address, ["n", [["n:2", far, 0, "q", True]]])
         assert status == 409
         assert "not held" in msg
-        assert b.registry.nodes() == ["n:1"]
+        assert b.peer.nodes() == ["n:1"]
         async with client.get(f"http://{b.mgmt_address}/1/lb/cluster") as r:
             drops = (await r.json())["drops"]
         assert drops["hlc_drift"] == 1
@@ -49,7 +49,7 @@ async def test_quiet_peers_show_the_same_load_checksum() -> None:
         async with client.get(f"http://{group[0].mgmt_address}/1/lb/cluster") as r:
             report = await r.json()
         assert len(report["load_checksum"]) == 8
-        states = [b.cluster.state for b in group if b.cluster is not None]
+        states = [b.peer.state for b in group if b.cluster is not None]
 
         def same_load() -> bool:
             now = int(time.time() * 1000)

@@ -1,6 +1,6 @@
 """The cluster-mode management API on live peers: `/1/lb/peers`, `/1/lb/gossip`, `/1/lb/keys`.
 
-The rotation test drives `fnlb keys` (fnlb/keys_cli.py) against three gossiping peers and
+The rotation test drives `fnlb keys` (fnlb/cli/keys.py) against three gossiping peers and
 checks that the cluster stays together and ends up sealing with the new key only.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from fnlb import keys_cli
 from fnlb.api.gossip import GOSSIP_OFF
+from fnlb.cli import keys as keys_cli
 from fnlb.config import Settings
 from fnlb.gossip.crypto import key_id
 from fnlb.gossip.keyring_file import encode_key, load_keyring_file, save_keyring_file

@@ -13,8 +13,8 @@ async def test_metrics_show_nodes_and_load() -> None:
     await backend.start()
     try:
         async with running_balancer(nodes=f"{backend.address},127.0.0.1:1") as lb:
-            await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
-            await wait_for(lambda: lb.registry.view.states.get("127.0.0.1:1") == "offline")
+            await wait_for(lambda: lb.peer.view.states.get(backend.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get("127.0.0.1:1") == "offline")
             async with aiohttp.ClientSession() as client:
                 for _ in range(3):
                     async with client.get(f"http://{lb.listen_address}/r/a/b") as r:

@@ -31,10 +31,10 @@ async def test_add_list_delete_byte_compatible(client: aiohttp.ClientSession) ->
             async with client.put(mgmt(lb), data=f'{{"node":"{backend.address}"}}') as r:
                 assert r.status == 200
                 assert await r.read() == b'{"msg":"node added"}\n'
-            await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get(backend.address) == "online")
             async with client.put(mgmt(lb), json={"node": "127.0.0.1:1"}) as r:
                 assert r.status == 200
-            await wait_for(lambda: lb.registry.view.states.get("127.0.0.1:1") == "offline")
+            await wait_for(lambda: lb.peer.view.states.get("127.0.0.1:1") == "offline")
             async with client.get(mgmt(lb)) as r:
                 assert r.status == 200
                 assert await r.read() == (
@@ -71,7 +71,7 @@ async def test_bad_input_is_400_with_a_message(
             async with client.request(method, mgmt(lb), data=body) as r:
                 assert r.status == 400
                 assert needle in (await r.json())["msg"]
-        assert lb.registry.nodes() == []
+        assert lb.peer.nodes() == []
 
 
 async def test_separate_ports_serve_only_their_own_job(client: aiohttp.ClientSession) -> None:
@@ -79,7 +79,7 @@ async def test_separate_ports_serve_only_their_own_job(client: aiohttp.ClientSes
     await backend.start()
     try:
         async with running_balancer(nodes=backend.address) as lb:
-            await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get(backend.address) == "online")
             async with client.get(mgmt(lb, "/r/app/fn")) as r:
                 assert r.status == 404
                 assert await r.read() == b'{"msg":"unknown command"}\n'
@@ -103,7 +103,7 @@ async def test_shared_port(client: aiohttp.ClientSession) -> None:
             nodes=backend.address, listen=f"127.0.0.1:{port}", mgmt_listen=f"127.0.0.1:{port}"
         ) as lb:
             assert lb.listen_address == lb.mgmt_address
-            await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get(backend.address) == "online")
             async with client.get(f"http://127.0.0.1:{port}/1/lb/nodes") as r:
                 assert (await r.json())["nodes"] == {backend.address: "online"}
             async with client.get(f"http://127.0.0.1:{port}/r/app/fn") as r:
@@ -130,7 +130,7 @@ async def test_stats_roll_up_per_second_and_reading_does_not_drain(
     await backend.start()
     try:
         async with running_balancer(nodes=backend.address) as lb:
-            await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get(backend.address) == "online")
             for _ in range(5):
                 async with client.get(f"http://{lb.listen_address}/r/app/fn") as r:
                     await r.read()
@@ -165,4 +165,4 @@ async def test_a_node_change_body_over_64_kib_is_refused_with_413(
             async with client.put(url, data=body) as r:
                 assert r.status == 413
                 assert (await r.json()) == {"msg": "body is larger than 65536 bytes"}
-        assert lb.registry.nodes() == []
+        assert lb.peer.nodes() == []

@@ -18,7 +18,7 @@ def test_direct_digests_give_every_peer_the_cluster_wide_load(loss: float) -> No
     # rates read between two publications sag by up to 0.3 s / tau = 10 %
     assert run.truth_rate == pytest.approx(210.0, rel=0.1)
     assert len(run.reach_ms) > 0.5 * 20 / 0.3 * 6 * 5  # most digests reach each peer as newest
-    assert run.p(0.99) < 1000  # measured: ~120-220 ms
+    assert run.p(0.99) < 1000  # docs/routing.md has the measured table
     for peer, rate in run.rates.items():
         assert run.peers_seen[peer] == sorted(run.rates)
         assert rate == pytest.approx(210.0, rel=0.1)

@@ -21,7 +21,7 @@ pytestmark = [
         shutil.which("haproxy") is None, reason="haproxy not installed (apt-get install haproxy)"
     ),
     pytest.mark.skipif(
-        importlib.util.find_spec("fnlb.serve_cli") is None, reason="fnlb serve not built yet"
+        importlib.util.find_spec("fnlb.cli.serve") is None, reason="fnlb serve not built yet"
     ),
 ]
 

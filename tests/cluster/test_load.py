@@ -24,8 +24,8 @@ from fnlb.cluster.load import (
     grid_floor,
     grid_level,
 )
-from fnlb.cluster.load_digest import FULL_BUDGET_BYTES, GOSSIP_BUDGET_BYTES, decode_digest
 from fnlb.errors import LocalProtocolError, RemoteProtocolError
+from fnlb.payloads.load_digest import FULL_BUDGET_BYTES, GOSSIP_BUDGET_BYTES, decode_digest
 
 T0 = 1_800_000_000.0  # Unix-like origin: weights must not overflow far from 0
 TAU = 3.0

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fnlb.cluster.persist import StateDir
 from fnlb.errors import ConfigError
+from fnlb.shell.persist import StateDir
 
 
 def test_round_trip_and_replace(tmp_path: Path) -> None:

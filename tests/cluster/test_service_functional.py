@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from fnlb.api.cluster import hot_functions
 from fnlb.config import Settings
 from fnlb.server import Balancer
 from tests.support import Backend, wait_for
@@ -37,7 +38,7 @@ async def test_a_node_added_on_one_peer_is_routable_on_all_and_removed_everywher
             answer = await put(client, group[0], backend.address)
             assert answer == {"msg": "node added", "held_by": 2}
             await wait_for(
-                everywhere(group, lambda b: b.registry.view.routable == (backend.address,)),
+                everywhere(group, lambda b: b.peer.view.routable == (backend.address,)),
                 within=5,
             )
             checksums = set()
@@ -51,7 +52,7 @@ async def test_a_node_added_on_one_peer_is_routable_on_all_and_removed_everywher
             async with client.post(f"http://{group[2].listen_address}/r/app/fn") as r:
                 assert r.status == 200
             await put(client, group[1], backend.address, "DELETE")
-            await wait_for(everywhere(group, lambda b: b.registry.nodes() == []), within=5)
+            await wait_for(everywhere(group, lambda b: b.peer.nodes() == []), within=5)
     finally:
         await backend.stop()
 
@@ -63,11 +64,11 @@ async def test_a_dead_fn_node_leaves_every_peer_and_comes_back() -> None:
     try:
         async with peers(3, hc_unhealthy=1) as group, aiohttp.ClientSession() as client:
             await put(client, group[0], backend.address)
-            await wait_for(everywhere(group, lambda b: bool(b.registry.view.routable)), within=5)
+            await wait_for(everywhere(group, lambda b: bool(b.peer.view.routable)), within=5)
             await backend.stop()
-            await wait_for(everywhere(group, lambda b: not b.registry.view.routable), within=5)
+            await wait_for(everywhere(group, lambda b: not b.peer.view.routable), within=5)
             await backend.start(port)
-            await wait_for(everywhere(group, lambda b: bool(b.registry.view.routable)), within=5)
+            await wait_for(everywhere(group, lambda b: bool(b.peer.view.routable)), within=5)
     finally:
         await backend.stop()
 
@@ -85,7 +86,7 @@ async def test_changes_survive_a_restart_from_the_state_dir(tmp_path: Path) -> N
         b = Balancer(settings)  # same -nodes: must not bring a:1 back
         await b.start()
         try:
-            assert b.registry.nodes() == ["b:2", "c:3"]
+            assert b.peer.nodes() == ["b:2", "c:3"]
         finally:
             await b.stop()
 
@@ -115,7 +116,7 @@ async def test_every_peer_knows_the_cluster_wide_load_of_a_hot_function() -> Non
     try:
         async with peers(3) as group, aiohttp.ClientSession() as client:
             await put(client, group[0], backend.address)
-            await wait_for(everywhere(group, lambda b: bool(b.registry.view.routable)), within=5)
+            await wait_for(everywhere(group, lambda b: bool(b.peer.view.routable)), within=5)
 
             async def call(b: Balancer) -> None:
                 async with client.post(f"http://{b.listen_address}/r/app/hot") as r:
@@ -127,14 +128,13 @@ async def test_every_peer_knows_the_cluster_wide_load_of_a_hot_function() -> Non
             calls2 = asyncio.gather(*(call(group[i % 2]) for i in range(8)))
 
             def third_peer_sees_it() -> bool:
-                assert group[2].cluster is not None
-                hot = group[2].cluster.hot_functions()
+                hot = hot_functions(group[2].peer)
                 return bool(hot) and hot[0]["function"] == "r/app/hot" and hot[0]["rate"] > 0
 
             await wait_for(third_peer_sees_it, within=5)
             await calls
             await calls2
-            hot = group[2].cluster.hot_functions() if group[2].cluster else []
+            hot = hot_functions(group[2].peer)
             assert hot[0]["nodes"] == [backend.address]
     finally:
         await backend.stop()
@@ -154,11 +154,9 @@ async def test_five_peers_route_a_new_node_and_drop_a_dead_one_after_one_failed_
         async with peers(5, hc_interval=30.0) as group, aiohttp.ClientSession() as client:
             await put(client, group[0], a.address)
             await put(client, group[3], b.address)
-            await wait_for(
-                everywhere(group, lambda p: len(p.registry.view.routable) == 2), within=5
-            )
+            await wait_for(everywhere(group, lambda p: len(p.peer.view.routable) == 2), within=5)
             key = "r/app/victim"
-            home = group[1].registry.view.candidates(key)[0]
+            home = group[1].peer.view.candidates(key)[0]
             victim = a if home == a.address else b
             await victim.stop()
             loop = asyncio.get_running_loop()
@@ -166,7 +164,7 @@ async def test_five_peers_route_a_new_node_and_drop_a_dead_one_after_one_failed_
             async with client.post(f"http://{group[1].listen_address}/{key}") as r:
                 assert r.status == 200  # served by the other node, not lost
             await wait_for(
-                everywhere(group, lambda p: victim.address not in p.registry.view.routable),
+                everywhere(group, lambda p: victim.address not in p.peer.view.routable),
                 within=5,
             )
             print(f"dead node out of all 5 peers {loop.time() - t0:.2f} s after the call")
@@ -174,7 +172,7 @@ async def test_five_peers_route_a_new_node_and_drop_a_dead_one_after_one_failed_
             survivor = b if victim is a else a
             await put(client, group[2], survivor.address, "DELETE")
             await wait_for(
-                everywhere(group, lambda p: survivor.address not in p.registry.nodes()),
+                everywhere(group, lambda p: survivor.address not in p.peer.nodes()),
                 within=10,
             )
     finally:
@@ -192,8 +190,8 @@ async def test_nodes_memory_figures_are_read_and_shared_by_every_peer() -> None:
 
             def everyone_knows() -> bool:
                 return all(
-                    fn.addresses[0] in p.registry.node_metrics
-                    and p.registry.node_metrics[fn.addresses[0]].mem_avail > 0
+                    fn.addresses[0] in p.peer.node_metrics
+                    and p.peer.node_metrics[fn.addresses[0]].mem_avail > 0
                     for p in group
                 )
 
@@ -201,12 +199,7 @@ async def test_nodes_memory_figures_are_read_and_shared_by_every_peer() -> None:
             # Every peer reads the node itself and shares what moved: the figures agree.
             await wait_for(
                 lambda: (
-                    len(
-                        {
-                            tuple(p.registry.node_metrics[fn.addresses[0]].to_wire()[:-1])
-                            for p in group
-                        }
-                    )
+                    len({tuple(p.peer.node_metrics[fn.addresses[0]].to_wire()[:-1]) for p in group})
                     == 1
                 ),
                 within=10,
@@ -229,14 +222,14 @@ async def test_a_fresh_peer_with_an_old_nodes_list_does_not_bring_deleted_nodes_
         try:
             group = [first, second]
             assert second.cluster is not None
-            await wait_for(lambda: second.registry.nodes() == ["y:2", "z:3"], within=10)
+            await wait_for(lambda: second.peer.nodes() == ["y:2", "z:3"], within=10)
             # Converged: the same entries (live and deleted) on both peers.
             await wait_for(
-                lambda: len({b.cluster.state.nodes.digest() for b in group if b.cluster}) == 1,
+                lambda: len({b.peer.state.nodes.digest() for b in group if b.cluster}) == 1,
                 within=10,
             )
             for b in group:
-                assert b.registry.nodes() == ["y:2", "z:3"]
+                assert b.peer.nodes() == ["y:2", "z:3"]
         finally:
             await second.stop()
     finally:
@@ -247,14 +240,14 @@ async def test_a_peer_alone_or_whose_join_targets_are_down_seeds_its_nodes_list(
     alone = Balancer(peer_settings("alone", nodes="x:1,y:2"))
     await alone.start()
     try:
-        assert alone.registry.nodes() == ["x:1", "y:2"]  # at once
+        assert alone.peer.nodes() == ["x:1", "y:2"]  # at once
     finally:
         await alone.stop()
     nobody = f"127.0.0.1:{free_port()}"  # the rest of the cluster is not up yet
     early = Balancer(peer_settings("early", (nobody,), nodes="x:1,y:2"))
     await early.start()
     try:
-        await wait_for(lambda: early.registry.nodes() == ["x:1", "y:2"], within=10)
+        await wait_for(lambda: early.peer.nodes() == ["x:1", "y:2"], within=10)
     finally:
         await early.stop()
 
@@ -270,7 +263,7 @@ async def test_stop_returns_when_a_change_to_save_arrives_in_the_same_tick() -> 
         await asyncio.sleep(0.05)  # the save loop is waiting for a change
 
         async def change_then_stop() -> None:
-            cluster._dirty.set()  # no await between the change and stop()'s cancel
+            cluster._peers_moved = True  # no await between the change and stop()'s cancel
             await cluster.stop()
 
         stopping = asyncio.ensure_future(change_then_stop())
@@ -288,7 +281,7 @@ async def test_an_idle_peer_stops_sending_load_digests_and_resumes_with_calls() 
     try:
         async with peers(2) as group, aiohttp.ClientSession() as client:
             await put(client, group[0], backend.address)
-            await wait_for(everywhere(group, lambda b: bool(b.registry.view.routable)), within=5)
+            await wait_for(everywhere(group, lambda b: bool(b.peer.view.routable)), within=5)
             runtime = group[0].cluster.runtime if group[0].cluster else None
             assert runtime is not None
 

@@ -91,8 +91,8 @@ def test_majority_takes_a_node_out_and_a_lone_failure_only_locally() -> None:
     assert peers["b"].view.states["n:1"] == "online"
     assert peers["c"].view.states["n:1"] == "online"
     # the others are asked to re-check at once; when b confirms, it is out everywhere
-    assert peers["b"].recheck == ["n:1"]
-    assert peers["c"].recheck == ["n:1"]
+    assert peers["b"].take_rechecks() == ["n:1"]
+    assert peers["c"].take_rechecks() == ["n:1"]
     peers["b"].record_check("n:1", False, 2003)
     peers["b"].record_check("n:1", False, 2004)
     deliver(peers, 2005)
@@ -127,7 +127,7 @@ def test_garbage_is_a_remote_protocol_error(payload: bytes) -> None:
 
 
 def test_an_unchanged_node_reading_is_not_gossiped_again() -> None:
-    from fnlb.health.node_metrics import NodeMetrics
+    from fnlb.payloads.node_metrics import NodeMetrics
 
     p = ClusterState("a", healthy=1, unhealthy=1)
     p.add_node("n:1", 1000)
@@ -142,7 +142,7 @@ def test_an_unchanged_node_reading_is_not_gossiped_again() -> None:
 
 
 def test_one_reporter_per_node_and_push_pull_carries_own_verdicts_only() -> None:
-    from fnlb.health.node_metrics import NodeMetrics
+    from fnlb.payloads.node_metrics import NodeMetrics
 
     peers = cluster()
     peers["a"].add_node("n:1", 1000)

@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
+from fnlb.cli import fnsim as cli
 from fnlb.cli import make_parser
-from fnlb.fnsim import cli
 from fnlb.fnsim.options import FnSimOptions
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from fnlb.errors import LocalProtocolError
 from fnlb.gossip import codec
+from fnlb.gossip.broadcasts import retransmit_limit
 from fnlb.gossip.delegate import RecordingDelegate
 from fnlb.gossip.member import EventKind, Member, MemberEvent, push_pull_interval
 from fnlb.gossip.messages import (
@@ -103,6 +104,26 @@ def test_suspicion_of_ourselves_is_refuted_with_a_higher_incarnation() -> None:
     m.receive_datagram(packet(Ping(7, "a")), PEER, 1.0)
     carried = [x for msgs, _ in sent(m) for x in msgs]
     assert Alive(1, "a", A, b"") in carried
+
+
+def test_a_repeated_accusation_sends_our_refutation_afresh_even_while_it_is_queued() -> None:
+    """The accuser missed our Alive: it must get every transmission again, not the one or
+    two left (3 peers at 20 % loss lost both, and a live member was declared dead)."""
+    m = member()
+    m.receive_datagram(packet(Suspect(0, "a", "b")), PEER, 1.0)
+    refutation = Alive(1, "a", A, b"")
+    limit = retransmit_limit(1, PROFILE.retransmit_mult)
+
+    def acks_carrying_it(pings: int, seq: int) -> int:
+        carried = 0
+        for i in range(pings):
+            m.receive_datagram(packet(Ping(seq + i, "a")), PEER, 1.0)
+            carried += sum(refutation in msgs for msgs, _ in sent(m))
+        return carried
+
+    assert acks_carrying_it(limit - 1, 100) == limit - 1  # one transmission left
+    m.receive_datagram(packet(Suspect(0, "a", "c")), PEER, 1.0)  # still accused
+    assert acks_carrying_it(limit + 2, 200) == limit
 
 
 def test_we_never_accept_our_own_death() -> None:

@@ -20,6 +20,7 @@ from fnlb.config import Settings, parse_peer
 from fnlb.gossip.messages import Addr, MemberState
 from fnlb.gossip.profile import GossipProfile
 from fnlb.gossip.runtime import GossipRuntime
+from fnlb.shell.cluster import gossip_runtime
 from tests.support import eventually
 from tests.support_proc import free_port
 
@@ -77,7 +78,7 @@ async def test_joining_without_gossip_listen_binds_port_8946(
 
     monkeypatch.setattr(GossipRuntime, "_bind", no_bind)
     s = Settings(join=("127.0.0.1:9",), gossip_insecure=True)
-    rt = GossipRuntime.from_settings(s)
+    rt = gossip_runtime(s)
     with pytest.raises(_BindRefused):
         await rt.start()
     assert asked == [("0.0.0.0", 8946)]

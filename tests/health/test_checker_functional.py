@@ -20,20 +20,20 @@ async def test_first_check_decides_and_thresholds_hold() -> None:
         ) as lb:
 
             def view() -> Mapping[str, str]:
-                return lb.registry.view.states
+                return lb.peer.view.states
 
             await wait_for(lambda: view() == {good.address: "online", old.address: "offline"})
-            assert lb.registry.view.routable == (good.address,)
-            health = lb.registry.health(old.address)
+            assert lb.peer.view.routable == (good.address,)
+            health = lb.peer.health(old.address)
             assert health is not None
             assert "incompatible API version" in health.last_error
 
             good.version_status = 500
-            await wait_for(lambda: (lb.registry.health(good.address) or health).failures >= 1)
+            await wait_for(lambda: (lb.peer.health(good.address) or health).failures >= 1)
             assert view()[good.address] == "online"  # one failure is not enough (needs 3)
             await wait_for(lambda: view()[good.address] == "offline")
             good.version_status = 200
-            await wait_for(lambda: (lb.registry.health(good.address) or health).successes >= 1)
+            await wait_for(lambda: (lb.peer.health(good.address) or health).successes >= 1)
             assert view()[good.address] == "offline"  # needs 2 successes
             await wait_for(lambda: view()[good.address] == "online")
     finally:
@@ -47,9 +47,9 @@ async def test_min_api_version_and_path_are_honoured() -> None:
     await b.start()
     try:
         async with running_balancer(nodes=b.address, min_api_version="0.3.580") as lb:
-            await wait_for(lambda: lb.registry.view.states[b.address] == "offline")
+            await wait_for(lambda: lb.peer.view.states[b.address] == "offline")
         async with running_balancer(nodes=b.address, hc_path="/missing") as lb:
-            await wait_for(lambda: lb.registry.view.states[b.address] == "offline")
+            await wait_for(lambda: lb.peer.view.states[b.address] == "offline")
     finally:
         await b.stop()
 
@@ -60,11 +60,11 @@ async def test_a_node_that_comes_back_is_used_again() -> None:
     port = b.port
     try:
         async with running_balancer(nodes=b.address, hc_unhealthy=1) as lb:
-            await wait_for(lambda: lb.registry.view.states[b.address] == "online")
+            await wait_for(lambda: lb.peer.view.states[b.address] == "online")
             await b.stop()
-            await wait_for(lambda: lb.registry.view.states[b.address] == "offline")
+            await wait_for(lambda: lb.peer.view.states[b.address] == "offline")
             await b.start(port)
-            await wait_for(lambda: lb.registry.view.states[b.address] == "online")
+            await wait_for(lambda: lb.peer.view.states[b.address] == "online")
     finally:
         await b.stop()
 
@@ -84,7 +84,7 @@ async def test_a_huge_metrics_answer_is_not_read() -> None:
     try:
         async with running_balancer(nodes=b.address) as lb:
             await wait_for(lambda: len(b.seen) >= 3)  # two reads done, a third begun
-            await wait_for(lambda: lb.registry.view.states[b.address] == "online")
-            assert lb.registry.node_metrics == {}
+            await wait_for(lambda: lb.peer.view.states[b.address] == "online")
+            assert lb.peer.node_metrics == {}
     finally:
         await b.stop()

@@ -18,7 +18,7 @@ async def test_page_is_self_contained_and_data_counts_calls() -> None:
             running_balancer(nodes=backend.address) as lb,
             aiohttp.ClientSession() as client,
         ):
-            await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get(backend.address) == "online")
             for i in range(5):
                 async with client.post(f"http://{lb.listen_address}/r/app/f{i % 2}") as r:
                     assert r.status == 200

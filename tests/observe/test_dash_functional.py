@@ -27,7 +27,7 @@ async def test_dashboard_draws_calls_latency_peers_and_scale(tmp_path: Path) -> 
         async with peers(2, nodes=",".join(n.address for n in nodes)) as group:
             lb = group[0]
             await wait_for(
-                lambda: all(s == "online" for s in lb.registry.view.states.values()), within=15
+                lambda: all(s == "online" for s in lb.peer.view.states.values()), within=15
             )
             mgmt = f"http://{lb.mgmt_address}"
             async with (

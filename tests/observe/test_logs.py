@@ -95,7 +95,7 @@ async def test_access_log_has_one_line_per_call_with_its_trace_id(
                 nodes=backend.address, access_log=True, log_format="json", zipkin=zipkin.url
             ) as lb,
         ):
-            await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get(backend.address) == "online")
             headers = {"traceparent": f"00-{TRACE}-00f067aa0ba902b7-01"}
             async with (
                 aiohttp.ClientSession() as client,
@@ -131,7 +131,7 @@ async def test_no_access_log_unless_asked(capsys: pytest.CaptureFixture[str]) ->
     await backend.start()
     try:
         async with running_balancer(nodes=backend.address, log_format="json") as lb:
-            await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get(backend.address) == "online")
             async with (
                 aiohttp.ClientSession() as client,
                 client.get(f"http://{lb.listen_address}/r/app/fn") as r,

@@ -7,6 +7,7 @@ import asyncio
 import re
 import shutil
 import subprocess
+import time
 
 import aiohttp
 import pytest
@@ -47,7 +48,7 @@ async def test_calls_are_counted_by_node_status_and_routing_outcome() -> None:
         async with running_balancer(
             nodes=f"{good.address},{full.address}", routing="rendezvous"
         ) as lb:
-            await wait_for(lambda: list(lb.registry.view.states.values()) == ["online"] * 2)
+            await wait_for(lambda: list(lb.peer.view.states.values()) == ["online"] * 2)
             # 40 functions: some have the busy node as home (answered after a retry), the
             # others the good one (answered at home)
             async with aiohttp.ClientSession() as client:
@@ -98,11 +99,11 @@ async def test_fnlb_own_errors_are_counted() -> None:
             running_balancer(nodes=f"{broken.address},127.0.0.1:1") as lb,
             aiohttp.ClientSession() as client,
         ):
-            await wait_for(lambda: lb.registry.view.states.get(broken.address) == "online")
-            await wait_for(lambda: lb.registry.view.states.get("127.0.0.1:1") == "offline")
+            await wait_for(lambda: lb.peer.view.states.get(broken.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get("127.0.0.1:1") == "offline")
             async with client.post(f"http://{lb.listen_address}/r/a/b") as r:
                 assert r.status == 502  # a POST whose node hung up is never resent
-            await lb.registry.delete(broken.address)
+            lb.peer.delete_node(broken.address, int(time.time() * 1000))
             async with client.get(f"http://{lb.listen_address}/r/a/b") as r:
                 assert r.status == 503
             text = await scrape(str(lb.mgmt_address))
@@ -121,7 +122,7 @@ async def test_calls_off_keeps_the_counters_at_zero() -> None:
     await backend.start()
     try:
         async with running_balancer(nodes=backend.address, call_metrics=False) as lb:
-            await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get(backend.address) == "online")
             async with (
                 aiohttp.ClientSession() as client,
                 client.get(f"http://{lb.listen_address}/r/a/b") as r,
@@ -139,7 +140,7 @@ async def test_the_page_passes_promtool(tmp_path: object) -> None:
     await backend.start()
     try:
         async with running_balancer(nodes=f"{backend.address},127.0.0.1:1") as lb:
-            await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get(backend.address) == "online")
             async with aiohttp.ClientSession() as client:
                 for _ in range(3):
                     async with client.get(f"http://{lb.listen_address}/r/a/b") as r:
@@ -164,7 +165,10 @@ async def test_a_cluster_peers_page_passes_promtool_with_gossip_and_ack_families
     from tests.support_cluster import peers
 
     async with peers(2) as group:
-        await group[0].registry.put("127.0.0.1:1")  # a node-list change: one write ack
+        cluster = group[0].cluster
+        assert cluster is not None
+        # a node-list change: one write ack
+        await cluster.keep(group[0].peer.put_node("127.0.0.1:1", int(time.time() * 1000)))
         gossip = group[0].gossip
         assert gossip is not None
         await wait_for(lambda: sum(gossip.member.received.values()) > 0, within=15)

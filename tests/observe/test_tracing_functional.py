@@ -84,7 +84,7 @@ async def call(url: str, headers: dict[str, str] | None = None) -> int:
 async def test_a_call_and_its_attempt_become_spans_under_the_callers_trace() -> None:
     async with collector() as zipkin, backends(None) as (node,):
         async with running_balancer(nodes=node.address, zipkin=f"{zipkin.url}/api/v2/spans") as lb:
-            await wait_for(lambda: lb.registry.view.states.get(node.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
             headers = {"traceparent": f"00-{TRACE}-{PARENT}-01", "tracestate": "vendor=1"}
             assert await call(f"http://{lb.listen_address}/r/app/fn", headers) == 200
         # stopping flushes what is queued
@@ -121,11 +121,11 @@ async def test_a_retried_call_has_one_span_per_attempt() -> None:
             routing="rendezvous",
             zipkin=zipkin.url,  # no path: v2 at /api/v2/spans
         ) as lb:
-            await wait_for(lambda: list(lb.registry.view.states.values()) == ["online"] * 2)
+            await wait_for(lambda: list(lb.peer.view.states.values()) == ["online"] * 2)
             path = next(
                 f"/r/app/f{i}"
                 for i in range(100)
-                if lb.registry.view.candidates(function_key(f"/r/app/f{i}"))[0] == full.address
+                if lb.peer.view.candidates(function_key(f"/r/app/f{i}"))[0] == full.address
             )
             assert await call(f"http://{lb.listen_address}{path}") == 200
         spans = zipkin.spans()
@@ -145,7 +145,7 @@ async def test_a_retried_call_has_one_span_per_attempt() -> None:
 async def test_a_v1_url_gets_zipkin_v1_json() -> None:
     async with collector() as zipkin, backends(None) as (node,):
         async with running_balancer(nodes=node.address, zipkin=f"{zipkin.url}/api/v1/spans") as lb:
-            await wait_for(lambda: lb.registry.view.states.get(node.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
             assert await call(f"http://{lb.listen_address}/r/app/fn") == 200
         spans = zipkin.spans("v1")
     assert zipkin.posts["v2"] == []
@@ -167,7 +167,7 @@ async def test_a_v1_url_gets_zipkin_v1_json() -> None:
 async def test_b3_context_is_accepted(headers: dict[str, str], trace_id: str, parent: str) -> None:
     async with collector() as zipkin, backends(None) as (node,):
         async with running_balancer(nodes=node.address, zipkin=zipkin.url) as lb:
-            await wait_for(lambda: lb.registry.view.states.get(node.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
             assert await call(f"http://{lb.listen_address}/r/app/fn", headers) == 200
         spans = zipkin.spans()
         sent = node.seen[-1].headers
@@ -183,7 +183,7 @@ async def test_sampling_rate_zero_traces_only_calls_the_caller_sampled() -> None
         async with running_balancer(
             nodes=node.address, zipkin=zipkin.url, trace_sample_rate=0.0
         ) as lb:
-            await wait_for(lambda: lb.registry.view.states.get(node.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
             url = f"http://{lb.listen_address}/r/app/fn"
             assert await call(url) == 200
             assert "traceparent" not in node.seen[-1].headers
@@ -201,7 +201,7 @@ async def test_an_unreachable_collector_costs_dropped_spans_not_calls() -> None:
         backends(None) as (node,),
         running_balancer(nodes=node.address, zipkin="http://127.0.0.1:1") as lb,
     ):
-        await wait_for(lambda: lb.registry.view.states.get(node.address) == "online")
+        await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
         assert await call(f"http://{lb.listen_address}/r/app/fn") == 200
         assert lb.zipkin is not None
         await lb.zipkin.flush()

@@ -7,14 +7,16 @@ import random
 import pytest
 from multidict import CIMultiDict
 
-from fnlb.cluster.registry import NodeRegistry
+from fnlb.addresses import collector_url
 from fnlb.observe.calls import HOME, RETRY, SPILL, SPREAD
 from fnlb.observe.histogram import Histogram
 from fnlb.observe.outcome import outcome_for
 from fnlb.observe.tracing import parse_context
-from fnlb.observe.zipkin import collector_url, to_v1
+from fnlb.observe.zipkin import to_v1
+from fnlb.peer.core import Peer
+from fnlb.routing.attempt import Attempt
 from fnlb.routing.hotset_policy import HotSetPolicy
-from fnlb.routing.policy import make_policy
+from fnlb.routing.policies import make_policy
 
 
 def test_histogram_buckets_follow_prometheus_le() -> None:
@@ -111,17 +113,26 @@ def test_v1_span_keeps_ids_tags_and_kind() -> None:
 NODES = [f"10.0.0.{i}:8080" for i in range(1, 6)]
 
 
-def registry() -> NodeRegistry:
-    r = NodeRegistry(healthy=1, unhealthy=1, nodes=NODES)
+def lone_peer(routing: str) -> Peer:
+    """A lone Peer routing by `routing` over NODES, all online."""
+    p = Peer(
+        "self",
+        routing=make_policy(routing, random.Random(1), lambda: 0.0),
+        clock_ms=lambda: 0,
+        healthy=1,
+        unhealthy=1,
+        gossip=False,
+        seed=NODES,
+    )
     for n in NODES:
-        r.record_check(n, True)
-    return r
+        p.health_checked(n, True, 0)
+    return p
 
 
 def test_outcome_under_hotset_tells_home_spread_spill_and_retry() -> None:
-    reg = registry()
-    policy = make_policy("hotset", random.Random(1), lambda: 0.0)
-    classify = outcome_for(policy, reg)
+    reg = lone_peer("hotset")
+    policy = reg.routing
+    classify = outcome_for(reg)
     order = reg.view.candidates("app/f")
     assert classify("app/f", "/r/app/f", order[0], 0) == HOME
     assert classify("app/f", "/r/app/f", order[1], 0) == SPILL  # width 1: beyond the hot set
@@ -135,13 +146,14 @@ def test_outcome_under_hotset_tells_home_spread_spill_and_retry() -> None:
 
 
 def test_outcome_under_rendezvous_and_classic() -> None:
-    reg = registry()
-    rendezvous = outcome_for(make_policy("rendezvous", random.Random(1), lambda: 0.0), reg)
+    reg = lone_peer("rendezvous")
+    rendezvous = outcome_for(reg)
     order = reg.view.candidates("app/f")
     assert rendezvous("app/f", "/r/app/f", order[0], 0) == HOME
     assert rendezvous("app/f", "/r/app/f", order[1], 0) == SPILL
-    policy = make_policy("classic", random.Random(1), lambda: 0.0)
-    classic = outcome_for(policy, reg)
+    reg = lone_peer("classic")
+    policy = reg.routing
+    classic = outcome_for(reg)
     first = policy.candidates(reg.view, "app/f", "/r/app/f")[0]  # no waits known: the home
     assert classic("app/f", "/r/app/f", first, 0) == HOME
     other = next(n for n in NODES if n != first)
@@ -156,12 +168,21 @@ def test_observer_counts_and_drops_nodes_that_left() -> None:
 
     obs = CallObserver(lambda key, path, node, attempt: SPREAD)
     request = make_mocked_request("GET", "/r/a/f")
-    for node in ("a:1", "b:1", ""):
-        obs.end(None, request, "r/a/f", "/r/a/f", node, 0, 200, 0.0, 0.0, 0.001, None)
-    obs.attempt(None, "a:1", "busy", 503, 0.0, True)
+    for node in ("a:1", "b:1"):
+        done = Attempt("r/a/f", node, "/r/a/f", 200, 0.003, 0.002, None, 0.001, 0.001)
+        obs.end(None, request, "r/a/f", "/r/a/f", done, 0, 200, 0.0, 0.0)
+    obs.end(None, request, "r/a/f", "/r/a/f", None, 0, 503, 0.0, 0.0, "no_node")
+    busy = Attempt("r/a/f", "a:1", "/r/a/f", 503, 0.001, None, 15.0)
+    obs.attempt(None, busy, "busy", 0.0, True)
     assert obs.nodes["a:1"].calls[1 * 5 + SPREAD] == 1  # 2xx, spread
-    assert obs.nodes["none"].calls[1 * 5 + 4] == 1  # no node: outcome none
+    assert obs.nodes["none"].calls[4 * 5 + 4] == 1  # no node: 5xx, outcome none
+    assert obs.errors["no_node"] == 1
     assert obs.nodes["a:1"].retries == [0, 1, 0]
+    # the figures come from the attempt record: its answer time and wait, parsed once
+    assert obs.nodes["a:1"].first_byte.count == 1
+    assert obs.nodes["a:1"].first_byte.sum == pytest.approx(0.001)
+    assert obs.nodes["a:1"].wait.sum == pytest.approx(0.002)
+    assert obs.nodes["a:1"].duration.sum == pytest.approx(0.003)
     obs.retain({"a:1"})  # b:1 left while a call to it was in flight
     assert set(obs.nodes) == {"a:1", "none"}
     obs.forget("a:1")

@@ -78,7 +78,7 @@ async def balanced(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Balanc
         ports = {"listen": port, "mgmt_listen": port}
     try:
         async with running_balancer(nodes=node.address, **ports) as lb:
-            await wait_for(lambda: lb.registry.view.states.get(node.address) == "online")
+            await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
             yield lb, node
     finally:
         await node.stop()

@@ -60,7 +60,7 @@ async def test_expect_100_continue_is_answered_once_and_the_body_reaches_the_nod
     if shared_port:
         ports["mgmt_listen"] = ports["listen"]
     async with running_balancer(nodes=backend.address, **ports) as lb:
-        await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
+        await wait_for(lambda: lb.peer.view.states.get(backend.address) == "online")
         heads = await _call_with_expect(lb, "100-continue")
     assert heads[0] == b"HTTP/1.1 100 Continue\r\n\r\n"
     assert heads[1].startswith(b"HTTP/1.1 200 ")
@@ -71,7 +71,7 @@ async def test_expect_100_continue_is_answered_once_and_the_body_reaches_the_nod
 
 async def test_an_unknown_expectation_gets_417_and_reaches_no_node(backend: Backend) -> None:
     async with running_balancer(nodes=backend.address) as lb:
-        await wait_for(lambda: lb.registry.view.states.get(backend.address) == "online")
+        await wait_for(lambda: lb.peer.view.states.get(backend.address) == "online")
         heads = await _call_with_expect(lb, "something-else")
     assert heads[0].startswith(b"HTTP/1.1 417 ")
     assert backend.seen == []

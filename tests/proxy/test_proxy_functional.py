@@ -34,9 +34,7 @@ def url(balancer: Balancer, path: str) -> str:
 
 
 async def all_online(balancer: Balancer, count: int) -> None:
-    await wait_for(
-        lambda: sum(s == "online" for s in balancer.registry.view.states.values()) == count
-    )
+    await wait_for(lambda: sum(s == "online" for s in balancer.peer.view.states.values()) == count)
 
 
 async def test_every_method_query_and_end_to_end_headers_pass_through(
@@ -136,14 +134,14 @@ async def test_dead_node_call_goes_to_next_and_node_goes_offline_at_once(
     ) as lb:
         await all_online(lb, 3)
         key = "r/app/victim"
-        home = lb.registry.view.candidates(key)[0]
+        home = lb.peer.view.candidates(key)[0]
         victim = next(b for b in backends if b.address == home)
         await victim.stop()
         async with client.get(url(lb, "/r/app/victim")) as resp:
             assert resp.status == 200
             assert (await resp.json())["node"] != victim.name
-        await wait_for(lambda: lb.registry.view.states[home] == "offline", within=3.0)
-        assert home not in lb.registry.view.routable
+        await wait_for(lambda: lb.peer.view.states[home] == "offline", within=3.0)
+        assert home not in lb.peer.view.routable
 
 
 async def test_busy_503_moves_the_call_to_the_next_node(
@@ -159,7 +157,7 @@ async def test_busy_503_moves_the_call_to_the_next_node(
 
     async with running_balancer(nodes=",".join(b.address for b in backends)) as lb:
         await all_online(lb, 3)
-        order = lb.registry.view.candidates("r/app/hot")
+        order = lb.peer.view.candidates("r/app/hot")
         first = next(b for b in backends if b.address == order[0])
         first.handler = busy
         async with client.post(url(lb, "/r/app/hot"), data=b"x" * 1000) as resp:
@@ -188,7 +186,7 @@ async def test_a_call_that_may_have_started_is_never_resent(
 
     async with running_balancer(nodes=",".join(b.address for b in backends)) as lb:
         await all_online(lb, 3)
-        order = lb.registry.view.candidates("r/app/once")
+        order = lb.peer.view.candidates("r/app/once")
         first = next(b for b in backends if b.address == order[0])
         first.handler = crash
         async with client.post(url(lb, "/r/app/once"), data=b"x") as resp:
@@ -210,7 +208,7 @@ async def test_an_idempotent_call_whose_connection_dies_goes_to_the_next_node(
 
     async with running_balancer(nodes=",".join(b.address for b in backends)) as lb:
         await all_online(lb, 3)
-        order = lb.registry.view.candidates("r/app/get")
+        order = lb.peer.view.candidates("r/app/get")
         first = next(b for b in backends if b.address == order[0])
         first.handler = hang_up
         async with client.get(url(lb, "/r/app/get")) as resp:
@@ -238,7 +236,7 @@ async def test_no_online_node_is_503_and_every_node_failing_is_502(
             assert resp.status == 502
             msg = (await resp.json())["msg"]
         assert all(a in msg for a in addrs)
-        await wait_for(lambda: not lb.registry.view.routable)
+        await wait_for(lambda: not lb.peer.view.routable)
         async with client.get(url(lb, "/r/a/b")) as resp:
             assert resp.status == 503
 

@@ -266,3 +266,17 @@ def test_random_bytes_raise_remote_protocol_error_or_decode(data: bytes) -> None
     except RemoteProtocolError:
         return
     assert all(isinstance(e, BackoffEntry) and e.node for e in entries)
+
+
+def test_a_sweep_between_two_slow_answers_keeps_the_streak() -> None:
+    """The pump sweeps every second; two slow answers 0.7 s apart must still add up."""
+    b = Backoff()
+    t = 1000.0
+    for _ in range(6):
+        b.finished("f", "n", 0.0015, t, 0.0002)
+        t += 0.01
+    b.finished("f", "n", 0.0015, t, 0.7)
+    t += 0.7
+    b.expire(t)
+    b.finished("f", "n", 0.0015, t, 0.7)
+    assert b.avoided("f", "n", t + 0.1)

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fnlb.cluster.view import NodeView
+from fnlb.routing.load_router import Router
 from fnlb.routing.placement import HOT_HOMES, container_demand, place
-from fnlb.routing.router import Router
 
 NODES = [f"10.0.0.{i}:8080" for i in range(1, 6)]
 T = 1_800_000_000.0
@@ -99,7 +99,7 @@ def test_every_peer_places_the_same_homes_from_gossiped_load(seed: int) -> None:
     """3 peers, digests gossiped with delay and 5 % loss, clocks a few ms apart, 40 functions
     with Zipf rates: at each placement epoch every peer computes the same homes from its own
     settled reads, and they spread the hottest functions over the nodes."""
-    from tests.routing.routing_sim import RoutingSim, zipf_workload
+    from fnlb.sim.routing import RoutingSim, zipf_workload
 
     sim = RoutingSim(nodes=5, peers=3, seed=seed)
     sim.run(125.0, zipf_workload(40, 200.0, 0.05, s=1.1))

@@ -1,0 +1,32 @@
+"""Gossip payload: a peer's full state for push-pull anti-entropy.
+
+Schema version 1 (implicit: the map's keys): `{"nodes": snapshot, "verdicts": [[peer, node,
+online, stamp], ...]}`, the node-set replica (`NodeSet.snapshot()`, versioned by its own
+"v") and the sender's own verdicts (fnlb.payloads.verdict; each peer is the authority on its
+verdicts, and push-pull with random partners carries each peer's to everyone). Load is not
+part of it: fresh within a second anyway, stale after five.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from fnlb.errors import RemoteProtocolError
+from fnlb.payloads.envelope import pack, unpack
+
+
+def full_state(nodes: Any, verdicts: Iterable[list[Any]]) -> bytes:
+    return pack({"nodes": nodes, "verdicts": list(verdicts)})
+
+
+def open_full_state(data: bytes) -> tuple[Any, list[list[Any]]]:
+    """(node-set snapshot, verdicts as 4-field lists); RemoteProtocolError when malformed."""
+    state = unpack(data)
+    if not isinstance(state, dict) or not isinstance(state.get("verdicts"), list):
+        raise RemoteProtocolError("bad_cluster_state", "not a cluster state map")
+    verdicts = state["verdicts"]
+    for item in verdicts:
+        if not isinstance(item, list) or len(item) != 4:
+            raise RemoteProtocolError("bad_cluster_state", "bad verdict")
+    return state.get("nodes"), verdicts

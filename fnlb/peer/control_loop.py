@@ -1,0 +1,132 @@
+"""The routing control loop: the once-a-second tick that turns load into widths and scale.
+
+Sans-I/O: `ControlLoop.tick(now)` is called by the `Peer` (fnlb.peer.core), which is ticked
+by its asyncio shell in production and by the simulators in virtual time.
+
+Every `TICK_S`, at a wall-clock cut aligned to the second (so every peer reads the same
+settled digests, docs/routing.md), the loop reads the cluster's load: the hottest functions'
+width inputs go to the `WidthTracker` (hot-set widths, identical on every peer), the demand
+in containers goes to the `ScaleSignal` (desired nodes, out/in/hold, identical on every peer),
+and, when `--routing=hotset`, the router gets the new widths, the other peers' in-flight
+counts, the gossiped back-off and each node's capacity from its own `/metrics` (read with the
+health checks, shared by gossip). A lone fnlb runs the same tick over its own figures only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Mapping, Sequence
+from typing import Final, Protocol
+
+from fnlb.cluster.load import ClusterLoad, LocalLoad
+from fnlb.cluster.view import NodeView
+from fnlb.payloads.node_metrics import NodeMetrics
+from fnlb.routing.load_router import NodeCapacity, Router
+from fnlb.routing.placement import EPOCH_MS, place
+from fnlb.routing.scale_signal import ScaleDecision, ScaleSignal, containers_needed
+from fnlb.routing.widths import WidthTracker, aligned_cut
+
+TICK_S: Final = 1.0
+HOT_FUNCTIONS: Final = 256
+SLOTS_PER_NODE: Final = 8
+"""Containers an Fn node holds (1024 MB / 128 MB, Fn's defaults); the unit of capacity."""
+CONTAINER_BYTES: Final = 128 * 1024 * 1024
+"""Memory of one container when the node does not say (Fn's default function memory)."""
+METRICS_STALE_MS: Final = 15_000
+"""A node's /metrics reading older than this (5 default check intervals) is not used."""
+
+
+def node_capacity(reading: NodeMetrics) -> NodeCapacity:
+    """What a node can hold, from its own /metrics: its container memory in slots of Fn's
+    default 128 MB, and the share of those slots its running calls hold now.
+
+    Neither memory held by *idle* containers nor queued calls count as "used": Fn evicts
+    idle containers to start new ones, and a node full of warm containers is exactly where
+    its functions should go; queued calls mostly wait for a container start (300 ms), and
+    under memory pressure every node has some, so counting them sent calls away from their
+    warm homes to start yet more containers (docs/benchmarks.md, "Figures behind design
+    choices"). A node whose slots all run calls cannot start a call sooner.
+    """
+    total = reading.mem_used + reading.mem_avail
+    slots = max(1, round(total / CONTAINER_BYTES)) if total > 0 else SLOTS_PER_NODE
+    return NodeCapacity(slots, min(1.0, reading.running / slots))
+
+
+def capacities(
+    readings: Mapping[str, NodeMetrics], routable: Container[str], now_ms: int
+) -> dict[str, NodeCapacity]:
+    """`node_capacity` of every routable node with a fresh reading."""
+    return {
+        node: node_capacity(m)
+        for node, m in readings.items()
+        if node in routable and now_ms - m.at_ms <= METRICS_STALE_MS
+    }
+
+
+class ControlLoop:
+    """Widths, placement and the scale signal, recomputed at each tick from the load."""
+
+    def __init__(self, router: Router | None = None, widths: WidthTracker | None = None) -> None:
+        """`router`: the load-aware router to hand the figures to (`--routing=hotset`).
+        `widths`: the width tracker (its policy); a default one when None."""
+        self.router = router
+        self.widths = widths if widths is not None else WidthTracker()
+        self.cut = 0
+        """The settled cut (wall ms) the last tick read."""
+        self.scale = ScaleSignal()
+        self.homes: dict[str, str] = {}
+        """Placed homes of the hottest functions, as of the last placement (`tick`)."""
+        self._placed: tuple[int, tuple[str, ...]] | None = None  # (epoch, routable) placed for
+
+    @property
+    def decision(self) -> ScaleDecision | None:
+        return self.scale.decision
+
+    def tick(
+        self,
+        now: float,
+        load: ClusterLoad,
+        local: LocalLoad,
+        view: NodeView,
+        readings: Mapping[str, NodeMetrics],
+    ) -> None:
+        """One tick at wall-clock `now` (seconds) over the cluster's `load`, this peer's
+        `local` figures, the routing `view` and the nodes' newest /metrics `readings`."""
+        cut = self.cut = aligned_cut(int(now * 1000))
+        table = load.width_table(HOT_FUNCTIONS, now, settled_ms=cut)
+        self.widths.update(cut, table, len(view.routable))
+        need = containers_needed(
+            ((w.rate, w.in_flight) for w in table.values()),
+            load.summary(now, hot=0, settled_ms=cut).in_flight,
+        )
+        self.scale.update(cut, need, len(view.routable), SLOTS_PER_NODE)
+        router = self.router
+        if router is None:
+            return
+        others = {
+            n: max(0, load.node_load(n, now).in_flight - local.node_in_flight(n))
+            for n in view.routable
+        }
+        caps = capacities(readings, set(view.routable), int(now * 1000))
+        self.place(cut, {key: w.rate for key, w in table.items()}, view)
+        router.update(
+            widths=self.widths.widths, peers_in_flight=others, capacity=caps, homes=self.homes
+        )
+        router.backoff.expire(now)
+
+    def place(self, cut: int, rates: Mapping[str, float], view: _Placeable) -> None:
+        """Place the hottest functions' homes once per epoch and routable set.
+
+        A placement from no settled load at all (a peer just started, or load just began)
+        placed nothing: try again next tick rather than route unplaced for the whole epoch.
+        Every peer reads the same settled cut, so they place at the same tick.
+        """
+        epoch = (cut // EPOCH_MS, view.routable)
+        if epoch != self._placed or not self.homes:
+            self._placed = epoch
+            self.homes = place(rates, view.candidates)
+
+
+class _Placeable(Protocol):
+    routable: tuple[str, ...]
+
+    def candidates(self, key: str) -> Sequence[str]: ...

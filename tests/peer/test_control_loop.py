@@ -1,0 +1,174 @@
+"""The routing control loop turns the nodes' own /metrics into the capacity the router places by."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from fnlb.fnsim import FnSimOptions, start_nodes
+from fnlb.payloads.node_metrics import NodeMetrics
+from fnlb.peer.control_loop import METRICS_STALE_MS, capacities, node_capacity
+from tests.support import running_balancer, wait_for
+
+MIB = 1024 * 1024
+
+
+def reading(
+    used_mb: float, avail_mb: float, running: float = 0, queued: float = 0, at: int = 0
+) -> NodeMetrics:
+    return NodeMetrics(queued, running, used_mb * MIB, avail_mb * MIB, 0.0, at)
+
+
+def test_a_node_full_of_idle_containers_or_queued_starts_is_not_full() -> None:
+    """Idle containers hold memory but Fn evicts them for new ones, and queued calls mostly
+    wait for a container start: only running calls fill a node."""
+    idle = node_capacity(reading(1024, 0))
+    assert idle.slots == 8
+    assert idle.used == 0.0
+    starting = node_capacity(reading(1024, 0, running=2, queued=6))
+    assert starting.used == 0.25
+    busy = node_capacity(reading(1024, 0, running=8, queued=2))
+    assert busy.slots == 8
+    assert busy.used == 1.0
+    half = node_capacity(reading(512, 1536, running=8))
+    assert half.slots == 16
+    assert half.used == 0.5
+
+
+def test_a_node_reporting_no_memory_counts_as_an_average_one() -> None:
+    assert node_capacity(reading(0, 0)).slots == 8
+
+
+def test_only_routable_nodes_with_fresh_readings_get_a_capacity() -> None:
+    now = 1_800_000_000_000
+    readings = {
+        "a:1": reading(1024, 1024, at=now - 1000),
+        "b:1": reading(1024, 0, at=now - METRICS_STALE_MS - 1),  # stale
+        "c:1": reading(1024, 0, at=now),  # not routable
+    }
+    caps = capacities(readings, {"a:1", "b:1"}, now)
+    assert set(caps) == {"a:1"}
+    assert caps["a:1"].slots == 16
+
+
+async def test_the_router_learns_each_fnsim_nodes_size_from_its_metrics() -> None:
+    """End to end: the health checks read fnsim's /metrics, the feed's tick hands the sizes
+    to the hot-set router, which then weighs a node twice as large as holding half the load."""
+    small = await start_nodes(1, options=FnSimOptions(memory_mb=1024))
+    large = await start_nodes(1, options=FnSimOptions(memory_mb=2048))
+    try:
+        nodes = [*small.addresses, *large.addresses]
+        async with running_balancer(nodes=",".join(nodes), routing="hotset") as lb:
+            router = lb.peer.control.router
+            assert router is not None
+            await wait_for(lambda: len(router.shared.capacity) == 2, within=10.0)
+            assert router.shared.capacity[small.addresses[0]].slots == 8
+            assert router.shared.capacity[large.addresses[0]].slots == 16
+            assert (
+                router.shared.weights[large.addresses[0]]
+                < router.shared.weights[small.addresses[0]]
+            )
+            async with (
+                aiohttp.ClientSession() as client,
+                client.get(f"http://{lb.listen_address}/r/app/f") as r,
+            ):
+                assert r.status == 200
+    finally:
+        await small.close()
+        await large.close()
+
+
+def test_homes_are_placed_at_aligned_epochs_and_when_the_nodes_change() -> None:
+    """Every peer places at the same cuts from the same settled load, so homes agree; in
+    between they hold still, so a function's containers are not abandoned every second."""
+    from fnlb.cluster.load import ClusterLoad, LocalLoad
+    from fnlb.cluster.view import NodeView
+    from fnlb.peer.control_loop import ControlLoop
+    from fnlb.routing.load_router import Router
+    from fnlb.routing.placement import EPOCH_MS
+
+    nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
+    current = [NodeView(1, dict.fromkeys(nodes, "online"))]
+    local, cluster, router = LocalLoad(epoch=1), ClusterLoad(), Router()
+    feed = ControlLoop(router)
+
+    def tick(now: float) -> None:
+        feed.tick(now, cluster, local, current[0], {})
+
+    start = (1_800_000_000_000 // EPOCH_MS + 1) * EPOCH_MS / 1000  # an epoch boundary, in s
+
+    def load(fn: str, calls: int, at: float) -> None:
+        for i in range(calls):
+            local.call_started(fn, nodes[0], at - 1 + i / calls)
+            local.call_finished(fn, nodes[0], 200, 0.0, 0.01, at - 1 + i / calls)
+        cluster.merge("p", local.digest(at, stamp_ms=int(at * 1000)), at)
+
+    for k in range(8):
+        load(f"r/app/f{k}", 20, start - 3)
+    tick(start + 1.5)  # the first tick places at once
+    first = dict(feed.homes)
+    assert len(first) == 8
+    assert router.shared.homes == first
+    assert sorted(list(first.values()).count(n) for n in nodes) == [1, 1, 2, 2, 2]
+    for at in (start + 8, start + EPOCH_MS / 1000 - 1):
+        for k in range(8, 24):
+            load(f"r/app/f{k}", 40, at)
+        if at == start + 8:
+            tick(start + 10.5)  # same epoch: nothing moves
+            assert feed.homes == first
+    tick(start + EPOCH_MS / 1000 + 1.5)  # next epoch: the new hot functions are placed
+    assert len(feed.homes) == 16
+    assert feed.homes != first
+    placed = dict(feed.homes)
+    current[0] = NodeView(2, dict.fromkeys(nodes[:4], "online"))
+    tick(start + EPOCH_MS / 1000 + 2.5)  # a node left: placed again at once
+    assert feed.homes != placed
+    assert nodes[4] not in feed.homes.values()
+
+
+def test_a_peer_started_mid_epoch_places_homes_once_it_knows_the_load() -> None:
+    """Its first tick sees no settled load yet; it must not keep that empty placement until
+    the next epoch while the other peers route by placed homes."""
+    from fnlb.cluster.load import ClusterLoad, LocalLoad
+    from fnlb.cluster.view import NodeView
+    from fnlb.peer.control_loop import ControlLoop
+    from fnlb.routing.load_router import Router
+    from fnlb.routing.placement import EPOCH_MS
+
+    nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
+    view = NodeView(1, dict.fromkeys(nodes, "online"))
+    start = (1_800_000_000_000 // EPOCH_MS + 1) * EPOCH_MS / 1000 + 12  # mid-epoch, in s
+    local, old_hand = LocalLoad(epoch=1), ClusterLoad()
+    for k in range(8):
+        fn = f"r/app/f{k}"
+        for i in range(20):
+            local.call_started(fn, nodes[0], start - 4 + i / 20)
+            local.call_finished(fn, nodes[0], 200, 0.0, 0.01, start - 4 + i / 20)
+    digest = local.digest(start - 3, stamp_ms=int((start - 3) * 1000))
+    old_hand.merge("p", digest, start - 3)
+    others = ControlLoop(Router())
+    others.tick(
+        start + 1.5, old_hand, LocalLoad(epoch=2), view, {}
+    )  # a peer that has known the load all along
+    assert len(others.homes) == 8
+
+    newcomer_load = ClusterLoad()
+    newcomer = ControlLoop(Router())
+    newcomer_local = LocalLoad(epoch=3)
+    newcomer.tick(
+        start + 0.5, newcomer_load, newcomer_local, view, {}
+    )  # before any digest reached it
+    assert newcomer.homes == {}
+    newcomer_load.merge("p", digest, start + 0.8)  # the digest arrives
+    newcomer.tick(
+        start + 1.5, newcomer_load, newcomer_local, view, {}
+    )  # same epoch: placed now, not 30 s later
+    assert newcomer.homes == others.homes
+    placed = dict(newcomer.homes)
+    for k in range(8, 24):  # new hot functions: they wait for the next epoch
+        fn = f"r/app/f{k}"
+        for i in range(40):
+            local.call_started(fn, nodes[1], start + 2 + i / 40)
+            local.call_finished(fn, nodes[1], 200, 0.0, 0.01, start + 2 + i / 40)
+    newcomer_load.merge("p", local.digest(start + 3, stamp_ms=int((start + 3) * 1000)), start + 3)
+    newcomer.tick(start + 5.5, newcomer_load, newcomer_local, view, {})
+    assert newcomer.homes == placed

@@ -1,0 +1,169 @@
+"""The Peer: inputs in, outputs drained, the same object a lone fnlb and a cluster peer run."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fnlb.errors import RemoteProtocolError
+from fnlb.peer.core import IDLE_DIGESTS, Check, Peer
+from fnlb.routing.attempt import NO_ANSWER, Attempt
+from fnlb.routing.hotset_policy import HotSetPolicy
+from fnlb.routing.load_router import Router
+from fnlb.routing.policies import RendezvousPolicy
+
+T0_MS = 1_800_000_000_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = T0_MS
+
+    def __call__(self) -> int:
+        return self.ms
+
+    @property
+    def s(self) -> float:
+        return self.ms / 1000
+
+
+def peer(name: str, clock: Clock, **kw: object) -> Peer:
+    return Peer(name, routing=RendezvousPolicy(), clock_ms=clock, **kw)  # type: ignore[arg-type]
+
+
+def online(p: Peer, clock: Clock, *nodes: str) -> None:
+    for node in nodes:
+        for _ in range(2):
+            p.health_checked(node, True, clock())
+
+
+def test_a_lone_peer_seeds_its_nodes_at_once_and_asks_for_their_first_checks() -> None:
+    clock = Clock()
+    p = peer("self", clock, gossip=False, seed=["a:1", "b:1"])
+    assert p.nodes() == ["a:1", "b:1"]
+    assert p.take_checks() == [Check("a:1", False), Check("b:1", False)]
+    assert p.take_checks() == []
+    assert list(p.view.routable) == ["a:1", "b:1"]  # unknown ones are routable until checked
+    online(p, clock, "a:1")
+    assert list(p.view.routable) == ["a:1"]
+    p.delete_node("a:1", clock())
+    assert p.nodes() == ["b:1"]
+    assert p.take_save()  # seeding changed the set
+
+
+def test_a_lone_peer_drops_what_gossip_would_carry() -> None:
+    clock = Clock()
+    p = peer("self", clock, gossip=False, seed=["a:1"])
+    online(p, clock, "a:1")
+    p.tick(clock.s)
+    assert p.take_broadcasts() == []
+    assert p.take_direct() == []
+    assert p.load.peers(clock.s) == ["self"]  # its own digest is counted all the same
+
+
+def test_a_cluster_peer_sends_its_digest_directly_and_falls_silent_when_idle() -> None:
+    clock = Clock()
+    p = peer("a", clock)
+    sent = 0
+    for _ in range(10):
+        p.tick(clock.s)
+        sent += len(p.take_direct())
+        clock.ms += 300
+    assert sent == IDLE_DIGESTS
+    p.attempt_started("f", "n:1", clock.s)
+    p.tick(clock.s)
+    assert len(p.take_direct()) == 1
+
+
+def test_one_attempt_record_feeds_the_load_and_the_router_once() -> None:
+    clock = Clock()
+    router = Router(rng=random.Random(1))
+    p = Peer("self", routing=HotSetPolicy(router, lambda: clock.s), clock_ms=clock, gossip=False)
+    p.attempt_started("f", "n:1", clock.s)
+    assert p.local.in_flight("f", "n:1") == 1
+    assert router.local_in_flight("n:1") == 1
+    p.attempt_finished(Attempt("f", "n:1", "/r/a/f", 503, clock.s, None, 15.0))
+    assert p.local.in_flight("f", "n:1") == 0
+    assert router.local_in_flight("n:1") == 0
+    assert router.backoff.avoided("f", "n:1", clock.s + 0.5)  # busy: avoided a while
+    p.attempt_started("f", "n:2", clock.s)
+    p.attempt_finished(Attempt("f", "n:2", "/r/a/f", NO_ANSWER, clock.s))
+    assert not router.backoff.avoided("f", "n:2", clock.s + 0.5)  # no answer: no verdict here
+    p.attempt_started("f", "n:2", clock.s)
+    at = clock.s + 0.01
+    p.attempt_finished(Attempt("f", "n:2", "/r/a/f", 200, at, 0.002, None, 0.01, at))
+    rows = p.local.answers_per_second(at + 2)
+    assert [(r.node, r.calls) for r in rows] == [("n:2", 1)]  # only the returned answer
+
+
+def test_a_peer_that_joins_seeds_only_what_the_cluster_has_no_entry_for() -> None:
+    """A fresh peer with an old -nodes list must not bring back what the cluster deleted."""
+    clock = Clock()
+    old = peer("old", clock, seed=["a:1", "b:1"])
+    old.seed_nodes(clock())
+    clock.ms += 10
+    old.delete_node("a:1", clock())
+    new = peer("new", clock, seed=["a:1", "c:1"])
+    assert new.nodes() == []
+    new.merge_remote_state(old.local_state(False), join=True)  # a joiner's own request
+    assert not new.seeded
+    new.merge_remote_state(old.local_state(False), join=False)  # an established peer's state
+    assert new.seeded
+    assert new.nodes() == ["b:1", "c:1"]
+    assert new.take_save()
+
+
+def test_a_peers_offline_verdict_makes_this_peer_confirm_at_once() -> None:
+    clock = Clock()
+    a, b = peer("a", clock, seed=["n:1"]), peer("b", clock)
+    a.seed_nodes(clock())
+    for p in (a, b):
+        p.members_changed(["a", "b"])
+    for key, payload in a.take_broadcasts():
+        b.notify_broadcast("a", key, payload)
+    online(a, clock, "n:1")
+    online(b, clock, "n:1")
+    b.take_checks()
+    for _ in range(2):
+        a.health_checked("n:1", False, clock())
+    for key, payload in a.take_broadcasts():
+        b.notify_broadcast("a", key, payload)
+    assert Check("n:1", True) in b.take_checks()
+
+
+def test_malformed_gossip_is_counted_not_raised_and_a_bad_hold_is_refused() -> None:
+    clock = Clock()
+    p = peer("a", clock)
+    p.notify_broadcast("x", b"k", b"\xc1")
+    p.merge_remote_state(b"\x91\x01", join=False)
+    assert p.drops == {"bad_cluster_msgpack": 1, "bad_cluster_state": 1}
+    with pytest.raises(RemoteProtocolError):
+        p.hold_change(b"\x91\x01", clock())
+    assert p.drops["not_a_node_change"] == 1
+
+
+def test_a_hold_stamped_too_far_ahead_is_not_held() -> None:
+    clock = Clock()
+    writer, holder = peer("w", clock), peer("h", clock)
+    change = writer.put_node("n:1", clock.ms + 3_600_000)  # an hour ahead of the holder
+    held = holder.hold_change(change.hold, clock())
+    assert not held.held
+    assert held.refused_drift == 1
+    ok = holder.hold_change(peer("w2", clock).put_node("m:1", clock()).hold, clock())
+    assert ok.held
+    assert holder.nodes() == ["m:1"]
+
+
+def test_health_results_and_verdict_changes_are_counted_per_node_and_end_with_it() -> None:
+    clock = Clock()
+    p = peer("self", clock, gossip=False, seed=["a:1", "b:1"])
+    online(p, clock, "a:1")  # two good checks: unknown -> online
+    p.connect_failed("a:1", "refused", clock())
+    p.health_checked("a:1", False, clock())  # the second failure: online -> offline
+    p.health_checked("gone:1", True, clock())  # not in the set: not counted
+    assert p.check_results == {("a:1", "ok"): 2, ("a:1", "passive_fail"): 1, ("a:1", "fail"): 1}
+    assert p.state_changes == {("a:1", "online"): 1, ("a:1", "offline"): 1}
+    p.delete_node("a:1", clock())
+    assert p.check_results == {}
+    assert p.state_changes == {}
