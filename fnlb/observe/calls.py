@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from fnlb.observe.histogram import Histogram
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from fnlb.observe.access import AccessLog
     from fnlb.observe.tracing import CallTrace, Tracer
     from fnlb.routing.attempt import Attempt
@@ -50,6 +48,30 @@ NO_NODE_LABEL: Final = "none"
 """The `node` label of calls that no node was tried for."""
 NO_NODE, ALL_FAILED, AFTER, GONE = ERROR_REASONS
 _RETRY_INDEX: Final = {reason: i for i, reason in enumerate(RETRY_REASONS)}
+
+
+class HeaderLookup(Protocol):
+    def get(self, name: str, /) -> str | None:
+        """A request header's value by case-insensitive name; None when absent."""
+        ...
+
+
+class CallRequest(Protocol):
+    """What the observer reads of a call's request, only for traces and the access log:
+    aiohttp's `web.BaseRequest` fits, and so can a data plane's own call record."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def remote(self) -> str | None: ...
+
+    @property
+    def headers(self) -> HeaderLookup: ...
+
 
 OutcomeOf = Callable[[str, str, str, int], int]
 """(function key, path, node that answered, attempt index) -> an index into OUTCOMES."""
@@ -93,7 +115,7 @@ class CallObserver:
 
     # -- the request path --------------------------------------------------------------
 
-    def begin(self, request: web.BaseRequest, headers: list[tuple[str, str]]) -> CallTrace | None:
+    def begin(self, request: CallRequest, headers: list[tuple[str, str]]) -> CallTrace | None:
         """A call starts; its trace when tracing is on (the proxy skips the call otherwise).
 
         Appends `traceparent` (and keeps `tracestate`) in `headers`, the node's request."""
@@ -117,7 +139,7 @@ class CallObserver:
     def end(
         self,
         trace: CallTrace | None,
-        request: web.BaseRequest,
+        request: CallRequest,
         key: str,
         path: str,
         attempt: Attempt | None,
@@ -188,7 +210,7 @@ class CallObserver:
     def _log(
         self,
         trace: CallTrace | None,
-        request: web.BaseRequest,
+        request: CallRequest,
         key: str,
         node: str,
         attempt: int,

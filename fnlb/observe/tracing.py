@@ -27,7 +27,7 @@ import re
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
-    from aiohttp import web
+    from fnlb.observe.calls import CallRequest
 
 _TRACEPARENT: Final = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _HEX: Final = re.compile(r"^[0-9a-f]+$")
@@ -132,7 +132,7 @@ class Tracer:
             found = self._endpoints[node] = _endpoint(node)
         return found
 
-    def begin(self, request: web.BaseRequest, headers: list[tuple[str, str]]) -> CallTrace | None:
+    def begin(self, request: CallRequest, headers: list[tuple[str, str]]) -> CallTrace | None:
         ctx = parse_context(request.headers)
         if ctx is not None and ctx.sampled is not None:
             sampled = ctx.sampled
@@ -168,7 +168,7 @@ class CallTrace:
     def __init__(
         self,
         tracer: Tracer,
-        request: web.BaseRequest,
+        request: CallRequest,
         headers: list[tuple[str, str]],
         trace_id: str,
         parent_id: str,
