@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from fnlb.gossip import codec
 from tests.support import Backend, running_balancer, wait_for
 
 
@@ -173,6 +174,8 @@ async def test_a_cluster_peers_page_passes_promtool_with_gossip_and_ack_families
         assert gossip is not None
         await wait_for(lambda: sum(gossip.member.received.values()) > 0, within=15)
         await wait_for(lambda: sum(gossip.member.sent.values()) > 0, within=15)
+        # the probe rounds start after the join: wait for the ping the page must show
+        await wait_for(lambda: gossip.member.sent.get(codec.PING, 0) > 0, within=15)
         text = await scrape(str(group[0].mgmt_address))
     result = await asyncio.to_thread(
         subprocess.run,
