@@ -56,16 +56,17 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `bench` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._configs import haproxy_cfg, nginx_conf
+from bench._configs import haproxy_cfg, nginx_conf, nginx_proxy_conf
 from bench._procs import (
     ProcessGroup,
     Started,
     StartError,
     autogroup_nice,
-    cpu_seconds,
     free_port,
     pinned,
     set_priority,
+    tree_cpu_seconds,
+    tree_rss_kb,
     wait_http_ok,
 )
 from bench._wrk import WrkResult, lua_script, run_wrk
@@ -80,8 +81,11 @@ BACKEND = "backend alone"
 HAPROXY = "haproxy"
 HAPROXY_MT = "haproxy (default nbthread)"
 PASSTHROUGH = "aiohttp pass-through"
+NGINX_PROXY = "nginx (proxy, 1 process)"
 FNLB = "fnlb"
 FNLB_CLUSTER = "fnlb (cluster mode, 1 peer)"
+FNLB_AIOHTTP = "fnlb (-data-plane=aiohttp)"
+FNLB_WORKERS = "fnlb -workers"
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also run fnlb in cluster mode (gossip on, a cluster of one peer)",
     )
+    p.add_argument(
+        "--fnlb-aiohttp",
+        action="store_true",
+        help="also run fnlb on its aiohttp data plane (-data-plane=aiohttp), the earlier path",
+    )
+    p.add_argument(
+        "--fnlb-workers",
+        default="",
+        metavar="N,N",
+        help="also run fnlb with -workers N for each N listed (e.g. 2,4), unpinned: its "
+        "workers share every CPU with wrk and the nodes",
+    )
+    p.add_argument(
+        "--paced",
+        action="store_true",
+        help="then load each proxy at half its measured maximum rate (wrk pacing each "
+        "connection) and the backend alone at the same rate: the p99 a proxy adds",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument(
         "--nice",
@@ -226,6 +248,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             p.error(f"--{name} must be at least 1")
     if args.warmup < 0:
         p.error("--warmup must not be negative")
+    try:
+        counts = worker_counts(args)
+    except ValueError:
+        p.error("--fnlb-workers takes numbers, e.g. 2,4")
+    if any(n < 1 for n in counts):
+        p.error("--fnlb-workers: each count must be at least 1")
     return args
 
 
@@ -267,6 +295,9 @@ def rerun_command(args: argparse.Namespace) -> str:
     ]
     parts += ["--haproxy-mt"] if args.haproxy_mt else []
     parts += ["--fnlb-cluster"] if args.fnlb_cluster else []
+    parts += ["--fnlb-aiohttp"] if args.fnlb_aiohttp else []
+    parts += ["--paced"] if args.paced else []
+    parts += [f"--fnlb-workers={args.fnlb_workers}"] if args.fnlb_workers else []
     parts += ["--no-pin"] if args.no_pin else []
     parts += [f"--nice={args.nice}"] if args.nice else []
     parts += [f"--fnlb-arg={a}" for a in args.fnlb_arg]
@@ -315,6 +346,19 @@ def start_haproxy(
         raise StartError(f"haproxy rejects {cfg}: {check.stdout}{check.stderr}")
     proc = group.start(name, pinned(["haproxy", "-db", "-f", str(cfg)], cpus))
     return _ready(proc, name, port)
+
+
+def start_nginx_proxy(
+    group: ProcessGroup, node_ports: list[int], tmp: Path, cpus: list[int] | None
+) -> Target:
+    port = free_port()
+    conf = tmp / "nginx-proxy.conf"
+    conf.write_text(nginx_proxy_conf(port, node_ports, tmp))
+    for sub in ("nginx-proxy-body", "nginx-proxy-temp"):
+        (tmp / sub).mkdir(exist_ok=True)
+    cmd = ["nginx", "-e", str(tmp / "nginx-proxy-error.log"), "-p", str(tmp), "-c", str(conf)]
+    proc = group.start(NGINX_PROXY, pinned(cmd, cpus))
+    return _ready(proc, NGINX_PROXY, port)
 
 
 def start_passthrough(group: ProcessGroup, node_ports: list[int], cpus: list[int] | None) -> Target:
@@ -532,12 +576,31 @@ def _run(args: argparse.Namespace, say: Callable[[str], None], plan: CpuPlan) ->
         script.write_text(lua_script(args.keys, APP))
         try:
             measure(targets, args, script, plan, say)
+            paced = paced_latency(targets, args, tmp, plan, say) if args.paced else []
+            paced += memory_lines(targets)
         except StartError as e:
             say(f"stopped: {e}")
             return 2
+        for line in paced:
+            say(line)
     say(f"load average at end: {_loadavg()}")
     code = report(targets, args, say)
     return code if all_fnlb else 2
+
+
+def worker_counts(args: argparse.Namespace) -> list[int]:
+    return [int(n) for n in str(args.fnlb_workers).split(",") if n.strip()]
+
+
+def memory_lines(targets: list[Target]) -> list[str]:
+    """Resident memory of each fnlb row's processes (primary first, then its workers)."""
+    lines = []
+    for t in targets:
+        if t.name.startswith(FNLB) and t.proc.popen.poll() is None:
+            sizes = tree_rss_kb(t.proc.popen.pid)
+            mb = ", ".join(f"{kb / 1024:.0f}" for kb in sizes)
+            lines.append(f"memory (RSS MB, primary first): {t.name}: {mb}")
+    return lines
 
 
 def start_targets(
@@ -562,6 +625,8 @@ def start_targets(
             targets.append(start_haproxy(group, HAPROXY_MT, node_ports, tmp, plan.proxy, None))
     else:
         say("haproxy is not installed: its row is skipped (Debian: apt-get install haproxy)")
+    if backend == "nginx":
+        targets.append(start_nginx_proxy(group, node_ports, tmp, plan.proxy))
     targets.append(start_passthrough(group, node_ports, plan.proxy))
     if args.only_fnlb:
         targets = []
@@ -573,13 +638,16 @@ def start_targets(
             f"-state-dir={tmp / 'fnlb-state'}",
         ]
         fnlb_rows.append((FNLB_CLUSTER, cluster_args, REPO_ROOT))
+    if args.fnlb_aiohttp:
+        fnlb_rows.append((FNLB_AIOHTTP, ["-data-plane=aiohttp"], REPO_ROOT))
+    for n in worker_counts(args):
+        fnlb_rows.append((f"{FNLB_WORKERS} {n}", [f"-workers={n}"], REPO_ROOT))
     fnlb_rows += [(v.name, v.args, v.root) for v in args.variants]
     all_started = True
     for name, extra, root in fnlb_rows:
+        cpus = None if name.startswith(FNLB_WORKERS) else plan.proxy
         try:
-            targets.append(
-                start_fnlb(group, node_ports, plan.proxy, extra + args.fnlb_arg, name, root)
-            )
+            targets.append(start_fnlb(group, node_ports, cpus, extra + args.fnlb_arg, name, root))
         except StartError as e:
             say(f"{name} did not start, its row is missing: {e}")
             all_started = False
@@ -598,7 +666,7 @@ def measure(
     """Warm each target up, then load them in interleaved rounds, appending to `runs`."""
 
     def load(t: Target, seconds: int) -> Run:
-        cpu_before = cpu_seconds(t.proc.popen.pid)
+        cpu_before = tree_cpu_seconds(t.proc.popen.pid)
         result = run_wrk(
             t.url,
             script,
@@ -609,7 +677,7 @@ def measure(
         )
         if t.proc.popen.poll() is not None:
             raise StartError(f"{t.name} exited during its run:\n{t.proc.log_tail()}")
-        return Run(result, cpu_seconds(t.proc.popen.pid) - cpu_before)
+        return Run(result, tree_cpu_seconds(t.proc.popen.pid) - cpu_before)
 
     if args.warmup:
         for t in targets:
@@ -629,6 +697,71 @@ def measure(
             )
 
 
+def paced_latency(
+    targets: list[Target],
+    args: argparse.Namespace,
+    tmp: Path,
+    plan: CpuPlan,
+    say: Callable[[str], None],
+) -> list[str]:
+    """Latency at half of each proxy's measured maximum rate, against the backend alone paced
+    to the same rate right after it: what the proxy adds when it is not saturated."""
+    backend = targets[0]
+    lines = [
+        "",
+        "| config | paced to calls/s | achieved | p50 ms | p99 ms | backend alone p99 ms | "
+        "p99 added ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in targets[1:]:
+        if not t.runs or t.name == PASSTHROUGH:
+            continue
+        rate = t.median_rps() / 2
+        # wrk waits `delay` after each answer, so a connection's cycle is the wait plus the
+        # answer's own time: one short calibration run measures the latter and shortens the
+        # wait by it (whole milliseconds: wrk's timer resolution).
+        period_ms = args.connections * 1000 / rate
+        delay = max(1, round(period_ms))
+        probe = run_wrk(
+            t.url,
+            _paced_script(tmp, args.keys, delay),
+            duration=min(2, args.duration),
+            connections=args.connections,
+            threads=args.threads,
+            cpus=plan.load,
+        )
+        if probe.rps > 0:
+            delay = max(1, round(period_ms - (args.connections * 1000 / probe.rps - delay)))
+        script = _paced_script(tmp, args.keys, delay)
+
+        def paced(url: str, script: Path = script) -> WrkResult:
+            return run_wrk(
+                url,
+                script,
+                duration=args.duration,
+                connections=args.connections,
+                threads=args.threads,
+                cpus=plan.load,
+            )
+
+        own, alone = paced(t.url), paced(backend.url)
+        say(
+            f"  paced {t.name:<32} {own.rps:>9,.0f} req/s  p99 {own.p99_ms:6.2f} ms "
+            f"(backend alone {alone.p99_ms:6.2f} ms)"
+        )
+        lines.append(
+            f"| {t.name} | {rate:,.0f} | {own.rps:,.0f} | {own.p50_ms:.2f} | {own.p99_ms:.2f} "
+            f"| {alone.p99_ms:.2f} | {own.p99_ms - alone.p99_ms:+.2f} |"
+        )
+    return lines
+
+
+def _paced_script(tmp: Path, keys: int, delay_ms: int) -> Path:
+    script = tmp / f"paced-{delay_ms}.lua"
+    script.write_text(lua_script(keys, APP, delay_ms))
+    return script
+
+
 def report(targets: list[Target], args: argparse.Namespace, say: Callable[[str], None]) -> int:
     """Print the table, the verdict and the rerun command; 1 if --check and below target."""
     say("")
@@ -637,7 +770,7 @@ def report(targets: list[Target], args: argparse.Namespace, say: Callable[[str],
     starved = [
         t.name
         for t in targets
-        if t.name in (PASSTHROUGH, FNLB, FNLB_CLUSTER)
+        if t.name in (PASSTHROUGH, FNLB, FNLB_CLUSTER, FNLB_AIOHTTP, NGINX_PROXY)
         and t.runs
         and t.median(lambda r: r.cpu_share) < 0.85
     ]

@@ -147,6 +147,17 @@ class Settings:
         "wait-based walk)",
         metavar="POLICY",
     )
+    data_plane: str = _opt(
+        "fast",
+        "what carries calls: fast (asyncio protocols and httptools, ~4x less CPU per call; "
+        "docs/proxy.md) or aiohttp (aiohttp's server and client, the earlier path)",
+        metavar="PLANE",
+    )
+    workers: int = _opt(
+        1,
+        "processes serving calls from the traffic port they share (0: one per CPU fnlb may "
+        "use); gossip, health checks and the management API stay in one (docs/proxy.md)",
+    )
     state_dir: str = _opt(
         "",
         "directory where a peer keeps the node list across restarts (fsync'd before a change "
@@ -209,6 +220,7 @@ _CHOICES: Mapping[str, tuple[str, ...]] = {
     "log_format": ("text", "json"),
     "gossip_profile": ("default", "lan", "local"),
     "routing": ("rendezvous", "classic", "hotset"),
+    "data_plane": ("fast", "aiohttp"),
 }
 
 
@@ -324,6 +336,17 @@ def validate(s: Settings) -> None:
         raise ConfigError("-shutdown-timeout: must not be negative")
     if s.write_acks < 0:
         raise ConfigError("-write-acks: must not be negative")
+    if s.workers < 0:
+        raise ConfigError("-workers: must not be negative (0: one per CPU)")
+    if s.workers != 1 and s.data_plane != "fast":
+        raise ConfigError("-workers: needs -data-plane=fast")
+    if s.workers != 1 and s.tls_cert:
+        # A worker would need the certificate, its SIGHUP reload, and a TLS session could
+        # not be handed to the primary's API on a shared port: one process serves TLS.
+        raise ConfigError(
+            "-workers with -tls-cert: TLS on the traffic listener is served by one process "
+            "(the fast plane, or -data-plane=aiohttp); drop -workers or the TLS flags"
+        )
     if s.connect_timeout <= 0:
         raise ConfigError("-connect-timeout: must be greater than 0")
     if not 0.0 <= s.trace_sample_rate <= 1.0:

@@ -52,7 +52,9 @@ from fnlb.observe.prom import ObservedCollector
 from fnlb.observe.tracing import Tracer
 from fnlb.observe.zipkin import ZipkinExporter
 from fnlb.peer.core import LONE_NAME, Peer
+from fnlb.proxy.fast_server import FastProxy, hand_to_protocol
 from fnlb.proxy.handler import Proxy, UpstreamRequest, expect_handled_by_proxy
+from fnlb.proxy.workers import WorkerPool, cpus_available
 from fnlb.routing.policies import make_policy
 from fnlb.shell.cluster import ClusterService, Restored, now_ms, peer_name, restore
 from fnlb.shell.health_checks import HealthChecker
@@ -143,6 +145,11 @@ class Balancer:
         self.health: HealthChecker | None = None
         self.pump: Pump | None = None
         self.proxy: Proxy | None = None
+        self.fast: FastProxy | None = None
+        """The fast data plane (-data-plane=fast): carries calls in place of `proxy`."""
+        self._fast_servers: list[asyncio.AbstractServer] = []
+        self.workers: WorkerPool | None = None
+        """With -workers N > 1: the processes that serve calls (this one serves none)."""
         self.listen_address: BoundAddress | None = None
         self.mgmt_address: BoundAddress | None = None
         # Cluster mode (gossip): only with --join or --gossip-listen.
@@ -211,6 +218,9 @@ class Balancer:
             "GET", "/metrics", metrics_handler(self.peer, self.cluster, [observed])
         )
         DashApi(self.observer, self.peer, self.cluster).add_routes(mgmt)
+        api_paths = frozenset(
+            r.canonical.encode() for r in mgmt.router.resources() if "{" not in r.canonical
+        )
         if traffic_sock is None:
             # The proxy answers `Expect` itself (it has no router in front on its own port).
             mgmt.router.add_route(
@@ -218,8 +228,43 @@ class Balancer:
             )
         else:
             mgmt.router.add_route("*", "/{tail:.*}", unknown_command)
-            await self._serve_calls(self.proxy.handle, traffic_sock, self.security.traffic_ssl)
-        await self._serve(mgmt, mgmt_sock, self.security.mgmt_ssl)
+        count = s.workers or cpus_available()
+        if count > 1:
+            # Shared port: the workers hand API connections to this process's aiohttp.
+            # (Never with TLS on the traffic listener: fnlb.config refuses -workers then.)
+            server = (await self._runner(mgmt)).server if traffic_sock is None else None
+            if traffic_sock is not None:
+                await self._serve(mgmt, mgmt_sock, self.security.mgmt_ssl)
+            self.workers = WorkerPool(
+                count,
+                mgmt_sock if traffic_sock is None else traffic_sock,
+                peer=self.peer,
+                options={
+                    "routing": s.routing,
+                    "connect_timeout": s.connect_timeout,
+                    "shutdown_timeout": s.shutdown_timeout,
+                    "log_level": s.log_level,
+                    "api_paths": sorted(p.decode() for p in api_paths),
+                },
+                api_server=server,
+            )
+            await self.workers.start()
+        elif s.data_plane == "fast":
+            if traffic_sock is None:
+                # Shared port: the fast plane reads every connection first and hands one
+                # whose request is for the API to aiohttp's server (which then keeps it, and
+                # proxies any call that follows on it by the aiohttp path). With TLS the
+                # hand-over passes the TLS transport itself: aiohttp reads decrypted bytes.
+                server = (await self._runner(mgmt)).server
+                assert server is not None
+                await self._serve_fast(mgmt_sock, self.security.mgmt_ssl, server, api_paths)
+            else:
+                await self._serve_fast(traffic_sock, self.security.traffic_ssl)
+                await self._serve(mgmt, mgmt_sock, self.security.mgmt_ssl)
+        else:
+            if traffic_sock is not None:
+                await self._serve_calls(self.proxy.handle, traffic_sock, self.security.traffic_ssl)
+            await self._serve(mgmt, mgmt_sock, self.security.mgmt_ssl)
         await self.discovery.start(self.peer)  # e.g. the Kubernetes pod watch
         self.health.start()
         self.pump.start()
@@ -233,9 +278,37 @@ class Balancer:
             extra={"listen": str(self.listen_address), "mgmt": str(self.mgmt_address)},
         )
 
+    async def _serve_fast(
+        self,
+        sock: socket.socket,
+        tls: ssl.SSLContext | None,
+        management: web.Server | None = None,
+        api_paths: frozenset[bytes] = frozenset(),
+    ) -> None:
+        """Calls on `sock` through the fast data plane (fnlb.proxy.fast_server).
+
+        `tls`: the listener's context (fnlb.tls: its SNI hook picks the newest certificate,
+        so a SIGHUP reload reaches this listener as it reaches aiohttp's)."""
+        self.fast = FastProxy(
+            self.peer,
+            connect_timeout=self.settings.connect_timeout,
+            management=hand_to_protocol(management) if management is not None else None,
+            management_paths=api_paths,
+            observer=self.observer,
+        )
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(self.fast.protocol, sock=sock, backlog=1024, ssl=tls)
+        self.fast.start()
+        self._fast_servers.append(server)
+
     async def _serve(
         self, app: web.Application, sock: socket.socket, tls: ssl.SSLContext | None
     ) -> None:
+        runner = await self._runner(app)
+        await web.SockSite(runner, sock, ssl_context=tls).start()
+
+    async def _runner(self, app: web.Application) -> web.AppRunner:
+        """aiohttp's runner for `app`, set up (not yet on a socket)."""
         timeout = self.settings.shutdown_timeout or _NO_LIMIT_S
         runner = web.AppRunner(
             app,
@@ -247,7 +320,7 @@ class Balancer:
         )
         await runner.setup()
         self._runners.append(runner)
-        await web.SockSite(runner, sock, ssl_context=tls).start()
+        return runner
 
     async def _serve_calls(
         self,
@@ -298,7 +371,15 @@ class Balancer:
             await self.pump.stop()
         if self.cluster is not None:
             await self.cluster.stop()  # leave the cluster first, so peers stop counting on us
-        await asyncio.gather(*(r.cleanup() for r in self._runners))
+        for server in self._fast_servers:
+            server.close()
+        if self.workers is not None:
+            await self.workers.stop(self.settings.shutdown_timeout or None)
+        drains = [r.cleanup() for r in self._runners]
+        if self.fast is not None:
+            drains.append(self.fast.drain(self.settings.shutdown_timeout or None))
+        await asyncio.gather(*drains)
+        self._fast_servers.clear()
         self._runners.clear()
         await self.discovery.stop()  # after the drain, which may still PUT to a -db file
         if self.health is not None:

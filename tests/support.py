@@ -90,6 +90,11 @@ class Backend:
             self._runner = None
 
 
+BALANCER_DEFAULTS: dict[str, Any] = {}
+"""Settings every `running_balancer` starts from (tests/proxy runs its tests on both data planes
+by setting `data_plane` here)."""
+
+
 @contextlib.asynccontextmanager
 async def running_balancer(**overrides: Any) -> AsyncIterator[Balancer]:
     """An fnlb on loopback ports chosen by the OS (traffic and management separate)."""
@@ -99,6 +104,7 @@ async def running_balancer(**overrides: Any) -> AsyncIterator[Balancer]:
         "hc_interval": 0.2,
         "hc_timeout": 1.0,
     }
+    values.update(BALANCER_DEFAULTS)
     values.update(overrides)
     balancer = Balancer(Settings(**values))
     await balancer.start()

@@ -115,10 +115,14 @@ class CallObserver:
 
     # -- the request path --------------------------------------------------------------
 
-    def begin(self, request: CallRequest, headers: list[tuple[str, str]]) -> CallTrace | None:
+    def begin(
+        self, request: CallRequest, headers: list[tuple[str, str]] | None
+    ) -> CallTrace | None:
         """A call starts; its trace when tracing is on (the proxy skips the call otherwise).
 
-        Appends `traceparent` (and keeps `tracestate`) in `headers`, the node's request."""
+        Appends `traceparent` (and keeps `tracestate`) in `headers`, the node's request; with
+        None, the data plane adds `CallTrace.propagation()` to each attempt's request itself
+        (fnlb.observe.tracing.Tracer.begin)."""
         tracer = self.tracer
         return None if tracer is None else tracer.begin(request, headers)
 

@@ -33,7 +33,7 @@ _TRACEPARENT: Final = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-
 _HEX: Final = re.compile(r"^[0-9a-f]+$")
 _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
-_CONTEXT_HEADERS: Final = frozenset(
+CONTEXT_HEADERS: Final = frozenset(
     {"traceparent", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled"}
 )
 
@@ -132,7 +132,12 @@ class Tracer:
             found = self._endpoints[node] = _endpoint(node)
         return found
 
-    def begin(self, request: CallRequest, headers: list[tuple[str, str]]) -> CallTrace | None:
+    def begin(
+        self, request: CallRequest, headers: list[tuple[str, str]] | None
+    ) -> CallTrace | None:
+        """A call's trace if it is sampled. `headers`: the node request's headers, whose
+        context headers give way to ours; None for a data plane that writes its node requests
+        as bytes: it leaves out CONTEXT_HEADERS itself and adds `propagation()` per attempt."""
         ctx = parse_context(request.headers)
         if ctx is not None and ctx.sampled is not None:
             sampled = ctx.sampled
@@ -143,8 +148,8 @@ class Tracer:
         trace_id = ctx.trace_id if ctx is not None and ctx.trace_id else self.new_id(128)
         parent = ctx.parent_id if ctx is not None and ctx.trace_id else ""
         b3 = ctx is not None and ctx.b3
-        # the caller's context headers give way to ours (set per attempt)
-        headers[:] = [(k, v) for k, v in headers if k.lower() not in _CONTEXT_HEADERS]
+        if headers is not None:  # the caller's context headers give way to ours (per attempt)
+            headers[:] = [(k, v) for k, v in headers if k.lower() not in CONTEXT_HEADERS]
         return CallTrace(self, request, headers, trace_id, parent, b3)
 
 
@@ -169,7 +174,7 @@ class CallTrace:
         self,
         tracer: Tracer,
         request: CallRequest,
-        headers: list[tuple[str, str]],
+        headers: list[tuple[str, str]] | None,
         trace_id: str,
         parent_id: str,
         b3: bool,
@@ -184,18 +189,34 @@ class CallTrace:
         self.attempt_node = ""
         self._headers = headers
         self._b3 = b3
-        self._slot = len(headers)
-        headers.append(("traceparent", ""))
-        if b3:
-            headers.append(("b3", ""))
+        self._slot = -1
+        if headers is not None:
+            self._slot = len(headers)
+            headers.append(("traceparent", ""))
+            if b3:
+                headers.append(("b3", ""))
 
     def attempt_started(self, node: str, now: float) -> None:
         """An attempt on `node` is about to be sent: name its span in the node's headers."""
         self.attempt_id = aid = self.tracer.new_id()
         self.attempt_node = node
-        self._headers[self._slot] = ("traceparent", f"00-{self.trace_id}-{aid}-01")
+        headers = self._headers
+        if headers is not None:
+            headers[self._slot] = ("traceparent", f"00-{self.trace_id}-{aid}-01")
+            if self._b3:
+                headers[self._slot + 1] = ("b3", f"{self.trace_id}-{aid}-1-{self.span_id}")
+
+    def propagation(self) -> bytes:
+        """The context header lines naming the current attempt, for a node request written
+        as bytes (`begin` with no header list): what the header list gets otherwise."""
+        line = b"traceparent: 00-%s-%s-01\r\n" % (self.trace_id.encode(), self.attempt_id.encode())
         if self._b3:
-            self._headers[self._slot + 1] = ("b3", f"{self.trace_id}-{aid}-1-{self.span_id}")
+            line += b"b3: %s-%s-1-%s\r\n" % (
+                self.trace_id.encode(),
+                self.attempt_id.encode(),
+                self.span_id.encode(),
+            )
+        return line
 
     def attempt_ended(
         self, node: str, status: int, result: str, started: float, ended: float

@@ -1,4 +1,7 @@
-"""The data plane: one aiohttp handler that forwards a call to the node routing chose.
+"""The aiohttp data plane (-data-plane=aiohttp): one handler that forwards a call to the node
+routing chose. The default plane (fnlb.proxy.fast_server) behaves as this one does; this is
+its reference, and it still carries calls that follow an API request on a shared-port
+connection.
 
 Per call: function key -> the Peer's candidates over its current view -> first node that
 takes the call -> response streamed back. Each attempt is told to the Peer when it starts

@@ -14,9 +14,19 @@ import pytest
 from cryptography import x509
 
 from fnlb.server import Balancer
+from tests import support
 from tests.support import Backend, running_balancer
 from tests.support_proc import FnlbProcess
 from tests.support_tls import Issued, TestCa
+
+
+@pytest.fixture(params=["fast", "aiohttp"])
+def data_plane(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """TLS on the traffic listener, on each data plane (the fast one: asyncio's TLS
+    transport under the same protocols, the context's SNI hook picking reloaded files)."""
+    plane: str = request.param
+    monkeypatch.setitem(support.BALANCER_DEFAULTS, "data_plane", plane)
+    return plane
 
 
 def client_tls(ca: TestCa, client: Issued | None = None) -> ssl.SSLContext:
@@ -45,7 +55,9 @@ def live_files(tmp_path: Path, issued: Issued) -> tuple[str, str]:
     return str(cert), str(key)
 
 
-async def test_calls_over_tls_and_management_over_mutual_tls(tmp_path: Path) -> None:
+async def test_calls_over_tls_and_management_over_mutual_tls(
+    tmp_path: Path, data_plane: str
+) -> None:
     ca = TestCa(tmp_path)
     server, operator = ca.issue("server"), ca.issue("operator", server=False)
     stranger = TestCa(tmp_path, "other CA").issue("stranger", server=False)
@@ -60,6 +72,7 @@ async def test_calls_over_tls_and_management_over_mutual_tls(tmp_path: Path) -> 
             mgmt_tls_key=str(server.key),
             mgmt_tls_client_ca=str(ca.cert),
         ) as lb:
+            assert (lb.fast is not None) == (data_plane == "fast")
             calls = f"https://{lb.listen_address}/r/app/fn"
             mgmt = f"https://{lb.mgmt_address}/1/lb/nodes"
             async with aiohttp.ClientSession() as s:
@@ -80,27 +93,42 @@ async def test_calls_over_tls_and_management_over_mutual_tls(tmp_path: Path) -> 
         await backend.stop()
 
 
-async def test_one_shared_port_serves_calls_and_the_api_over_tls(tmp_path: Path) -> None:
+async def test_one_shared_port_serves_calls_and_the_api_over_tls(
+    tmp_path: Path, data_plane: str
+) -> None:
     from tests.support_proc import free_port
 
     ca = TestCa(tmp_path)
     server = ca.issue("server")
     port = free_port()
     shared = f"127.0.0.1:{port}"
-    async with running_balancer(
-        listen=shared, mgmt_listen=shared, tls_cert=str(server.cert), tls_key=str(server.key)
-    ) as lb:
-        assert lb.listen_address == lb.mgmt_address
-        async with (
-            aiohttp.ClientSession() as s,
-            s.get(f"https://{shared}/1/lb/nodes", ssl=client_tls(ca)) as r,
-        ):
-            assert r.status == 200
-            assert await r.json() == {"nodes": {}}
+    backend = Backend("n1")
+    await backend.start()
+    try:
+        async with running_balancer(
+            listen=shared,
+            mgmt_listen=shared,
+            nodes=backend.address,
+            tls_cert=str(server.cert),
+            tls_key=str(server.key),
+        ) as lb:
+            assert lb.listen_address == lb.mgmt_address
+            assert (lb.fast is not None) == (data_plane == "fast")
+            async with aiohttp.ClientSession() as s:
+                # On the fast plane an API request is handed, TLS transport and all, to
+                # aiohttp's server, which keeps the connection (and proxies what follows).
+                async with s.get(f"https://{shared}/1/lb/nodes", ssl=client_tls(ca)) as r:
+                    assert r.status == 200
+                    assert backend.address in (await r.json())["nodes"]
+                async with s.get(f"https://{shared}/r/app/fn", ssl=client_tls(ca)) as r:
+                    assert r.status == 200
+                    assert (await r.json())["node"] == "n1"
+    finally:
+        await backend.stop()
 
 
 async def test_reload_serves_new_certificates_and_keeps_the_old_on_bad_files(
-    tmp_path: Path,
+    tmp_path: Path, data_plane: str
 ) -> None:
     ca = TestCa(tmp_path)
     first, second = ca.issue("first"), ca.issue("second")

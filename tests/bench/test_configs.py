@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench._configs import haproxy_cfg, nginx_conf
+from bench._configs import haproxy_cfg, nginx_conf, nginx_proxy_conf
 
 
 def test_haproxy_hashes_the_uri_consistently_with_keepalive() -> None:
@@ -48,6 +48,31 @@ def test_nginx_accepts_the_config(tmp_path: Path) -> None:
     path = tmp_path / "nginx.conf"
     path.write_text(nginx_conf([8001, 8002], tmp_path))
     (tmp_path / "nginx-body").mkdir()
+    done = subprocess.run(
+        [
+            "nginx",
+            "-t",
+            "-q",
+            "-e",
+            str(tmp_path / "err.log"),
+            "-p",
+            str(tmp_path),
+            "-c",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")
+def test_nginx_accepts_the_proxy_config(tmp_path: Path) -> None:
+    path = tmp_path / "nginx-proxy.conf"
+    path.write_text(nginx_proxy_conf(8000, [8001, 8002], tmp_path))
+    for sub in ("nginx-proxy-body", "nginx-proxy-temp"):
+        (tmp_path / sub).mkdir()
     done = subprocess.run(
         [
             "nginx",

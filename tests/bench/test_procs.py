@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from bench._procs import parse_autogroup
+from bench._procs import children, parse_autogroup, tree_cpu_seconds, tree_rss_kb
 
 
 @pytest.mark.parametrize(
@@ -20,3 +24,14 @@ from bench._procs import parse_autogroup
 )
 def test_autogroup_line_parses_or_says_none(text: str, nice: int | None) -> None:
     assert parse_autogroup(text) == nice
+
+
+def test_tree_figures_include_the_children() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert child.pid in children(os.getpid())
+        assert len(tree_rss_kb(os.getpid())) >= 2
+        assert tree_cpu_seconds(os.getpid()) > 0
+    finally:
+        child.kill()
+        child.wait()

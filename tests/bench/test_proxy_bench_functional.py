@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+from bench.proxy import parse_args, rerun_command, worker_counts
 from tests.bench.support import run_bench
 
 pytestmark = [
@@ -32,6 +33,16 @@ def test_quick_run_prints_a_row_for_every_configuration() -> None:
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     names = [row.split("|")[1].strip() for row in rows[1:]]
     assert names[0].startswith("backend alone")
-    assert names[1:] == ["haproxy", "aiohttp pass-through", "fnlb"]
+    nginx = ["nginx (proxy, 1 process)"] if shutil.which("nginx") else []  # the nodes too
+    assert names[1:] == ["haproxy", *nginx, "aiohttp pass-through", "fnlb"]
     assert "fnlb / aiohttp pass-through = " in done.stdout
     assert "rerun: python -m bench.proxy --duration=1" in done.stdout
+
+
+def test_worker_counts_are_checked_and_repeated_in_the_rerun_command() -> None:
+    args = parse_args(["--fnlb-workers=2,4"])
+    assert worker_counts(args) == [2, 4]
+    assert "--fnlb-workers=2,4" in rerun_command(args)
+    for bad in ("2,x", "0"):
+        with pytest.raises(SystemExit):
+            parse_args([f"--fnlb-workers={bad}"])

@@ -42,6 +42,12 @@ def test_script_cycles_through_every_function_path() -> None:
     assert "latency:percentile(99)" in script
 
 
+def test_a_paced_script_waits_after_each_answer() -> None:
+    assert "delay" not in lua_script(5)
+    assert "delay = function()\n  return 7\nend" in lua_script(5, delay_ms=7)
+    assert "return 1\n" in lua_script(5, delay_ms=0)  # wrk's timer: at least 1 ms
+
+
 def test_script_needs_at_least_one_key() -> None:
     with pytest.raises(ValueError, match="keys"):
         lua_script(0)

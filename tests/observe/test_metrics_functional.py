@@ -118,6 +118,59 @@ async def test_fnlb_own_errors_are_counted() -> None:
     assert sample(text, "fnlb_node_state_changes_total", node="127.0.0.1:1", state="offline") == 1
 
 
+async def test_a_connection_that_dies_before_an_answer_is_a_disconnect_retry() -> None:
+    broken, good = Backend("broken", hang_up), Backend("good")
+    await broken.start()
+    await good.start()
+    try:
+        async with (
+            running_balancer(nodes=f"{broken.address},{good.address}", routing="rendezvous") as lb,
+            aiohttp.ClientSession() as client,
+        ):
+            await wait_for(lambda: list(lb.peer.view.states.values()) == ["online"] * 2)
+            for i in range(20):  # GET may be resent: the functions homed on `broken` move on
+                async with client.get(f"http://{lb.listen_address}/r/app/fn{i}") as r:
+                    assert r.status == 200
+                if broken.seen:
+                    break
+            text = await scrape(str(lb.mgmt_address))
+    finally:
+        await broken.stop()
+        await good.stop()
+    # one call reached `broken` (aiohttp's own client may have sent it there twice, on a
+    # reused connection and a new one) and moved on once
+    assert {seen.path_qs for seen in broken.seen} == {broken.seen[0].path_qs}
+    assert sample(text, "fnlb_retries_total", node=broken.address, reason="disconnect") == 1
+    assert sample(text, "fnlb_calls_total", node=good.address, code="2xx", routing="retry") == 1
+
+
+async def test_a_client_that_goes_away_is_counted_as_gone() -> None:
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await release.wait()
+        return web.json_response({})
+
+    node = Backend("slow", slow)
+    await node.start()
+    try:
+        async with running_balancer(nodes=node.address) as lb:
+            await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
+            url = f"http://{lb.listen_address}/r/app/fn"
+            timeout = aiohttp.ClientTimeout(total=0.3)
+            with pytest.raises(TimeoutError):
+                async with aiohttp.ClientSession(timeout=timeout) as client, client.get(url):
+                    pass  # the client gives up while the node still runs the call
+            await wait_for(lambda: lb.observer.errors["client_gone"] == 1)
+            text = await scrape(str(lb.mgmt_address))
+            release.set()
+    finally:
+        release.set()
+        await node.stop()
+    assert sample(text, "fnlb_call_errors_total", reason="client_gone") == 1
+    assert sample(text, "fnlb_calls_total", node=node.address, code="4xx", routing="home") == 1
+
+
 async def test_calls_off_keeps_the_counters_at_zero() -> None:
     backend = Backend("n")
     await backend.start()
