@@ -45,7 +45,7 @@ from fnlb.config import Settings, node_list, parse_listen
 from fnlb.discovery.source import node_source
 from fnlb.gossip.runtime import GossipRuntime
 from fnlb.observe.access import AccessLog
-from fnlb.observe.calls import CallObserver
+from fnlb.observe.calls import CallObserver, CallTotals
 from fnlb.observe.dash import DashApi
 from fnlb.observe.outcome import outcome_for
 from fnlb.observe.prom import ObservedCollector
@@ -165,6 +165,8 @@ class Balancer:
             if self.zipkin is None
             else Tracer(self.zipkin, sample_rate=settings.trace_sample_rate),
         )
+        self.calls = CallTotals(self.observer)
+        """What /metrics and the dashboard read: this process's calls and its workers'."""
 
     async def start(self) -> None:
         s = self.settings
@@ -213,11 +215,11 @@ class Balancer:
         ProbesApi(self.readiness_problems).add_routes(mgmt)  # #13: /healthz, /readyz
         GossipApi(self.gossip).add_routes(mgmt)
         ClusterApi(self.peer, self.cluster).add_routes(mgmt)
-        observed = ObservedCollector(self.observer, self.peer, self.cluster, self.zipkin, s.routing)
+        observed = ObservedCollector(self.calls, self.peer, self.cluster, self.zipkin, s.routing)
         mgmt.router.add_route(
             "GET", "/metrics", metrics_handler(self.peer, self.cluster, [observed])
         )
-        DashApi(self.observer, self.peer, self.cluster).add_routes(mgmt)
+        DashApi(self.calls, self.peer, self.cluster).add_routes(mgmt)
         api_paths = frozenset(
             r.canonical.encode() for r in mgmt.router.resources() if "{" not in r.canonical
         )
@@ -245,8 +247,15 @@ class Balancer:
                     "shutdown_timeout": s.shutdown_timeout,
                     "log_level": s.log_level,
                     "api_paths": sorted(p.decode() for p in api_paths),
+                    # fnlb.observe in each worker (fnlb.proxy.worker)
+                    "log_format": s.log_format,
+                    "access_log": s.access_log,
+                    "call_metrics": s.call_metrics,
+                    "zipkin": s.zipkin,
+                    "trace_sample_rate": s.trace_sample_rate,
                 },
                 api_server=server,
+                calls=self.calls,
             )
             await self.workers.start()
         elif s.data_plane == "fast":

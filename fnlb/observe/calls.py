@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from fnlb.observe.histogram import Histogram
 
@@ -205,6 +205,46 @@ class CallObserver:
         """Drop a node's counters (it left the list): its series end, memory stays bounded."""
         self.nodes.pop(node, None)
 
+    def snapshot(self) -> list[Any]:
+        """Every figure as plain lists and dicts, as a worker process reports them to its
+        primary (fnlb.proxy.worker_link): `[{node: [calls, duration counts, duration sum,
+        first-byte counts, first-byte sum, wait counts, wait sum, retries]}, errors]`."""
+        nodes = {
+            node: [
+                list(rec.calls),
+                list(rec.duration.counts),
+                rec.duration.sum,
+                list(rec.first_byte.counts),
+                rec.first_byte.sum,
+                list(rec.wait.counts),
+                rec.wait.sum,
+                list(rec.retries),
+            ]
+            for node, rec in self.nodes.items()
+        }
+        return [nodes, dict(self.errors)]
+
+    def add(self, snapshot: list[Any]) -> None:
+        """Add another observer's `snapshot` to these figures (ValueError when malformed)."""
+        try:
+            nodes, errors = snapshot
+            for node, (calls, d, d_sum, f, f_sum, w, w_sum, retries) in nodes.items():
+                rec = self.nodes.get(node) or self._new_node(node)
+                _add_counts(rec.calls, calls)
+                for hist, counts, total in (
+                    (rec.duration, d, d_sum),
+                    (rec.first_byte, f, f_sum),
+                    (rec.wait, w, w_sum),
+                ):
+                    _add_counts(hist.counts, counts)
+                    hist.sum += float(total)
+                _add_counts(rec.retries, retries)
+            for reason, n in errors.items():
+                if reason in self.errors:
+                    self.errors[reason] += int(n)
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"not a call snapshot: {e}") from None
+
     def retain(self, known: Collection[str]) -> None:
         """Drop the counters of nodes not in `known` (scrape time): a call that was in flight
         to a node when it was deleted ends after `forget` and makes its record anew."""
@@ -243,6 +283,50 @@ class CallObserver:
                 "remote": request.remote,
             },
         )
+
+
+def _add_counts(into: list[int], counts: list[Any]) -> None:
+    if len(counts) != len(into):
+        raise ValueError("counts of another shape")
+    for i, n in enumerate(counts):
+        into[i] += int(n)
+
+
+class CallTotals:
+    """What /metrics and the dashboard read: this process's observer, plus the figures the
+    processes serving calls with it (`-workers N`, fnlb.proxy.workers) last reported. A
+    worker that exits leaves its last figures behind, so no counter ever goes down."""
+
+    def __init__(self, own: CallObserver) -> None:
+        self.own = own
+        self.reported: dict[int, list[Any]] = {}
+        """Each live worker's last snapshot (`CallObserver.snapshot`), by worker index."""
+        self._retired = CallObserver(own._outcome_of)
+
+    def report(self, source: int, snapshot: list[Any]) -> None:
+        """Worker `source`'s figures now (ValueError, and kept out, when malformed)."""
+        CallObserver(self.own._outcome_of).add(snapshot)  # checks its shape, once a second
+        self.reported[source] = snapshot
+
+    def retire(self, source: int) -> None:
+        """Worker `source` exited: its last figures stay (a new one starts from zero)."""
+        snapshot = self.reported.pop(source, None)
+        if snapshot is not None:
+            self._retired.add(snapshot)
+
+    def merged(self, known: Collection[str]) -> CallObserver:
+        """The figures of every process, for nodes in `known` (and calls no node took);
+        the observer itself when it serves every call."""
+        own = self.own
+        own.retain(known)
+        if not self.reported and not self._retired.nodes:
+            return own
+        self._retired.retain(known)
+        out = CallObserver(own._outcome_of)
+        for snapshot in (own.snapshot(), self._retired.snapshot(), *self.reported.values()):
+            out.add(snapshot)
+        out.retain(known)
+        return out
 
 
 def _ms(seconds: float) -> float:

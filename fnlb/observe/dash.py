@@ -24,7 +24,7 @@ from aiohttp import web
 from fnlb import __version__
 from fnlb.api.cluster import cluster_report, hot_functions
 from fnlb.api.jsonio import json_response
-from fnlb.observe.calls import CallObserver
+from fnlb.observe.calls import CallTotals
 from fnlb.peer.core import Peer
 from fnlb.shell.cluster import ClusterService
 
@@ -32,8 +32,8 @@ HOT_FUNCTIONS = 10
 
 
 class DashApi:
-    def __init__(self, observer: CallObserver, peer: Peer, cluster: ClusterService | None) -> None:
-        self._observer = observer
+    def __init__(self, calls: CallTotals, peer: Peer, cluster: ClusterService | None) -> None:
+        self._calls = calls
         self._peer = peer
         self._cluster = cluster
         self._page = resources.files("fnlb.observe").joinpath("dash.html").read_bytes()
@@ -61,7 +61,7 @@ class DashApi:
     def snapshot(self, now: float) -> dict[str, Any]:
         peer = self._peer
         view = peer.view
-        obs = self._observer
+        obs = self._calls.merged(view.states)
         nodes: dict[str, Any] = {}
         for node in sorted(set(view.states) | set(obs.nodes)):
             share = peer.local.node_load(node, now)

@@ -7,14 +7,26 @@ view may have changed during the call; the label then follows the new view, a ha
 
 from __future__ import annotations
 
+from typing import Protocol
+
+from fnlb.cluster.view import NodeView
 from fnlb.observe.calls import HOME, RETRY, SPILL, SPREAD, OutcomeOf
-from fnlb.peer.core import Peer
 from fnlb.routing.classic import ClassicRouter
 from fnlb.routing.hotset_policy import HotSetPolicy
-from fnlb.routing.policies import ClassicPolicy
+from fnlb.routing.policies import ClassicPolicy, RoutingPolicy
 
 
-def outcome_for(peer: Peer) -> OutcomeOf:
+class Routed(Protocol):
+    """Who routes calls: the Peer (fnlb.peer.core), or a worker's stand-in for it."""
+
+    @property
+    def routing(self) -> RoutingPolicy: ...
+
+    @property
+    def view(self) -> NodeView: ...
+
+
+def outcome_for(peer: Routed) -> OutcomeOf:
     """The classifier that matches the peer's routing policy (see fnlb.observe.calls for the
     outcomes)."""
     policy = peer.routing

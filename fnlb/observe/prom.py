@@ -26,7 +26,7 @@ from fnlb.observe.calls import (
     OUTCOMES,
     RETRY_REASONS,
     STATUS_CLASSES,
-    CallObserver,
+    CallTotals,
 )
 from fnlb.observe.histogram import Histogram
 from fnlb.observe.zipkin import ZipkinExporter
@@ -39,13 +39,13 @@ class ObservedCollector(Collector):
 
     def __init__(
         self,
-        observer: CallObserver,
+        calls: CallTotals,
         peer: Peer,
         cluster: ClusterService | None,
         zipkin: ZipkinExporter | None,
         routing: str,
     ) -> None:
-        self._observer = observer
+        self._calls_seen = calls
         self._peer = peer
         self._cluster = cluster
         self._zipkin = zipkin
@@ -98,8 +98,7 @@ class ObservedCollector(Collector):
             yield spans
 
     def _calls(self) -> Iterator[Metric]:
-        obs = self._observer
-        obs.retain(self._peer.view.states)
+        obs = self._calls_seen.merged(self._peer.view.states)
         calls = CounterMetricFamily(
             "fnlb_calls",
             "calls answered, by node (none: no node tried), status class and routing "
