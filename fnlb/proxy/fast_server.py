@@ -58,6 +58,7 @@ from fnlb.proxy.http1 import (
     MAX_FIELD,
     MAX_HEAD,
     REQUEST_HEADERS,
+    TRACE_CONTEXT,
     TRANSFER_ENCODING,
     XF_HOST,
     XF_PROTO,
@@ -375,6 +376,9 @@ class ClientConnection(asyncio.Protocol):
         elif kind == XF_PROTO:
             if call.xf_proto is None:
                 call.xf_proto = value
+        elif kind == TRACE_CONTEXT:  # copied as it came, unless the call is traced here
+            call.fields += (name, b": ", value, CRLF)
+            call.context = True
         elif kind == XF_HOST and call.xf_host is None:
             call.xf_host = value
 
@@ -466,6 +470,7 @@ class _Call:
         "conn",
         "connecting",
         "connection",
+        "context",
         "done",
         "expect",
         "failures",
@@ -544,6 +549,8 @@ class _Call:
         self.key = ""
         self.arrived = 0.0
         self.trace: CallTrace | None = None
+        self.context = False
+        """The request carries trace context headers (traceparent, b3, X-B3-*)."""
 
     # -- the request ----------------------------------------------------------------------------
 
@@ -617,7 +624,7 @@ class _Call:
         self.last = len(nodes) - 1
         if obs.tracer is not None:  # observe: each attempt then names its span to the node
             self.trace = obs.begin(_CallView(self), None)
-            if self.trace is not None:
+            if self.trace is not None and self.context:
                 self.fields = without_named(self.fields, _CONTEXT_B)
         xff = self.xff
         client = self.conn.peer
@@ -958,7 +965,12 @@ class _CallView:
 
     @property
     def headers(self) -> HeaderLookup:
-        return _Fields(self._call.fields)
+        call = self._call
+        return _Fields(call.fields) if call.context else _NO_FIELDS
+
+
+_NO_FIELDS: Final = _Fields([])
+"""The headers of a request without trace context, as the tracer looks for one: no scan."""
 
 
 class _Unread:
@@ -968,7 +980,7 @@ class _Unread:
     method = ""
     path = ""
     remote: str | None = None
-    headers: HeaderLookup = _Fields([])
+    headers: HeaderLookup = _NO_FIELDS
 
 
 _UNREAD: Final = _Unread()
