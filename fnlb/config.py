@@ -156,7 +156,8 @@ class Settings:
     workers: int = _opt(
         1,
         "processes serving calls from the traffic port they share (0: one per CPU fnlb may "
-        "use); gossip, health checks and the management API stay in one (docs/proxy.md)",
+        "use); gossip, health checks and the management API stay in one; not with -tls-cert "
+        "(docs/proxy.md)",
     )
     state_dir: str = _opt(
         "",

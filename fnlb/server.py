@@ -303,6 +303,7 @@ class Balancer:
             connect_timeout=self.settings.connect_timeout,
             management=hand_to_protocol(management) if management is not None else None,
             management_paths=api_paths,
+            scheme=b"http" if tls is None else b"https",
             observer=self.observer,
         )
         loop = asyncio.get_running_loop()

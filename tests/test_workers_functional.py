@@ -215,3 +215,34 @@ async def test_workers_stop_when_their_primary_is_killed(node: Backend) -> None:
         await eventually(lambda: all(_state(pid) in ("gone", "Z") for pid in workers))
     finally:
         fnlb.stop()
+
+
+async def test_a_node_a_worker_cannot_reach_goes_offline_in_the_primarys_peer(
+    node: Backend,
+) -> None:
+    other = Backend("other")
+    await other.start()
+    # Health checks every minute: only the workers' reports (Peer.connect_failed, which
+    # also confirms at once) can take the node out within the test.
+    fnlb = FnlbProcess(
+        f"-nodes={node.address},{other.address}",
+        "-hc-interval=60",
+        "-routing=rendezvous",
+        "-workers=2",
+    )
+    try:
+        await online(fnlb, node)
+        await online(fnlb, other)
+        await other.stop()
+        assert set(await calls(fnlb, 28)) == {200}  # moved on to the live node
+
+        async def offline() -> bool:
+            async with (
+                aiohttp.ClientSession() as c,
+                c.get(fnlb.mgmt_url("/1/lb/nodes")) as r,
+            ):
+                return bool((await r.json())["nodes"].get(other.address) == "offline")
+
+        await eventually(offline)
+    finally:
+        fnlb.stop()

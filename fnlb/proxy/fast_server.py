@@ -125,12 +125,16 @@ class FastProxy:
         connect_timeout: float,
         management: HandOver | None = None,
         management_paths: frozenset[bytes] = frozenset(),
+        scheme: bytes = b"http",
         observer: CallObserver | None = None,
     ) -> None:
         """`management`: on a shared port, what takes a connection whose request is for one
-        of `management_paths` (the API stays on aiohttp: `hand_to_protocol`). `observer`:
-        metrics, access log and traces (fnlb.observe), told what `Proxy.handle` tells it."""
+        of `management_paths` (the API stays on aiohttp: `hand_to_protocol`). `scheme`: the
+        listener's (b"https" with TLS), the X-Forwarded-Proto a client did not send.
+        `observer`: metrics, access log and traces (fnlb.observe), told what `Proxy.handle`
+        tells it."""
         self.peer = peer
+        self.scheme = scheme
         self.observer = observer or CallObserver(lambda *_: 0, counting=False)
         self.pool = UpstreamPool(connect_timeout)
         self.management = management
@@ -194,12 +198,12 @@ class ClientConnection(asyncio.Protocol):
         "_head_left",
         "_sniff",
         "active",
+        "client",
         "closed",
         "idle_rounds",
         "parser",
         "parsing",
         "paused",
-        "peer",
         "proxy",
         "queue",
         "seen",
@@ -214,7 +218,8 @@ class ClientConnection(asyncio.Protocol):
         self.parsing: _Call | None = None
         self.active: _Call | None = None
         self.queue: deque[_Call] | None = None
-        self.peer = b""
+        self.client = b""
+        """The client's address (X-Forwarded-For), as bytes."""
         self.closed = False
         self.seen = True
         self.idle_rounds = 0
@@ -228,8 +233,8 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        peer = transport.get_extra_info("peername")
-        self.peer = str(peer[0]).encode() if isinstance(peer, tuple) else b""
+        address = transport.get_extra_info("peername")
+        self.client = str(address[0]).encode() if isinstance(address, tuple) else b""
         self.proxy.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -627,10 +632,10 @@ class _Call:
             if self.trace is not None and self.context:
                 self.fields = without_named(self.fields, _CONTEXT_B)
         xff = self.xff
-        client = self.conn.peer
+        client = self.conn.client
         parts = [self.method, b" ", self.target, b" HTTP/1.1\r\n", *self.fields]
         parts += (b"X-Forwarded-For: ", xff + b", " + client if xff else client, CRLF)
-        parts += (b"X-Forwarded-Proto: ", self.xf_proto or b"http", CRLF)
+        parts += (b"X-Forwarded-Proto: ", self.xf_proto or proxy.scheme, CRLF)
         host = self.xf_host or self.host
         if host:
             parts += (b"X-Forwarded-Host: ", host, CRLF)
@@ -961,7 +966,7 @@ class _CallView:
 
     @property
     def remote(self) -> str | None:
-        return self._call.conn.peer.decode("latin-1") or None
+        return self._call.conn.client.decode("latin-1") or None
 
     @property
     def headers(self) -> HeaderLookup:

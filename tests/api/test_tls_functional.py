@@ -79,6 +79,7 @@ async def test_calls_over_tls_and_management_over_mutual_tls(
                 async with s.get(calls, ssl=client_tls(ca)) as r:
                     assert r.status == 200
                     assert (await r.json())["node"] == "n1"
+                assert backend.seen[-1].headers["X-Forwarded-Proto"] == "https"
                 with pytest.raises(aiohttp.ClientError):  # plain HTTP to a TLS port
                     async with s.get(f"http://{lb.listen_address}/r/app/fn"):
                         pass
