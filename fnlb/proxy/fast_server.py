@@ -970,12 +970,22 @@ class _CallView:
 
     @property
     def headers(self) -> HeaderLookup:
+        """Read by the tracer only, for a caller's context: a request that carries no
+        context header (the parser notes them) answers None without a scan."""
         call = self._call
         return _Fields(call.fields) if call.context else _NO_FIELDS
 
 
-_NO_FIELDS: Final = _Fields([])
-"""The headers of a request without trace context, as the tracer looks for one: no scan."""
+class _NoContext:
+    """The headers of a request without trace context, as the tracer looks for one."""
+
+    __slots__ = ()
+
+    def get(self, name: str, /) -> str | None:
+        return None
+
+
+_NO_FIELDS: Final = _NoContext()
 
 
 class _Unread:
