@@ -309,10 +309,19 @@ class CallTotals:
         self.reported: dict[int, list[Any]] = {}
         """Each live worker's last snapshot (`CallObserver.snapshot`), by worker index."""
         self._retired = CallObserver(own._outcome_of)
+        self._spans: dict[int, dict[str, int]] = {}
+        self._retired_spans: dict[str, int] = {}
 
-    def report(self, source: int, snapshot: list[Any]) -> None:
-        """Worker `source`'s figures now (ValueError, and kept out, when malformed)."""
+    def report(self, source: int, snapshot: list[Any], spans: dict[str, int] | None = None) -> None:
+        """Worker `source`'s figures now, and its span exporter's counts (-zipkin);
+        ValueError, and kept out, when malformed."""
         CallObserver(self.own._outcome_of).add(snapshot)  # checks its shape, once a second
+        if spans is not None:
+            if not isinstance(spans, dict) or not all(
+                isinstance(k, str) and isinstance(n, int) for k, n in spans.items()
+            ):
+                raise ValueError("not span counts")
+            self._spans[source] = spans
         self.reported[source] = snapshot
 
     def retire(self, source: int) -> None:
@@ -320,6 +329,13 @@ class CallTotals:
         snapshot = self.reported.pop(source, None)
         if snapshot is not None:
             self._retired.add(snapshot)
+        for result, n in self._spans.pop(source, {}).items():
+            self._retired_spans[result] = self._retired_spans.get(result, 0) + n
+
+    def worker_spans(self, result: str) -> int:
+        """Spans of `result` (sent, dropped, failed) the workers' exporters counted."""
+        live = sum(spans.get(result, 0) for spans in self._spans.values())
+        return live + self._retired_spans.get(result, 0)
 
     def merged(self, known: Collection[str]) -> CallObserver:
         """The figures of every process, for nodes in `known` (and calls no node took);

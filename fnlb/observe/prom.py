@@ -93,8 +93,9 @@ class ObservedCollector(Collector):
                 "or unreachable)",
                 labels=["result"],
             )
-            for result in ("sent", "dropped", "failed"):
-                spans.add_metric([result], exporter.spans[result])
+            for result in ("sent", "dropped", "failed"):  # -workers N: theirs too
+                n = exporter.spans[result] + self._calls_seen.worker_spans(result)
+                spans.add_metric([result], n)
             yield spans
 
     def _calls(self) -> Iterator[Metric]:

@@ -137,8 +137,10 @@ class Worker:
         if events:
             self.send(["attempts", events])
         self._ticks += 1
-        if self.observer.counting and (final or self._ticks % CALLS_EVERY == 0):
-            self.send(["calls", self.observer.snapshot()])
+        due = final or self._ticks % CALLS_EVERY == 0
+        if due and (self.observer.counting or self.zipkin is not None):
+            spans = dict(self.zipkin.spans) if self.zipkin is not None else None
+            self.send(["calls", self.observer.snapshot(), spans])
         if self.router is not None:
             self.router.backoff.expire(time.time())
             # The primary's router makes the same entries from the attempts it replays and

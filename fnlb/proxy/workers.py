@@ -191,7 +191,8 @@ class WorkerPool:
         elif kind == "fail":
             self.peer.connect_failed(message[1], message[2], message[3])
         elif kind == "calls" and self.calls is not None:
-            self.calls.report(w.index, message[1])  # ValueError: the link is dropped
+            # ValueError: the link is dropped
+            self.calls.report(w.index, message[1], message[2] if len(message) > 2 else None)
 
     def backoff_news(self, now: float) -> list[bytes]:
         """The back-off entries in force in the Peer's router that the workers have not

@@ -36,6 +36,17 @@ async def has_counted(fnlb: FnlbProcess, node: str, calls: int) -> bool:
     return total == calls
 
 
+async def spans_sent(fnlb: FnlbProcess, at_least: int) -> bool:
+    async with aiohttp.ClientSession() as c, c.get(fnlb.mgmt_url("/metrics")) as r:
+        text = await r.text()
+    sent = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('fnlb_trace_spans_total{result="sent"}')
+    ]
+    return bool(sent) and sent[0] >= at_least * 2  # a server and a client span per call
+
+
 async def test_workers_calls_reach_metrics_access_log_and_traces() -> None:
     node = Backend("n")
     await node.start()
@@ -66,6 +77,9 @@ async def test_workers_calls_reach_metrics_access_log_and_traces() -> None:
                 await eventually(lambda: len(workers_of(fnlb)) == 2)
                 assert set(await calls(fnlb, 4)) == {200}
                 await eventually(lambda: has_counted(fnlb, node.address, 24))
+                # the workers' exporters' counts reach the primary's page too (the killed
+                # worker's unsent spans may be lost with it)
+                await eventually(lambda: spans_sent(fnlb, 14))
                 fnlb.signal(signal.SIGTERM)
                 assert await asyncio.to_thread(fnlb.wait, 15) == 0
                 output = fnlb.output()
