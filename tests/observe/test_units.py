@@ -187,3 +187,34 @@ def test_observer_counts_and_drops_nodes_that_left() -> None:
     assert set(obs.nodes) == {"a:1", "none"}
     obs.forget("a:1")
     assert set(obs.nodes) == {"none"}
+
+
+def test_call_totals_add_workers_figures_and_keep_a_dead_workers() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from fnlb.observe.calls import CallObserver, CallTotals
+
+    def served(calls: int, node: str = "a:1") -> CallObserver:
+        obs = CallObserver(lambda key, path, node, attempt: HOME)
+        request = make_mocked_request("GET", "/r/a/f")
+        for _ in range(calls):
+            done = Attempt("r/a/f", node, "/r/a/f", 200, 0.003, None, None, 0.001, 0.001)
+            obs.end(None, request, "r/a/f", "/r/a/f", done, 0, 200, 0.0, 0.0)
+        return obs
+
+    totals = CallTotals(served(1))
+    assert totals.merged({"a:1"}) is totals.own  # no worker: nothing to add up
+    totals.report(0, served(2).snapshot(), {"sent": 4})
+    totals.report(1, served(3).snapshot())
+    merged = totals.merged({"a:1"})
+    assert merged.nodes["a:1"].calls[1 * 5 + HOME] == 6
+    assert merged.nodes["a:1"].duration.count == 6
+    assert merged.nodes["a:1"].first_byte.sum == pytest.approx(0.006)
+    totals.retire(0)  # worker 0 died: its figures stay, its successor counts from zero
+    totals.report(0, served(1).snapshot(), {"sent": 1})
+    assert totals.merged({"a:1"}).nodes["a:1"].calls[1 * 5 + HOME] == 7
+    assert totals.worker_spans("sent") == 5
+    assert "a:1" not in totals.merged({"b:1"}).nodes  # a deleted node's series end
+    with pytest.raises(ValueError, match="not a call snapshot"):
+        totals.report(2, [{"a:1": [[1, 2]]}, {}])
+    assert 2 not in totals.reported
