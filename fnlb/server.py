@@ -201,7 +201,7 @@ class Balancer:
         self.mgmt_address = _bound(mgmt_sock)
         self.listen_address = self.mgmt_address if traffic_sock is None else _bound(traffic_sock)
         if self.cluster is not None:
-            await self.cluster.start(self.mgmt_address.port)
+            await self.cluster.start(self.mgmt_address.port, self.security.mgmt_ssl is not None)
             self.gossip = self.cluster.runtime
         # No application-wide body limit: each API handler bounds its own body (413 beyond
         # 64 KiB), and on a shared port this application also carries calls, whose bodies the

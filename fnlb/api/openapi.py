@@ -134,7 +134,17 @@ SCHEMAS: Final[dict[str, Any]] = {
             "scale": {"type": ["object", "null"]},
         },
     },
-    "Held": {"type": "object", "required": ["msg"], "properties": {"msg": {"const": "held"}}},
+    "Held": {
+        "type": "object",
+        "required": ["msg"],
+        "properties": {
+            "msg": {"const": "held"},
+            "seal": {
+                "type": "string",
+                "description": "with a gossip key: base64 of 'held' sealed to the request",
+            },
+        },
+    },
     "Peers": {
         "type": "object",
         "required": ["self", "peers"],
@@ -267,14 +277,30 @@ PATHS: Final[dict[str, Any]] = {
                 "content": {
                     "application/msgpack": {
                         "schema": {
-                            "description": '["n", [entry, ...]]: node-set entries, as gossiped',
+                            "description": '["n", [entry, ...]]: node-set entries, as gossiped '
+                            "(accepted only without a gossip key)",
                             "type": "array",
                             "prefixItems": [{"const": "n"}, {"type": "array"}],
                         }
-                    }
+                    },
+                    "application/x-fnlb-sealed": {
+                        "schema": {
+                            "description": "with a gossip key: that msgpack sealed with the "
+                            "keyring to this peer's name (docs/security.md, the hold)",
+                            "type": "string",
+                            "format": "binary",
+                        }
+                    },
                 },
             },
-            "responses": {"200": _ok("Held"), "4XX": _error("not held (the message says why)")},
+            "responses": {
+                "200": _ok("Held"),
+                "4XX": _error(
+                    "not held: not sealed for this peer (403), too large (413), not "
+                    "a node-set change (400), an entry refused (409)"
+                ),
+                "503": _error("gossip is not running yet"),
+            },
         }
     },
     "/1/lb/peers": {

@@ -65,13 +65,6 @@ def _checked(s: Settings) -> tuple[TokenTable, ServerTls | None, ServerTls | Non
             "Give tokens (-mgmt-tokens-file FILE or FNLB_MGMT_TOKEN), or a separate private "
             "-mgmt-listen, or pass -mgmt-insecure to run it open anyway"
         )
-    mgmt_tls = s.tls_cert if shared else s.mgmt_tls_cert
-    if s.cluster_mode and mgmt_tls and s.write_acks > 0:
-        raise ConfigError(
-            "TLS on the management listener in cluster mode: peers hand node-list changes to "
-            "each other's management port in plain HTTP (POST /1/lb/cluster/hold), which a TLS "
-            "listener refuses; pass -write-acks 0 until that hand-off moves onto gossip"
-        )
     return (tokens, *_listener_tls(s))  # the files load (key files private) or ConfigError
 
 

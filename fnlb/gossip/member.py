@@ -238,6 +238,7 @@ class Member:
         self._order_index = 0
         self._probe_first: list[str] = []  # fresh suspects, probed out of turn
         self._seq = 0
+        self._seq_key = hashlib.blake2b(name.encode(), digest_size=32).digest()
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._streams: dict[int, _Stream] = {}
@@ -314,6 +315,9 @@ class Member:
 
         With no seeds (other than our own address) we are a group of one, already joined.
         """
+        self._seq_key = hashlib.blake2b(
+            f"{self.name}\x00{now!r}".encode(), digest_size=32
+        ).digest()  # see _next_seq
         if not self._started:
             self._started = True
             p = self.profile
@@ -566,11 +570,11 @@ class Member:
         target = self._next_probe_target(now)
         if target is None:
             return
-        self._seq += 1
+        seq = self._next_seq()
         self._probe = _Probe(
-            self._seq, target.name, target.addr, now + self.profile.probe_timeout, now + interval
+            seq, target.name, target.addr, now + self.profile.probe_timeout, now + interval
         )
-        msgs = [codec.encode_message(Ping(self._seq, target.name))]
+        msgs = [codec.encode_message(Ping(seq, target.name))]
         if target.state is MemberState.SUSPECT:
             # Buddy system: tell the suspect directly, so it can refute at once. The
             # suspicion goes first: the suspect processes it (and queues its refutation)
@@ -578,6 +582,27 @@ class Member:
             suspect = Suspect(target.incarnation, target.name, self.name)
             msgs.insert(0, codec.encode_message(suspect))
         self._send(target.addr, msgs)
+
+    def _next_seq(self) -> int:
+        """A fresh probe sequence number: a per-probe nonce, not a shared count.
+
+        Counting 1, 2, 3... (memberlist's way) made every member's numbers the same small
+        integers, so an Ack captured between two other peers matched the probe a third one
+        had open (issue #12). Each number is now a 62-bit hash of a key of this member (its
+        name and the time it joined, so a restart under the same name draws other numbers)
+        and a count: members' numbers never meet, and an Ack matches only the Ping it was sent
+        for. No secret is needed (envelopes are sealed; a key holder is a member anyway), and
+        the member's random generator is not drawn from, so seeded simulations keep their
+        course.
+        """
+        while True:
+            self._seq += 1
+            digest = hashlib.blake2b(
+                self._seq.to_bytes(8, "big"), key=self._seq_key, digest_size=8
+            ).digest()
+            seq = int.from_bytes(digest, "big") >> 2
+            if seq not in self._relays and not (self._probe and self._probe.seq == seq):
+                return seq
 
     def _probe_indirect(self, probe: _Probe, now: float) -> None:
         probe.indirect_sent = True
@@ -650,7 +675,7 @@ class Member:
             if len(self._relays) >= _MAX_RELAYS:
                 self.drops["relay_overflow"] += 1
                 return
-            self._seq += 1
+            seq = self._next_seq()
             # Nack at 80 % of the probe timeout (as Lifeguard suggests): a nack sent at the full
             # timeout reaches the prober after its probe ended, so every real failure would
             # count as missing nacks and wrongly raise the prober's awareness score. The
@@ -658,8 +683,8 @@ class Member:
             delay = NACK_FRACTION * self.profile.probe_timeout
             if msg.nack_after_ms is not None:
                 delay = min(delay, msg.nack_after_ms / 1000)
-            self._relays[self._seq] = _Relay(addr, msg.seq, now + delay, msg.nack)
-            self._send(msg.target_addr, [codec.encode_message(Ping(self._seq, msg.target))])
+            self._relays[seq] = _Relay(addr, msg.seq, now + delay, msg.nack)
+            self._send(msg.target_addr, [codec.encode_message(Ping(seq, msg.target))])
         elif isinstance(msg, Nack):
             probe = self._probe
             if probe is not None and msg.seq == probe.seq:

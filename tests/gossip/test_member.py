@@ -537,3 +537,47 @@ def test_a_stale_rumour_of_our_old_address_is_refuted_without_a_conflict() -> No
     assert m.incarnation == 6
     assert not [e for e in drain_events(m) if e.kind is EventKind.CONFLICT]
     assert m.stats["name_conflicts"] == 0
+
+
+def first_ping(m: Member) -> tuple[float, list[Ping]]:
+    """Run `m`'s timers until it sends its first probe: when, and the Ping."""
+    for _ in range(50):
+        due = m.next_timer()
+        assert due is not None
+        m.handle_timer(due)
+        pings = [x for msgs, _ in sent(m, due) for x in msgs if isinstance(x, Ping)]
+        if pings:
+            return due, pings
+    raise AssertionError("no probe was sent")
+
+
+def test_an_ack_not_drawn_for_the_open_probe_does_not_complete_it() -> None:
+    # Issue #12: an Ack sealed for another peer, replayed here, completed this member's probe
+    # of a crashed member, since every member numbered its probes 1, 2, 3... Now each probe
+    # draws its number at random: the acks a counting peer would send never match it.
+    m = member()
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    due, pings = first_ping(m)
+    assert pings[0].seq > 1000  # (so the acks below are all replays from elsewhere)
+    for seq in range(1, 1001):  # what members counting their probes sent each other
+        m.receive_datagram(packet(Ack(seq)), B, due + 0.01)
+    for _ in range(20):  # let the probe, the indirect round and the suspicion run out
+        when = m.next_timer()
+        assert when is not None
+        m.handle_timer(when)
+        m.datagrams_to_send(when)
+    assert state_of(m, "b") in (MemberState.SUSPECT, MemberState.DEAD)
+
+
+def test_probe_numbers_differ_between_members_and_between_lives_of_one() -> None:
+    # Two members, and one member restarted under the same name (it joins at another time):
+    # their first probes carry different numbers, none of them a small count.
+    def first_seq(name: str, joined_at: float) -> int:
+        m = Member(name, A, PROFILE, random.Random(1), RecordingDelegate())
+        m.join([], joined_at)
+        m.receive_datagram(packet(Alive(1, "b", B, b"")), B, joined_at)
+        return first_ping(m)[1][0].seq
+
+    seqs = {first_seq("a", 0.0), first_seq("c", 0.0), first_seq("a", 5000.0)}
+    assert len(seqs) == 3
+    assert min(seqs) > 1000
