@@ -7,20 +7,27 @@ and pooled node connections whose transports are plain lists, the same POST a wr
 CPU the proxy's Python code spends per call (process time, not wall time), the part of
 bench/proxy's CPU per call that fnlb's code decides; the rest is uvloop and the kernel.
 
+`--observe` adds a table of the observer's configurations (fnlb.observe: metrics, tracing,
+the access log) under hotset routing, interleaved in the same rounds: what each costs on the
+fast plane, whose calls are cheaper than the aiohttp plane's that bench/observe_cost relates
+them to.
+
 Rerun (from the repository root):
 
     python -m bench.fast_plane_cpu                 # 60,000 calls per policy, 3 rounds
     python -m bench.fast_plane_cpu --calls=5000 --rounds=1   # quick
+    python -m bench.fast_plane_cpu --observe --rounds=5      # the observer's cost too
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import random
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,11 @@ if __package__ in (None, ""):  # run as a file: make `fnlb` importable from the 
 
 import uvloop
 
+from bench.observe_cost import Encode
+from fnlb.observe.access import AccessLog
+from fnlb.observe.calls import CallObserver
+from fnlb.observe.outcome import outcome_for
+from fnlb.observe.tracing import Tracer
 from fnlb.peer.core import LONE_NAME, Peer
 from fnlb.proxy.fast_server import ClientConnection, FastProxy
 from fnlb.proxy.upstream_pool import UpstreamConnection
@@ -71,8 +83,25 @@ class ListTransport:
         return None
 
 
-async def measure(policy: str, calls: int) -> float:
-    """Python CPU microseconds per proxied call with `policy`."""
+OBSERVERS: dict[str, Callable[[Peer], CallObserver]] = {
+    "all off (-call-metrics=false)": lambda p: CallObserver(outcome_for(p), counting=False),
+    "metrics (default)": lambda p: CallObserver(outcome_for(p)),
+    "metrics + tracing, unsampled": lambda p: CallObserver(
+        outcome_for(p), tracer=Tracer(Encode(), sample_rate=0.0)
+    ),
+    "metrics + tracing, sampled": lambda p: CallObserver(
+        outcome_for(p), tracer=Tracer(Encode(), sample_rate=1.0)
+    ),
+    "metrics + access log": lambda p: CallObserver(
+        outcome_for(p), access=AccessLog("json", stream=io.StringIO())
+    ),
+}
+"""The observer configurations `--observe` compares (the access log renders to memory)."""
+
+
+async def measure(policy: str, calls: int, observer: str | None = None) -> float:
+    """Python CPU microseconds per proxied call with `policy`; `observer`: one of OBSERVERS
+    (None: the proxy's default, which counts nothing)."""
     peer = Peer(
         LONE_NAME,
         routing=make_policy(policy, random.Random(1), time.time),
@@ -84,7 +113,8 @@ async def measure(policy: str, calls: int) -> float:
     )
     for node in NODES:
         peer.health_checked(node, True, int(time.time() * 1000))
-    proxy = FastProxy(peer, connect_timeout=1.0)
+    make = OBSERVERS[observer] if observer is not None else None
+    proxy = FastProxy(peer, connect_timeout=1.0, observer=make(peer) if make else None)
     upstreams: list[tuple[UpstreamConnection, ListTransport]] = []
     for node in NODES:
         for _ in range(4):
@@ -114,19 +144,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.fast_plane_cpu", description=__doc__)
     p.add_argument("--calls", type=int, default=60_000, help="calls per policy and round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median shown)")
+    p.add_argument("--observe", action="store_true", help="also each observer configuration")
     args = p.parse_args(argv)
     if args.calls < 1 or args.rounds < 1:
         p.error("--calls and --rounds must be at least 1")
     figures: dict[str, list[float]] = {policy: [] for policy in POLICIES}
+    observed: dict[str, list[float]] = {name: [] for name in OBSERVERS} if args.observe else {}
     for _ in range(args.rounds):
         for policy in POLICIES:
             figures[policy].append(uvloop.run(measure(policy, args.calls)))
+        for name in observed:
+            observed[name].append(uvloop.run(measure("hotset", args.calls, name)))
     print("| routing | Python CPU µs/call (median) | rounds |")
     print("|---|---:|---|")
     for policy, values in figures.items():
         rounds = " ".join(f"{v:.1f}" for v in values)
         print(f"| {policy} | {statistics.median(values):.1f} | {rounds} |")
-    print(f"rerun: python -m bench.fast_plane_cpu --calls={args.calls} --rounds={args.rounds}")
+    if observed:
+        base = statistics.median(observed["all off (-call-metrics=false)"])
+        print()
+        print("| observer (hotset) | Python CPU µs/call (median) | added | rounds |")
+        print("|---|---:|---:|---|")
+        for name, values in observed.items():
+            rounds = " ".join(f"{v:.1f}" for v in values)
+            median = statistics.median(values)
+            print(f"| {name} | {median:.1f} | {(median - base) / base:+.1%} | {rounds} |")
+    flag = " --observe" if args.observe else ""
+    print(
+        f"rerun: python -m bench.fast_plane_cpu --calls={args.calls} --rounds={args.rounds}{flag}"
+    )
     return 0
 
 

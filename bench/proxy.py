@@ -22,6 +22,18 @@ Rerun (from the repository root):
 Besides req/s and latency it records each server's CPU time per call (from /proc), the
 figure that holds up when other work shares the machine; `--nice=-10` (root) keeps that
 other work from stealing the proxies' CPU in the first place.
+
+A/B runs of fnlb itself: `--variant 'NAME=ARGS'` adds an fnlb row started with ARGS (repeat
+for more), `NAME@DIR=ARGS` runs that row from the source tree DIR (another revision, e.g.
+`git archive main | tar -x -C /tmp/fnlb-main`), and `--only-fnlb` leaves out the yardsticks.
+Every row is loaded in the same interleaved rounds; each variant's CPU per call is reported
+as a ratio to the plain fnlb row's, per round and as the median. The cost of observability
+(docs/observability.md):
+
+    python -m bench.proxy --only-fnlb --repeats=5 \
+        --variant 'metrics off=-call-metrics=false' \
+        --variant 'tracing on=-zipkin=http://127.0.0.1:9/api/v2/spans' \
+        --variant 'main@/tmp/fnlb-main='
 """
 
 from __future__ import annotations
@@ -206,7 +218,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--quick", action="store_true", help="1 s runs, 1 round, 1 s warm-up: a smoke run"
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME[@DIR]=ARGS",
+        help="another fnlb row: extra 'fnlb serve' ARGS (shell words), run from source tree "
+        "DIR if given; its CPU per call is compared with the fnlb row's (repeatable)",
+    )
+    p.add_argument(
+        "--alternate",
+        action="store_true",
+        help="run every other round in reverse order (A B C, C B A, ...)",
+    )
+    p.add_argument(
+        "--only-fnlb",
+        action="store_true",
+        help="load only the fnlb rows (no backend-alone, HAProxy or pass-through rows)",
+    )
     args = p.parse_args(argv)
+    try:
+        args.variants = [parse_variant(v) for v in args.variant]
+    except ValueError as e:
+        p.error(str(e))
     if args.quick:
         args.duration, args.repeats, args.warmup = 1, 1, 1
     for name in ("duration", "connections", "threads", "repeats", "keys", "nodes"):
@@ -221,6 +255,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if any(n < 1 for n in counts):
         p.error("--fnlb-workers: each count must be at least 1")
     return args
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    root: Path
+    args: list[str]
+
+
+def parse_variant(spec: str) -> Variant:
+    """`NAME[@DIR]=ARGS` -> a Variant; ValueError saying what is wrong."""
+    head, sep, rest = spec.partition("=")
+    if not sep or not head.strip():
+        raise ValueError(f"--variant {spec!r}: write NAME=ARGS or NAME@DIR=ARGS")
+    name, _, root = head.partition("@")
+    path = Path(root).resolve() if root else REPO_ROOT
+    if not (path / "fnlb" / "__main__.py").is_file():
+        raise ValueError(f"--variant {spec!r}: {path} holds no fnlb source tree")
+    if name.strip() == FNLB:
+        raise ValueError(f"--variant {spec!r}: the name {FNLB!r} is the plain row's")
+    return Variant(name.strip(), path, shlex.split(rest))
 
 
 def rerun_command(args: argparse.Namespace) -> str:
@@ -246,6 +301,9 @@ def rerun_command(args: argparse.Namespace) -> str:
     parts += ["--no-pin"] if args.no_pin else []
     parts += [f"--nice={args.nice}"] if args.nice else []
     parts += [f"--fnlb-arg={a}" for a in args.fnlb_arg]
+    parts += [f"--variant={v}" for v in args.variant]
+    parts += ["--only-fnlb"] if args.only_fnlb else []
+    parts += ["--alternate"] if args.alternate else []
     return shlex.join(parts)
 
 
@@ -317,6 +375,7 @@ def start_fnlb(
     cpus: list[int] | None,
     extra: list[str],
     name: str = FNLB,
+    root: Path = REPO_ROOT,
 ) -> Target:
     port, mgmt = free_port(), free_port()
     nodes = ",".join(f"{HOST}:{p}" for p in node_ports)
@@ -336,8 +395,8 @@ def start_fnlb(
         *extra,
     ]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    proc = group.start(name, pinned(cmd, cpus), cwd=REPO_ROOT, env=env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    proc = group.start(name, pinned(cmd, cpus), cwd=root, env=env)
     return _ready(proc, name, port, timeout=40)
 
 
@@ -569,27 +628,30 @@ def start_targets(
     if backend == "nginx":
         targets.append(start_nginx_proxy(group, node_ports, tmp, plan.proxy))
     targets.append(start_passthrough(group, node_ports, plan.proxy))
-    fnlb_rows: list[tuple[str, list[str]]] = [(FNLB, [])]
+    if args.only_fnlb:
+        targets = []
+    fnlb_rows: list[tuple[str, list[str], Path]] = [(FNLB, [], REPO_ROOT)]
     if args.fnlb_cluster:
         cluster_args = [
             f"-gossip-listen={HOST}:{free_port()}",
             "-gossip-insecure",
             f"-state-dir={tmp / 'fnlb-state'}",
         ]
-        fnlb_rows.append((FNLB_CLUSTER, cluster_args))
+        fnlb_rows.append((FNLB_CLUSTER, cluster_args, REPO_ROOT))
     if args.fnlb_aiohttp:
-        fnlb_rows.append((FNLB_AIOHTTP, ["-data-plane=aiohttp"]))
+        fnlb_rows.append((FNLB_AIOHTTP, ["-data-plane=aiohttp"], REPO_ROOT))
     for n in worker_counts(args):
-        fnlb_rows.append((f"{FNLB_WORKERS} {n}", [f"-workers={n}"]))
+        fnlb_rows.append((f"{FNLB_WORKERS} {n}", [f"-workers={n}"], REPO_ROOT))
+    fnlb_rows += [(v.name, v.args, v.root) for v in args.variants]
     all_started = True
-    for name, extra in fnlb_rows:
+    for name, extra, root in fnlb_rows:
         cpus = None if name.startswith(FNLB_WORKERS) else plan.proxy
         try:
-            targets.append(start_fnlb(group, node_ports, cpus, extra + args.fnlb_arg, name))
+            targets.append(start_fnlb(group, node_ports, cpus, extra + args.fnlb_arg, name, root))
         except StartError as e:
             say(f"{name} did not start, its row is missing: {e}")
             all_started = False
-    for t in targets[1:]:
+    for t in targets[0 if args.only_fnlb else 1 :]:
         t.nodes_seen = nodes_reached(t.url, min(args.keys, 30))
     return targets, all_started
 
@@ -621,7 +683,10 @@ def measure(
         for t in targets:
             load(t, args.warmup)
     for round_no in range(1, args.repeats + 1):
-        for t in targets:
+        # --alternate: every other round in reverse, so a trend in the machine's load within
+        # a round does not always favour the rows that come first
+        order = targets[::-1] if args.alternate and round_no % 2 == 0 else targets
+        for t in order:
             run = load(t, args.duration)
             t.runs.append(run)
             r = run.wrk
@@ -727,8 +792,31 @@ def report(targets: list[Target], args: argparse.Namespace, say: Callable[[str],
         )
         if args.check and not verdict.met:
             code = 1
+    for line in variant_lines(targets, args.variants):
+        say(line)
     say(f"rerun: {rerun_command(args)}")
     return code
+
+
+def variant_lines(targets: list[Target], variants: list[Variant]) -> list[str]:
+    """Each variant's CPU per call and req/s over the plain fnlb row's, from the same rounds."""
+    by_name = {t.name: t for t in targets if t.runs}
+    base = by_name.get(FNLB)
+    out = []
+    for v in variants:
+        t = by_name.get(v.name)
+        if base is None or t is None:
+            continue
+        cpu = [
+            r.cpu_us_per_call / b.cpu_us_per_call for r, b in zip(t.runs, base.runs, strict=True)
+        ]
+        rps = [r.wrk.rps / b.wrk.rps for r, b in zip(t.runs, base.runs, strict=True)]
+        out.append(
+            f"{v.name} / fnlb: CPU per call x{statistics.median(cpu):.3f} "
+            f"(rounds {' '.join(f'{x:.3f}' for x in cpu)}), "
+            f"req/s x{statistics.median(rps):.3f} (rounds {' '.join(f'{x:.3f}' for x in rps)})"
+        )
+    return out
 
 
 def _loadavg() -> str:

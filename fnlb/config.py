@@ -16,7 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fnlb.addresses import DEFAULT_GOSSIP_PORT, parse_listen, parse_node_address, parse_peer
+from fnlb.addresses import (
+    DEFAULT_GOSSIP_PORT,
+    collector_url,
+    parse_listen,
+    parse_node_address,
+    parse_peer,
+)
 from fnlb.errors import ConfigError
 
 __all__ = [
@@ -68,7 +74,15 @@ class Settings:
     shutdown_timeout: float = _opt(
         0.0, "seconds to let in-flight calls finish after SIGTERM/SIGINT before exiting"
     )
-    zipkin: str = _opt("", "Zipkin collector URL for traces (not built yet)", metavar="URL")
+    zipkin: str = _opt(
+        "",
+        "Zipkin collector URL: a span per call and per attempt goes there (/api/v1/spans gets "
+        "v1 JSON, any other path v2; docs/observability.md)",
+        metavar="URL",
+    )
+    trace_sample_rate: float = _opt(
+        1.0, "share of calls traced (0-1) when the caller sent no sampling decision", metavar="RATE"
+    )
     namespace: str = _opt("", "Kubernetes namespace to watch (default: fnlb's own)")
     label_selector: str = _opt("", "Kubernetes label selector of Fn pods", metavar="SELECTOR")
     target_port: int = _opt(8080, "port of the Fn server in each Kubernetes pod")
@@ -81,7 +95,14 @@ class Settings:
     connect_timeout: float = _opt(
         2.0, "seconds to open a connection to an Fn node before trying the next one"
     )
-    log_level: str = _opt("info", "debug, info, warning or error", env="LOG_LEVEL")
+    log_level: str = _opt(
+        "info", "trace, debug, info, warn(ing), error, fatal or panic", env="LOG_LEVEL"
+    )
+    log_format: str = _opt("text", "text (logfmt: key=value, quoted) or json (one object a line)")
+    access_log: bool = _opt(False, "log one line per call (method, path, node, status, times)")
+    call_metrics: bool = _opt(
+        True, "count calls for /metrics and the dashboard (off only to measure their cost)"
+    )
     gossip_listen: str = _opt(
         "",
         "[host]:port for gossip (UDP) and push-pull (TCP) with other fnlb peers; cluster mode "
@@ -196,7 +217,8 @@ class Settings:
 
 
 _CHOICES: Mapping[str, tuple[str, ...]] = {
-    "log_level": ("debug", "info", "warning", "error"),
+    "log_level": ("trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"),
+    "log_format": ("text", "json"),
     "gossip_profile": ("default", "lan", "local"),
     "routing": ("rendezvous", "classic", "hotset"),
     "data_plane": ("fast", "aiohttp"),
@@ -328,6 +350,13 @@ def validate(s: Settings) -> None:
         )
     if s.connect_timeout <= 0:
         raise ConfigError("-connect-timeout: must be greater than 0")
+    if not 0.0 <= s.trace_sample_rate <= 1.0:
+        raise ConfigError("-trace-sample-rate: must be between 0 and 1")
+    if s.zipkin:
+        try:
+            collector_url(s.zipkin)
+        except ValueError as e:
+            raise ConfigError(f"-zipkin: {e}") from None
     if not s.hc_path.startswith("/"):
         raise ConfigError("-hc-path: must start with '/'")
     if not 1 <= s.target_port <= 65535:

@@ -44,6 +44,13 @@ from fnlb.api.stats import CallStats
 from fnlb.config import Settings, node_list, parse_listen
 from fnlb.discovery.source import node_source
 from fnlb.gossip.runtime import GossipRuntime
+from fnlb.observe.access import AccessLog
+from fnlb.observe.calls import CallObserver, CallTotals
+from fnlb.observe.dash import DashApi
+from fnlb.observe.outcome import outcome_for
+from fnlb.observe.prom import ObservedCollector
+from fnlb.observe.tracing import Tracer
+from fnlb.observe.zipkin import ZipkinExporter
 from fnlb.peer.core import LONE_NAME, Peer
 from fnlb.proxy.fast_server import FastProxy, hand_to_protocol
 from fnlb.proxy.handler import Proxy, UpstreamRequest, expect_handled_by_proxy
@@ -147,6 +154,19 @@ class Balancer:
         self.mgmt_address: BoundAddress | None = None
         # Cluster mode (gossip): only with --join or --gossip-listen.
         self.gossip: GossipRuntime | None = None
+        # What fnlb does, made visible (#14; fnlb/observe): call metrics, access log, traces.
+        self.zipkin = ZipkinExporter(settings.zipkin) if settings.zipkin else None
+        self.access_log = AccessLog(settings.log_format) if settings.access_log else None
+        self.observer = CallObserver(
+            outcome_for(self.peer),
+            counting=settings.call_metrics,
+            access=self.access_log,
+            tracer=None
+            if self.zipkin is None
+            else Tracer(self.zipkin, sample_rate=settings.trace_sample_rate),
+        )
+        self.calls = CallTotals(self.observer)
+        """What /metrics and the dashboard read: this process's calls and its workers'."""
 
     async def start(self) -> None:
         s = self.settings
@@ -171,7 +191,7 @@ class Balancer:
         )
         self.health = HealthChecker(self.peer, s, self._hc_session)
         self.pump = Pump(self.peer, self.health, self.cluster)
-        self.proxy = Proxy(self.peer, self._session)
+        self.proxy = Proxy(self.peer, self._session, self.observer)
         api = NodesApi(self.peer, self.cluster, self.stats, self.discovery)
         # Port 0 asks the OS for a free port per listener, so two ":0" addresses are two.
         shared = s.listen == s.mgmt_listen and parse_listen(s.listen)[1] != 0
@@ -195,7 +215,11 @@ class Balancer:
         ProbesApi(self.readiness_problems).add_routes(mgmt)  # #13: /healthz, /readyz
         GossipApi(self.gossip).add_routes(mgmt)
         ClusterApi(self.peer, self.cluster).add_routes(mgmt)
-        mgmt.router.add_route("GET", "/metrics", metrics_handler(self.peer, self.cluster))
+        observed = ObservedCollector(self.calls, self.peer, self.cluster, self.zipkin, s.routing)
+        mgmt.router.add_route(
+            "GET", "/metrics", metrics_handler(self.peer, self.cluster, [observed])
+        )
+        DashApi(self.calls, self.peer, self.cluster).add_routes(mgmt)
         api_paths = frozenset(
             r.canonical.encode() for r in mgmt.router.resources() if "{" not in r.canonical
         )
@@ -223,8 +247,15 @@ class Balancer:
                     "shutdown_timeout": s.shutdown_timeout,
                     "log_level": s.log_level,
                     "api_paths": sorted(p.decode() for p in api_paths),
+                    # fnlb.observe in each worker (fnlb.proxy.worker)
+                    "log_format": s.log_format,
+                    "access_log": s.access_log,
+                    "call_metrics": s.call_metrics,
+                    "zipkin": s.zipkin,
+                    "trace_sample_rate": s.trace_sample_rate,
                 },
                 api_server=server,
+                calls=self.calls,
             )
             await self.workers.start()
         elif s.data_plane == "fast":
@@ -246,6 +277,10 @@ class Balancer:
         await self.discovery.start(self.peer)  # e.g. the Kubernetes pod watch
         self.health.start()
         self.pump.start()
+        if self.zipkin is not None:
+            self.zipkin.start()
+        if self.access_log is not None:
+            self.access_log.start()
         self.serving = True
         log.info(
             "fnlb is serving",
@@ -269,6 +304,7 @@ class Balancer:
             management=hand_to_protocol(management) if management is not None else None,
             management_paths=api_paths,
             scheme=b"http" if tls is None else b"https",
+            observer=self.observer,
         )
         loop = asyncio.get_running_loop()
         server = await loop.create_server(self.fast.protocol, sock=sock, backlog=1024, ssl=tls)
@@ -358,6 +394,10 @@ class Balancer:
         await self.discovery.stop()  # after the drain, which may still PUT to a -db file
         if self.health is not None:
             await self.health.stop()
+        if self.zipkin is not None:
+            await self.zipkin.stop()  # after the drain: the last calls' spans go too
+        if self.access_log is not None:
+            await self.access_log.stop()
         for session in (self._session, self._hc_session):
             if session is not None:
                 await session.close()

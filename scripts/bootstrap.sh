@@ -18,8 +18,10 @@ fi
 
 if [ "$mode" = dev ]; then
   need_apt=()
+  # promtool (Debian: prometheus) lints /metrics; chromium loads /1/lb/dash headless
+  # (tests/observe)
   for cmd_pkg in ip:iproute2 nft:nftables tc:iproute2 haproxy:haproxy wrk:wrk serf:serf \
-      nginx:nginx-light kubectl:kubernetes-client; do
+      nginx:nginx-light kubectl:kubernetes-client promtool:prometheus chromium:chromium; do
     cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg##*:}
     command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
   done

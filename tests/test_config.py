@@ -91,11 +91,38 @@ def test_environment_then_flag_precedence() -> None:
         (["-data-plane", "hyper"], {}, "-data-plane"),
         ([], {"FNLB_HC_TIMEOUT": "nan"}, "FNLB_HC_TIMEOUT"),
         ([], {"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
+        (["-zipkin", "ftp://zipkin:9411/api/v2/spans"], {}, "-zipkin"),
+        (["-zipkin", "http://zipkin:99999"], {}, "-zipkin"),
+        (["-trace-sample-rate", "-0.1"], {}, "-trace-sample-rate"),
     ],
 )
 def test_invalid_values_name_the_flag(argv: list[str], env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         parse(argv, env)
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [
+        ("warn", "warn"),
+        ("WARN", "warn"),
+        ("trace", "trace"),
+        ("fatal", "fatal"),
+        ("panic", "panic"),
+    ],
+)
+def test_log_level_takes_the_originals_logrus_names(level: str, expected: str) -> None:
+    assert parse([], {"LOG_LEVEL": level}).log_level == expected
+
+
+def test_observability_flags() -> None:
+    s = parse(
+        ["-zipkin=http://zipkin:9411/api/v1/spans", "-trace-sample-rate=0.25", "-log-format=json",
+         "-access-log"],
+        {},
+    )  # fmt: skip
+    assert (s.zipkin, s.trace_sample_rate) == ("http://zipkin:9411/api/v1/spans", 0.25)
+    assert (s.log_format, s.access_log, s.call_metrics) == ("json", True, True)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -116,7 +143,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
             ["-db=sqlite3:///tmp/x.db", "-join=127.0.0.1", "-gossip-insecure", "-mgmt-insecure"],
             "-state-dir",
         ),
-        (["-zipkin=http://127.0.0.1:9411"], "not built yet"),
+        (["-zipkin=zipkin:9411"], "-zipkin"),
+        (["-trace-sample-rate=2"], "-trace-sample-rate"),
+        (["-log-format=xml"], "-log-format"),
         (["-db=postgres://fnlb:s3cret@db/fn"], "postgres:// stores are not supported"),
         (["frobnicate"], "unknown command"),
     ],

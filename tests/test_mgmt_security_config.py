@@ -95,17 +95,21 @@ def test_a_db_url_password_never_reaches_stderr(capsys: pytest.CaptureFixture[st
     assert "hunter2" not in err
 
 
-def test_log_lines_never_carry_a_url_password() -> None:
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_log_lines_never_carry_a_url_password(fmt: str) -> None:
     import logging
 
-    from fnlb.logs import KeyValueFormatter
+    from fnlb.logs import formatter
 
     record = logging.LogRecord(
         "fnlb.x", logging.WARNING, __file__, 1, "cannot reach %s", ("http://u:pw1@h/",), None
     )
     record.peer = "https://admin:pw2@peer:8082"
-    line = KeyValueFormatter("%(message)s").format(record)
-    assert line == "cannot reach http://u:***@h/ peer=https://admin:***@peer:8082"
+    line = formatter(fmt).format(record)
+    assert "pw1" not in line
+    assert "pw2" not in line
+    assert "http://u:***@h/" in line
+    assert "https://admin:***@peer:8082" in line
 
 
 def test_a_balancer_built_in_code_obeys_the_same_refusals() -> None:

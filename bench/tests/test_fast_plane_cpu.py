@@ -15,6 +15,21 @@ def test_every_policy_answers_every_call_in_memory() -> None:
         assert uvloop.run(measure(policy, 500)) > 0
 
 
+def test_every_observer_configuration_answers_every_call() -> None:
+    from bench.fast_plane_cpu import OBSERVERS
+
+    for name in OBSERVERS:
+        assert uvloop.run(measure("hotset", 300, name)) > 0
+
+
+def test_observe_prints_a_row_per_observer_configuration() -> None:
+    from bench.fast_plane_cpu import OBSERVERS
+
+    done = run_bench("bench.fast_plane_cpu", "--calls=200", "--rounds=1", "--observe", timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert set(OBSERVERS) <= set(table_rows(done.stdout))
+
+
 def test_the_command_prints_a_row_per_policy() -> None:
     done = run_bench("bench.fast_plane_cpu", "--calls=300", "--rounds=1", timeout=60)
     assert done.returncode == 0, done.stderr

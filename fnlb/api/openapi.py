@@ -166,6 +166,36 @@ SCHEMAS: Final[dict[str, Any]] = {
         },
     },
     "GossipStats": {"type": "object", "required": ["self"]},
+    "DashData": {
+        "type": "object",
+        "description": "what /1/lb/dash draws (fnlb/observe/dash.py, docs/observability.md)",
+        "required": ["version", "time", "self", "nodes", "hot", "peers", "verdicts", "agree"],
+        "properties": {
+            "version": {"type": "string"},
+            "time": {"type": "number"},
+            "self": {"type": ["string", "null"], "description": "null: not in cluster mode"},
+            "nodes": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["state", "rate", "in_flight", "calls", "latency"],
+                    "properties": {
+                        "state": {"type": "string"},
+                        "rate": {"type": "number"},
+                        "in_flight": {"type": "integer"},
+                        "calls": {"type": "integer"},
+                        "latency": {"type": ["object", "null"]},
+                    },
+                },
+            },
+            "hot": {"type": "array", "items": _OBJECT},
+            "peers": {"type": "array", "items": _OBJECT},
+            "verdicts": _OBJECT,
+            "agree": {"type": ["boolean", "null"]},
+            "checksum": {"type": "string"},
+            "scale": {"type": ["object", "null"]},
+        },
+    },
     "KeyRequest": {
         "type": "object",
         "required": ["key"],
@@ -337,6 +367,23 @@ PATHS: Final[dict[str, Any]] = {
                 "200": _ok("Probe", "ready for calls"),
                 "503": _error("not ready; the message names every reason"),
             },
+        }
+    },
+    "/1/lb/dash": {
+        "get": {
+            "summary": "the live dashboard: one self-contained HTML page (no request leaves fnlb)",
+            "responses": {
+                "200": {
+                    "description": "the page",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+    "/1/lb/dash/data": {
+        "get": {
+            "summary": "what the dashboard draws: nodes, calls, latency, hot functions, peers",
+            "responses": {"200": _ok("DashData")},
         }
     },
     "/metrics": {

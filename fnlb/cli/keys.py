@@ -7,6 +7,8 @@ Rotation, run against every peer in turn (several --mgmt flags do that in one co
     fnlb keys remove OLDKEY  --mgmt http://a:8081 --mgmt http://b:8081   # none accept OLDKEY
 
 Give KEY as `-` to read it from standard input, which keeps it out of `ps` and shell history.
+`ls` and `rm` are aliases of `list` and `remove`; `--json` prints every peer's listing (or its
+error) as one JSON object instead of the tables.
 
 The management API this talks to (each answer is JSON; keys never appear in an answer, only
 their ids, 12 hex digits of a SHA-256)::
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from typing import Any, TextIO
 
@@ -45,6 +48,7 @@ from fnlb.cli.mgmt_client import (
     client_options,
     client_session,
 )
+from fnlb.cli.output import canonical, table, verbs
 from fnlb.errors import ConfigError
 from fnlb.gossip.keyring_file import decode_key
 
@@ -60,8 +64,8 @@ ROUTES: dict[str, tuple[str, str]] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "action",
-        choices=tuple(ROUTES),
-        help="list key ids; install a key; use an installed key as primary; remove a key",
+        choices=verbs(tuple(ROUTES)),
+        help="list (ls) key ids; install a key; use an installed key as primary; remove (rm) a key",
     )
     parser.add_argument(
         "key",
@@ -79,10 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for each peer (default: 10)"
     )
+    parser.add_argument("--json", action="store_true", help="print the listings as JSON")
     add_client_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    args.action = canonical(args.action, tuple(ROUTES))
     body: dict[str, str] | None = None
     if args.action == "list":
         if args.key is not None:
@@ -98,11 +104,14 @@ def run(args: argparse.Namespace) -> int:
         body = {"key": text.strip()}
     if args.timeout <= 0:
         return _usage("--timeout must be greater than 0")
+    as_json = bool(getattr(args, "json", False))
     try:
         options = client_options(args)
     except ConfigError as e:
         return _usage(str(e))
-    return asyncio.run(_run_all(args.action, args.mgmt, body, args.timeout, sys.stdout, options))
+    return asyncio.run(
+        _run_all(args.action, args.mgmt, body, args.timeout, sys.stdout, options, as_json)
+    )
 
 
 def _usage(message: str) -> int:
@@ -117,8 +126,10 @@ async def _run_all(
     seconds: float,
     out: TextIO,
     options: ClientOptions = NO_OPTIONS,
+    as_json: bool = False,
 ) -> int:
     failed = 0
+    answers: dict[str, Any] = {}
     async with client_session(options, seconds) as session:
         for url in urls:
             try:
@@ -126,8 +137,13 @@ async def _run_all(
             except PeerError as e:
                 failed += 1
                 print(f"fnlb keys: {e}", file=sys.stderr)
+                answers[url] = {"error": str(e)}
                 continue
-            out.write(f"{url}: {action} ok\n{format_listing(listing)}\n")
+            answers[url] = listing
+            if not as_json:
+                out.write(f"{url}: {action} ok\n{format_listing(listing)}\n")
+    if as_json:
+        out.write(json.dumps({"action": action, "peers": answers}, indent=2) + "\n")
     return 1 if failed else 0
 
 
@@ -143,13 +159,16 @@ async def call_peer(
 
 
 def format_listing(listing: dict[str, Any]) -> str:
-    """A peer's key listing for people: one key id per line, the primary marked."""
-    lines = []
-    for entry in listing.get("keys", []):
-        if isinstance(entry, dict):
-            mark = "*" if entry.get("primary") else " "
-            suffix = "  (primary: seals new packets)" if entry.get("primary") else ""
-            lines.append(f"  {mark} {entry.get('id')}{suffix}")
+    """A peer's key listing for people: a table of key ids and roles, the primary first."""
+    rows = [
+        [
+            str(entry.get("id")),
+            "primary (seals new packets)" if entry.get("primary") else "accepted",
+        ]
+        for entry in listing.get("keys", [])
+        if isinstance(entry, dict)
+    ]
+    lines = ["  " + line for line in table(["key id", "role"], rows).splitlines()]
     if listing.get("persisted") is False:
         lines.append("  note: not persisted (peer started with an inline key)")
     return "\n".join(lines)

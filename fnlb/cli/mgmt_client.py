@@ -91,7 +91,13 @@ DEFAULT_MGMT = "http://127.0.0.1:8081"
 
 
 class PeerError(Exception):
-    """One peer refused or could not be reached; the message says which and why."""
+    """One peer refused or could not be reached; the message says which and why, `status`
+    the HTTP status of a refusal (None when no answer came)."""
+
+    def __init__(self, message: str, status: int | None = None, msg: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.msg = msg
 
 
 def base_url(mgmt: str) -> str:
@@ -113,7 +119,11 @@ async def call(
                 answer = None
             if resp.status >= 300:
                 msg = answer.get("msg") if isinstance(answer, dict) else None
-                raise PeerError(f"{url}: HTTP {resp.status}: {msg or resp.reason or 'refused'}")
+                raise PeerError(
+                    f"{url}: HTTP {resp.status}: {msg or resp.reason or 'refused'}",
+                    resp.status,
+                    msg,
+                )
     except (aiohttp.ClientError, TimeoutError, ValueError) as e:
         detail = redact_urls(str(e)) or type(e).__name__
         raise PeerError(f"{url}: cannot reach the peer: {detail}") from None

@@ -18,13 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_supported(settings: Settings) -> None:
     """Refuse settings that cannot work before anything starts: management security (tokens,
-    TLS, the open-API rule), the node source (-db), and features that are not built."""
+    TLS, the open-API rule) and the node source (-db)."""
     from fnlb.api.security import validate_security
 
     validate_security(settings)
     check_node_source(settings)
-    if settings.zipkin:
-        raise ConfigError("-zipkin: tracing is not built yet; drop the flag")
 
 
 def check_node_source(settings: Settings) -> None:
@@ -58,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"fnlb: {redact_urls(str(e))}", file=sys.stderr)  # a -db URL's password
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     from fnlb.server import serve
 
     try:

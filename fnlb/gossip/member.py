@@ -269,6 +269,10 @@ class Member:
         self.stats: Counter[str] = Counter()
         """Traffic counters: datagrams/bytes sent and received, streams opened, and
         'name_conflicts' (claims to our name from a live member elsewhere)."""
+        self.received: Counter[str] = Counter()
+        """Datagram messages received, by type (Ping, Ack, Alive, Suspect, Dead, User...)."""
+        self.sent: Counter[int] = Counter()
+        """Datagram messages sent, by wire type code (codec.PING...), broadcasts included."""
 
     # --- the owner's API ----------------------------------------------------------------
 
@@ -640,6 +644,7 @@ class Member:
     # --- incoming messages --------------------------------------------------------------
 
     def _dispatch(self, msg: DatagramMessage, addr: Addr, now: float) -> None:
+        self.received[type(msg).__name__] += 1  # by type, for /metrics
         if isinstance(msg, Ping):
             if msg.target == self.name:
                 self._send(addr, [codec.encode_message(Ack(msg.seq))])
@@ -860,6 +865,9 @@ class Member:
         if room > 8 and self._queue:
             encoded = encoded + self._queue.take(room, self._limit(), overhead=0)
         data = codec.encode_packet(encoded)
+        sent = self.sent
+        for message in encoded:  # each is a msgpack array [type code, ...]: code at byte 1
+            sent[message[1]] += 1
         self._outbox.append((data, addr))
         self.stats["datagrams_sent"] += 1
         self.stats["bytes_sent"] += len(data)

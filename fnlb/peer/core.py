@@ -144,6 +144,12 @@ class Peer:
         self.control = ControlLoop(router, WidthTracker(width_policy))
         self.drops: dict[str, int] = {}
         """Malformed peer messages dropped, by reason."""
+        self.check_results: dict[tuple[str, str], int] = {}
+        """(node, result) -> this peer's health results: ok, fail, or passive_fail (the
+        proxy could not reach it); read by /metrics, dropped with the node."""
+        self.state_changes: dict[tuple[str, str], int] = {}
+        """(node, state entered) -> how often this peer's own verdict on the node changed;
+        read by /metrics, dropped with the node."""
         self._pending_seed: list[str] | None = list(seed) if seed is not None else None
         self._known_nodes: set[str] = set(self.state.nodes.members())
         self._checks: list[Check] = []
@@ -207,18 +213,26 @@ class Peer:
     # -- health --------------------------------------------------------------------------
 
     def health_checked(self, node: str, ok: bool, now_ms: int, error: str = "") -> None:
-        """One health result of ours (active check or a failed connection)."""
-        before = self.state.health.get(node)
-        self.state.record_check(node, ok, now_ms, error)
-        after = self.state.health.get(node)
-        changed = after is not None and (before is None or before.state != after.state)
-        if changed and after is not None and after.state != "unknown":
-            log.info("node is %s", after.state, extra={"node": node, "error": error or None})
+        """One result of ours from an active health check."""
+        self._checked(node, ok, now_ms, error, "ok" if ok else "fail")
 
     def connect_failed(self, node: str, error: str, now_ms: int) -> None:
         """The proxy could not reach `node`: count a failed check and confirm it at once."""
-        self.health_checked(node, False, now_ms, error)
+        self._checked(node, False, now_ms, error, "passive_fail")
         self._checks.append(Check(node, True))
+
+    def _checked(self, node: str, ok: bool, now_ms: int, error: str, result: str) -> None:
+        before = self.state.health.get(node)
+        self.state.record_check(node, ok, now_ms, error)
+        after = self.state.health.get(node)
+        if after is None or node not in self.state.nodes:
+            return  # removed meanwhile: not counted, its series would never end
+        key = (node, result)
+        self.check_results[key] = self.check_results.get(key, 0) + 1
+        if after.state != (before.state if before is not None else "unknown"):
+            change = (node, after.state)
+            self.state_changes[change] = self.state_changes.get(change, 0) + 1
+            log.info("node is %s", after.state, extra={"node": node, "error": error or None})
 
     def metrics_read(self, node: str, metrics: NodeMetrics) -> None:
         """A reading of the node's own /metrics, taken with a health check."""
@@ -406,3 +420,7 @@ class Peer:
             self._checks.append(Check(node, False))
         for node in sorted(removed):
             log.info("node removed", extra={"node": node})
+        if removed:  # their health series end with them; memory stays bounded
+            for counts in (self.check_results, self.state_changes):
+                for k in [k for k in counts if k[0] in removed]:
+                    del counts[k]

@@ -32,6 +32,16 @@ from typing import Final, Protocol, cast
 import httptools
 
 from fnlb.cluster.view import NodeView
+from fnlb.observe.calls import (
+    AFTER,
+    ALL_FAILED,
+    GONE,
+    NO_NODE,
+    CallObserver,
+    CallRequest,
+    HeaderLookup,
+)
+from fnlb.observe.tracing import CONTEXT_HEADERS, CallTrace
 from fnlb.proxy.handler import BUFFER_LIMIT, IDEMPOTENT
 from fnlb.proxy.http1 import (
     CHUNKED_HEADER,
@@ -48,6 +58,7 @@ from fnlb.proxy.http1 import (
     MAX_FIELD,
     MAX_HEAD,
     REQUEST_HEADERS,
+    TRACE_CONTEXT,
     TRANSFER_ENCODING,
     XF_HOST,
     XF_PROTO,
@@ -95,6 +106,8 @@ STREAM_BUFFER: Final = 256 * 1024
 """Bytes of a streamed body held while its node connection opens; reading pauses beyond."""
 
 _IDEMPOTENT_B: Final = frozenset(m.encode() for m in IDEMPOTENT)
+_CONTEXT_B: Final = frozenset(h.encode() for h in CONTEXT_HEADERS)
+"""The caller's trace context headers: a traced call's attempts send their own instead."""
 
 # How an answer's body goes to the client.
 _NONE: Final = 0  # no body (HEAD, 1xx, 204, 304)
@@ -113,12 +126,16 @@ class FastProxy:
         management: HandOver | None = None,
         management_paths: frozenset[bytes] = frozenset(),
         scheme: bytes = b"http",
+        observer: CallObserver | None = None,
     ) -> None:
         """`management`: on a shared port, what takes a connection whose request is for one
         of `management_paths` (the API stays on aiohttp: `hand_to_protocol`). `scheme`: the
-        listener's (b"https" with TLS), the X-Forwarded-Proto a client did not send."""
+        listener's (b"https" with TLS), the X-Forwarded-Proto a client did not send.
+        `observer`: metrics, access log and traces (fnlb.observe), told what `Proxy.handle`
+        tells it."""
         self.peer = peer
         self.scheme = scheme
+        self.observer = observer or CallObserver(lambda *_: 0, counting=False)
         self.pool = UpstreamPool(connect_timeout)
         self.management = management
         self.management_paths = management_paths
@@ -364,6 +381,9 @@ class ClientConnection(asyncio.Protocol):
         elif kind == XF_PROTO:
             if call.xf_proto is None:
                 call.xf_proto = value
+        elif kind == TRACE_CONTEXT:  # copied as it came, unless the call is traced here
+            call.fields += (name, b": ", value, CRLF)
+            call.context = True
         elif kind == XF_HOST and call.xf_host is None:
             call.xf_host = value
 
@@ -446,6 +466,7 @@ class _Call:
     __slots__ = (
         "answered_at",
         "answering",
+        "arrived",
         "body",
         "body_done",
         "body_size",
@@ -454,6 +475,7 @@ class _Call:
         "conn",
         "connecting",
         "connection",
+        "context",
         "done",
         "expect",
         "failures",
@@ -479,6 +501,7 @@ class _Call:
         "status",
         "streaming",
         "target",
+        "trace",
         "up",
         "up_paused",
         "wait_header",
@@ -529,10 +552,15 @@ class _Call:
         self.head = b""
         self.path = ""
         self.key = ""
+        self.arrived = 0.0
+        self.trace: CallTrace | None = None
+        self.context = False
+        """The request carries trace context headers (traceparent, b3, X-B3-*)."""
 
     # -- the request ----------------------------------------------------------------------------
 
     def headers_done(self) -> None:
+        self.arrived = time.time()  # observe: the whole call's start, as Proxy.handle's
         length = self.length
         self.streaming = self.chunked or (length is not None and length > BUFFER_LIMIT)
         self.replayable = not self.streaming
@@ -586,8 +614,11 @@ class _Call:
         self.key = key = function_key(path)
         peer = proxy.peer
         nodes = peer.candidates(key, path)
+        obs = proxy.observer
         if not nodes:
             known = len(peer.view.states)
+            obs.end(None, self.observed(), key, path, None, 0, 503, self.arrived, self.arrived,
+                    NO_NODE)  # fmt: skip
             self.answer_error(
                 503,
                 "no Fn node is online to take the call"
@@ -596,6 +627,10 @@ class _Call:
             return
         self.nodes = nodes
         self.last = len(nodes) - 1
+        if obs.tracer is not None:  # observe: each attempt then names its span to the node
+            self.trace = obs.begin(_CallView(self), None)
+            if self.trace is not None and self.context:
+                self.fields = without_named(self.fields, _CONTEXT_B)
         xff = self.xff
         client = self.conn.client
         parts = [self.method, b" ", self.target, b" HTTP/1.1\r\n", *self.fields]
@@ -616,6 +651,8 @@ class _Call:
         node = self.node = self.nodes[self.i]
         self.started = now = time.time()
         proxy.peer.attempt_started(self.key, node, now)
+        if self.trace is not None:  # observe: the node's traceparent names this attempt
+            self.trace.attempt_started(node, now)
         self.in_attempt = True
         up = proxy.pool.take(node)
         if up is not None:
@@ -640,15 +677,18 @@ class _Call:
         except Exception:  # a fault of ours: the client must still get an answer
             log.exception("proxy fault")
             up.close()
-            self.finish()
+            self.ended(self.finish(), 502, AFTER)
             self.answer_error(502, "fnlb failed to handle the call (logged); not retried")
 
     def connect_failed(self, why: str) -> None:
         # Nothing was sent: the call can go to the next node, body untouched.
         node = self.node
-        self.finish()
+        record = self.finish()
         self._failed(f"{node}: {why}")
-        self.conn.proxy.peer.connect_failed(node, why, int(time.time() * 1000))  # check it now
+        proxy = self.conn.proxy
+        proxy.peer.connect_failed(node, why, int(time.time() * 1000))  # check it now
+        if record is not None:
+            proxy.observer.attempt(self.trace, record, "connect", self.started, self.i < self.last)
         self.next_or_fail()
 
     def _failed(self, line: str) -> None:
@@ -661,6 +701,9 @@ class _Call:
         if self.i <= self.last:
             self.attempt()
         else:
+            self.conn.proxy.observer.end(self.trace, self.observed(), self.key, self.path, None,
+                                         self.last, 502, self.arrived, self.arrived,
+                                         ALL_FAILED)  # fmt: skip
             self.answer_error(502, f"every Fn node failed: {'; '.join(self.failures or ())}")
 
     def send(self, up: UpstreamConnection) -> None:
@@ -672,6 +715,8 @@ class _Call:
         head = self.head
         if self.host is None:  # HTTP/1.0 without Host: name the node, as a client would
             head += b"Host: %s\r\n" % self.node.encode()
+        if self.trace is not None:  # observe: W3C (and B3) context naming this attempt
+            head += self.trace.propagation()
         if not self.streaming:
             transport.write(b"".join((head, CRLF, *self.body)))
         else:
@@ -688,12 +733,13 @@ class _Call:
         if self.conn.write_paused:
             transport.pause_reading()
 
-    def finish(self, status: int = NO_ANSWER, answered: bool = False) -> None:
-        """The attempt in progress ended: its one record to the Peer, once. `status`: the
-        node's (NO_ANSWER when none came; BUSY for a busy answer the call moves on from);
-        `answered`: its answer went to the client. The same records as `Proxy.handle`."""
+    def finish(self, status: int = NO_ANSWER, answered: bool = False) -> Attempt | None:
+        """The attempt in progress ended: its one record to the Peer, once (and returned, for
+        the observer; None when no attempt was in progress). `status`: the node's (NO_ANSWER
+        when none came; BUSY for a busy answer the call moves on from); `answered`: its
+        answer went to the client. The same records as `Proxy.handle`."""
         if not self.in_attempt:
-            return
+            return None
         self.in_attempt = False
         now = time.time()
         retry_after = None
@@ -715,6 +761,19 @@ class _Call:
         else:
             attempt = Attempt(self.key, self.node, self.path, status, now, None, retry_after)
         self.conn.proxy.peer.attempt_finished(attempt)
+        return attempt
+
+    def ended(self, record: Attempt | None, status: int, error: str | None = None) -> None:
+        """The call ended after attempt `record` (None: none was in progress): tell the
+        observer, as `Proxy.handle` does. `status`: what the client got."""
+        if record is not None:
+            self.conn.proxy.observer.end(self.trace, self.observed(), self.key, self.path,
+                                         record, self.i, status, self.arrived, self.started,
+                                         error)  # fmt: skip
+
+    def observed(self) -> CallRequest:
+        """This request as the observer reads it: only its access log reads the fields."""
+        return _CallView(self) if self.conn.proxy.observer.access is not None else _UNREAD
 
     # -- Exchange: what the node's connection reports -------------------------------------------
 
@@ -725,8 +784,10 @@ class _Call:
             up.discarding = True  # read the rest, then back to the pool
             self.up = None
             self.retry_after = up.retry_after
-            self.finish(BUSY)
+            busy = self.finish(BUSY)
             self.retry_after = None
+            if busy is not None:
+                self.conn.proxy.observer.attempt(self.trace, busy, "busy", self.started, True)
             self._failed(f"{self.node}: busy (503)")
             self.i += 1
             self.attempt()
@@ -782,7 +843,7 @@ class _Call:
         self.flush()
         self.up = None
         self.conn.proxy.pool.release(up, keep_alive and self.body_done and not up.head_request)
-        self.finish(self.status, answered=True)
+        self.ended(self.finish(self.status, answered=True), self.status)
         self.done = True
         self.conn.call_done(self, self.close_after)
 
@@ -791,23 +852,28 @@ class _Call:
         node = self.node
         why = _describe(exc) if exc is not None else "Server disconnected"
         if not self.answering:
-            self.finish()
+            record = self.finish()
             self.conn.proxy.peer.connect_failed(node, why, int(time.time() * 1000))  # check it
             if self.method in _IDEMPOTENT_B and self.replayable and self.i < self.last:
                 # The connection died before any answer (typically a pooled keep-alive
                 # connection to a node that just died). HTTP lets a client repeat an
                 # idempotent request (RFC 9110 9.2.2); a POST may have run: never resent.
+                if record is not None:
+                    self.conn.proxy.observer.attempt(
+                        self.trace, record, "disconnect", self.started, True
+                    )
                 self._failed(f"{node}: {why}")
                 self.next_or_fail()
                 return
             log.warning("call failed after it may have started", extra={"node": node})
+            self.ended(record, 502, AFTER)
             self.answer_error(502, f"node {node} failed during the call ({why}); not retried")
             return
         if exc is None and up.content_length is None and not up.chunked:
             self.on_done(up, False)  # a body delimited by the close: complete
             return
         # A half-read answer: the client sees its connection close before the end.
-        self.finish(self.status, answered=True)
+        self.ended(self.finish(self.status, answered=True), self.status)
         self.done = True
         self.flush()
         self.conn.close()
@@ -816,9 +882,10 @@ class _Call:
         self.up = None
         why = f"bad answer: {_parser_reason(exc)}"
         if self.answering:  # cut short: the client already has its head (Proxy.handle's
-            self.finish(self.status, answered=True)  # `finally` books the same record)
+            # `finally` books the same record)
+            self.ended(self.finish(self.status, answered=True), self.status)
         else:
-            self.finish()
+            self.ended(self.finish(), 502, AFTER)
         log.warning("call failed after it may have started", extra={"node": self.node})
         if self.answering:
             self.done = True
@@ -857,9 +924,81 @@ class _Call:
             self.up = None
             up.close()  # the node sees the connection close: the call is cancelled
         if self.answering:
-            self.finish(self.status, answered=True)
-        else:
-            self.finish()
+            self.ended(self.finish(self.status, answered=True), self.status)
+        else:  # the client went away before an answer: Proxy.handle's cancelled call
+            self.ended(self.finish(), 499, GONE)
+
+
+class _Fields:
+    """A request's header fields (name, b": ", value, CRLF, ...) looked up by name, as the
+    tracer reads a caller's context: only for a call that is traced or access-logged."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: list[bytes]) -> None:
+        self._fields = fields
+
+    def get(self, name: str, /) -> str | None:
+        want = name.lower().encode("latin-1")
+        fields = self._fields
+        for i in range(0, len(fields), 4):
+            if fields[i].lower() == want:
+                return fields[i + 2].decode("latin-1")
+        return None
+
+
+class _CallView:
+    """A `_Call` as the observer reads a request (fnlb.observe.calls.CallRequest), made only
+    when a trace or the access log will read it."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: _Call) -> None:
+        self._call = call
+
+    @property
+    def method(self) -> str:
+        return self._call.method.decode("latin-1")
+
+    @property
+    def path(self) -> str:
+        return self._call.path
+
+    @property
+    def remote(self) -> str | None:
+        return self._call.conn.client.decode("latin-1") or None
+
+    @property
+    def headers(self) -> HeaderLookup:
+        """Read by the tracer only, for a caller's context: a request that carries no
+        context header (the parser notes them) answers None without a scan."""
+        call = self._call
+        return _Fields(call.fields) if call.context else _NO_FIELDS
+
+
+class _NoContext:
+    """The headers of a request without trace context, as the tracer looks for one."""
+
+    __slots__ = ()
+
+    def get(self, name: str, /) -> str | None:
+        return None
+
+
+_NO_FIELDS: Final = _NoContext()
+
+
+class _Unread:
+    """What the observer is handed when nothing will read the request (counting only)."""
+
+    __slots__ = ()
+    method = ""
+    path = ""
+    remote: str | None = None
+    headers: HeaderLookup = _NO_FIELDS
+
+
+_UNREAD: Final = _Unread()
 
 
 def _describe(e: BaseException) -> str:

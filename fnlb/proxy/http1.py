@@ -14,6 +14,8 @@ from typing import Final
 
 from yarl import URL
 
+from fnlb.observe.tracing import CONTEXT_HEADERS
+
 MAX_FIELD: Final = 64 * 1024
 """Longest request line or header field (name and value) taken from clients and nodes, as
 the aiohttp path's `max_field_size`: Go's servers take long tokens that 8 KiB refused."""
@@ -34,6 +36,7 @@ XF_PROTO: Final = 8
 XF_HOST: Final = 9
 RETRY_AFTER: Final = 10
 FXLB_WAIT: Final = 11
+TRACE_CONTEXT: Final = 12
 
 REQUEST_HEADERS: Final[dict[bytes, int]] = {
     b"connection": CONNECTION,
@@ -52,9 +55,11 @@ REQUEST_HEADERS: Final[dict[bytes, int]] = {
     b"x-forwarded-for": XFF,
     b"x-forwarded-proto": XF_PROTO,
     b"x-forwarded-host": XF_HOST,
+    **{name.encode(): TRACE_CONTEXT for name in (*CONTEXT_HEADERS, "x-b3-flags")},
 }
 """Request headers the proxy does not copy blindly. Content-Length and Host are copied too
-(they are end-to-end) but also read."""
+(they are end-to-end) but also read; so are a caller's trace context headers (noted, so a
+traced call looks for a context only in requests that carry one)."""
 
 RESPONSE_HEADERS: Final[dict[bytes, int]] = {
     b"connection": CONNECTION,

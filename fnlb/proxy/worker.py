@@ -25,6 +25,11 @@ from typing import Any, Final
 
 from fnlb.cluster.view import NodeView
 from fnlb.logs import setup_logging
+from fnlb.observe.access import AccessLog
+from fnlb.observe.calls import CallObserver
+from fnlb.observe.outcome import outcome_for
+from fnlb.observe.tracing import Tracer
+from fnlb.observe.zipkin import ZipkinExporter
 from fnlb.payloads.backoff import decode_entries
 from fnlb.proxy.fast_server import FastProxy
 from fnlb.proxy.worker_link import AttemptRelay, frame, read_frame
@@ -36,6 +41,8 @@ log = logging.getLogger("fnlb.worker")
 
 TICK_S: Final = 0.05
 """How often attempts are reported (and the primary's figures arrive about as often)."""
+CALLS_EVERY: Final = 20
+"""Ticks between two reports of the call figures for /metrics (once a second)."""
 
 
 class WorkerPeer:
@@ -80,6 +87,21 @@ class Worker:
         self.writer: asyncio.StreamWriter | None = None
         self.handoff: socket.socket | None = None
         self.fast: FastProxy | None = None
+        # fnlb.observe in this process: its call figures go to the primary's /metrics, its
+        # access lines to the stderr it shares with the primary, its spans to -zipkin.
+        self.zipkin = ZipkinExporter(options["zipkin"]) if options.get("zipkin") else None
+        self.access_log = (
+            AccessLog(options.get("log_format", "text")) if options.get("access_log") else None
+        )
+        self.observer = CallObserver(
+            outcome_for(self.peer),
+            counting=options.get("call_metrics", True),
+            access=self.access_log,
+            tracer=None
+            if self.zipkin is None
+            else Tracer(self.zipkin, sample_rate=options.get("trace_sample_rate", 1.0)),
+        )
+        self._ticks = 0
 
     def send(self, message: list[Any]) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -98,6 +120,7 @@ class Worker:
         if kind == "view":
             if message[1] != self.peer.view.version:
                 self.peer.view = NodeView(message[1], message[2])
+                self.observer.retain(self.peer.view.states)  # deleted nodes' figures end
         elif kind == "figures" and self.router is not None:
             widths, in_flight, caps, homes = message[1:5]
             self.router.update(
@@ -109,10 +132,15 @@ class Worker:
         elif kind == "backoff" and self.router is not None:
             self.router.backoff.merge(decode_entries(message[1]), time.time())
 
-    def report(self) -> None:
+    def report(self, final: bool = False) -> None:
         events = self.peer.relay.take()
         if events:
             self.send(["attempts", events])
+        self._ticks += 1
+        due = final or self._ticks % CALLS_EVERY == 0
+        if due and (self.observer.counting or self.zipkin is not None):
+            spans = dict(self.zipkin.spans) if self.zipkin is not None else None
+            self.send(["calls", self.observer.snapshot(), spans])
         if self.router is not None:
             self.router.backoff.expire(time.time())
             # The primary's router makes the same entries from the attempts it replays and
@@ -133,7 +161,12 @@ class Worker:
             connect_timeout=o["connect_timeout"],
             management=self.hand_over if self.handoff is not None else None,
             management_paths=frozenset(p.encode() for p in o["api_paths"]),
+            observer=self.observer,
         )
+        if self.zipkin is not None:
+            self.zipkin.start()
+        if self.access_log is not None:
+            self.access_log.start()
         server = await loop.create_server(self.fast.protocol, sock=self.listen, backlog=1024)
         self.fast.start()
         stopping = asyncio.Event()
@@ -160,7 +193,11 @@ class Worker:
         await self.fast.drain(o["shutdown_timeout"] or None)
         for t in tasks:
             t.cancel()
-        self.report()
+        self.report(final=True)
+        if self.zipkin is not None:
+            await self.zipkin.stop()  # after the drain: the last calls' spans go too
+        if self.access_log is not None:
+            await self.access_log.stop()
         with contextlib.suppress(ConnectionError):
             await self.writer.drain()
         self.writer.close()
@@ -175,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--options", required=True, help="JSON: routing, timeouts, api_paths")
     args = p.parse_args(argv)
     options = json.loads(args.options)
-    setup_logging(options["log_level"])
+    setup_logging(options["log_level"], options.get("log_format", "text"))
     listen = socket.socket(fileno=args.listen_fd)
     channel = socket.socket(fileno=args.channel_fd)
     worker = Worker(options, listen)

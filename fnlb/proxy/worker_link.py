@@ -18,6 +18,9 @@ worker -> primary
                                             record (fnlb.routing.attempt) for
                                             Peer.attempt_finished
   ["fail", node, why, now_ms]               a node it could not reach (Peer.connect_failed)
+  ["calls", snapshot, spans]                its call figures for /metrics, cumulative, once a
+                                            second (fnlb.observe.calls.CallObserver.snapshot),
+                                            and its -zipkin exporter's counts (or None)
 
 A second socket pair (SOCK_SEQPACKET) carries client connections whose first request is for
 the management API, on a shared port: the bytes read so far plus the socket (SCM_RIGHTS).

@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from fnlb.observe.calls import CallTotals
 from fnlb.payloads.backoff import pack_entries
 from fnlb.peer.core import Peer
 from fnlb.proxy.worker_link import attempt_of, frame, read_frame
@@ -80,13 +81,16 @@ class WorkerPool:
         peer: Peer,
         options: dict[str, Any],
         api_server: web.Server | None = None,
+        calls: CallTotals | None = None,
     ) -> None:
+        """`calls`: where the workers' call figures go (for /metrics and the dashboard)."""
         self.listen = listen
         self.peer = peer
         self.router = peer.routing.load_router
         self._backoff_sent: dict[tuple[str, str], float] = {}
         self.options = options
         self.api_server = api_server
+        self.calls = calls
         self.workers = [_Worker(i) for i in range(count)]
         self.stopping = False
         self.restarts = 0
@@ -157,6 +161,8 @@ class WorkerPool:
                 self.peer.attempt_finished(Attempt(key, node, "", NO_ANSWER, now))
         w.open.clear()
         w.in_flight.clear()
+        if self.calls is not None:
+            self.calls.retire(w.index)  # its figures stay; a new worker counts from zero
         if w.writer is not None:
             w.writer.close()
         if w.handoff is not None:
@@ -184,6 +190,9 @@ class WorkerPool:
                     in_flight[e[2]] -= 1
         elif kind == "fail":
             self.peer.connect_failed(message[1], message[2], message[3])
+        elif kind == "calls" and self.calls is not None:
+            # ValueError: the link is dropped
+            self.calls.report(w.index, message[1], message[2] if len(message) > 2 else None)
 
     def backoff_news(self, now: float) -> list[bytes]:
         """The back-off entries in force in the Peer's router that the workers have not

@@ -153,6 +153,8 @@ class ClusterService:
         self.runtime: GossipRuntime | None = None
         self._peers_moved = False
         self._hold_tls: ssl.SSLContext | bool = True
+        self.write_acks: dict[str, int] = {"not_needed": 0, "held": 0, "short": 0}
+        """Node-list changes by how `-write-acks` went (read by /metrics)."""
 
     # -- keeping a change ----------------------------------------------------------------
 
@@ -163,6 +165,7 @@ class ClusterService:
         live = self._live_members()
         wanted = min(self.settings.write_acks, len(live))
         if wanted == 0:
+            self.write_acks["not_needed"] += 1
             return 1
         payload = change.hold
         held = 1
@@ -171,6 +174,7 @@ class ClusterService:
                 break
             if await self._ask_to_hold(address, payload, name, tls):
                 held += 1
+        self.write_acks["held" if held - 1 >= wanted else "short"] += 1
         if held - 1 < wanted:
             raise NotHeld(held - 1, wanted)
         return held
