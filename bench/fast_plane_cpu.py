@@ -10,7 +10,8 @@ bench/proxy's CPU per call that fnlb's code decides; the rest is uvloop and the 
 `--observe` adds a table of the observer's configurations (fnlb.observe: metrics, tracing,
 the access log) under hotset routing, interleaved in the same rounds: what each costs on the
 fast plane, whose calls are cheaper than the aiohttp plane's that bench/observe_cost relates
-them to.
+them to. Two breakdown rows split the default metrics into their two parts: the routing
+outcome classifier (fnlb.observe.outcome) run alone, and the counters with the outcome fixed.
 
 Rerun (from the repository root):
 
@@ -83,9 +84,23 @@ class ListTransport:
         return None
 
 
+class _OutcomeOnly(CallObserver):
+    """The default observer's routing-outcome classifier alone, without its counters: the
+    breakdown row that splits the metrics' cost between the classifier and the counting."""
+
+    __slots__ = ()
+
+    def end(self, trace: Any, request: Any, key: str, path: str, attempt: Any, index: int,
+            *_: Any) -> None:  # fmt: skip
+        if attempt is not None:
+            self._outcome_of(key, path, attempt.node, index)
+
+
 OBSERVERS: dict[str, Callable[[Peer], CallObserver]] = {
     "all off (-call-metrics=false)": lambda p: CallObserver(outcome_for(p), counting=False),
     "metrics (default)": lambda p: CallObserver(outcome_for(p)),
+    "metrics: outcome classifier alone": lambda p: _OutcomeOnly(outcome_for(p)),
+    "metrics: counters alone (outcome fixed)": lambda p: CallObserver(lambda *_: 0),
     "metrics + tracing, unsampled": lambda p: CallObserver(
         outcome_for(p), tracer=Tracer(Encode(), sample_rate=0.0)
     ),
