@@ -37,8 +37,14 @@ async def test_a_node_added_on_one_peer_is_routable_on_all_and_removed_everywher
         async with peers(3) as group, aiohttp.ClientSession() as client:
             answer = await put(client, group[0], backend.address)
             assert answer == {"msg": "node added", "held_by": 2}
+            # Routable at once (an unknown node is tried while none is online); then every
+            # peer's cluster verdict turns online as the checks' verdicts spread.
             await wait_for(
                 everywhere(group, lambda b: b.peer.view.routable == (backend.address,)),
+                within=5,
+            )
+            await wait_for(
+                everywhere(group, lambda b: b.peer.view.states == {backend.address: "online"}),
                 within=5,
             )
             checksums = set()
