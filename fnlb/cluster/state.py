@@ -107,6 +107,10 @@ class ClusterState:
         """Add `addr` cluster-wide; the delta to persist, acknowledge and broadcast."""
         return self._local_write(self.nodes.add(addr, now_ms))
 
+    def seed_node(self, addr: str) -> list[Entry]:
+        """Add `addr` as `-nodes` does: losing to any record the cluster has of it."""
+        return self._local_write(self.nodes.seed(addr))
+
     def remove_node(self, addr: str, now_ms: int) -> list[Entry]:
         """Remove `addr` cluster-wide (a tombstone); the delta, as for `add_node`."""
         return self._local_write(self.nodes.remove(addr, now_ms))

@@ -255,16 +255,18 @@ class Peer:
     def seed_nodes(self, now_ms: int) -> None:
         """Add the `-nodes` addresses the set has no entry for (live or deleted); once only.
 
-        A peer with peers to join seeds once it holds the cluster's set (the first full state
-        from an established peer, `merge_remote_state`), or when its shell gives up waiting:
-        fresh stamps on an old `-nodes` list would otherwise beat the cluster's deletes.
+        Seed entries carry the lowest stamp there is (`NodeSet.seed`): they lose to every add
+        and delete, and to every collection floor, so an old `-nodes` list (a stateless
+        peer redeployed long after a delete, or one whose first join failed) never brings a
+        deleted node back. A peer with peers to join still seeds only once it holds the
+        cluster's set (the first full state from an established peer, `merge_remote_state`)
+        or when its shell gives up waiting, so it does not route to such a node meanwhile.
         """
         pending, self._pending_seed = self._pending_seed, None
         if not pending:
             return
         for node in pending:
-            if self.state.nodes.get(node) is None:
-                self.state.add_node(node, now_ms)
+            self.state.seed_node(node)
         self._nodes_changed()
         self._save = True
 

@@ -15,10 +15,12 @@ The `Peer` (fnlb.peer.core) decides; `ClusterService` only moves inputs in and o
 Restart: the state file gives back the node set, the clock and the peers we knew, which are
 joined again along with `-join`. `-nodes` seeds the set only on a start without saved state:
 afterwards the saved set is the truth, so a restart cannot resurrect a node that was deleted
-while it ran. And a fresh peer that has peers to join seeds only once it holds the cluster's
-set (`Peer.seed_nodes`): when no join target answers the first attempt (the whole cluster
-starting at once), or there is nothing to join, it seeds at once; after SEED_WAIT_S without a
-full state, too.
+while it ran. Seeded entries carry the lowest stamp there is (`NodeSet.seed`), so they lose
+to every add and delete the cluster holds and to its collection floor: a stale `-nodes` adds
+nothing the cluster deleted, even after the tombstone was collected. A fresh peer that has
+peers to join seeds once it holds the cluster's set (`Peer.seed_nodes`): when no join target
+answers the first attempt (the whole cluster starting at once), or there is nothing to join,
+it seeds at once; after SEED_WAIT_S without a full state, too.
 """
 
 from __future__ import annotations
