@@ -25,7 +25,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from fnlb.cluster.health_merge import ClusterState as Verdict3
 from fnlb.cluster.health_merge import Verdict, VerdictTable
@@ -46,6 +46,14 @@ from fnlb.payloads.verdict import verdict_stamp as stamp_int
 from fnlb.routing.backoff import Backoff
 from fnlb.routing.rendezvous import hash64, score
 from fnlb.routing.widths import aligned_cut
+
+
+class Merged(NamedTuple):
+    """What one broadcast did here: `changed` what we route on; `news`: it was newer than
+    what we held, so gossip relays it (a stale copy is not relayed)."""
+
+    changed: bool
+    news: bool
 
 
 def verdict_stamp(ts: Timestamp) -> int:
@@ -95,6 +103,8 @@ class ClusterState:
         self.refused: dict[str, int] = {}
         """Well-formed peer entries we did not apply, by reason (see `_merged`): shown with
         the malformed drops in `/1/lb/cluster`."""
+        self._verdicts_taken = 0
+        """Peers' verdicts newer than the one held (news, relayed), counted."""
         self._recheck: list[str] = []
         """Nodes a peer called offline while we still see them online: check them now."""
         self.version = 0
@@ -216,32 +226,38 @@ class ClusterState:
 
     # -- merging -------------------------------------------------------------------------
 
-    def merge_broadcast(self, payload: bytes, now: int) -> bool:
-        """Apply one peer broadcast; True if anything we route on changed."""
+    def merge_broadcast(self, payload: bytes, now: int) -> Merged:
+        """Apply one peer broadcast: what changed, and whether it was news (to relay).
+
+        What a broadcast brings is never queued again here: gossip relays the original
+        broadcast itself, so re-queueing it made one change cost N^2 x the retransmit limit.
+        """
         msg = open_message(payload)
         kind = msg[0]
         if kind == envelope.NODE_SET:
-            return self._merged(self.nodes.merge(msg[1], now))
+            result = self.nodes.merge(msg[1], now)
+            return Merged(self._merged(result, relay=False), bool(result.changed))
         if kind == envelope.VERDICT:
-            return self._merge_verdict(msg[1], msg[2], msg[3], msg[4], now)
+            before = self._verdicts_taken
+            changed = self._merge_verdict(msg[1], msg[2], msg[3], msg[4], now)
+            return Merged(changed, self._verdicts_taken != before)
         if kind == envelope.NODE_METRICS:
             metrics = metrics_from_wire(msg[2])
             if metrics is None:
                 raise RemoteProtocolError("bad_node_metrics", "malformed node metrics")
-            self._keep_metrics(msg[1], metrics)
-            return False
+            return Merged(False, self._keep_metrics(msg[1], metrics))
         if kind == envelope.BACKOFF:
             if self._backoff is not None:
                 self._backoff.merge(decode_entries(msg[1]), now / 1000)
-            return False
+            return Merged(False, True)  # each has its own key: nothing to be stale against
         if msg[1] != self.name:  # envelope.LOAD
-            self.load.merge(msg[1], msg[2], now / 1000)
-        return False
+            return Merged(False, self.load.merge(msg[1], msg[2], now / 1000))
+        return Merged(False, False)
 
     def merge_full(self, data: bytes, now: int) -> bool:
         """Apply a peer's full state (push-pull); True if anything we route on changed."""
         nodes, verdicts = open_full_state(data)
-        changed = self._merged(self.nodes.merge_full(nodes, now))
+        changed = self._merged(self.nodes.merge_full(nodes, now), relay=True)
         for peer, node, online, stamp in verdicts:
             changed |= self._merge_verdict(peer, node, online, stamp, now)
         return changed
@@ -254,7 +270,7 @@ class ClusterState:
         are not held.
         """
         result = self.nodes.merge(held_entries(payload), now)
-        self._merged(result)
+        self._merged(result, relay=False)  # the writer broadcasts it itself
         return result
 
     def _merge_verdict(self, peer: Any, node: Any, online: Any, stamp: Any, now: int) -> bool:
@@ -267,6 +283,10 @@ class ClusterState:
             # verdicts again when they change, and push-pull carries them again.
             self._count("verdict_drift")
             return False
+        held = self.verdicts.verdict(peer, node)
+        if held is not None and held.stamp >= stamp:
+            return False
+        self._verdicts_taken += 1
         if not self.verdicts.merge(peer, node, Verdict(online, stamp)):
             return False
         mine = self.verdicts.verdict(self.name, node)
@@ -275,8 +295,9 @@ class ClusterState:
         self._publish()
         return True
 
-    def _merged(self, result: MergeResult) -> bool:
-        """Queue what won for gossip, count what was refused; True if members may have moved.
+    def _merged(self, result: MergeResult, *, relay: bool) -> bool:
+        """Count what was refused; True if members may have moved. `relay`: queue what won
+        as our own broadcast (news a push-pull brought: nobody else is spreading it).
 
         Refused entries need no action: drifted ones come again with the next push-pull,
         ghosts never should. A stale replica (`needs_full_sync`) is repaired by gossip's
@@ -290,7 +311,7 @@ class ClusterState:
             self._count("ghosts_dropped", len(result.dropped))
         if result.needs_full_sync:
             self._count("needs_full_sync")
-        if result.changed:
+        if relay and result.changed:
             self._queue_entries(result.changed)
         if result.members_changed:
             self._nodes_changed()

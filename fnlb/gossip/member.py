@@ -805,8 +805,10 @@ class Member:
         if len(encoded) > self._broadcast_room():
             self.drops["oversized_broadcast"] += 1
             return
-        self._delegate.notify_broadcast(msg.origin, msg.key, msg.payload)
-        self._queue.queue(("user", msg.origin, msg.key), encoded)
+        if self._delegate.notify_broadcast(msg.origin, msg.key, msg.payload):
+            # Relay only what was news to the delegate: a stale copy arriving after a newer
+            # one (same origin and key) must not replace it in the queue.
+            self._queue.queue(("user", msg.origin, msg.key), encoded)
 
     def _remember(self, ident: tuple[str, bytes, bytes]) -> None:
         self._seen[ident] = None

@@ -292,8 +292,18 @@ class Peer:
     def take_direct(self) -> list[tuple[bytes, bytes]]:
         return self.state.take_direct()
 
-    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
-        self._merged(lambda now: self.state.merge_broadcast(payload, now))
+    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
+        """Merge a peer's broadcast; True when it was news here (gossip relays it then)."""
+        news = False
+
+        def apply(now: int) -> bool:
+            nonlocal news
+            merged = self.state.merge_broadcast(payload, now)
+            news = merged.news
+            return merged.changed
+
+        self._merged(apply)
+        return news
 
     def local_state(self, join: bool) -> bytes:
         return self.state.local_state(join)

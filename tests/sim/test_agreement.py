@@ -5,6 +5,16 @@ Virtual time and a seed per run: every bound here is in virtual seconds and repl
 
 from __future__ import annotations
 
+import random
+
+from fnlb.gossip import codec
+from fnlb.gossip.broadcasts import retransmit_limit
+from fnlb.gossip.member import Member
+from fnlb.gossip.messages import Addr, Alive, UserBroadcast
+from fnlb.gossip.profile import GossipProfile
+from fnlb.peer.core import Peer
+from fnlb.routing.policies import RendezvousPolicy
+from fnlb.sim import T0_MS
 from fnlb.sim.cluster import ClusterSim
 
 X, Y = "x:1", "y:2"
@@ -60,3 +70,65 @@ def test_nodes_seed_a_new_cluster() -> None:
         lambda: all(sorted(p.peer.nodes()) == sorted(sim.node_names) for p in sim.peers.values()),
         timeout=10,
     )
+
+
+def wire_broadcasts(sim: ClusterSim, key: bytes) -> list[str]:
+    """From now on, the origin of every broadcast with `key` put on the wire (a list that
+    grows as the simulation runs)."""
+    seen: list[str] = []
+    send = sim.gossip._send_datagram
+
+    def spy(src: Addr, dst: Addr, data: bytes) -> None:
+        seen.extend(
+            m.origin
+            for m in codec.decode_packet(data)
+            if isinstance(m, UserBroadcast) and m.key == key
+        )
+        send(src, dst, data)
+
+    sim.gossip._send_datagram = spy  # type: ignore[method-assign]
+    return seen
+
+
+def test_one_node_change_costs_one_relayed_broadcast_not_one_per_peer() -> None:
+    """Defect 3: every peer that merged the entry re-queued it as its own broadcast while
+    gossip relayed the original: N x N x the retransmit limit. Now only the writer's travels,
+    at most N x the limit sends."""
+    n = 10
+    sim = ClusterSim(peers=n, nodes=0, seed=14, seed_nodes=False)
+    assert sim.run_until_true(lambda: sim.gossip.converged(sim.names), timeout=10)
+    sent = wire_broadcasts(sim, b"n/" + X.encode())
+    sim.peer("p3").put_node(X, sim.wall_ms())
+    assert sim.run_until_true(lambda: len(holders(sim, X)) == n, timeout=5)
+    sim.run_for(10)
+    assert set(sent) == {"p3"}
+    assert len(sent) <= n * retransmit_limit(n, sim.profile.retransmit_mult)
+
+
+def test_a_relay_forwards_the_newer_of_two_broadcasts_whatever_their_order() -> None:
+    """Defect 4: the member replaced its queued relay by (origin, key) in arrival order, so
+    the older of two broadcasts arriving second was relayed instead of the newer."""
+    relay = Peer("r", routing=RendezvousPolicy(), clock_ms=lambda: T0_MS)
+    m = Member("r", ("10.0.0.1", 7946), GossipProfile.fnlb_default(), random.Random(1), relay)
+    m.join([], 0.0)
+    other: Addr = ("10.0.0.2", 7946)
+    m.receive_datagram(
+        codec.encode_packet([codec.encode_message(Alive(1, "b", other, b""))]), other, 0
+    )
+    writer = Peer("w", routing=RendezvousPolicy(), clock_ms=lambda: T0_MS)
+    older = writer.put_node(X, T0_MS).hold
+    newer = writer.delete_node(X, T0_MS + 5).hold
+    for payload in (newer, older):
+        msg = UserBroadcast("w", b"n/" + X.encode(), payload)
+        m.receive_datagram(codec.encode_packet([codec.encode_message(msg)]), other, 0.1)
+    assert relay.state.nodes.get(X) is not None
+    assert X not in relay.nodes()
+    m.handle_timer(1.0)
+    relayed = [
+        msg.payload
+        for data, _ in m.datagrams_to_send(1.0)
+        for msg in codec.decode_packet(data)
+        if isinstance(msg, UserBroadcast)
+    ]
+    assert relayed
+    assert set(relayed) == {newer}
