@@ -25,7 +25,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from fnlb.cluster.health_merge import ClusterState as Verdict3
 from fnlb.cluster.health_merge import Verdict, VerdictTable
@@ -54,6 +54,12 @@ class Merged(NamedTuple):
 
     changed: bool
     news: bool
+
+
+RECENT_VERDICT_MS: Final = 600_000
+"""Peers' "online" verdicts younger than this ride in push-pull (docs/cluster.md): longer
+than any clock skew the HLC accepts (60 s), so a peer whose clock stepped back gets its own
+newer verdicts back, and longer than a partition's membership takes to heal."""
 
 
 def verdict_stamp(ts: Timestamp) -> int:
@@ -103,6 +109,8 @@ class ClusterState:
         self.refused: dict[str, int] = {}
         """Well-formed peer entries we did not apply, by reason (see `_merged`): shown with
         the malformed drops in `/1/lb/cluster`."""
+        self.dirty = False
+        """Set when our clock moved for a verdict: persist it (the Peer's `take_save`)."""
         self._verdicts_taken = 0
         """Peers' verdicts newer than the one held (news, relayed), counted."""
         self._recheck: list[str] = []
@@ -139,12 +147,19 @@ class ClusterState:
         self.health[node] = new
         if new.state == old.state or new.state == "unknown":
             return
-        verdict = Verdict(new.state == "online", verdict_stamp(self.nodes.clock.tick(now_ms)))
+        self._issue_verdict(node, new.state == "online", now_ms)
+        self._publish()
+
+    def _issue_verdict(self, node: str, online: bool, now_ms: int) -> None:
+        """Our verdict on `node`, freshly stamped, kept and broadcast; the clock that stamped
+        it must be saved (`dirty`), or a restart on a clock stepped back would issue verdicts
+        older than this one, which every peer ignores."""
+        verdict = Verdict(online, verdict_stamp(self.nodes.clock.tick(now_ms)))
         self.verdicts.merge(self.name, node, verdict)
         self._outbox.append(
             (b"v/" + node.encode(), verdict_message(self.name, node, verdict.online, verdict.stamp))
         )
-        self._publish()
+        self.dirty = True
 
     def record_metrics(self, node: str, metrics: NodeMetrics) -> None:
         """Our own reading of a node's /metrics: keep it if newest; share it if it moved and
@@ -214,13 +229,24 @@ class ClusterState:
         self._direct.clear()
         return out
 
-    def local_state(self, join: bool) -> bytes:
-        """Our node set and our own verdicts: each peer is the authority on its verdicts, and
-        push-pull with random partners carries each peer's to everyone, so sending everyone's
-        would multiply the exchange by the number of peers for nothing."""
+    def local_state(self, join: bool, now_ms: int | None = None) -> bytes:
+        """Our node set and the verdicts that can still matter: ours, and every peer's that
+        says offline or was issued within RECENT_VERDICT_MS (`now_ms`; None: ours only).
+
+        Our own verdicts alone reached a peer only by broadcast or by an exchange with their
+        author, so after a partition healed verdicts took minutes to agree. Everyone's would
+        cost N x nodes rows per exchange; but an old "online" is what every peer holds once
+        it has heard anything, and an "offline" or a recent change is what a peer cut off may
+        have missed. A peer that missed an "online" older than that still gets it: its stale
+        "offline" travels in its own exchanges, and whoever holds newer corrects it
+        (`merge_full`).
+        """
+        horizon = None if now_ms is None else (now_ms - RECENT_VERDICT_MS) << 20
         verdicts = [
-            [self.name, node, v.online, v.stamp]
-            for node, v in self.verdicts.of_peer(self.name).items()
+            [peer, node, v.online, v.stamp]
+            for node, peers in self.verdicts.items()
+            for peer, v in peers.items()
+            if peer == self.name or (horizon is not None and (not v.online or v.stamp >= horizon))
         ]
         return full_state(self.nodes.snapshot(), verdicts)
 
@@ -259,8 +285,31 @@ class ClusterState:
         nodes, verdicts = open_full_state(data)
         changed = self._merged(self.nodes.merge_full(nodes, now), relay=True)
         for peer, node, online, stamp in verdicts:
+            held = self.verdicts.verdict(peer, node) if isinstance(peer, str) else None
+            taken = self._verdicts_taken
             changed |= self._merge_verdict(peer, node, online, stamp, now)
+            if self._verdicts_taken != taken and peer != self.name:
+                # News a push-pull brought: nobody is spreading it, so we do.
+                self._relay_verdict(peer, node)
+            elif (
+                held is not None
+                and isinstance(stamp, int)
+                and held.stamp > stamp
+                and held.online != online
+            ):
+                self._relay_verdict(peer, node)  # the partner (and maybe others) is stale
         return changed
+
+    def _relay_verdict(self, peer: str, node: str) -> None:
+        """Broadcast the verdict of `peer` on `node` we hold, as news of our own."""
+        v = self.verdicts.verdict(peer, node)
+        if v is None:
+            return
+        if peer == self.name:
+            key = b"v/" + node.encode()
+        else:
+            key = b"w/" + hashlib.blake2b(f"{peer}\0{node}".encode(), digest_size=12).digest()
+        self._outbox.append((key, verdict_message(peer, node, v.online, v.stamp)))
 
     def merge_node_change(self, payload: bytes, now: int) -> MergeResult:
         """Apply a peer's node-set change sent to be held (`POST /1/lb/cluster/hold`).
@@ -275,18 +324,27 @@ class ClusterState:
 
     def _merge_verdict(self, peer: Any, node: Any, online: Any, stamp: Any, now: int) -> bool:
         peer, node, online, stamp = check_verdict(peer, node, online, stamp)
-        if peer == self.name or node not in self.nodes:
-            return False  # our own verdicts come from our checks; unknown nodes are ignored
+        if node not in self.nodes:
+            return False  # unknown nodes are ignored
         if stamp_wall_ms(stamp) - now > self.nodes.clock.max_drift_ms:
             # Like a node entry from too far ahead (fnlb.cluster.hlc's drift rule): it would
             # outrank the peer's real verdicts until our clock caught up. Its sender sends
             # verdicts again when they change, and push-pull carries them again.
             self._count("verdict_drift")
             return False
+        # Any stamp seen moves our clock past it (the HLC rule), so what we issue next wins.
+        self.nodes.clock.update(Timestamp(stamp_wall_ms(stamp), stamp & 0xFFFFF, peer), now)
         held = self.verdicts.verdict(peer, node)
+        if peer == self.name:
+            if held is not None and held.stamp < stamp:
+                # A verdict of ours from before a restart (a clock stepped back, or no state
+                # dir) outranks what we say now: say it again, stamped past it.
+                self._issue_verdict(node, held.online, now)
+            return False
         if held is not None and held.stamp >= stamp:
             return False
         self._verdicts_taken += 1
+        self.dirty = True
         if not self.verdicts.merge(peer, node, Verdict(online, stamp)):
             return False
         mine = self.verdicts.verdict(self.name, node)

@@ -306,7 +306,7 @@ class Peer:
         return news
 
     def local_state(self, join: bool) -> bytes:
-        return self.state.local_state(join)
+        return self.state.local_state(join, self._clock_ms())
 
     def merge_remote_state(self, data: bytes, join: bool) -> None:
         merged = self._merged(lambda now: self.state.merge_full(data, now))
@@ -375,7 +375,8 @@ class Peer:
 
     def take_save(self) -> bool:
         """Whether the node set changed since the last call and must be persisted."""
-        save, self._save = self._save, False
+        save = self._save or self.state.dirty
+        self._save = self.state.dirty = False
         return save
 
     def snapshot(self) -> dict[str, object]:

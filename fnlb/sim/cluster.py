@@ -124,6 +124,10 @@ class ClusterSim:
         """`peer` can no longer reach `node` (the others still can)."""
         self._cut.add((peer, node))
 
+    def uncut(self, peer: str, node: str) -> None:
+        """`peer` reaches `node` again."""
+        self._cut.discard((peer, node))
+
     def partition(self, groups: Iterable[Iterable[str]]) -> None:
         self.gossip.partition(groups)
 
