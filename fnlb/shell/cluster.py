@@ -8,8 +8,10 @@ The `Peer` (fnlb.peer.core) decides; `ClusterService` only moves inputs in and o
   kept**: `keep` returns only after the change is fsync'd in `-state-dir` (when given) and
   held by `-write-acks` other live peers (each of which fsyncs it before answering), tried in
   turn over their management ports. It says how many peers hold it (ourselves included).
-  When fewer peers could take it than asked, it raises `NotHeld`: the change is kept here and
-  spreads by gossip, and retrying is harmless;
+  When fewer peers could take it than asked (too few alive, as in a minority partition, or
+  too few answered), it raises `NotHeld` (503): the change is kept here and spreads by
+  gossip, and retrying is harmless. Only `-write-acks-degraded` settles for the live peers
+  there are, and then `held_by` says how many hold it;
 - persistence: the node set, the clock and the peers we knew, saved when the Peer says so.
 
 Restart: the state file gives back the node set, the clock and the peers we knew, which are
@@ -100,10 +102,11 @@ def gossip_runtime(
 class NotHeld(FnlbError):
     """A change is kept here, but fewer live peers than `-write-acks` confirmed holding it."""
 
-    def __init__(self, confirmed: int, wanted: int) -> None:
-        super().__init__(f"{confirmed} of {wanted} peers confirmed")
+    def __init__(self, confirmed: int, wanted: int, live: int) -> None:
+        super().__init__(f"{confirmed} of {wanted} peers confirmed ({live} live)")
         self.confirmed = confirmed
         self.wanted = wanted
+        self.live = live
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +159,9 @@ class ClusterService:
         """Persist, then have `write_acks` live peers hold `change`; how many hold it (this
         peer included). NotHeld when fewer peers confirmed than were asked for."""
         await self.save()
-        live = self._live_members()
-        wanted = min(self.settings.write_acks, len(live))
+        wanted = self.settings.write_acks
+        if self.settings.write_acks_degraded:
+            wanted = min(wanted, len(self._live_members()))
         if wanted == 0:
             return 1
         payload = change.hold
@@ -168,7 +172,7 @@ class ClusterService:
             if await self._ask_to_hold(address, payload):
                 held += 1
         if held - 1 < wanted:
-            raise NotHeld(held - 1, wanted)
+            raise NotHeld(held - 1, wanted, len(self._live_members()))
         return held
 
     async def _ask_to_hold(self, address: str, payload: bytes) -> bool:
