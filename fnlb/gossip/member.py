@@ -76,6 +76,9 @@ from fnlb.gossip.messages import (
 from fnlb.gossip.profile import META_MAX, GossipProfile
 from fnlb.gossip.suspicion import Suspicion
 
+HEARSAY = ""
+"""The accuser of a suspicion taken from a push-pull row: no member has this name, so no
+real accuser's Suspect is mistaken for it (each still counts as a confirmation)."""
 _SEEN_BROADCASTS = 4096  # user broadcasts remembered to stop echoes
 _MAX_RELAYS = 1024  # indirect pings run for others at once (each lives probe_timeout)
 _CLAIMANTS = 16  # other addresses whose claims to our name we remember (see _claimed_from)
@@ -699,7 +702,7 @@ class Member:
         elif changed:
             self._emit(EventKind.UPDATED, node)
 
-    def _on_suspect(self, msg: Suspect, now: float) -> None:
+    def _on_suspect(self, msg: Suspect, now: float, *, hearsay: bool = False) -> None:
         node = self._nodes.get(msg.node)
         if node is None:
             return
@@ -709,7 +712,7 @@ class Member:
             return
         running = self._suspicions.get(msg.node)
         if running is not None:
-            if running.confirm(msg.accuser):
+            if not hearsay and running.confirm(msg.accuser):
                 self._queue.queue(msg.node, codec.encode_message(msg))
             return
         if node.state is not MemberState.ALIVE:
@@ -720,7 +723,8 @@ class Member:
             return
         node.incarnation = msg.incarnation
         self._set_state(node, MemberState.SUSPECT, now)
-        self._queue.queue(msg.node, codec.encode_message(msg))
+        if not hearsay:
+            self._queue.queue(msg.node, codec.encode_message(msg))
         self._suspicions[msg.node] = Suspicion.begin(msg.accuser, now, self._live, self.profile)
         if msg.accuser != self.name:
             # Probe a fresh suspect next, out of turn: our own probe either confirms the
@@ -823,8 +827,11 @@ class Member:
                 self._on_dead(Dead(e.incarnation, e.name, e.name), now)
             else:
                 # A peer's Dead may be stale (a partition): suspect instead, so a live
-                # member gets its chance to refute.
-                self._on_suspect(Suspect(e.incarnation, e.name, self.name), now)
+                # member gets its chance to refute. It is hearsay: we did not probe it, and
+                # the row names no accuser, so it is neither rebroadcast under our name nor
+                # counted as a confirmation (docs/gossip.md); our own probe, made next,
+                # confirms it for real or carries it to the suspect.
+                self._on_suspect(Suspect(e.incarnation, e.name, HEARSAY), now, hearsay=True)
 
     # --- outgoing -----------------------------------------------------------------------
 

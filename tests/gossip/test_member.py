@@ -516,3 +516,26 @@ def test_a_stale_rumour_of_our_old_address_is_refuted_without_a_conflict() -> No
     assert m.incarnation == 6
     assert not [e for e in drain_events(m) if e.kind is EventKind.CONFLICT]
     assert m.stats["name_conflicts"] == 0
+
+
+def test_a_push_pull_suspicion_is_hearsay_not_rebroadcast_nor_a_confirmation() -> None:
+    """Issue #11 defect 8: a Suspect/Dead row from a push-pull was rebroadcast with this
+    member as the accuser and counted elsewhere as an independent confirmation."""
+    m = member()
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    m.receive_datagram(packet(Alive(1, "c", PEER, b"")), PEER, 0.0)
+    for i in range(6):  # enough members for Lifeguard to expect confirmations (k > 0)
+        m.receive_datagram(packet(Alive(1, f"o{i}", (f"10.0.1.{i}", 7946), b"")), PEER, 0.0)
+    m.datagrams_to_send(0.0)
+    data = codec.encode_stream(
+        PushPull(False, (PushPullEntry("b", B, 1, MemberState.SUSPECT, b""),), b"")
+    )
+    m.handle_stream_request(data, PEER, 1.0)
+    assert state_of(m, "b") is MemberState.SUSPECT
+    m.handle_timer(1.0)  # a gossip round, and our own probe of b starts (not yet failed)
+    to_others = [x for msgs, addr in sent(m, 1.0) if addr != B for x in msgs]
+    assert not [x for x in to_others if isinstance(x, Suspect)]  # (b itself is told)
+    # Every real accuser's Suspect counts, our own failed probe's included.
+    m.receive_datagram(packet(Suspect(1, "b", "c")), PEER, 1.5)
+    m.receive_datagram(packet(Suspect(1, "b", "a")), PEER, 1.5)
+    assert m._suspicions["b"].confirmations == 2
