@@ -124,6 +124,10 @@ class ClusterSim:
         """`peer` can no longer reach `node` (the others still can)."""
         self._cut.add((peer, node))
 
+    def cut_pairs(self) -> frozenset[tuple[str, str]]:
+        """The (peer, node) pairs cut off from each other."""
+        return frozenset(self._cut)
+
     def uncut(self, peer: str, node: str) -> None:
         """`peer` reaches `node` again."""
         self._cut.discard((peer, node))
