@@ -109,8 +109,9 @@ class ClusterSim:
     def run_for(self, seconds: float) -> None:
         self.gossip.run_for(seconds)
 
-    def run_until_true(self, check: Callable[[], bool], timeout: float) -> bool:
-        return self.gossip.run_until_true(check, timeout)
+    def run_until_true(self, check: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+        """Run until `check()` holds (tried every `step` virtual seconds) or `timeout`."""
+        return self.gossip.run_until_true(check, timeout, step)
 
     # -- faults ------------------------------------------------------------------------------
 
