@@ -238,6 +238,38 @@ async def test_a_fresh_peer_with_an_old_nodes_list_does_not_bring_deleted_nodes_
         await first.stop()
 
 
+async def test_a_deleted_node_stays_deleted_across_a_restart_and_a_fresh_peer_that_seeded(
+    tmp_path: Path,
+) -> None:
+    """Issue #11's reproduction: a deletes x and restarts from its state dir; meanwhile a
+    fresh b starts with `-nodes x,y -join a`, finds a down and seeds at once. Its seeds lose
+    to a's tombstone: neither ends with x (both did, before)."""
+    state = str(tmp_path / "a")
+    a = Balancer(peer_settings("a", state_dir=state, nodes="x:1,y:2", write_acks=0))
+    await a.start()
+    async with aiohttp.ClientSession() as client:
+        await put(client, a, "x:1", "DELETE")
+    old_seed = gossip_seed(a)
+    await a.stop()
+    b = Balancer(peer_settings("b", (old_seed,), nodes="x:1,y:2"))
+    await b.start()
+    try:
+        await wait_for(lambda: b.peer.nodes() == ["x:1", "y:2"], within=10)  # seeded alone
+        a = Balancer(peer_settings("a", (gossip_seed(b),), state_dir=state, write_acks=0))
+        await a.start()
+        try:
+            group = [a, b]
+            await wait_for(
+                lambda: len({p.peer.state.nodes.digest() for p in group}) == 1, within=15
+            )
+            for p in group:
+                assert p.peer.nodes() == ["y:2"]
+        finally:
+            await a.stop()
+    finally:
+        await b.stop()
+
+
 async def test_a_peer_alone_or_whose_join_targets_are_down_seeds_its_nodes_list() -> None:
     alone = Balancer(peer_settings("alone", nodes="x:1,y:2"))
     await alone.start()
