@@ -56,10 +56,11 @@ class Merged(NamedTuple):
     news: bool
 
 
-RECENT_VERDICT_MS: Final = 600_000
-"""Peers' "online" verdicts younger than this ride in push-pull (docs/cluster.md): longer
-than any clock skew the HLC accepts (60 s), so a peer whose clock stepped back gets its own
-newer verdicts back, and longer than a partition's membership takes to heal."""
+RECENT_VERDICT_MS: Final = 120_000
+"""Verdicts younger than this ride in every push-pull, whatever they say (docs/cluster.md):
+longer than any clock skew the HLC accepts (60 s), so a peer restarted on a clock stepped
+back gets its own newer verdicts back; short, since at a cluster's start every verdict is
+recent (N x nodes rows per exchange for this long)."""
 
 
 def verdict_stamp(ts: Timestamp) -> int:
@@ -230,24 +231,28 @@ class ClusterState:
         return out
 
     def local_state(self, join: bool, now_ms: int | None = None) -> bytes:
-        """Our node set and the verdicts that can still matter: ours, and every peer's that
-        says offline or was issued within RECENT_VERDICT_MS (`now_ms`; None: ours only).
+        """Our node set and the verdicts that can still matter: ours; every peer's on a node
+        some peer calls offline (a contested node); and every verdict issued within
+        RECENT_VERDICT_MS of `now_ms` (None: none of those).
 
         Our own verdicts alone reached a peer only by broadcast or by an exchange with their
-        author, so after a partition healed verdicts took minutes to agree. Everyone's would
-        cost N x nodes rows per exchange; but an old "online" is what every peer holds once
-        it has heard anything, and an "offline" or a recent change is what a peer cut off may
-        have missed. A peer that missed an "online" older than that still gets it: its stale
-        "offline" travels in its own exchanges, and whoever holds newer corrects it
-        (`merge_full`).
+        author, so after a partition healed verdicts took minutes to agree. Everyone's on
+        every node would cost N x nodes rows per exchange. But on a node nobody calls
+        offline every peer computes "online" whichever online verdicts it holds; only a
+        contested node's verdicts decide anything, and there all of them travel, so a peer
+        that just joined counts the same votes as the others. A peer still holding a stale
+        "offline" sends it (the node is contested in its eyes) and whoever holds newer
+        corrects it (`merge_full`).
         """
         horizon = None if now_ms is None else (now_ms - RECENT_VERDICT_MS) << 20
-        verdicts = [
-            [peer, node, v.online, v.stamp]
-            for node, peers in self.verdicts.items()
-            for peer, v in peers.items()
-            if peer == self.name or (horizon is not None and (not v.online or v.stamp >= horizon))
-        ]
+        verdicts = []
+        for node, peers in self.verdicts.items():
+            contested = horizon is not None and not all(v.online for v in peers.values())
+            verdicts += [
+                [peer, node, v.online, v.stamp]
+                for peer, v in peers.items()
+                if peer == self.name or contested or (horizon is not None and v.stamp >= horizon)
+            ]
         return full_state(self.nodes.snapshot(), verdicts)
 
     # -- merging -------------------------------------------------------------------------
