@@ -285,10 +285,15 @@ class ClusterState:
             return Merged(False, self.load.merge(msg[1], msg[2], now / 1000))
         return Merged(False, False)
 
-    def merge_full(self, data: bytes, now: int) -> bool:
-        """Apply a peer's full state (push-pull); True if anything we route on changed."""
+    def merge_full(self, data: bytes, now: int, *, relay: bool = True) -> bool:
+        """Apply a peer's full state (push-pull); True if anything we route on changed.
+
+        `relay`: broadcast the node entries it brought that were news here (nobody else is
+        spreading them). False for a new peer's first exchange: what the cluster holds is
+        news only to the newcomer, and relaying it would flood gossip with the whole set.
+        """
         nodes, verdicts = open_full_state(data)
-        changed = self._merged(self.nodes.merge_full(nodes, now), relay=True)
+        changed = self._merged(self.nodes.merge_full(nodes, now), relay=relay)
         for peer, node, online, stamp in verdicts:
             held = self.verdicts.verdict(peer, node) if isinstance(peer, str) else None
             taken = self._verdicts_taken

@@ -309,7 +309,8 @@ class Peer:
         return self.state.local_state(join, self._clock_ms())
 
     def merge_remote_state(self, data: bytes, join: bool) -> None:
-        merged = self._merged(lambda now: self.state.merge_full(data, now))
+        relay = self.seeded  # a new peer's first full state is news to it alone
+        merged = self._merged(lambda now: self.state.merge_full(data, now, relay=relay))
         # `join` is set on a joiner's request: that peer is new too and may know nothing of
         # the cluster's deletes, so only answers and established peers' exchanges count.
         if merged and not join:

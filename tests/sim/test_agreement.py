@@ -208,3 +208,16 @@ def test_a_stateless_peer_restarted_on_a_clock_stepped_back_is_still_heard() -> 
     sim.restart("p1", ["p0"], stateless=True)
     sim.cut("p1", x)
     assert sim.run_until_true(lambda: p1_says(False), timeout=10)
+
+
+def test_a_new_peer_does_not_rebroadcast_the_node_set_it_joins_into() -> None:
+    """Defect 3, bulk: the cluster's whole set is news only to the newcomer; relaying it from
+    there flooded the queue membership shares."""
+    sim = ClusterSim(peers=4, nodes=8, seed=18)
+    assert sim.run_until_true(lambda: len(holders(sim, sim.node_names[-1])) == 4, timeout=10)
+    sim.run_for(5)
+    sent = [wire_broadcasts(sim, b"n/" + n.encode()) for n in sim.node_names]
+    sim.add_peer("q", ["p0"], nodes=sim.node_names)
+    assert sim.run_until_true(lambda: len(holders(sim, sim.node_names[-1])) == 5, timeout=10)
+    sim.run_for(5)
+    assert [origin for s in sent for origin in s if origin == "q"] == []
