@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from fnlb.cluster.hlc import Timestamp
+from fnlb.gossip.member import push_pull_interval
 from fnlb.peer.core import NodeChange
 from fnlb.sim.cluster import ClusterSim
 
@@ -289,7 +290,8 @@ class Runner:
             if not self._up(name):
                 sim.restart(name, [n for n in sim.names if n != name and self._up(n)][:3])
         self._excuse_lost()
-        quiet = 2 * sim.profile.push_pull_interval
+        # Two push-pull intervals as gossip stretches them beyond 32 members (45 s at N=100).
+        quiet = 2 * push_pull_interval(len(sim.names), sim.profile.push_pull_interval)
         began = sim.now
         sim.run_until_true(self._agree, timeout=quiet)
         if self._agree():
