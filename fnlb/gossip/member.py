@@ -879,10 +879,14 @@ class Member:
         encoded = self._encode_user(UserDirect(self.name, key, payload))
         if encoded is None:
             return
-        for node in self._nodes.values():
-            if node is not self._me and node.state in _LIVE:
-                self._send(node.addr, [encoded])
-                self.stats["direct_sent"] += 1
+        # In random order: queued broadcasts ride on these datagrams, and in a fixed order
+        # every member spent a broadcast's retransmissions on the same first few peers, so
+        # peers late in that order waited seconds for news nobody was relaying any more.
+        live = [n for n in self._nodes.values() if n is not self._me and n.state in _LIVE]
+        self._rng.shuffle(live)
+        for node in live:
+            self._send(node.addr, [encoded])
+            self.stats["direct_sent"] += 1
 
     def _encode_user(self, msg: UserBroadcast | UserDirect) -> bytes | None:
         # The delegate's bug, but found inside our timer: raising here would stop gossip for

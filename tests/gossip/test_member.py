@@ -539,3 +539,24 @@ def test_a_push_pull_suspicion_is_hearsay_not_rebroadcast_nor_a_confirmation() -
     m.receive_datagram(packet(Suspect(1, "b", "c")), PEER, 1.5)
     m.receive_datagram(packet(Suspect(1, "b", "a")), PEER, 1.5)
     assert m._suspicions["b"].confirmations == 2
+
+
+def test_broadcasts_ride_direct_messages_to_random_peers_not_the_same_first_ones() -> None:
+    """Issue #11: direct messages (load digests, to every live member) went out in table
+    order, so the broadcasts riding on them spent their few retransmissions on the same first
+    peers of every member, and the last peers waited seconds for a node change."""
+    from fnlb.gossip.messages import UserBroadcast
+
+    carried_to = set()
+    for seed in range(4):
+        d = RecordingDelegate()
+        m = member(seed=seed, delegate=d)
+        for i in range(20):
+            m.receive_datagram(packet(Alive(1, f"o{i}", (f"10.0.1.{i}", 7946), b"")), PEER, 0.0)
+        m.datagrams_to_send(0.0)
+        d.broadcast(b"n/x", b"change")
+        d.send_direct(b"l/a", b"figures")
+        m.handle_timer(1.0)
+        mine = UserBroadcast("a", b"n/x", b"change")
+        carried_to.add(frozenset(addr for msgs, addr in sent(m, 1.0) if mine in msgs))
+    assert len(carried_to) > 1
