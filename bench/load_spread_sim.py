@@ -58,8 +58,8 @@ class Relayed:
     def take_direct(self) -> list[tuple[bytes, bytes]]:
         return []
 
-    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
-        self.peer.notify_broadcast(origin, key, payload)
+    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
+        return self.peer.notify_broadcast(origin, key, payload)
 
     def local_state(self, join: bool) -> bytes:
         return self.peer.local_state(join)

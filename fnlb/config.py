@@ -168,7 +168,12 @@ class Settings:
     write_acks: int = _opt(
         1,
         "other live peers that must hold a node-list change before PUT/DELETE answers 200 "
-        "(fewer when fewer are alive; 0: do not wait)",
+        "(503 when fewer can; 0: do not wait)",
+    )
+    write_acks_degraded: bool = _opt(
+        False,
+        "answer 200 when fewer live peers than -write-acks can hold a change (held_by says "
+        "how many did) instead of 503",
     )
 
     # -- the management plane's security (docs/security.md "The management API") ----------

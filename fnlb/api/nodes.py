@@ -99,8 +99,10 @@ class NodesApi:
         except NotHeld as e:
             return json_error(
                 503,
-                f"kept on this peer but only {e.confirmed} of {e.wanted} other live peers "
-                "confirmed it; it will still spread by gossip; retrying is safe",
+                f"not acknowledged: kept on this peer, but only {e.confirmed} of the "
+                f"{e.wanted} other peers -write-acks asks for confirmed holding it ({e.live} "
+                "live); it will still spread by gossip; retrying is safe "
+                "(-write-acks-degraded answers 200 with fewer)",
             )
         return json_response({"msg": msg, "held_by": held})
 

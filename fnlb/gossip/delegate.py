@@ -38,8 +38,13 @@ class GossipDelegate(Protocol):
         """
         ...
 
-    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
-        """A peer's broadcast or direct message arrived here (it may still be stale)."""
+    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
+        """A peer's broadcast or direct message arrived here (it may still be stale).
+
+        True when it was news here (it changed what we hold): only then does the member
+        relay a broadcast. A stale copy (older than what we hold) is not relayed, so a relay
+        that heard the newer of two broadcasts first never forwards the older in its place.
+        """
         ...
 
     def local_state(self, join: bool) -> bytes:
@@ -60,8 +65,8 @@ class NullDelegate:
     def take_direct(self) -> list[tuple[bytes, bytes]]:
         return []
 
-    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
-        return None
+    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
+        return True  # opaque to us: relay it, as SWIM does
 
     def local_state(self, join: bool) -> bytes:
         return b""
@@ -100,8 +105,9 @@ class RecordingDelegate:
         out, self.pending_direct = self.pending_direct, []
         return out
 
-    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
+    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
         self.received.append((origin, key, payload))
+        return True
 
     def local_state(self, join: bool) -> bytes:
         return b"\n".join(sorted(self.state))

@@ -76,6 +76,9 @@ from fnlb.gossip.messages import (
 from fnlb.gossip.profile import META_MAX, GossipProfile
 from fnlb.gossip.suspicion import Suspicion
 
+HEARSAY = ""
+"""The accuser of a suspicion taken from a push-pull row: no member has this name, so no
+real accuser's Suspect is mistaken for it (each still counts as a confirmation)."""
 _SEEN_BROADCASTS = 4096  # user broadcasts remembered to stop echoes
 _MAX_RELAYS = 1024  # indirect pings run for others at once (each lives probe_timeout)
 _CLAIMANTS = 16  # other addresses whose claims to our name we remember (see _claimed_from)
@@ -729,7 +732,7 @@ class Member:
         elif changed:
             self._emit(EventKind.UPDATED, node)
 
-    def _on_suspect(self, msg: Suspect, now: float) -> None:
+    def _on_suspect(self, msg: Suspect, now: float, *, hearsay: bool = False) -> None:
         node = self._nodes.get(msg.node)
         if node is None:
             return
@@ -739,7 +742,7 @@ class Member:
             return
         running = self._suspicions.get(msg.node)
         if running is not None:
-            if running.confirm(msg.accuser):
+            if not hearsay and running.confirm(msg.accuser):
                 self._queue.queue(msg.node, codec.encode_message(msg))
             return
         if node.state is not MemberState.ALIVE:
@@ -750,7 +753,8 @@ class Member:
             return
         node.incarnation = msg.incarnation
         self._set_state(node, MemberState.SUSPECT, now)
-        self._queue.queue(msg.node, codec.encode_message(msg))
+        if not hearsay:
+            self._queue.queue(msg.node, codec.encode_message(msg))
         self._suspicions[msg.node] = Suspicion.begin(msg.accuser, now, self._live, self.profile)
         if msg.accuser != self.name:
             # Probe a fresh suspect next, out of turn: our own probe either confirms the
@@ -838,8 +842,10 @@ class Member:
         if len(encoded) > self._broadcast_room():
             self.drops["oversized_broadcast"] += 1
             return
-        self._delegate.notify_broadcast(msg.origin, msg.key, msg.payload)
-        self._queue.queue(("user", msg.origin, msg.key), encoded)
+        if self._delegate.notify_broadcast(msg.origin, msg.key, msg.payload):
+            # Relay only what was news to the delegate: a stale copy arriving after a newer
+            # one (same origin and key) must not replace it in the queue.
+            self._queue.queue(("user", msg.origin, msg.key), encoded)
 
     def _remember(self, ident: tuple[str, bytes, bytes]) -> None:
         self._seen[ident] = None
@@ -854,8 +860,11 @@ class Member:
                 self._on_dead(Dead(e.incarnation, e.name, e.name), now)
             else:
                 # A peer's Dead may be stale (a partition): suspect instead, so a live
-                # member gets its chance to refute.
-                self._on_suspect(Suspect(e.incarnation, e.name, self.name), now)
+                # member gets its chance to refute. It is hearsay: we did not probe it, and
+                # the row names no accuser, so it is neither rebroadcast under our name nor
+                # counted as a confirmation (docs/gossip.md); our own probe, made next,
+                # confirms it for real or carries it to the suspect.
+                self._on_suspect(Suspect(e.incarnation, e.name, HEARSAY), now, hearsay=True)
 
     # --- outgoing -----------------------------------------------------------------------
 
@@ -906,10 +915,14 @@ class Member:
         encoded = self._encode_user(UserDirect(self.name, key, payload))
         if encoded is None:
             return
-        for node in self._nodes.values():
-            if node is not self._me and node.state in _LIVE:
-                self._send(node.addr, [encoded])
-                self.stats["direct_sent"] += 1
+        # In random order: queued broadcasts ride on these datagrams, and in a fixed order
+        # every member spent a broadcast's retransmissions on the same first few peers, so
+        # peers late in that order waited seconds for news nobody was relaying any more.
+        live = [n for n in self._nodes.values() if n is not self._me and n.state in _LIVE]
+        self._rng.shuffle(live)
+        for node in live:
+            self._send(node.addr, [encoded])
+            self.stats["direct_sent"] += 1
 
     def _encode_user(self, msg: UserBroadcast | UserDirect) -> bytes | None:
         # The delegate's bug, but found inside our timer: raising here would stop gossip for

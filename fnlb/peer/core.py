@@ -292,16 +292,18 @@ class Peer:
     def seed_nodes(self, now_ms: int) -> None:
         """Add the `-nodes` addresses the set has no entry for (live or deleted); once only.
 
-        A peer with peers to join seeds once it holds the cluster's set (the first full state
-        from an established peer, `merge_remote_state`), or when its shell gives up waiting:
-        fresh stamps on an old `-nodes` list would otherwise beat the cluster's deletes.
+        Seed entries carry the lowest stamp there is (`NodeSet.seed`): they lose to every add
+        and delete, and to every collection floor, so an old `-nodes` list (a stateless
+        peer redeployed long after a delete, or one whose first join failed) never brings a
+        deleted node back. A peer with peers to join still seeds only once it holds the
+        cluster's set (the first full state from an established peer, `merge_remote_state`)
+        or when its shell gives up waiting, so it does not route to such a node meanwhile.
         """
         pending, self._pending_seed = self._pending_seed, None
         if not pending:
             return
         for node in pending:
-            if self.state.nodes.get(node) is None:
-                self.state.add_node(node, now_ms)
+            self.state.seed_node(node)
         self._nodes_changed()
         self._save = True
 
@@ -327,14 +329,25 @@ class Peer:
     def take_direct(self) -> list[tuple[bytes, bytes]]:
         return self.state.take_direct()
 
-    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
-        self._merged(lambda now: self.state.merge_broadcast(payload, now))
+    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
+        """Merge a peer's broadcast; True when it was news here (gossip relays it then)."""
+        news = False
+
+        def apply(now: int) -> bool:
+            nonlocal news
+            merged = self.state.merge_broadcast(payload, now)
+            news = merged.news
+            return merged.changed
+
+        self._merged(apply)
+        return news
 
     def local_state(self, join: bool) -> bytes:
-        return self.state.local_state(join)
+        return self.state.local_state(join, self._clock_ms())
 
     def merge_remote_state(self, data: bytes, join: bool) -> None:
-        merged = self._merged(lambda now: self.state.merge_full(data, now))
+        relay = self.seeded  # a new peer's first full state is news to it alone
+        merged = self._merged(lambda now: self.state.merge_full(data, now, relay=relay))
         # `join` is set on a joiner's request: that peer is new too and may know nothing of
         # the cluster's deletes, so only answers and established peers' exchanges count.
         if merged and not join:
@@ -400,7 +413,8 @@ class Peer:
 
     def take_save(self) -> bool:
         """Whether the node set changed since the last call and must be persisted."""
-        save, self._save = self._save, False
+        save = self._save or self.state.dirty
+        self._save = self.state.dirty = False
         return save
 
     def snapshot(self) -> dict[str, object]:

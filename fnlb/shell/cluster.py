@@ -9,18 +9,21 @@ The `Peer` (fnlb.peer.core) decides; `ClusterService` only moves inputs in and o
   held by `-write-acks` other live peers (each of which fsyncs it before answering), tried in
   turn over their management ports; with a gossip key, each request is sealed to the peer
   asked and its answer sealed back (fnlb.cluster.hold_seal). It says how many peers hold it
-  (ourselves included).
-  When fewer peers could take it than asked, it raises `NotHeld`: the change is kept here and
-  spreads by gossip, and retrying is harmless;
+  (ourselves included). When fewer peers could take it than asked (too few alive, as in a
+  minority partition, or too few answered), it raises `NotHeld` (503): the change is kept
+  here and spreads by gossip, and retrying is harmless. Only `-write-acks-degraded` settles
+  for the live peers there are, and then `held_by` says how many hold it;
 - persistence: the node set, the clock and the peers we knew, saved when the Peer says so.
 
 Restart: the state file gives back the node set, the clock and the peers we knew, which are
 joined again along with `-join`. `-nodes` seeds the set only on a start without saved state:
 afterwards the saved set is the truth, so a restart cannot resurrect a node that was deleted
-while it ran. And a fresh peer that has peers to join seeds only once it holds the cluster's
-set (`Peer.seed_nodes`): when no join target answers the first attempt (the whole cluster
-starting at once), or there is nothing to join, it seeds at once; after SEED_WAIT_S without a
-full state, too.
+while it ran. Seeded entries carry the lowest stamp there is (`NodeSet.seed`), so they lose
+to every add and delete the cluster holds and to its collection floor: a stale `-nodes` adds
+nothing the cluster deleted, even after the tombstone was collected. A fresh peer that has
+peers to join seeds once it holds the cluster's set (`Peer.seed_nodes`): when no join target
+answers the first attempt (the whole cluster starting at once), or there is nothing to join,
+it seeds at once; after SEED_WAIT_S without a full state, too.
 """
 
 from __future__ import annotations
@@ -103,10 +106,11 @@ def gossip_runtime(
 class NotHeld(FnlbError):
     """A change is kept here, but fewer live peers than `-write-acks` confirmed holding it."""
 
-    def __init__(self, confirmed: int, wanted: int) -> None:
-        super().__init__(f"{confirmed} of {wanted} peers confirmed")
+    def __init__(self, confirmed: int, wanted: int, live: int) -> None:
+        super().__init__(f"{confirmed} of {wanted} peers confirmed ({live} live)")
         self.confirmed = confirmed
         self.wanted = wanted
+        self.live = live
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +166,9 @@ class ClusterService:
         """Persist, then have `write_acks` live peers hold `change`; how many hold it (this
         peer included). NotHeld when fewer peers confirmed than were asked for."""
         await self.save()
-        live = self._live_members()
-        wanted = min(self.settings.write_acks, len(live))
+        wanted = self.settings.write_acks
+        if self.settings.write_acks_degraded:
+            wanted = min(wanted, len(self._live_members()))
         if wanted == 0:
             self.write_acks["not_needed"] += 1
             return 1
@@ -176,7 +181,7 @@ class ClusterService:
                 held += 1
         self.write_acks["held" if held - 1 >= wanted else "short"] += 1
         if held - 1 < wanted:
-            raise NotHeld(held - 1, wanted)
+            raise NotHeld(held - 1, wanted, len(self._live_members()))
         return held
 
     async def _ask_to_hold(self, address: str, payload: bytes, name: str, tls: bool) -> bool:

@@ -581,3 +581,47 @@ def test_probe_numbers_differ_between_members_and_between_lives_of_one() -> None
     seqs = {first_seq("a", 0.0), first_seq("c", 0.0), first_seq("a", 5000.0)}
     assert len(seqs) == 3
     assert min(seqs) > 1000
+
+
+def test_a_push_pull_suspicion_is_hearsay_not_rebroadcast_nor_a_confirmation() -> None:
+    """Issue #11 defect 8: a Suspect/Dead row from a push-pull was rebroadcast with this
+    member as the accuser and counted elsewhere as an independent confirmation."""
+    m = member()
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    m.receive_datagram(packet(Alive(1, "c", PEER, b"")), PEER, 0.0)
+    for i in range(6):  # enough members for Lifeguard to expect confirmations (k > 0)
+        m.receive_datagram(packet(Alive(1, f"o{i}", (f"10.0.1.{i}", 7946), b"")), PEER, 0.0)
+    m.datagrams_to_send(0.0)
+    data = codec.encode_stream(
+        PushPull(False, (PushPullEntry("b", B, 1, MemberState.SUSPECT, b""),), b"")
+    )
+    m.handle_stream_request(data, PEER, 1.0)
+    assert state_of(m, "b") is MemberState.SUSPECT
+    m.handle_timer(1.0)  # a gossip round, and our own probe of b starts (not yet failed)
+    to_others = [x for msgs, addr in sent(m, 1.0) if addr != B for x in msgs]
+    assert not [x for x in to_others if isinstance(x, Suspect)]  # (b itself is told)
+    # Every real accuser's Suspect counts, our own failed probe's included.
+    m.receive_datagram(packet(Suspect(1, "b", "c")), PEER, 1.5)
+    m.receive_datagram(packet(Suspect(1, "b", "a")), PEER, 1.5)
+    assert m._suspicions["b"].confirmations == 2
+
+
+def test_broadcasts_ride_direct_messages_to_random_peers_not_the_same_first_ones() -> None:
+    """Issue #11: direct messages (load digests, to every live member) went out in table
+    order, so the broadcasts riding on them spent their few retransmissions on the same first
+    peers of every member, and the last peers waited seconds for a node change."""
+    from fnlb.gossip.messages import UserBroadcast
+
+    carried_to = set()
+    for seed in range(4):
+        d = RecordingDelegate()
+        m = member(seed=seed, delegate=d)
+        for i in range(20):
+            m.receive_datagram(packet(Alive(1, f"o{i}", (f"10.0.1.{i}", 7946), b"")), PEER, 0.0)
+        m.datagrams_to_send(0.0)
+        d.broadcast(b"n/x", b"change")
+        d.send_direct(b"l/a", b"figures")
+        m.handle_timer(1.0)
+        mine = UserBroadcast("a", b"n/x", b"change")
+        carried_to.add(frozenset(addr for msgs, addr in sent(m, 1.0) if mine in msgs))
+    assert len(carried_to) > 1
