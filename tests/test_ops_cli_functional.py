@@ -81,7 +81,7 @@ async def test_cluster_status_reports_peers_whose_views_differ() -> None:
 
 
 async def test_verbs_tables_and_json_as_operators_expect() -> None:
-    async with peers(1, nodes="127.0.0.1:1") as (one,):
+    async with peers(1, nodes="127.0.0.1:1", write_acks=0) as (one,):  # a cluster of one
         url = f"http://{one.mgmt_address}"
         table = await fnlb("nodes", "list", "--mgmt", url)  # list: an alias of ls
         assert table.returncode == 0, table.stderr

@@ -38,7 +38,7 @@ RETRY_AFTER: Final = 10
 FXLB_WAIT: Final = 11
 TRACE_CONTEXT: Final = 12
 
-REQUEST_HEADERS: Final[dict[bytes, int]] = {
+_HOP_BY_HOP: Final[dict[bytes, int]] = {
     b"connection": CONNECTION,
     b"keep-alive": DROP,
     b"proxy-authenticate": DROP,
@@ -49,6 +49,11 @@ REQUEST_HEADERS: Final[dict[bytes, int]] = {
     b"trailers": DROP,
     b"upgrade": DROP,
     b"transfer-encoding": TRANSFER_ENCODING,
+}
+"""Hop-by-hop headers (RFC 9110 7.6.1), the same both ways: never copied as they came."""
+
+REQUEST_HEADERS: Final[dict[bytes, int]] = {
+    **_HOP_BY_HOP,
     b"expect": EXPECT,
     b"content-length": CONTENT_LENGTH,
     b"host": HOST,
@@ -62,16 +67,7 @@ REQUEST_HEADERS: Final[dict[bytes, int]] = {
 traced call looks for a context only in requests that carry one)."""
 
 RESPONSE_HEADERS: Final[dict[bytes, int]] = {
-    b"connection": CONNECTION,
-    b"keep-alive": DROP,
-    b"proxy-authenticate": DROP,
-    b"proxy-authorization": DROP,
-    b"proxy-connection": DROP,
-    b"te": DROP,
-    b"trailer": DROP,
-    b"trailers": DROP,
-    b"upgrade": DROP,
-    b"transfer-encoding": TRANSFER_ENCODING,
+    **_HOP_BY_HOP,
     b"content-length": CONTENT_LENGTH,
     b"retry-after": RETRY_AFTER,
     b"xxx-fxlb-wait": FXLB_WAIT,
