@@ -48,23 +48,7 @@ def test_nginx_accepts_the_config(tmp_path: Path) -> None:
     path = tmp_path / "nginx.conf"
     path.write_text(nginx_conf([8001, 8002], tmp_path))
     (tmp_path / "nginx-body").mkdir()
-    done = subprocess.run(
-        [
-            "nginx",
-            "-t",
-            "-q",
-            "-e",
-            str(tmp_path / "err.log"),
-            "-p",
-            str(tmp_path),
-            "-c",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    nginx_accepts(path, tmp_path)
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")
@@ -73,20 +57,11 @@ def test_nginx_accepts_the_proxy_config(tmp_path: Path) -> None:
     path.write_text(nginx_proxy_conf(8000, [8001, 8002], tmp_path))
     for sub in ("nginx-proxy-body", "nginx-proxy-temp"):
         (tmp_path / sub).mkdir()
-    done = subprocess.run(
-        [
-            "nginx",
-            "-t",
-            "-q",
-            "-e",
-            str(tmp_path / "err.log"),
-            "-p",
-            str(tmp_path),
-            "-c",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    nginx_accepts(path, tmp_path)
+
+
+def nginx_accepts(path: Path, prefix: Path) -> None:
+    """`nginx -t` accepts the config at `path`, with `prefix` as its directory."""
+    command = ["nginx", "-t", "-q", "-e", str(prefix / "err.log"), "-p", str(prefix)]
+    done = subprocess.run([*command, "-c", str(path)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
