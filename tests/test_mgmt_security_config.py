@@ -121,3 +121,19 @@ def test_a_balancer_built_in_code_obeys_the_same_refusals() -> None:
     )  # fmt: skip
     with pytest.raises(ConfigError, match="open on the traffic port"):
         Balancer(shared)
+
+
+@pytest.mark.parametrize(
+    ("mgmt", "level"),
+    [("127.0.0.1:9", "INFO"), ("[::1]:9", "INFO"), (":9", "WARNING"), ("10.1.2.3:9", "WARNING")],
+)
+def test_an_open_api_warns_only_where_other_hosts_reach_it(
+    mgmt: str, level: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fnlb.api.security import ManagementSecurity
+
+    settings = parse("-gossip-listen=127.0.0.1:0", "-gossip-insecure", f"-mgmt-listen={mgmt}")
+    with caplog.at_level("INFO", logger="fnlb.security"):
+        ManagementSecurity(settings, peer=lambda: "p")
+    [record] = [r for r in caplog.records if "needs no token" in r.getMessage()]
+    assert record.levelname == level

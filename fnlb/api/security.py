@@ -16,6 +16,7 @@ that is the original's way of keeping it private, by binding it to a private add
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import ssl
 from collections.abc import Callable
@@ -35,6 +36,16 @@ log = logging.getLogger("fnlb.security")
 def shares_port(s: Settings) -> bool:
     """One listener for calls and the API (port 0 asks the OS for one port per listener)."""
     return s.listen == s.mgmt_listen and parse_listen(s.listen)[1] != 0
+
+
+def _loopback(host: str) -> bool:
+    """Whether a listener on `host` is reachable from this host only ("" is every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a hostname or every interface: it may be reachable from others
+        return False
 
 
 def validate_security(s: Settings) -> None:
@@ -89,7 +100,11 @@ class ManagementSecurity:
         self.auth = Authenticator(settings.mgmt_tokens_file, settings.mgmt_token, tokens)
         self.audit = AuditLog(peer)
         if settings.cluster_mode and not self.auth.table:
-            log.warning(
+            # Bound to loopback, only this host's users reach it (the demo, a sidecar): worth a
+            # line at info, not a warning on every start.
+            local = _loopback(parse_listen(settings.mgmt_listen)[0])
+            log.log(
+                logging.INFO if local else logging.WARNING,
                 "the management API needs no token: anyone who reaches -mgmt-listen can change "
                 "the node list (give -mgmt-tokens-file or FNLB_MGMT_TOKEN; docs/security.md)",
                 extra={"mgmt": settings.mgmt_listen},
