@@ -64,6 +64,15 @@ class FnlbProcess:
     def wait(self, timeout: float) -> int:
         return self.proc.wait(timeout)
 
+    def read_until(self, needle: str) -> str:
+        """The process's output line that contains `needle`, read while it runs (blocking:
+        call it in a thread; it ends at the process's exit, with "" if never seen)."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if needle in line:
+                return line
+        return ""
+
     def output(self) -> str:
         if self.proc.poll() is None:
             return ""

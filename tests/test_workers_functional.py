@@ -13,7 +13,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.support import Backend
+from fnlb.proxy.workers import cpus_available
+from tests.support import Backend, wait_for
 from tests.support_proc import FnlbProcess
 
 
@@ -67,6 +68,75 @@ async def node() -> AsyncIterator[Backend]:
     await b.start()
     yield b
     await b.stop()
+
+
+async def test_by_default_one_worker_per_cpu_serves_calls(node: Backend) -> None:
+    fnlb = FnlbProcess(f"-nodes={node.address}", "-hc-interval=0.2")  # no -workers
+    try:
+        await online(fnlb, node)
+        cpus = cpus_available()
+        assert len(workers_of(fnlb)) == (cpus if cpus > 1 else 0)  # 1 CPU: one process
+        assert set(await calls(fnlb, 10)) == {200}
+    finally:
+        fnlb.stop()
+
+
+async def test_one_worker_is_one_process(node: Backend) -> None:
+    fnlb = FnlbProcess(f"-nodes={node.address}", "-hc-interval=0.2", "-workers=1")
+    try:
+        await online(fnlb, node)
+        assert workers_of(fnlb) == []
+        assert set(await calls(fnlb, 4)) == {200}
+    finally:
+        fnlb.stop()
+
+
+async def test_sighup_replaces_every_worker_and_no_call_fails(node: Backend) -> None:
+    release = asyncio.Event()
+    held: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/r/slow/"):
+            held.append(request.path)
+            await release.wait()
+        return web.json_response({"ok": True})
+
+    node.handler = handler
+    fnlb = FnlbProcess(f"-nodes={node.address}", "-hc-interval=0.2", "-workers=2")
+    try:
+        await online(fnlb, node)
+        old = set(workers_of(fnlb))
+
+        async def slow_call(i: int) -> int:
+            async with (
+                aiohttp.ClientSession() as c,
+                c.post(fnlb.url(f"/r/slow/f{i}"), data=b"x") as r,
+            ):
+                await r.read()
+                return r.status
+
+        async with asyncio.timeout(60):  # bounded: a reload that hangs fails the test
+            slow = asyncio.gather(*(slow_call(i) for i in range(6)))
+            await wait_for(lambda: len(held) == 6, 20)  # 6 calls under way on old workers
+            fnlb.signal(signal.SIGHUP)
+            # New connections throughout the reload: every one is served, none refused.
+            during: list[int] = []
+            for _ in range(200):
+                during += await calls(fnlb, 4)
+                new = set(workers_of(fnlb)) - old
+                if len(new) == 2:
+                    break
+            assert len(new) == 2, "no new workers"
+            during += await calls(fnlb, 8)  # the old ones have stopped accepting by now
+            assert set(during) == {200}
+            assert set(workers_of(fnlb)) >= old  # still finishing their calls
+            release.set()
+            assert await slow == [200] * 6  # the calls in flight through the reload
+            await eventually(lambda: set(workers_of(fnlb)) == new)  # the old ones exited
+        assert set(await calls(fnlb, 8)) == {200}
+    finally:
+        release.set()
+        fnlb.stop()
 
 
 async def test_every_worker_serves_calls_and_the_primary_counts_them_all(node: Backend) -> None:

@@ -13,7 +13,14 @@ in order, and the primary replays each into its Peer (`attempt_started`, the wor
 exactly as if the primary had made them.
 
 A worker that dies is started again at once; the calls it had under way are booked as failed
-(their clients saw the connection close) and the other workers' calls are untouched. On a
+(their clients saw the connection close) and the other workers' calls are untouched.
+
+SIGHUP (`reload`) replaces every worker gracefully: the new ones start and say they are ready
+(listening) before the old ones get SIGTERM, stop accepting and finish their calls (up to
+-shutdown-timeout). The primary holds the listening socket throughout, so a connection that
+arrives meanwhile waits in the kernel's queue for whichever worker accepts first: none is
+refused. New workers read the TLS files anew: a reload is also how workers take a renewed
+certificate. If a new worker exits before it is ready (bad TLS files, say), the old ones stay. On a
 shared port the workers hand a connection whose first request is for the API to the primary
 (the socket itself, over SCM_RIGHTS), whose aiohttp server then keeps it.
 """
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -64,6 +72,14 @@ class _Worker:
         self.in_flight: dict[str, int] = {}
         self.view_sent = -1
         self.task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+        """Set when the worker listens (its "ready" message); cleared at each start."""
+        self.exited = asyncio.Event()
+        """Set when the worker is gone for good: retired, stopped, or never ready in a reload."""
+        self.retiring = False
+        """Sent SIGTERM by a reload (or a failed one): not started again when it exits."""
+        self.on_trial = False
+        """Started by a reload and not yet ready: an exit abandons the reload, no restart."""
 
     def send(self, message: list[Any]) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -91,9 +107,14 @@ class WorkerPool:
         self.options = options
         self.api_server = api_server
         self.calls = calls
-        self.workers = [_Worker(i) for i in range(count)]
+        self.count = count
+        self._ids = itertools.count()
+        """Worker indices: never reused, so a reload's old and new workers report apart."""
+        self.workers = [_Worker(next(self._ids)) for _ in range(count)]
         self.stopping = False
         self.restarts = 0
+        self.reloads = 0
+        self._reload: asyncio.Task[bool] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._handoffs: set[asyncio.Task[None]] = set()
 
@@ -102,9 +123,68 @@ class WorkerPool:
         return [w.proc.pid for w in self.workers if w.proc is not None]
 
     async def start(self) -> None:
+        """Start the workers and return once every one listens (RuntimeError if one exits
+        first: fnlb cannot serve as asked)."""
         for w in self.workers:
+            w.on_trial = True
             await self._spawn(w)
         self._ticker = asyncio.ensure_future(self._tick())
+        if not all(await asyncio.gather(*(self._until_ready(w) for w in self.workers))):
+            raise RuntimeError("a worker exited before it listened (see its log above)")
+
+    async def _until_ready(self, w: _Worker) -> bool:
+        """Whether worker `w` became ready (False: it exited first)."""
+        ready = asyncio.ensure_future(w.ready.wait())
+        gone = asyncio.ensure_future(w.exited.wait())
+        try:
+            await asyncio.wait((ready, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            gone.cancel()
+        return w.ready.is_set()
+
+    def reload(self) -> asyncio.Task[bool] | None:
+        """SIGHUP: replace every worker gracefully (see the module docstring). The task's
+        result says whether the new workers took over; None: a reload is already under way,
+        or the pool is stopping."""
+        if self.stopping or (self._reload is not None and not self._reload.done()):
+            log.warning("workers not reloaded: a reload or a shutdown is under way")
+            return None
+        self._reload = asyncio.ensure_future(self._replace())
+        return self._reload
+
+    async def _replace(self) -> bool:
+        old = list(self.workers)
+        new = [_Worker(next(self._ids)) for _ in range(self.count)]
+        # Listed at once: the ticker feeds them, and each counts the others' calls in flight.
+        self.workers.extend(new)
+        for w in new:
+            w.on_trial = True
+            await self._spawn(w)
+        took_over = all(await asyncio.gather(*(self._until_ready(w) for w in new)))
+        if self.stopping:  # stop() has sent SIGTERM to every worker listed, new ones too
+            return False
+        retired = old if took_over else new
+        for w in retired:
+            self._retire(w)
+        if took_over:
+            self.reloads += 1
+            log.info(
+                "workers reloaded",
+                extra={"pids": [w.proc.pid for w in new if w.proc is not None]},
+            )
+        else:
+            log.error("workers not reloaded: a new worker exited before it listened; "
+                      "the old ones stay")  # fmt: skip
+        await asyncio.gather(*(w.exited.wait() for w in retired))
+        return took_over
+
+    def _retire(self, w: _Worker) -> None:
+        """SIGTERM: `w` stops accepting, finishes its calls, reports them and exits."""
+        w.retiring = True
+        if w.proc is not None and w.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                w.proc.send_signal(signal.SIGTERM)
 
     async def _spawn(self, w: _Worker) -> None:
         loop = asyncio.get_running_loop()
@@ -130,6 +210,7 @@ class WorkerPool:
             handoff_theirs.close()
         reader, w.writer = await asyncio.open_unix_connection(sock=ours)
         w.view_sent = -1
+        w.ready.clear()
         self._send_view(w)
         if self.router is not None:  # a restarted worker: the back-off in force, all of it
             for message in pack_entries(self.router.backoff.entries(time.time())):
@@ -148,10 +229,17 @@ class WorkerPool:
         assert w.proc is not None
         code = await w.proc.wait()
         self._release(w)
-        if not self.stopping:
-            self.restarts += 1
-            log.warning("worker exited; starting it again", extra={"worker": w.index, "code": code})
-            await self._spawn(w)
+        if self.stopping or w.retiring or (w.on_trial and not w.ready.is_set()):
+            if w.retiring and w in self.workers:
+                self.workers.remove(w)
+            if not w.ready.is_set():
+                log.error("worker exited before it listened", extra={"worker": w.index,
+                                                                     "code": code})  # fmt: skip
+            w.exited.set()
+            return
+        self.restarts += 1
+        log.warning("worker exited; starting it again", extra={"worker": w.index, "code": code})
+        await self._spawn(w)
 
     def _release(self, w: _Worker) -> None:
         """The worker is gone: its unfinished attempts end (as failed), its links close."""
@@ -173,7 +261,10 @@ class WorkerPool:
 
     def _apply(self, w: _Worker, message: list[Any]) -> None:
         kind = message[0]
-        if kind == "attempts":
+        if kind == "ready":
+            w.ready.set()
+            w.on_trial = False
+        elif kind == "attempts":
             peer, open_, in_flight = self.peer, w.open, w.in_flight
             for e in message[1]:
                 pair = (e[1], e[2])
@@ -270,10 +361,11 @@ class WorkerPool:
         self.stopping = True
         if self._ticker is not None:
             self._ticker.cancel()
-        procs = [w.proc for w in self.workers if w.proc is not None]
+        procs = [w.proc for w in self.workers if w.proc is not None]  # retiring ones too
         for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(within):
                 await asyncio.gather(*(p.wait() for p in procs))
@@ -284,3 +376,5 @@ class WorkerPool:
             await asyncio.gather(*(p.wait() for p in procs))
         tasks = [w.task for w in self.workers if w.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._reload is not None:
+            await asyncio.gather(self._reload, return_exceptions=True)
