@@ -429,26 +429,28 @@ async def serve(
     """Run until SIGTERM or SIGINT, then shut down gracefully; the process exit code."""
     balancer = Balancer(settings)
     loop = asyncio.get_running_loop()
-    # A SIGHUP while starting (the API may answer before the workers do) must not end the
-    # process, its default: it is kept and acted on once started.
+    # Signals are taken from the start: the API answers before the workers listen, so a
+    # supervisor may signal while we start. SIGTERM/SIGINT then stop us once started, and a
+    # SIGHUP (whose default would end the process) is acted on then.
+    stopping = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stopping.set)
     early_hup: list[bool] = []
     loop.add_signal_handler(signal.SIGHUP, early_hup.append, True)
     try:
         await balancer.start()
     except BaseException:
-        loop.remove_signal_handler(signal.SIGHUP)
+        for sig in (*signals, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
         raise
     # Everything alive now (modules, tables, pools) lives as long as the process: keep the
     # cyclic garbage collector from re-scanning it on every collection of the request path.
     gc.freeze()
     if ready is not None:
         await ready(balancer)
-    stopping = asyncio.Event()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, balancer.reload)  # tokens, TLS files, workers
-    if early_hup:
+    if early_hup and not stopping.is_set():
         balancer.reload()
     try:
         await stopping.wait()
