@@ -71,6 +71,8 @@ class _Worker:
         """Attempts started and not yet finished, by (function, node)."""
         self.in_flight: dict[str, int] = {}
         self.view_sent = -1
+        self.states_sent: object = None
+        """The states of the view last sent (a new version with the same states is not)."""
         self.task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
         """Set when the worker listens (its "ready" message); cleared at each start."""
@@ -125,6 +127,7 @@ class WorkerPool:
     async def start(self) -> None:
         """Start the workers and return once every one listens (RuntimeError if one exits
         first: fnlb cannot serve as asked)."""
+        self.peer.state.on_view = self.view_published
         for w in self.workers:
             w.on_trial = True
             await self._spawn(w)
@@ -210,6 +213,7 @@ class WorkerPool:
             handoff_theirs.close()
         reader, w.writer = await asyncio.open_unix_connection(sock=ours)
         w.view_sent = -1
+        w.states_sent = None  # the first frame a worker reads is the view: always sent
         w.ready.clear()
         self._send_view(w)
         if self.router is not None:  # a restarted worker: the back-off in force, all of it
@@ -324,9 +328,18 @@ class WorkerPool:
 
     def _send_view(self, w: _Worker) -> None:
         view = self.peer.view
-        if w.view_sent != view.version:
+        if w.view_sent == view.version:
+            return
+        w.view_sent = view.version
+        if view.states != w.states_sent:
             w.send(["view", view.version, dict(view.states)])
-            w.view_sent = view.version
+            w.states_sent = view.states
+
+    def view_published(self, view: object) -> None:
+        """The Peer published a view: every worker gets it now, not at the next tick, so a
+        caller who saw a node online through the API finds it online in every worker."""
+        for w in self.workers:
+            self._send_view(w)
 
     async def _tick(self) -> None:
         while True:
@@ -359,6 +372,7 @@ class WorkerPool:
         """SIGTERM every worker (each finishes its calls), wait up to `within` seconds (None:
         as long as they take), then kill what is left."""
         self.stopping = True
+        self.peer.state.on_view = None
         if self._ticker is not None:
             self._ticker.cancel()
         procs = [w.proc for w in self.workers if w.proc is not None]  # retiring ones too
