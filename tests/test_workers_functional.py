@@ -316,3 +316,23 @@ async def test_a_node_a_worker_cannot_reach_goes_offline_in_the_primarys_peer(
         await eventually(offline)
     finally:
         fnlb.stop()
+
+
+async def test_a_sighup_during_a_reload_is_followed_by_another(node: Backend) -> None:
+    fnlb = FnlbProcess(f"-nodes={node.address}", "-hc-interval=0.2", "-workers=2")
+    try:
+        await online(fnlb, node)
+        first = set(workers_of(fnlb))
+        fnlb.signal(signal.SIGHUP)
+        async with asyncio.timeout(30):  # the thread ends when the process does (finally)
+            await asyncio.to_thread(fnlb.read_until, 'msg="worker started" worker=2 ')
+        fnlb.signal(signal.SIGHUP)  # the first reload's workers are starting: queued
+        async with asyncio.timeout(60):
+            queued = await asyncio.to_thread(fnlb.read_until, "another follows")
+            assert "reload is under way" in queued
+            assert "workers reloaded" in await asyncio.to_thread(fnlb.read_until, "reloaded")
+            assert "workers reloaded" in await asyncio.to_thread(fnlb.read_until, "reloaded")
+        await eventually(lambda: len(workers_of(fnlb)) == 2 and not set(workers_of(fnlb)) & first)
+        assert set(await calls(fnlb, 6)) == {200}
+    finally:
+        fnlb.stop()

@@ -117,6 +117,7 @@ class WorkerPool:
         self.restarts = 0
         self.reloads = 0
         self._reload: asyncio.Task[bool] | None = None
+        self._again = False
         self._ticker: asyncio.Task[None] | None = None
         self._handoffs: set[asyncio.Task[None]] = set()
 
@@ -148,13 +149,22 @@ class WorkerPool:
 
     def reload(self) -> asyncio.Task[bool] | None:
         """SIGHUP: replace every worker gracefully (see the module docstring). The task's
-        result says whether the new workers took over; None: a reload is already under way,
-        or the pool is stopping."""
-        if self.stopping or (self._reload is not None and not self._reload.done()):
-            log.warning("workers not reloaded: a reload or a shutdown is under way")
+        result says whether the new workers took over. During a reload, one more is queued
+        (files renewed meanwhile must reach workers too); None when stopping or queued."""
+        if self.stopping:
+            return None
+        if self._reload is not None and not self._reload.done():
+            log.info("workers: a reload is under way; another follows it")
+            self._again = True
             return None
         self._reload = asyncio.ensure_future(self._replace())
+        self._reload.add_done_callback(self._after_reload)
         return self._reload
+
+    def _after_reload(self, _: asyncio.Task[bool]) -> None:
+        if self._again and not self.stopping:
+            self._again = False
+            self.reload()
 
     async def _replace(self) -> bool:
         old = list(self.workers)
