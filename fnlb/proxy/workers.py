@@ -20,9 +20,10 @@ SIGHUP (`reload`) replaces every worker gracefully: the new ones start and say t
 -shutdown-timeout). The primary holds the listening socket throughout, so a connection that
 arrives meanwhile waits in the kernel's queue for whichever worker accepts first: none is
 refused. New workers read the TLS files anew: a reload is also how workers take a renewed
-certificate. If a new worker exits before it is ready (bad TLS files, say), the old ones stay. On a
-shared port the workers hand a connection whose first request is for the API to the primary
-(the socket itself, over SCM_RIGHTS), whose aiohttp server then keeps it.
+certificate. If a new worker exits before it is ready (bad TLS files, say), the old ones stay.
+
+On a shared port the workers hand a connection whose first request is for the API to the
+primary (the socket itself, over SCM_RIGHTS), whose aiohttp server then keeps it.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ def cpus_available() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+class WorkerStartError(Exception):
+    """A worker exited before it listened when fnlb started (its log line says why)."""
 
 
 class _Worker:
@@ -126,15 +131,15 @@ class WorkerPool:
         return [w.proc.pid for w in self.workers if w.proc is not None]
 
     async def start(self) -> None:
-        """Start the workers and return once every one listens (RuntimeError if one exits
-        first: fnlb cannot serve as asked)."""
+        """Start the workers and return once every one listens (WorkerStartError if one
+        exits first: fnlb cannot serve as asked)."""
         self.peer.state.on_view = self.view_published
         for w in self.workers:
             w.on_trial = True
             await self._spawn(w)
         self._ticker = asyncio.ensure_future(self._tick())
         if not all(await asyncio.gather(*(self._until_ready(w) for w in self.workers))):
-            raise RuntimeError("a worker exited before it listened (see its log above)")
+            raise WorkerStartError("a worker exited before it listened (see its log above)")
 
     async def _until_ready(self, w: _Worker) -> bool:
         """Whether worker `w` became ready (False: it exited first)."""
@@ -172,6 +177,8 @@ class WorkerPool:
         # Listed at once: the ticker feeds them, and each counts the others' calls in flight.
         self.workers.extend(new)
         for w in new:
+            if self.stopping:  # stop() did not see this one: it must not start now
+                return False
             w.on_trial = True
             await self._spawn(w)
         took_over = all(await asyncio.gather(*(self._until_ready(w) for w in new)))
@@ -244,7 +251,7 @@ class WorkerPool:
         code = await w.proc.wait()
         self._release(w)
         if self.stopping or w.retiring or (w.on_trial and not w.ready.is_set()):
-            if w.retiring and w in self.workers:
+            if not self.stopping and w in self.workers:  # retired, or failed its reload
                 self.workers.remove(w)
             if not w.ready.is_set():
                 log.error("worker exited before it listened", extra={"worker": w.index,
