@@ -397,6 +397,10 @@ class WorkerPool:
             if p.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     p.send_signal(signal.SIGTERM)
+        # Our copy of the listening socket kept it open through reloads; now, once each
+        # worker has closed its own, new connections are refused (as with one process)
+        # rather than queued until we exit.
+        self.listen.close()
         try:
             async with asyncio.timeout(within):
                 await asyncio.gather(*(p.wait() for p in procs))
