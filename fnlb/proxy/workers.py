@@ -55,11 +55,43 @@ _HANDOFF_MAX: Final = 256 * 1024
 
 
 def cpus_available() -> int:
-    """The CPUs this process may run on (its affinity, not the machine's count)."""
+    """The CPUs this process may use: its affinity (not the machine's count), capped by a
+    cgroup CPU quota when one is set (a container's `--cpus`, a Kubernetes CPU limit), whose
+    extra workers would only be throttled."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = quota_cpus(_read("/sys/fs/cgroup/cpu.max"))  # cgroup v2
+    if quota is None:  # cgroup v1
+        quota = quota_cpus(
+            f"{_read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us')} "
+            f"{_read('/sys/fs/cgroup/cpu/cpu.cfs_period_us')}"
+        )
+    return min(cpus, quota) if quota is not None else cpus
+
+
+def quota_cpus(text: str) -> int | None:
+    """CPUs a cgroup quota allows, rounded up, from "QUOTA PERIOD" (cgroup v2's cpu.max; v1's
+    two files joined); None without a quota ("max", -1, empty or unreadable)."""
+    parts = text.split()
+    if len(parts) != 2:
+        return None
+    try:
+        quota, period = int(parts[0]), int(parts[1])
+    except ValueError:  # "max": no quota
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return max(1, -(-quota // period))
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 class WorkerStartError(Exception):

@@ -17,7 +17,7 @@ from fnlb.payloads.backoff import decode_entries
 from fnlb.peer.core import LONE_NAME, Peer
 from fnlb.proxy.worker import WorkerPeer
 from fnlb.proxy.worker_link import AttemptRelay, attempt_of
-from fnlb.proxy.workers import WorkerPool
+from fnlb.proxy.workers import WorkerPool, quota_cpus
 from fnlb.routing.attempt import BUSY, NO_ANSWER, Attempt
 from fnlb.routing.policies import make_policy
 
@@ -165,3 +165,14 @@ def test_a_new_view_reaches_every_worker_at_once_and_an_unchanged_one_is_not_res
         assert message[2] == {"a:1": "online", "b:1": "offline"}
     primary.state.limit_view(None)  # a new version, the same states: nothing to send
     assert [len(link.frames) for link in links] == [1, 1]
+
+
+def test_a_cgroup_cpu_quota_caps_the_default_workers() -> None:
+    assert quota_cpus("max 100000\n") is None  # cgroup v2, no limit
+    assert quota_cpus("200000 100000\n") == 2  # --cpus=2
+    assert quota_cpus("150000 100000") == 2  # 1.5 CPUs: rounded up
+    assert quota_cpus("50000 100000") == 1  # half a CPU: still one process
+    assert quota_cpus("-1 100000") is None  # cgroup v1, no limit
+    assert quota_cpus("") is None
+    assert quota_cpus(" ") is None  # v1 files missing
+    assert quota_cpus("junk 1") is None
