@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -334,5 +337,43 @@ async def test_a_sighup_during_a_reload_is_followed_by_another(node: Backend) ->
             assert "workers reloaded" in await asyncio.to_thread(fnlb.read_until, "reloaded")
         await eventually(lambda: len(workers_of(fnlb)) == 2 and not set(workers_of(fnlb)) & first)
         assert set(await calls(fnlb, 6)) == {200}
+    finally:
+        fnlb.stop()
+
+
+def _holder(port: int, client_port: int) -> int | None:
+    """The PID whose socket is the server side of the connection from `client_port`."""
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} and dport = :{client_port} )"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    found = re.search(r"pid=(\d+)", out)
+    return int(found.group(1)) if found else None
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (Debian iproute2)")
+async def test_a_connection_made_before_a_reload_may_still_send_its_first_request(
+    node: Backend,
+) -> None:
+    """A client that connected to an old worker but had not sent its request yet when the
+    reload retired that worker is still answered (the worker waits for such connections, as
+    Go's Shutdown does), not cut off."""
+    fnlb = FnlbProcess(f"-nodes={node.address}", "-hc-interval=0.2", "-workers=2")
+    try:
+        await online(fnlb, node)
+        old = set(workers_of(fnlb))
+        reader, writer = await asyncio.open_connection("127.0.0.1", fnlb.port)
+        mine = writer.get_extra_info("sockname")[1]
+        await wait_for(lambda: _holder(fnlb.port, mine) in old, 10)  # an old worker has it
+        fnlb.signal(signal.SIGHUP)
+        async with asyncio.timeout(30):  # the thread ends when the process does (finally)
+            await asyncio.to_thread(fnlb.read_until, "workers reloaded")  # old ones: SIGTERM
+        writer.write(b"GET /r/app/f HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(20):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            await reader.read()  # then its worker, retiring, closes it: end of stream
+        writer.close()
+        await eventually(lambda: not set(workers_of(fnlb)) & old)
     finally:
         fnlb.stop()
