@@ -8,7 +8,10 @@ started again serves at once.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from pathlib import Path
 
 import pytest
 from harness import services
@@ -65,3 +68,43 @@ def test_sigterm_lets_every_call_in_flight_finish_and_a_restart_serves_again(
     after = again.result()
     print(after.summary_line("fnlb-after-restart"))
     assert not after.errors(), after.error_kinds()
+
+
+def _workers(pid: int) -> set[int]:
+    return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def test_sighup_replaces_the_workers_under_load_and_no_call_fails(network: Network) -> None:
+    """A graceful reload (docs/proxy.md): the new workers listen before the old ones stop
+    accepting and finish their calls; calls in flight and calls arriving during it all
+    succeed, and the old workers exit."""
+    cluster = fn_nodes_behind_one_fnlb(network, lb_flags={"workers": 2})
+    pid = cluster.lb.proc.pid
+    old = _workers(pid)
+    assert len(old) == 2, cluster.lb.proc.log_tail()
+    load = start_load(
+        cluster.client,
+        cluster.lb.traffic,
+        SLOW_PATHS,
+        count=200,
+        deadline=6,
+        concurrency=16,
+        timeout=12,
+    )
+    load.wait_progress(16)  # the first wave is done; the second is in flight
+    time.sleep(0.3)
+    hup_at = time.monotonic()
+    os.kill(pid, signal.SIGHUP)
+    result = load.result()
+    print(result.summary_line("fnlb-sighup-reload"))
+
+    in_flight = result.in_flight_at(hup_at)
+    assert len(in_flight) >= 8, "the SIGHUP should have found calls in flight"
+    assert not result.errors(), result.error_kinds()  # in flight, or begun during the reload
+    assert len(result.started_after(hup_at)) >= 8, "calls should have begun during the reload"
+    deadline = time.monotonic() + 20
+    while (_workers(pid) & old or len(_workers(pid)) != 2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _workers(pid) & old, "the old workers should have exited"
+    assert len(_workers(pid)) == 2
+    assert cluster.lb.proc.alive()

@@ -154,10 +154,11 @@ class Settings:
         metavar="PLANE",
     )
     workers: int = _opt(
-        1,
-        "processes serving calls from the traffic port they share (0: one per CPU fnlb may "
-        "use); gossip, health checks and the management API stay in one; not with -tls-cert "
-        "(docs/proxy.md)",
+        0,
+        "processes serving calls from the traffic port they share; 0: one per CPU fnlb may "
+        "use (1 with -data-plane=aiohttp, or with -tls-cert on a port shared with the "
+        "management API); 1: one process, no workers. Gossip, health checks and the "
+        "management API stay in one; SIGHUP replaces the workers gracefully (docs/proxy.md)",
     )
     state_dir: str = _opt(
         "",
@@ -344,14 +345,14 @@ def validate(s: Settings) -> None:
         raise ConfigError("-write-acks: must not be negative")
     if s.workers < 0:
         raise ConfigError("-workers: must not be negative (0: one per CPU)")
-    if s.workers != 1 and s.data_plane != "fast":
+    if s.workers > 1 and s.data_plane != "fast":
         raise ConfigError("-workers: needs -data-plane=fast")
-    if s.workers != 1 and s.tls_cert:
-        # A worker would need the certificate, its SIGHUP reload, and a TLS session could
-        # not be handed to the primary's API on a shared port: one process serves TLS.
+    if s.workers > 1 and s.tls_cert and shares_port(s):
+        # A TLS session cannot be handed to the primary's API as a socket (see docs/proxy.md).
         raise ConfigError(
-            "-workers with -tls-cert: TLS on the traffic listener is served by one process "
-            "(the fast plane, or -data-plane=aiohttp); drop -workers or the TLS flags"
+            "-workers with -tls-cert on a port shared with the management API (-listen equals "
+            "-mgmt-listen): a worker cannot hand a TLS connection to the API; give the API its "
+            "own -mgmt-listen, or -workers 1"
         )
     if s.connect_timeout <= 0:
         raise ConfigError("-connect-timeout: must be greater than 0")
@@ -381,6 +382,22 @@ def validate(s: Settings) -> None:
         from fnlb.gossip.keyring_file import keyring_from_settings
 
         keyring_from_settings(s.gossip_key, s.gossip_keyring_file, insecure=s.gossip_insecure)
+
+
+def shares_port(s: Settings) -> bool:
+    """One listener for calls and the API (port 0 asks the OS for one port per listener)."""
+    return s.listen == s.mgmt_listen and parse_listen(s.listen)[1] != 0
+
+
+def worker_count(s: Settings, cpus: int) -> int:
+    """The processes that serve calls: -workers, or for 0 the `cpus` fnlb may use - except
+    where workers cannot serve (the aiohttp plane; TLS on a port shared with the API), one.
+    1 means no workers: this process serves calls itself."""
+    if s.workers:
+        return s.workers
+    if s.data_plane != "fast" or (s.tls_cert and shares_port(s)):
+        return 1
+    return max(cpus, 1)
 
 
 def node_list(nodes: str) -> list[str]:

@@ -41,7 +41,7 @@ from fnlb.api.nodes import NodesApi, bad_request_as_json, unknown_command
 from fnlb.api.probes import ProbesApi, readiness_problems
 from fnlb.api.security import ManagementSecurity
 from fnlb.api.stats import CallStats
-from fnlb.config import Settings, node_list, parse_listen
+from fnlb.config import Settings, node_list, parse_listen, worker_count
 from fnlb.discovery.source import node_source
 from fnlb.gossip.runtime import GossipRuntime
 from fnlb.observe.access import AccessLog
@@ -230,10 +230,10 @@ class Balancer:
             )
         else:
             mgmt.router.add_route("*", "/{tail:.*}", unknown_command)
-        count = s.workers or cpus_available()
+        count = worker_count(s, cpus_available())
         if count > 1:
             # Shared port: the workers hand API connections to this process's aiohttp.
-            # (Never with TLS on the traffic listener: fnlb.config refuses -workers then.)
+            # (Never with TLS there: fnlb.config refuses it, and -workers 0 means one then.)
             server = (await self._runner(mgmt)).server if traffic_sock is None else None
             if traffic_sock is not None:
                 await self._serve(mgmt, mgmt_sock, self.security.mgmt_ssl)
@@ -253,6 +253,9 @@ class Balancer:
                     "call_metrics": s.call_metrics,
                     "zipkin": s.zipkin,
                     "trace_sample_rate": s.trace_sample_rate,
+                    # each worker loads them itself (and new workers, on SIGHUP, anew)
+                    "tls_cert": s.tls_cert,
+                    "tls_key": s.tls_key,
                 },
                 api_server=server,
                 calls=self.calls,
@@ -402,6 +405,13 @@ class Balancer:
             if session is not None:
                 await session.close()
 
+    def reload(self) -> None:
+        """SIGHUP: tokens and TLS files read again; with -workers, new workers replace the
+        old ones gracefully (fnlb.proxy.workers: they read the TLS files anew too)."""
+        self.security.reload()
+        if self.workers is not None and not self.draining:
+            self.workers.reload()
+
     def readiness_problems(self) -> list[str]:
         """Why /readyz answers 503 now (fnlb.api.probes); empty when ready."""
         return readiness_problems(
@@ -418,18 +428,30 @@ async def serve(
 ) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully; the process exit code."""
     balancer = Balancer(settings)
-    await balancer.start()
+    loop = asyncio.get_running_loop()
+    # Signals are taken from the start: the API answers before the workers listen, so a
+    # supervisor may signal while we start. SIGTERM/SIGINT then stop us once started, and a
+    # SIGHUP (whose default would end the process) is acted on then.
+    stopping = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stopping.set)
+    early_hup: list[bool] = []
+    loop.add_signal_handler(signal.SIGHUP, early_hup.append, True)
+    try:
+        await balancer.start()
+    except BaseException:
+        for sig in (*signals, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        raise
     # Everything alive now (modules, tables, pools) lives as long as the process: keep the
     # cyclic garbage collector from re-scanning it on every collection of the request path.
     gc.freeze()
     if ready is not None:
         await ready(balancer)
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, balancer.security.reload)  # tokens, TLS files
+    loop.add_signal_handler(signal.SIGHUP, balancer.reload)  # tokens, TLS files, workers
+    if early_hup and not stopping.is_set():
+        balancer.reload()
     try:
         await stopping.wait()
         log.info("shutting down", extra={"drain_s": settings.shutdown_timeout or "unlimited"})

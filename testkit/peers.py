@@ -31,6 +31,7 @@ def peer_settings(name: str, join: tuple[str, ...] = (), **extra: Any) -> Settin
         "gossip_insecure": True,
         "hc_interval": 0.3,
         "hc_timeout": 1.0,
+        "workers": 1,  # in-process peers: their own data plane, no worker processes
     }
     return Settings(**{**values, **extra})
 

@@ -104,6 +104,9 @@ async def running_balancer(**overrides: Any) -> AsyncIterator[Balancer]:
         "mgmt_listen": "127.0.0.1:0",
         "hc_interval": 0.2,
         "hc_timeout": 1.0,
+        # In-process tests look at this process's own data plane; tests/test_workers_*.py and
+        # the CLI tests run the default (one worker per CPU) in real processes.
+        "workers": 1,
     }
     values.update(BALANCER_DEFAULTS)
     values.update(overrides)

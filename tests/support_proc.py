@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -19,8 +20,12 @@ def free_port() -> int:
 
 
 class FnlbProcess:
-    def __init__(self, *args: str, shared_port: bool = False) -> None:
-        """`shared_port`: calls and the management API on one port (-listen = -mgmt-listen)."""
+    def __init__(
+        self, *args: str, shared_port: bool = False, mgmt_tls: ssl.SSLContext | None = None
+    ) -> None:
+        """`shared_port`: calls and the management API on one port (-listen = -mgmt-listen);
+        `mgmt_tls`: the management API is served over TLS, checked with this context."""
+        self.mgmt_tls = mgmt_tls
         self.port = free_port()
         self.mgmt_port = self.port if shared_port else free_port()
         self.proc = subprocess.Popen(
@@ -36,7 +41,8 @@ class FnlbProcess:
         deadline = time.monotonic() + 20
         while True:
             try:
-                with urllib.request.urlopen(self.mgmt_url("/1/lb/nodes"), timeout=1):
+                url = self.mgmt_url("/1/lb/nodes")
+                with urllib.request.urlopen(url, timeout=1, context=mgmt_tls):
                     break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -49,7 +55,8 @@ class FnlbProcess:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def mgmt_url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.mgmt_port}{path}"
+        scheme = "http" if self.mgmt_tls is None else "https"
+        return f"{scheme}://127.0.0.1:{self.mgmt_port}{path}"
 
     def status_kb(self, field: str) -> int:
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -63,6 +70,15 @@ class FnlbProcess:
 
     def wait(self, timeout: float) -> int:
         return self.proc.wait(timeout)
+
+    def read_until(self, needle: str) -> str:
+        """The process's output line that contains `needle`, read while it runs (blocking:
+        call it in a thread; it ends at the process's exit, with "" if never seen)."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if needle in line:
+                return line
+        return ""
 
     def output(self) -> str:
         if self.proc.poll() is None:

@@ -14,6 +14,7 @@ from fnlb.config import (
     parse_node_address,
     parse_semver,
     settings_from,
+    worker_count,
 )
 from fnlb.errors import ConfigError
 
@@ -87,7 +88,7 @@ def test_environment_then_flag_precedence() -> None:
         (["-hc-path", "version"], {}, "-hc-path"),
         (["-workers", "-1"], {}, "-workers"),
         (["-workers", "2", "-data-plane", "aiohttp"], {}, "-workers: needs -data-plane=fast"),
-        (["-workers", "0", "-tls-cert", "c.pem", "-tls-key", "k.pem"], {}, "-workers with -tls"),
+        (["-workers", "2", "-tls-cert", "c.pem", "-tls-key", "k.pem"], {}, "-workers with -tls"),
         (["-data-plane", "hyper"], {}, "-data-plane"),
         ([], {"FNLB_HC_TIMEOUT": "nan"}, "FNLB_HC_TIMEOUT"),
         ([], {"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
@@ -217,3 +218,18 @@ def test_cluster_mode_without_a_key_explains_how_to_make_one() -> None:
         parse(["-join", "bad peer", "-gossip-insecure"])
     with pytest.raises(ConfigError, match="-gossip-profile"):
         parse(["-gossip-profile", "wan"])
+
+
+def test_workers_default_to_the_cpus_except_where_workers_cannot_serve() -> None:
+    def count(*argv: str) -> int:
+        return worker_count(parse(list(argv)), cpus=4)
+
+    assert count() == 4  # the default: one per CPU fnlb may use
+    assert count("-workers", "0") == 4
+    assert count("-workers", "1") == 1  # one process, no workers
+    assert count("-workers", "3") == 3
+    assert count("-data-plane", "aiohttp") == 1  # workers need the fast plane
+    tls = ("-tls-cert", "c.pem", "-tls-key", "k.pem")
+    assert count(*tls) == 1  # TLS on the shared port (the default): one process
+    assert count(*tls, "-mgmt-listen", "127.0.0.1:9000") == 4  # the API on its own port
+    assert count("-workers", "2", *tls, "-mgmt-listen", "127.0.0.1:9000") == 2

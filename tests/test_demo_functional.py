@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+from fnlb.proxy.workers import cpus_available
+
 
 def test_demo_cluster_routes_every_function_to_one_node_and_agrees() -> None:
     result = subprocess.run(
@@ -29,6 +31,8 @@ def test_demo_cluster_routes_every_function_to_one_node_and_agrees() -> None:
     assert "curl -X POST http://127.0.0.1:" in out
     assert out.count("'held_by': 2") == 3  # nodes added on one peer, held by another too
     assert "all peers agree" in out
+    cpus = cpus_available()  # the default -workers: one per CPU (1: the peer serves itself)
+    assert f"each peer serves calls with {cpus} worker process(es)" in out
 
 
 def test_the_demos_default_ports_do_not_collide() -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.support import Backend
+from fnlb.proxy.workers import cpus_available
+from tests.support import Backend, wait_for
 from tests.support_proc import FnlbProcess
 
 
@@ -67,6 +71,75 @@ async def node() -> AsyncIterator[Backend]:
     await b.start()
     yield b
     await b.stop()
+
+
+async def test_by_default_one_worker_per_cpu_serves_calls(node: Backend) -> None:
+    fnlb = FnlbProcess(f"-nodes={node.address}", "-hc-interval=0.2")  # no -workers
+    try:
+        await online(fnlb, node)
+        cpus = cpus_available()
+        assert len(workers_of(fnlb)) == (cpus if cpus > 1 else 0)  # 1 CPU: one process
+        assert set(await calls(fnlb, 10)) == {200}
+    finally:
+        fnlb.stop()
+
+
+async def test_one_worker_is_one_process(node: Backend) -> None:
+    fnlb = FnlbProcess(f"-nodes={node.address}", "-hc-interval=0.2", "-workers=1")
+    try:
+        await online(fnlb, node)
+        assert workers_of(fnlb) == []
+        assert set(await calls(fnlb, 4)) == {200}
+    finally:
+        fnlb.stop()
+
+
+async def test_sighup_replaces_every_worker_and_no_call_fails(node: Backend) -> None:
+    release = asyncio.Event()
+    held: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/r/slow/"):
+            held.append(request.path)
+            await release.wait()
+        return web.json_response({"ok": True})
+
+    node.handler = handler
+    fnlb = FnlbProcess(f"-nodes={node.address}", "-hc-interval=0.2", "-workers=2")
+    try:
+        await online(fnlb, node)
+        old = set(workers_of(fnlb))
+
+        async def slow_call(i: int) -> int:
+            async with (
+                aiohttp.ClientSession() as c,
+                c.post(fnlb.url(f"/r/slow/f{i}"), data=b"x") as r,
+            ):
+                await r.read()
+                return r.status
+
+        async with asyncio.timeout(60):  # bounded: a reload that hangs fails the test
+            slow = asyncio.gather(*(slow_call(i) for i in range(6)))
+            await wait_for(lambda: len(held) == 6, 20)  # 6 calls under way on old workers
+            fnlb.signal(signal.SIGHUP)
+            # New connections throughout the reload: every one is served, none refused.
+            during: list[int] = []
+            for _ in range(200):
+                during += await calls(fnlb, 4)
+                new = set(workers_of(fnlb)) - old
+                if len(new) == 2:
+                    break
+            assert len(new) == 2, "no new workers"
+            during += await calls(fnlb, 8)  # the old ones have stopped accepting by now
+            assert set(during) == {200}
+            assert set(workers_of(fnlb)) >= old  # still finishing their calls
+            release.set()
+            assert await slow == [200] * 6  # the calls in flight through the reload
+            await eventually(lambda: set(workers_of(fnlb)) == new)  # the old ones exited
+        assert set(await calls(fnlb, 8)) == {200}
+    finally:
+        release.set()
+        fnlb.stop()
 
 
 async def test_every_worker_serves_calls_and_the_primary_counts_them_all(node: Backend) -> None:
@@ -244,5 +317,63 @@ async def test_a_node_a_worker_cannot_reach_goes_offline_in_the_primarys_peer(
                 return bool((await r.json())["nodes"].get(other.address) == "offline")
 
         await eventually(offline)
+    finally:
+        fnlb.stop()
+
+
+async def test_a_sighup_during_a_reload_is_followed_by_another(node: Backend) -> None:
+    fnlb = FnlbProcess(f"-nodes={node.address}", "-hc-interval=0.2", "-workers=2")
+    try:
+        await online(fnlb, node)
+        first = set(workers_of(fnlb))
+        fnlb.signal(signal.SIGHUP)
+        async with asyncio.timeout(30):  # the thread ends when the process does (finally)
+            await asyncio.to_thread(fnlb.read_until, 'msg="worker started" worker=2 ')
+        fnlb.signal(signal.SIGHUP)  # the first reload's workers are starting: queued
+        async with asyncio.timeout(60):
+            queued = await asyncio.to_thread(fnlb.read_until, "another follows")
+            assert "reload is under way" in queued
+            assert "workers reloaded" in await asyncio.to_thread(fnlb.read_until, "reloaded")
+            assert "workers reloaded" in await asyncio.to_thread(fnlb.read_until, "reloaded")
+        await eventually(lambda: len(workers_of(fnlb)) == 2 and not set(workers_of(fnlb)) & first)
+        assert set(await calls(fnlb, 6)) == {200}
+    finally:
+        fnlb.stop()
+
+
+def _holder(port: int, client_port: int) -> int | None:
+    """The PID whose socket is the server side of the connection from `client_port`."""
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} and dport = :{client_port} )"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    found = re.search(r"pid=(\d+)", out)
+    return int(found.group(1)) if found else None
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (Debian iproute2)")
+async def test_a_connection_made_before_a_reload_may_still_send_its_first_request(
+    node: Backend,
+) -> None:
+    """A client that connected to an old worker but had not sent its request yet when the
+    reload retired that worker is still answered (the worker waits for such connections, as
+    Go's Shutdown does), not cut off."""
+    fnlb = FnlbProcess(f"-nodes={node.address}", "-hc-interval=0.2", "-workers=2")
+    try:
+        await online(fnlb, node)
+        old = set(workers_of(fnlb))
+        reader, writer = await asyncio.open_connection("127.0.0.1", fnlb.port)
+        mine = writer.get_extra_info("sockname")[1]
+        await wait_for(lambda: _holder(fnlb.port, mine) in old, 10)  # an old worker has it
+        fnlb.signal(signal.SIGHUP)
+        async with asyncio.timeout(30):  # the thread ends when the process does (finally)
+            await asyncio.to_thread(fnlb.read_until, "workers reloaded")  # old ones: SIGTERM
+        writer.write(b"GET /r/app/f HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(20):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            await reader.read()  # then its worker, retiring, closes it: end of stream
+        writer.close()
+        await eventually(lambda: not set(workers_of(fnlb)) & old)
     finally:
         fnlb.stop()

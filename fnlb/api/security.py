@@ -26,16 +26,11 @@ from aiohttp.typedefs import Middleware
 
 from fnlb.api.audit import AuditLog
 from fnlb.api.auth import Authenticator, TokenTable, load_tokens
-from fnlb.config import Settings, parse_listen
+from fnlb.config import Settings, parse_listen, shares_port
 from fnlb.errors import ConfigError
 from fnlb.tls import ServerTls
 
 log = logging.getLogger("fnlb.security")
-
-
-def shares_port(s: Settings) -> bool:
-    """One listener for calls and the API (port 0 asks the OS for one port per listener)."""
-    return s.listen == s.mgmt_listen and parse_listen(s.listen)[1] != 0
 
 
 def _loopback(host: str) -> bool:

@@ -201,9 +201,11 @@ async def run_demo(args: argparse.Namespace) -> int:
                 print("the peers did not all see the nodes online in time", file=sys.stderr)
             bases = [f"http://{p.listen_address}" for p in peers]
             functions = [f"fn{i:02d}" for i in range(args.functions)]
+            workers = peers[0].workers.count if peers[0].workers is not None else 1
             print(
                 f"\n{len(peers)} fnlb peers ({', '.join(str(p.listen_address) for p in peers)}) "
-                f"in front of Fn nodes {', '.join(fn.addresses)}; calls spread over the peers"
+                f"in front of Fn nodes {', '.join(fn.addresses)}; calls spread over the peers; "
+                f"each peer serves calls with {workers} worker process(es) (-workers)"
             )
             first = await burst(session, bases, functions, args.calls, args.seed)
             print(report("burst 1 (containers start cold)", first, fn.addresses))

@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"fnlb: {redact_urls(str(e))}", file=sys.stderr)  # a -db URL's password
         return 2
     setup_logging(settings.log_level, settings.log_format)
+    from fnlb.proxy.workers import WorkerStartError
     from fnlb.server import serve
 
     try:
@@ -70,4 +71,7 @@ def run(args: argparse.Namespace) -> int:
             return runner.run(serve(settings))
         except OSError as e:
             print(f"fnlb: cannot listen: {e}", file=sys.stderr)
+            return 1
+        except WorkerStartError as e:
+            print(f"fnlb: {e}", file=sys.stderr)
             return 1

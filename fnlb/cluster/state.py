@@ -22,7 +22,7 @@ RemoteProtocolError and is dropped by the caller, counted by reason.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
@@ -119,6 +119,9 @@ class ClusterState:
         self._routable_only: frozenset[str] | None = None
         self.version = 0
         self.view = NodeView(0, {})
+        self.on_view: Callable[[NodeView], None] | None = None
+        """Told each new view as it is published (-workers: the primary passes it on at
+        once, so its workers never route on an older view than an API reader sees)."""
         self._publish()
 
     # -- local changes ---------------------------------------------------------------
@@ -427,6 +430,8 @@ class ClusterState:
             states[node] = "offline" if node in excluded else cluster
         self.version += 1
         self.view = NodeView(self.version, states)
+        if self.on_view is not None:
+            self.on_view(self.view)
 
     def checksum(self) -> str:
         """Equal on two peers when they hold the same nodes and cluster verdicts.

@@ -6,6 +6,9 @@ Peer sends (never more than one tick old), serves them with the fast data plane 
 Peer's own records, so the primary's Peer (LocalLoad, /1/lb/stats, gossip, back-off) counts
 all workers' calls as its own.
 SIGTERM: stop accepting, finish the calls under way (up to the shutdown timeout), report, exit.
+With TLS (-tls-cert) it loads the certificate itself and says "ready" once it listens, so that
+a graceful reload (the primary's SIGHUP: new workers, then the old ones retired) never leaves
+the port without a worker; a SIGHUP sent to the worker itself re-reads the TLS files.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from fnlb.cluster.view import NodeView
+from fnlb.errors import ConfigError
 from fnlb.logs import setup_logging
 from fnlb.observe.access import AccessLog
 from fnlb.observe.calls import CallObserver
@@ -31,11 +35,12 @@ from fnlb.observe.outcome import outcome_for
 from fnlb.observe.tracing import Tracer
 from fnlb.observe.zipkin import ZipkinExporter
 from fnlb.payloads.backoff import decode_entries
-from fnlb.proxy.fast_server import FastProxy
+from fnlb.proxy.fast_server import ClientConnection, FastProxy
 from fnlb.proxy.worker_link import AttemptRelay, frame, read_frame
 from fnlb.routing.attempt import Attempt
 from fnlb.routing.load_router import NodeCapacity
 from fnlb.routing.policies import RoutingPolicy, make_policy
+from fnlb.tls import ServerTls
 
 log = logging.getLogger("fnlb.worker")
 
@@ -43,6 +48,10 @@ TICK_S: Final = 0.05
 """How often attempts are reported (and the primary's figures arrive about as often)."""
 CALLS_EVERY: Final = 20
 """Ticks between two reports of the call figures for /metrics (once a second)."""
+NEW_GRACE_S: Final = 5.0
+"""How long a stopping worker waits for connections it accepted that have not sent their
+first request yet (TLS handshake included), as Go's http.Server.Shutdown does for new ones:
+closing them at once would fail a call whose client connected just before a reload."""
 
 
 class WorkerPeer:
@@ -102,6 +111,23 @@ class Worker:
             else Tracer(self.zipkin, sample_rate=options.get("trace_sample_rate", 1.0)),
         )
         self._ticks = 0
+        self._accepted: list[tuple[ClientConnection, float]] = []
+        """Connections accepted and not yet made (TLS handshake under way), with the time."""
+        # Loaded here, in __init__: files that do not load stop the worker before it is ready.
+        self.tls = (
+            ServerTls(options["tls_cert"], options["tls_key"], flag="-tls")
+            if options.get("tls_cert")
+            else None
+        )
+
+    def reload_tls(self) -> None:
+        """SIGHUP to this worker: new connections get the TLS files as they are now."""
+        if self.tls is None:
+            return
+        try:
+            self.tls.reload()
+        except ConfigError as e:
+            log.error("TLS files not reloaded; the old ones stay", extra={"error": str(e)})
 
     def send(self, message: list[Any]) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -132,6 +158,42 @@ class Worker:
         elif kind == "backoff" and self.router is not None:
             self.router.backoff.merge(decode_entries(message[1]), time.time())
 
+    def accept(self) -> ClientConnection:
+        """The listener's protocol factory: the fast plane's, with the connection noted
+        until it is made (TLS: after its handshake), so a stopping worker can wait for it."""
+        assert self.fast is not None
+        conn = self.fast.protocol()
+        self._accepted.append((conn, time.monotonic()))
+        return conn
+
+    def new_connections(self, now: float) -> int:
+        """Connections accepted that have not begun a request yet: handshakes under way
+        (those older than NEW_GRACE_S are dropped from the list: failed) and made ones
+        whose parser has seen no request line."""
+        self._accepted = [
+            (c, t)
+            for c, t in self._accepted
+            if c.transport is None and not c.closed and now - t < NEW_GRACE_S
+        ]
+        assert self.fast is not None
+        fresh = sum(
+            1
+            for c in self.fast.connections
+            if c.active is None and c.parser.get_http_version() == "0.0"
+        )
+        return len(self._accepted) + fresh
+
+    async def settle_new(self) -> None:
+        """Wait, up to NEW_GRACE_S, until every connection accepted has a call under way or
+        has gone: then the drain closes none that was about to send its first request."""
+        deadline = time.monotonic() + NEW_GRACE_S
+        await asyncio.sleep(0)  # a plain connection just accepted is made on the next turn
+        for _ in range(int(NEW_GRACE_S / 0.01)):  # bounded: a loaded machine sleeps longer
+            now = time.monotonic()
+            if not self.new_connections(now) or now >= deadline:
+                return
+            await asyncio.sleep(0.01)
+
     def report(self, final: bool = False) -> None:
         events = self.peer.relay.take()
         if events:
@@ -141,6 +203,8 @@ class Worker:
         if due and (self.observer.counting or self.zipkin is not None):
             spans = dict(self.zipkin.spans) if self.zipkin is not None else None
             self.send(["calls", self.observer.snapshot(), spans])
+        if self._accepted:  # made or failed handshakes leave the list
+            self.new_connections(time.monotonic())
         if self.router is not None:
             self.router.backoff.expire(time.time())
             # The primary's router makes the same entries from the attempts it replays and
@@ -161,17 +225,25 @@ class Worker:
             connect_timeout=o["connect_timeout"],
             management=self.hand_over if self.handoff is not None else None,
             management_paths=frozenset(p.encode() for p in o["api_paths"]),
+            scheme=b"http" if self.tls is None else b"https",
             observer=self.observer,
         )
         if self.zipkin is not None:
             self.zipkin.start()
         if self.access_log is not None:
             self.access_log.start()
-        server = await loop.create_server(self.fast.protocol, sock=self.listen, backlog=1024)
-        self.fast.start()
         stopping = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stopping.set)
         loop.add_signal_handler(signal.SIGINT, lambda: None)  # the primary decides
+        loop.add_signal_handler(signal.SIGHUP, self.reload_tls)  # not the default: exit
+        server = await loop.create_server(
+            self.accept,
+            sock=self.listen,
+            backlog=1024,
+            ssl=None if self.tls is None else self.tls.context,
+        )
+        self.fast.start()
+        self.send(["ready"])  # a reload retires the old workers only after this
 
         async def receive() -> None:
             try:
@@ -190,6 +262,7 @@ class Worker:
         tasks = [asyncio.ensure_future(receive()), asyncio.ensure_future(tick())]
         await stopping.wait()
         server.close()
+        await self.settle_new()
         await self.fast.drain(o["shutdown_timeout"] or None)
         for t in tasks:
             t.cancel()
@@ -215,7 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(options["log_level"], options.get("log_format", "text"))
     listen = socket.socket(fileno=args.listen_fd)
     channel = socket.socket(fileno=args.channel_fd)
-    worker = Worker(options, listen)
+    try:
+        worker = Worker(options, listen)
+    except ConfigError as e:  # TLS files that do not load (the primary keeps the old workers)
+        log.error("worker cannot start", extra={"error": str(e)})
+        return 2
     if args.handoff_fd >= 0:
         worker.handoff = socket.socket(fileno=args.handoff_fd)
     import uvloop

@@ -11,6 +11,7 @@ primary -> worker
                                             last tick (its own, its peers', and those its
                                             router made from the workers' attempts)
 worker -> primary
+  ["ready"]                                 it listens now (once, after the view arrived)
   ["attempts", [event, ...]]                its attempts, in order, every tick: [0, key, node,
                                             t] started (Peer.attempt_started); [1, key, node,
                                             path, status, ended, wait_s, retry_after_s,

@@ -13,15 +13,24 @@ in order, and the primary replays each into its Peer (`attempt_started`, the wor
 exactly as if the primary had made them.
 
 A worker that dies is started again at once; the calls it had under way are booked as failed
-(their clients saw the connection close) and the other workers' calls are untouched. On a
-shared port the workers hand a connection whose first request is for the API to the primary
-(the socket itself, over SCM_RIGHTS), whose aiohttp server then keeps it.
+(their clients saw the connection close) and the other workers' calls are untouched.
+
+SIGHUP (`reload`) replaces every worker gracefully: the new ones start and say they are ready
+(listening) before the old ones get SIGTERM, stop accepting and finish their calls (up to
+-shutdown-timeout). The primary holds the listening socket throughout, so a connection that
+arrives meanwhile waits in the kernel's queue for whichever worker accepts first: none is
+refused. New workers read the TLS files anew: a reload is also how workers take a renewed
+certificate. If a new worker exits before it is ready (bad TLS files, say), the old ones stay.
+
+On a shared port the workers hand a connection whose first request is for the API to the
+primary (the socket itself, over SCM_RIGHTS), whose aiohttp server then keeps it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -46,11 +55,47 @@ _HANDOFF_MAX: Final = 256 * 1024
 
 
 def cpus_available() -> int:
-    """The CPUs this process may run on (its affinity, not the machine's count)."""
+    """The CPUs this process may use: its affinity (not the machine's count), capped by a
+    cgroup CPU quota when one is set (a container's `--cpus`, a Kubernetes CPU limit), whose
+    extra workers would only be throttled."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = quota_cpus(_read("/sys/fs/cgroup/cpu.max"))  # cgroup v2
+    if quota is None:  # cgroup v1
+        quota = quota_cpus(
+            f"{_read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us')} "
+            f"{_read('/sys/fs/cgroup/cpu/cpu.cfs_period_us')}"
+        )
+    return min(cpus, quota) if quota is not None else cpus
+
+
+def quota_cpus(text: str) -> int | None:
+    """CPUs a cgroup quota allows, rounded up, from "QUOTA PERIOD" (cgroup v2's cpu.max; v1's
+    two files joined); None without a quota ("max", -1, empty or unreadable)."""
+    parts = text.split()
+    if len(parts) != 2:
+        return None
+    try:
+        quota, period = int(parts[0]), int(parts[1])
+    except ValueError:  # "max": no quota
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return max(1, -(-quota // period))
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+class WorkerStartError(Exception):
+    """A worker exited before it listened when fnlb started (its log line says why)."""
 
 
 class _Worker:
@@ -63,7 +108,17 @@ class _Worker:
         """Attempts started and not yet finished, by (function, node)."""
         self.in_flight: dict[str, int] = {}
         self.view_sent = -1
+        self.states_sent: object = None
+        """The states of the view last sent (a new version with the same states is not)."""
         self.task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+        """Set when the worker listens (its "ready" message); cleared at each start."""
+        self.exited = asyncio.Event()
+        """Set when the worker is gone for good: retired, stopped, or never ready in a reload."""
+        self.retiring = False
+        """Sent SIGTERM by a reload (or a failed one): not started again when it exits."""
+        self.on_trial = False
+        """Started by a reload and not yet ready: an exit abandons the reload, no restart."""
 
     def send(self, message: list[Any]) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -91,9 +146,15 @@ class WorkerPool:
         self.options = options
         self.api_server = api_server
         self.calls = calls
-        self.workers = [_Worker(i) for i in range(count)]
+        self.count = count
+        self._ids = itertools.count()
+        """Worker indices: never reused, so a reload's old and new workers report apart."""
+        self.workers = [_Worker(next(self._ids)) for _ in range(count)]
         self.stopping = False
         self.restarts = 0
+        self.reloads = 0
+        self._reload: asyncio.Task[bool] | None = None
+        self._again = False
         self._ticker: asyncio.Task[None] | None = None
         self._handoffs: set[asyncio.Task[None]] = set()
 
@@ -102,9 +163,80 @@ class WorkerPool:
         return [w.proc.pid for w in self.workers if w.proc is not None]
 
     async def start(self) -> None:
+        """Start the workers and return once every one listens (WorkerStartError if one
+        exits first: fnlb cannot serve as asked)."""
+        self.peer.state.on_view = self.view_published
         for w in self.workers:
+            w.on_trial = True
             await self._spawn(w)
         self._ticker = asyncio.ensure_future(self._tick())
+        if not all(await asyncio.gather(*(self._until_ready(w) for w in self.workers))):
+            raise WorkerStartError("a worker exited before it listened (see its log above)")
+
+    async def _until_ready(self, w: _Worker) -> bool:
+        """Whether worker `w` became ready (False: it exited first)."""
+        ready = asyncio.ensure_future(w.ready.wait())
+        gone = asyncio.ensure_future(w.exited.wait())
+        try:
+            await asyncio.wait((ready, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            gone.cancel()
+        return w.ready.is_set()
+
+    def reload(self) -> asyncio.Task[bool] | None:
+        """SIGHUP: replace every worker gracefully (see the module docstring). The task's
+        result says whether the new workers took over. During a reload, one more is queued
+        (files renewed meanwhile must reach workers too); None when stopping or queued."""
+        if self.stopping:
+            return None
+        if self._reload is not None and not self._reload.done():
+            log.info("workers: a reload is under way; another follows it")
+            self._again = True
+            return None
+        self._reload = asyncio.ensure_future(self._replace())
+        self._reload.add_done_callback(self._after_reload)
+        return self._reload
+
+    def _after_reload(self, _: asyncio.Task[bool]) -> None:
+        if self._again and not self.stopping:
+            self._again = False
+            self.reload()
+
+    async def _replace(self) -> bool:
+        old = list(self.workers)
+        new = [_Worker(next(self._ids)) for _ in range(self.count)]
+        # Listed at once: the ticker feeds them, and each counts the others' calls in flight.
+        self.workers.extend(new)
+        for w in new:
+            if self.stopping:  # stop() did not see this one: it must not start now
+                return False
+            w.on_trial = True
+            await self._spawn(w)
+        took_over = all(await asyncio.gather(*(self._until_ready(w) for w in new)))
+        if self.stopping:  # stop() has sent SIGTERM to every worker listed, new ones too
+            return False
+        retired = old if took_over else new
+        for w in retired:
+            self._retire(w)
+        if took_over:
+            self.reloads += 1
+            log.info(
+                "workers reloaded",
+                extra={"pids": [w.proc.pid for w in new if w.proc is not None]},
+            )
+        else:
+            log.error("workers not reloaded: a new worker exited before it listened; "
+                      "the old ones stay")  # fmt: skip
+        await asyncio.gather(*(w.exited.wait() for w in retired))
+        return took_over
+
+    def _retire(self, w: _Worker) -> None:
+        """SIGTERM: `w` stops accepting, finishes its calls, reports them and exits."""
+        w.retiring = True
+        if w.proc is not None and w.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                w.proc.send_signal(signal.SIGTERM)
 
     async def _spawn(self, w: _Worker) -> None:
         loop = asyncio.get_running_loop()
@@ -130,6 +262,8 @@ class WorkerPool:
             handoff_theirs.close()
         reader, w.writer = await asyncio.open_unix_connection(sock=ours)
         w.view_sent = -1
+        w.states_sent = None  # the first frame a worker reads is the view: always sent
+        w.ready.clear()
         self._send_view(w)
         if self.router is not None:  # a restarted worker: the back-off in force, all of it
             for message in pack_entries(self.router.backoff.entries(time.time())):
@@ -148,10 +282,17 @@ class WorkerPool:
         assert w.proc is not None
         code = await w.proc.wait()
         self._release(w)
-        if not self.stopping:
-            self.restarts += 1
-            log.warning("worker exited; starting it again", extra={"worker": w.index, "code": code})
-            await self._spawn(w)
+        if self.stopping or w.retiring or (w.on_trial and not w.ready.is_set()):
+            if not self.stopping and w in self.workers:  # retired, or failed its reload
+                self.workers.remove(w)
+            if not w.ready.is_set():
+                log.error("worker exited before it listened", extra={"worker": w.index,
+                                                                     "code": code})  # fmt: skip
+            w.exited.set()
+            return
+        self.restarts += 1
+        log.warning("worker exited; starting it again", extra={"worker": w.index, "code": code})
+        await self._spawn(w)
 
     def _release(self, w: _Worker) -> None:
         """The worker is gone: its unfinished attempts end (as failed), its links close."""
@@ -173,7 +314,10 @@ class WorkerPool:
 
     def _apply(self, w: _Worker, message: list[Any]) -> None:
         kind = message[0]
-        if kind == "attempts":
+        if kind == "ready":
+            w.ready.set()
+            w.on_trial = False
+        elif kind == "attempts":
             peer, open_, in_flight = self.peer, w.open, w.in_flight
             for e in message[1]:
                 pair = (e[1], e[2])
@@ -233,9 +377,18 @@ class WorkerPool:
 
     def _send_view(self, w: _Worker) -> None:
         view = self.peer.view
-        if w.view_sent != view.version:
+        if w.view_sent == view.version:
+            return
+        w.view_sent = view.version
+        if view.states != w.states_sent:
             w.send(["view", view.version, dict(view.states)])
-            w.view_sent = view.version
+            w.states_sent = view.states
+
+    def view_published(self, view: object) -> None:
+        """The Peer published a view: every worker gets it now, not at the next tick, so a
+        caller who saw a node online through the API finds it online in every worker."""
+        for w in self.workers:
+            self._send_view(w)
 
     async def _tick(self) -> None:
         while True:
@@ -268,12 +421,18 @@ class WorkerPool:
         """SIGTERM every worker (each finishes its calls), wait up to `within` seconds (None:
         as long as they take), then kill what is left."""
         self.stopping = True
+        self.peer.state.on_view = None
         if self._ticker is not None:
             self._ticker.cancel()
-        procs = [w.proc for w in self.workers if w.proc is not None]
+        procs = [w.proc for w in self.workers if w.proc is not None]  # retiring ones too
         for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGTERM)
+        # Our copy of the listening socket kept it open through reloads; now, once each
+        # worker has closed its own, new connections are refused (as with one process)
+        # rather than queued until we exit.
+        self.listen.close()
         try:
             async with asyncio.timeout(within):
                 await asyncio.gather(*(p.wait() for p in procs))
@@ -284,3 +443,5 @@ class WorkerPool:
             await asyncio.gather(*(p.wait() for p in procs))
         tasks = [w.task for w in self.workers if w.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._reload is not None:
+            await asyncio.gather(self._reload, return_exceptions=True)

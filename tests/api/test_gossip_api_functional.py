@@ -55,6 +55,7 @@ def peer_settings(name: str, keyring_file: Path, join: tuple[str, ...] = ()) -> 
         join=join,
         node_name=name,
         gossip_keyring_file=str(keyring_file),
+        workers=1,
     )
 
 
@@ -178,8 +179,9 @@ async def test_without_encryption_or_cluster_mode_the_keys_api_is_404(
         gossip_listen="127.0.0.1:0",
         node_name="plain",
         gossip_insecure=True,
+        workers=1,
     )
-    lone = Settings(listen="127.0.0.1:0", mgmt_listen="127.0.0.1:0")
+    lone = Settings(listen="127.0.0.1:0", mgmt_listen="127.0.0.1:0", workers=1)
     async with running(insecure) as p, running(lone) as q:
         async with session.get(mgmt(p) + "/1/lb/keys") as r:
             assert r.status == 404

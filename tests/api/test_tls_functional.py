@@ -13,11 +13,13 @@ import aiohttp
 import pytest
 from cryptography import x509
 
+from fnlb.cli import main
 from fnlb.server import Balancer
 from tests import support
 from tests.support import Backend, running_balancer
 from tests.support_proc import FnlbProcess
 from tests.support_tls import Issued, TestCa
+from tests.test_workers_functional import eventually, online, workers_of
 
 
 @pytest.fixture(params=["fast", "aiohttp"])
@@ -156,11 +158,15 @@ async def test_sighup_reloads_a_running_fnlb(tmp_path: Path) -> None:
         assert await served_serial(*where) == first.serial
         live_files(tmp_path, second)
         proc.signal(signal.SIGHUP)
-        for _ in range(200):
-            if await served_serial(*where) == second.serial:
+        # With workers (one per CPU by default) old and new ones serve side by side while
+        # the new ones start: the reload is done once every handshake shows the new files.
+        in_a_row = 0
+        for _ in range(400):
+            in_a_row = in_a_row + 1 if await served_serial(*where) == second.serial else 0
+            if in_a_row == 10:
                 break
             await asyncio.sleep(0.05)
-        assert await served_serial(*where) == second.serial
+        assert in_a_row == 10
         assert proc.proc.poll() is None  # SIGHUP no longer ends the process
     finally:
         proc.stop()
@@ -172,3 +178,88 @@ def test_balancer_refuses_unreadable_tls_files(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="-tls-key"):
         Balancer(Settings(tls_cert=str(tmp_path / "x.crt"), tls_key=str(tmp_path / "x.key")))
+
+
+async def test_workers_serve_tls_and_sighup_gives_them_renewed_files(tmp_path: Path) -> None:
+    """-workers 2 with TLS on the traffic port (the API on its own): each worker loads the
+    certificate; SIGHUP replaces the workers, which read the files anew; files that do not
+    load leave the old workers, and the old certificate, in place."""
+    ca = TestCa(tmp_path)
+    first, second = ca.issue("first"), ca.issue("second")
+    cert, key = live_files(tmp_path, first)
+    backend = Backend("n1")
+    await backend.start()
+    proc = await asyncio.to_thread(
+        FnlbProcess, f"-nodes={backend.address}", f"-tls-cert={cert}", f"-tls-key={key}",
+        "-workers=2", "-hc-interval=0.2",
+    )  # fmt: skip
+    try:
+        old = workers_of(proc)
+        assert len(old) == 2
+        where = ("127.0.0.1", proc.port, client_tls(ca))
+        await online(proc, backend)
+        for paused in old:  # each worker in turn takes every call: both serve TLS
+            os.kill(paused, signal.SIGSTOP)
+            try:
+                assert await served_serial(*where) == first.serial
+                async with (
+                    aiohttp.ClientSession() as s,
+                    s.post(proc.url("/r/app/fn").replace("http:", "https:"), ssl=where[2]) as r,
+                ):
+                    assert r.status == 200
+                    assert (await r.json())["node"] == "n1"
+            finally:
+                os.kill(paused, signal.SIGCONT)
+        await asyncio.to_thread(Path(key).write_text, "not a key")  # a renewal gone wrong
+        proc.signal(signal.SIGHUP)
+        async with asyncio.timeout(30):  # the thread ends when the process does (finally)
+            line = await asyncio.to_thread(proc.read_until, "workers not")
+        assert "workers not reloaded" in line
+        assert workers_of(proc) == old
+        assert await served_serial(*where) == first.serial
+        live_files(tmp_path, second)
+        proc.signal(signal.SIGHUP)
+        async with asyncio.timeout(30):
+            line = await asyncio.to_thread(proc.read_until, "workers reloaded")
+        assert "workers reloaded" in line
+        await eventually(lambda: not set(workers_of(proc)) & set(old))  # the old ones exited
+        assert len(workers_of(proc)) == 2
+        for _ in range(6):
+            assert await served_serial(*where) == second.serial
+    finally:
+        proc.stop()
+        await backend.stop()
+
+
+async def test_tls_on_a_port_shared_with_the_api_is_one_process_by_default(
+    tmp_path: Path,
+) -> None:
+    """A TLS session cannot be handed to the primary's API: on a shared port -workers' default
+    is one process, which serves the API and calls over TLS (docs/proxy.md)."""
+    ca = TestCa(tmp_path)
+    server = ca.issue("server")
+    proc = await asyncio.to_thread(
+        FnlbProcess, f"-tls-cert={server.cert}", f"-tls-key={server.key}", shared_port=True,
+        mgmt_tls=client_tls(ca),
+    )  # fmt: skip
+    try:
+        assert workers_of(proc) == []
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"https://127.0.0.1:{proc.port}/1/lb/nodes", ssl=client_tls(ca)) as r,
+        ):
+            assert r.status == 200
+    finally:
+        proc.stop()
+
+
+def test_workers_with_tls_on_a_port_shared_with_the_api_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = TestCa(tmp_path).issue("server")
+    argv = ["serve", "-listen=127.0.0.1:1", "-mgmt-listen=127.0.0.1:1", "-workers=2",
+            f"-tls-cert={server.cert}", f"-tls-key={server.key}"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "-workers with -tls-cert on a port shared with the management API" in err
+    assert "Traceback" not in err

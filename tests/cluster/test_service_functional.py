@@ -92,7 +92,7 @@ async def test_changes_survive_a_restart_from_the_state_dir(tmp_path: Path) -> N
 
 
 async def test_a_lone_fnlb_answers_404_for_cluster_endpoints() -> None:
-    b = Balancer(Settings(listen="127.0.0.1:0", mgmt_listen="127.0.0.1:0"))
+    b = Balancer(Settings(listen="127.0.0.1:0", mgmt_listen="127.0.0.1:0", workers=1))
     await b.start()
     try:
         assert b.gossip is None

@@ -44,6 +44,7 @@ def settings(name: str, join: tuple[str, ...] = (), **changes: Any) -> Settings:
         join=join,
         node_name=name,
         gossip_key=KEY,
+        workers=1,
     )
     return dataclasses.replace(base, **changes)
 
@@ -210,7 +211,7 @@ async def _all(session: aiohttp.ClientSession, bs: tuple[Balancer, ...], want: A
 async def test_without_cluster_mode_no_gossip_runs_and_peers_answers_404(
     session: aiohttp.ClientSession,
 ) -> None:
-    s = Settings(listen="127.0.0.1:0", mgmt_listen="127.0.0.1:0", nodes="127.0.0.1:9")
+    s = Settings(listen="127.0.0.1:0", mgmt_listen="127.0.0.1:0", nodes="127.0.0.1:9", workers=1)
     async with balancers(s) as (b,):
         assert b.gossip is None
         async with session.get(f"http://{b.mgmt_address}/1/lb/peers") as r:

@@ -30,7 +30,11 @@ async def test_200mb_each_way_keeps_rss_flat(data_plane: str) -> None:
 
     backend = Backend("big")
     await backend.start()
-    fnlb = FnlbProcess(f"-nodes={backend.address}", "-hc-interval=0.2", f"-data-plane={data_plane}")
+    # One process: the RSS read below must be the one that carries the calls (with workers,
+    # the primary's would stay flat whatever the data plane did).
+    fnlb = FnlbProcess(
+        f"-nodes={backend.address}", "-hc-interval=0.2", f"-data-plane={data_plane}", "-workers=1"
+    )
     try:
         async with aiohttp.ClientSession() as client:
 

@@ -4,16 +4,20 @@ and the worker's stand-in for the Peer."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 import time
+from typing import cast
+
+import msgpack
 
 from fnlb.cluster.view import NodeView
 from fnlb.payloads.backoff import decode_entries
 from fnlb.peer.core import LONE_NAME, Peer
 from fnlb.proxy.worker import WorkerPeer
 from fnlb.proxy.worker_link import AttemptRelay, attempt_of
-from fnlb.proxy.workers import WorkerPool
+from fnlb.proxy.workers import WorkerPool, quota_cpus
 from fnlb.routing.attempt import BUSY, NO_ANSWER, Attempt
 from fnlb.routing.policies import make_policy
 
@@ -131,3 +135,44 @@ def test_the_worker_peer_routes_on_the_primarys_view_and_relays_what_it_is_told(
     assert [e[0] for e in events] == [0, 1]
     assert attempt_of(events[1]).status == NO_ANSWER
     assert sent == [["fail", "a:1", "refused", 10_100]]
+
+
+class _Link:
+    """A worker's end of the link, as the pool writes to it."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.frames.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_a_new_view_reaches_every_worker_at_once_and_an_unchanged_one_is_not_resent() -> None:
+    primary = peer()
+    with socket.socket() as sock:
+        p = pool(primary, sock)
+    links = [_Link(), _Link()]
+    for w, link in zip(p.workers, links, strict=True):
+        w.writer = cast(asyncio.StreamWriter, link)
+    primary.state.on_view = p.view_published  # as WorkerPool.start does
+    primary.health_checked("b:1", False, 2_000)  # b:1 goes offline: a new view, published
+    for link in links:
+        (message,) = [msgpack.unpackb(f[4:]) for f in link.frames]
+        assert message[0] == "view"
+        assert message[2] == {"a:1": "online", "b:1": "offline"}
+    primary.state.limit_view(None)  # a new version, the same states: nothing to send
+    assert [len(link.frames) for link in links] == [1, 1]
+
+
+def test_a_cgroup_cpu_quota_caps_the_default_workers() -> None:
+    assert quota_cpus("max 100000\n") is None  # cgroup v2, no limit
+    assert quota_cpus("200000 100000\n") == 2  # --cpus=2
+    assert quota_cpus("150000 100000") == 2  # 1.5 CPUs: rounded up
+    assert quota_cpus("50000 100000") == 1  # half a CPU: still one process
+    assert quota_cpus("-1 100000") is None  # cgroup v1, no limit
+    assert quota_cpus("") is None
+    assert quota_cpus(" ") is None  # v1 files missing
+    assert quota_cpus("junk 1") is None
