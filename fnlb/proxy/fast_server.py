@@ -74,6 +74,7 @@ from fnlb.proxy.upstream_pool import HeadTooLarge, UpstreamConnection, UpstreamP
 from fnlb.proxy.wait import retry_after_seconds, wait_seconds
 from fnlb.routing.attempt import BUSY, NO_ANSWER, Attempt
 from fnlb.routing.function_key import function_key
+from fnlb.routing.picked import FixedPick
 
 log = logging.getLogger("fnlb.proxy")
 
@@ -135,7 +136,7 @@ class FastProxy:
         tells it."""
         self.peer = peer
         self.scheme = scheme
-        self.observer = observer or CallObserver(lambda *_: 0, counting=False)
+        self.observer = observer or CallObserver(FixedPick(), counting=False)
         self.pool = UpstreamPool(connect_timeout)
         self.management = management
         self.management_paths = management_paths
@@ -495,6 +496,7 @@ class _Call:
         "nodes",
         "out",
         "path",
+        "picked",
         "replayable",
         "retry_after",
         "started",
@@ -552,6 +554,8 @@ class _Call:
         self.head = b""
         self.path = ""
         self.key = ""
+        self.picked = 0
+        """What routing reported for the first node (fnlb.routing.picked), for the metrics."""
         self.arrived = 0.0
         self.trace: CallTrace | None = None
         self.context = False
@@ -615,10 +619,11 @@ class _Call:
         peer = proxy.peer
         nodes = peer.candidates(key, path)
         obs = proxy.observer
+        self.picked = obs.routed.picked  # observe: what routing put first, read right away
         if not nodes:
             known = len(peer.view.states)
-            obs.end(None, self.observed(), key, path, None, 0, 503, self.arrived, self.arrived,
-                    NO_NODE)  # fmt: skip
+            obs.end(None, self.observed(), key, self.picked, None, 0, 503, self.arrived,
+                    self.arrived, NO_NODE)  # fmt: skip
             self.answer_error(
                 503,
                 "no Fn node is online to take the call"
@@ -701,7 +706,7 @@ class _Call:
         if self.i <= self.last:
             self.attempt()
         else:
-            self.conn.proxy.observer.end(self.trace, self.observed(), self.key, self.path, None,
+            self.conn.proxy.observer.end(self.trace, self.observed(), self.key, self.picked, None,
                                          self.last, 502, self.arrived, self.arrived,
                                          ALL_FAILED)  # fmt: skip
             self.answer_error(502, f"every Fn node failed: {'; '.join(self.failures or ())}")
@@ -767,7 +772,7 @@ class _Call:
         """The call ended after attempt `record` (None: none was in progress): tell the
         observer, as `Proxy.handle` does. `status`: what the client got."""
         if record is not None:
-            self.conn.proxy.observer.end(self.trace, self.observed(), self.key, self.path,
+            self.conn.proxy.observer.end(self.trace, self.observed(), self.key, self.picked,
                                          record, self.i, status, self.arrived, self.started,
                                          error)  # fmt: skip
 
