@@ -58,6 +58,7 @@ from fnlb.proxy.http1 import (
     MAX_FIELD,
     MAX_HEAD,
     REQUEST_HEADERS,
+    REQUEST_KINDS,
     TRACE_CONTEXT,
     TRANSFER_ENCODING,
     XF_HOST,
@@ -67,6 +68,7 @@ from fnlb.proxy.http1 import (
     decoded_path,
     is_chunked,
     json_answer,
+    kind_of,
     status_line,
     without_named,
 )
@@ -196,7 +198,9 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         "_between",
+        "_checking",
         "_head_left",
+        "_in_head",
         "_sniff",
         "active",
         "client",
@@ -229,6 +233,9 @@ class ClientConnection(asyncio.Protocol):
         self._between = True
         self._sniff = b""
         self._head_left = MAX_HEAD
+        self._in_head = False
+        """A head is being parsed (set at its first byte): the next read may continue it."""
+        self._checking = False
 
     # -- asyncio ------------------------------------------------------------------------------
 
@@ -242,6 +249,9 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         self.seen = True
+        # Field sizes are checked only when a field could be over MAX_FIELD: the read is
+        # larger, or a head began in an earlier one (#15: a check a header cost ~1 % a call).
+        self._checking = self._in_head or len(data) > MAX_FIELD
         if self._between and self.active is None and self.proxy.management is not None:
             if self._sniff:
                 data = self._sniff + data
@@ -341,6 +351,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._between = False
+        self._in_head = True
         self._head_left = MAX_HEAD
         self.parsing = _Call(self)
 
@@ -354,14 +365,26 @@ class ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         call = self.parsing
         assert call is not None
+        if self._checking:
+            self._check_size(name, value)
+        kind = REQUEST_KINDS.get(name)
+        if kind is None:
+            kind = kind_of(REQUEST_KINDS, REQUEST_HEADERS, name)
+        if kind:
+            self._special(call, kind, name, value)
+        else:  # end-to-end: copied as it came
+            call.fields += (name, b": ", value, CRLF)
+
+    def _check_size(self, name: bytes, value: bytes) -> None:
+        """Limits of a head that spans reads: a field up to MAX_FIELD, and MAX_HEAD counted
+        from the first field of a read that could hold more than MAX_FIELD."""
         size = len(name) + len(value)
         self._head_left -= size
         if size > MAX_FIELD or self._head_left < 0:
             raise HeadTooLarge("header field over 64 KiB, or head over 1 MiB")
-        kind = REQUEST_HEADERS.get(name.lower())
-        if kind is None:
-            call.fields += (name, b": ", value, CRLF)
-        elif kind == DROP:
+
+    def _special(self, call: _Call, kind: int, name: bytes, value: bytes) -> None:
+        if kind == DROP:
             pass
         elif kind == CONTENT_LENGTH:
             call.fields += (name, b": ", value, CRLF)
@@ -389,6 +412,7 @@ class ClientConnection(asyncio.Protocol):
             call.xf_host = value
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         call = self.parsing
         assert call is not None
         if self.closed:
