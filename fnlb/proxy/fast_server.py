@@ -478,6 +478,23 @@ def hand_to_protocol(factory: Callable[[], asyncio.BaseProtocol]) -> HandOver:
     return hand_over
 
 
+_ROUTES: dict[bytes, tuple[str, str]] = {}
+"""(decoded path, function key) by request target, for the targets clients repeat: decoding
+and keying a target was ~5 % of a call's instructions (#15). Bounded in entries and size."""
+_ROUTES_MAX: Final = 4096
+_ROUTE_TARGET_MAX: Final = 512
+
+
+def _route(target: bytes) -> tuple[str, str]:
+    path = decoded_path(target)
+    route = (path, function_key(path))
+    if len(target) <= _ROUTE_TARGET_MAX:
+        if len(_ROUTES) >= _ROUTES_MAX:
+            _ROUTES.clear()
+        _ROUTES[target] = route
+    return route
+
+
 def _parser_reason(e: Exception) -> str:
     cause = e.__context__
     if isinstance(cause, ValueError):
@@ -638,8 +655,10 @@ class _Call:
         if self.done or self.nodes:
             return
         proxy = self.conn.proxy
-        self.path = path = decoded_path(self.target)
-        self.key = key = function_key(path)
+        route = _ROUTES.get(self.target)
+        if route is None:
+            route = _route(self.target)
+        self.path, self.key = path, key = route
         peer = proxy.peer
         nodes = peer.candidates(key, path)
         obs = proxy.observer

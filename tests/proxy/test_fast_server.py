@@ -125,3 +125,15 @@ def test_header_kinds_are_learnt_by_exact_name_and_stay_bounded() -> None:
         kind_of(kinds, REQUEST_HEADERS, b"X-N%d" % i)
     assert len(kinds) <= 4096
     assert kinds[b"content-length"] == REQUEST_HEADERS[b"content-length"]  # the table stays
+
+
+def test_routes_are_kept_by_target_bounded_in_entries_and_size() -> None:
+    fast_server._ROUTES.clear()
+    assert fast_server._route(b"/r/app/fn%20x?q=1") == ("/r/app/fn x", "r/app/fn x")
+    assert fast_server._ROUTES[b"/r/app/fn%20x?q=1"] == ("/r/app/fn x", "r/app/fn x")
+    long = b"/r/app/" + b"f" * 600
+    assert fast_server._route(long) == (long.decode(), long.decode()[1:])
+    assert long not in fast_server._ROUTES  # long targets are decoded each time
+    for i in range(fast_server._ROUTES_MAX + 10):
+        fast_server._route(b"/invoke/%d" % i)
+    assert len(fast_server._ROUTES) <= fast_server._ROUTES_MAX
