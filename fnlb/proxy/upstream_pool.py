@@ -124,7 +124,7 @@ class UpstreamConnection(asyncio.Protocol):
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
             self._fail(e)  # a 101 too: Upgrade is never forwarded, so none was asked for
             return
-        if ex is not None:
+        if ex is not None and self.exchange is ex:  # one that let go has flushed (on_done)
             ex.flush()
 
     def eof_received(self) -> bool:
