@@ -10,25 +10,41 @@ bench/proxy's CPU per call that fnlb's code decides; the rest is uvloop and the 
 `--observe` adds a table of the observer's configurations (fnlb.observe: metrics, tracing,
 the access log) under hotset routing, interleaved in the same rounds: what each costs on the
 fast plane, whose calls are cheaper than the aiohttp plane's that bench/observe_cost relates
-them to. Two breakdown rows split the default metrics into their two parts: the routing
-outcome classifier (fnlb.observe.outcome) run alone, and the counters with the outcome fixed.
+them to.
+
+`--instructions` counts instead of timing: each row runs in a child process under
+valgrind's callgrind (`valgrind --tool=callgrind`, Debian's `valgrind`), once with `--warm`
+calls and once with `--warm` + `--calls`, and the difference of the two runs' instruction
+counts divided by `--calls` is the row's instructions per call: start-up, imports and the
+first calls' caches cancel out. Instruction counts do not depend on what else runs on the
+machine (PYTHONHASHSEED is fixed; they move by well under 1 % between runs), so a few
+hundred instructions' difference is visible where CPU time on a shared machine swings by
+µs. They are user-space instructions of this process: the kernel's and the sockets' work,
+which bench/proxy's CPU per call includes, are not in them.
 
 Rerun (from the repository root):
 
     python -m bench.fast_plane_cpu                 # 60,000 calls per policy, 3 rounds
     python -m bench.fast_plane_cpu --calls=5000 --rounds=1   # quick
     python -m bench.fast_plane_cpu --observe --rounds=5      # the observer's cost too
+    python -m bench.fast_plane_cpu --instructions --observe  # instructions per call (callgrind)
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import random
+import re
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -84,23 +100,9 @@ class ListTransport:
         return None
 
 
-class _OutcomeOnly(CallObserver):
-    """The default observer's routing-outcome classifier alone, without its counters: the
-    breakdown row that splits the metrics' cost between the classifier and the counting."""
-
-    __slots__ = ()
-
-    def end(self, trace: Any, request: Any, key: str, path: str, attempt: Any, index: int,
-            *_: Any) -> None:  # fmt: skip
-        if attempt is not None:
-            self._outcome_of(key, path, attempt.node, index)
-
-
 OBSERVERS: dict[str, Callable[[Peer], CallObserver]] = {
     "all off (-call-metrics=false)": lambda p: CallObserver(outcome_for(p), counting=False),
     "metrics (default)": lambda p: CallObserver(outcome_for(p)),
-    "metrics: outcome classifier alone": lambda p: _OutcomeOnly(outcome_for(p)),
-    "metrics: counters alone (outcome fixed)": lambda p: CallObserver(lambda *_: 0),
     "metrics + tracing, unsampled": lambda p: CallObserver(
         outcome_for(p), tracer=Tracer(Encode(), sample_rate=0.0)
     ),
@@ -155,12 +157,101 @@ async def measure(policy: str, calls: int, observer: str | None = None) -> float
     return (time.process_time() - started) / calls * 1e6
 
 
+_COLLECTED = re.compile(rb"Collected : (\d+)")
+INSTRUCTION_ROWS = ("all off (-call-metrics=false)", "metrics (default)")
+"""The observer rows `--instructions --observe` counts (the others: `--all-observers`)."""
+
+
+def count_instructions(policy: str, observer: str | None, calls: int) -> int:
+    """Instructions callgrind counts in a child process that makes `calls` calls."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={tmp}/callgrind.out",
+            sys.executable,
+            "-m",
+            "bench.fast_plane_cpu",
+            "--child",
+            policy,
+            "--child-observer",
+            observer or "",
+            "--calls",
+            str(calls),
+        ]
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        done = subprocess.run(command, capture_output=True, env=env, timeout=1800, check=False)
+    found = _COLLECTED.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        tail = done.stderr.decode(errors="replace")[-2000:]
+        raise RuntimeError(f"callgrind run failed ({done.returncode}): {tail}")
+    return int(found.group(1))
+
+
+def instructions_per_call(policy: str, observer: str | None, warm: int, calls: int) -> float:
+    """Instructions per call: (count after warm + calls) - (count after warm), per call."""
+    with ThreadPoolExecutor(2) as pool:  # the two runs are independent: use both CPUs
+        short = pool.submit(count_instructions, policy, observer, warm)
+        long = pool.submit(count_instructions, policy, observer, warm + calls)
+        return (long.result() - short.result()) / calls
+
+
+def instructions_table(args: argparse.Namespace) -> None:
+    calls = args.calls if args.calls is not None else 3000
+    print(f"instructions per call, callgrind, {args.warm} warm-up calls, {calls} counted")
+    print()
+    print("| routing | instructions/call |")
+    print("|---|---:|")
+    for policy in POLICIES:
+        print(f"| {policy} | {instructions_per_call(policy, None, args.warm, calls):,.0f} |")
+    if args.observe:
+        rows = list(OBSERVERS) if args.all_observers else list(INSTRUCTION_ROWS)
+        figures = {name: instructions_per_call("hotset", name, args.warm, calls) for name in rows}
+        base = figures["all off (-call-metrics=false)"]
+        print()
+        print("| observer (hotset) | instructions/call | added | x all off |")
+        print("|---|---:|---:|---:|")
+        for name, value in figures.items():
+            print(f"| {name} | {value:,.0f} | {value - base:+,.0f} | {value / base:.3f} |")
+    more = " --observe" if args.observe else ""
+    more += " --all-observers" if args.all_observers else ""
+    print(
+        f"rerun: python -m bench.fast_plane_cpu --instructions --warm={args.warm} "
+        f"--calls={calls}{more}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.fast_plane_cpu", description=__doc__)
-    p.add_argument("--calls", type=int, default=60_000, help="calls per policy and round")
+    p.add_argument(
+        "--calls", type=int, default=None, help="calls per policy and round (60,000; 3,000 counted)"
+    )
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median shown)")
     p.add_argument("--observe", action="store_true", help="also each observer configuration")
+    p.add_argument(
+        "--instructions", action="store_true", help="count instructions per call (callgrind)"
+    )
+    p.add_argument("--warm", type=int, default=1000, help="--instructions: calls not counted")
+    p.add_argument(
+        "--all-observers", action="store_true", help="--instructions: every observer row"
+    )
+    p.add_argument("--child", metavar="POLICY", help=argparse.SUPPRESS)
+    p.add_argument("--child-observer", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.child is not None:  # one run under callgrind (count_instructions)
+        uvloop.run(measure(args.child, args.calls or 1, args.child_observer or None))
+        return 0
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            p.error("--instructions needs valgrind (apt-get install valgrind)")
+        if args.warm < 1 or (args.calls is not None and args.calls < 1):
+            p.error("--warm and --calls must be at least 1")
+        instructions_table(args)
+        return 0
+    if args.calls is None:
+        args.calls = 60_000
     if args.calls < 1 or args.rounds < 1:
         p.error("--calls and --rounds must be at least 1")
     figures: dict[str, list[float]] = {policy: [] for policy in POLICIES}

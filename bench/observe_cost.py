@@ -110,7 +110,7 @@ def run_one(obs: CallObserver | None, calls: int, node: str) -> float:
         if trace is not None:
             trace.attempt_started(node, now)
         done = Attempt("r/app/fn", node, "/r/app/fn", 200, now, 0.001, None, 0.0, now)
-        obs.end(trace, request, "r/app/fn", "/r/app/fn", done, 0, 200, now, now)
+        obs.end(trace, request, "r/app/fn", obs.routed.picked, done, 0, 200, now, now)
     return (time.process_time() - begin) / calls
 
 

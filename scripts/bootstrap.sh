@@ -19,9 +19,11 @@ fi
 if [ "$mode" = dev ]; then
   need_apt=()
   # promtool (Debian: prometheus) lints /metrics; chromium loads /1/lb/dash headless
-  # (tests/observe)
+  # (tests/observe); valgrind counts the fast plane's instructions per call
+  # (bench/fast_plane_cpu --instructions)
   for cmd_pkg in ip:iproute2 nft:nftables tc:iproute2 haproxy:haproxy wrk:wrk serf:serf \
-      nginx:nginx-light kubectl:kubernetes-client promtool:prometheus chromium:chromium; do
+      nginx:nginx-light kubectl:kubernetes-client promtool:prometheus chromium:chromium \
+      valgrind:valgrind; do
     cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg##*:}
     command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
   done

@@ -35,3 +35,33 @@ def test_the_command_prints_a_row_per_policy() -> None:
     assert done.returncode == 0, done.stderr
     assert set(POLICIES) <= set(table_rows(done.stdout))
     assert "rerun: python -m bench.fast_plane_cpu" in done.stdout
+
+
+def test_a_child_run_makes_its_calls_and_exits_zero() -> None:
+    from bench.fast_plane_cpu import main
+
+    assert main(["--child", "hotset", "--child-observer", "metrics (default)", "--calls=50"]) == 0
+
+
+def test_instructions_refuse_nonsense() -> None:
+    import pytest
+
+    from bench.fast_plane_cpu import main
+
+    with pytest.raises(SystemExit):
+        main(["--instructions", "--warm=0"])
+
+
+def test_instructions_per_call_come_from_two_callgrind_runs() -> None:
+    """The count is a difference of two runs' instructions per extra call: positive, and
+    what a call costs, not the interpreter's start-up (hundreds of millions)."""
+    import shutil
+
+    import pytest
+
+    from bench.fast_plane_cpu import instructions_per_call
+
+    if shutil.which("valgrind") is None:
+        pytest.skip("needs valgrind (scripts/bootstrap.sh installs it)")
+    per_call = instructions_per_call("rendezvous", None, warm=20, calls=100)
+    assert 1_000 < per_call < 10_000_000

@@ -1,18 +1,18 @@
-"""Which routing decision an answered call followed: home, spread, spill or retry.
+"""Where the routing outcome of a call is read: the router that picked its first node.
 
-Read at the end of a call from what routing reads anyway (the current view's memoised order,
-the router's shared widths and homes), so the routers need not report their decisions. The
-view may have changed during the call; the label then follows the new view, a harmless rarity.
+The routers record at pick time what they put first (fnlb.routing.picked: home, spread or
+spill); this names, per policy, the object that holds that record, so the proxy reads one
+attribute after `candidates` and the metrics classify nothing after the call. (Until #14's
+fix an after-the-call classifier re-read the view's order, the homes and the widths: a third
+of the metrics' cost per call.)
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from fnlb.cluster.view import NodeView
-from fnlb.observe.calls import HOME, RETRY, SPILL, SPREAD, OutcomeOf
-from fnlb.routing.classic import ClassicRouter
 from fnlb.routing.hotset_policy import HotSetPolicy
+from fnlb.routing.picked import FixedPick, Picks
 from fnlb.routing.policies import ClassicPolicy, RoutingPolicy
 
 
@@ -22,50 +22,13 @@ class Routed(Protocol):
     @property
     def routing(self) -> RoutingPolicy: ...
 
-    @property
-    def view(self) -> NodeView: ...
 
-
-def outcome_for(peer: Routed) -> OutcomeOf:
-    """The classifier that matches the peer's routing policy (see fnlb.observe.calls for the
-    outcomes)."""
+def outcome_for(peer: Routed) -> Picks:
+    """What reports the outcome of `peer`'s routing policy's last pick: the hotset or
+    classic router; under rendezvous the function's home always goes first."""
     policy = peer.routing
     if isinstance(policy, HotSetPolicy):
-        router = policy.router
-
-        def hotset(key: str, path: str, node: str, attempt: int) -> int:
-            if attempt:
-                return RETRY
-            order = peer.view.candidates(key)
-            homes = router.shared.homes
-            home = homes.get(key) if homes else None
-            if node == (home or (order[0] if order else None)):
-                return HOME
-            width = router.width(key, len(order))
-            for i in range(width):
-                if order[i] == node:
-                    return SPREAD
-            return SPILL
-
-        return hotset
+        return policy.router
     if isinstance(policy, ClassicPolicy):
-        classic: ClassicRouter = policy.router
-
-        def walked(key: str, path: str, node: str, attempt: int) -> int:
-            if attempt:
-                return RETRY
-            routable = sorted(peer.view.routable)
-            if not routable:
-                return SPILL
-            home = routable[classic.home_index(path, len(routable))]
-            return HOME if node == home else SPILL
-
-        return walked
-
-    def rendezvous(key: str, path: str, node: str, attempt: int) -> int:
-        if attempt:
-            return RETRY
-        order = peer.view.candidates(key)
-        return HOME if order and order[0] == node else SPILL
-
-    return rendezvous
+        return policy.router
+    return FixedPick()

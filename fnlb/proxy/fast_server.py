@@ -58,6 +58,7 @@ from fnlb.proxy.http1 import (
     MAX_FIELD,
     MAX_HEAD,
     REQUEST_HEADERS,
+    REQUEST_KINDS,
     TRACE_CONTEXT,
     TRANSFER_ENCODING,
     XF_HOST,
@@ -67,6 +68,7 @@ from fnlb.proxy.http1 import (
     decoded_path,
     is_chunked,
     json_answer,
+    kind_of,
     status_line,
     without_named,
 )
@@ -74,6 +76,7 @@ from fnlb.proxy.upstream_pool import HeadTooLarge, UpstreamConnection, UpstreamP
 from fnlb.proxy.wait import retry_after_seconds, wait_seconds
 from fnlb.routing.attempt import BUSY, NO_ANSWER, Attempt
 from fnlb.routing.function_key import function_key
+from fnlb.routing.picked import FixedPick
 
 log = logging.getLogger("fnlb.proxy")
 
@@ -135,7 +138,7 @@ class FastProxy:
         tells it."""
         self.peer = peer
         self.scheme = scheme
-        self.observer = observer or CallObserver(lambda *_: 0, counting=False)
+        self.observer = observer or CallObserver(FixedPick(), counting=False)
         self.pool = UpstreamPool(connect_timeout)
         self.management = management
         self.management_paths = management_paths
@@ -195,7 +198,9 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         "_between",
+        "_checking",
         "_head_left",
+        "_in_head",
         "_sniff",
         "active",
         "client",
@@ -228,6 +233,9 @@ class ClientConnection(asyncio.Protocol):
         self._between = True
         self._sniff = b""
         self._head_left = MAX_HEAD
+        self._in_head = False
+        """A head is being parsed (set at its first byte): the next read may continue it."""
+        self._checking = False
 
     # -- asyncio ------------------------------------------------------------------------------
 
@@ -241,6 +249,9 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         self.seen = True
+        # Field sizes are checked only when a field could be over MAX_FIELD: the read is
+        # larger, or a head began in an earlier one (#15: a check a header cost ~1 % a call).
+        self._checking = self._in_head or len(data) > MAX_FIELD
         if self._between and self.active is None and self.proxy.management is not None:
             if self._sniff:
                 data = self._sniff + data
@@ -340,6 +351,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._between = False
+        self._in_head = True
         self._head_left = MAX_HEAD
         self.parsing = _Call(self)
 
@@ -353,14 +365,26 @@ class ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         call = self.parsing
         assert call is not None
+        if self._checking:
+            self._check_size(name, value)
+        kind = REQUEST_KINDS.get(name)
+        if kind is None:
+            kind = kind_of(REQUEST_KINDS, REQUEST_HEADERS, name)
+        if kind:
+            self._special(call, kind, name, value)
+        else:  # end-to-end: copied as it came
+            call.fields += (name, b": ", value, CRLF)
+
+    def _check_size(self, name: bytes, value: bytes) -> None:
+        """Limits of a head that spans reads: a field up to MAX_FIELD, and MAX_HEAD counted
+        from the first field of a read that could hold more than MAX_FIELD."""
         size = len(name) + len(value)
         self._head_left -= size
         if size > MAX_FIELD or self._head_left < 0:
             raise HeadTooLarge("header field over 64 KiB, or head over 1 MiB")
-        kind = REQUEST_HEADERS.get(name.lower())
-        if kind is None:
-            call.fields += (name, b": ", value, CRLF)
-        elif kind == DROP:
+
+    def _special(self, call: _Call, kind: int, name: bytes, value: bytes) -> None:
+        if kind == DROP:
             pass
         elif kind == CONTENT_LENGTH:
             call.fields += (name, b": ", value, CRLF)
@@ -388,6 +412,7 @@ class ClientConnection(asyncio.Protocol):
             call.xf_host = value
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         call = self.parsing
         assert call is not None
         if self.closed:
@@ -453,6 +478,23 @@ def hand_to_protocol(factory: Callable[[], asyncio.BaseProtocol]) -> HandOver:
     return hand_over
 
 
+_ROUTES: dict[bytes, tuple[str, str]] = {}
+"""(decoded path, function key) by request target, for the targets clients repeat: decoding
+and keying a target was ~5 % of a call's instructions (#15). Bounded in entries and size."""
+_ROUTES_MAX: Final = 4096
+_ROUTE_TARGET_MAX: Final = 512
+
+
+def _route(target: bytes) -> tuple[str, str]:
+    path = decoded_path(target)
+    route = (path, function_key(path))
+    if len(target) <= _ROUTE_TARGET_MAX:
+        if len(_ROUTES) >= _ROUTES_MAX:
+            _ROUTES.clear()
+        _ROUTES[target] = route
+    return route
+
+
 def _parser_reason(e: Exception) -> str:
     cause = e.__context__
     if isinstance(cause, ValueError):
@@ -495,6 +537,7 @@ class _Call:
         "nodes",
         "out",
         "path",
+        "picked",
         "replayable",
         "retry_after",
         "started",
@@ -552,6 +595,8 @@ class _Call:
         self.head = b""
         self.path = ""
         self.key = ""
+        self.picked = 0
+        """What routing reported for the first node (fnlb.routing.picked), for the metrics."""
         self.arrived = 0.0
         self.trace: CallTrace | None = None
         self.context = False
@@ -610,15 +655,18 @@ class _Call:
         if self.done or self.nodes:
             return
         proxy = self.conn.proxy
-        self.path = path = decoded_path(self.target)
-        self.key = key = function_key(path)
+        route = _ROUTES.get(self.target)
+        if route is None:
+            route = _route(self.target)
+        self.path, self.key = path, key = route
         peer = proxy.peer
         nodes = peer.candidates(key, path)
         obs = proxy.observer
+        self.picked = obs.routed.picked  # observe: what routing put first, read right away
         if not nodes:
             known = len(peer.view.states)
-            obs.end(None, self.observed(), key, path, None, 0, 503, self.arrived, self.arrived,
-                    NO_NODE)  # fmt: skip
+            obs.end(None, self.observed(), key, self.picked, None, 0, 503, self.arrived,
+                    self.arrived, NO_NODE)  # fmt: skip
             self.answer_error(
                 503,
                 "no Fn node is online to take the call"
@@ -701,7 +749,7 @@ class _Call:
         if self.i <= self.last:
             self.attempt()
         else:
-            self.conn.proxy.observer.end(self.trace, self.observed(), self.key, self.path, None,
+            self.conn.proxy.observer.end(self.trace, self.observed(), self.key, self.picked, None,
                                          self.last, 502, self.arrived, self.arrived,
                                          ALL_FAILED)  # fmt: skip
             self.answer_error(502, f"every Fn node failed: {'; '.join(self.failures or ())}")
@@ -767,7 +815,7 @@ class _Call:
         """The call ended after attempt `record` (None: none was in progress): tell the
         observer, as `Proxy.handle` does. `status`: what the client got."""
         if record is not None:
-            self.conn.proxy.observer.end(self.trace, self.observed(), self.key, self.path,
+            self.conn.proxy.observer.end(self.trace, self.observed(), self.key, self.picked,
                                          record, self.i, status, self.arrived, self.started,
                                          error)  # fmt: skip
 

@@ -37,6 +37,7 @@ from fnlb.peer.core import Peer
 from fnlb.proxy.wait import retry_after_seconds, wait_seconds
 from fnlb.routing.attempt import NO_ANSWER, Attempt
 from fnlb.routing.function_key import function_key
+from fnlb.routing.picked import FixedPick
 
 log = logging.getLogger("fnlb.proxy")
 
@@ -109,7 +110,7 @@ class Proxy:
         self._peer = peer
         self._session = session
         self._urls: dict[str, URL] = {}
-        self.observer = observer or CallObserver(lambda *_: 0, counting=False)
+        self.observer = observer or CallObserver(FixedPick(), counting=False)
         """Metrics, access log and traces (fnlb.observe): told of each attempt that did not
         answer and of the call's end, with the same `Attempt` record the Peer gets."""
 
@@ -123,9 +124,10 @@ class Proxy:
         peer = self._peer
         nodes = peer.candidates(key, path)
         obs = self.observer
+        picked = obs.routed.picked  # observe: what routing put first, read before any await
         if not nodes:
             known = len(peer.view.states)
-            obs.end(None, request, key, path, None, 0, 503, arrived, arrived, NO_NODE)
+            obs.end(None, request, key, picked, None, 0, 503, arrived, arrived, NO_NODE)
             return json_error(
                 503,
                 "no Fn node is online to take the call"
@@ -164,7 +166,7 @@ class Proxy:
                 failed = Attempt(key, node, path, NO_ANSWER, time.time())
                 peer.attempt_finished(failed)
                 if not isinstance(e, aiohttp.ClientError | TimeoutError):
-                    obs.end(trace, request, key, path, failed, i, 499, arrived, started, GONE)
+                    obs.end(trace, request, key, picked, failed, i, 499, arrived, started, GONE)
                     raise  # the client went away: the call is cancelled
                 why = _describe(e)
                 if isinstance(e, _NODE_SUSPECT):
@@ -187,7 +189,7 @@ class Proxy:
                     failures.append(f"{node}: {why}")
                     continue
                 log.warning("call failed after it may have started", extra={"node": node})
-                obs.end(trace, request, key, path, failed, i, 502, arrived, started, AFTER)
+                obs.end(trace, request, key, picked, failed, i, 502, arrived, started, AFTER)
                 return json_error(502, f"node {node} failed during the call ({why}); not retried")
             status = resp.status
             if status == 503 and "Retry-After" in resp.headers and replayable and i < last:
@@ -217,8 +219,8 @@ class Proxy:
                 resp.release()
                 done = _answered(key, node, path, resp, started, answered)
                 peer.attempt_finished(done)
-                obs.end(trace, request, key, path, done, i, status, arrived, started)
-        obs.end(trace, request, key, path, None, last, 502, arrived, arrived, ALL_FAILED)
+                obs.end(trace, request, key, picked, done, i, status, arrived, started)
+        obs.end(trace, request, key, picked, None, last, 502, arrived, arrived, ALL_FAILED)
         return json_error(502, f"every Fn node failed: {'; '.join(failures)}")
 
 

@@ -23,7 +23,8 @@ MAX_HEAD: Final = 1 << 20
 """Largest request or response head in all (Go's `http.DefaultMaxHeaderBytes`)."""
 
 # What a header is to the proxy, by its lower-cased name. Anything absent is end-to-end and
-# copied as it came.
+# copied as it came (PLAIN in the caches by exact name below).
+PLAIN: Final = 0
 DROP: Final = 1
 """Hop-by-hop (RFC 9110 7.6.1): never copied."""
 CONNECTION: Final = 2
@@ -73,6 +74,35 @@ RESPONSE_HEADERS: Final[dict[bytes, int]] = {
     b"xxx-fxlb-wait": FXLB_WAIT,
 }
 """Response headers the proxy reads; Content-Length, Retry-After and the wait are copied."""
+
+_KINDS_CACHE: Final = 4096
+
+
+def _seeded(table: dict[bytes, int]) -> dict[bytes, int]:
+    seeded = dict(table)
+    for name, kind in table.items():
+        seeded[b"-".join(part.capitalize() for part in name.split(b"-"))] = kind
+    return seeded
+
+
+REQUEST_KINDS: Final = _seeded(REQUEST_HEADERS)
+"""REQUEST_HEADERS by a name's exact bytes (PLAIN for any other), learnt as names come:
+the parsers' per-header callbacks look a name up as it came, with no `lower()` copy a
+header (#15: a header's callback was a few % of a call). Bounded (`kind_of`)."""
+RESPONSE_KINDS: Final = _seeded(RESPONSE_HEADERS)
+"""RESPONSE_HEADERS by a name's exact bytes, as REQUEST_KINDS."""
+
+
+def kind_of(kinds: dict[bytes, int], table: dict[bytes, int], name: bytes) -> int:
+    """What header `name` is (`table` by its lower case, PLAIN if absent), remembered in
+    `kinds` under the name as it came; the first time a spelling is seen only."""
+    kind = table.get(name.lower(), PLAIN)
+    if len(kinds) >= _KINDS_CACHE:  # many distinct names: start again from the table
+        kinds.clear()
+        kinds.update(_seeded(table))
+    kinds[name] = kind
+    return kind
+
 
 _PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b""})
 

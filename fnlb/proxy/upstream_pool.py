@@ -23,9 +23,11 @@ from fnlb.proxy.http1 import (
     MAX_FIELD,
     MAX_HEAD,
     RESPONSE_HEADERS,
+    RESPONSE_KINDS,
     RETRY_AFTER,
     TRANSFER_ENCODING,
     is_chunked,
+    kind_of,
     node_address,
 )
 
@@ -54,7 +56,9 @@ class UpstreamConnection(asyncio.Protocol):
     """One connection to a node; `exchange` is the call using it, None while idle."""
 
     __slots__ = (
+        "_checking",
         "_head_left",
+        "_in_head",
         "chunked",
         "closed",
         "connection",
@@ -88,7 +92,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.discarding = False
         """The answer is read and dropped (a busy 503 that was retried elsewhere)."""
         self.interim = False
+        self._checking = False
         self._reset()
+        self._in_head = False
+        """A head is being parsed (set at its first byte): the next read may continue it."""
 
     def _reset(self) -> None:
         self.status = 0
@@ -100,6 +107,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.retry_after: bytes | None = None
         self.wait: bytes | None = None
         self._head_left = MAX_HEAD
+        self._in_head = True
 
     # -- asyncio ------------------------------------------------------------------------------
 
@@ -108,12 +116,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         ex = self.exchange
+        # Field sizes are checked only when a field could be over MAX_FIELD: the read is
+        # larger, or a head began in an earlier one (#15: a check a header cost ~1 % a call).
+        self._checking = self._in_head or len(data) > MAX_FIELD
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
             self._fail(e)  # a 101 too: Upgrade is never forwarded, so none was asked for
             return
-        if ex is not None:
+        if ex is not None and self.exchange is ex:  # one that let go has flushed (on_done)
             ex.flush()
 
     def eof_received(self) -> bool:
@@ -158,14 +169,26 @@ class UpstreamConnection(asyncio.Protocol):
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._checking:
+            self._check_size(name, value)
+        kind = RESPONSE_KINDS.get(name)
+        if kind is None:
+            kind = kind_of(RESPONSE_KINDS, RESPONSE_HEADERS, name)
+        if kind:
+            self._special(kind, name, value)
+        else:  # end-to-end: copied as it came
+            self.fields += (name, b": ", value, CRLF)
+
+    def _check_size(self, name: bytes, value: bytes) -> None:
+        """Limits of a head that spans reads: a field up to MAX_FIELD, and MAX_HEAD counted
+        from the first field of a read that could hold more than MAX_FIELD."""
         size = len(name) + len(value)
         self._head_left -= size
         if size > MAX_FIELD or self._head_left < 0:
             raise HeadTooLarge("answer header over 64 KiB (or head over 1 MiB)")
-        kind = RESPONSE_HEADERS.get(name.lower())
-        if kind is None:
-            self.fields += (name, b": ", value, CRLF)
-        elif kind == DROP:
+
+    def _special(self, kind: int, name: bytes, value: bytes) -> None:
+        if kind == DROP:
             pass
         elif kind == TRANSFER_ENCODING:
             self.chunked = is_chunked(value)
@@ -181,6 +204,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.wait = value
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self.status = status = self.parser.get_status_code()
         if status < 200:
             self.interim = True  # 1xx: not the answer; the real one follows

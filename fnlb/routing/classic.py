@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Literal, Protocol
 
 from fnlb.goduration import parse_go_duration_ns
+from fnlb.routing.picked import HOME, SPILL
 from fnlb.routing.siphash import siphash24
 
 __all__ = [
@@ -147,6 +148,9 @@ class ClassicRouter:
         self._waits: dict[tuple[str, str], int] = {}
         self._nodes_in: Sequence[str] | None = None
         self._nodes_sorted: tuple[str, ...] = ()
+        self.picked = HOME
+        """What the last `pick` chose (fnlb.routing.picked): its home, or SPILL when the
+        walk moved on from a slow home."""
 
     def home_index(self, key: str, count: int) -> int:
         """The index of `key`'s home in a sorted list of `count` nodes."""
@@ -173,8 +177,10 @@ class ClassicRouter:
         for _ in range(self._max_passes * count):
             node = ordered[i]
             if self._accepts(node, key):
+                self.picked = HOME if i == home else SPILL
                 return node
             i = i + 1 if i + 1 < count else 0
+        self.picked = HOME
         return ordered[home]
 
     def candidates(self, key: str, nodes: Sequence[str]) -> list[str]:

@@ -54,6 +54,7 @@ from typing import Final, Literal, Protocol
 from fnlb.errors import LocalProtocolError
 from fnlb.routing.attempt import BUSY
 from fnlb.routing.backoff import Backoff
+from fnlb.routing.picked import HOME, SPILL, SPREAD
 
 __all__ = [
     "CandidateSource",
@@ -149,6 +150,18 @@ class _SplitMix64:
         return ((z ^ (z >> 31)) >> 11) / float(1 << 53)
 
 
+def _picked(out: Sequence[str], order: Sequence[str], w: int) -> int:
+    """Where `out`'s first node sits in `order` (home first): HOME, SPREAD within the hot set
+    of width `w`, SPILL beyond it (fnlb.routing.picked)."""
+    if not out or out[0] == order[0]:
+        return HOME
+    first = out[0]
+    for i in range(1, w):
+        if order[i] == first:
+            return SPREAD
+    return SPILL
+
+
 _NO_INTS: Final[Mapping[str, int]] = MappingProxyType({})
 _NO_CAPS: Final[Mapping[str, NodeCapacity]] = MappingProxyType({})
 _NO_HOMES: Final[Mapping[str, str]] = MappingProxyType({})
@@ -204,7 +217,16 @@ class Router:
     per call. `backoff` is the avoidance table (gossip its `take_updates`, `merge` peers').
     """
 
-    __slots__ = ("_local", "_local_total", "_policy", "_rehomed", "_rng", "_shared", "backoff")
+    __slots__ = (
+        "_local",
+        "_local_total",
+        "_policy",
+        "_rehomed",
+        "_rng",
+        "_shared",
+        "backoff",
+        "picked",
+    )
 
     def __init__(
         self,
@@ -218,6 +240,8 @@ class Router:
         self._rng: RandomSource = rng if rng is not None else _SplitMix64(1)
         self.backoff = backoff or Backoff()
         self._shared = SharedFigures(policy=self._policy)
+        self.picked = HOME
+        """What the last `candidates` put first (fnlb.routing.picked): HOME, SPREAD or SPILL."""
         self._local: dict[str, int] = {}
         self._local_total = 0
         # key -> (the view's order it was made from, its home, the order with the home first)
@@ -282,6 +306,7 @@ class Router:
         """
         order = view.candidates(key)
         n = len(order)
+        self.picked = HOME  # the common case; `_ordered` says otherwise when it must
         if n <= 1:
             return order
         s = self._shared
@@ -383,6 +408,7 @@ class Router:
                     continue
                 out.append(node)
         out.extend(late)
+        self.picked = _picked(out, order, w)
         return out
 
     def _two_choices(self, under: list[tuple[float, int, str]]) -> str:

@@ -8,7 +8,7 @@ import pytest
 from multidict import CIMultiDict
 
 from fnlb.addresses import collector_url
-from fnlb.observe.calls import HOME, RETRY, SPILL, SPREAD
+from fnlb.observe.calls import RETRY
 from fnlb.observe.histogram import Histogram
 from fnlb.observe.outcome import outcome_for
 from fnlb.observe.tracing import parse_context
@@ -16,6 +16,7 @@ from fnlb.observe.zipkin import to_v1
 from fnlb.peer.core import Peer
 from fnlb.routing.attempt import Attempt
 from fnlb.routing.hotset_policy import HotSetPolicy
+from fnlb.routing.picked import HOME, SPILL, SPREAD, FixedPick
 from fnlb.routing.policies import make_policy
 
 
@@ -129,36 +130,79 @@ def lone_peer(routing: str) -> Peer:
     return p
 
 
-def test_outcome_under_hotset_tells_home_spread_spill_and_retry() -> None:
+def test_hotset_router_reports_home_spread_and_spill_when_it_picks() -> None:
     reg = lone_peer("hotset")
+    picks = outcome_for(reg)
     policy = reg.routing
-    classify = outcome_for(reg)
-    order = reg.view.candidates("app/f")
-    assert classify("app/f", "/r/app/f", order[0], 0) == HOME
-    assert classify("app/f", "/r/app/f", order[1], 0) == SPILL  # width 1: beyond the hot set
-    assert classify("app/f", "/r/app/f", order[0], 1) == RETRY
     assert isinstance(policy, HotSetPolicy)
-    policy.router.update(widths={"app/f": 3}, homes={"app/f": order[2]})
-    assert classify("app/f", "/r/app/f", order[2], 0) == HOME  # the placed home
-    assert classify("app/f", "/r/app/f", order[0], 0) == SPREAD
-    assert classify("app/f", "/r/app/f", order[1], 0) == SPREAD
-    assert classify("app/f", "/r/app/f", order[3], 0) == SPILL
-
-
-def test_outcome_under_rendezvous_and_classic() -> None:
-    reg = lone_peer("rendezvous")
-    rendezvous = outcome_for(reg)
+    router = policy.router
     order = reg.view.candidates("app/f")
-    assert rendezvous("app/f", "/r/app/f", order[0], 0) == HOME
-    assert rendezvous("app/f", "/r/app/f", order[1], 0) == SPILL
+
+    def first() -> str:
+        return reg.candidates("app/f", "/r/app/f")[0]
+
+    assert first() == order[0]
+    assert picks.picked == HOME
+    router.update(peers_in_flight={order[0]: 30})  # width 1, its home over the cap
+    assert first() not in order[:1]
+    assert picks.picked == SPILL  # beyond the hot set
+    # a placed home and a hot set of three: the home and order[0] over the cap
+    router.update(widths={"app/f": 3}, homes={"app/f": order[2]},
+                  peers_in_flight={order[2]: 30, order[0]: 30})  # fmt: skip
+    assert first() == order[1]
+    assert picks.picked == SPREAD
+    router.update(peers_in_flight={order[2]: 30, order[0]: 30, order[1]: 30})
+    assert first() in order[3:]
+    assert picks.picked == SPILL
+    router.update(peers_in_flight={})
+    assert picks is router  # read right after each pick: a later pick overwrites it
+    assert first() in order[:3]
+    assert picks.picked == (HOME if reg.candidates("app/f", "/r/app/f")[0] == order[2] else SPREAD)
+
+
+def test_rendezvous_and_classic_report_their_picks() -> None:
+    reg = lone_peer("rendezvous")
+    assert outcome_for(reg).picked == HOME  # the rendezvous first: always the home
     reg = lone_peer("classic")
     policy = reg.routing
-    classic = outcome_for(reg)
-    first = policy.candidates(reg.view, "app/f", "/r/app/f")[0]  # no waits known: the home
-    assert classic("app/f", "/r/app/f", first, 0) == HOME
-    other = next(n for n in NODES if n != first)
-    assert classic("app/f", "/r/app/f", other, 0) == SPILL
-    assert classic("app/f", "/r/app/f", first, 2) == RETRY
+    picks = outcome_for(reg)
+    home = policy.candidates(reg.view, "app/f", "/r/app/f")[0]  # no waits known: the home
+    assert picks.picked == HOME
+    slow = Attempt("app/f", home, "/r/app/f", 200, 0.0, 30.0)  # a 30 s wait: the walk moves on
+    for _ in range(5):
+        policy.observe(slow)
+    seen = set()
+    for _ in range(20):
+        first = policy.candidates(reg.view, "app/f", "/r/app/f")[0]
+        assert picks.picked == (HOME if first == home else SPILL)
+        seen.add(picks.picked)
+    assert SPILL in seen
+
+
+def test_observer_counts_a_retry_whatever_was_picked() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from fnlb.observe.calls import CallObserver
+
+    obs = CallObserver(FixedPick(SPREAD))
+    request = make_mocked_request("GET", "/r/a/f")
+    done = Attempt("r/a/f", "a:1", "/r/a/f", 200, 0.003, None, None, 0.001, 0.001)
+    obs.end(None, request, "r/a/f", SPREAD, done, 1, 200, 0.0, 0.0)  # the second attempt
+    obs.end(None, request, "r/a/f", SPILL, done, 0, 404, 0.0, 0.0)
+    obs.end(None, request, "r/a/f", HOME, done, 0, 1000, 0.0, 0.0)  # no such class: 5xx
+    assert obs.nodes["a:1"].calls[1 * 5 + RETRY] == 1
+    assert obs.nodes["a:1"].calls[3 * 5 + SPILL] == 1
+    assert obs.nodes["a:1"].calls[4 * 5 + HOME] == 1
+    assert sum(obs.nodes["a:1"].calls) == 3
+    # histogram buckets: the two lowest bounds are compared first, the rest bisected
+    for took in (0.0005, 0.0007, 0.001, 0.002, 45.0, 100.0):
+        late = Attempt("r/a/f", "b:1", "/r/a/f", 200, took, None, None, took, took)
+        obs.end(None, request, "r/a/f", HOME, late, 0, 200, 0.0, 0.0)
+    reference = Histogram()
+    for took in (0.0005, 0.0007, 0.001, 0.002, 45.0, 100.0):
+        reference.observe(took)
+    assert obs.nodes["b:1"].duration.counts == reference.counts
+    assert obs.nodes["b:1"].first_byte.counts == reference.counts
 
 
 def test_observer_counts_and_drops_nodes_that_left() -> None:
@@ -166,12 +210,12 @@ def test_observer_counts_and_drops_nodes_that_left() -> None:
 
     from fnlb.observe.calls import CallObserver
 
-    obs = CallObserver(lambda key, path, node, attempt: SPREAD)
+    obs = CallObserver(FixedPick(SPREAD))
     request = make_mocked_request("GET", "/r/a/f")
     for node in ("a:1", "b:1"):
         done = Attempt("r/a/f", node, "/r/a/f", 200, 0.003, 0.002, None, 0.001, 0.001)
-        obs.end(None, request, "r/a/f", "/r/a/f", done, 0, 200, 0.0, 0.0)
-    obs.end(None, request, "r/a/f", "/r/a/f", None, 0, 503, 0.0, 0.0, "no_node")
+        obs.end(None, request, "r/a/f", SPREAD, done, 0, 200, 0.0, 0.0)
+    obs.end(None, request, "r/a/f", SPREAD, None, 0, 503, 0.0, 0.0, "no_node")
     busy = Attempt("r/a/f", "a:1", "/r/a/f", 503, 0.001, None, 15.0)
     obs.attempt(None, busy, "busy", 0.0, True)
     assert obs.nodes["a:1"].calls[1 * 5 + SPREAD] == 1  # 2xx, spread
@@ -195,11 +239,11 @@ def test_call_totals_add_workers_figures_and_keep_a_dead_workers() -> None:
     from fnlb.observe.calls import CallObserver, CallTotals
 
     def served(calls: int, node: str = "a:1") -> CallObserver:
-        obs = CallObserver(lambda key, path, node, attempt: HOME)
+        obs = CallObserver(FixedPick(HOME))
         request = make_mocked_request("GET", "/r/a/f")
         for _ in range(calls):
             done = Attempt("r/a/f", node, "/r/a/f", 200, 0.003, None, None, 0.001, 0.001)
-            obs.end(None, request, "r/a/f", "/r/a/f", done, 0, 200, 0.0, 0.0)
+            obs.end(None, request, "r/a/f", HOME, done, 0, 200, 0.0, 0.0)
         return obs
 
     totals = CallTotals(served(1))
