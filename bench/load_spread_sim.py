@@ -58,6 +58,9 @@ class Relayed:
     def take_direct(self) -> list[tuple[bytes, bytes]]:
         return []
 
+    def take_sends(self) -> list[tuple[str, bytes, bytes]]:
+        return self.peer.take_sends()
+
     def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
         return self.peer.notify_broadcast(origin, key, payload)
 

@@ -310,7 +310,7 @@ def test_each_digest_takes_the_next_sequence_number() -> None:
 def three_peers(now: float) -> list[tuple[str, LocalLoad]]:
     peers = []
     for p, rate in (("a", 10.0), ("b", 20.0), ("c", 30.0)):
-        load = LocalLoad(epoch=1)
+        load = LocalLoad(epoch=1, time_constant_s=TAU)  # smooth: read between calls
         steady(load, "hot", "n1", rate, now - 30, 30.0)
         steady(load, "hot", "n2", rate / 2, now - 30, 30.0)
         steady(load, f"only-{p}", "n3", 1.0, now - 30, 30.0)
@@ -510,7 +510,7 @@ class Sim:
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
-        self.local = {p: LocalLoad(epoch=1) for p in self.PEERS}
+        self.local = {p: LocalLoad(epoch=1, time_constant_s=TAU) for p in self.PEERS}
         self.cluster = {p: ClusterLoad() for p in self.PEERS}
         self.ends: list[tuple[float, int, str, str, str]] = []  # (end, tie, peer, fn, node)
         self.mail: list[tuple[float, int, str, str, bytes]] = []  # (at, tie, to, from, data)
