@@ -132,7 +132,7 @@ def measure(n: int, args: argparse.Namespace) -> Row:
     tap = Tap(sim)
     load = Calls(sim, args.functions, args.rate, args.seed)
     load.hot["/r/app/hot"] = args.hot_rate
-    sim.run_for(10)
+    sim.run_for(10 + args.settle)
 
     # Traffic under load.
     before, t0 = traffic_bytes(sim), sim.now
@@ -242,6 +242,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="calls/s per peer, spread")
     parser.add_argument("--hot-rate", type=float, default=10.0, help="hot calls/s per peer")
     parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="more seconds of load before the traffic window: past the start's verdicts "
+        "(every peer's first verdict on every node, N x nodes broadcasts)",
+    )
     parser.add_argument("--changes", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
