@@ -77,3 +77,34 @@ def test_a_dead_parents_subtree_is_counted_again_once_its_death_is_known() -> No
         )
 
     assert sim.run_until_true(summed, timeout=10.0, step=0.1)
+
+
+def test_each_side_of_a_partition_sums_what_it_sees_and_one_sum_after_the_heal() -> None:
+    n, rate = 10, 10.0
+    sim, calls = loaded(n, seed=9)
+    calls.hot[HOT] = rate
+    sim.run_for(3)
+    left, right = sim.names[:4], sim.names[4:]
+    sim.partition([left, right])
+
+    def each_side_sums_itself() -> bool:
+        return all(
+            abs(sim.peer(name).load.function_load(HOT, sim.peer_ms(name) / 1000).rate - truth)
+            <= 0.1 * truth
+            for side in (left, right)
+            for name in side
+            for truth in [len(side) * rate]
+        )
+
+    assert sim.run_until_true(each_side_sums_itself, timeout=15.0, step=0.1)
+    assert {sim.peer(name).load.peers(sim.peer_ms(name) / 1000)[0] for name in right} == {"p4"}
+    sim.heal()
+
+    def one_sum() -> bool:
+        return all(
+            abs(p.peer.load.function_load(HOT, sim.peer_ms(name) / 1000).rate - n * rate)
+            <= 0.1 * n * rate
+            for name, p in sim.peers.items()
+        )
+
+    assert sim.run_until_true(one_sum, timeout=30.0, step=0.1)
