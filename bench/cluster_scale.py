@@ -5,51 +5,56 @@ serving calls (a hot function at `--hot-rate` calls/s per peer, plus `--rate` ca
 spread over `--functions` others). It measures, in virtual seconds:
 
 - gossip bytes/s per peer, sent (datagrams and push-pull streams; received is the same on
-  average), over a `--window` under load, and the share of it that is load digests sent
-  directly to every peer (issue #11 defect 7: O(N) per peer);
+  average), over a `--window` under load; the share of it that is load digests (up and down
+  the load tree, fnlb.cluster.load_tree; before it, sent directly to every peer: issue #11
+  defect 7); the busiest peer's bytes/s sent and received (a tree's inner peers forward the
+  cluster's sum to up to 8 children); and, below the table, the bytes/s per peer by kind
+  (each datagram decoded: SWIM message types, user messages by key prefix, push-pull);
 - node change: a node added on one peer, the time until each peer holds it; p50/p99/max over
   peers and `--changes` changes;
 - verdict agreement after a heal: 30 % | 70 %, the 70 % cut off from one node (they call it
   offline, the 30 % still see it online), healed after 20 s; the time from the heal until every
   peer has the same checksum and routes nowhere near the node;
 - hot function: a new function starts at `--hot-rate` per peer; the time until every peer's
-  cluster-wide rate for it is within 10 % of the truth (N x hot-rate): the rate estimator's
-  own time constant (3 s, fnlb.cluster.load) alone takes 6.9 s to get there; and, 15 s in,
-  the largest gap between a peer's cluster figure and the sum of every peer's own figure
-  (what gossip adds to the estimator's lag).
+  cluster-wide rate for it is within 10 % of the truth (N x hot-rate); and, 15 s in, the
+  largest gap between a peer's cluster figure and the sum of every peer's own figure (what
+  gossip adds to the estimator's lag).
 
 Also the CPU seconds each N took (the only machine-dependent figure; the machine is shared).
 
 Rerun (from the repository root):
 
     python bench/cluster_scale.py                          # N = 10, 20, 50, 100
-    python bench/cluster_scale.py --sizes 1000 --window 5  # N = 1,000 (hours of CPU: see docs)
+    python bench/cluster_scale.py --sizes 1000 --nodes 200 --functions 10000 --window 5
 """
 
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a file: make `fnlb` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fnlb.routing.attempt import Attempt
+from fnlb.gossip import codec
+from fnlb.gossip.messages import UserBroadcast, UserDirect
+from fnlb.sim.calls import Calls
 from fnlb.sim.cluster import ClusterSim
-
-LOAD_TICK_S = 0.1
 
 
 @dataclass
 class Row:
     n: int
     sent_bps: float
-    direct_share: float
+    load_share: float
+    max_sent_bps: float
+    max_received_bps: float
     change_p50: float
     change_p99: float
     change_max: float
@@ -58,41 +63,55 @@ class Row:
     hot_err: float
     gossip_err: float
     cpu_s: float
+    kinds: dict[str, float] = field(default_factory=dict)
+    """Bytes/s sent per peer by kind, over the traffic window."""
 
 
-class Load:
-    """Calls on every live peer, every LOAD_TICK_S: fractional rates carried over."""
+class Tap:
+    """Bytes sent by every peer, by kind, while `on`: each datagram decoded and each message
+    in it counted under its type (a user message under its key's prefix, e.g. `direct l/`),
+    the datagram framing under `framing`, push-pull streams under `push-pull`."""
 
-    def __init__(self, sim: ClusterSim, functions: int, rate: float, seed: int) -> None:
-        self.sim = sim
-        self.functions = [f"/r/app/f{i}" for i in range(functions)]
-        self.rate = rate
-        self.hot: dict[str, float] = {}
-        self.rng = random.Random(seed)
-        self.owed: dict[tuple[str, str], float] = {}
-        sim.gossip.at(sim.now + LOAD_TICK_S, self._tick)
+    def __init__(self, sim: ClusterSim) -> None:
+        self.bytes: Counter[str] = Counter()
+        self.sent: Counter[Any] = Counter()
+        self.received: Counter[Any] = Counter()
+        self.on = False
+        gossip = sim.gossip
+        send_datagram, open_stream = gossip._send_datagram, gossip._open_stream
 
-    def _call(self, name: str, key: str, now: float) -> None:
-        peer = self.sim.peers[name].peer
-        nodes = peer.candidates(key, key)
-        if not nodes:
-            return
-        peer.attempt_started(key, nodes[0], now)
-        peer.attempt_finished(Attempt(key, nodes[0], key, 200, now, 0.0, None, 0.01, now))
+        def datagram(src: Any, dst: Any, data: bytes) -> None:
+            if self.on:
+                self.count(data)
+                self.sent[src] += len(data)
+                self.received[dst] += len(data)
+            send_datagram(src, dst, data)
 
-    def _tick(self) -> None:
-        sim = self.sim
-        for name, p in sim.peers.items():
-            if not p.up:
-                continue
-            now = sim.peer_ms(name) / 1000
-            for key, rate in [*self.hot.items(), ("", self.rate)]:
-                owed = self.owed.get((name, key), 0.0) + rate * LOAD_TICK_S
-                calls = int(owed)
-                self.owed[(name, key)] = owed - calls
-                for _ in range(calls):
-                    self._call(name, key or self.rng.choice(self.functions), now)
-        sim.gossip.at(sim.now + LOAD_TICK_S, self._tick)
+        def stream(slot: Any, req: Any) -> None:
+            if self.on:
+                self.bytes["push-pull (both ways, request x 2)"] += 2 * len(req.data)
+            open_stream(slot, req)
+
+        gossip._send_datagram = datagram  # type: ignore[method-assign]
+        gossip._open_stream = stream  # type: ignore[method-assign]
+
+    def count(self, data: bytes) -> None:
+        msgs, _skipped = codec.decode_compound(data)
+        used = 0
+        for m in msgs:
+            size = len(codec.encode_message(m))
+            used += size
+            if isinstance(m, UserDirect | UserBroadcast):
+                kind = "direct" if isinstance(m, UserDirect) else "broadcast"
+                label = f"{kind} {m.key.split(b'/')[0].decode(errors='replace')}/"
+            else:
+                label = type(m).__name__
+            self.bytes[label] += size
+        self.bytes["framing"] += len(data) - used
+
+
+LOAD_KEYS = ("l/", "u/", "c/")
+"""Key prefixes of load digests: a peer's own to all (before the load tree), up, down."""
 
 
 def traffic_bytes(sim: ClusterSim) -> int:
@@ -100,25 +119,34 @@ def traffic_bytes(sim: ClusterSim) -> int:
     return int(t["datagram_bytes"] + t["stream_bytes"])
 
 
-def direct_sent(sim: ClusterSim) -> int:
-    return sum(s.member.stats.get("direct_sent", 0) for s in sim.gossip.slots.values())
+def progress(n: int, what: str) -> None:
+    """Each figure as soon as it is measured (a long run cut short still gives them)."""
+    print(f"N={n} {time.strftime('%H:%M:%S')} {what}", file=sys.stderr, flush=True)
 
 
 def measure(n: int, args: argparse.Namespace) -> Row:
     cpu = time.process_time()
     sim = ClusterSim(peers=n, nodes=args.nodes, seed=args.seed + n, hc_interval=3.0)
     sim.run_until_true(lambda: sim.gossip.converged(sim.names), timeout=60)
-    load = Load(sim, args.functions, args.rate, args.seed)
+    progress(n, f"converged at {sim.now:.1f} s")
+    tap = Tap(sim)
+    load = Calls(sim, args.functions, args.rate, args.seed)
     load.hot["/r/app/hot"] = args.hot_rate
-    sim.run_for(10)
+    sim.run_for(10 + args.settle)
 
     # Traffic under load.
-    before, direct_before, t0 = traffic_bytes(sim), direct_sent(sim), sim.now
+    before, t0 = traffic_bytes(sim), sim.now
+    tap.on = True
     sim.run_for(args.window)
+    tap.on = False
+    kinds = {k: v / n / (sim.now - t0) for k, v in tap.bytes.items()}
+    progress(n, f"traffic {traffic_bytes(sim) - before} B in {sim.now - t0:.1f} s: {kinds}")
     sent = (traffic_bytes(sim) - before) / n / (sim.now - t0)
-    directs = direct_sent(sim) - direct_before
-    # A direct digest datagram is at most a packet; count what they carried by sampling.
-    direct_share = min(1.0, directs * args.digest_bytes / max(1, n * sent * (sim.now - t0)))
+    span = sim.now - t0
+    load_bytes = sum(v for k, v in tap.bytes.items() if k.split(" ")[-1] in LOAD_KEYS)
+    load_share = load_bytes / max(1.0, n * sent * span)
+    max_sent = max(tap.sent.values()) / span
+    max_received = max(tap.received.values()) / span
 
     # Node changes.
     delays: list[float] = []
@@ -138,6 +166,7 @@ def measure(n: int, args: argparse.Namespace) -> Row:
         delays += [seen.get(name, 30.0) for name in sim.names if name != writer]
         sim.run_for(2)
     delays.sort()
+    progress(n, f"node change delays p50 {statistics.median(delays):.2f} max {delays[-1]:.2f}")
     p99 = delays[min(len(delays) - 1, int(0.99 * len(delays)))]
 
     # Verdict agreement after a heal.
@@ -156,6 +185,7 @@ def measure(n: int, args: argparse.Namespace) -> Row:
         return len(sums) == 1 and set(sim.states(x).values()) == {"offline"}
 
     heal_s = sim.now - healed if sim.run_until_true(agreed, timeout=60) else None
+    progress(n, f"verdicts agree {heal_s} s after the heal")
     for name in majority:
         sim.uncut(name, x)
     sim.run_for(10)
@@ -174,6 +204,7 @@ def measure(n: int, args: argparse.Namespace) -> Row:
         return max(errors) <= 0.10
 
     hot_s = sim.now - began if sim.run_until_true(known, timeout=30, step=0.1) else None
+    progress(n, f"hot rate known in {hot_s} s")
     # What gossip adds to the estimator's own lag: each peer's cluster figure against the sum
     # of every peer's own figure (what a perfect aggregator would say at that moment).
     sim.run_for(max(0.0, began + 15 - sim.now))
@@ -188,7 +219,9 @@ def measure(n: int, args: argparse.Namespace) -> Row:
     return Row(
         n,
         sent,
-        direct_share,
+        load_share,
+        max_sent,
+        max_received,
         statistics.median(delays),
         p99,
         delays[-1],
@@ -197,6 +230,7 @@ def measure(n: int, args: argparse.Namespace) -> Row:
         max(errors) if errors else float("nan"),
         lag_err,
         time.process_time() - cpu,
+        kinds,
     )
 
 
@@ -208,8 +242,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="calls/s per peer, spread")
     parser.add_argument("--hot-rate", type=float, default=10.0, help="hot calls/s per peer")
     parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="more seconds of load before the traffic window: past the start's verdicts "
+        "(every peer's first verdict on every node, N x nodes broadcasts)",
+    )
     parser.add_argument("--changes", type=int, default=3)
-    parser.add_argument("--digest-bytes", type=int, default=600, help="for the direct share")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     rows = []
@@ -218,19 +258,31 @@ def main(argv: list[str] | None = None) -> None:
         r = rows[-1]
         print(f"N={n} done in {r.cpu_s:.0f} CPU s", file=sys.stderr, flush=True)
     print(
-        "| N | gossip sent per peer | of it direct digests | node change p50 / p99 / max "
+        "| N | gossip sent per peer | of it load digests | busiest peer sent / received "
+        "| node change p50 / p99 / max "
         "| verdicts agree after heal | hot rate within 10 % everywhere | steady gossip error "
         "| CPU |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         heal = f"{r.heal_s:.1f} s" if r.heal_s is not None else "> 60 s"
         hot = f"{r.hot_s:.1f} s" if r.hot_s is not None else "> 30 s"
         print(
-            f"| {r.n} | {r.sent_bps / 1000:.1f} KB/s | ~{r.direct_share:.0%} "
+            f"| {r.n} | {r.sent_bps / 1000:.1f} KB/s | {r.load_share:.0%} "
+            f"| {r.max_sent_bps / 1000:.1f} / {r.max_received_bps / 1000:.1f} KB/s "
             f"| {r.change_p50:.2f} / {r.change_p99:.2f} / {r.change_max:.2f} s "
             f"| {heal} | {hot} | {r.gossip_err:.1%} | {r.cpu_s:.0f} s |"
         )
+    print()
+    print("Gossip sent per peer by kind (bytes/s):")
+    print()
+    kinds = sorted(
+        {k for r in rows for k in r.kinds}, key=lambda k: -max(r.kinds.get(k, 0) for r in rows)
+    )
+    print("| kind | " + " | ".join(f"N={r.n}" for r in rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for k in kinds:
+        print(f"| {k} | " + " | ".join(f"{r.kinds.get(k, 0):,.0f}" for r in rows) + " |")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
-"""Load digests over SWIM in the simulator: real Peers, direct messages against relayed ones.
+"""The load tree over SWIM in the simulator: real Peers, real members, virtual time.
 
 Each peer is a real `fnlb.peer.core.Peer`, the gossip delegate of a real `fnlb.gossip.member`
 (`GossipProfile.fnlb_default()`) in the virtual-time simulator, ticked every 0.1 s as its
-pump does in production; it makes its load digest every 0.3 s (`DIGEST_S`) and sends it
-directly, once, to each live peer (`take_direct`). The "broadcast" rows hand the same
-digests to gossip as relayed broadcasts instead (the delivery used before), to show what
-direct delivery saves. `--peers` peers each carry a share of one hot function over four
-nodes, for `--seconds` simulated seconds, at several packet-loss rates and seeds:
+pump does in production; every 0.3 s (`DIGEST_S`) it sends its digest, summed with its
+children's, to its parent in the load tree, and the root passes the cluster's sum down
+(fnlb.cluster.load_tree; `take_sends`). Before issue #11 each digest went directly to every
+peer, and before that it was a relayed broadcast; docs/routing.md keeps those figures.
+`--peers` peers each carry a share of one hot function over four nodes, for `--seconds`
+simulated seconds, at several packet-loss rates and seeds:
 
-- reach p50 / p99: ms from a digest being made to a peer holding it as that origin's newest
+- reach p50 / p99: ms from the root making a cluster sum to a peer holding it as the newest
   (sampled every 20 ms);
 - agree: fraction of samples (every 0.37 s) in which every peer's settled width inputs
   (`ClusterLoad.width_inputs` read one second back, as routing reads them) are identical;
@@ -42,30 +43,7 @@ from fnlb.routing.policies import RendezvousPolicy
 T0 = 1_700_000_000.0
 LOAD_S = 0.3
 TICK_S = 0.1
-MODES = ("broadcast", "direct")
-
-
-class Relayed:
-    """A Peer's own delegate, with what it sends directly handed to gossip as broadcasts
-    (relayed up to the retransmit limit): the "broadcast" rows. Nothing else changes."""
-
-    def __init__(self, peer: Peer) -> None:
-        self.peer = peer
-
-    def take_broadcasts(self) -> list[tuple[bytes, bytes]]:
-        return [*self.peer.take_broadcasts(), *self.peer.take_direct()]
-
-    def take_direct(self) -> list[tuple[bytes, bytes]]:
-        return []
-
-    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
-        return self.peer.notify_broadcast(origin, key, payload)
-
-    def local_state(self, join: bool) -> bytes:
-        return self.peer.local_state(join)
-
-    def merge_remote_state(self, data: bytes, join: bool) -> None:
-        self.peer.merge_remote_state(data, join)
+MODES = ("tree",)
 
 
 @dataclass(frozen=True)
@@ -104,7 +82,7 @@ def simulate(seed: int, loss: float, mode: str, peers: int, seconds: float) -> S
     names = [f"m{i}" for i in range(peers)]
     fleet = {n: Peer(n, routing=RendezvousPolicy(), clock_ms=wall_ms, epoch_ms=1) for n in names}
     for n in names:
-        sim.add(n, fleet[n] if mode == "direct" else Relayed(fleet[n]))
+        sim.add(n, fleet[n])
     sim.start(names[0])
     for i, n in enumerate(names[1:], start=1):
         sim.at(i * 0.01, functools.partial(sim.start, n, names[: min(i, 3)]))
@@ -134,7 +112,7 @@ def simulate(seed: int, loss: float, mode: str, peers: int, seconds: float) -> S
 
     def watch() -> None:
         for q in names:
-            for origin in names:
+            for origin in names:  # the roots whose cluster sums q holds (one, unless churn)
                 stamp = fleet[q].load.newest_stamp_ms(origin)
                 if origin != q and stamp is not None and stamp > held.get((q, origin), 0):
                     held[q, origin] = stamp

@@ -47,9 +47,9 @@ import heapq
 import zlib
 from bisect import bisect_right
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from math import exp
+from math import exp, expm1
 from types import MappingProxyType
 from typing import Final
 
@@ -74,6 +74,13 @@ _REBASE_HARD = 200.0  # the request path does it itself past this (exp overflows
 _EVICT_TRIES = 8
 _MAX_WAIT_S = 86_400.0  # a wait sample beyond a day is garbage, not a wait
 
+TIME_CONSTANT_S: Final = 1.0
+"""The rates' time constant: a step reaches 90 % in 2.3 s (the cluster's rate of a new hot
+function is known everywhere within 3 s, issue #11; 3 s took 6.9 s). docs/routing.md, "Time
+constants", has what it does to routing."""
+YOUNG_FLOOR_S: Final = 0.5
+"""The least age a record's rate is corrected for (`LocalLoad._young`): one lone call does
+not read as a huge rate."""
 HISTORY: Final = 8
 """Digests kept per peer: enough for settled reads a second or two back at ~3 digests/s."""
 HISTORY_ENTRIES: Final = 12_000
@@ -87,9 +94,10 @@ full push-pull digest of 10,000 functions is kept, not several (each holds ~5 MB
 class _NodeRec:
     """Totals over all functions on one node; shared by that node's cells."""
 
-    __slots__ = ("cells", "g_arr", "g_busy", "g_wait", "g_ws", "in_flight")
+    __slots__ = ("born", "cells", "g_arr", "g_busy", "g_wait", "g_ws", "in_flight")
 
-    def __init__(self) -> None:
+    def __init__(self, now: float) -> None:
+        self.born = now
         self.cells = 0
         self.in_flight = 0
         self.g_arr = 0.0
@@ -102,6 +110,7 @@ class _Cell:
     """One (function, node) pair; `g_*` are forward-decayed sums (see the module docstring)."""
 
     __slots__ = (
+        "born",
         "g_arr",
         "g_busy",
         "g_wait",
@@ -116,6 +125,7 @@ class _Cell:
     )
 
     def __init__(self, node: _NodeRec, now: float) -> None:
+        self.born = now
         self.node = node
         self.in_flight = 0
         self.last = now
@@ -131,9 +141,10 @@ class _Cell:
 
 
 class _FnRec:
-    __slots__ = ("cells", "g_arr", "in_flight", "last")
+    __slots__ = ("born", "cells", "g_arr", "in_flight", "last")
 
     def __init__(self, now: float) -> None:
+        self.born = now
         self.cells: dict[str, _Cell] = {}
         self.in_flight = 0
         self.last = now
@@ -206,7 +217,7 @@ class LocalLoad:
     def __init__(
         self,
         *,
-        time_constant_s: float = 3.0,
+        time_constant_s: float = TIME_CONSTANT_S,
         expire_after_s: float = 120.0,
         max_functions: int = 100_000,
         epoch: int = 0,
@@ -342,7 +353,7 @@ class LocalLoad:
     def _new_cell(self, rec: _FnRec, node: str, now: float) -> _Cell:
         nrec = self._nodes.get(node)
         if nrec is None:
-            nrec = self._nodes[node] = _NodeRec()
+            nrec = self._nodes[node] = _NodeRec(now)
         nrec.cells += 1
         cell = rec.cells[node] = _Cell(nrec, now)
         return cell
@@ -448,6 +459,23 @@ class LocalLoad:
     def _rate_factor(self, now: float) -> float:
         return exp((self._landmark - now) * self._inv_tau) * self._inv_tau
 
+    def _young(self, born: float, now: float) -> float:
+        """How much to scale the rate of a record first seen at `born`: 1 / (1 - exp(-age /
+        tau)) while it is young, 1 once it is old (below 0.1 %: after 7 tau).
+
+        The decayed count of steady calls at r/s that began `age` ago is r x tau x (1 -
+        exp(-age / tau)), not r x tau: a new function's rate read as the plain decayed count
+        would climb to r only over a few tau (90 % after 2.3 tau), however many calls it
+        had, as if calls before its first had been zero. Dividing by the weight the record
+        has actually had reads r from the first calls. The age is floored at
+        YOUNG_FLOOR_S, so one lone call reads at most 1 / (tau (1 - exp(-0.5 / tau))) calls/s
+        (2.5 at tau = 1 s) rather than infinity.
+        """
+        x = (now - born) * self._inv_tau
+        if x >= 7.0:
+            return 1.0
+        return 1.0 / -expm1(-max(x, YOUNG_FLOOR_S * self._inv_tau))
+
     def function_load(self, fn: str, now: float) -> FunctionLoad:
         """This peer's own figures for `fn`, unquantised (IDLE when it is not tracked)."""
         rec = self._fns.get(fn)
@@ -455,7 +483,9 @@ class LocalLoad:
             return IDLE
         r = self._rate_factor(now)
         nodes = {
-            node: _share(c.g_arr, c.in_flight, c.g_ws, c.g_wait, c.g_busy, r)
+            node: _share(
+                c.g_arr, c.in_flight, c.g_ws, c.g_wait, c.g_busy, r * self._young(c.born, now)
+            )
             for node, c in sorted(rec.cells.items())
         }
         return _combine(nodes)
@@ -465,7 +495,8 @@ class LocalLoad:
         n = self._nodes.get(node)
         if n is None:
             return IDLE_NODE
-        return _share(n.g_arr, n.in_flight, n.g_ws, n.g_wait, n.g_busy, self._rate_factor(now))
+        r = self._rate_factor(now) * self._young(n.born, now)
+        return _share(n.g_arr, n.in_flight, n.g_ws, n.g_wait, n.g_busy, r)
 
     def answers_per_second(self, now: float) -> list[SecondCount]:
         """Answers per (second, node, function) over the last `seconds_kept` seconds, by
@@ -497,9 +528,13 @@ class LocalLoad:
         O(functions) to rank them, about 2 ms for 10,000 functions.
         """
         r = self._rate_factor(now)
+        young = self._young
         node_rows = sorted(
             (
-                (name, _row(n.g_arr, n.in_flight, n.g_ws, n.g_wait, n.g_busy, r))
+                (
+                    name,
+                    _row(n.g_arr, n.in_flight, n.g_ws, n.g_wait, n.g_busy, r * young(n.born, now)),
+                )
                 for name, n in self._nodes.items()
             ),
             key=lambda item: (-(item[1][0] + 100 * item[1][1]), item[0]),
@@ -513,15 +548,20 @@ class LocalLoad:
         k = max(1, budget_bytes // 6)  # no entry is smaller than 6 bytes
         items = self._fns.items()
         ranked: Sequence[tuple[str, _FnRec]]
+
+        def hotness(kv: tuple[str, _FnRec]) -> float:
+            rec = kv[1]
+            return rec.g_arr * r * young(rec.born, now) + rec.in_flight
+
         if k < len(self._fns):
-            ranked = heapq.nlargest(k, items, key=lambda kv: kv[1].g_arr * r + kv[1].in_flight)
+            ranked = heapq.nlargest(k, items, key=hotness)
         else:
-            ranked = sorted(items, key=lambda kv: -(kv[1].g_arr * r + kv[1].in_flight))
+            ranked = sorted(items, key=lambda kv: -hotness(kv))
         self._seq += 1
         return encode_digest(
             epoch=self.epoch,
             seq=self._seq,
-            functions=_function_rows(ranked, r),
+            functions=_function_rows(ranked, r, lambda born: young(born, now)),
             nodes=node_rows,
             totals=totals,
             function_count=len(self._fns),
@@ -555,12 +595,12 @@ def _combine(nodes: dict[str, NodeShare], complete: bool = True) -> FunctionLoad
 
 
 def _function_rows(
-    ranked: Sequence[tuple[str, _FnRec]], r: float
+    ranked: Sequence[tuple[str, _FnRec]], r: float, young: Callable[[float], float]
 ) -> Iterator[tuple[str, list[tuple[str, Row]]]]:
     for fn, rec in ranked:
         cells = []
         for node, c in rec.cells.items():
-            row = _row(c.g_arr, c.in_flight, c.g_ws, c.g_wait, c.g_busy, r)
+            row = _row(c.g_arr, c.in_flight, c.g_ws, c.g_wait, c.g_busy, r * young(c.born))
             if row != ZERO_ROW:
                 cells.append((node, row))
         if cells:
@@ -730,16 +770,34 @@ class ClusterLoad:
     decisions that every peer must make alike should use settled reads.
     """
 
-    __slots__ = ("_history", "_left", "in_flight_ttl_s", "stale_after_s", "version")
+    __slots__ = (
+        "_history",
+        "_left",
+        "in_flight_ttl_s",
+        "single_source",
+        "stale_after_s",
+        "version",
+    )
 
-    def __init__(self, *, stale_after_s: float = 5.0, in_flight_ttl_s: float = 2.5) -> None:
+    def __init__(
+        self,
+        *,
+        stale_after_s: float = 5.0,
+        in_flight_ttl_s: float = 2.5,
+        single_source: bool = False,
+    ) -> None:
         """`stale_after_s`: a digest older than this is ignored (a peer sends one every few
         hundred ms, so this survives a few lost broadcasts). `in_flight_ttl_s`: a digest's
-        in-flight counts are used only while it is younger than this."""
+        in-flight counts are used only while it is younger than this. `single_source`: the
+        digests are whole-cluster sums from whichever peer is the load tree's root
+        (fnlb.cluster.load_tree): reads use one of them, the newest by stamp (ties to the
+        smaller name), never their sum; a former root's last sums (a root that died, or
+        one of two sides' roots after a partition healed) are then passed over at once."""
         if not 0 < in_flight_ttl_s <= stale_after_s:
             raise LocalProtocolError("need 0 < in_flight_ttl_s <= stale_after_s")
         self.stale_after_s = stale_after_s
         self.in_flight_ttl_s = in_flight_ttl_s
+        self.single_source = single_source
         self.version = 0
         """Incremented whenever the newest digest of some peer changes."""
         # per peer: its last HISTORY digests with their arrival times, oldest first
@@ -811,9 +869,20 @@ class ClusterLoad:
             self.version += 1
         return old
 
+    def digests(self, now: float) -> list[Digest]:
+        """Each peer's newest fresh digest, by peer name."""
+        return [d for _p, d, _i in self._select_all(now, None)]
+
     def _select(self, now: float, settled_ms: int | None) -> list[tuple[str, Digest, bool]]:
         """(peer, digest, whether its in-flight counts are used) for every peer counted, by
-        peer name: the newest fresh digest, or the newest settled one."""
+        peer name: the newest fresh digest, or the newest settled one; with `single_source`
+        only the newest of those (by stamp, then the smaller name)."""
+        out = self._select_all(now, settled_ms)
+        if self.single_source and len(out) > 1:
+            return [min(out, key=lambda s: (-s[1].stamp_ms, s[0]))]
+        return out
+
+    def _select_all(self, now: float, settled_ms: int | None) -> list[tuple[str, Digest, bool]]:
         out: list[tuple[str, Digest, bool]] = []
         if settled_ms is None:
             for p, hist in sorted(self._history.items()):

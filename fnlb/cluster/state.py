@@ -14,8 +14,9 @@ delegate and hands it what gossip brings, with the time. It holds:
 
 Wire formats: fnlb.payloads (the envelope `[kind, ...]` with node-set entries, verdicts, node
 /metrics readings, back-off and load digests; the push-pull full state). A node's reading:
-the newest one wins everywhere, so all peers weigh the same figures. Load digests are sent a
-few times a second and are not part of push-pull. Anything malformed raises
+the newest one wins everywhere, so all peers weigh the same figures. Load digests go up and
+down the load tree a few times a second (fnlb.cluster.load_tree) and are not part of
+push-pull. Anything malformed raises
 RemoteProtocolError and is dropped by the caller, counted by reason.
 """
 
@@ -31,13 +32,20 @@ from fnlb.cluster.health_merge import ClusterState as Verdict3
 from fnlb.cluster.health_merge import Verdict, VerdictTable
 from fnlb.cluster.hlc import HybridClock, Timestamp
 from fnlb.cluster.load import ClusterLoad
+from fnlb.cluster.load_tree import LoadTree
 from fnlb.cluster.nodeset import Entry, MergeResult, NodeSet
 from fnlb.cluster.view import NodeView
 from fnlb.errors import RemoteProtocolError
 from fnlb.health.verdict import NodeHealth, State, after_check
 from fnlb.payloads import envelope
 from fnlb.payloads.backoff import decode_entries
-from fnlb.payloads.envelope import backoff_message, load_message, metrics_message, open_message
+from fnlb.payloads.envelope import (
+    backoff_message,
+    load_cluster_message,
+    load_up_message,
+    metrics_message,
+    open_message,
+)
 from fnlb.payloads.full_state import full_state, open_full_state
 from fnlb.payloads.node_metrics import NodeMetrics, metrics_from_wire
 from fnlb.payloads.node_set import held_entries, node_set_message
@@ -61,6 +69,14 @@ RECENT_VERDICT_MS: Final = 120_000
 longer than any clock skew the HLC accepts (60 s), so a peer restarted on a clock stepped
 back gets its own newer verdicts back; short, since at a cluster's start every verdict is
 recent (N x nodes rows per exchange for this long)."""
+
+
+RECENT_VERDICT_ROWS: Final = 512
+"""At most this many recent verdicts on uncontested nodes ride in one push-pull, the newest:
+at a cluster's start every verdict is recent, N x nodes rows per exchange (8 MB at N=1,000
+with 200 nodes, over the full state's decoding bounds); they all say "online" on nodes
+nobody calls offline, so they decide nothing, and the newest are those a restarted peer
+needs back."""
 
 
 def verdict_stamp(ts: Timestamp) -> int:
@@ -101,12 +117,15 @@ class ClusterState:
         """The newest /metrics reading of each node, by whichever peer took it."""
         self._backoff = backoff
         self._backoff_seq = 0
-        self.load = ClusterLoad()
-        """Every peer's latest load digest (ours included), merged into cluster figures."""
+        self.load = ClusterLoad(single_source=True)
+        """The cluster's load as the load tree's root summed it (ours, when we are the root
+        or alone), the newest root's sum read."""
+        self.tree = LoadTree(name)
+        """Where our load goes: our subtree's sum up to our parent (fnlb.cluster.load_tree)."""
+        self._sends: dict[tuple[str, bytes], bytes] = {}
         self.health: dict[str, NodeHealth] = {}
         self.alive: frozenset[str] = frozenset({name})
         self._outbox: list[tuple[bytes, bytes]] = []
-        self._direct: dict[bytes, bytes] = {}
         self.refused: dict[str, int] = {}
         """Well-formed peer entries we did not apply, by reason (see `_merged`): shown with
         the malformed drops in `/1/lb/cluster`."""
@@ -117,12 +136,13 @@ class ClusterState:
         self._recheck: list[str] = []
         """Nodes a peer called offline while we still see them online: check them now."""
         self._routable_only: frozenset[str] | None = None
-        self.version = 0
-        self.view = NodeView(0, {})
+        self._version = 0
+        self._view = NodeView(0, {})
+        self._view_stale = True
         self.on_view: Callable[[NodeView], None] | None = None
-        """Told each new view as it is published (-workers: the primary passes it on at
-        once, so its workers never route on an older view than an API reader sees)."""
-        self._publish()
+        """Told each new view (-workers: the primary passes it on at once, so its workers
+        never route on an older view than an API reader sees). With a listener, a change
+        rebuilds the view when it happens, not at its next read."""
 
     # -- local changes ---------------------------------------------------------------
 
@@ -201,20 +221,36 @@ class ClusterState:
         self._outbox.append((key, backoff_message(message)))
 
     def queue_load(self, digest: bytes, now_s: float) -> None:
-        """Share our load digest (and count it ourselves); a newer one replaces it unsent.
+        """Our load digest: summed with our children's subtrees and sent to our parent in the
+        load tree; at the root, the sum is the cluster's load: kept and passed down.
 
-        Sent straight to every live peer, not broadcast: only we know these figures and the
-        next digest supersedes them within a second, so relaying each one (the broadcast
-        retransmit limit, ~8 sends per peer at N=10) multiplied gossip traffic for nothing.
+        Before issue #11 each digest went straight to every live peer: each peer received
+        N - 1 digests per period, so its traffic grew with N. Now a peer sends one digest up
+        and receives one down per period (fnlb.cluster.load_tree has the why and the faults).
         """
-        self.load.merge(self.name, digest, now_s)
-        self._direct[b"l/" + self.name.encode()] = load_message(self.name, digest)
+        summed = self.tree.subtree(digest, now_s)
+        parent = self.tree.parent
+        if parent is None:
+            self.load.merge(self.name, summed, now_s)
+            self._pass_down(load_cluster_message(self.name, summed))
+        else:
+            self._sends[(parent, b"u/" + self.name.encode())] = load_up_message(self.name, summed)
+
+    def _pass_down(self, payload: bytes) -> None:
+        for child in self.tree.children:
+            self._sends[(child, b"c/")] = payload
+
+    def peer_left(self, peer: str, now_s: float) -> None:
+        """A peer died or left: its load and its subtree no longer count."""
+        self.load.peer_left(peer, now_s)
+        self.tree.forget(peer, now_s)
 
     def set_alive(self, peers: Iterable[str]) -> None:
         """The live peers (self included) according to gossip; only they vote on health."""
         alive = frozenset(peers) | {self.name}
         if alive != self.alive:
             self.alive = alive
+            self.tree.set_members(alive)
             self._publish()
 
     # -- what gossip carries (through the Peer, the delegate) --------------
@@ -230,8 +266,13 @@ class ClusterState:
         return out
 
     def take_direct(self) -> list[tuple[bytes, bytes]]:
-        out = list(self._direct.items())
-        self._direct.clear()
+        """Messages for every live peer: none since the load tree (kept for the delegate)."""
+        return []
+
+    def take_sends(self) -> list[tuple[str, bytes, bytes]]:
+        """(peer, key, payload) for one peer each: load tree digests (drained)."""
+        out = [(to, key, payload) for (to, key), payload in self._sends.items()]
+        self._sends.clear()
         return out
 
     def local_state(self, join: bool, now_ms: int | None = None) -> bytes:
@@ -249,14 +290,19 @@ class ClusterState:
         corrects it (`merge_full`).
         """
         horizon = None if now_ms is None else (now_ms - RECENT_VERDICT_MS) << 20
-        verdicts = []
+        verdicts: list[list[Any]] = []
+        recent: list[tuple[int, str, str, bool]] = []
         for node, peers in self.verdicts.items():
             contested = horizon is not None and not all(v.online for v in peers.values())
-            verdicts += [
-                [peer, node, v.online, v.stamp]
-                for peer, v in peers.items()
-                if peer == self.name or contested or (horizon is not None and v.stamp >= horizon)
-            ]
+            for peer, v in peers.items():
+                if peer == self.name or contested:
+                    verdicts.append([peer, node, v.online, v.stamp])
+                elif horizon is not None and v.stamp >= horizon:
+                    recent.append((-v.stamp, peer, node, v.online))
+        if len(recent) > RECENT_VERDICT_ROWS:  # keep the newest (RECENT_VERDICT_ROWS says why)
+            recent.sort()
+            del recent[RECENT_VERDICT_ROWS:]
+        verdicts += [[peer, node, online, -neg] for neg, peer, node, online in recent]
         return full_state(self.nodes.snapshot(), verdicts)
 
     # -- merging -------------------------------------------------------------------------
@@ -285,9 +331,19 @@ class ClusterState:
             if self._backoff is not None:
                 self._backoff.merge(decode_entries(msg[1]), now / 1000)
             return Merged(False, True)  # each has its own key: nothing to be stale against
-        if msg[1] != self.name:  # envelope.LOAD
-            return Merged(False, self.load.merge(msg[1], msg[2], now / 1000))
-        return Merged(False, False)
+        sender, data = msg[1], msg[2]  # a load digest (envelope.LOAD_KINDS)
+        if sender == self.name:
+            return Merged(False, False)
+        if kind == envelope.LOAD_UP:
+            self.tree.from_child(sender, data, now / 1000)
+            return Merged(False, False)
+        if kind == envelope.LOAD:
+            self.tree.from_legacy(sender, data, now / 1000)
+            return Merged(False, False)
+        newest = self.load.merge(sender, data, now / 1000)  # envelope.LOAD_CLUSTER
+        if newest:
+            self._pass_down(payload)
+        return Merged(False, newest)
 
     def merge_full(self, data: bytes, now: int, *, relay: bool = True) -> bool:
         """Apply a peer's full state (push-pull); True if anything we route on changed.
@@ -419,7 +475,31 @@ class ClusterState:
         self._publish()
 
     def _publish(self) -> None:
-        """Build the routing view: cluster verdicts, minus what our own verdict excludes."""
+        """The routing view must be rebuilt: at its next read (`view`).
+
+        Rebuilding costs O(nodes x peers) (every node's cluster verdict); at a cluster's
+        start a peer merges N x nodes verdicts, and rebuilding at each one cost 3 ms per
+        verdict at 200 nodes (N=200: minutes of CPU per peer). Built when read, every read
+        still sees what the state holds now. A listener (`on_view`) is told at once."""
+        self._view_stale = True
+        if self.on_view is not None:
+            self._rebuild_view()
+
+    @property
+    def view(self) -> NodeView:
+        """The routing view: cluster verdicts, minus what our own verdict excludes; replaced
+        whole on each change (after one, at the next read)."""
+        if self._view_stale:
+            self._rebuild_view()
+        return self._view
+
+    @property
+    def version(self) -> int:
+        """The routing view's version: +1 at each rebuild after a change."""
+        return self.view.version
+
+    def _rebuild_view(self) -> None:
+        self._view_stale = False
         members = self.nodes.members()
         excluded = self.verdicts.locally_excluded(self.name, members)
         only = self._routable_only
@@ -428,10 +508,10 @@ class ClusterState:
             if only is not None and node not in only:
                 continue
             states[node] = "offline" if node in excluded else cluster
-        self.version += 1
-        self.view = NodeView(self.version, states)
+        self._version += 1
+        self._view = NodeView(self._version, states)
         if self.on_view is not None:
-            self.on_view(self.view)
+            self.on_view(self._view)
 
     def checksum(self) -> str:
         """Equal on two peers when they hold the same nodes and cluster verdicts.

@@ -38,6 +38,16 @@ class GossipDelegate(Protocol):
         """
         ...
 
+    def take_sends(self) -> list[tuple[str, bytes, bytes]]:
+        """New (member name, key, payload) messages to send once to that member, never relayed.
+
+        For figures one member needs from this one (fnlb's load tree: a subtree's sum to its
+        parent, the cluster's sum to the children): one datagram, where a message for every
+        member costs N - 1. A name not alive here is skipped and counted. Same size limits;
+        they arrive through `notify_broadcast`.
+        """
+        ...
+
     def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
         """A peer's broadcast or direct message arrived here (it may still be stale).
 
@@ -65,6 +75,9 @@ class NullDelegate:
     def take_direct(self) -> list[tuple[bytes, bytes]]:
         return []
 
+    def take_sends(self) -> list[tuple[str, bytes, bytes]]:
+        return []
+
     def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
         return True  # opaque to us: relay it, as SWIM does
 
@@ -85,6 +98,7 @@ class RecordingDelegate:
 
     pending: list[tuple[bytes, bytes]] = field(default_factory=list)
     pending_direct: list[tuple[bytes, bytes]] = field(default_factory=list)
+    pending_sends: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     received: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     state: set[bytes] = field(default_factory=set)
     merges: int = 0
@@ -97,8 +111,16 @@ class RecordingDelegate:
         """Queue a message for every live member, sent on the member's next gossip round."""
         self.pending_direct.append((key, payload))
 
+    def send_to(self, member: str, key: bytes, payload: bytes) -> None:
+        """Queue a message for one member, sent on the member's next gossip round."""
+        self.pending_sends.append((member, key, payload))
+
     def take_broadcasts(self) -> list[tuple[bytes, bytes]]:
         out, self.pending = self.pending, []
+        return out
+
+    def take_sends(self) -> list[tuple[str, bytes, bytes]]:
+        out, self.pending_sends = self.pending_sends, []
         return out
 
     def take_direct(self) -> list[tuple[bytes, bytes]]:

@@ -886,6 +886,8 @@ class Member:
             self._broadcast_user(key, payload)
         for key, payload in self._delegate.take_direct():
             self._send_direct(key, payload)
+        for to, key, payload in self._delegate.take_sends():
+            self._send_to(to, key, payload)
         if not self._queue:
             return
         dead_time = self.profile.gossip_to_the_dead_time
@@ -923,6 +925,16 @@ class Member:
         for node in live:
             self._send(node.addr, [encoded])
             self.stats["direct_sent"] += 1
+
+    def _send_to(self, to: str, key: bytes, payload: bytes) -> None:
+        node = self._nodes.get(to)
+        if node is None or node is self._me or node.state not in _LIVE:
+            self.drops["send_to_not_live"] += 1
+            return
+        encoded = self._encode_user(UserDirect(self.name, key, payload))
+        if encoded is not None:
+            self._send(node.addr, [encoded])
+            self.stats["sent_to"] += 1
 
     def _encode_user(self, msg: UserBroadcast | UserDirect) -> bytes | None:
         # The delegate's bug, but found inside our timer: raising here would stop gossip for

@@ -8,7 +8,17 @@ a msgpack array `[kind, ...]`:
     ["v", peer, node, online, stamp]    one peer's verdict      fnlb.payloads.verdict
     ["m", node, reading]                a node's /metrics       fnlb.payloads.node_metrics
     ["b", backoff_bytes]                routing back-off        fnlb.payloads.backoff
-    ["l", peer, digest_bytes]           one peer's load digest  fnlb.payloads.load_digest
+    ["l", peer, digest_bytes]           one peer's load digest, sent to every peer (before
+                                        issue #11; still read from older peers)
+    ["u", peer, digest_bytes]           the load of a peer's subtree, to its parent in the
+                                        load tree                fnlb.cluster.load_tree
+    ["c", root, digest_bytes]           the cluster's load, summed by the tree's root and
+                                        passed down the tree     fnlb.cluster.load_tree
+
+All three carry a load digest (fnlb.payloads.load_digest, its own VERSION inside). A peer
+built before "u" and "c" drops them as `bad_cluster_message` (unknown kind) and counts them:
+it sees only the older peers' load, while a newer root still counts an older peer's "l"
+digests in the cluster sum (docs/cluster.md, "Load: summed up a tree").
 
 A push-pull full state is a map: fnlb.payloads.full_state. Anything malformed raises
 RemoteProtocolError (dropped by the caller and counted by reason).
@@ -30,6 +40,9 @@ VERDICT: Final = "v"
 NODE_METRICS: Final = "m"
 BACKOFF: Final = "b"
 LOAD: Final = "l"
+LOAD_UP: Final = "u"
+LOAD_CLUSTER: Final = "c"
+LOAD_KINDS: Final = (LOAD, LOAD_UP, LOAD_CLUSTER)
 
 
 def pack(value: Any) -> bytes:
@@ -76,7 +89,7 @@ def open_message(payload: bytes) -> list[Any]:
         or (kind == VERDICT and n == 5)
         or (kind == NODE_METRICS and n == 3 and isinstance(msg[1], str))
         or (kind == BACKOFF and n == 2 and isinstance(msg[1], bytes))
-        or (kind == LOAD and n == 3 and isinstance(msg[1], str) and isinstance(msg[2], bytes))
+        or (kind in LOAD_KINDS and n == 3 and isinstance(msg[1], str) and isinstance(msg[2], bytes))
     ):
         return msg
     raise RemoteProtocolError("bad_cluster_message", f"unknown kind {kind!r}")
@@ -85,6 +98,16 @@ def open_message(payload: bytes) -> list[Any]:
 def load_message(peer: str, digest: bytes) -> bytes:
     """`["l", peer, digest]`: one peer's load digest (fnlb.payloads.load_digest)."""
     return pack([LOAD, peer, digest])
+
+
+def load_up_message(peer: str, digest: bytes) -> bytes:
+    """`["u", peer, digest]`: the load of `peer`'s subtree, for its parent."""
+    return pack([LOAD_UP, peer, digest])
+
+
+def load_cluster_message(root: str, digest: bytes) -> bytes:
+    """`["c", root, digest]`: the cluster's load as the tree's root summed it."""
+    return pack([LOAD_CLUSTER, root, digest])
 
 
 def backoff_message(entries: bytes) -> bytes:

@@ -76,6 +76,9 @@ MAX_UINT64: Final = 2**64 - 1
 Row = tuple[int, int, int, int]
 """(rate_c, in_flight, wait_ms, busy_c) in wire units."""
 ZERO_ROW: Final[Row] = (0, 0, 0, 0)
+UNATTRIBUTED: Final = ""
+"""The node name `encode_digest` reads as "figures of this function not split by node"
+(never a real node: names are 1..255 characters)."""
 
 # Reasons (counter labels) a digest is dropped under.
 TOO_LARGE = "load_too_large"
@@ -220,13 +223,17 @@ def encode_digest(
     budget: int = GOSSIP_BUDGET_BYTES,
     detail_share: float = DETAIL_SHARE,
     stamp_ms: int = 0,
+    other_nodes: Lump | None = None,
 ) -> bytes:
     """A digest of at most `budget` bytes.
 
     `functions`: hottest first, each with its non-zero per-node figures (consumed lazily, only
-    as far as the budget goes). `nodes`: every node's totals, busiest first. `totals`: the sum
-    over all functions (what the lumps are computed from), `function_count`: how many
-    functions the peer tracks.
+    as far as the budget goes); a sum of digests names the figures it got without nodes
+    (digests that listed the function by its totals) under the node `UNATTRIBUTED`, and such
+    a function is listed by its totals. `nodes`: every node's totals, busiest first. `totals`:
+    the sum over all functions (what the lumps are computed from), `function_count`: how many
+    functions the peer tracks. `other_nodes`: figures of nodes known only as a lump already
+    (a sum of digests), added to the lump of the nodes not listed.
 
     Each function in turn is listed per node if that keeps the digest within
     `detail_share * budget` (node names cost bytes), else by its totals only if that fits the
@@ -258,7 +265,8 @@ def encode_digest(
         cost = 0
         new: dict[str, int] = {}
         if used < detail_limit and all(
-            n in node_index or _encodable(n, MAX_NODE_NAME) for n, _row in cells
+            n in node_index or (n != UNATTRIBUTED and _encodable(n, MAX_NODE_NAME))
+            for n, _row in cells
         ):
             entry: list[Any] = [fn]
             for node, row in cells:
@@ -311,6 +319,13 @@ def encode_digest(
         max(0, busy_c - listed[2]),
     ]
     other = [len(node_rows) - len(node_index), 0, 0, 0]
+    if other_nodes is not None:
+        other = [
+            other[0] + other_nodes.count,
+            other_nodes.rate_c,
+            other_nodes.in_flight,
+            other_nodes.busy_c,
+        ]
     for node, (r, i, _w, b) in nodes:
         if node not in node_index:
             other[1] += r

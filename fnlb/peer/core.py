@@ -5,7 +5,7 @@ constructor, as gossip's member takes them). Rule 2: every input is a method tha
 `now`; every output is drained by the caller, in the style of h11 and aioquic:
 
     inputs                                       outputs (drained)
-    attempt_started / attempt_finished (proxy)   take_broadcasts / take_direct (gossip)
+    attempt_started / attempt_finished (proxy)   take_broadcasts / take_sends (gossip)
     gossip: notify_broadcast, merge_remote_state take_checks (health checks to run now)
       (the GossipDelegate: the Peer is it)       take_save (the node set must be persisted)
     members_changed / member_left (gossip)       view (the routing view, swapped whole)
@@ -319,7 +319,7 @@ class Peer:
 
     def member_left(self, name: str, now: float) -> None:
         """A peer died or left: its load no longer counts."""
-        self.state.load.peer_left(name, now)
+        self.state.peer_left(name, now)
 
     # -- gossip: the delegate (fnlb.gossip.delegate.GossipDelegate) ----------------------
 
@@ -328,6 +328,9 @@ class Peer:
 
     def take_direct(self) -> list[tuple[bytes, bytes]]:
         return self.state.take_direct()
+
+    def take_sends(self) -> list[tuple[str, bytes, bytes]]:
+        return self.state.take_sends()
 
     def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
         """Merge a peer's broadcast; True when it was news here (gossip relays it then)."""
@@ -376,13 +379,14 @@ class Peer:
     def tick(self, now: float) -> None:
         """Whatever is due at wall-clock `now` (seconds): call it every 0.1 s or so.
 
-        Every DIGEST_S this peer's load digest (shared, and counted here); every SWEEP_S idle
+        Every DIGEST_S this peer's load digest (summed with its children's up the load tree);
+        every SWEEP_S idle
         figures, stale digests and old tombstones go; every TICK_S the control loop
         recomputes widths, placement and the scale signal, and back-off to share is queued.
         """
         if now >= self._next_digest:
             self._next_digest = now + DIGEST_S
-            idle = self.local.function_count == 0
+            idle = self.local.function_count == 0 and not self.state.tree.has_children(now)
             self._idle_sent = self._idle_sent + 1 if idle else 0
             if self._idle_sent <= IDLE_DIGESTS:
                 self.state.queue_load(self.local.digest(now, stamp_ms=int(now * 1000)), now)
@@ -402,7 +406,7 @@ class Peer:
                     self.state.queue_backoff(message)
         if not self.gossip:  # nobody to tell: what gossip would carry is dropped
             self.state.take_broadcasts()
-            self.state.take_direct()
+            self.state.take_sends()
 
     # -- outputs -----------------------------------------------------------------------------
 

@@ -46,6 +46,8 @@ class SimPeer:
     confirming: set[str] = field(default_factory=set)
     checking: set[str] = field(default_factory=set)
     saves: int = 0
+    events_seen: int = -1
+    """The gossip slot's event count when membership was last handed over (-1: never)."""
 
 
 class ClusterSim:
@@ -164,6 +166,7 @@ class ClusterSim:
         p.peer = self._new_peer(name, p.disk, nodes)
         p.up = True
         p.gen += 1
+        p.events_seen = -1
         p.confirming.clear()
         p.checking.clear()
         self.gossip.restart(name, seeds, delegate=p.peer)
@@ -244,12 +247,15 @@ class ClusterSim:
             return
         p = self.peers[name]
         peer = p.peer
-        members = self.gossip.slots[name].member.members()
-        peer.members_changed(m.name for m in members if m.state in _LIVE)
+        slot = self.gossip.slots[name]
         now = self.peer_ms(name) / 1000
-        for m in members:
-            if m.state not in _LIVE:
-                peer.member_left(m.name, now)
+        if slot.events != p.events_seen:  # membership moved only if the member said so
+            p.events_seen = slot.events
+            members = slot.member.members()
+            peer.members_changed(m.name for m in members if m.state in _LIVE)
+            for m in members:
+                if m.state not in _LIVE:
+                    peer.member_left(m.name, now)
         peer.tick(now)
         for check in peer.take_checks():
             if check.confirm:

@@ -276,9 +276,10 @@ class RoutingSim:
             del self.calls[call_id]
             self.record.failed += 1
 
-    def _post(self, sender: SimPeer, data: bytes) -> None:
+    def _post(self, sender: SimPeer, data: bytes, to: str | None = None) -> None:
+        """`data` from `sender` to every other peer, or to the peer named `to`."""
         for q in self.peers:
-            if q is sender:
+            if q is sender or (to is not None and q.name != to):
                 continue
             for attempt in range(3):  # gossip retransmits a broadcast
                 if self.rng.random() > self.loss:
@@ -302,6 +303,8 @@ class RoutingSim:
                 peer.health_checked(check.node, True, self.wall_ms(p))
             for _key, payload in (*peer.take_direct(), *peer.take_broadcasts()):
                 self._post(p, payload)
+            for to, _key, payload in peer.take_sends():
+                self._post(p, payload, to)
             control = peer.control
             cut = control.cut
             if cut <= p.last_cut:

@@ -310,7 +310,7 @@ def test_each_digest_takes_the_next_sequence_number() -> None:
 def three_peers(now: float) -> list[tuple[str, LocalLoad]]:
     peers = []
     for p, rate in (("a", 10.0), ("b", 20.0), ("c", 30.0)):
-        load = LocalLoad(epoch=1)
+        load = LocalLoad(epoch=1, time_constant_s=TAU)  # smooth: read between calls
         steady(load, "hot", "n1", rate, now - 30, 30.0)
         steady(load, "hot", "n2", rate / 2, now - 30, 30.0)
         steady(load, f"only-{p}", "n3", 1.0, now - 30, 30.0)
@@ -510,7 +510,7 @@ class Sim:
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
-        self.local = {p: LocalLoad(epoch=1) for p in self.PEERS}
+        self.local = {p: LocalLoad(epoch=1, time_constant_s=TAU) for p in self.PEERS}
         self.cluster = {p: ClusterLoad() for p in self.PEERS}
         self.ends: list[tuple[float, int, str, str, str]] = []  # (end, tie, peer, fn, node)
         self.mail: list[tuple[float, int, str, str, bytes]] = []  # (at, tie, to, from, data)
@@ -744,3 +744,20 @@ def test_a_peer_that_comes_back_is_heard_again() -> None:
     assert cluster.expire(T0 + 20) == []
     old = LocalLoad(epoch=2)  # same epoch, sequence from 1 again: heard once the memory lapses
     assert cluster.merge("a", old.digest(T0 + 20), T0 + 20)
+
+
+def test_a_new_functions_rate_is_right_from_its_first_calls() -> None:
+    """A young record is divided by the weight it has had: no climb over a few tau."""
+    load = LocalLoad()  # the default time constant, 1 s
+    last = steady(load, "new", "n1", 20.0, T0, 0.6)
+    now = last + 0.025  # half-way to the next call
+    assert load.function_load("new", now).rate == pytest.approx(20.0, rel=0.15)
+    assert load.node_load("n1", now).rate == pytest.approx(20.0, rel=0.15)
+    assert decode_digest(load.digest(now)).functions["new"]["n1"][0] == pytest.approx(
+        2000, rel=0.15
+    )
+    lone = LocalLoad()
+    lone.call_started("once", "n1", T0)
+    assert lone.function_load("once", T0).rate <= 1 / (1 - math.exp(-0.5)) + 1e-9  # floored
+    # once old, a record reads the plain decayed count: steps of a known function take tau
+    assert load._young(T0, T0 + 7 * load.tau) == 1.0

@@ -320,7 +320,7 @@ async def test_an_idle_peer_stops_sending_load_digests_and_resumes_with_calls() 
             assert runtime is not None
 
             def sent() -> int:
-                return int(runtime.member.stats["direct_sent"])
+                return int(runtime.member.stats["sent_to"])
 
             await asyncio.sleep(1.5)  # two idle digests at most, 0.3 s apart, then silence
             quiet = sent()

@@ -163,13 +163,14 @@ def test_one_reporter_per_node_and_push_pull_carries_own_verdicts_only() -> None
     assert set(fresh.verdicts.verdicts("n:1")) == {"b"}
 
 
-def test_a_load_digest_goes_direct_and_only_the_newest_is_sent() -> None:
+def test_a_load_digest_goes_up_the_tree_and_only_the_newest_is_sent() -> None:
     import msgpack
 
     from fnlb.cluster.load import LocalLoad
 
     local = LocalLoad()
-    p = ClusterState("a", healthy=1, unhealthy=1)
+    p = ClusterState("b", healthy=1, unhealthy=1)
+    p.set_alive(["a", "b"])  # "a" is the root, "b" its child
     p.take_broadcasts()
     older = local.digest(1.0, stamp_ms=1000)
     local.call_started("r/app/f", "n:1", 1.1)
@@ -177,13 +178,22 @@ def test_a_load_digest_goes_direct_and_only_the_newest_is_sent() -> None:
     p.queue_load(older, 1.0)
     p.queue_load(newer, 1.2)
     assert p.take_broadcasts() == []  # not a broadcast: the other peers never relay it
-    ((key, payload),) = p.take_direct()
-    assert key == b"l/a"
-    assert msgpack.unpackb(payload) == ["l", "a", newer]
-    assert p.take_direct() == []
-    q = ClusterState("b", healthy=1, unhealthy=1)
-    q.merge_broadcast(payload, 1300)
-    assert q.load.function_load("r/app/f", 1.3).in_flight == 1
+    assert p.take_direct() == []  # nor sent to every peer
+    ((to, key, payload),) = p.take_sends()
+    assert (to, key) == ("a", b"u/b")
+    assert msgpack.unpackb(payload) == ["u", "b", newer]
+    assert p.take_sends() == []
+    root = ClusterState("a", healthy=1, unhealthy=1)
+    root.set_alive(["a", "b", "c"])
+    root.merge_broadcast(payload, 1300)
+    root.queue_load(LocalLoad().digest(1.3, stamp_ms=1300), 1.3)
+    assert root.load.function_load("r/app/f", 1.3).in_flight == 1
+    down = root.take_sends()
+    assert sorted((to, key) for to, key, _p in down) == [("b", b"c/"), ("c", b"c/")]
+    q = ClusterState("c", healthy=1, unhealthy=1)
+    q.set_alive(["a", "b", "c"])
+    q.merge_broadcast(down[0][2], 1400)
+    assert q.load.function_load("r/app/f", 1.4).in_flight == 1
 
 
 def test_a_verdict_stamped_far_ahead_is_refused_and_counted() -> None:
@@ -246,3 +256,34 @@ def test_entries_the_node_set_refused_or_dropped_are_counted() -> None:
     p.merge_full(full, 40_000)
     assert p.refused["ghosts_dropped"] == 1
     assert "mine:1" not in p.nodes
+
+
+def test_a_full_state_carries_at_most_so_many_recent_verdicts_of_others_the_newest() -> None:
+    """At a cluster's start every verdict is recent: N x nodes rows per push-pull."""
+    import msgpack
+
+    from fnlb.cluster.health_merge import Verdict
+    from fnlb.cluster.hlc import Timestamp
+    from fnlb.cluster.state import RECENT_VERDICT_ROWS, verdict_stamp
+
+    p = ClusterState("a", healthy=1, unhealthy=1)
+    nodes = [f"10.0.{i // 250}.{i % 250}:80" for i in range(40)]
+    for i, node in enumerate(nodes):
+        p.add_node(node, 1000 + i)
+        p.record_check(node, True, 2000)  # our own: always carried
+        for k in range(20):
+            stamp = verdict_stamp(Timestamp(3000 + 20 * i + k, 0, f"p{k}"))
+            p.verdicts.merge(f"p{k}", node, Verdict(True, stamp))
+    rows = msgpack.unpackb(p.local_state(False, 4000), raw=False)["verdicts"]
+    own = [r for r in rows if r[0] == "a"]
+    others = [r for r in rows if r[0] != "a"]
+    assert len(own) == 40
+    assert len(others) == RECENT_VERDICT_ROWS < 40 * 20
+    newest = sorted((r[3] for r in others), reverse=True)
+    assert (
+        min(newest)
+        >= sorted(
+            (v.stamp for n in nodes for q, v in p.verdicts.verdicts(n).items() if q != "a"),
+            reverse=True,
+        )[RECENT_VERDICT_ROWS - 1]
+    )

@@ -309,6 +309,25 @@ def test_a_direct_message_goes_once_to_each_live_member_and_is_never_relayed() -
     assert not [x for msgs, _ in sent(r, 1.0) for x in msgs if x == theirs]
 
 
+def test_a_message_for_one_member_goes_to_it_alone_and_a_dead_one_is_skipped() -> None:
+    from fnlb.gossip.messages import UserDirect
+
+    d = RecordingDelegate()
+    m = member(delegate=d)
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    m.receive_datagram(packet(Alive(1, "c", PEER, b"")), PEER, 0.0)
+    m.receive_datagram(packet(Dead(1, "c", "x")), PEER, 0.0)
+    m.datagrams_to_send(0.0)
+    d.send_to("b", b"u/a", b"sum")
+    d.send_to("c", b"u/a", b"sum")  # dead
+    d.send_to("nobody", b"u/a", b"sum")
+    m.handle_timer(1.0)
+    mine = UserDirect("a", b"u/a", b"sum")
+    assert [addr for msgs, addr in sent(m, 1.0) if mine in msgs] == [B]
+    assert m.stats["sent_to"] == 1
+    assert m.drops["send_to_not_live"] == 2
+
+
 def test_a_hostile_huge_incarnation_is_refuted_without_breaking_the_encoder() -> None:
     m = member()
     m.receive_datagram(packet(Suspect(codec.MAX_COUNTER, "a", "evil")), PEER, 1.0)

@@ -62,18 +62,30 @@ def test_a_lone_peer_drops_what_gossip_would_carry() -> None:
     assert p.load.peers(clock.s) == ["self"]  # its own digest is counted all the same
 
 
-def test_a_cluster_peer_sends_its_digest_directly_and_falls_silent_when_idle() -> None:
+def test_a_cluster_peer_sends_its_digest_up_the_load_tree_and_falls_silent_when_idle() -> None:
     clock = Clock()
-    p = peer("a", clock)
-    sent = 0
+    p = peer("b", clock)
+    p.members_changed(["a", "b"])  # "a" sorts first: it is the root, "b" its child
+    sent: list[tuple[str, bytes, bytes]] = []
     for _ in range(10):
         p.tick(clock.s)
-        sent += len(p.take_direct())
+        sent += p.take_sends()
         clock.ms += 300
-    assert sent == IDLE_DIGESTS
+    assert [(to, key) for to, key, _p in sent] == [("a", b"u/b")] * IDLE_DIGESTS
+    assert p.take_direct() == []  # nothing goes to every peer any more
     p.attempt_started("f", "n:1", clock.s)
     p.tick(clock.s)
-    assert len(p.take_direct()) == 1
+    ((to, _key, payload),) = p.take_sends()
+    assert to == "a"
+    root = peer("a", clock)
+    root.members_changed(["a", "b"])
+    root.notify_broadcast("b", b"u/b", payload)
+    root.tick(clock.s)
+    ((to, key, down),) = root.take_sends()  # the cluster's sum, passed down to "b"
+    assert (to, key) == ("b", b"c/")
+    assert root.load.function_load("f", clock.s).in_flight == 1
+    p.notify_broadcast("a", key, down)
+    assert p.load.function_load("f", clock.s).in_flight == 1
 
 
 def test_one_attempt_record_feeds_the_load_and_the_router_once() -> None:
