@@ -290,7 +290,7 @@ class ClientConnection(asyncio.Protocol):
                 self._sniff = data  # the request line is not whole yet
                 return True
             return False  # let the parser refuse it
-        if data[first + 1 : second].partition(b"?")[0] not in self.proxy.management_paths:
+        if not _is_api(data[first + 1 : second], self.proxy.management_paths):
             return False
         hand_over = self.proxy.management
         assert hand_over is not None
@@ -465,6 +465,10 @@ class ClientConnection(asyncio.Protocol):
             self.pause(False)
 
 
+def _is_api(target: bytes, paths: frozenset[bytes]) -> bool:
+    return target.partition(b"?")[0] in paths
+
+
 def hand_to_protocol(factory: Callable[[], asyncio.BaseProtocol]) -> HandOver:
     """A `HandOver` to a protocol of this process (aiohttp's server: `web.Server`)."""
 
@@ -616,6 +620,18 @@ class _Call:
 
     def activate(self) -> None:
         """This request is next to be answered on its connection."""
+        proxy = self.conn.proxy
+        if proxy.management is not None and _is_api(self.target, proxy.management_paths):
+            # On a shared port the API is reached by handing over a connection whose next
+            # request asks for it; one pipelined behind a call is already in the parser.
+            # Refused rather than proxied to an Fn node that knows no such path.
+            self.answer_error(
+                400,
+                "a management API request pipelined behind a call on the shared port is not "
+                "taken: send it when the answers before it have arrived, or on its own connection",
+                close=True,
+            )
+            return
         if self.expect is not None and self.http11:
             if self.expect.lower() != b"100-continue":
                 expect = self.expect.decode("latin-1")

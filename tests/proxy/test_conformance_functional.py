@@ -490,3 +490,48 @@ async def test_a_fault_inside_fnlb_is_a_json_502_not_a_hang(
     assert response.status_code == 502
     assert "logged" in json.loads(body)["msg"]
     assert node.got == []
+
+
+async def test_an_api_request_pipelined_behind_a_call_on_the_shared_port_is_not_proxied(
+    node: H11Node, unused_tcp_port: int, data_plane: str
+) -> None:
+    port = f"127.0.0.1:{unused_tcp_port}"
+    async with running_balancer(nodes=node.address, listen=port, mgmt_listen=port) as lb:
+        await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
+        reader, writer = await asyncio.open_connection("127.0.0.1", unused_tcp_port)
+        try:  # both requests in one write: the API one is read with the call, not sniffed
+            writer.write(
+                b"GET /r/app/fn HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /1/lb/nodes HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            await writer.drain()
+            parser = h11.Connection(h11.CLIENT)  # reads the two answers in order
+            answers: list[tuple[int, bytes]] = []
+            async with asyncio.timeout(10):
+                for _ in range(2):
+                    if answers:
+                        parser.start_next_cycle()
+                    parser.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+                    parser.send(h11.EndOfMessage())
+                    status, body = 0, b""
+                    while True:
+                        event = parser.next_event()
+                        if event is h11.NEED_DATA:
+                            parser.receive_data(await reader.read(65536))
+                        elif isinstance(event, h11.Response):
+                            status = event.status_code
+                        elif isinstance(event, h11.Data):
+                            body += bytes(event.data)
+                        elif isinstance(event, h11.EndOfMessage):
+                            answers.append((status, body))
+                            break
+        finally:
+            writer.close()
+    assert answers[0] == (200, b'{"ok":true}')
+    if data_plane == "aiohttp":  # one app serves both: it answers the API request
+        assert answers[1][0] == 200
+        assert json.loads(answers[1][1])["nodes"] == {node.address: "online"}
+    else:
+        assert answers[1][0] == 400
+        assert "pipelined" in json.loads(answers[1][1])["msg"]
+    assert len(node.got) == 1  # never sent to the Fn node
