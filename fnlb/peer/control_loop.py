@@ -20,6 +20,7 @@ from typing import Final, Protocol
 from fnlb.cluster.load import ClusterLoad, LocalLoad
 from fnlb.cluster.view import NodeView
 from fnlb.payloads.node_metrics import NodeMetrics
+from fnlb.routing.admission import Admission, Admitted
 from fnlb.routing.load_router import NodeCapacity, Router
 from fnlb.routing.placement import EPOCH_MS, place
 from fnlb.routing.scale_signal import ScaleDecision, ScaleSignal, containers_needed
@@ -65,9 +66,17 @@ def capacities(
 class ControlLoop:
     """Widths, placement and the scale signal, recomputed at each tick from the load."""
 
-    def __init__(self, router: Router | None = None, widths: WidthTracker | None = None) -> None:
+    def __init__(
+        self,
+        router: Router | None = None,
+        widths: WidthTracker | None = None,
+        *,
+        admission: bool = True,
+    ) -> None:
         """`router`: the load-aware router to hand the figures to (`--routing=hotset`).
-        `widths`: the width tracker (its policy); a default one when None."""
+        `widths`: the width tracker (its policy); a default one when None. `admission`:
+        place as cluster-wide admission (fnlb.routing.admission: a protected set and the
+        tail's nodes); False: placed homes of the 16 hottest only (fnlb.routing.placement)."""
         self.router = router
         self.widths = widths if widths is not None else WidthTracker()
         self.cut = 0
@@ -76,6 +85,10 @@ class ControlLoop:
         self.homes: dict[str, str] = {}
         """Placed homes of the hottest functions, as of the last placement (`tick`)."""
         self._placed: tuple[int, tuple[str, ...]] | None = None  # (epoch, routable) placed for
+        # -- issue 16: admission (fnlb.routing.admission) --
+        self.admission: Admission | None = Admission(SLOTS_PER_NODE) if admission else None
+        self.tail: tuple[str, ...] = ()
+        """The tail's nodes, as of the last placement (admission only)."""
 
     @property
     def decision(self) -> ScaleDecision | None:
@@ -107,9 +120,21 @@ class ControlLoop:
             for n in view.routable
         }
         caps = capacities(readings, set(view.routable), int(now * 1000))
-        self.place(cut, {key: w.rate for key, w in table.items()}, view)
+        rates = {key: w.rate for key, w in table.items()}
+        if self.admission is not None:
+            # -- issue 16: admission, fed every tick, placed at the epochs --
+            total = load.summary(now, hot=0, settled_ms=cut)
+            in_flight = {key: w.in_flight for key, w in table.items()}
+            self.admission.observe(cut, rates, in_flight, total.rate_c / 100.0, total.in_flight)
+            self.admit(cut, view, caps)
+        else:
+            self.place(cut, rates, view)
         router.update(
-            widths=self.widths.widths, peers_in_flight=others, capacity=caps, homes=self.homes
+            widths=self.widths.widths,
+            peers_in_flight=others,
+            capacity=caps,
+            homes=self.homes,
+            tail=self.tail,
         )
         router.backoff.expire(now)
 
@@ -124,6 +149,24 @@ class ControlLoop:
         if epoch != self._placed or not self.homes:
             self._placed = epoch
             self.homes = place(rates, view.candidates)
+
+    def admit(self, cut: int, view: _Placeable, caps: Mapping[str, NodeCapacity]) -> None:
+        """Issue 16: place the protected set and the tail once per epoch and routable set
+        (as `place`), from the admission's aged scores; nothing scored yet: next tick."""
+        adm = self.admission
+        if adm is None:
+            return
+        epoch = (cut // EPOCH_MS, view.routable)
+        if epoch != self._placed or not self.homes:
+            self._placed = epoch
+            got = adm.place(view.routable, view.candidates, {n: c.slots for n, c in caps.items()})
+            self.homes = dict(got.homes)
+            self.tail = got.tail
+
+    @property
+    def admitted(self) -> Admitted | None:
+        """The last admission placement (None: admission off)."""
+        return self.admission.admitted if self.admission is not None else None
 
 
 class _Placeable(Protocol):

@@ -89,7 +89,7 @@ def test_homes_are_placed_at_aligned_epochs_and_when_the_nodes_change() -> None:
     nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
     current = [NodeView(1, dict.fromkeys(nodes, "online"))]
     local, cluster, router = LocalLoad(epoch=1), ClusterLoad(), Router()
-    feed = ControlLoop(router)
+    feed = ControlLoop(router, admission=False)  # placed homes (issue 5)
 
     def tick(now: float) -> None:
         feed.tick(now, cluster, local, current[0], {})
