@@ -50,12 +50,11 @@ from fnlb.cluster.load import ClusterLoad, LocalLoad
 from fnlb.cluster.view import NodeView
 from fnlb.fnsim.fleet import Fleet
 from fnlb.fnsim.model import CallFinished, CallRejected, PoolConfig
-from fnlb.routing.admission import Admission
+from fnlb.payloads.node_metrics import NodeMetrics
+from fnlb.peer.control_loop import ControlLoop
 from fnlb.routing.classic import ClassicRouter
 from fnlb.routing.load_router import Router, RouterPolicy
-from fnlb.routing.placement import EPOCH_MS, place
 from fnlb.routing.rendezvous import hash64
-from fnlb.routing.widths import aligned_cut
 
 BALANCERS = 3
 NODES = [f"127.0.1.{i + 1}:18080" for i in range(5)]
@@ -153,63 +152,56 @@ class Classic:
 
 
 class Fnlb:
-    """The router of every peer, fed as `fnlb.cluster.feed` feeds it: the real load figures
-    (`LocalLoad` digests merged into a `ClusterLoad`) read at aligned one-second cuts, and the
-    placed homes recomputed at each placement epoch. With one shared view and one load table,
-    as the peers of a converged cluster have; the load-based widths are left out (they act in
-    bursts, which `bench/routing` measures with real peers)."""
+    """The router of every peer, fed by the Peer's own control loop (`ControlLoop.tick`,
+    fnlb/peer/control_loop.py) as production feeds it: the real load figures (`LocalLoad`
+    digests merged into a `ClusterLoad`) read at aligned one-second cuts, the hot-set widths,
+    the placement (admission, or the placed homes with `admit=False`) at its epochs, and each
+    node's size as its /metrics would report it. With one shared view and one load table, as
+    the peers of a converged cluster have. `placed=False`: no control loop, every function on
+    its rendezvous home under bounded load (the router alone)."""
 
     def __init__(
-        self, nodes: Sequence[str], *, placed: bool = True, admit: bool = False, slots: int = 8
+        self,
+        nodes: Sequence[str],
+        *,
+        placed: bool = True,
+        admit: bool = False,
+        memory_mb: int = 1024,
     ) -> None:
         self._view = NodeView(1, dict.fromkeys(nodes, "online"))
-        self._router = Router(RouterPolicy(slots_per_node=slots), rng=random.Random(3))
+        self._router = Router(RouterPolicy(), rng=random.Random(3))
         self._local = LocalLoad(epoch=1)
         self._cluster = ClusterLoad()
-        self._placed = placed
-        self._admission = Admission(slots) if admit else None
+        self._control = ControlLoop(self._router, admission=admit) if placed else None
+        self._memory = memory_mb * 1024 * 1024
         self._next_tick = 0.0
-        self._epoch = -1
 
     def _tick(self, now: float) -> None:
-        wall_ms = int((T0 + now) * 1000)
-        self._cluster.merge("peer", self._local.digest(now, stamp_ms=wall_ms), now)
-        cut = aligned_cut(wall_ms)
-        if self._admission is not None:
-            table = self._cluster.width_table(256, now, settled_ms=cut)
-            total = self._cluster.summary(now, hot=0, settled_ms=cut)
-            self._admission.observe(
-                cut,
-                {k: w.rate for k, w in table.items()},
-                {k: w.in_flight for k, w in table.items()},
-                total.rate_c / 100.0,
-                total.in_flight,
-            )
-            if cut // EPOCH_MS != self._epoch:
-                self._epoch = cut // EPOCH_MS
-                got = self._admission.place(self._view.routable, self._view.candidates)
-                self._router.update(homes=got.homes, tail=got.tail)
-            return
-        if self._placed and cut // EPOCH_MS != self._epoch:
-            self._epoch = cut // EPOCH_MS
-            table = self._cluster.width_table(256, now, settled_ms=cut)
-            rates = {k: w.rate for k, w in table.items()}
-            self._router.update(homes=place(rates, self._view.candidates))
+        wall = T0 + now
+        wall_ms = int(wall * 1000)
+        self._cluster.merge("peer", self._local.digest(wall, stamp_ms=wall_ms), wall)
+        if self._control is not None:
+            readings = {
+                n: NodeMetrics(0.0, 0.0, 0.0, float(self._memory), 0.0, wall_ms)
+                for n in self._view.routable
+            }
+            self._control.tick(wall, self._cluster, self._local, self._view, readings)
 
     def choose(self, lb: int, key: str, now: float) -> Sequence[str]:
         while now >= self._next_tick:
             self._tick(self._next_tick)
             self._next_tick += 1.0
-        return list(self._router.candidates(key, self._view, now))
+        return list(self._router.candidates(key, self._view, T0 + now))
 
     def started(self, lb: int, node: str, key: str, now: float) -> None:
         self._router.call_started(key, node)
-        self._local.call_started(key, node, now)
+        self._local.call_started(key, node, T0 + now)
 
     def finished(self, lb: int, node: str, key: str, answer: Answer) -> None:
         a = answer
-        self._router.call_finished(key, node, a.status, a.wait_s, a.at, answer_s=a.answer_s)
-        self._local.call_finished(key, node, a.status, a.wait_s, a.answer_s, a.at)
+        at = T0 + a.at
+        self._router.call_finished(key, node, a.status, a.wait_s, at, answer_s=a.answer_s)
+        self._local.call_finished(key, node, a.status, a.wait_s, a.answer_s, at)
 
 
 class Rendezvous:
@@ -328,16 +320,15 @@ def row(
     pooled = PoolConfig(
         memory_mb=memory_mb * len(NODES), cold_start_s=0.3, idle_timeout_s=idle_s, max_wait_s=15
     )
-    slots = max(1, memory_mb // 128)
     floor = 100.0 * floor_fraction(make_trace(spec), idle_s, after_s)
     policies: dict[str, Policy] = {
         "rr": RoundRobin(NODES),
         "chash": BoundedHash(NODES),
         "hash": Rendezvous(NODES),
         "classic": Classic(NODES),
-        "unplaced": Fnlb(NODES, placed=False, slots=slots),
-        "placed": Fnlb(NODES, slots=slots),
-        "fnlb": Fnlb(NODES, admit=True, slots=slots),
+        "unplaced": Fnlb(NODES, placed=False, memory_mb=memory_mb),
+        "placed": Fnlb(NODES, memory_mb=memory_mb),
+        "fnlb": Fnlb(NODES, admit=True, memory_mb=memory_mb),
     }
     out = {name: replay(policy, spec, pool, NODES, after_s) for name, policy in policies.items()}
     out["pooled"] = replay(RoundRobin(NODES[:1]), spec, pooled, NODES[:1], after_s)

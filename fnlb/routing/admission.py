@@ -43,9 +43,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from math import ceil
 from typing import Final
 
 from fnlb.routing.placement import HOT_HOMES, container_demand, place
+from fnlb.routing.widths import SPREAD_MIN_RATE, WidthPolicy
 
 AGEING_TICKS: Final = 60.0
 """Ticks (seconds) of the scores' exponential window: longer than Fn's 30 s idle timeout, so
@@ -64,7 +66,9 @@ PROTECTED_FILL: Final = 0.9
 KEEP_SHARE: Final = 0.5
 """A protected function stays protected while its score is this share of the coolest
 newcomer's: hysteresis at the boundary."""
-REHOME_SLACK: Final = 1.15
+CALL_SHARE: Final = WidthPolicy().call_share
+"""The hot-set widths spread a function over more than this many node shares of calls."""
+REHOME_SLACK: Final = 1.5
 """A placed function keeps its home while that node's calls/s stay within this factor of an
 equal share."""
 TAIL_HOT_GAP_S: Final = 1.0
@@ -253,6 +257,7 @@ class Admission:
             # the tail's worst case holds TAIL_UTILISATION of a tail node's slots
             room[n] = (1.0 - TAIL_UTILISATION) * size[n]
         share = (tail_rate + sum(score(k) for k in protected)) / len(nodes)
+        spread_share = CALL_SHARE * share
         homes: dict[str, str] = {}
         for key in sorted(protected, key=lambda k: (-self.scores[k], k)):
             r = score(key)
@@ -265,11 +270,20 @@ class Admission:
             if not may:
                 may = [n for n in order_of(key) if n not in tail]
             old = before.homes.get(key)
-            if old is not None and old in may and placed_rate[old] + r <= REHOME_SLACK * share:
+            # A function over a node's share of calls is spread by the hot-set widths over the
+            # first w nodes of its order, its home first: count its calls where they will go.
+            w = 1
+            if r > spread_share:
+                w = max(1, min(len(nodes), ceil(r / spread_share - 1e-9), int(r / SPREAD_MIN_RATE)))
+            part = r / w
+            if old is not None and old in may and placed_rate[old] + part <= REHOME_SLACK * share:
                 home = old
             else:
                 home = min(may, key=lambda n: placed_rate[n])  # ties: the key's own order
             homes[key] = home
-            placed_rate[home] += r
+            placed_rate[home] += part
             room[home] -= d
+            if w > 1:
+                for n in [n for n in order_of(key) if n != home][: w - 1]:
+                    placed_rate[n] += part
         return homes

@@ -152,6 +152,9 @@ class _SplitMix64:
 _NO_INTS: Final[Mapping[str, int]] = MappingProxyType({})
 _NO_CAPS: Final[Mapping[str, NodeCapacity]] = MappingProxyType({})
 _NO_HOMES: Final[Mapping[str, str]] = MappingProxyType({})
+LIGHT_SHARE: Final = 1 / 3
+"""Below this share of the load floor (a third: 4 calls in flight on 8-slot nodes) p2c
+tosses a coin between its two nodes instead of comparing their loads."""
 _REHOMED_MAX: Final = 100_000
 """Reordered lists kept (one per function routed to a placed home or the tail's nodes)."""
 
@@ -409,6 +412,13 @@ class Router:
         b = int(rng.random() * (k - 1))
         if b >= a:
             b += 1
+        light = self._shared.floor * LIGHT_SHARE
+        if under[a][0] < light and under[b][0] < light:
+            # Both lightly loaded: a few calls in flight more or less (a cold start or two
+            # on one of them) say nothing about which can take the call, so a coin: a
+            # function spread for balance (widths' call share) then splits its calls
+            # instead of sending nearly all of them to the node with fewer cold starts.
+            return under[a][2]
         return under[min(a, b)][2]  # `under` is sorted by (load, order): the lower index wins
 
     # -- observations --------------------------------------------------------------------

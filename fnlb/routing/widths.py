@@ -107,6 +107,12 @@ class WidthPolicy:
     wait caused by cold starts under memory pressure was not helped by a wider set (more
     containers, more evictions). Slow nodes are avoided per node by the back-off instead."""
 
+    call_share: float = 1.25
+    """A function whose calls/s exceed this many equal node shares of the listed functions'
+    calls spreads over as many nodes as keep it under one (issue 16: a burst of a short
+    function needs few containers but would make its home the busiest node by far); 0: off.
+    1.25: the bounded load's balance factor."""
+
     def check(self) -> None:
         """Raise LocalProtocolError when a field is out of range."""
         if self.slots_per_node < 1 or not 0.0 < self.target_utilisation <= 1.0:
@@ -117,6 +123,8 @@ class WidthPolicy:
             raise LocalProtocolError("need shrink_window_s >= 0 and positive pressure limits")
         if not 0 <= self.busy_widen_share <= 1:
             raise LocalProtocolError("need 0 <= busy_widen_share <= 1")
+        if self.call_share < 0:
+            raise LocalProtocolError("need call_share >= 0")
 
     @property
     def confirm_ticks(self) -> int:
@@ -145,6 +153,10 @@ def base_width(levels: LoadLevels, policy: WidthPolicy) -> int:
         need += 1
     return max(need, policy.min_width)
 
+
+SPREAD_MIN_RATE: Final = 1.0
+"""Calls/s a function must bring each node of its hot set before it is spread for balance:
+with Fn's 30 s idle timeout that keeps its container warm on every one of them."""
 
 NO_WIDTHS: Final[Mapping[str, int]] = MappingProxyType({})
 
@@ -232,8 +244,13 @@ class WidthTracker:
         confirm = p.confirm_ticks
         previous = self.widths
         out: dict[str, int] = {}
+        share = p.call_share * sum(v.rate for v in table.values()) / max(nodes, 1)
         for fn, levels in table.items():
             target = base_width(levels, p)
+            if share > 0.0 and levels.rate > share:
+                # ... while every node it spreads to keeps a container warm (a call a second)
+                spread = min(ceil(levels.rate / share - 1e-9), int(levels.rate / SPREAD_MIN_RATE))
+                target = max(target, spread)
             if levels.busy_rate >= max(p.busy_widen_rate, p.busy_widen_share * levels.rate):
                 target = max(target, previous.get(fn, p.min_width) + 1)
             target = min(target, cap)
