@@ -56,6 +56,7 @@ from fnlb.peer.control_loop import ControlLoop
 from fnlb.routing.classic import ClassicRouter
 from fnlb.routing.load_router import Router, RouterPolicy
 from fnlb.routing.rendezvous import hash64
+from fnlb.routing.widths import WidthPolicy, WidthTracker
 
 BALANCERS = 3
 NODES = [f"127.0.1.{i + 1}:18080" for i in range(5)]
@@ -159,7 +160,8 @@ class Fnlb:
     the placement (admission, or the placed homes with `admit=False`) at its epochs, and each
     node's size as its /metrics would report it. With one shared view and one load table, as
     the peers of a converged cluster have. `placed=False`: no control loop, every function on
-    its rendezvous home under bounded load (the router alone)."""
+    its rendezvous home under bounded load (the router alone). `admit=False` is fnlb before
+    issue 16 (placed homes, widths by concurrency alone, p2c always comparing loads)."""
 
     def __init__(
         self,
@@ -170,10 +172,13 @@ class Fnlb:
         memory_mb: int = 1024,
     ) -> None:
         self._view = NodeView(1, dict.fromkeys(nodes, "online"))
-        self._router = Router(RouterPolicy(), rng=random.Random(3))
+        # Before issue 16 (`admit=False`): p2c always compared loads, widths by concurrency
+        light, share = (RouterPolicy().light_share, WidthPolicy().call_share) if admit else (0, 0)
+        self._router = Router(RouterPolicy(light_share=light), rng=random.Random(3))
         self._local = LocalLoad(epoch=1)
         self._cluster = ClusterLoad()
-        self._control = ControlLoop(self._router, admission=admit) if placed else None
+        widths = WidthTracker(WidthPolicy(call_share=share))
+        self._control = ControlLoop(self._router, widths, admission=admit) if placed else None
         self._memory = memory_mb * 1024 * 1024
         self._next_tick = 0.0
 

@@ -122,6 +122,9 @@ class RouterPolicy:
     """A node whose reported memory use (NodeCapacity.used) reaches this is tried last."""
     min_width: int = 1
     """Width of a function absent from the widths table (the tracker's `min_width`)."""
+    light_share: float = 1 / 3
+    """Below this share of the load floor on both of its nodes p2c tosses a coin instead of
+    comparing their loads (issue 16); 0: always compare (the choice before it)."""
 
     def check(self) -> None:
         if self.balance_factor < 1.0 or self.load_floor < 0 or self.min_width < 1:
@@ -130,6 +133,8 @@ class RouterPolicy:
             raise LocalProtocolError("need slots_per_node >= 1, 0 < floor_share < 100")
         if self.choice not in ("least", "p2c") or not 0 < self.full_at <= 1.0:
             raise LocalProtocolError("choice is least or p2c; 0 < full_at <= 1")
+        if not 0 <= self.light_share <= 1:
+            raise LocalProtocolError("need 0 <= light_share <= 1")
 
 
 class _SplitMix64:
@@ -152,9 +157,6 @@ class _SplitMix64:
 _NO_INTS: Final[Mapping[str, int]] = MappingProxyType({})
 _NO_CAPS: Final[Mapping[str, NodeCapacity]] = MappingProxyType({})
 _NO_HOMES: Final[Mapping[str, str]] = MappingProxyType({})
-LIGHT_SHARE: Final = 1 / 3
-"""Below this share of the load floor (a third: 4 calls in flight on 8-slot nodes) p2c
-tosses a coin between its two nodes instead of comparing their loads."""
 _REHOMED_MAX: Final = 100_000
 """Reordered lists kept (one per function routed to a placed home or the tail's nodes)."""
 
@@ -412,7 +414,7 @@ class Router:
         b = int(rng.random() * (k - 1))
         if b >= a:
             b += 1
-        light = self._shared.floor * LIGHT_SHARE
+        light = self._shared.floor * self._policy.light_share
         if under[a][0] < light and under[b][0] < light:
             # Both lightly loaded: a few calls in flight more or less (a cold start or two
             # on one of them) say nothing about which can take the call, so a coin: a
