@@ -86,7 +86,8 @@ class ControlLoop:
         """Placed homes of the hottest functions, as of the last placement (`tick`)."""
         self._placed: tuple[int, tuple[str, ...]] | None = None  # (epoch, routable) placed for
         # -- issue 16: admission (fnlb.routing.admission) --
-        self.admission: Admission | None = Admission(SLOTS_PER_NODE) if admission else None
+        slots = router.policy.slots_per_node if router is not None else SLOTS_PER_NODE
+        self.admission: Admission | None = Admission(slots) if admission else None
         self.tail: tuple[str, ...] = ()
         """The tail's nodes, as of the last placement (admission only)."""
 

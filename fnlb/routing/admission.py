@@ -199,6 +199,11 @@ class Admission:
                 self.admitted = Admitted(place(scores, order_of), ())
                 return self.admitted
             t += 1
+        if len(protected) == len(ranked):
+            # Every function scored fits the protected nodes' memory: nothing to confine
+            # (the rare rest, unscored, goes by rendezvous); the tail's node joins the rest.
+            tail = ()
+            protected = self._protected(ranked, list(nodes), size, before)
         homes = self._homes(protected, nodes, tail, tail_rate, size, order_of, before)
         self.admitted = Admitted(homes, tail)
         return self.admitted
