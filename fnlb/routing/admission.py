@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from math import ceil
 from typing import Final
 
-from fnlb.routing.placement import HOT_HOMES, container_demand, place
+from fnlb.routing.placement import HOT_HOMES, IDLE_TIMEOUT_S, container_demand, place
 from fnlb.routing.widths import SPREAD_MIN_RATE, WidthPolicy
 
 AGEING_TICKS: Final = 60.0
@@ -68,12 +68,12 @@ KEEP_SHARE: Final = 0.5
 newcomer's: hysteresis at the boundary."""
 CALL_SHARE: Final = WidthPolicy().call_share
 """The hot-set widths spread a function over more than this many node shares of calls."""
-REHOME_SLACK: Final = 1.5
+REHOME_SLACK: Final = 1.2
 """A placed function keeps its home while that node's calls/s stay within this factor of an
 equal share."""
 TAIL_HOT_GAP_S: Final = 1.0
 """A function called at least this often may share a tail node: LRU keeps it warm."""
-TAIL_SHARE: Final = 4
+TAIL_SHARE: Final = 2
 """At most one node in this many is the tail's; a tail needing more falls back to placed
 homes (`placement.place`): the memory is too tight for admission to pay."""
 MIN_SCORE: Final = 0.01
@@ -199,9 +199,12 @@ class Admission:
                 self.admitted = Admitted(place(scores, order_of), ())
                 return self.admitted
             t += 1
-        if len(protected) == len(ranked):
-            # Every function scored fits the protected nodes' memory: nothing to confine
-            # (the rare rest, unscored, goes by rendezvous); the tail's node joins the rest.
+        unscored = max(0.0, total_rate - sum(self.score(k) for k in ranked))
+        need = sum(self.demand(k) for k in ranked) + unscored * IDLE_TIMEOUT_S
+        if len(protected) == len(ranked) or need <= PROTECTED_FILL * sum(size.values()):
+            # Every function fits the cluster's memory (each unscored call counted as a
+            # container of its own): nothing to confine, LRU keeps them all; the rest go by
+            # rendezvous and the tail's nodes join the others.
             tail = ()
             protected = self._protected(ranked, list(nodes), size, before)
         homes = self._homes(protected, nodes, tail, tail_rate, size, order_of, before)
@@ -274,7 +277,12 @@ class Admission:
             ]
             if not may:
                 may = [n for n in order_of(key) if n not in tail]
-            old = before.homes.get(key)
+            # Where its containers are now: its placed home, else where the last placement
+            # sent it (the first of the tail's nodes in its order, or its rendezvous home).
+            # Moving it costs a cold start per container, so it stays while that is fair.
+            old = before.homes.get(key) or next(
+                (n for n in order_of(key) if not before.tail or n in before.tail), None
+            )
             # A function over a node's share of calls is spread by the hot-set widths over the
             # first w nodes of its order, its home first: count its calls where they will go.
             w = 1
