@@ -1,10 +1,11 @@
 """Routing quality (fnlb issue 5): cold starts and latency of four ways to route, one trace.
 
-For each configuration the run starts five fresh emulated Fn nodes (`fnlb fnsim`: 1 GiB each,
-128 MB per container, so 8 containers per node; 300 ms cold start; an idle container lives
-`--idle-timeout-s`), three load balancers in front of them, and replays the same seeded trace
-(bench/routing_workload.py: `--functions` functions with Zipf(1.1) rates summing to `--rate`
-calls/s, executions of 10-100 ms, one function 10x for 15 s), each call to one of the three
+For each configuration the run starts five fresh emulated Fn nodes (`fnlb fnsim`: 1 GiB each
+by default (`--memory-mb`), 128 MB per container, so 8 containers per node; 300 ms cold
+start; an idle container lives `--idle-timeout-s`), three load balancers in front of them,
+and replays the same seeded trace (bench/routing_workload.py: `--functions` functions with
+Zipf rates summing to `--rate` calls/s, executions of 10-100 ms (`--exec-ms`), the function
+of rank `--burst-rank` 10x for 15 s), each call to one of the three
 balancers drawn at random, as DNS spreads clients. Configurations:
 
 - `haproxy-roundrobin`: three HAProxy instances, `balance roundrobin`;
@@ -16,7 +17,8 @@ balancers drawn at random, as DNS spreads clients. Configurations:
 - `pooled-memory` (a reference, not a contender): no balancer, the calls go straight to
   ONE node holding all five nodes' memory. Its cold fraction is what Fn's own container
   cache (least recently used idle containers evicted first) achieves when nothing is split:
-  a router that sends each call to one node cannot expect to do much better.
+  a router that sends each function to one node does no better; fnlb's admission (issue 16:
+  the tail's calls kept off the popular functions' nodes) is what beats it.
 
 Printed per configuration: calls counted (after `--warm` s), the cold-start fraction (calls
 that waited for a container start, as the node says in `Fnsim-Cold`), p50/p99 latency seen by
@@ -33,6 +35,8 @@ Rerun (repository root; about 10 minutes on 2 cores):
 
     python -m bench.routing --nice=-10 --plot docs/routing-latency.png
     python -m bench.routing --quick          # a ~1 minute smoke run, tiny trace
+    python -m bench.routing --memory-mb 2048 --functions 300 --zipf-s 1.1 --rate 120 \
+        --idle-timeout-s 30 --exec-ms 20,20 --burst-rank 0    # issue 16's roomy profile
 """
 
 from __future__ import annotations

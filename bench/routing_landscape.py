@@ -1,33 +1,42 @@
-"""Cold starts by routing across many workloads, in virtual time: where can 0.7x be reached?
+"""Cold starts by routing across many workloads, in virtual time: where does fnlb beat one node?
 
 `bench/routing` measures one workload with real processes (~11 minutes a run). This replays
 the same kind of trace (`bench/routing_workload`) through modelled Fn nodes
-(`fnlb.fnsim.fleet`: the PoolModel `fnlb fnsim` itself runs: 1 GiB nodes, 128 MB
-containers, 300 ms cold start, Fn's LRU eviction of idle containers) for a grid of workloads,
-each under five configurations:
+(`fnlb.fnsim.fleet`: the PoolModel `fnlb fnsim` itself runs: 128 MB containers, 300 ms cold
+start, Fn's LRU eviction of idle containers) for a grid of workloads, each under these
+configurations:
 
 - `rr`: round robin, one counter per balancer (HAProxy `balance roundrobin`);
 - `chash`: consistent hashing with bounded load, a model of HAProxy `balance uri` +
   `hash-type consistent` + `hash-balance-factor 125`: 16 ring points per server (weight 1),
   a server is skipped while its requests in flight at that balancer reach
   ceil((all in flight + 1) x 1.25 / servers);
+- `hash`: plain consistent hashing (rendezvous, `--routing=rendezvous`), no bound;
 - `classic`: `fnlb.routing.classic.ClassicRouter`, one per balancer (the original fnlb);
-- `fnlb`: `fnlb.routing.load_router.Router` with its default policy and one shared view, i.e. what
-  the peers of a converged cluster compute alike; load-based widths are left out (they only
-  act in bursts, and `bench/routing` measures them);
+- `unplaced`: fnlb's router alone, every function on its rendezvous home under bounded load;
+- `placed`: fnlb before issue 16, its router fed by the Peer's control loop with placed homes
+  of the 16 hottest, widths by concurrency, p2c comparing loads;
+- `fnlb`: the default, the control loop with admission (fnlb/routing/admission.py): the
+  protected set, the tail's nodes, widths that spread a function's calls, p2c's coin;
+- `wait`: `fnlb` with wait for warm at the balancer (`replay`'s `hold_s`; an experiment of
+  this bench, not in fnlb);
 - `pooled`: one node holding all five nodes' memory, no balancer: Fn's own cache unsplit.
 
-Calls reach one of three balancers at random, as DNS spreads clients. It prints, per
-workload, the floor (calls after a gap longer than the idle timeout: cold under any
-routing), every configuration's cold %, and fnlb's and pooled's ratio to the best of rr,
-chash and classic; issue 5 asks fnlb for at most 0.70. Rows where fnlb meets it are marked.
+The fnlb configurations share one view and one load table, as the peers of a converged
+cluster compute alike. Calls reach one of three balancers at random, as DNS spreads clients.
+It prints, per workload, the floor (calls after a gap longer than the idle timeout: cold
+under any routing), every configuration's cold % with its busiest node over the mean node,
+`*` where some node saturated (503s or waits over 1 s), fnlb's ratio to pooled memory (issue
+16 asks for 0.85; marked) and its gap to plain hashing; then the mean ratios and the counts
+issue 16 asks for.
 
-The models are calibrated against `bench/routing`'s real processes at its default workload
-(docs/routing.md gives both). Deterministic: same arguments, same table. Rerun (repository
-root; about a minute for the default grid):
+The models are calibrated against `bench/routing`'s real processes (docs/routing.md gives
+both). Deterministic: same arguments, same table. Rerun (repository root; a few minutes):
 
     python -m bench.routing_landscape
-    python -m bench.routing_landscape --functions 50,200,400 --rates 20,40,80 --memory-mb 2048
+    python -m bench.routing_landscape --functions 300,1000 --rates 40,120 \
+        --zipf-s 0.8,0.9,1.0,1.1 --seeds 1 --memory-mb 1024,2048,4096 --idle-timeout-s 30 \
+        --exec-ms 20,20 --burst-rank 0
 """
 
 from __future__ import annotations

@@ -22,15 +22,19 @@ How, every tick (`observe`) and at each placement epoch (`place`):
   decays away).
 - **Tail nodes**: the first `t` nodes of the rendezvous order of a fixed key, so they stay
   the same from epoch to epoch; `t` is the smallest count whose containers hold the tail's
-  worst case, every tail call cold: tail rate x (cold start + mean execution) within
-  `TAIL_UTILISATION` of their slots (the tail's nodes are never saturated).
+  worst case, every tail call cold: tail rate x (cold start + half a call's mean hold)
+  within `TAIL_UTILISATION` of their slots (the tail's nodes are never saturated), at most
+  one node in `TAIL_SHARE`; a tail needing more falls back to the placed homes of before.
+  No tail at all when every function fits the memory: confining would waste a node.
 - **Protected set**: functions by score, hottest first, while their warm containers
   (`container_demand` plus their calls in flight) fit in `PROTECTED_FILL` of the other
   nodes' slots. Hysteresis: a function already protected stays while its score is at least
   `KEEP_SHARE` of the coolest newcomer's, so a function near the boundary does not flap.
-- **Homes**: most demanding first, each on the node with the least calls/s placed so far
-  among those with memory left (its previous home while that stays within `REHOME_SLACK`
-  of an equal share: containers are not abandoned for a little balance). The tail's nodes
+- **Homes**: most called first, each on the node with the least calls/s placed so far
+  among those with memory left, a function the widths spread counted on each node it goes
+  to; a function stays on the node its containers are on (its home, else where the last
+  placement sent it) while that node stays within `REHOME_SLACK` equal shares: containers
+  are not abandoned for a little balance. The tail's nodes
   start with the tail's rate and take only functions hot enough that LRU never evicts them
   (called at least every `TAIL_HOT_GAP_S`): the busiest node stays near the mean while the
   tail cannot evict what it holds.
