@@ -8,14 +8,20 @@
 # asks the management API on the port of FNLB_MGMT_LISTEN, so change the API's port with
 # that variable rather than with -mgmt-listen.
 
-FROM python:3.11-slim AS build
+# The base image is pinned to a Python patch release and Debian release; move it on purpose
+# (and run scripts/test.sh), never by a rebuild. Pin the digest too where a registry is at hand:
+# python:3.11.14-slim-bookworm@sha256:...
+FROM python:3.11.14-slim-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY fnlb ./fnlb
 # Every dependency ships manylinux wheels: no compiler, nothing to clean up in this stage.
+# constraints.txt pins every runtime dependency (and the build backend, through
+# PIP_CONSTRAINT, which pip's isolated build environment also obeys) to the tested versions.
+ENV PIP_CONSTRAINT=/src/constraints.txt
 RUN pip install --no-cache-dir --no-compile --prefix=/install .
 
-FROM python:3.11-slim
+FROM python:3.11.14-slim-bookworm
 COPY --from=build /install /usr/local
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/fnlb --create-home fnlb
 # numeric, so Kubernetes (runAsNonRoot) can tell it is not root
@@ -28,6 +34,6 @@ ENV FNLB_LISTEN=:8081 \
 # calls, management API, gossip (UDP probes and TCP push-pull)
 EXPOSE 8081 8082 8946/udp 8946/tcp
 HEALTHCHECK --interval=10s --timeout=4s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('FNLB_MGMT_LISTEN', ':8081').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/1/lb/nodes', timeout=3)"]
+    CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('FNLB_MGMT_LISTEN', ':8081').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=3)"]
 ENTRYPOINT ["fnlb"]
 CMD ["serve"]

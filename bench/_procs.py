@@ -158,6 +158,42 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (all its threads'), from /proc."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """`cpu_seconds` of `pid` and of every live descendant (an fnlb with -workers N)."""
+    total = cpu_seconds(pid)
+    for child in children(pid):
+        try:
+            total += tree_cpu_seconds(child)
+        except OSError:  # it exited meanwhile
+            continue
+    return total
+
+
+def tree_rss_kb(pid: int) -> list[int]:
+    """Resident memory (kB) of `pid` and of each of its descendants, `pid` first."""
+    sizes: list[int] = []
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            sizes.append(int(line.split()[1]))
+    for child in children(pid):
+        try:
+            sizes += tree_rss_kb(child)
+        except OSError:
+            continue
+    return sizes
+
+
 def set_priority(pid: int, nice: int) -> bool:
     """Give `pid` niceness `nice`, also across sessions; False if the kernel refuses.
 

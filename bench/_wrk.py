@@ -44,11 +44,19 @@ end
 """
 
 
-def lua_script(keys: int, app: str = "benchapp") -> str:
-    """The wrk script that spreads POSTs over `keys` paths `/r/{app}/fn1..fnN`."""
+def lua_script(keys: int, app: str = "benchapp", delay_ms: int | None = None) -> str:
+    """The wrk script that spreads POSTs over `keys` paths `/r/{app}/fn1..fnN`.
+
+    `delay_ms`: each connection waits this long after an answer before its next request, so
+    the load is paced (about connections * 1000 / delay_ms calls/s) instead of as fast as
+    the server answers; wrk's latency figures leave the wait out.
+    """
     if keys < 1:
         raise ValueError("keys must be at least 1")
-    return _SCRIPT.format(keys=keys, app=app, mark=RESULT_MARK)
+    script = _SCRIPT.format(keys=keys, app=app, mark=RESULT_MARK)
+    if delay_ms is not None:
+        script += f"delay = function()\n  return {max(1, delay_ms)}\nend\n"
+    return script
 
 
 @dataclass(frozen=True)

@@ -58,8 +58,8 @@ class Relayed:
     def take_direct(self) -> list[tuple[bytes, bytes]]:
         return []
 
-    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
-        self.peer.notify_broadcast(origin, key, payload)
+    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
+        return self.peer.notify_broadcast(origin, key, payload)
 
     def local_state(self, join: bool) -> bytes:
         return self.peer.local_state(join)
@@ -70,7 +70,7 @@ class Relayed:
 
 @dataclass(frozen=True)
 class SpreadRun:
-    """What one simulated run shows (tests/bench/test_load_spread_sim.py asserts on it)."""
+    """What one simulated run shows (bench/tests/test_load_spread_sim.py asserts on it)."""
 
     reach_ms: list[int]
     """Sorted: ms from a digest being made to a peer merging it as its origin's newest."""

@@ -22,6 +22,18 @@ Rerun (from the repository root):
 Besides req/s and latency it records each server's CPU time per call (from /proc), the
 figure that holds up when other work shares the machine; `--nice=-10` (root) keeps that
 other work from stealing the proxies' CPU in the first place.
+
+A/B runs of fnlb itself: `--variant 'NAME=ARGS'` adds an fnlb row started with ARGS (repeat
+for more), `NAME@DIR=ARGS` runs that row from the source tree DIR (another revision, e.g.
+`git archive main | tar -x -C /tmp/fnlb-main`), and `--only-fnlb` leaves out the yardsticks.
+Every row is loaded in the same interleaved rounds; each variant's CPU per call is reported
+as a ratio to the plain fnlb row's, per round and as the median. The cost of observability
+(docs/observability.md):
+
+    python -m bench.proxy --only-fnlb --repeats=5 \
+        --variant 'metrics off=-call-metrics=false' \
+        --variant 'tracing on=-zipkin=http://127.0.0.1:9/api/v2/spans' \
+        --variant 'main@/tmp/fnlb-main='
 """
 
 from __future__ import annotations
@@ -44,16 +56,17 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `bench` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._configs import haproxy_cfg, nginx_conf
+from bench._configs import haproxy_cfg, nginx_conf, nginx_proxy_conf
 from bench._procs import (
     ProcessGroup,
     Started,
     StartError,
     autogroup_nice,
-    cpu_seconds,
     free_port,
     pinned,
     set_priority,
+    tree_cpu_seconds,
+    tree_rss_kb,
     wait_http_ok,
 )
 from bench._wrk import WrkResult, lua_script, run_wrk
@@ -68,8 +81,11 @@ BACKEND = "backend alone"
 HAPROXY = "haproxy"
 HAPROXY_MT = "haproxy (default nbthread)"
 PASSTHROUGH = "aiohttp pass-through"
+NGINX_PROXY = "nginx (proxy, 1 process)"
 FNLB = "fnlb"
 FNLB_CLUSTER = "fnlb (cluster mode, 1 peer)"
+FNLB_AIOHTTP = "fnlb (-data-plane=aiohttp)"
+FNLB_WORKERS = "fnlb -workers"
 
 
 @dataclass(frozen=True)
@@ -161,6 +177,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also run fnlb in cluster mode (gossip on, a cluster of one peer)",
     )
+    p.add_argument(
+        "--fnlb-aiohttp",
+        action="store_true",
+        help="also run fnlb on its aiohttp data plane (-data-plane=aiohttp), the earlier path",
+    )
+    p.add_argument(
+        "--fnlb-workers",
+        default="",
+        metavar="N,N",
+        help="also run fnlb with -workers N for each N listed (e.g. 2,4), unpinned: its "
+        "workers share every CPU with wrk and the nodes",
+    )
+    p.add_argument(
+        "--paced",
+        action="store_true",
+        help="then load each proxy at half its measured maximum rate (wrk pacing each "
+        "connection) and the backend alone at the same rate: the p99 a proxy adds",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument(
         "--nice",
@@ -184,7 +218,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--quick", action="store_true", help="1 s runs, 1 round, 1 s warm-up: a smoke run"
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME[@DIR]=ARGS",
+        help="another fnlb row: extra 'fnlb serve' ARGS (shell words), run from source tree "
+        "DIR if given; its CPU per call is compared with the fnlb row's (repeatable)",
+    )
+    p.add_argument(
+        "--alternate",
+        action="store_true",
+        help="run every other round in reverse order (A B C, C B A, ...)",
+    )
+    p.add_argument(
+        "--only-fnlb",
+        action="store_true",
+        help="load only the fnlb rows (no backend-alone, HAProxy or pass-through rows)",
+    )
     args = p.parse_args(argv)
+    try:
+        args.variants = [parse_variant(v) for v in args.variant]
+    except ValueError as e:
+        p.error(str(e))
     if args.quick:
         args.duration, args.repeats, args.warmup = 1, 1, 1
     for name in ("duration", "connections", "threads", "repeats", "keys", "nodes"):
@@ -192,7 +248,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             p.error(f"--{name} must be at least 1")
     if args.warmup < 0:
         p.error("--warmup must not be negative")
+    try:
+        counts = worker_counts(args)
+    except ValueError:
+        p.error("--fnlb-workers takes numbers, e.g. 2,4")
+    if any(n < 1 for n in counts):
+        p.error("--fnlb-workers: each count must be at least 1")
     return args
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    root: Path
+    args: list[str]
+
+
+def parse_variant(spec: str) -> Variant:
+    """`NAME[@DIR]=ARGS` -> a Variant; ValueError saying what is wrong."""
+    head, sep, rest = spec.partition("=")
+    if not sep or not head.strip():
+        raise ValueError(f"--variant {spec!r}: write NAME=ARGS or NAME@DIR=ARGS")
+    name, _, root = head.partition("@")
+    path = Path(root).resolve() if root else REPO_ROOT
+    if not (path / "fnlb" / "__main__.py").is_file():
+        raise ValueError(f"--variant {spec!r}: {path} holds no fnlb source tree")
+    if name.strip() == FNLB:
+        raise ValueError(f"--variant {spec!r}: the name {FNLB!r} is the plain row's")
+    return Variant(name.strip(), path, shlex.split(rest))
 
 
 def rerun_command(args: argparse.Namespace) -> str:
@@ -212,9 +295,15 @@ def rerun_command(args: argparse.Namespace) -> str:
     ]
     parts += ["--haproxy-mt"] if args.haproxy_mt else []
     parts += ["--fnlb-cluster"] if args.fnlb_cluster else []
+    parts += ["--fnlb-aiohttp"] if args.fnlb_aiohttp else []
+    parts += ["--paced"] if args.paced else []
+    parts += [f"--fnlb-workers={args.fnlb_workers}"] if args.fnlb_workers else []
     parts += ["--no-pin"] if args.no_pin else []
     parts += [f"--nice={args.nice}"] if args.nice else []
     parts += [f"--fnlb-arg={a}" for a in args.fnlb_arg]
+    parts += [f"--variant={v}" for v in args.variant]
+    parts += ["--only-fnlb"] if args.only_fnlb else []
+    parts += ["--alternate"] if args.alternate else []
     return shlex.join(parts)
 
 
@@ -259,6 +348,19 @@ def start_haproxy(
     return _ready(proc, name, port)
 
 
+def start_nginx_proxy(
+    group: ProcessGroup, node_ports: list[int], tmp: Path, cpus: list[int] | None
+) -> Target:
+    port = free_port()
+    conf = tmp / "nginx-proxy.conf"
+    conf.write_text(nginx_proxy_conf(port, node_ports, tmp))
+    for sub in ("nginx-proxy-body", "nginx-proxy-temp"):
+        (tmp / sub).mkdir(exist_ok=True)
+    cmd = ["nginx", "-e", str(tmp / "nginx-proxy-error.log"), "-p", str(tmp), "-c", str(conf)]
+    proc = group.start(NGINX_PROXY, pinned(cmd, cpus))
+    return _ready(proc, NGINX_PROXY, port)
+
+
 def start_passthrough(group: ProcessGroup, node_ports: list[int], cpus: list[int] | None) -> Target:
     port = free_port()
     upstreams = [f"http://{HOST}:{p}" for p in node_ports]
@@ -273,6 +375,7 @@ def start_fnlb(
     cpus: list[int] | None,
     extra: list[str],
     name: str = FNLB,
+    root: Path = REPO_ROOT,
 ) -> Target:
     port, mgmt = free_port(), free_port()
     nodes = ",".join(f"{HOST}:{p}" for p in node_ports)
@@ -292,8 +395,8 @@ def start_fnlb(
         *extra,
     ]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    proc = group.start(name, pinned(cmd, cpus), cwd=REPO_ROOT, env=env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    proc = group.start(name, pinned(cmd, cpus), cwd=root, env=env)
     return _ready(proc, name, port, timeout=40)
 
 
@@ -473,12 +576,31 @@ def _run(args: argparse.Namespace, say: Callable[[str], None], plan: CpuPlan) ->
         script.write_text(lua_script(args.keys, APP))
         try:
             measure(targets, args, script, plan, say)
+            paced = paced_latency(targets, args, tmp, plan, say) if args.paced else []
+            paced += memory_lines(targets)
         except StartError as e:
             say(f"stopped: {e}")
             return 2
+        for line in paced:
+            say(line)
     say(f"load average at end: {_loadavg()}")
     code = report(targets, args, say)
     return code if all_fnlb else 2
+
+
+def worker_counts(args: argparse.Namespace) -> list[int]:
+    return [int(n) for n in str(args.fnlb_workers).split(",") if n.strip()]
+
+
+def memory_lines(targets: list[Target]) -> list[str]:
+    """Resident memory of each fnlb row's processes (primary first, then its workers)."""
+    lines = []
+    for t in targets:
+        if t.name.startswith(FNLB) and t.proc.popen.poll() is None:
+            sizes = tree_rss_kb(t.proc.popen.pid)
+            mb = ", ".join(f"{kb / 1024:.0f}" for kb in sizes)
+            lines.append(f"memory (RSS MB, primary first): {t.name}: {mb}")
+    return lines
 
 
 def start_targets(
@@ -503,23 +625,33 @@ def start_targets(
             targets.append(start_haproxy(group, HAPROXY_MT, node_ports, tmp, plan.proxy, None))
     else:
         say("haproxy is not installed: its row is skipped (Debian: apt-get install haproxy)")
+    if backend == "nginx":
+        targets.append(start_nginx_proxy(group, node_ports, tmp, plan.proxy))
     targets.append(start_passthrough(group, node_ports, plan.proxy))
-    fnlb_rows: list[tuple[str, list[str]]] = [(FNLB, [])]
+    if args.only_fnlb:
+        targets = []
+    fnlb_rows: list[tuple[str, list[str], Path]] = [(FNLB, [], REPO_ROOT)]
     if args.fnlb_cluster:
         cluster_args = [
             f"-gossip-listen={HOST}:{free_port()}",
             "-gossip-insecure",
             f"-state-dir={tmp / 'fnlb-state'}",
         ]
-        fnlb_rows.append((FNLB_CLUSTER, cluster_args))
+        fnlb_rows.append((FNLB_CLUSTER, cluster_args, REPO_ROOT))
+    if args.fnlb_aiohttp:
+        fnlb_rows.append((FNLB_AIOHTTP, ["-data-plane=aiohttp"], REPO_ROOT))
+    for n in worker_counts(args):
+        fnlb_rows.append((f"{FNLB_WORKERS} {n}", [f"-workers={n}"], REPO_ROOT))
+    fnlb_rows += [(v.name, v.args, v.root) for v in args.variants]
     all_started = True
-    for name, extra in fnlb_rows:
+    for name, extra, root in fnlb_rows:
+        cpus = None if name.startswith(FNLB_WORKERS) else plan.proxy
         try:
-            targets.append(start_fnlb(group, node_ports, plan.proxy, extra + args.fnlb_arg, name))
+            targets.append(start_fnlb(group, node_ports, cpus, extra + args.fnlb_arg, name, root))
         except StartError as e:
             say(f"{name} did not start, its row is missing: {e}")
             all_started = False
-    for t in targets[1:]:
+    for t in targets[0 if args.only_fnlb else 1 :]:
         t.nodes_seen = nodes_reached(t.url, min(args.keys, 30))
     return targets, all_started
 
@@ -534,7 +666,7 @@ def measure(
     """Warm each target up, then load them in interleaved rounds, appending to `runs`."""
 
     def load(t: Target, seconds: int) -> Run:
-        cpu_before = cpu_seconds(t.proc.popen.pid)
+        cpu_before = tree_cpu_seconds(t.proc.popen.pid)
         result = run_wrk(
             t.url,
             script,
@@ -545,13 +677,16 @@ def measure(
         )
         if t.proc.popen.poll() is not None:
             raise StartError(f"{t.name} exited during its run:\n{t.proc.log_tail()}")
-        return Run(result, cpu_seconds(t.proc.popen.pid) - cpu_before)
+        return Run(result, tree_cpu_seconds(t.proc.popen.pid) - cpu_before)
 
     if args.warmup:
         for t in targets:
             load(t, args.warmup)
     for round_no in range(1, args.repeats + 1):
-        for t in targets:
+        # --alternate: every other round in reverse, so a trend in the machine's load within
+        # a round does not always favour the rows that come first
+        order = targets[::-1] if args.alternate and round_no % 2 == 0 else targets
+        for t in order:
             run = load(t, args.duration)
             t.runs.append(run)
             r = run.wrk
@@ -562,6 +697,71 @@ def measure(
             )
 
 
+def paced_latency(
+    targets: list[Target],
+    args: argparse.Namespace,
+    tmp: Path,
+    plan: CpuPlan,
+    say: Callable[[str], None],
+) -> list[str]:
+    """Latency at half of each proxy's measured maximum rate, against the backend alone paced
+    to the same rate right after it: what the proxy adds when it is not saturated."""
+    backend = targets[0]
+    lines = [
+        "",
+        "| config | paced to calls/s | achieved | p50 ms | p99 ms | backend alone p99 ms | "
+        "p99 added ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in targets[1:]:
+        if not t.runs or t.name == PASSTHROUGH:
+            continue
+        rate = t.median_rps() / 2
+        # wrk waits `delay` after each answer, so a connection's cycle is the wait plus the
+        # answer's own time: one short calibration run measures the latter and shortens the
+        # wait by it (whole milliseconds: wrk's timer resolution).
+        period_ms = args.connections * 1000 / rate
+        delay = max(1, round(period_ms))
+        probe = run_wrk(
+            t.url,
+            _paced_script(tmp, args.keys, delay),
+            duration=min(2, args.duration),
+            connections=args.connections,
+            threads=args.threads,
+            cpus=plan.load,
+        )
+        if probe.rps > 0:
+            delay = max(1, round(period_ms - (args.connections * 1000 / probe.rps - delay)))
+        script = _paced_script(tmp, args.keys, delay)
+
+        def paced(url: str, script: Path = script) -> WrkResult:
+            return run_wrk(
+                url,
+                script,
+                duration=args.duration,
+                connections=args.connections,
+                threads=args.threads,
+                cpus=plan.load,
+            )
+
+        own, alone = paced(t.url), paced(backend.url)
+        say(
+            f"  paced {t.name:<32} {own.rps:>9,.0f} req/s  p99 {own.p99_ms:6.2f} ms "
+            f"(backend alone {alone.p99_ms:6.2f} ms)"
+        )
+        lines.append(
+            f"| {t.name} | {rate:,.0f} | {own.rps:,.0f} | {own.p50_ms:.2f} | {own.p99_ms:.2f} "
+            f"| {alone.p99_ms:.2f} | {own.p99_ms - alone.p99_ms:+.2f} |"
+        )
+    return lines
+
+
+def _paced_script(tmp: Path, keys: int, delay_ms: int) -> Path:
+    script = tmp / f"paced-{delay_ms}.lua"
+    script.write_text(lua_script(keys, APP, delay_ms))
+    return script
+
+
 def report(targets: list[Target], args: argparse.Namespace, say: Callable[[str], None]) -> int:
     """Print the table, the verdict and the rerun command; 1 if --check and below target."""
     say("")
@@ -570,7 +770,7 @@ def report(targets: list[Target], args: argparse.Namespace, say: Callable[[str],
     starved = [
         t.name
         for t in targets
-        if t.name in (PASSTHROUGH, FNLB, FNLB_CLUSTER)
+        if t.name in (PASSTHROUGH, FNLB, FNLB_CLUSTER, FNLB_AIOHTTP, NGINX_PROXY)
         and t.runs
         and t.median(lambda r: r.cpu_share) < 0.85
     ]
@@ -592,8 +792,31 @@ def report(targets: list[Target], args: argparse.Namespace, say: Callable[[str],
         )
         if args.check and not verdict.met:
             code = 1
+    for line in variant_lines(targets, args.variants):
+        say(line)
     say(f"rerun: {rerun_command(args)}")
     return code
+
+
+def variant_lines(targets: list[Target], variants: list[Variant]) -> list[str]:
+    """Each variant's CPU per call and req/s over the plain fnlb row's, from the same rounds."""
+    by_name = {t.name: t for t in targets if t.runs}
+    base = by_name.get(FNLB)
+    out = []
+    for v in variants:
+        t = by_name.get(v.name)
+        if base is None or t is None:
+            continue
+        cpu = [
+            r.cpu_us_per_call / b.cpu_us_per_call for r, b in zip(t.runs, base.runs, strict=True)
+        ]
+        rps = [r.wrk.rps / b.wrk.rps for r, b in zip(t.runs, base.runs, strict=True)]
+        out.append(
+            f"{v.name} / fnlb: CPU per call x{statistics.median(cpu):.3f} "
+            f"(rounds {' '.join(f'{x:.3f}' for x in cpu)}), "
+            f"req/s x{statistics.median(rps):.3f} (rounds {' '.join(f'{x:.3f}' for x in rps)})"
+        )
+    return out
 
 
 def _loadavg() -> str:

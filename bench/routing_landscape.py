@@ -11,13 +11,13 @@ configurations:
   `hash-type consistent` + `hash-balance-factor 125`: 16 ring points per server (weight 1),
   a server is skipped while its requests in flight at that balancer reach
   ceil((all in flight + 1) x 1.25 / servers);
-- `hash`: plain consistent hashing (rendezvous, `--routing=rendezvous`), no bound;
+- `hash`: plain consistent hashing: a real Peer with `--routing=rendezvous`, no bound;
 - `classic`: `fnlb.routing.classic.ClassicRouter`, one per balancer (the original fnlb);
-- `unplaced`: fnlb's router alone, every function on its rendezvous home under bounded load;
-- `placed`: fnlb before issue 16, its router fed by the Peer's control loop with placed homes
+- `placed`: fnlb before issue 16: a real Peer (fnlb.peer.core) whose control loop places homes
   of the 16 hottest, widths by concurrency, p2c comparing loads;
-- `fnlb`: the default, the control loop with admission (fnlb/routing/admission.py): the
-  protected set, the tail's nodes, widths that spread a function's calls, p2c's coin;
+- `fnlb`: the default, a real Peer whose control loop places by admission
+  (fnlb/routing/admission.py): the protected set, the tail's nodes, widths that spread a
+  function's calls, p2c's coin;
 - `wait`: `fnlb` with wait for warm at the balancer (`replay`'s `hold_s`; an experiment of
   this bench, not in fnlb);
 - `pooled`: one node holding all five nodes' memory, no balancer: Fn's own cache unsplit.
@@ -56,16 +56,17 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.routing_workload import WorkloadSpec, centred_spec, floor_fraction, make_trace
-from fnlb.cluster.load import ClusterLoad, LocalLoad
-from fnlb.cluster.view import NodeView
 from fnlb.fnsim.fleet import Fleet
 from fnlb.fnsim.model import CallFinished, CallRejected, PoolConfig
 from fnlb.payloads.node_metrics import NodeMetrics
-from fnlb.peer.control_loop import ControlLoop
+from fnlb.peer.core import PUMP_S, Peer
+from fnlb.routing.attempt import BUSY, Attempt
 from fnlb.routing.classic import ClassicRouter
+from fnlb.routing.hotset_policy import HotSetPolicy
 from fnlb.routing.load_router import Router, RouterPolicy
+from fnlb.routing.policies import RendezvousPolicy, RoutingPolicy
 from fnlb.routing.rendezvous import hash64
-from fnlb.routing.widths import WidthPolicy, WidthTracker
+from fnlb.routing.widths import WidthPolicy
 
 BALANCERS = 3
 NODES = [f"127.0.1.{i + 1}:18080" for i in range(5)]
@@ -163,77 +164,78 @@ class Classic:
 
 
 class Fnlb:
-    """The router of every peer, fed by the Peer's own control loop (`ControlLoop.tick`,
-    fnlb/peer/control_loop.py) as production feeds it: the real load figures (`LocalLoad`
-    digests merged into a `ClusterLoad`) read at aligned one-second cuts, the hot-set widths,
-    the placement (admission, or the placed homes with `admit=False`) at its epochs, and each
-    node's size as its /metrics would report it. With one shared view and one load table, as
-    the peers of a converged cluster have. `placed=False`: no control loop, every function on
-    its rendezvous home under bounded load (the router alone). `admit=False` is fnlb before
-    issue 16 (placed homes, widths by concurrency alone, p2c always comparing loads)."""
+    """One real `Peer` (fnlb.peer.core) routes for every balancer: one shared view and one load
+    table, as the peers of a converged cluster have. It is pumped every 0.1 s of virtual time
+    as production's pump does (digests, the control loop's widths and placement, back-off),
+    told every attempt as the proxy tells it, and given each node's size as its /metrics
+    would report it. `routing`: `--routing` (hotset, the default, or rendezvous: plain
+    consistent hashing). `admit=False` is fnlb before issue 16 (placed homes of the hottest,
+    widths by concurrency alone, p2c always comparing loads)."""
 
     def __init__(
         self,
         nodes: Sequence[str],
         *,
-        placed: bool = True,
-        admit: bool = False,
+        routing: str = "hotset",
+        admit: bool = True,
         memory_mb: int = 1024,
     ) -> None:
-        self._view = NodeView(1, dict.fromkeys(nodes, "online"))
+        self._now = 0.0
         # Before issue 16 (`admit=False`): p2c always compared loads, widths by concurrency
         light, share = (RouterPolicy().light_share, WidthPolicy().call_share) if admit else (0, 0)
-        self._router = Router(RouterPolicy(light_share=light), rng=random.Random(3))
-        self._local = LocalLoad(epoch=1)
-        self._cluster = ClusterLoad()
-        widths = WidthTracker(WidthPolicy(call_share=share))
-        self._control = ControlLoop(self._router, widths, admission=admit) if placed else None
-        self._memory = memory_mb * 1024 * 1024
+        policy: RoutingPolicy = (
+            HotSetPolicy(
+                Router(RouterPolicy(light_share=light), rng=random.Random(3)), self._wall_s
+            )
+            if routing == "hotset"
+            else RendezvousPolicy()
+        )
+        self._peer = Peer(
+            "peer",
+            routing=policy,
+            clock_ms=self._wall_ms,
+            gossip=False,
+            seed=nodes,
+            epoch_ms=1,
+            width_policy=WidthPolicy(call_share=share),
+            admission=admit,
+        )
+        for node in nodes:
+            for _ in range(2):
+                self._peer.health_checked(node, True, self._wall_ms())
+        self._nodes = list(nodes)
+        self._memory = float(memory_mb * 1024 * 1024)
         self._next_tick = 0.0
 
-    def _tick(self, now: float) -> None:
-        wall = T0 + now
-        wall_ms = int(wall * 1000)
-        self._cluster.merge("peer", self._local.digest(wall, stamp_ms=wall_ms), wall)
-        if self._control is not None:
-            readings = {
-                n: NodeMetrics(0.0, 0.0, 0.0, float(self._memory), 0.0, wall_ms)
-                for n in self._view.routable
-            }
-            self._control.tick(wall, self._cluster, self._local, self._view, readings)
+    def _wall_s(self) -> float:
+        return T0 + self._now
+
+    def _wall_ms(self) -> int:
+        return int((T0 + self._now) * 1000)
 
     def choose(self, lb: int, key: str, now: float) -> Sequence[str]:
         while now >= self._next_tick:
-            self._tick(self._next_tick)
-            self._next_tick += 1.0
-        return list(self._router.candidates(key, self._view, T0 + now))
+            self._now = self._next_tick
+            at_ms = self._wall_ms()
+            for node in self._nodes:
+                self._peer.metrics_read(node, NodeMetrics(0.0, 0.0, 0.0, self._memory, 0.0, at_ms))
+            self._peer.tick(self._wall_s())
+            self._next_tick += PUMP_S
+        self._now = now
+        return list(self._peer.candidates(key, "/" + key))
 
     def started(self, lb: int, node: str, key: str, now: float) -> None:
-        self._router.call_started(key, node)
-        self._local.call_started(key, node, T0 + now)
+        self._now = now
+        self._peer.attempt_started(key, node, self._wall_s())
 
     def finished(self, lb: int, node: str, key: str, answer: Answer) -> None:
         a = answer
         at = T0 + a.at
-        self._router.call_finished(key, node, a.status, a.wait_s, at, answer_s=a.answer_s)
-        self._local.call_finished(key, node, a.status, a.wait_s, a.answer_s, at)
-
-
-class Rendezvous:
-    """Plain consistent hashing: every function on its rendezvous home, the rest of its order
-    for 503s (`--routing=rendezvous`); no load, no bound."""
-
-    def __init__(self, nodes: Sequence[str]) -> None:
-        self._view = NodeView(1, dict.fromkeys(nodes, "online"))
-
-    def choose(self, lb: int, key: str, now: float) -> Sequence[str]:
-        return self._view.candidates(key)
-
-    def started(self, lb: int, node: str, key: str, now: float) -> None:
-        return None
-
-    def finished(self, lb: int, node: str, key: str, answer: Answer) -> None:
-        return None
+        self._now = a.at
+        answered = at if a.status != BUSY else None
+        self._peer.attempt_finished(
+            Attempt(key, node, "/" + key, a.status, at, a.wait_s, None, a.answer_s, answered)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +410,7 @@ def cold_percent(
     return replay(policy, spec, pool, nodes, after_s).cold
 
 
-CONFIGS = ("rr", "chash", "hash", "classic", "unplaced", "placed", "fnlb", "wait", "pooled")
+CONFIGS = ("rr", "chash", "hash", "classic", "placed", "fnlb", "wait", "pooled")
 """Columns: `hash` is plain rendezvous, `placed` fnlb's placed homes (issue 5), `fnlb` the
 default (admission, fnlb.routing.admission), `wait` the same with wait for warm (`replay`'s
 `hold_s`, 0.3 s: an experiment of the bench, not in fnlb), `pooled` the reference."""
@@ -428,14 +430,13 @@ def row(
     policies: dict[str, Policy] = {
         "rr": RoundRobin(NODES),
         "chash": BoundedHash(NODES),
-        "hash": Rendezvous(NODES),
+        "hash": Fnlb(NODES, routing="rendezvous", memory_mb=memory_mb),
         "classic": Classic(NODES),
-        "unplaced": Fnlb(NODES, placed=False, memory_mb=memory_mb),
-        "placed": Fnlb(NODES, memory_mb=memory_mb),
-        "fnlb": Fnlb(NODES, admit=True, memory_mb=memory_mb),
+        "placed": Fnlb(NODES, admit=False, memory_mb=memory_mb),
+        "fnlb": Fnlb(NODES, memory_mb=memory_mb),
     }
     out = {name: replay(policy, spec, pool, NODES, after_s) for name, policy in policies.items()}
-    wait = Fnlb(NODES, admit=True, memory_mb=memory_mb)
+    wait = Fnlb(NODES, memory_mb=memory_mb)
     out["wait"] = replay(wait, spec, pool, NODES, after_s, hold_s=HOLD_S)
     out["pooled"] = replay(RoundRobin(NODES[:1]), spec, pooled, NODES[:1], after_s)
     return floor, out

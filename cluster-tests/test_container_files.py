@@ -82,7 +82,13 @@ def test_the_image_is_small_non_root_healthchecked_and_runs_fnlb() -> None:
     text = DOCKERFILE.read_text()
     stages = re.findall(r"^FROM (\S+)", text, re.M)
     assert stages
-    assert all(s == "python:3.11-slim" or s.startswith("python:3.11-slim@") for s in stages)
+    # pinned: a Python patch release and a Debian release (optionally a digest), never a
+    # moving tag, so a rebuild does not silently change the interpreter or the OS
+    assert all(
+        re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", s) for s in stages
+    )
+    assert "PIP_CONSTRAINT=/src/constraints.txt" in text
+    assert "COPY pyproject.toml README.md constraints.txt ./" in text
     (user,) = re.findall(r"^USER (\S+)", text, re.M)
     assert user.split(":")[0] not in ("0", "root")
     assert re.search(r"^HEALTHCHECK .*\n?.*CMD ", text, re.M)

@@ -1,8 +1,11 @@
 """A split brain: fnlb1 cut off from fnlb2 and fnlb3 for 30 s, node changes on both sides.
 
 Both sides keep serving their clients (the Fn nodes and the clients are reachable from
-both: only the peers are cut from each other), both accept node changes, and after the heal
-every peer converges on one node list holding every acknowledged change.
+both: only the peers are cut from each other), both take node changes, and after the heal
+every peer converges on one node list holding every change. fnlb1, alone, has no other peer
+to hold its changes (`-write-acks 1`): it answers 503, "not acknowledged", and keeps them all
+the same; fnlb2 holds fnlb3's and the other way round (issue #11: a minority used to answer
+200 with one copy).
 """
 
 from __future__ import annotations
@@ -72,10 +75,9 @@ def test_a_30s_partition_with_changes_on_both_sides_heals_into_one_node_list(
         )
 
     assert not log.conflicts()
-    assert final == log.expected(cluster.node_ids)
-    # Each side had declared the other dead, so neither waited for the other's ack.
-    assert len(log.acknowledged()) == len(log.changes), [
-        (c.op, c.node, c.via, c.detail) for c in log.changes if not c.acknowledged
-    ]
+    assert not log.promise(cluster.node_ids).broken_by(final)
+    refused = [(c.via, c.detail) for c in log.changes if not c.acknowledged]
+    assert refused == [(a.mgmt, "HTTP 503")] * 2, refused
+    assert final == {*cluster.node_ids, n4, n5} - {n1, n2}  # fnlb1's kept changes spread too
     for result in results:
         assert not result.errors(), result.error_kinds()

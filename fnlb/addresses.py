@@ -1,4 +1,5 @@
-"""Addresses as fnlb's flags and API take them: `[host]:port`, Fn nodes, peers to join.
+"""Addresses as fnlb's flags and API take them: `[host]:port`, Fn nodes, peers to join, the
+`-zipkin` collector URL.
 
 Pure parsing, shared by the settings (fnlb.config), the gossip runtime and the API, so none
 of them imports another for it.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Final
+from urllib.parse import urlsplit
 
 DEFAULT_GOSSIP_PORT: Final = 8946
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
@@ -80,3 +82,18 @@ def _valid_host(host: str) -> bool:
         return False
     labels = host.rstrip(".").split(".")
     return all(_HOSTNAME_LABEL.match(label) for label in labels)
+
+
+def collector_url(url: str) -> tuple[str, int]:
+    """(URL to post to, Zipkin API version 1 or 2); ValueError for a URL that cannot work."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL like http://zipkin:9411/api/v2/spans")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError(f"{url!r}: the port is not a number 1-65535") from None
+    path = parts.path.rstrip("/")
+    if not path:
+        return parts._replace(path="/api/v2/spans").geturl(), 2
+    return parts.geturl(), 1 if path.endswith("/api/v1/spans") else 2

@@ -16,7 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fnlb.addresses import DEFAULT_GOSSIP_PORT, parse_listen, parse_node_address, parse_peer
+from fnlb.addresses import (
+    DEFAULT_GOSSIP_PORT,
+    collector_url,
+    parse_listen,
+    parse_node_address,
+    parse_peer,
+)
 from fnlb.errors import ConfigError
 
 __all__ = [
@@ -53,8 +59,9 @@ class Settings:
     )
     db: str = _opt(
         "sqlite3://:memory:",
-        "node store: the original's SQL URLs keep the list in memory (peers share it by gossip);"
-        " 'k8s' watches Kubernetes pods",
+        "node store: sqlite3://:memory: keeps the list in memory (peers share it by gossip), "
+        "sqlite3:///path/file.db in that file across restarts (lone fnlb), k8s follows the "
+        "Kubernetes pods matching -label-selector (docs/kubernetes.md)",
     )
     min_api_version: str = _opt(
         "0.0.235", "nodes whose /version is lower (semver) are unhealthy", metavar="VERSION"
@@ -67,14 +74,35 @@ class Settings:
     shutdown_timeout: float = _opt(
         0.0, "seconds to let in-flight calls finish after SIGTERM/SIGINT before exiting"
     )
-    zipkin: str = _opt("", "Zipkin collector URL for traces (not built yet)", metavar="URL")
+    zipkin: str = _opt(
+        "",
+        "Zipkin collector URL: a span per call and per attempt goes there (/api/v1/spans gets "
+        "v1 JSON, any other path v2; docs/observability.md)",
+        metavar="URL",
+    )
+    trace_sample_rate: float = _opt(
+        1.0, "share of calls traced (0-1) when the caller sent no sampling decision", metavar="RATE"
+    )
     namespace: str = _opt("", "Kubernetes namespace to watch (default: fnlb's own)")
     label_selector: str = _opt("", "Kubernetes label selector of Fn pods", metavar="SELECTOR")
     target_port: int = _opt(8080, "port of the Fn server in each Kubernetes pod")
+    kubeconfig: str = _opt(
+        "",
+        "kubeconfig file for -db=k8s outside a cluster (in a pod: its service account)",
+        metavar="FILE",
+        env="KUBECONFIG",
+    )
     connect_timeout: float = _opt(
         2.0, "seconds to open a connection to an Fn node before trying the next one"
     )
-    log_level: str = _opt("info", "debug, info, warning or error", env="LOG_LEVEL")
+    log_level: str = _opt(
+        "info", "trace, debug, info, warn(ing), error, fatal or panic", env="LOG_LEVEL"
+    )
+    log_format: str = _opt("text", "text (logfmt: key=value, quoted) or json (one object a line)")
+    access_log: bool = _opt(False, "log one line per call (method, path, node, status, times)")
+    call_metrics: bool = _opt(
+        True, "count calls for /metrics and the dashboard (off only to measure their cost)"
+    )
     gossip_listen: str = _opt(
         "",
         "[host]:port for gossip (UDP) and push-pull (TCP) with other fnlb peers; cluster mode "
@@ -119,6 +147,18 @@ class Settings:
         "wait-based walk)",
         metavar="POLICY",
     )
+    data_plane: str = _opt(
+        "fast",
+        "what carries calls: fast (asyncio protocols and httptools, ~4x less CPU per call; "
+        "docs/proxy.md) or aiohttp (aiohttp's server and client, the earlier path)",
+        metavar="PLANE",
+    )
+    workers: int = _opt(
+        1,
+        "processes serving calls from the traffic port they share (0: one per CPU fnlb may "
+        "use); gossip, health checks and the management API stay in one; not with -tls-cert "
+        "(docs/proxy.md)",
+    )
     state_dir: str = _opt(
         "",
         "directory where a peer keeps the node list across restarts (fsync'd before a change "
@@ -128,7 +168,51 @@ class Settings:
     write_acks: int = _opt(
         1,
         "other live peers that must hold a node-list change before PUT/DELETE answers 200 "
-        "(fewer when fewer are alive; 0: do not wait)",
+        "(503 when fewer can; 0: do not wait)",
+    )
+    write_acks_degraded: bool = _opt(
+        False,
+        "answer 200 when fewer live peers than -write-acks can hold a change (held_by says "
+        "how many did) instead of 503",
+    )
+
+    # -- the management plane's security (docs/security.md "The management API") ----------
+    mgmt_tokens_file: str = _opt(
+        "",
+        "file of management API tokens, one 'name:token[:role]' per line (role admin, the "
+        "default, or read); mode 0600; reloaded on SIGHUP. With any token, changes and key "
+        "listings need 'Authorization: Bearer TOKEN'",
+        metavar="FILE",
+    )
+    mgmt_token: str = _opt(
+        "",
+        "one admin token for the management API, named 'admin' in the audit log (prefer the "
+        "environment variable or -mgmt-tokens-file: a flag shows in ps)",
+        metavar="TOKEN",
+    )
+    mgmt_insecure: bool = _opt(
+        False,
+        "cluster mode: allow a management API without tokens on the traffic port (-listen "
+        "equal to -mgmt-listen); refused otherwise",
+    )
+    tls_cert: str = _opt(
+        "",
+        "PEM certificate chain for TLS on -listen (with -tls-key); reloaded on SIGHUP",
+        metavar="FILE",
+    )
+    tls_key: str = _opt("", "PEM private key for -tls-cert (mode 0600)", metavar="FILE")
+    mgmt_tls_cert: str = _opt(
+        "",
+        "PEM certificate chain for TLS on -mgmt-listen (with -mgmt-tls-key; on a port shared "
+        "with -listen use -tls-cert); reloaded on SIGHUP",
+        metavar="FILE",
+    )
+    mgmt_tls_key: str = _opt("", "PEM private key for -mgmt-tls-cert (mode 0600)", metavar="FILE")
+    mgmt_tls_client_ca: str = _opt(
+        "",
+        "PEM CA certificates: management clients must present a certificate they signed "
+        "(mutual TLS; needs -mgmt-tls-cert)",
+        metavar="FILE",
     )
 
     @property
@@ -138,9 +222,11 @@ class Settings:
 
 
 _CHOICES: Mapping[str, tuple[str, ...]] = {
-    "log_level": ("debug", "info", "warning", "error"),
+    "log_level": ("trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"),
+    "log_format": ("text", "json"),
     "gossip_profile": ("default", "lan", "local"),
     "routing": ("rendezvous", "classic", "hotset"),
+    "data_plane": ("fast", "aiohttp"),
 }
 
 
@@ -256,8 +342,26 @@ def validate(s: Settings) -> None:
         raise ConfigError("-shutdown-timeout: must not be negative")
     if s.write_acks < 0:
         raise ConfigError("-write-acks: must not be negative")
+    if s.workers < 0:
+        raise ConfigError("-workers: must not be negative (0: one per CPU)")
+    if s.workers != 1 and s.data_plane != "fast":
+        raise ConfigError("-workers: needs -data-plane=fast")
+    if s.workers != 1 and s.tls_cert:
+        # A worker would need the certificate, its SIGHUP reload, and a TLS session could
+        # not be handed to the primary's API on a shared port: one process serves TLS.
+        raise ConfigError(
+            "-workers with -tls-cert: TLS on the traffic listener is served by one process "
+            "(the fast plane, or -data-plane=aiohttp); drop -workers or the TLS flags"
+        )
     if s.connect_timeout <= 0:
         raise ConfigError("-connect-timeout: must be greater than 0")
+    if not 0.0 <= s.trace_sample_rate <= 1.0:
+        raise ConfigError("-trace-sample-rate: must be between 0 and 1")
+    if s.zipkin:
+        try:
+            collector_url(s.zipkin)
+        except ValueError as e:
+            raise ConfigError(f"-zipkin: {e}") from None
     if not s.hc_path.startswith("/"):
         raise ConfigError("-hc-path: must start with '/'")
     if not 1 <= s.target_port <= 65535:

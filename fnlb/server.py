@@ -20,6 +20,7 @@ import logging
 import random
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,15 +33,28 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from fnlb.api import openapi
 from fnlb.api.cluster import ClusterApi
 from fnlb.api.gossip import GossipApi
 from fnlb.api.metrics import metrics_handler
 from fnlb.api.nodes import NodesApi, bad_request_as_json, unknown_command
+from fnlb.api.probes import ProbesApi, readiness_problems
+from fnlb.api.security import ManagementSecurity
 from fnlb.api.stats import CallStats
 from fnlb.config import Settings, node_list, parse_listen
+from fnlb.discovery.source import node_source
 from fnlb.gossip.runtime import GossipRuntime
+from fnlb.observe.access import AccessLog
+from fnlb.observe.calls import CallObserver, CallTotals
+from fnlb.observe.dash import DashApi
+from fnlb.observe.outcome import outcome_for
+from fnlb.observe.prom import ObservedCollector
+from fnlb.observe.tracing import Tracer
+from fnlb.observe.zipkin import ZipkinExporter
 from fnlb.peer.core import LONE_NAME, Peer
+from fnlb.proxy.fast_server import FastProxy, hand_to_protocol
 from fnlb.proxy.handler import Proxy, UpstreamRequest, expect_handled_by_proxy
+from fnlb.proxy.workers import WorkerPool, cpus_available
 from fnlb.routing.policies import make_policy
 from fnlb.shell.cluster import ClusterService, Restored, now_ms, peer_name, restore
 from fnlb.shell.health_checks import HealthChecker
@@ -93,12 +107,23 @@ class Balancer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Tokens, audit and TLS of the management plane (#12; fnlb/api/security.py); first,
+        # so that settings it refuses stop us before anything else is built.
+        self.security = ManagementSecurity(
+            settings, lambda: self.gossip.name if self.gossip else settings.node_name or "lone"
+        )
+        # -db picks who owns the node list: memory, a SQLite file, or Kubernetes (#13).
+        self.discovery = node_source(settings)
+        self.serving = False
+        self.draining = False
         if settings.cluster_mode:
             name = peer_name(settings)
             restored = restore(settings, name)
         else:
             name = LONE_NAME
-            restored = Restored(None, node_list(settings.nodes), [], None)
+            restored = Restored(
+                None, self.discovery.initial_nodes(node_list(settings.nodes)), [], None
+            )
         self.peer = Peer(
             name,
             routing=make_policy(settings.routing, random.Random(), time.time),
@@ -120,10 +145,28 @@ class Balancer:
         self.health: HealthChecker | None = None
         self.pump: Pump | None = None
         self.proxy: Proxy | None = None
+        self.fast: FastProxy | None = None
+        """The fast data plane (-data-plane=fast): carries calls in place of `proxy`."""
+        self._fast_servers: list[asyncio.AbstractServer] = []
+        self.workers: WorkerPool | None = None
+        """With -workers N > 1: the processes that serve calls (this one serves none)."""
         self.listen_address: BoundAddress | None = None
         self.mgmt_address: BoundAddress | None = None
         # Cluster mode (gossip): only with --join or --gossip-listen.
         self.gossip: GossipRuntime | None = None
+        # What fnlb does, made visible (#14; fnlb/observe): call metrics, access log, traces.
+        self.zipkin = ZipkinExporter(settings.zipkin) if settings.zipkin else None
+        self.access_log = AccessLog(settings.log_format) if settings.access_log else None
+        self.observer = CallObserver(
+            outcome_for(self.peer),
+            counting=settings.call_metrics,
+            access=self.access_log,
+            tracer=None
+            if self.zipkin is None
+            else Tracer(self.zipkin, sample_rate=settings.trace_sample_rate),
+        )
+        self.calls = CallTotals(self.observer)
+        """What /metrics and the dashboard read: this process's calls and its workers'."""
 
     async def start(self) -> None:
         s = self.settings
@@ -148,8 +191,8 @@ class Balancer:
         )
         self.health = HealthChecker(self.peer, s, self._hc_session)
         self.pump = Pump(self.peer, self.health, self.cluster)
-        self.proxy = Proxy(self.peer, self._session)
-        api = NodesApi(self.peer, self.cluster, self.stats)
+        self.proxy = Proxy(self.peer, self._session, self.observer)
+        api = NodesApi(self.peer, self.cluster, self.stats, self.discovery)
         # Port 0 asks the OS for a free port per listener, so two ":0" addresses are two.
         shared = s.listen == s.mgmt_listen and parse_listen(s.listen)[1] != 0
         # Bind first: peers learn our management port from gossip, which starts before we serve.
@@ -158,16 +201,28 @@ class Balancer:
         self.mgmt_address = _bound(mgmt_sock)
         self.listen_address = self.mgmt_address if traffic_sock is None else _bound(traffic_sock)
         if self.cluster is not None:
-            await self.cluster.start(self.mgmt_address.port)
+            await self.cluster.start(self.mgmt_address.port, self.security.mgmt_ssl is not None)
             self.gossip = self.cluster.runtime
         # No application-wide body limit: each API handler bounds its own body (413 beyond
         # 64 KiB), and on a shared port this application also carries calls, whose bodies the
         # proxy reads whole up to its buffer limit and streams beyond it.
-        mgmt = web.Application(middlewares=[bad_request_as_json], client_max_size=0)
+        mgmt = web.Application(
+            middlewares=self.security.middlewares(bad_request_as_json), client_max_size=0
+        )
         api.add_routes(mgmt)
+        self.security.add_routes(mgmt)
+        openapi.add_routes(mgmt)
+        ProbesApi(self.readiness_problems).add_routes(mgmt)  # #13: /healthz, /readyz
         GossipApi(self.gossip).add_routes(mgmt)
         ClusterApi(self.peer, self.cluster).add_routes(mgmt)
-        mgmt.router.add_route("GET", "/metrics", metrics_handler(self.peer, self.cluster))
+        observed = ObservedCollector(self.calls, self.peer, self.cluster, self.zipkin, s.routing)
+        mgmt.router.add_route(
+            "GET", "/metrics", metrics_handler(self.peer, self.cluster, [observed])
+        )
+        DashApi(self.calls, self.peer, self.cluster).add_routes(mgmt)
+        api_paths = frozenset(
+            r.canonical.encode() for r in mgmt.router.resources() if "{" not in r.canonical
+        )
         if traffic_sock is None:
             # The proxy answers `Expect` itself (it has no router in front on its own port).
             mgmt.router.add_route(
@@ -175,16 +230,95 @@ class Balancer:
             )
         else:
             mgmt.router.add_route("*", "/{tail:.*}", unknown_command)
-            await self._serve_calls(self.proxy.handle, traffic_sock)
-        await self._serve(mgmt, mgmt_sock)
+        count = s.workers or cpus_available()
+        if count > 1:
+            # Shared port: the workers hand API connections to this process's aiohttp.
+            # (Never with TLS on the traffic listener: fnlb.config refuses -workers then.)
+            server = (await self._runner(mgmt)).server if traffic_sock is None else None
+            if traffic_sock is not None:
+                await self._serve(mgmt, mgmt_sock, self.security.mgmt_ssl)
+            self.workers = WorkerPool(
+                count,
+                mgmt_sock if traffic_sock is None else traffic_sock,
+                peer=self.peer,
+                options={
+                    "routing": s.routing,
+                    "connect_timeout": s.connect_timeout,
+                    "shutdown_timeout": s.shutdown_timeout,
+                    "log_level": s.log_level,
+                    "api_paths": sorted(p.decode() for p in api_paths),
+                    # fnlb.observe in each worker (fnlb.proxy.worker)
+                    "log_format": s.log_format,
+                    "access_log": s.access_log,
+                    "call_metrics": s.call_metrics,
+                    "zipkin": s.zipkin,
+                    "trace_sample_rate": s.trace_sample_rate,
+                },
+                api_server=server,
+                calls=self.calls,
+            )
+            await self.workers.start()
+        elif s.data_plane == "fast":
+            if traffic_sock is None:
+                # Shared port: the fast plane reads every connection first and hands one
+                # whose request is for the API to aiohttp's server (which then keeps it, and
+                # proxies any call that follows on it by the aiohttp path). With TLS the
+                # hand-over passes the TLS transport itself: aiohttp reads decrypted bytes.
+                server = (await self._runner(mgmt)).server
+                assert server is not None
+                await self._serve_fast(mgmt_sock, self.security.mgmt_ssl, server, api_paths)
+            else:
+                await self._serve_fast(traffic_sock, self.security.traffic_ssl)
+                await self._serve(mgmt, mgmt_sock, self.security.mgmt_ssl)
+        else:
+            if traffic_sock is not None:
+                await self._serve_calls(self.proxy.handle, traffic_sock, self.security.traffic_ssl)
+            await self._serve(mgmt, mgmt_sock, self.security.mgmt_ssl)
+        await self.discovery.start(self.peer)  # e.g. the Kubernetes pod watch
         self.health.start()
         self.pump.start()
+        if self.zipkin is not None:
+            self.zipkin.start()
+        if self.access_log is not None:
+            self.access_log.start()
+        self.serving = True
         log.info(
             "fnlb is serving",
             extra={"listen": str(self.listen_address), "mgmt": str(self.mgmt_address)},
         )
 
-    async def _serve(self, app: web.Application, sock: socket.socket) -> None:
+    async def _serve_fast(
+        self,
+        sock: socket.socket,
+        tls: ssl.SSLContext | None,
+        management: web.Server | None = None,
+        api_paths: frozenset[bytes] = frozenset(),
+    ) -> None:
+        """Calls on `sock` through the fast data plane (fnlb.proxy.fast_server).
+
+        `tls`: the listener's context (fnlb.tls: its SNI hook picks the newest certificate,
+        so a SIGHUP reload reaches this listener as it reaches aiohttp's)."""
+        self.fast = FastProxy(
+            self.peer,
+            connect_timeout=self.settings.connect_timeout,
+            management=hand_to_protocol(management) if management is not None else None,
+            management_paths=api_paths,
+            scheme=b"http" if tls is None else b"https",
+            observer=self.observer,
+        )
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(self.fast.protocol, sock=sock, backlog=1024, ssl=tls)
+        self.fast.start()
+        self._fast_servers.append(server)
+
+    async def _serve(
+        self, app: web.Application, sock: socket.socket, tls: ssl.SSLContext | None
+    ) -> None:
+        runner = await self._runner(app)
+        await web.SockSite(runner, sock, ssl_context=tls).start()
+
+    async def _runner(self, app: web.Application) -> web.AppRunner:
+        """aiohttp's runner for `app`, set up (not yet on a socket)."""
         timeout = self.settings.shutdown_timeout or _NO_LIMIT_S
         runner = web.AppRunner(
             app,
@@ -196,12 +330,13 @@ class Balancer:
         )
         await runner.setup()
         self._runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        return runner
 
     async def _serve_calls(
         self,
         handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
         sock: socket.socket,
+        tls: ssl.SSLContext | None,
     ) -> None:
         """The traffic listener: aiohttp's low-level server, every request to `handler`.
 
@@ -237,21 +372,45 @@ class Balancer:
         )
         await runner.setup()
         self._runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=tls).start()
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight calls (see module docstring), release everything."""
+        self.draining = True  # /readyz fails first
         if self.pump is not None:
             await self.pump.stop()
         if self.cluster is not None:
             await self.cluster.stop()  # leave the cluster first, so peers stop counting on us
-        await asyncio.gather(*(r.cleanup() for r in self._runners))
+        for server in self._fast_servers:
+            server.close()
+        if self.workers is not None:
+            await self.workers.stop(self.settings.shutdown_timeout or None)
+        drains = [r.cleanup() for r in self._runners]
+        if self.fast is not None:
+            drains.append(self.fast.drain(self.settings.shutdown_timeout or None))
+        await asyncio.gather(*drains)
+        self._fast_servers.clear()
         self._runners.clear()
+        await self.discovery.stop()  # after the drain, which may still PUT to a -db file
         if self.health is not None:
             await self.health.stop()
+        if self.zipkin is not None:
+            await self.zipkin.stop()  # after the drain: the last calls' spans go too
+        if self.access_log is not None:
+            await self.access_log.stop()
         for session in (self._session, self._hc_session):
             if session is not None:
                 await session.close()
+
+    def readiness_problems(self) -> list[str]:
+        """Why /readyz answers 503 now (fnlb.api.probes); empty when ready."""
+        return readiness_problems(
+            serving=self.serving,
+            draining=self.draining,
+            node_count=len(self.peer.view.states),
+            joined=self.gossip.joined if self.gossip is not None else None,
+            source=self.discovery.ready(),
+        )
 
 
 async def serve(
@@ -270,6 +429,7 @@ async def serve(
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, balancer.security.reload)  # tokens, TLS files
     try:
         await stopping.wait()
         log.info("shutting down", extra={"drain_s": settings.shutdown_timeout or "unlimited"})
@@ -284,7 +444,7 @@ async def serve(
                 await drain
         interrupted.cancel()
     finally:
-        for sig in signals:
+        for sig in (*signals, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     log.info("stopped")
     return 0

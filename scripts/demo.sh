@@ -3,5 +3,5 @@
 # fnlb in front on loopback, send two bursts of calls, print where they went, and stay up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh
+scripts/bootstrap.sh --demo
 exec .venv/bin/fnlb demo "$@"

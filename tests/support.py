@@ -13,6 +13,7 @@ from aiohttp import web
 
 from fnlb.config import Settings
 from fnlb.server import Balancer
+from testkit.peers import wait_for as wait_for  # one poller for tests and testkit
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -90,6 +91,11 @@ class Backend:
             self._runner = None
 
 
+BALANCER_DEFAULTS: dict[str, Any] = {}
+"""Settings every `running_balancer` starts from (tests/proxy runs its tests on both data planes
+by setting `data_plane` here)."""
+
+
 @contextlib.asynccontextmanager
 async def running_balancer(**overrides: Any) -> AsyncIterator[Balancer]:
     """An fnlb on loopback ports chosen by the OS (traffic and management separate)."""
@@ -99,6 +105,7 @@ async def running_balancer(**overrides: Any) -> AsyncIterator[Balancer]:
         "hc_interval": 0.2,
         "hc_timeout": 1.0,
     }
+    values.update(BALANCER_DEFAULTS)
     values.update(overrides)
     balancer = Balancer(Settings(**values))
     await balancer.start()
@@ -106,16 +113,6 @@ async def running_balancer(**overrides: Any) -> AsyncIterator[Balancer]:
         yield balancer
     finally:
         await balancer.stop()
-
-
-async def wait_for(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll `predicate` until true; fail the test after `within` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def dumps(value: Any) -> bytes:

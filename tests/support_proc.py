@@ -19,9 +19,10 @@ def free_port() -> int:
 
 
 class FnlbProcess:
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, shared_port: bool = False) -> None:
+        """`shared_port`: calls and the management API on one port (-listen = -mgmt-listen)."""
         self.port = free_port()
-        self.mgmt_port = free_port()
+        self.mgmt_port = self.port if shared_port else free_port()
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "fnlb", "serve",

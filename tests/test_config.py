@@ -85,13 +85,44 @@ def test_environment_then_flag_precedence() -> None:
         (["-nodes", "a:1,b"], {}, "-nodes"),
         (["-min-api-version", "latest"], {}, "-min-api-version"),
         (["-hc-path", "version"], {}, "-hc-path"),
+        (["-workers", "-1"], {}, "-workers"),
+        (["-workers", "2", "-data-plane", "aiohttp"], {}, "-workers: needs -data-plane=fast"),
+        (["-workers", "0", "-tls-cert", "c.pem", "-tls-key", "k.pem"], {}, "-workers with -tls"),
+        (["-data-plane", "hyper"], {}, "-data-plane"),
         ([], {"FNLB_HC_TIMEOUT": "nan"}, "FNLB_HC_TIMEOUT"),
         ([], {"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
+        (["-zipkin", "ftp://zipkin:9411/api/v2/spans"], {}, "-zipkin"),
+        (["-zipkin", "http://zipkin:99999"], {}, "-zipkin"),
+        (["-trace-sample-rate", "-0.1"], {}, "-trace-sample-rate"),
     ],
 )
 def test_invalid_values_name_the_flag(argv: list[str], env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         parse(argv, env)
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [
+        ("warn", "warn"),
+        ("WARN", "warn"),
+        ("trace", "trace"),
+        ("fatal", "fatal"),
+        ("panic", "panic"),
+    ],
+)
+def test_log_level_takes_the_originals_logrus_names(level: str, expected: str) -> None:
+    assert parse([], {"LOG_LEVEL": level}).log_level == expected
+
+
+def test_observability_flags() -> None:
+    s = parse(
+        ["-zipkin=http://zipkin:9411/api/v1/spans", "-trace-sample-rate=0.25", "-log-format=json",
+         "-access-log"],
+        {},
+    )  # fmt: skip
+    assert (s.zipkin, s.trace_sample_rate) == ("http://zipkin:9411/api/v1/spans", 0.25)
+    assert (s.log_format, s.access_log, s.call_metrics) == ("json", True, True)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -105,9 +136,17 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     [
         (["-bogus"], "unrecognized arguments: -bogus"),
         (["-hc-interval=abc"], "-hc-interval"),
-        (["-db=k8s"], "not built yet"),
-        (["-zipkin=http://127.0.0.1:9411"], "not built yet"),
-        (["-db=postgres://x"], "needs no SQL database"),
+        (["-db=k8s", "-kubeconfig=/nonexistent/kubeconfig"], "cannot read it"),
+        (["-db=k8s", "-nodes=10.0.0.1:8080"], "Kubernetes owns the node list"),
+        (["-db=sqlite3:///proc/fnlb-cannot/nodes.db"], "cannot open the node file"),
+        (
+            ["-db=sqlite3:///tmp/x.db", "-join=127.0.0.1", "-gossip-insecure", "-mgmt-insecure"],
+            "-state-dir",
+        ),
+        (["-zipkin=zipkin:9411"], "-zipkin"),
+        (["-trace-sample-rate=2"], "-trace-sample-rate"),
+        (["-log-format=xml"], "-log-format"),
+        (["-db=postgres://fnlb:s3cret@db/fn"], "postgres:// stores are not supported"),
         (["frobnicate"], "unknown command"),
     ],
 )
@@ -115,6 +154,7 @@ def test_cli_errors_exit_2_with_a_message(args: list[str], needle: str) -> None:
     result = run_cli(*args)
     assert result.returncode == 2
     assert needle in result.stderr
+    assert "s3cret" not in result.stderr  # a -db URL's password never reaches the logs
 
 
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -160,11 +200,13 @@ def test_semver() -> None:
 
 def test_cluster_mode_only_when_asked_and_join_is_repeatable() -> None:
     assert not parse([]).cluster_mode
-    s = parse(["-join", "a,b:7000", "--join=[::1]", "-gossip-insecure"])
+    s = parse(["-join", "a,b:7000", "--join=[::1]", "-gossip-insecure", "-mgmt-listen=:8082"])
     assert s.cluster_mode
     assert s.join == ("a", "b:7000", "[::1]")
     assert s.gossip_insecure is True
-    assert parse(["-gossip-listen", ":8946", "-gossip-insecure=true"]).cluster_mode
+    assert parse(
+        ["-gossip-listen", ":8946", "-gossip-insecure=true", "-mgmt-insecure"]
+    ).cluster_mode
     assert parse(["-gossip-insecure=false"]).gossip_insecure is False
 
 

@@ -19,3 +19,12 @@ def test_readme_names_the_two_commands_ci_runs() -> None:
     assert "scripts/demo.sh" in readme
     assert "scripts/test.sh" in readme
     assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_openapi_description_in_docs_is_the_one_fnlb_serves() -> None:
+    from fnlb.api.openapi import as_json
+
+    served = as_json()
+    assert (ROOT / "docs" / "openapi.json").read_text() == served, (
+        "regenerate it: python -m fnlb.api.openapi > docs/openapi.json"
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -110,7 +111,7 @@ async def test_rotation_from_the_cli(
     assert await keys("install", encode_key(NEW), "--mgmt", url) == 0
     assert state.keyring.keys() == [OLD, NEW]
     out = capsys.readouterr().out
-    assert f"* {key_id(OLD)}" in out
+    assert f"{key_id(OLD)}  primary" in out
     assert key_id(NEW) in out
     assert encode_key(NEW) not in out
 
@@ -122,7 +123,15 @@ async def test_rotation_from_the_cli(
 
     capsys.readouterr()
     assert await keys("list", "--mgmt", url + "/") == 0
-    assert f"* {key_id(NEW)}  (primary" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "key id        role" in listed  # a header row
+    assert f"{key_id(NEW)}  primary (seals new packets)" in listed
+
+    assert await keys("ls", "--json", "--mgmt", url) == 0  # ls: an alias of list
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["peers"][url]["keys"] == [{"id": key_id(NEW), "primary": True}]
+    assert await keys("rm", encode_key(NEW), "--mgmt", url) == 1  # the primary: refused
+    assert "primary" in capsys.readouterr().err
 
 
 async def test_a_refusal_shows_the_peers_message_and_exits_1(

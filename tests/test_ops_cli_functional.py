@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from tests.support_cluster import peers
+from testkit.peers import peers
 from tests.support_proc import free_port
 
 
@@ -78,3 +78,48 @@ async def test_cluster_status_reports_peers_whose_views_differ() -> None:
     assert result.returncode == 1
     assert "PEERS DISAGREE" in result.stdout
     assert "all peers agree" not in result.stdout
+
+
+async def test_verbs_tables_and_json_as_operators_expect() -> None:
+    async with peers(1, nodes="127.0.0.1:1", write_acks=0) as (one,):  # a cluster of one
+        url = f"http://{one.mgmt_address}"
+        table = await fnlb("nodes", "list", "--mgmt", url)  # list: an alias of ls
+        assert table.returncode == 0, table.stderr
+        header, row = table.stdout.splitlines()
+        assert header.split() == ["node", "state"]
+        assert row.split()[0] == "127.0.0.1:1"
+        as_json = await fnlb("nodes", "ls", "--json", "--mgmt", url)
+        assert json.loads(as_json.stdout)["nodes"].keys() == {"127.0.0.1:1"}
+        removed = await fnlb("nodes", "remove", "127.0.0.1:1", "--mgmt", url)
+        assert removed.returncode == 0, removed.stderr
+        empty = await fnlb("nodes", "ls", "--json", "--mgmt", url)
+        assert json.loads(empty.stdout) == {"nodes": {}}
+
+
+async def test_cluster_status_watch_repeats_count_times() -> None:
+    async with peers(1) as (one,):
+        url = f"http://{one.mgmt_address}"
+        watched = await fnlb("cluster", "status", "--watch", "0.1", "--count", "3", "--mgmt", url)
+        as_json = await fnlb(
+            "cluster", "status", "--watch=0.1", "--count=2", "--json", "--mgmt", url
+        )
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout.count("agreement:") == 3
+    objects = [json.loads(part) for part in as_json.stdout.strip().split("\n\n")]
+    assert [o["agree"] for o in objects] == [True, True]
+    bad = await fnlb("cluster", "status", "--watch", "0", "--mgmt", url)
+    assert bad.returncode == 2
+    assert "--watch" in bad.stderr
+
+
+async def test_cluster_status_against_a_lone_fnlb_says_so() -> None:
+    from tests.support import running_balancer
+
+    async with running_balancer() as lb:
+        url = f"http://{lb.mgmt_address}"
+        result = await fnlb("cluster", "status", "--mgmt", url)
+        as_json = await fnlb("cluster", "status", "--json", "--mgmt", url)
+    assert result.returncode == 1
+    assert "not in cluster mode" in result.stdout
+    assert "no peer answered" not in result.stdout + result.stderr
+    assert json.loads(as_json.stdout)["clustered"] is False

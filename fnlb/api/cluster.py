@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from fnlb.api.jsonio import json_error, json_response
+from fnlb.cluster import hold_seal
 from fnlb.errors import RemoteProtocolError
 from fnlb.payloads.node_metrics import NodeMetrics
 from fnlb.peer.core import Peer
@@ -57,13 +58,29 @@ class ClusterApi:
 
         200 "held" only when every entry was applied (or was already outranked here, which
         holds it as well); 409 when the merge refused one (stamped too far in our future, or
-        below our tombstone floor), so that the writer does not count us.
+        below our tombstone floor), so that the writer does not count us. With a gossip key,
+        403 unless the body was sealed to this peer by a key holder, fresh and seen once, and
+        a 200 carries `seal`, the proof the writer checks (fnlb.cluster.hold_seal).
         """
         if self._cluster is None:
             return json_error(404, NOT_CLUSTERED)
-        data = await request.content.read(MAX_HOLD_BYTES)
+        # aiohttp's own reading: the whole body however it arrives, 413 past MAX_HOLD_BYTES
         try:
-            held = self._peer.hold_change(data, now_ms())
+            data = await request.clone(client_max_size=MAX_HOLD_BYTES).read()
+        except web.HTTPRequestEntityTooLarge:
+            return json_error(413, f"a hold is at most {MAX_HOLD_BYTES} bytes")
+        runtime = self._cluster.runtime
+        if runtime is None:
+            return json_error(503, "gossip is not running yet: try again shortly")
+        try:
+            sealed = hold_seal.open_request(runtime.cipher, data, time.time())
+        except RemoteProtocolError as e:
+            # issue #12: with a gossip key, only a key holder's change sealed to us is held
+            drops = self._peer.drops
+            drops["hold_" + e.reason] = drops.get("hold_" + e.reason, 0) + 1
+            return json_error(403, f"not sealed for this peer with the cluster's key: {e}")
+        try:
+            held = self._peer.hold_change(sealed.payload, now_ms())
         except RemoteProtocolError as e:
             return json_error(400, f"not a node-set change: {e}")
         await self._cluster.save()  # even if nothing won here: what we hold may not be on disk
@@ -74,7 +91,8 @@ class ClusterApi:
                 f"{held.max_drift_ms} ms ahead of this peer's clock, "
                 f"{held.refused_ghosts} below its tombstone collection floor",
             )
-        return json_response({"msg": "held"})
+        seal = hold_seal.seal_answer(runtime.cipher, sealed, time.time())
+        return json_response({"msg": "held"} if seal is None else {"msg": "held", "seal": seal})
 
 
 def cluster_report(peer: Peer, cluster: ClusterService) -> dict[str, Any]:

@@ -28,9 +28,10 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from fnlb.api.audit import note_target
 from fnlb.api.jsonio import json_error, json_response, read_json_body
 from fnlb.errors import BadRequest
-from fnlb.gossip.crypto import Keyring
+from fnlb.gossip.crypto import Keyring, key_id
 from fnlb.gossip.keyring_file import (
     install_key,
     key_from_request,
@@ -106,6 +107,7 @@ class GossipApi:
                 if change is None:
                     return json_response(keys_listing(rt.keyring, persisted=bool(rt.keyring_file)))
                 key = key_from_request(await read_json_body(request))
+                note_target(request, key_id(key))
                 return json_response(change(rt.keyring, rt.keyring_file, key))
             except BadRequest as e:
                 return json_error(e.status, e.msg)

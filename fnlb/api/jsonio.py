@@ -16,21 +16,28 @@ MAX_BODY: Final = 64 * 1024
 async def read_json_body(request: web.Request) -> object:
     """The request's JSON body, or BadRequest: 413 beyond MAX_BODY, 400 when not JSON.
 
-    Each API handler bounds its own body rather than the application doing it, because on a
-    shared port (the original's default) the same application carries function calls,
-    whose bodies have no such limit.
+    aiohttp reads the body (every TCP segment of it, chunked or not) and enforces the limit
+    (`client_max_size` of a clone: the application has none, because on a shared port, the
+    original's default, it also carries function calls, whose bodies have no such limit).
+    Nesting deeper than Python's recursion limit is a 400 like any other bad JSON.
     """
-    too_large = BadRequest(f"body is larger than {MAX_BODY} bytes", status=413)
     if request.content_length is not None and request.content_length > MAX_BODY:
-        raise too_large
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise too_large
+        raise _too_large()
+    try:
+        raw = await request.clone(client_max_size=MAX_BODY).read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large() from None
     try:
         body: object = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"invalid JSON: {e}") from None
+    except RecursionError:
+        raise BadRequest("invalid JSON: nested too deeply") from None
     return body
+
+
+def _too_large() -> BadRequest:
+    return BadRequest(f"body is larger than {MAX_BODY} bytes", status=413)
 
 
 def json_response(

@@ -1,17 +1,26 @@
-"""Prometheus metrics of one fnlb process, declared in this one module.
+"""Prometheus metrics of one fnlb process: `GET /metrics` on the management port.
 
 Nothing here runs on the request path: a custom collector reads, at scrape time, what fnlb
 keeps anyway (the node view, the load figures, the gossip counters), so serving calls costs
-no metric updates. `GET /metrics` on the management port serves them.
+no metric updates. The node, scale and gossip families are declared here; the call, health
+check, write-ack, gossip message and trace families in fnlb.observe.prom (a layer above,
+handed in as `collectors`), with the process and platform collectors of prometheus_client.
+docs/observability.md lists them all.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -94,12 +103,30 @@ class BalancerCollector(Collector):
             for reason, n in sorted({**gossip.all_drops(), **peer.drops}.items()):
                 drops.add_metric([reason], n)
             yield drops
-            traffic = CounterMetricFamily(
-                "fnlb_gossip_wire", "gossip packets and bytes on the wire", labels=["what"]
+            # one unit per family (Prometheus: never sum packets with bytes)
+            wire = gossip.traffic
+            packets = CounterMetricFamily(
+                "fnlb_gossip_packets", "gossip UDP datagrams", labels=["direction"]
             )
-            for what, n in sorted(gossip.traffic.items()):
-                traffic.add_metric([what], n)
-            yield traffic
+            wire_bytes = CounterMetricFamily(
+                "fnlb_gossip_bytes",
+                "gossip bytes on the wire, envelopes included",
+                labels=["proto", "direction"],
+            )
+            streams = CounterMetricFamily(
+                "fnlb_gossip_streams",
+                "gossip TCP streams (push-pull, stream pings) opened and served",
+                labels=["side"],
+            )
+            for direction in ("sent", "received"):
+                packets.add_metric([direction], wire[f"udp_packets_{direction}"])
+                for proto in ("udp", "tcp"):
+                    wire_bytes.add_metric([proto, direction], wire[f"{proto}_bytes_{direction}"])
+            for side in ("opened", "served"):
+                streams.add_metric([side], wire[f"tcp_streams_{side}"])
+            yield packets
+            yield wire_bytes
+            yield streams
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -107,10 +134,15 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 
 def metrics_handler(
-    peer: Peer, cluster: ClusterService | None
+    peer: Peer, cluster: ClusterService | None, collectors: Iterable[Collector] = ()
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BalancerCollector(peer, cluster))
+    for extra in collectors:  # e.g. fnlb.observe.prom's call figures (a layer above)
+        registry.register(extra)
+    # the process's CPU, memory and file descriptors, Python's version and garbage collector
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
 
     async def handler(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})

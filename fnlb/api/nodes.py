@@ -15,9 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
+from fnlb.api.audit import note_target
 from fnlb.api.jsonio import json_error, json_response, read_json_body
 from fnlb.api.stats import CallStats
 from fnlb.config import parse_node_address
+from fnlb.discovery.source import InMemory, NodeSource
 from fnlb.errors import BadRequest
 from fnlb.peer.core import NodeChange, Peer
 from fnlb.shell.cluster import ClusterService, NotHeld
@@ -48,10 +50,17 @@ class NodesApi:
     """The routes above over a `Peer`; in cluster mode a change is kept by the cluster shell
     (persisted and held by `-write-acks` peers) before it is answered."""
 
-    def __init__(self, peer: Peer, cluster: ClusterService | None, stats: CallStats) -> None:
+    def __init__(
+        self,
+        peer: Peer,
+        cluster: ClusterService | None,
+        stats: CallStats,
+        source: NodeSource | None = None,
+    ) -> None:
         self._peer = peer
         self._cluster = cluster
         self._stats = stats
+        self._source = source or InMemory()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("PUT", "/1/lb/nodes", self.put_node)
@@ -62,13 +71,27 @@ class NodesApi:
 
     async def put_node(self, request: web.Request) -> web.Response:
         node = await read_node(request)
+        note_target(request, node)
+        self._refuse_when_owned("added")
         return await self._kept(self._peer.put_node(node, now_ms()), "node added")
 
     async def delete_node(self, request: web.Request) -> web.Response:
         node = await read_node(request)
+        note_target(request, node)
+        self._refuse_when_owned("deleted")
         return await self._kept(self._peer.delete_node(node, now_ms()), "node deleted")
 
+    def _refuse_when_owned(self, what: str) -> None:
+        owner = self._source.owner
+        if owner:
+            raise BadRequest(
+                f"nodes cannot be {what} through the API with -db=k8s: Kubernetes owns the "
+                f"node list ({owner}); scale or relabel the Fn pods instead",
+                status=409,
+            )
+
     async def _kept(self, change: NodeChange, msg: str) -> web.Response:
+        await self._source.keep(change)  # -db=sqlite3:///file: on disk before the answer
         if self._cluster is None:
             return json_response({"msg": msg})  # a lone fnlb: the original's answer
         try:
@@ -76,8 +99,10 @@ class NodesApi:
         except NotHeld as e:
             return json_error(
                 503,
-                f"kept on this peer but only {e.confirmed} of {e.wanted} other live peers "
-                "confirmed it; it will still spread by gossip; retrying is safe",
+                f"not acknowledged: kept on this peer, but only {e.confirmed} of the "
+                f"{e.wanted} other peers -write-acks asks for confirmed holding it ({e.live} "
+                "live); it will still spread by gossip; retrying is safe "
+                "(-write-acks-degraded answers 200 with fewer)",
             )
         return json_response({"msg": msg, "held_by": held})
 

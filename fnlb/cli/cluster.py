@@ -9,6 +9,10 @@ second while traffic changes, so it is shown but does not decide agreement. Agre
 claimed only when every peer queried answered. `--json` prints the raw answers instead. Exit 0
 when every peer answered and all agree, 1 when a peer could not be reached or the checksums
 differ, 2 for bad arguments.
+
+`--watch [SECONDS]` asks again every SECONDS (default 2) until interrupted, or `--count` times;
+the exit status is the last round's. A peer running alone (no `--join`/`--gossip-listen`)
+answers that it is not in cluster mode, and the command says so.
 """
 
 from __future__ import annotations
@@ -17,11 +21,20 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from typing import Any
 
-import aiohttp
-
-from fnlb.cli.mgmt_client import DEFAULT_MGMT, PeerError, call
+from fnlb.cli.mgmt_client import (
+    DEFAULT_MGMT,
+    ClientOptions,
+    PeerError,
+    add_client_arguments,
+    call,
+    client_options,
+    client_session,
+)
+from fnlb.cli.output import table
+from fnlb.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,20 +47,79 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the answers as JSON")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per peer")
+    parser.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=2.0,
+        default=None,
+        metavar="SECONDS",
+        help="ask again every SECONDS (default 2) until interrupted",
+    )
+    parser.add_argument(
+        "--count", type=int, default=0, help="with --watch: stop after this many rounds"
+    )
+    add_client_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         print("fnlb cluster: error: --timeout must be greater than 0", file=sys.stderr)
         return 2
+    if args.watch is not None and args.watch <= 0:
+        print("fnlb cluster: error: --watch must be greater than 0", file=sys.stderr)
+        return 2
+    if args.count < 0:
+        print("fnlb cluster: error: --count must not be negative", file=sys.stderr)
+        return 2
+    try:
+        options = client_options(args)
+    except ConfigError as e:
+        print(f"fnlb cluster: error: {e}", file=sys.stderr)
+        return 2
     urls: list[str] = args.mgmt or [DEFAULT_MGMT]
-    reports = asyncio.run(_fetch_all(urls, args.timeout))
+    rounds = 0
+    try:
+        while True:
+            if args.watch is not None and not args.json and sys.stdout.isatty():
+                print("\033[H\033[2J", end="")  # a terminal: redraw in place
+            elif rounds:
+                print()
+            code = _status_once(urls, args, options)
+            rounds += 1
+            if args.watch is None or (args.count and rounds >= args.count):
+                return code
+            sys.stdout.flush()
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return code if rounds else 130
+
+
+def _status_once(urls: list[str], args: argparse.Namespace, options: ClientOptions) -> int:
+    reports = asyncio.run(_fetch_all(urls, args.timeout, options))
+    lone = [u for u, r in reports.items() if r == NOT_CLUSTERED]
+    if lone and len(lone) == len(reports):
+        if args.json:
+            print(json.dumps({"clustered": False, "agree": None, "peers": {}}, indent=2))
+        for url in lone:
+            print(
+                f"{url}: not in cluster mode (this fnlb runs alone: started without --join or "
+                "--gossip-listen); there are no peers to compare. 'fnlb nodes ls' shows its nodes.",
+                file=sys.stderr if args.json else sys.stdout,
+            )
+        return 1
+    reports = {u: ("not in cluster mode" if r == NOT_CLUSTERED else r) for u, r in reports.items()}
     errors = {u: r for u, r in reports.items() if isinstance(r, str)}
     ok = {u: r for u, r in reports.items() if not isinstance(r, str)}
     agree = len({r["checksum"] for r in ok.values()}) <= 1
     if args.json:
         load_agree = len({r.get("load_checksum") for r in ok.values()}) <= 1
-        answer = {"agree": agree and not errors, "load_agree": load_agree, "peers": reports}
+        answer = {
+            "clustered": True,
+            "agree": agree and not errors,
+            "load_agree": load_agree,
+            "peers": reports,
+        }
         print(json.dumps(answer, indent=2))
     else:
         print(format_status(ok, agree, errors))
@@ -56,25 +128,26 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok and agree and not errors else 1
 
 
-async def _fetch_all(urls: list[str], seconds: float) -> dict[str, dict[str, Any] | str]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as s:
+NOT_CLUSTERED = "\0not in cluster mode"
+"""What `_fetch_all` gives for a peer that answered 404 saying it runs alone (no error text
+starts with a NUL, so another peer's error never equals it)."""
+
+
+async def _fetch_all(
+    urls: list[str], seconds: float, options: ClientOptions
+) -> dict[str, dict[str, Any] | str]:
+    async with client_session(options, seconds) as s:
 
         async def one(url: str) -> dict[str, Any] | str:
             try:
                 return await call(s, "GET", url, "/1/lb/cluster")
             except PeerError as e:
+                if e.status == 404 and (e.msg or "").startswith("not in cluster mode"):
+                    return NOT_CLUSTERED
                 return str(e)
 
         answers = await asyncio.gather(*(one(u) for u in urls))
     return dict(zip(urls, answers, strict=True))
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in
-              enumerate(headers)]  # fmt: skip
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def _placement_lines(placement: Any) -> list[str]:
@@ -97,7 +170,7 @@ def _placement_lines(placement: Any) -> list[str]:
         for node, fns in sorted(per_node.items())
     ]  # fmt: skip
     rows += [[node, "tail", "0", ""] for node in tail if node not in per_node]
-    return [head, _table(["node", "role", "protected", "functions"], rows)]
+    return [head, table(["node", "role", "protected", "functions"], rows)]
 
 
 def format_status(
@@ -113,7 +186,7 @@ def format_status(
     first = next(iter(reports.values()))
     out = [f"peers (as {first.get('self')} sees them):"]
     out.append(
-        _table(
+        table(
             ["name", "address", "state", "incarnation"],
             [[p["name"], p["address"], p["state"], str(p["incarnation"])] for p in first["peers"]],
         )
@@ -121,7 +194,7 @@ def format_status(
     names = [p["name"] for p in first["peers"]]
     out.append("\nnodes:")
     out.append(
-        _table(
+        table(
             ["node", "cluster", *names],
             [
                 [n["address"], n["cluster"], *(n["verdicts"].get(p, "-") for p in names)]
@@ -133,7 +206,7 @@ def format_status(
     if hot:
         out.append("\nhot functions:")
         out.append(
-            _table(
+            table(
                 ["function", "calls/s", "in flight", "nodes"],
                 [
                     [h["function"], f"{h['rate']:.1f}", str(h["in_flight"]), " ".join(h["nodes"])]
@@ -152,7 +225,7 @@ def format_status(
     out.extend(_placement_lines(first.get("placement")))
     out.append("\nagreement:")
     out.append(
-        _table(
+        table(
             ["peer", "self", "version", "checksum", "load"],
             [
                 [u, r["self"], str(r["version"]), r["checksum"], r.get("load_checksum", "-")]

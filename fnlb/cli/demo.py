@@ -153,7 +153,11 @@ async def settle_homes(peers: list[Balancer]) -> int:
 
     Homes are placed once the first burst's load has settled, and again at every epoch
     (wall-clock multiples of EPOCH_MS, read 1-2 s late through the settled cut). If the
-    second burst could straddle that, let the placement happen first. How many are placed.
+    second burst could straddle that, let the placement happen first. How many are placed
+    (0: none, too little load; -1: the peers still place differently).
+
+    Peers that read the settled load a tick apart may place differently at one epoch; they
+    read the same cut at the next, so the wait covers one epoch more (a loaded machine).
     """
 
     def homes() -> list[dict[str, str]]:
@@ -163,8 +167,9 @@ async def settle_homes(peers: list[Balancer]) -> int:
         first, *rest = homes()
         return bool(first) and all(h == first for h in rest)
 
-    if not await wait_until(placed, 10):
-        return 0  # too little load to place anything: the homes stay rendezvous's
+    if not await wait_until(placed, EPOCH_MS / 1000 + 5):
+        # no load to place anything (the homes stay rendezvous's), or peers still apart
+        return -1 if any(homes()) else 0
     epoch_s = EPOCH_MS / 1000
     left = epoch_s - time.time() % epoch_s + 1.0  # until the settled cut turns the epoch
     if left < BURST_ROOM_S:
@@ -203,12 +208,15 @@ async def run_demo(args: argparse.Namespace) -> int:
             first = await burst(session, bases, functions, args.calls, args.seed)
             print(report("burst 1 (containers start cold)", first, fn.addresses))
             placed = await settle_homes(peers)
-            print(
-                f"homes placed for the {placed} hottest functions from burst 1's load, alike "
-                "on every peer (their memory spread evenly over the nodes)"
-                if placed
-                else "no homes placed: too little load (every function keeps its hash home)"
-            )
+            if placed > 0:
+                print(
+                    f"homes placed for the {placed} hottest functions from burst 1's load, "
+                    "alike on every peer (their memory spread evenly over the nodes)"
+                )
+            elif placed < 0:
+                print("the peers still place homes differently (a loaded machine?)")
+            else:
+                print("no homes placed: too little load (every function keeps its hash home)")
             second = await burst(session, bases, functions, args.calls, args.seed + 1)
             print(report("burst 2 (same functions, same homes)", second, fn.addresses))
             agree = await print_agreement(session, peers)

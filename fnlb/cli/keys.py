@@ -7,6 +7,8 @@ Rotation, run against every peer in turn (several --mgmt flags do that in one co
     fnlb keys remove OLDKEY  --mgmt http://a:8081 --mgmt http://b:8081   # none accept OLDKEY
 
 Give KEY as `-` to read it from standard input, which keeps it out of `ps` and shell history.
+`ls` and `rm` are aliases of `list` and `remove`; `--json` prints every peer's listing (or its
+error) as one JSON object instead of the tables.
 
 The management API this talks to (each answer is JSON; keys never appear in an answer, only
 their ids, 12 hex digits of a SHA-256)::
@@ -31,12 +33,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from typing import Any, TextIO
 
 import aiohttp
 
-from fnlb.cli.mgmt_client import PeerError, call
+from fnlb.cli.mgmt_client import (
+    NO_OPTIONS,
+    ClientOptions,
+    PeerError,
+    add_client_arguments,
+    call,
+    client_options,
+    client_session,
+)
+from fnlb.cli.output import canonical, table, verbs
+from fnlb.errors import ConfigError
 from fnlb.gossip.keyring_file import decode_key
 
 #: action -> (HTTP method, path under the management URL)
@@ -51,8 +64,8 @@ ROUTES: dict[str, tuple[str, str]] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "action",
-        choices=tuple(ROUTES),
-        help="list key ids; install a key; use an installed key as primary; remove a key",
+        choices=verbs(tuple(ROUTES)),
+        help="list (ls) key ids; install a key; use an installed key as primary; remove (rm) a key",
     )
     parser.add_argument(
         "key",
@@ -70,9 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for each peer (default: 10)"
     )
+    parser.add_argument("--json", action="store_true", help="print the listings as JSON")
+    add_client_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    args.action = canonical(args.action, tuple(ROUTES))
     body: dict[str, str] | None = None
     if args.action == "list":
         if args.key is not None:
@@ -88,7 +104,14 @@ def run(args: argparse.Namespace) -> int:
         body = {"key": text.strip()}
     if args.timeout <= 0:
         return _usage("--timeout must be greater than 0")
-    return asyncio.run(_run_all(args.action, args.mgmt, body, args.timeout, sys.stdout))
+    as_json = bool(getattr(args, "json", False))
+    try:
+        options = client_options(args)
+    except ConfigError as e:
+        return _usage(str(e))
+    return asyncio.run(
+        _run_all(args.action, args.mgmt, body, args.timeout, sys.stdout, options, as_json)
+    )
 
 
 def _usage(message: str) -> int:
@@ -97,19 +120,30 @@ def _usage(message: str) -> int:
 
 
 async def _run_all(
-    action: str, urls: list[str], body: dict[str, str] | None, seconds: float, out: TextIO
+    action: str,
+    urls: list[str],
+    body: dict[str, str] | None,
+    seconds: float,
+    out: TextIO,
+    options: ClientOptions = NO_OPTIONS,
+    as_json: bool = False,
 ) -> int:
     failed = 0
-    timeout_cfg = aiohttp.ClientTimeout(total=seconds)
-    async with aiohttp.ClientSession(timeout=timeout_cfg) as session:
+    answers: dict[str, Any] = {}
+    async with client_session(options, seconds) as session:
         for url in urls:
             try:
                 listing = await call_peer(session, action, url, body)
             except PeerError as e:
                 failed += 1
                 print(f"fnlb keys: {e}", file=sys.stderr)
+                answers[url] = {"error": str(e)}
                 continue
-            out.write(f"{url}: {action} ok\n{format_listing(listing)}\n")
+            answers[url] = listing
+            if not as_json:
+                out.write(f"{url}: {action} ok\n{format_listing(listing)}\n")
+    if as_json:
+        out.write(json.dumps({"action": action, "peers": answers}, indent=2) + "\n")
     return 1 if failed else 0
 
 
@@ -125,13 +159,16 @@ async def call_peer(
 
 
 def format_listing(listing: dict[str, Any]) -> str:
-    """A peer's key listing for people: one key id per line, the primary marked."""
-    lines = []
-    for entry in listing.get("keys", []):
-        if isinstance(entry, dict):
-            mark = "*" if entry.get("primary") else " "
-            suffix = "  (primary: seals new packets)" if entry.get("primary") else ""
-            lines.append(f"  {mark} {entry.get('id')}{suffix}")
+    """A peer's key listing for people: a table of key ids and roles, the primary first."""
+    rows = [
+        [
+            str(entry.get("id")),
+            "primary (seals new packets)" if entry.get("primary") else "accepted",
+        ]
+        for entry in listing.get("keys", [])
+        if isinstance(entry, dict)
+    ]
+    lines = ["  " + line for line in table(["key id", "role"], rows).splitlines()]
     if listing.get("persisted") is False:
         lines.append("  note: not persisted (peer started with an inline key)")
     return "\n".join(lines)

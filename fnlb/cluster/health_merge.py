@@ -62,6 +62,10 @@ class VerdictTable:
         """Every peer's verdict on `node` (including peers no longer alive)."""
         return self._by_node.get(node, {})
 
+    def items(self) -> Iterable[tuple[str, Mapping[str, Verdict]]]:
+        """(node, {peer: verdict}) for every node with verdicts."""
+        return self._by_node.items()
+
     def of_peer(self, peer: str) -> dict[str, Verdict]:
         """What `peer` says of each node: its share of a push-pull state."""
         return {n: v[peer] for n, v in self._by_node.items() if peer in v}

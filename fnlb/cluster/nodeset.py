@@ -173,6 +173,24 @@ class NodeSet:
         """
         return [self._write(addr, now_ms, present=False)]
 
+    def seed(self, addr: str) -> list[Entry]:
+        """Put `addr` in the set with the lowest stamp there is, if we hold no entry for it.
+
+        This is how `-nodes` is applied: a seed entry loses to every add and delete ever
+        stamped by anyone, and lies below every collection floor, so a peer started with a
+        stale `-nodes` list cannot bring back a node the cluster deleted, before or after its
+        tombstone is collected (the ghost guard refuses it; a full-state exchange drops it
+        here). It only adds what the cluster has no record of and never collected anything
+        for (docs/cluster.md, "-nodes"). Returns the entries to broadcast.
+        """
+        if not isinstance(addr, str) or not 0 < len(addr) <= _MAX_ADDR:
+            raise ValueError(f"a node address is 1 to {_MAX_ADDR} characters")
+        if addr in self._entries:
+            return []
+        entry = Entry(addr, Timestamp(0, 0, self.clock.node_id), True)
+        self._entries[addr] = entry
+        return [entry]
+
     def _write(self, addr: str, now_ms: int, *, present: bool) -> Entry:
         if not isinstance(addr, str) or not 0 < len(addr) <= _MAX_ADDR:
             raise ValueError(f"a node address is 1 to {_MAX_ADDR} characters")

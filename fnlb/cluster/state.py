@@ -25,7 +25,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 from fnlb.cluster.health_merge import ClusterState as Verdict3
 from fnlb.cluster.health_merge import Verdict, VerdictTable
@@ -46,6 +46,21 @@ from fnlb.payloads.verdict import verdict_stamp as stamp_int
 from fnlb.routing.backoff import Backoff
 from fnlb.routing.rendezvous import hash64, score
 from fnlb.routing.widths import aligned_cut
+
+
+class Merged(NamedTuple):
+    """What one broadcast did here: `changed` what we route on; `news`: it was newer than
+    what we held, so gossip relays it (a stale copy is not relayed)."""
+
+    changed: bool
+    news: bool
+
+
+RECENT_VERDICT_MS: Final = 120_000
+"""Verdicts younger than this ride in every push-pull, whatever they say (docs/cluster.md):
+longer than any clock skew the HLC accepts (60 s), so a peer restarted on a clock stepped
+back gets its own newer verdicts back; short, since at a cluster's start every verdict is
+recent (N x nodes rows per exchange for this long)."""
 
 
 def verdict_stamp(ts: Timestamp) -> int:
@@ -95,8 +110,13 @@ class ClusterState:
         self.refused: dict[str, int] = {}
         """Well-formed peer entries we did not apply, by reason (see `_merged`): shown with
         the malformed drops in `/1/lb/cluster`."""
+        self.dirty = False
+        """Set when our clock moved for a verdict: persist it (the Peer's `take_save`)."""
+        self._verdicts_taken = 0
+        """Peers' verdicts newer than the one held (news, relayed), counted."""
         self._recheck: list[str] = []
         """Nodes a peer called offline while we still see them online: check them now."""
+        self._routable_only: frozenset[str] | None = None
         self.version = 0
         self.view = NodeView(0, {})
         self._publish()
@@ -106,6 +126,10 @@ class ClusterState:
     def add_node(self, addr: str, now_ms: int) -> list[Entry]:
         """Add `addr` cluster-wide; the delta to persist, acknowledge and broadcast."""
         return self._local_write(self.nodes.add(addr, now_ms))
+
+    def seed_node(self, addr: str) -> list[Entry]:
+        """Add `addr` as `-nodes` does: losing to any record the cluster has of it."""
+        return self._local_write(self.nodes.seed(addr))
 
     def remove_node(self, addr: str, now_ms: int) -> list[Entry]:
         """Remove `addr` cluster-wide (a tombstone); the delta, as for `add_node`."""
@@ -125,12 +149,19 @@ class ClusterState:
         self.health[node] = new
         if new.state == old.state or new.state == "unknown":
             return
-        verdict = Verdict(new.state == "online", verdict_stamp(self.nodes.clock.tick(now_ms)))
+        self._issue_verdict(node, new.state == "online", now_ms)
+        self._publish()
+
+    def _issue_verdict(self, node: str, online: bool, now_ms: int) -> None:
+        """Our verdict on `node`, freshly stamped, kept and broadcast; the clock that stamped
+        it must be saved (`dirty`), or a restart on a clock stepped back would issue verdicts
+        older than this one, which every peer ignores."""
+        verdict = Verdict(online, verdict_stamp(self.nodes.clock.tick(now_ms)))
         self.verdicts.merge(self.name, node, verdict)
         self._outbox.append(
             (b"v/" + node.encode(), verdict_message(self.name, node, verdict.online, verdict.stamp))
         )
-        self._publish()
+        self.dirty = True
 
     def record_metrics(self, node: str, metrics: NodeMetrics) -> None:
         """Our own reading of a node's /metrics: keep it if newest; share it if it moved and
@@ -200,47 +231,96 @@ class ClusterState:
         self._direct.clear()
         return out
 
-    def local_state(self, join: bool) -> bytes:
-        """Our node set and our own verdicts: each peer is the authority on its verdicts, and
-        push-pull with random partners carries each peer's to everyone, so sending everyone's
-        would multiply the exchange by the number of peers for nothing."""
-        verdicts = [
-            [self.name, node, v.online, v.stamp]
-            for node, v in self.verdicts.of_peer(self.name).items()
-        ]
+    def local_state(self, join: bool, now_ms: int | None = None) -> bytes:
+        """Our node set and the verdicts that can still matter: ours; every peer's on a node
+        some peer calls offline (a contested node); and every verdict issued within
+        RECENT_VERDICT_MS of `now_ms` (None: none of those).
+
+        Our own verdicts alone reached a peer only by broadcast or by an exchange with their
+        author, so after a partition healed verdicts took minutes to agree. Everyone's on
+        every node would cost N x nodes rows per exchange. But on a node nobody calls
+        offline every peer computes "online" whichever online verdicts it holds; only a
+        contested node's verdicts decide anything, and there all of them travel, so a peer
+        that just joined counts the same votes as the others. A peer still holding a stale
+        "offline" sends it (the node is contested in its eyes) and whoever holds newer
+        corrects it (`merge_full`).
+        """
+        horizon = None if now_ms is None else (now_ms - RECENT_VERDICT_MS) << 20
+        verdicts = []
+        for node, peers in self.verdicts.items():
+            contested = horizon is not None and not all(v.online for v in peers.values())
+            verdicts += [
+                [peer, node, v.online, v.stamp]
+                for peer, v in peers.items()
+                if peer == self.name or contested or (horizon is not None and v.stamp >= horizon)
+            ]
         return full_state(self.nodes.snapshot(), verdicts)
 
     # -- merging -------------------------------------------------------------------------
 
-    def merge_broadcast(self, payload: bytes, now: int) -> bool:
-        """Apply one peer broadcast; True if anything we route on changed."""
+    def merge_broadcast(self, payload: bytes, now: int) -> Merged:
+        """Apply one peer broadcast: what changed, and whether it was news (to relay).
+
+        What a broadcast brings is never queued again here: gossip relays the original
+        broadcast itself, so re-queueing it made one change cost N^2 x the retransmit limit.
+        """
         msg = open_message(payload)
         kind = msg[0]
         if kind == envelope.NODE_SET:
-            return self._merged(self.nodes.merge(msg[1], now))
+            result = self.nodes.merge(msg[1], now)
+            return Merged(self._merged(result, relay=False), bool(result.changed))
         if kind == envelope.VERDICT:
-            return self._merge_verdict(msg[1], msg[2], msg[3], msg[4], now)
+            before = self._verdicts_taken
+            changed = self._merge_verdict(msg[1], msg[2], msg[3], msg[4], now)
+            return Merged(changed, self._verdicts_taken != before)
         if kind == envelope.NODE_METRICS:
             metrics = metrics_from_wire(msg[2])
             if metrics is None:
                 raise RemoteProtocolError("bad_node_metrics", "malformed node metrics")
-            self._keep_metrics(msg[1], metrics)
-            return False
+            return Merged(False, self._keep_metrics(msg[1], metrics))
         if kind == envelope.BACKOFF:
             if self._backoff is not None:
                 self._backoff.merge(decode_entries(msg[1]), now / 1000)
-            return False
+            return Merged(False, True)  # each has its own key: nothing to be stale against
         if msg[1] != self.name:  # envelope.LOAD
-            self.load.merge(msg[1], msg[2], now / 1000)
-        return False
+            return Merged(False, self.load.merge(msg[1], msg[2], now / 1000))
+        return Merged(False, False)
 
-    def merge_full(self, data: bytes, now: int) -> bool:
-        """Apply a peer's full state (push-pull); True if anything we route on changed."""
+    def merge_full(self, data: bytes, now: int, *, relay: bool = True) -> bool:
+        """Apply a peer's full state (push-pull); True if anything we route on changed.
+
+        `relay`: broadcast the node entries it brought that were news here (nobody else is
+        spreading them). False for a new peer's first exchange: what the cluster holds is
+        news only to the newcomer, and relaying it would flood gossip with the whole set.
+        """
         nodes, verdicts = open_full_state(data)
-        changed = self._merged(self.nodes.merge_full(nodes, now))
+        changed = self._merged(self.nodes.merge_full(nodes, now), relay=relay)
         for peer, node, online, stamp in verdicts:
+            held = self.verdicts.verdict(peer, node) if isinstance(peer, str) else None
+            taken = self._verdicts_taken
             changed |= self._merge_verdict(peer, node, online, stamp, now)
+            if self._verdicts_taken != taken and peer != self.name:
+                # News a push-pull brought: nobody is spreading it, so we do.
+                self._relay_verdict(peer, node)
+            elif (
+                held is not None
+                and isinstance(stamp, int)
+                and held.stamp > stamp
+                and held.online != online
+            ):
+                self._relay_verdict(peer, node)  # the partner (and maybe others) is stale
         return changed
+
+    def _relay_verdict(self, peer: str, node: str) -> None:
+        """Broadcast the verdict of `peer` on `node` we hold, as news of our own."""
+        v = self.verdicts.verdict(peer, node)
+        if v is None:
+            return
+        if peer == self.name:
+            key = b"v/" + node.encode()
+        else:
+            key = b"w/" + hashlib.blake2b(f"{peer}\0{node}".encode(), digest_size=12).digest()
+        self._outbox.append((key, verdict_message(peer, node, v.online, v.stamp)))
 
     def merge_node_change(self, payload: bytes, now: int) -> MergeResult:
         """Apply a peer's node-set change sent to be held (`POST /1/lb/cluster/hold`).
@@ -250,19 +330,32 @@ class ClusterState:
         are not held.
         """
         result = self.nodes.merge(held_entries(payload), now)
-        self._merged(result)
+        self._merged(result, relay=False)  # the writer broadcasts it itself
         return result
 
     def _merge_verdict(self, peer: Any, node: Any, online: Any, stamp: Any, now: int) -> bool:
         peer, node, online, stamp = check_verdict(peer, node, online, stamp)
-        if peer == self.name or node not in self.nodes:
-            return False  # our own verdicts come from our checks; unknown nodes are ignored
+        if node not in self.nodes:
+            return False  # unknown nodes are ignored
         if stamp_wall_ms(stamp) - now > self.nodes.clock.max_drift_ms:
             # Like a node entry from too far ahead (fnlb.cluster.hlc's drift rule): it would
             # outrank the peer's real verdicts until our clock caught up. Its sender sends
             # verdicts again when they change, and push-pull carries them again.
             self._count("verdict_drift")
             return False
+        # Any stamp seen moves our clock past it (the HLC rule), so what we issue next wins.
+        self.nodes.clock.update(Timestamp(stamp_wall_ms(stamp), stamp & 0xFFFFF, peer), now)
+        held = self.verdicts.verdict(peer, node)
+        if peer == self.name:
+            if held is not None and held.stamp < stamp:
+                # A verdict of ours from before a restart (a clock stepped back, or no state
+                # dir) outranks what we say now: say it again, stamped past it.
+                self._issue_verdict(node, held.online, now)
+            return False
+        if held is not None and held.stamp >= stamp:
+            return False
+        self._verdicts_taken += 1
+        self.dirty = True
         if not self.verdicts.merge(peer, node, Verdict(online, stamp)):
             return False
         mine = self.verdicts.verdict(self.name, node)
@@ -271,8 +364,9 @@ class ClusterState:
         self._publish()
         return True
 
-    def _merged(self, result: MergeResult) -> bool:
-        """Queue what won for gossip, count what was refused; True if members may have moved.
+    def _merged(self, result: MergeResult, *, relay: bool) -> bool:
+        """Count what was refused; True if members may have moved. `relay`: queue what won
+        as our own broadcast (news a push-pull brought: nobody else is spreading it).
 
         Refused entries need no action: drifted ones come again with the next push-pull,
         ghosts never should. A stale replica (`needs_full_sync`) is repaired by gossip's
@@ -286,7 +380,7 @@ class ClusterState:
             self._count("ghosts_dropped", len(result.dropped))
         if result.needs_full_sync:
             self._count("needs_full_sync")
-        if result.changed:
+        if relay and result.changed:
             self._queue_entries(result.changed)
         if result.members_changed:
             self._nodes_changed()
@@ -313,12 +407,23 @@ class ClusterState:
 
     # -- what routing and operators read ------------------------------------------------
 
+    def limit_view(self, nodes: frozenset[str] | None) -> None:
+        """Show only `nodes` to routing (None: every member), whatever the set holds.
+
+        The owner of the node list (the Kubernetes pod watch) says which nodes exist now; a
+        peer's set may lag it by a gossip round, and routing must not."""
+        self._routable_only = nodes
+        self._publish()
+
     def _publish(self) -> None:
         """Build the routing view: cluster verdicts, minus what our own verdict excludes."""
         members = self.nodes.members()
         excluded = self.verdicts.locally_excluded(self.name, members)
+        only = self._routable_only
         states: dict[str, State] = {}
         for node, cluster in self.verdicts.states(members, self.alive).items():
+            if only is not None and node not in only:
+                continue
             states[node] = "offline" if node in excluded else cluster
         self.version += 1
         self.view = NodeView(self.version, states)

@@ -1,13 +1,15 @@
 """What gossip carries for the layer above it, without knowing what it is.
 
-Gossip knows nothing of Fn. The cluster layer implements `GossipDelegate` and hands the member
-opaque, versioned bytes: broadcasts to piggyback (each with a key, so a newer broadcast under
-the same key replaces an older one still queued), its local state for push-pull anti-entropy,
-and a merge of the state a peer sent. It must treat everything it receives as possibly stale
-or repeated (merges must be idempotent and order-insensitive, e.g. a CRDT), because gossip
-delivers at least once, in no particular order.
+Gossip knows nothing of Fn. fnlb's one implementation of `GossipDelegate` is the `Peer`
+(fnlb.peer.core), used alike by `fnlb serve`, the simulators and the tests; it hands the
+member opaque, versioned bytes (fnlb.payloads): broadcasts to piggyback (each with a key, so
+a newer broadcast under the same key replaces an older one still queued), its local state
+for push-pull anti-entropy, and a merge of the state a peer sent. It must treat everything it
+receives as possibly stale or repeated (merges must be idempotent and order-insensitive, e.g.
+a CRDT), because gossip delivers at least once, in no particular order.
 
-`RecordingDelegate` is the trivial implementation used by tests and the simulator.
+`RecordingDelegate` and `NullDelegate` carry no fnlb state: gossip's own tests and benchmarks
+use them to study membership and dissemination alone.
 """
 
 from __future__ import annotations
@@ -36,8 +38,13 @@ class GossipDelegate(Protocol):
         """
         ...
 
-    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
-        """A peer's broadcast or direct message arrived here (it may still be stale)."""
+    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
+        """A peer's broadcast or direct message arrived here (it may still be stale).
+
+        True when it was news here (it changed what we hold): only then does the member
+        relay a broadcast. A stale copy (older than what we hold) is not relayed, so a relay
+        that heard the newer of two broadcasts first never forwards the older in its place.
+        """
         ...
 
     def local_state(self, join: bool) -> bytes:
@@ -58,8 +65,8 @@ class NullDelegate:
     def take_direct(self) -> list[tuple[bytes, bytes]]:
         return []
 
-    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
-        return None
+    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
+        return True  # opaque to us: relay it, as SWIM does
 
     def local_state(self, join: bool) -> bytes:
         return b""
@@ -98,8 +105,9 @@ class RecordingDelegate:
         out, self.pending_direct = self.pending_direct, []
         return out
 
-    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
+    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
         self.received.append((origin, key, payload))
+        return True
 
     def local_state(self, join: bool) -> bytes:
         return b"\n".join(sorted(self.state))

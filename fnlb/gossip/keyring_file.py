@@ -28,6 +28,7 @@ from typing import Any
 
 from fnlb.errors import BadRequest, ConfigError, LocalProtocolError
 from fnlb.gossip.crypto import KEY_SIZES, Keyring, key_id
+from fnlb.secret_files import read_secret_text
 
 FLAG_KEY = "--gossip-key"
 FLAG_KEYRING_FILE = "--gossip-keyring-file"
@@ -64,12 +65,7 @@ def encode_key(key: bytes) -> str:
 def load_keyring_file(path: str | os.PathLike[str]) -> Keyring:
     """Read a keyring file; ConfigError saying what is wrong with it (and which entry)."""
     where = f"{FLAG_KEYRING_FILE} {os.fspath(path)}"
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{where}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{where}: not UTF-8 text") from None
+    text = read_secret_text(path, FLAG_KEYRING_FILE)  # refused if others may read it
     try:
         entries: Any = json.loads(text)
     except json.JSONDecodeError as e:

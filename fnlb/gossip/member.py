@@ -76,6 +76,9 @@ from fnlb.gossip.messages import (
 from fnlb.gossip.profile import META_MAX, GossipProfile
 from fnlb.gossip.suspicion import Suspicion
 
+HEARSAY = ""
+"""The accuser of a suspicion taken from a push-pull row: no member has this name, so no
+real accuser's Suspect is mistaken for it (each still counts as a confirmation)."""
 _SEEN_BROADCASTS = 4096  # user broadcasts remembered to stop echoes
 _MAX_RELAYS = 1024  # indirect pings run for others at once (each lives probe_timeout)
 _CLAIMANTS = 16  # other addresses whose claims to our name we remember (see _claimed_from)
@@ -238,6 +241,7 @@ class Member:
         self._order_index = 0
         self._probe_first: list[str] = []  # fresh suspects, probed out of turn
         self._seq = 0
+        self._seq_key = hashlib.blake2b(name.encode(), digest_size=32).digest()
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._streams: dict[int, _Stream] = {}
@@ -268,6 +272,10 @@ class Member:
         self.stats: Counter[str] = Counter()
         """Traffic counters: datagrams/bytes sent and received, streams opened, and
         'name_conflicts' (claims to our name from a live member elsewhere)."""
+        self.received: Counter[str] = Counter()
+        """Datagram messages received, by type (Ping, Ack, Alive, Suspect, Dead, User...)."""
+        self.sent: Counter[int] = Counter()
+        """Datagram messages sent, by wire type code (codec.PING...), broadcasts included."""
 
     # --- the owner's API ----------------------------------------------------------------
 
@@ -310,6 +318,9 @@ class Member:
 
         With no seeds (other than our own address) we are a group of one, already joined.
         """
+        self._seq_key = hashlib.blake2b(
+            f"{self.name}\x00{now!r}".encode(), digest_size=32
+        ).digest()  # see _next_seq
         if not self._started:
             self._started = True
             p = self.profile
@@ -562,11 +573,11 @@ class Member:
         target = self._next_probe_target(now)
         if target is None:
             return
-        self._seq += 1
+        seq = self._next_seq()
         self._probe = _Probe(
-            self._seq, target.name, target.addr, now + self.profile.probe_timeout, now + interval
+            seq, target.name, target.addr, now + self.profile.probe_timeout, now + interval
         )
-        msgs = [codec.encode_message(Ping(self._seq, target.name))]
+        msgs = [codec.encode_message(Ping(seq, target.name))]
         if target.state is MemberState.SUSPECT:
             # Buddy system: tell the suspect directly, so it can refute at once. The
             # suspicion goes first: the suspect processes it (and queues its refutation)
@@ -574,6 +585,27 @@ class Member:
             suspect = Suspect(target.incarnation, target.name, self.name)
             msgs.insert(0, codec.encode_message(suspect))
         self._send(target.addr, msgs)
+
+    def _next_seq(self) -> int:
+        """A fresh probe sequence number: a per-probe nonce, not a shared count.
+
+        Counting 1, 2, 3... (memberlist's way) made every member's numbers the same small
+        integers, so an Ack captured between two other peers matched the probe a third one
+        had open (issue #12). Each number is now a 62-bit hash of a key of this member (its
+        name and the time it joined, so a restart under the same name draws other numbers)
+        and a count: members' numbers never meet, and an Ack matches only the Ping it was sent
+        for. No secret is needed (envelopes are sealed; a key holder is a member anyway), and
+        the member's random generator is not drawn from, so seeded simulations keep their
+        course.
+        """
+        while True:
+            self._seq += 1
+            digest = hashlib.blake2b(
+                self._seq.to_bytes(8, "big"), key=self._seq_key, digest_size=8
+            ).digest()
+            seq = int.from_bytes(digest, "big") >> 2
+            if seq not in self._relays and not (self._probe and self._probe.seq == seq):
+                return seq
 
     def _probe_indirect(self, probe: _Probe, now: float) -> None:
         probe.indirect_sent = True
@@ -615,6 +647,7 @@ class Member:
     # --- incoming messages --------------------------------------------------------------
 
     def _dispatch(self, msg: DatagramMessage, addr: Addr, now: float) -> None:
+        self.received[type(msg).__name__] += 1  # by type, for /metrics
         if isinstance(msg, Ping):
             if msg.target == self.name:
                 self._send(addr, [codec.encode_message(Ack(msg.seq))])
@@ -645,7 +678,7 @@ class Member:
             if len(self._relays) >= _MAX_RELAYS:
                 self.drops["relay_overflow"] += 1
                 return
-            self._seq += 1
+            seq = self._next_seq()
             # Nack at 80 % of the probe timeout (as Lifeguard suggests): a nack sent at the full
             # timeout reaches the prober after its probe ended, so every real failure would
             # count as missing nacks and wrongly raise the prober's awareness score. The
@@ -653,8 +686,8 @@ class Member:
             delay = NACK_FRACTION * self.profile.probe_timeout
             if msg.nack_after_ms is not None:
                 delay = min(delay, msg.nack_after_ms / 1000)
-            self._relays[self._seq] = _Relay(addr, msg.seq, now + delay, msg.nack)
-            self._send(msg.target_addr, [codec.encode_message(Ping(self._seq, msg.target))])
+            self._relays[seq] = _Relay(addr, msg.seq, now + delay, msg.nack)
+            self._send(msg.target_addr, [codec.encode_message(Ping(seq, msg.target))])
         elif isinstance(msg, Nack):
             probe = self._probe
             if probe is not None and msg.seq == probe.seq:
@@ -699,7 +732,7 @@ class Member:
         elif changed:
             self._emit(EventKind.UPDATED, node)
 
-    def _on_suspect(self, msg: Suspect, now: float) -> None:
+    def _on_suspect(self, msg: Suspect, now: float, *, hearsay: bool = False) -> None:
         node = self._nodes.get(msg.node)
         if node is None:
             return
@@ -709,7 +742,7 @@ class Member:
             return
         running = self._suspicions.get(msg.node)
         if running is not None:
-            if running.confirm(msg.accuser):
+            if not hearsay and running.confirm(msg.accuser):
                 self._queue.queue(msg.node, codec.encode_message(msg))
             return
         if node.state is not MemberState.ALIVE:
@@ -720,7 +753,8 @@ class Member:
             return
         node.incarnation = msg.incarnation
         self._set_state(node, MemberState.SUSPECT, now)
-        self._queue.queue(msg.node, codec.encode_message(msg))
+        if not hearsay:
+            self._queue.queue(msg.node, codec.encode_message(msg))
         self._suspicions[msg.node] = Suspicion.begin(msg.accuser, now, self._live, self.profile)
         if msg.accuser != self.name:
             # Probe a fresh suspect next, out of turn: our own probe either confirms the
@@ -760,10 +794,13 @@ class Member:
     def _repeat_refutation(self) -> None:
         """Someone still accuses an incarnation we already refuted: it missed our Alive.
 
-        Queue it again (unless still queued), so that it rides on our very next packets -
-        the ack to a buddy-system ping included, since the ping carries the suspicion first.
+        Queue it afresh, so that it rides on our very next packets - the ack to a
+        buddy-system ping included, since the ping carries the suspicion first. Afresh even
+        when still queued: an accusation that arrives after our refutation was sent to
+        others may find it one transmission from its limit, and in a small group (no
+        confirmations, the shortest suspicion timeout) that last copy can be lost too.
         """
-        if not self._leaving and self.name not in self._queue:
+        if not self._leaving:
             self._queue_alive(self._me)
 
     def _claimed_from(self, msg: Alive) -> None:
@@ -805,8 +842,10 @@ class Member:
         if len(encoded) > self._broadcast_room():
             self.drops["oversized_broadcast"] += 1
             return
-        self._delegate.notify_broadcast(msg.origin, msg.key, msg.payload)
-        self._queue.queue(("user", msg.origin, msg.key), encoded)
+        if self._delegate.notify_broadcast(msg.origin, msg.key, msg.payload):
+            # Relay only what was news to the delegate: a stale copy arriving after a newer
+            # one (same origin and key) must not replace it in the queue.
+            self._queue.queue(("user", msg.origin, msg.key), encoded)
 
     def _remember(self, ident: tuple[str, bytes, bytes]) -> None:
         self._seen[ident] = None
@@ -821,8 +860,11 @@ class Member:
                 self._on_dead(Dead(e.incarnation, e.name, e.name), now)
             else:
                 # A peer's Dead may be stale (a partition): suspect instead, so a live
-                # member gets its chance to refute.
-                self._on_suspect(Suspect(e.incarnation, e.name, self.name), now)
+                # member gets its chance to refute. It is hearsay: we did not probe it, and
+                # the row names no accuser, so it is neither rebroadcast under our name nor
+                # counted as a confirmation (docs/gossip.md); our own probe, made next,
+                # confirms it for real or carries it to the suspect.
+                self._on_suspect(Suspect(e.incarnation, e.name, HEARSAY), now, hearsay=True)
 
     # --- outgoing -----------------------------------------------------------------------
 
@@ -832,6 +874,9 @@ class Member:
         if room > 8 and self._queue:
             encoded = encoded + self._queue.take(room, self._limit(), overhead=0)
         data = codec.encode_packet(encoded)
+        sent = self.sent
+        for message in encoded:  # each is a msgpack array [type code, ...]: code at byte 1
+            sent[message[1]] += 1
         self._outbox.append((data, addr))
         self.stats["datagrams_sent"] += 1
         self.stats["bytes_sent"] += len(data)
@@ -870,10 +915,14 @@ class Member:
         encoded = self._encode_user(UserDirect(self.name, key, payload))
         if encoded is None:
             return
-        for node in self._nodes.values():
-            if node is not self._me and node.state in _LIVE:
-                self._send(node.addr, [encoded])
-                self.stats["direct_sent"] += 1
+        # In random order: queued broadcasts ride on these datagrams, and in a fixed order
+        # every member spent a broadcast's retransmissions on the same first few peers, so
+        # peers late in that order waited seconds for news nobody was relaying any more.
+        live = [n for n in self._nodes.values() if n is not self._me and n.state in _LIVE]
+        self._rng.shuffle(live)
+        for node in live:
+            self._send(node.addr, [encoded])
+            self.stats["direct_sent"] += 1
 
     def _encode_user(self, msg: UserBroadcast | UserDirect) -> bytes | None:
         # The delegate's bug, but found inside our timer: raising here would stop gossip for

@@ -12,8 +12,18 @@ fallback-probe streams (transport.py frames them), every packet sealed and opene
   drains `next_event` (logged, then handed to listeners) and re-arms exactly one
   `loop.call_at` timer at `next_timer()`.
 - Bad bytes from the network never raise: they are dropped and counted by reason (the
-  cipher's reasons, the codec's, and the transport's: frame_too_large, stream_closed,
-  stream_timeout, stream_refused, too_many_streams, send_failed).
+  cipher's reasons, the codec's, and the transport's: frame_too_large, bad_frame,
+  stream_closed, stream_timeout, first_byte_timeout, stream_refused, too_many_streams,
+  too_many_from_source, evicted_unauthenticated, send_failed).
+- Envelopes are bound to their recipient (crypto.py): a datagram or stream to an address
+  whose member we know is sealed `to` that member's name (learnt from the member's events);
+  a stream's answer is bound to its request. Only a join's first contact with a seed, or an
+  answer to an address we know no member at, goes out for any peer.
+- Streams we serve (transport.py reads them in authenticated pieces): the first bytes must
+  come within `FIRST_BYTE_TIMEOUT`; one source address holds at most
+  `MAX_STREAMS_PER_SOURCE` of them; when all `MAX_STREAMS` are taken, a new connection
+  evicts the oldest one that has not authenticated yet, so strangers holding connections
+  open cannot keep a peer's join out.
 - Joining: every `--join` entry is resolved (a DNS name joins every address it resolves
   to); the member retries its seeds itself, and a background task re-resolves the names
   until a seed has answered, so peers may start in any order.
@@ -36,12 +46,19 @@ from typing import Any
 
 from fnlb.addresses import parse_listen, parse_peer
 from fnlb.errors import ConfigError, RemoteProtocolError
+from fnlb.gossip.codec import MAX_ENTRIES, MAX_STREAM_BYTES
 from fnlb.gossip.crypto import GossipCipher, Keyring
 from fnlb.gossip.delegate import GossipDelegate
 from fnlb.gossip.member import EventKind, Member, MemberEvent, MemberInfo, StreamRequest
 from fnlb.gossip.messages import Addr, MemberState
 from fnlb.gossip.profile import GossipProfile
-from fnlb.gossip.transport import MAX_STREAMS, FrameError, frame, read_frame
+from fnlb.gossip.transport import (
+    MAX_STREAMS,
+    PIECE,
+    FrameError,
+    message_frames,
+    read_message,
+)
 
 log = logging.getLogger("fnlb.gossip")
 
@@ -55,8 +72,16 @@ PROFILES: dict[str, Callable[[], GossipProfile]] = {
 WIRE_LIMIT = 1400
 #: seconds `stop` waits for our leave to be gossiped before closing the sockets
 LEAVE_TIMEOUT = 3.0
+#: seconds a stream we serve may take to send its first bytes (capped by stream_timeout)
+FIRST_BYTE_TIMEOUT = 2.0
+#: streams one source address may hold open at once on this peer
+MAX_STREAMS_PER_SOURCE = 16
+#: bytes of UDP receive buffer asked for (see `_widen_receive_buffer`)
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 EventListener = Callable[[MemberEvent], None]
+#: the events that say which member lives at an address now
+_NAMES_AN_ADDRESS = frozenset((EventKind.JOINED, EventKind.ALIVE, EventKind.UPDATED))
 
 _LOG_LEVEL = {
     EventKind.JOINED: logging.INFO,
@@ -82,6 +107,22 @@ def _source_address(remote: Addr) -> str | None:
         return None
 
 
+def _widen_receive_buffer(udp: asyncio.DatagramTransport) -> int:
+    """Ask for a UDP receive buffer of `UDP_RECEIVE_BUFFER` bytes; what the kernel granted.
+
+    Why: with Linux's default (~208 KB) three 60 KB datagrams fill the buffer, and until the
+    loop drains it the kernel drops everything else, probes and acks included (measured in
+    bench/gossip_hostile.py). memberlist asks for 2 MB for the same reason. The kernel caps
+    the request at net.core.rmem_max; a refusal keeps the default.
+    """
+    sock = udp.get_extra_info("socket")
+    if sock is None:
+        return 0
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
 class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self, runtime: GossipRuntime) -> None:
         self._runtime = runtime
@@ -92,6 +133,18 @@ class _Datagrams(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         # e.g. ICMP port unreachable after sending to a dead peer: expected, counted.
         self._runtime.drops["udp_error"] += 1
+
+
+class _Inbound:
+    """A stream we serve: where from, and whether its first piece authenticated yet."""
+
+    __slots__ = ("authenticated", "evicted", "source", "writer")
+
+    def __init__(self, writer: asyncio.StreamWriter, source: str) -> None:
+        self.writer = writer
+        self.source = source
+        self.authenticated = False
+        self.evicted = False
 
 
 class GossipRuntime:
@@ -144,6 +197,11 @@ class GossipRuntime:
         self._timer_when = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._serving = 0
+        self._unauthenticated: dict[int, _Inbound] = {}
+        """Served streams not authenticated yet, oldest first: evicted when slots run out."""
+        self._per_source: Counter[str] = Counter()
+        self._names: dict[Addr, str] = {}
+        """Member name at each address we know one at: what our envelopes are sealed to."""
         self._opened = 0
         self._closing = False
         self._left = asyncio.Event()
@@ -225,6 +283,7 @@ class GossipRuntime:
         seeds = await self._resolve_join()
         advertised = await self._advertised_address(seeds)
         name = self._node_name or f"{socket.gethostname()}:{advertised[1]}"
+        self.cipher.name = name
         self._member = Member(
             name, advertised, self.profile, random.Random(), self._delegate, self._meta
         )
@@ -283,7 +342,9 @@ class GossipRuntime:
         assert loop is not None
         # Port 0: let TCP pick, then take the same number for UDP (retry if UDP's is taken).
         for _ in range(1 if port else 20):
-            server = await asyncio.start_server(self._serve_stream, ip, port, backlog=256)
+            server = await asyncio.start_server(
+                self._serve_stream, ip, port, backlog=256, limit=PIECE
+            )
             bound_port = int(server.sockets[0].getsockname()[1])
             try:
                 udp, _ = await loop.create_datagram_endpoint(
@@ -294,6 +355,7 @@ class GossipRuntime:
                 if port:
                     raise
                 continue
+            _widen_receive_buffer(udp)
             self._tcp = server
             self._udp = udp
             self.bound = (ip, bound_port)
@@ -425,7 +487,7 @@ class GossipRuntime:
 
     def _send_datagram(self, data: bytes, addr: Addr) -> None:
         assert self._udp is not None
-        sealed = self.cipher.seal(data, time.time())
+        sealed = self.cipher.seal(data, time.time(), to=self._names.get(addr, ""))
         try:
             self._udp.sendto(sealed, addr)
         except (OSError, ValueError):
@@ -455,6 +517,8 @@ class GossipRuntime:
                 extra={"node": event.name, "theirs": f"{event.addr[0]}:{event.addr[1]}"},
             )
             return  # not a change to the membership: listeners are not told
+        if event.kind in _NAMES_AN_ADDRESS and event.name != self.cipher.name:
+            self._remember_name(event.name, event.addr)
         log.log(
             _LOG_LEVEL.get(event.kind, logging.INFO),
             f"gossip peer {event.kind.value}",
@@ -469,6 +533,22 @@ class GossipRuntime:
                 listener(event)
             except Exception:
                 log.exception("a gossip event listener failed", extra={"peer": event.name})
+
+    def _remember_name(self, name: str, addr: Addr) -> None:
+        """Seal what we send to `addr` to `name` from now on (see the module docstring).
+
+        Only news that a member lives at an address counts (joined, alive, updated): the late
+        death of a member that used to live there must not take the address back from its
+        new occupant, whose packets would then all be refused as not for it. Bounded: when the
+        table outgrows what a push-pull can list, it is rebuilt from the live members.
+        """
+        self._names[addr] = name
+        if len(self._names) > 2 * MAX_ENTRIES and self._member is not None:
+            self._names = {
+                m.addr: m.name
+                for m in self._member.members()
+                if m.state in (MemberState.ALIVE, MemberState.SUSPECT) and m.name != self.name
+            }
 
     def _spawn(self, coro: Any) -> None:
         assert self._loop is not None
@@ -487,15 +567,18 @@ class GossipRuntime:
                 reader, writer = await asyncio.open_connection(req.addr[0], req.addr[1])
                 self.traffic["tcp_streams_opened"] += 1
                 try:
-                    out = frame(self.cipher.seal(req.data, time.time()))
-                    writer.write(out)
-                    self.traffic["tcp_bytes_sent"] += len(out)
+                    to = self._names.get(req.addr, "")
+                    pieces, nonce = message_frames(self.cipher, req.data, time.time(), to=to)
+                    for out in pieces:
+                        writer.write(out)
+                        self.traffic["tcp_bytes_sent"] += len(out)
                     await writer.drain()
-                    data = await read_frame(reader, self.cipher.max_envelope)
-                    self.traffic["tcp_bytes_received"] += len(data) + 4
+                    reply, _ = await read_message(
+                        reader, self.cipher, time.time, MAX_STREAM_BYTES, reply_to=nonce
+                    )
+                    self.traffic["tcp_bytes_received"] += len(reply)
                 finally:
                     writer.close()
-            reply = self.cipher.open(data, time.time())
         except TimeoutError:
             self.drops["stream_timeout"] += 1
         except FrameError as e:
@@ -514,38 +597,86 @@ class GossipRuntime:
             member.handle_stream_response(req.id, reply, self._now())
         self._pump()
 
+    def _admit(self, writer: asyncio.StreamWriter) -> _Inbound | None:
+        """A slot for a new served stream, or None (counted) if it must be refused."""
+        peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if peer else ""
+        if self._closing or self._member is None:
+            self.drops["closing"] += 1
+            return None
+        if self._per_source[source] >= MAX_STREAMS_PER_SOURCE:
+            self.drops["too_many_from_source"] += 1
+            return None
+        if self._serving >= MAX_STREAMS:
+            if not self._unauthenticated:
+                self.drops["too_many_streams"] += 1
+                return None
+            oldest = self._unauthenticated.pop(next(iter(self._unauthenticated)))
+            oldest.evicted = True
+            self._release(oldest)
+            self.drops["evicted_unauthenticated"] += 1
+            oldest.writer.transport.abort()
+        inbound = _Inbound(writer, source)
+        self._serving += 1
+        self._per_source[source] += 1
+        self._unauthenticated[id(inbound)] = inbound
+        return inbound
+
+    def _release(self, inbound: _Inbound) -> None:
+        self._unauthenticated.pop(id(inbound), None)
+        self._serving -= 1
+        self._per_source[inbound.source] -= 1
+        if self._per_source[inbound.source] <= 0:
+            del self._per_source[inbound.source]
+
     async def _serve_stream(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """A peer's stream: one request frame in, at most one reply frame out."""
-        if self._closing or self._member is None or self._serving >= MAX_STREAMS:
-            self.drops["too_many_streams" if not self._closing else "closing"] += 1
-            writer.close()
+        """A peer's stream: one request message in, at most one reply message out."""
+        inbound = self._admit(writer)
+        if inbound is None:
+            writer.transport.abort()
             return
-        self._serving += 1
         self.traffic["tcp_streams_served"] += 1
+
+        def authenticated() -> None:
+            inbound.authenticated = True
+            self._unauthenticated.pop(id(inbound), None)
+
         try:
             async with asyncio.timeout(self.profile.stream_timeout):
-                data = await read_frame(reader, self.cipher.max_envelope)
-                self.traffic["tcp_bytes_received"] += len(data) + 4
-                payload = self.cipher.open(data, time.time())
+                payload, nonce = await read_message(
+                    reader,
+                    self.cipher,
+                    time.time,
+                    MAX_STREAM_BYTES,
+                    first_byte_timeout=min(FIRST_BYTE_TIMEOUT, self.profile.stream_timeout),
+                    on_authenticated=authenticated,
+                )
+                self.traffic["tcp_bytes_received"] += len(payload)
                 peer = writer.get_extra_info("peername")
                 addr: Addr = (str(peer[0]), int(peer[1])) if peer else ("", 0)
+                assert self._member is not None
                 reply = self._member.handle_stream_request(payload, addr, self._now())
                 self._pump()
                 if reply is not None and not self._closing:
-                    out = frame(self.cipher.seal(reply, time.time()))
-                    writer.write(out)
-                    self.traffic["tcp_bytes_sent"] += len(out)
+                    pieces, _ = message_frames(self.cipher, reply, time.time(), reply_to=nonce)
+                    for out in pieces:
+                        writer.write(out)
+                        self.traffic["tcp_bytes_sent"] += len(out)
                     await writer.drain()
         except TimeoutError:
-            self.drops["stream_timeout"] += 1
+            if not inbound.evicted:
+                self.drops["stream_timeout"] += 1
         except FrameError as e:
-            self.drops[e.reason] += 1
+            if not inbound.evicted:
+                self.drops[e.reason] += 1
         except RemoteProtocolError as e:
             self.drops[e.reason] += 1
         except OSError:
-            self.drops["stream_reset"] += 1
+            if not inbound.evicted:
+                self.drops["stream_reset"] += 1
         finally:
-            self._serving -= 1
+            if not inbound.evicted:
+                self._release(inbound)
             writer.close()

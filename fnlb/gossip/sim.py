@@ -75,6 +75,7 @@ class Slot:
     buffer: list[tuple[object, ...]] = field(default_factory=list)
     leaving: bool = False
     last_incarnation: int = 0
+    node_name: str = ""  # the gossip name its member uses; the slot's name unless given
 
 
 # heap entry kinds
@@ -119,12 +120,15 @@ class Simulation:
         """The address of the index-th host: 10.x.y.z:7946."""
         return (f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}", PORT)
 
-    def add(self, name: str, delegate: GossipDelegate | None = None) -> Slot:
-        """A new host with a (not yet joined) member; `delegate` defaults to a recording one
-        (fnlb.peer's cluster simulator hands in real Peers)."""
+    def add(self, name: str, delegate: GossipDelegate | None = None, node_name: str = "") -> Slot:
+        """A new host with a (not yet joined) member, gossiping as `node_name` (default:
+        `name`; two hosts given one node name model a misconfigured pair of twins).
+        `delegate` defaults to a recording one (fnlb.sim.cluster hands in real Peers)."""
         addr = self.addr_of(len(self.slots) + 1)
         delegate = delegate or RecordingDelegate()
-        slot = Slot(name, addr, self._new_member(name, addr, delegate), delegate)
+        node_name = node_name or name
+        slot = Slot(name, addr, self._new_member(node_name, addr, delegate), delegate)
+        slot.node_name = node_name
         slot.status = Status.DOWN
         self.slots[name] = slot
         self._by_addr[addr] = slot
@@ -177,7 +181,7 @@ class Simulation:
         slot = self.slots[name]
         slot.gen += 1
         slot.delegate = delegate or RecordingDelegate()
-        slot.member = self._new_member(name, slot.addr, slot.delegate)
+        slot.member = self._new_member(slot.node_name, slot.addr, slot.delegate)
         slot.last_incarnation = 0
         slot.leaving = False
         self._seen_inc = {k: v for k, v in self._seen_inc.items() if k[0] != name}

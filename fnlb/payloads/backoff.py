@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import msgpack
 
+from fnlb import msgpack_bounds
 from fnlb.errors import LocalProtocolError, RemoteProtocolError
 
 ALL_FUNCTIONS: Final = ""
@@ -65,23 +66,22 @@ def pack_entries(entries: Sequence[BackoffEntry], budget_bytes: int = 1000) -> l
     return out
 
 
+_LIMITS: Final = msgpack_bounds.Limits(
+    max_bytes=_MAX_WIRE_BYTES,
+    max_depth=2,
+    max_items=8 * (MAX_WIRE_ENTRIES + 1),
+    max_array=MAX_WIRE_ENTRIES + 1,
+    max_str=_MAX_NAME,
+    prefix="backoff_",
+    malformed="backoff_malformed",
+)
+
+
 def decode_entries(data: bytes) -> list[BackoffEntry]:
     """The entries of a peer's message; RemoteProtocolError(reason) on anything malformed."""
     if len(data) > _MAX_WIRE_BYTES:
         raise RemoteProtocolError("backoff_too_large", f"{len(data)} bytes")
-    try:
-        body: Any = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            max_bin_len=0,
-            max_ext_len=0,
-            max_map_len=0,
-            max_array_len=MAX_WIRE_ENTRIES + 1,
-            max_str_len=_MAX_NAME,
-        )
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-        raise RemoteProtocolError("backoff_malformed") from None
+    body: Any = msgpack_bounds.unpack(data, _LIMITS)  # issue #12: depth, items, memory
     if not isinstance(body, list) or not body or body[0] != _WIRE_VERSION:
         raise RemoteProtocolError("backoff_bad_version")
     out: list[BackoffEntry] = []

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import msgpack
 
+from fnlb import msgpack_bounds
 from fnlb.errors import RemoteProtocolError
 
 MAX_MESSAGE_BYTES: Final = 8 << 20
@@ -36,14 +37,30 @@ def pack(value: Any) -> bytes:
     return packed
 
 
+# Issue #12: bounded like every msgpack path (fnlb.msgpack_bounds). The deepest honest shape
+# is a full state: map, "nodes" map, entries, entry (4); the item cap keeps one decode within
+# ~50 ms on a loaded core; strings are addresses and names, bins carry nested digests.
+_LIMITS: Final = msgpack_bounds.Limits(
+    max_bytes=MAX_MESSAGE_BYTES,
+    max_depth=6,
+    max_items=64 * 1024,  # ~10 items a node: some 6,000 nodes
+    max_array=65_536,
+    max_map=65_536,
+    max_str=4096,
+    max_bin=MAX_MESSAGE_BYTES,
+    slack=1 << 20,
+    prefix="cluster_",
+    malformed="bad_cluster_msgpack",
+)
+
+
 def unpack(data: bytes) -> Any:
-    """The msgpack value of `data`; RemoteProtocolError when too large or malformed."""
+    """The msgpack value of `data`; RemoteProtocolError when too large, malformed, or over a
+    bound on depth, items or decoded size (`cluster_too_deep`, `cluster_too_many_items`,
+    `cluster_too_inflated`)."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise RemoteProtocolError("cluster_state_too_large", f"{len(data)} bytes")
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-        raise RemoteProtocolError("bad_cluster_msgpack") from None
+    return msgpack_bounds.unpack(data, _LIMITS)
 
 
 def open_message(payload: bytes) -> list[Any]:

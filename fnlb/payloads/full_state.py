@@ -2,9 +2,10 @@
 
 Schema version 1 (implicit: the map's keys): `{"nodes": snapshot, "verdicts": [[peer, node,
 online, stamp], ...]}`, the node-set replica (`NodeSet.snapshot()`, versioned by its own
-"v") and the sender's own verdicts (fnlb.payloads.verdict; each peer is the authority on its
-verdicts, and push-pull with random partners carries each peer's to everyone). Load is not
-part of it: fresh within a second anyway, stale after five.
+"v") and the verdicts that can still matter (fnlb.payloads.verdict): the sender's own, and
+every peer's that says offline or is recent (fnlb.cluster.state, `local_state`), so a healed
+partition agrees within an exchange or two. Load is not part of it: fresh within a second
+anyway, stale after five.
 """
 
 from __future__ import annotations

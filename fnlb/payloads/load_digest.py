@@ -44,6 +44,7 @@ from typing import Any, Final
 
 import msgpack
 
+from fnlb import msgpack_bounds
 from fnlb.errors import LocalProtocolError, RemoteProtocolError
 
 VERSION: Final = 1
@@ -82,7 +83,19 @@ MALFORMED = "load_malformed"
 BAD_VERSION = "load_bad_version"
 BAD_SHAPE = "load_bad_shape"
 BAD_FIELD = "load_bad_field"
-REASONS = (TOO_LARGE, MALFORMED, BAD_VERSION, BAD_SHAPE, BAD_FIELD)
+TOO_DEEP = "load_too_deep"
+TOO_MANY_ITEMS = "load_too_many_items"
+TOO_INFLATED = "load_too_inflated"
+REASONS = (
+    TOO_LARGE,
+    MALFORMED,
+    BAD_VERSION,
+    BAD_SHAPE,
+    BAD_FIELD,
+    TOO_DEEP,
+    TOO_MANY_ITEMS,
+    TOO_INFLATED,
+)
 
 _LUMP_MAX_BYTES = 1 + 4 * 9  # fixarray + four uint64 at most
 _ARRAY_HEADER_MAX = 5  # array32
@@ -325,23 +338,25 @@ def encode_digest(
 # --- decoding -------------------------------------------------------------------------------
 
 
+# Issue #12: bounded like every msgpack path (fnlb.msgpack_bounds): a digest is a list of
+# figures and names, lists of lists inside at most. Peers' digests arrive in datagrams
+# (< 64 KiB: at most ~65,000 items, a few ms); the item cap covers an honest full digest
+# (1 MiB budget: ~460,000 items at the measured 156,000 per 344 KB).
+_LIMITS = msgpack_bounds.Limits(
+    max_bytes=MAX_DIGEST_BYTES,
+    max_depth=3,
+    max_items=512 * 1024,
+    max_array=5 * MAX_FUNCTIONS,
+    max_str=MAX_FUNCTION_NAME,
+    slack=4 << 20,  # honest digests are small lists of ints: ~17 x their bytes as lists
+    prefix="load_",
+    malformed=MALFORMED,
+)
+
+
 def _unpack(data: bytes) -> Any:
-    try:
-        return msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_str_len=MAX_FUNCTION_NAME,
-            max_bin_len=0,
-            max_array_len=5 * MAX_FUNCTIONS,
-            max_map_len=0,
-            max_ext_len=0,
-        )
-    except Exception as exc:
-        # msgpack reports bad input with several exception types (ValueError subclasses,
-        # TypeError, StackError...): whichever, the bytes were not a digest (Rule 2).
-        raise RemoteProtocolError(MALFORMED, type(exc).__name__) from None
+    """The digest's msgpack within bounds; RemoteProtocolError(reason) otherwise (Rule 2)."""
+    return msgpack_bounds.unpack(data, _LIMITS)
 
 
 def _uint(v: Any, cap: int, what: str) -> int:

@@ -120,13 +120,15 @@ class Peer:
         seed: Sequence[str] | None = (),
         epoch_ms: int = 0,
         width_policy: WidthPolicy | None = None,
+        admission: bool = True,
     ) -> None:
         """`routing`: the policy calls are routed by. `clock_ms`: the wall clock in ms, read
         only by gossip's callbacks, which carry no time. `gossip`: False for a lone fnlb.
         `nodeset`: the node set restored from disk (None: empty). `seed`: the `-nodes` to
         add once this peer holds the cluster's set (None: none, as after a restart from
         saved state). `epoch_ms`: larger at each start (orders a restarted peer's digests).
-        `width_policy`: the hot-set width rules (the defaults when None)."""
+        `width_policy`: the hot-set width rules (the defaults when None). `admission`: place
+        as cluster-wide admission (issue 16); False: placed homes of the hottest only."""
         self.name = name
         self.gossip = gossip
         self.routing = routing
@@ -141,9 +143,15 @@ class Peer:
         )
         self.local = LocalLoad(epoch=epoch_ms)
         """This peer's own load figures, written per attempt."""
-        self.control = ControlLoop(router, WidthTracker(width_policy))
+        self.control = ControlLoop(router, WidthTracker(width_policy), admission=admission)
         self.drops: dict[str, int] = {}
         """Malformed peer messages dropped, by reason."""
+        self.check_results: dict[tuple[str, str], int] = {}
+        """(node, result) -> this peer's health results: ok, fail, or passive_fail (the
+        proxy could not reach it); read by /metrics, dropped with the node."""
+        self.state_changes: dict[tuple[str, str], int] = {}
+        """(node, state entered) -> how often this peer's own verdict on the node changed;
+        read by /metrics, dropped with the node."""
         self._pending_seed: list[str] | None = list(seed) if seed is not None else None
         self._known_nodes: set[str] = set(self.state.nodes.members())
         self._checks: list[Check] = []
@@ -207,18 +215,26 @@ class Peer:
     # -- health --------------------------------------------------------------------------
 
     def health_checked(self, node: str, ok: bool, now_ms: int, error: str = "") -> None:
-        """One health result of ours (active check or a failed connection)."""
-        before = self.state.health.get(node)
-        self.state.record_check(node, ok, now_ms, error)
-        after = self.state.health.get(node)
-        changed = after is not None and (before is None or before.state != after.state)
-        if changed and after is not None and after.state != "unknown":
-            log.info("node is %s", after.state, extra={"node": node, "error": error or None})
+        """One result of ours from an active health check."""
+        self._checked(node, ok, now_ms, error, "ok" if ok else "fail")
 
     def connect_failed(self, node: str, error: str, now_ms: int) -> None:
         """The proxy could not reach `node`: count a failed check and confirm it at once."""
-        self.health_checked(node, False, now_ms, error)
+        self._checked(node, False, now_ms, error, "passive_fail")
         self._checks.append(Check(node, True))
+
+    def _checked(self, node: str, ok: bool, now_ms: int, error: str, result: str) -> None:
+        before = self.state.health.get(node)
+        self.state.record_check(node, ok, now_ms, error)
+        after = self.state.health.get(node)
+        if after is None or node not in self.state.nodes:
+            return  # removed meanwhile: not counted, its series would never end
+        key = (node, result)
+        self.check_results[key] = self.check_results.get(key, 0) + 1
+        if after.state != (before.state if before is not None else "unknown"):
+            change = (node, after.state)
+            self.state_changes[change] = self.state_changes.get(change, 0) + 1
+            log.info("node is %s", after.state, extra={"node": node, "error": error or None})
 
     def metrics_read(self, node: str, metrics: NodeMetrics) -> None:
         """A reading of the node's own /metrics, taken with a health check."""
@@ -238,6 +254,29 @@ class Peer:
         self._nodes_changed()
         return NodeChange(node, False, tuple(delta))
 
+    def follow_nodes(
+        self, added: Iterable[str], removed: Iterable[str], exist: frozenset[str], now_ms: int
+    ) -> None:
+        """The node list's owner (the Kubernetes pod watch) changed it: apply the change.
+
+        Local writes, gossiped like any change but never held for an answer: every peer
+        watches the same API server and makes the same change itself; gossip only keeps
+        health and load shared. Routing sees only `exist` from now on, so a pod that is
+        gone leaves this peer's routable set at once, whatever gossip still carries."""
+        changed = False
+        for node in added:
+            if node not in self.state.nodes:
+                self.state.add_node(node, now_ms)
+                changed = True
+        for node in removed:
+            if node in self.state.nodes:
+                self.state.remove_node(node, now_ms)
+                changed = True
+        self.state.limit_view(exist)
+        if changed:
+            self._nodes_changed()
+            self._save = True
+
     def hold_change(self, payload: bytes, now_ms: int) -> Held:
         """A peer's node-set change sent to be held (RemoteProtocolError when malformed,
         counted in `drops`). The caller persists before answering, held or not."""
@@ -255,16 +294,18 @@ class Peer:
     def seed_nodes(self, now_ms: int) -> None:
         """Add the `-nodes` addresses the set has no entry for (live or deleted); once only.
 
-        A peer with peers to join seeds once it holds the cluster's set (the first full state
-        from an established peer, `merge_remote_state`), or when its shell gives up waiting:
-        fresh stamps on an old `-nodes` list would otherwise beat the cluster's deletes.
+        Seed entries carry the lowest stamp there is (`NodeSet.seed`): they lose to every add
+        and delete, and to every collection floor, so an old `-nodes` list (a stateless
+        peer redeployed long after a delete, or one whose first join failed) never brings a
+        deleted node back. A peer with peers to join still seeds only once it holds the
+        cluster's set (the first full state from an established peer, `merge_remote_state`)
+        or when its shell gives up waiting, so it does not route to such a node meanwhile.
         """
         pending, self._pending_seed = self._pending_seed, None
         if not pending:
             return
         for node in pending:
-            if self.state.nodes.get(node) is None:
-                self.state.add_node(node, now_ms)
+            self.state.seed_node(node)
         self._nodes_changed()
         self._save = True
 
@@ -290,14 +331,25 @@ class Peer:
     def take_direct(self) -> list[tuple[bytes, bytes]]:
         return self.state.take_direct()
 
-    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> None:
-        self._merged(lambda now: self.state.merge_broadcast(payload, now))
+    def notify_broadcast(self, origin: str, key: bytes, payload: bytes) -> bool:
+        """Merge a peer's broadcast; True when it was news here (gossip relays it then)."""
+        news = False
+
+        def apply(now: int) -> bool:
+            nonlocal news
+            merged = self.state.merge_broadcast(payload, now)
+            news = merged.news
+            return merged.changed
+
+        self._merged(apply)
+        return news
 
     def local_state(self, join: bool) -> bytes:
-        return self.state.local_state(join)
+        return self.state.local_state(join, self._clock_ms())
 
     def merge_remote_state(self, data: bytes, join: bool) -> None:
-        merged = self._merged(lambda now: self.state.merge_full(data, now))
+        relay = self.seeded  # a new peer's first full state is news to it alone
+        merged = self._merged(lambda now: self.state.merge_full(data, now, relay=relay))
         # `join` is set on a joiner's request: that peer is new too and may know nothing of
         # the cluster's deletes, so only answers and established peers' exchanges count.
         if merged and not join:
@@ -363,7 +415,8 @@ class Peer:
 
     def take_save(self) -> bool:
         """Whether the node set changed since the last call and must be persisted."""
-        save, self._save = self._save, False
+        save = self._save or self.state.dirty
+        self._save = self.state.dirty = False
         return save
 
     def snapshot(self) -> dict[str, object]:
@@ -383,3 +436,7 @@ class Peer:
             self._checks.append(Check(node, False))
         for node in sorted(removed):
             log.info("node removed", extra={"node": node})
+        if removed:  # their health series end with them; memory stays bounded
+            for counts in (self.check_results, self.state_changes):
+                for k in [k for k in counts if k[0] in removed]:
+                    del counts[k]

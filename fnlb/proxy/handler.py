@@ -1,4 +1,7 @@
-"""The data plane: one aiohttp handler that forwards a call to the node routing chose.
+"""The aiohttp data plane (-data-plane=aiohttp): one handler that forwards a call to the node
+routing chose. The default plane (fnlb.proxy.fast_server) behaves as this one does; this is
+its reference, and it still carries calls that follow an API request on a shared-port
+connection.
 
 Per call: function key -> the Peer's candidates over its current view -> first node that
 takes the call -> response streamed back. Each attempt is told to the Peer when it starts
@@ -29,6 +32,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from fnlb.api.jsonio import json_error
+from fnlb.observe.calls import AFTER, ALL_FAILED, GONE, NO_NODE, CallObserver
 from fnlb.peer.core import Peer
 from fnlb.proxy.wait import retry_after_seconds, wait_seconds
 from fnlb.routing.attempt import NO_ANSWER, Attempt
@@ -96,12 +100,21 @@ class UpstreamRequest(aiohttp.ClientRequest):
 class Proxy:
     """Forwards calls to Fn nodes; `handle` is the aiohttp handler."""
 
-    def __init__(self, peer: Peer, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        peer: Peer,
+        session: aiohttp.ClientSession,
+        observer: CallObserver | None = None,
+    ) -> None:
         self._peer = peer
         self._session = session
         self._urls: dict[str, URL] = {}
+        self.observer = observer or CallObserver(lambda *_: 0, counting=False)
+        """Metrics, access log and traces (fnlb.observe): told of each attempt that did not
+        answer and of the call's end, with the same `Attempt` record the Peer gets."""
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        arrived = time.time()  # observe: the whole call's start
         if request.headers.get("Expect"):
             await expect_continue(request)
         raw_path = request.raw_path
@@ -109,14 +122,17 @@ class Proxy:
         key = function_key(path)
         peer = self._peer
         nodes = peer.candidates(key, path)
+        obs = self.observer
         if not nodes:
             known = len(peer.view.states)
+            obs.end(None, request, key, path, None, 0, 503, arrived, arrived, NO_NODE)
             return json_error(
                 503,
                 "no Fn node is online to take the call"
                 + (f" ({known} known, none healthy)" if known else " (no nodes configured)"),
             )
         headers = upstream_headers(request)
+        trace = obs.begin(request, headers) if obs.tracer is not None else None  # observe
         body: bytes | aiohttp.StreamReader | None = None
         replayable = True
         if request.body_exists:
@@ -138,13 +154,17 @@ class Proxy:
                 url = urls[target] = URL(target, encoded=True)
             started = time.time()
             peer.attempt_started(key, node, started)
+            if trace is not None:  # observe: the node's traceparent names this attempt
+                trace.attempt_started(node, started)
             try:
                 resp = await self._session.request(
                     request.method, url, headers=headers, data=body, allow_redirects=False
                 )
             except BaseException as e:
-                peer.attempt_finished(Attempt(key, node, path, NO_ANSWER, time.time()))
+                failed = Attempt(key, node, path, NO_ANSWER, time.time())
+                peer.attempt_finished(failed)
                 if not isinstance(e, aiohttp.ClientError | TimeoutError):
+                    obs.end(trace, request, key, path, failed, i, 499, arrived, started, GONE)
                     raise  # the client went away: the call is cancelled
                 why = _describe(e)
                 if isinstance(e, _NODE_SUSPECT):
@@ -153,21 +173,29 @@ class Proxy:
                 # connection died before any answer (typically a pooled keep-alive connection
                 # to a node that just died): HTTP lets a client repeat an idempotent request
                 # (RFC 9110 9.2.2); a POST may have run: never resent.
-                if isinstance(e, _NOT_SENT) or (
+                if isinstance(e, _NOT_SENT):
+                    obs.attempt(trace, failed, "connect", started, i < last)
+                    failures.append(f"{node}: {why}")
+                    continue
+                if (
                     isinstance(e, _DIED_BEFORE_ANSWER)
                     and request.method in IDEMPOTENT
                     and replayable
                     and i < last
                 ):
+                    obs.attempt(trace, failed, "disconnect", started, True)
                     failures.append(f"{node}: {why}")
                     continue
                 log.warning("call failed after it may have started", extra={"node": node})
+                obs.end(trace, request, key, path, failed, i, 502, arrived, started, AFTER)
                 return json_error(502, f"node {node} failed during the call ({why}); not retried")
             status = resp.status
             if status == 503 and "Retry-After" in resp.headers and replayable and i < last:
                 resp.release()
                 retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
-                peer.attempt_finished(Attempt(key, node, path, 503, time.time(), None, retry_after))
+                busy = Attempt(key, node, path, 503, time.time(), None, retry_after)
+                peer.attempt_finished(busy)
+                obs.attempt(trace, busy, "busy", started, True)
                 failures.append(f"{node}: busy (503)")
                 continue
             # The answer: read small bodies whole (one write back), stream the rest.
@@ -187,7 +215,10 @@ class Proxy:
                 raise
             finally:
                 resp.release()
-                peer.attempt_finished(_answered(key, node, path, resp, started, answered))
+                done = _answered(key, node, path, resp, started, answered)
+                peer.attempt_finished(done)
+                obs.end(trace, request, key, path, done, i, status, arrived, started)
+        obs.end(trace, request, key, path, None, last, 502, arrived, arrived, ALL_FAILED)
         return json_error(502, f"every Fn node failed: {'; '.join(failures)}")
 
 

@@ -7,18 +7,23 @@ The `Peer` (fnlb.peer.core) decides; `ClusterService` only moves inputs in and o
 - the management API: a `NodeChange` made by the Peer is kept here. **Acknowledged means
   kept**: `keep` returns only after the change is fsync'd in `-state-dir` (when given) and
   held by `-write-acks` other live peers (each of which fsyncs it before answering), tried in
-  turn over their management ports. It says how many peers hold it (ourselves included).
-  When fewer peers could take it than asked, it raises `NotHeld`: the change is kept here and
-  spreads by gossip, and retrying is harmless;
+  turn over their management ports; with a gossip key, each request is sealed to the peer
+  asked and its answer sealed back (fnlb.cluster.hold_seal). It says how many peers hold it
+  (ourselves included). When fewer peers could take it than asked (too few alive, as in a
+  minority partition, or too few answered), it raises `NotHeld` (503): the change is kept
+  here and spreads by gossip, and retrying is harmless. Only `-write-acks-degraded` settles
+  for the live peers there are, and then `held_by` says how many hold it;
 - persistence: the node set, the clock and the peers we knew, saved when the Peer says so.
 
 Restart: the state file gives back the node set, the clock and the peers we knew, which are
 joined again along with `-join`. `-nodes` seeds the set only on a start without saved state:
 afterwards the saved set is the truth, so a restart cannot resurrect a node that was deleted
-while it ran. And a fresh peer that has peers to join seeds only once it holds the cluster's
-set (`Peer.seed_nodes`): when no join target answers the first attempt (the whole cluster
-starting at once), or there is nothing to join, it seeds at once; after SEED_WAIT_S without a
-full state, too.
+while it ran. Seeded entries carry the lowest stamp there is (`NodeSet.seed`), so they lose
+to every add and delete the cluster holds and to its collection floor: a stale `-nodes` adds
+nothing the cluster deleted, even after the tombstone was collected. A fresh peer that has
+peers to join seeds once it holds the cluster's set (`Peer.seed_nodes`): when no join target
+answers the first attempt (the whole cluster starting at once), or there is nothing to join,
+it seeds at once; after SEED_WAIT_S without a full state, too.
 """
 
 from __future__ import annotations
@@ -26,15 +31,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import secrets
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 
 import aiohttp
 import msgpack
 
+from fnlb.cluster import hold_seal
 from fnlb.cluster.hlc import HybridClock, Timestamp
 from fnlb.cluster.nodeset import NodeSet
 from fnlb.config import DEFAULT_GOSSIP_PORT, Settings, node_list, parse_listen
@@ -98,10 +106,11 @@ def gossip_runtime(
 class NotHeld(FnlbError):
     """A change is kept here, but fewer live peers than `-write-acks` confirmed holding it."""
 
-    def __init__(self, confirmed: int, wanted: int) -> None:
-        super().__init__(f"{confirmed} of {wanted} peers confirmed")
+    def __init__(self, confirmed: int, wanted: int, live: int) -> None:
+        super().__init__(f"{confirmed} of {wanted} peers confirmed ({live} live)")
         self.confirmed = confirmed
         self.wanted = wanted
+        self.live = live
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +156,9 @@ class ClusterService:
         self._session: aiohttp.ClientSession | None = None
         self.runtime: GossipRuntime | None = None
         self._peers_moved = False
+        self._hold_tls: ssl.SSLContext | bool = True
+        self.write_acks: dict[str, int] = {"not_needed": 0, "held": 0, "short": 0}
+        """Node-list changes by how `-write-acks` went (read by /metrics)."""
 
     # -- keeping a change ----------------------------------------------------------------
 
@@ -154,37 +166,57 @@ class ClusterService:
         """Persist, then have `write_acks` live peers hold `change`; how many hold it (this
         peer included). NotHeld when fewer peers confirmed than were asked for."""
         await self.save()
-        live = self._live_members()
-        wanted = min(self.settings.write_acks, len(live))
+        wanted = self.settings.write_acks
+        if self.settings.write_acks_degraded:
+            wanted = min(wanted, len(self._live_members()))
         if wanted == 0:
+            self.write_acks["not_needed"] += 1
             return 1
         payload = change.hold
         held = 1
-        for address in self._peer_mgmt_addresses():
+        for name, address, tls in self._peer_mgmt_addresses():
             if held - 1 >= wanted:
                 break
-            if await self._ask_to_hold(address, payload):
+            if await self._ask_to_hold(address, payload, name, tls):
                 held += 1
+        self.write_acks["held" if held - 1 >= wanted else "short"] += 1
         if held - 1 < wanted:
-            raise NotHeld(held - 1, wanted)
+            raise NotHeld(held - 1, wanted, len(self._live_members()))
         return held
 
-    async def _ask_to_hold(self, address: str, payload: bytes) -> bool:
+    async def _ask_to_hold(self, address: str, payload: bytes, name: str, tls: bool) -> bool:
+        """Ask peer `name` at `address` to hold a change; True once it proved it did.
+
+        With a gossip key the request is sealed to that peer and its "held" must be sealed
+        back to this request (fnlb.cluster.hold_seal); without one, a 200 is taken as is.
+        A peer whose management port speaks TLS (`tls`, from its gossip meta) is asked over
+        https; its certificate is not checked, since the seal both ways is what proves who
+        holds the change (`hold_tls`).
+        """
         assert self._session is not None
+        assert self.runtime is not None
+        cipher = self.runtime.cipher
+        body, nonce = hold_seal.seal_request(cipher, payload, time.time(), name)
+        kind = hold_seal.CONTENT_TYPE_SEALED if nonce else hold_seal.CONTENT_TYPE_PLAIN
         try:
             async with self._session.post(
-                f"http://{address}/1/lb/cluster/hold",
-                data=payload,
-                headers={"Content-Type": "application/msgpack"},
+                f"{'https' if tls else 'http'}://{address}/1/lb/cluster/hold",
+                data=body,
+                headers={"Content-Type": kind},
                 timeout=aiohttp.ClientTimeout(total=ACK_TIMEOUT_S),
+                ssl=self._hold_tls if tls else True,
             ) as resp:
-                await resp.read()
+                answer = await resp.read()
                 if resp.status != 200:
                     log.warning(
                         "peer refused to hold a change",
                         extra={"peer": address, "status": resp.status},
                     )
-                return resp.status == 200
+                    return False
+            if not hold_seal.answer_holds(cipher, _json_field(answer, "seal"), nonce, time.time()):
+                log.warning("a hold answer was not sealed by that peer", extra={"peer": address})
+                return False
+            return True
         except (aiohttp.ClientError, TimeoutError) as e:
             log.warning("peer did not hold a change", extra={"peer": address, "error": str(e)})
             return False
@@ -216,12 +248,14 @@ class ClusterService:
             return []
         return [m for m in self.runtime.members() if m.state in _LIVE and m.name != self.name]
 
-    def _peer_mgmt_addresses(self) -> list[str]:
+    def _peer_mgmt_addresses(self) -> list[tuple[str, str, bool]]:
+        """(member name, management host:port, speaks TLS) of each live peer that published
+        its management port."""
         out = []
         for m in self._live_members():
-            port = _meta_mgmt_port(m.meta)
+            port, tls = _meta_mgmt(m.meta)
             if port:
-                out.append(f"{m.addr[0]}:{port}")
+                out.append((m.name, f"{m.addr[0]}:{port}", tls))
         return out
 
     def _peer_gossip_addresses(self) -> list[str]:
@@ -233,15 +267,17 @@ class ClusterService:
             return []
         return sorted(self.runtime.members(), key=lambda m: m.name)
 
-    async def start(self, mgmt_port: int) -> None:
-        """Join the cluster; `mgmt_port` is where peers reach our management API."""
+    async def start(self, mgmt_port: int, mgmt_tls: bool = False) -> None:
+        """Join the cluster; `mgmt_port` is where peers reach our management API, over TLS
+        when `mgmt_tls` (published in our gossip meta, so peers ask us to hold over https)."""
         self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+        self._hold_tls = hold_tls(self.settings)
         settings = dataclasses.replace(
             self.settings,
             node_name=self.name,
             join=tuple(dict.fromkeys((*self.settings.join, *self.known_peers))),
         )
-        meta = msgpack.packb({"m": mgmt_port}, use_bin_type=True)
+        meta = msgpack.packb({"m": mgmt_port, "t": mgmt_tls}, use_bin_type=True)
         self.runtime = gossip_runtime(settings, delegate=self.peer, meta=meta)
         self.runtime.add_listener(self._on_member)
         await self.runtime.start()
@@ -290,10 +326,39 @@ class ClusterService:
             await self._session.close()
 
 
-def _meta_mgmt_port(meta: bytes) -> int:
+def _json_field(body: bytes, field: str) -> object:
+    """`field` of a JSON object answer, or None when the answer is not one."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value.get(field) if isinstance(value, dict) else None
+
+
+def _meta_mgmt(meta: bytes) -> tuple[int, bool]:
+    """A peer's management port (0: none published) and whether it speaks TLS; peers that
+    predate the TLS flag publish only the port."""
     try:
         value = msgpack.unpackb(meta, raw=False) if meta else None
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-        return 0
-    port = value.get("m") if isinstance(value, dict) else None
-    return port if isinstance(port, int) and 0 < port < 65536 else 0
+        return 0, False
+    if not isinstance(value, dict):
+        return 0, False
+    port = value.get("m")
+    port = port if isinstance(port, int) and 0 < port < 65536 else 0
+    return port, value.get("t") is True
+
+
+def hold_tls(settings: Settings) -> ssl.SSLContext:
+    """The TLS a peer's hold request uses towards a peer whose management port speaks TLS.
+
+    The server's certificate is not checked: the hold is sealed to that peer with the gossip
+    keyring and its answer sealed back, which proves more than a certificate would. When
+    management requires client certificates (-mgmt-tls-client-ca), this peer presents its
+    own management certificate, so the peers' certificates must come from that CA."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if settings.mgmt_tls_client_ca and settings.mgmt_tls_cert:
+        ctx.load_cert_chain(settings.mgmt_tls_cert, settings.mgmt_tls_key)
+    return ctx

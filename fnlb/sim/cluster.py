@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from fnlb.cluster.hlc import HybridClock, Timestamp
-from fnlb.cluster.nodeset import NodeSet
+from fnlb.cluster.nodeset import DEFAULT_HORIZON_MS, NodeSet
 from fnlb.gossip.messages import MemberState
 from fnlb.gossip.profile import GossipProfile
 from fnlb.gossip.sim import NetworkModel, Simulation
@@ -63,8 +63,10 @@ class ClusterSim:
         healthy: int = 2,
         unhealthy: int = 2,
         seed_nodes: bool = True,
+        horizon_ms: int = DEFAULT_HORIZON_MS,
     ) -> None:
-        """`seed_nodes`: start every peer with all nodes as `-nodes`; False: none."""
+        """`seed_nodes`: start every peer with all nodes as `-nodes`; False: none.
+        `horizon_ms`: how long tombstones are kept (short, to reach it in a test)."""
         self.profile = profile or GossipProfile.fnlb_default()
         self.gossip = Simulation(seed, self.profile, NetworkModel(loss=loss), log=None)
         self.rng = random.Random(seed + 1)
@@ -74,6 +76,9 @@ class ClusterSim:
         self.node_names = [f"10.1.0.{i + 1}:8080" for i in range(nodes)]
         self.node_up = dict.fromkeys(self.node_names, True)
         self._seed = tuple(self.node_names) if seed_nodes else ()
+        self.horizon_ms = horizon_ms
+        self.skew_ms: dict[str, int] = {}
+        """Each peer's wall-clock error (ms): what its clock reads minus the true time."""
         self.names = [f"p{i}" for i in range(peers)]
         self.peers: dict[str, SimPeer] = {}
         self._cut: set[tuple[str, str]] = set()  # (peer, node) pairs that cannot reach
@@ -104,8 +109,9 @@ class ClusterSim:
     def run_for(self, seconds: float) -> None:
         self.gossip.run_for(seconds)
 
-    def run_until_true(self, check: Callable[[], bool], timeout: float) -> bool:
-        return self.gossip.run_until_true(check, timeout)
+    def run_until_true(self, check: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+        """Run until `check()` holds (tried every `step` virtual seconds) or `timeout`."""
+        return self.gossip.run_until_true(check, timeout, step)
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -119,6 +125,14 @@ class ClusterSim:
         """`peer` can no longer reach `node` (the others still can)."""
         self._cut.add((peer, node))
 
+    def cut_pairs(self) -> frozenset[tuple[str, str]]:
+        """The (peer, node) pairs cut off from each other."""
+        return frozenset(self._cut)
+
+    def uncut(self, peer: str, node: str) -> None:
+        """`peer` reaches `node` again."""
+        self._cut.discard((peer, node))
+
     def partition(self, groups: Iterable[Iterable[str]]) -> None:
         self.gossip.partition(groups)
 
@@ -130,16 +144,46 @@ class ClusterSim:
         self.peers[name].up = False
         self.gossip.crash(name)
 
-    def restart(self, name: str, seeds: Sequence[str]) -> None:
-        """A fresh process for `name`, from its disk, joining through `seeds`."""
+    def restart(
+        self,
+        name: str,
+        seeds: Sequence[str],
+        *,
+        stateless: bool = False,
+        nodes: Sequence[str] | None = None,
+    ) -> None:
+        """A fresh process for `name`, from its disk, joining through `seeds`.
+
+        `stateless`: its disk is gone (no -state-dir), so it starts from its `-nodes`:
+        `nodes` (default: the cluster's original list). A peer whose join target does not
+        answer seeds at once, as the cluster shell does when no join target answered.
+        """
         p = self.peers[name]
-        p.peer = self._new_peer(name, p.disk)
+        if stateless:
+            p.disk = None
+        p.peer = self._new_peer(name, p.disk, nodes)
         p.up = True
         p.gen += 1
         p.confirming.clear()
         p.checking.clear()
         self.gossip.restart(name, seeds, delegate=p.peer)
         self._schedule(name)
+        if not any(self.peers[s].up for s in seeds if s != name):
+            p.peer.seed_nodes(self.wall_ms())
+
+    def add_peer(self, name: str, seeds: Sequence[str], nodes: Sequence[str] = ()) -> None:
+        """A new peer `name` (no disk) with `nodes` as its `-nodes`, joining through `seeds`."""
+        self.names.append(name)
+        self.peers[name] = SimPeer(name, self._new_peer(name, None, nodes))
+        self.gossip.add(name, self.peers[name].peer)
+        self.gossip.start(name, seeds)
+        self._schedule(name)
+        if not any(self.peers[s].up for s in seeds):
+            self.peers[name].peer.seed_nodes(self.wall_ms())
+
+    def one_way(self, src: Iterable[str], dst: Iterable[str]) -> None:
+        """Drop every datagram and stream from `src` peers to `dst` peers (not the reverse)."""
+        self.gossip.one_way(src, dst)
 
     # -- what operators and tests read ----------------------------------------------------
 
@@ -155,23 +199,29 @@ class ClusterSim:
 
     # -- the shells, simulated -------------------------------------------------------------
 
-    def _new_peer(self, name: str, disk: dict[str, Any] | None) -> Peer:
-        nodeset = None
-        seed: tuple[str, ...] | None = self._seed
+    def peer_ms(self, name: str) -> int:
+        """`name`'s wall clock (ms), skew included."""
+        return self.wall_ms() + self.skew_ms.get(name, 0)
+
+    def _new_peer(
+        self, name: str, disk: dict[str, Any] | None, nodes: Sequence[str] | None = None
+    ) -> Peer:
+        seed: tuple[str, ...] | None = self._seed if nodes is None else tuple(nodes)
+        nodeset = NodeSet(HybridClock(name), horizon_ms=self.horizon_ms)
         if disk is not None:  # as fnlb.shell.cluster.restore reads -state-dir
             clock = HybridClock(name)
             clock.witness(Timestamp.from_wire(disk["clock"]))
-            nodeset = NodeSet.from_snapshot(disk["nodes"], clock)
+            nodeset = NodeSet.from_snapshot(disk["nodes"], clock, horizon_ms=self.horizon_ms)
             seed = None
         return Peer(
             name,
             routing=RendezvousPolicy(),
-            clock_ms=self.wall_ms,
+            clock_ms=lambda: self.peer_ms(name),
             healthy=self.healthy,
             unhealthy=self.unhealthy,
             nodeset=nodeset,
             seed=seed,
-            epoch_ms=self.wall_ms(),
+            epoch_ms=self.peer_ms(name),
         )
 
     def _starter(self, name: str, seeds: Sequence[str]) -> Callable[[], None]:
@@ -196,7 +246,7 @@ class ClusterSim:
         peer = p.peer
         members = self.gossip.slots[name].member.members()
         peer.members_changed(m.name for m in members if m.state in _LIVE)
-        now = self.wall_s()
+        now = self.peer_ms(name) / 1000
         for m in members:
             if m.state not in _LIVE:
                 peer.member_left(m.name, now)
@@ -232,7 +282,7 @@ class ClusterSim:
             return
         p = self.peers[name]
         ok = self.node_up.get(node, False) and (name, node) not in self._cut
-        p.peer.health_checked(node, ok, self.wall_ms(), "" if ok else "connection refused")
+        p.peer.health_checked(node, ok, self.peer_ms(name), "" if ok else "connection refused")
         health = p.peer.health(node)
         confirming = node in p.confirming
         if ok or health is None or health.state == "offline" or not confirming:

@@ -7,8 +7,8 @@ import time
 import aiohttp
 import msgpack
 
+from testkit.peers import peers
 from tests.support import wait_for
-from tests.support_cluster import peers
 
 
 async def hold(client: aiohttp.ClientSession, mgmt: object, message: object) -> tuple[int, str]:

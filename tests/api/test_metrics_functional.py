@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 
+from testkit.peers import peers
 from tests.support import Backend, running_balancer, wait_for
-from tests.support_cluster import peers
 
 
 async def test_metrics_show_nodes_and_load() -> None:
@@ -38,4 +38,6 @@ async def test_metrics_in_a_cluster_count_peers() -> None:
     ):
         text = await r.text()
     assert 'fnlb_peers{state="alive"} 2.0' in text
-    assert "fnlb_gossip_wire_total" in text
+    assert 'fnlb_gossip_packets_total{direction="sent"}' in text
+    assert 'fnlb_gossip_bytes_total{direction="received",proto="udp"}' in text
+    assert 'fnlb_gossip_streams_total{side="opened"}' in text

@@ -13,8 +13,8 @@ from aiohttp import web
 from fnlb.api.cluster import hot_functions
 from fnlb.config import Settings
 from fnlb.server import Balancer
+from testkit.peers import gossip_seed, peer_settings, peers
 from tests.support import Backend, wait_for
-from tests.support_cluster import gossip_seed, peer_settings, peers
 from tests.support_proc import free_port
 
 
@@ -37,10 +37,9 @@ async def test_a_node_added_on_one_peer_is_routable_on_all_and_removed_everywher
         async with peers(3) as group, aiohttp.ClientSession() as client:
             answer = await put(client, group[0], backend.address)
             assert answer == {"msg": "node added", "held_by": 2}
-            await wait_for(
-                everywhere(group, lambda b: b.peer.view.routable == (backend.address,)),
-                within=5,
-            )
+            # Checked online everywhere (a node not yet checked is routable too: wait for more).
+            online = {backend.address: "online"}
+            await wait_for(everywhere(group, lambda b: b.peer.view.states == online), within=5)
             checksums = set()
             for b in group:
                 async with client.get(f"http://{b.mgmt_address}/1/lb/cluster") as r:
@@ -74,7 +73,8 @@ async def test_a_dead_fn_node_leaves_every_peer_and_comes_back() -> None:
 
 
 async def test_changes_survive_a_restart_from_the_state_dir(tmp_path: Path) -> None:
-    settings = peer_settings("solo", state_dir=str(tmp_path / "s"), nodes="a:1,b:2")
+    # One peer: nobody else can hold a change (-write-acks 0, else 503).
+    settings = peer_settings("solo", state_dir=str(tmp_path / "s"), nodes="a:1,b:2", write_acks=0)
     async with aiohttp.ClientSession() as client:
         b = Balancer(settings)
         await b.start()
@@ -211,7 +211,9 @@ async def test_nodes_memory_figures_are_read_and_shared_by_every_peer() -> None:
 async def test_a_fresh_peer_with_an_old_nodes_list_does_not_bring_deleted_nodes_back(
     tmp_path: Path,
 ) -> None:
-    first = Balancer(peer_settings("a", state_dir=str(tmp_path / "a"), nodes="x:1,y:2"))
+    first = Balancer(
+        peer_settings("a", state_dir=str(tmp_path / "a"), nodes="x:1,y:2", write_acks=0)
+    )
     await first.start()
     try:
         async with aiohttp.ClientSession() as client:
@@ -234,6 +236,38 @@ async def test_a_fresh_peer_with_an_old_nodes_list_does_not_bring_deleted_nodes_
             await second.stop()
     finally:
         await first.stop()
+
+
+async def test_a_deleted_node_stays_deleted_across_a_restart_and_a_fresh_peer_that_seeded(
+    tmp_path: Path,
+) -> None:
+    """Issue #11's reproduction: a deletes x and restarts from its state dir; meanwhile a
+    fresh b starts with `-nodes x,y -join a`, finds a down and seeds at once. Its seeds lose
+    to a's tombstone: neither ends with x (both did, before)."""
+    state = str(tmp_path / "a")
+    a = Balancer(peer_settings("a", state_dir=state, nodes="x:1,y:2", write_acks=0))
+    await a.start()
+    async with aiohttp.ClientSession() as client:
+        await put(client, a, "x:1", "DELETE")
+    old_seed = gossip_seed(a)
+    await a.stop()
+    b = Balancer(peer_settings("b", (old_seed,), nodes="x:1,y:2"))
+    await b.start()
+    try:
+        await wait_for(lambda: b.peer.nodes() == ["x:1", "y:2"], within=10)  # seeded alone
+        a = Balancer(peer_settings("a", (gossip_seed(b),), state_dir=state, write_acks=0))
+        await a.start()
+        try:
+            group = [a, b]
+            await wait_for(
+                lambda: len({p.peer.state.nodes.digest() for p in group}) == 1, within=15
+            )
+            for p in group:
+                assert p.peer.nodes() == ["y:2"]
+        finally:
+            await a.stop()
+    finally:
+        await b.stop()
 
 
 async def test_a_peer_alone_or_whose_join_targets_are_down_seeds_its_nodes_list() -> None:
@@ -297,3 +331,20 @@ async def test_an_idle_peer_stops_sending_load_digests_and_resumes_with_calls() 
             await wait_for(lambda: sent() > quiet, within=5)
     finally:
         await backend.stop()
+
+
+async def test_a_change_no_other_peer_can_hold_is_refused_503_unless_acks_may_degrade() -> None:
+    """Issue #11 defect 6: a peer that saw no others (a minority of one) answered 200 with
+    `held_by: 1`, exactly when "acknowledged means kept" matters. Now it says 503 (kept
+    here, not acknowledged), unless the operator chose -write-acks-degraded."""
+    async with peers(1) as group, aiohttp.ClientSession() as client:
+        url = f"http://{group[0].mgmt_address}/1/lb/nodes"
+        async with client.put(url, json={"node": "n:1"}) as r:
+            assert r.status == 503
+            answer = await r.json()
+        assert "not acknowledged" in answer["msg"]
+        assert "only 0 of the 1 other peers" in answer["msg"]
+        assert group[0].peer.nodes() == ["n:1"]  # kept here, spreads when peers come
+    async with peers(1, write_acks_degraded=True) as group, aiohttp.ClientSession() as client:
+        answer = await put(client, group[0], "n:1")
+        assert answer == {"msg": "node added", "held_by": 1}

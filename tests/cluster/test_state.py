@@ -193,12 +193,12 @@ def test_a_verdict_stamped_far_ahead_is_refused_and_counted() -> None:
     p.set_alive(["a", "b", "c"])
     p.add_node("n:1", 1000)
     forged = msgpack.packb(["v", "b", "n:1", False, 1 << 62], use_bin_type=True)
-    assert p.merge_broadcast(forged, 2000) is False
+    assert p.merge_broadcast(forged, 2000) == (False, False)
     assert p.verdicts.verdict("b", "n:1") is None
     assert p.refused == {"verdict_drift": 1}
     # b's real verdicts, stamped by its clock, still count.
     real = msgpack.packb(["v", "b", "n:1", True, 2000 << 20], use_bin_type=True)
-    assert p.merge_broadcast(real, 2000) is True
+    assert p.merge_broadcast(real, 2000) == (True, True)
     verdict = p.verdicts.verdict("b", "n:1")
     assert verdict is not None
     assert verdict.online

@@ -195,16 +195,21 @@ def test_unknown_version_and_mode_mismatch_are_named() -> None:
     assert reason(cipher(OLD), cipher(label="prod").seal(b"x", NOW)) == "encryption_mismatch"
 
 
+def test_a_version_2_envelope_is_named_old_so_an_operator_sees_an_unupgraded_peer() -> None:
+    sealed = cipher(OLD).seal(b"x", NOW)
+    assert reason(cipher(OLD), b"\x02" + sealed[1:]) == "old_envelope"
+
+
 def test_oversized_envelopes_are_refused_before_decrypting() -> None:
     c = cipher(OLD, max_envelope=1000)
     assert reason(c, b"\x02" + bytes(1000)) == "too_large"
     with pytest.raises(LocalProtocolError):
         c.seal(bytes(1000 - AESGCM_OVERHEAD + 1), NOW)
-    assert c.open(c.seal(bytes(1000 - AESGCM_OVERHEAD), NOW), NOW) == bytes(959)
+    assert c.open(c.seal(bytes(1000 - AESGCM_OVERHEAD), NOW), NOW) == bytes(1000 - 46)
 
 
 def test_payload_budget_subtracts_the_envelope() -> None:
-    assert cipher(OLD).payload_budget(1400) == 1400 - 41
+    assert cipher(OLD).payload_budget(1400) == 1400 - 46
     assert cipher().payload_budget(1400) == 1400 - 5
     c = cipher(OLD)
     assert len(c.seal(bytes(c.payload_budget()), NOW)) == 1400
@@ -288,6 +293,68 @@ def test_plaintext_mode_round_trips_and_still_checks_the_label() -> None:
 def test_label_length_is_bounded() -> None:
     with pytest.raises(LocalProtocolError):
         cipher(label="x" * 256)
+
+
+# --- bound to the recipient -------------------------------------------------------------------
+
+
+def named(name: str, *keys: bytes) -> GossipCipher:
+    c = cipher(*keys)
+    c.name = name
+    return c
+
+
+def test_a_packet_sealed_for_a_opens_at_a_and_not_when_replayed_to_c() -> None:
+    b, a, c = named("b", OLD), named("a", OLD), named("c", OLD)
+    packet = b.seal(b"ack 7", NOW, to="a")
+    assert reason(c, packet) == "not_for_us"
+    assert a.open(packet, NOW) == b"ack 7"
+
+
+def test_the_recipient_is_authenticated_even_when_its_wire_tag_is_forged() -> None:
+    a, c = named("a", OLD), named("c", OLD)
+    packet = bytearray(named("b", OLD).seal(b"x", NOW, to="a"))
+    packet[14:18] = named("b", OLD).seal(b"y", NOW, to="c")[14:18]
+    assert reason(c, bytes(packet)) == "auth_failed"
+    assert reason(a, bytes(packet)) == "not_for_us"
+
+
+def test_an_answer_opens_only_as_the_answer_to_its_request() -> None:
+    a, b = named("a", OLD), named("b", OLD)
+    request = a.seal(b"push-pull", NOW, to="b")
+    opened = b.open_detailed(request, NOW)
+    answer = b.seal(b"state", NOW, reply_to=opened.nonce)
+    other = a.seal(b"another request", NOW, to="b")
+    assert reason(a, answer) == "not_for_us"  # not expecting an answer: not taken as one
+    with pytest.raises(RemoteProtocolError) as info:
+        a.open(answer, NOW, reply_to=GossipCipher.nonce_of(other))
+    assert info.value.reason == "not_for_us"
+    assert a.open(answer, NOW, reply_to=GossipCipher.nonce_of(request)) == b"state"
+
+
+def test_pieces_open_only_in_their_own_message_and_place() -> None:
+    a, b = named("a", OLD), named("b", OLD)
+    first = a.seal(b"head", NOW, to="b")
+    nonce = b.open_detailed(first, NOW).nonce
+    piece = a.seal_continuation(b"piece 1", NOW, nonce, 1)
+    assert b.open_continuation(piece, nonce, 1) == b"piece 1"
+    with pytest.raises(RemoteProtocolError) as wrong_place:
+        b.open_continuation(piece, nonce, 2)
+    assert wrong_place.value.reason == "auth_failed"
+    other = GossipCipher.nonce_of(a.seal(b"other head", NOW, to="b"))
+    with pytest.raises(RemoteProtocolError) as wrong_message:
+        b.open_continuation(piece, other, 1)
+    assert wrong_message.value.reason == "not_for_us"
+    assert reason(b, piece) == "not_for_us"  # a piece is never a message of its own
+
+
+def test_check_header_refuses_from_the_first_bytes_alone() -> None:
+    a = named("a", OLD)
+    header = named("b", OLD).seal(b"x" * 1000, NOW, to="c")[: a.header_size]
+    with pytest.raises(RemoteProtocolError) as info:
+        a.check_header(header)
+    assert info.value.reason == "not_for_us"
+    a.check_header(named("b", OLD).seal(b"x", NOW, to="a")[: a.header_size])
 
 
 # --- any bytes at all -------------------------------------------------------------------------

@@ -73,6 +73,7 @@ def test_a_bad_keyring_file_is_a_config_error_saying_what_is_wrong(
 ) -> None:
     path = tmp_path / "keyring.json"
     path.write_text(contents)
+    path.chmod(0o600)
     with pytest.raises(ConfigError, match=message) as info:
         load_keyring_file(path)
     assert "--gossip-keyring-file" in str(info.value)
@@ -82,8 +83,21 @@ def test_an_unreadable_keyring_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_keyring_file(tmp_path / "missing.json")
     (tmp_path / "binary").write_bytes(b"\xff\xfe\x00")
+    (tmp_path / "binary").chmod(0o600)
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_keyring_file(tmp_path / "binary")
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_a_keyring_file_others_may_read_or_change_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "keyring.json"
+    save_keyring_file(path, [OLD])
+    path.chmod(mode)
+    with pytest.raises(ConfigError, match=f"mode {mode:04o} .*chmod 600") as info:
+        load_keyring_file(path)
+    assert "--gossip-keyring-file" in str(info.value)
+    path.chmod(0o400)
+    assert load_keyring_file(path).keys() == [OLD]
 
 
 def test_decode_key_accepts_surrounding_whitespace_and_names_the_problem() -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from fnlb.errors import LocalProtocolError
 from fnlb.gossip import codec
+from fnlb.gossip.broadcasts import retransmit_limit
 from fnlb.gossip.delegate import RecordingDelegate
 from fnlb.gossip.member import EventKind, Member, MemberEvent, push_pull_interval
 from fnlb.gossip.messages import (
@@ -103,6 +104,26 @@ def test_suspicion_of_ourselves_is_refuted_with_a_higher_incarnation() -> None:
     m.receive_datagram(packet(Ping(7, "a")), PEER, 1.0)
     carried = [x for msgs, _ in sent(m) for x in msgs]
     assert Alive(1, "a", A, b"") in carried
+
+
+def test_a_repeated_accusation_sends_our_refutation_afresh_even_while_it_is_queued() -> None:
+    """The accuser missed our Alive: it must get every transmission again, not the one or
+    two left (3 peers at 20 % loss lost both, and a live member was declared dead)."""
+    m = member()
+    m.receive_datagram(packet(Suspect(0, "a", "b")), PEER, 1.0)
+    refutation = Alive(1, "a", A, b"")
+    limit = retransmit_limit(1, PROFILE.retransmit_mult)
+
+    def acks_carrying_it(pings: int, seq: int) -> int:
+        carried = 0
+        for i in range(pings):
+            m.receive_datagram(packet(Ping(seq + i, "a")), PEER, 1.0)
+            carried += sum(refutation in msgs for msgs, _ in sent(m))
+        return carried
+
+    assert acks_carrying_it(limit - 1, 100) == limit - 1  # one transmission left
+    m.receive_datagram(packet(Suspect(0, "a", "c")), PEER, 1.0)  # still accused
+    assert acks_carrying_it(limit + 2, 200) == limit
 
 
 def test_we_never_accept_our_own_death() -> None:
@@ -516,3 +537,91 @@ def test_a_stale_rumour_of_our_old_address_is_refuted_without_a_conflict() -> No
     assert m.incarnation == 6
     assert not [e for e in drain_events(m) if e.kind is EventKind.CONFLICT]
     assert m.stats["name_conflicts"] == 0
+
+
+def first_ping(m: Member) -> tuple[float, list[Ping]]:
+    """Run `m`'s timers until it sends its first probe: when, and the Ping."""
+    for _ in range(50):
+        due = m.next_timer()
+        assert due is not None
+        m.handle_timer(due)
+        pings = [x for msgs, _ in sent(m, due) for x in msgs if isinstance(x, Ping)]
+        if pings:
+            return due, pings
+    raise AssertionError("no probe was sent")
+
+
+def test_an_ack_not_drawn_for_the_open_probe_does_not_complete_it() -> None:
+    # Issue #12: an Ack sealed for another peer, replayed here, completed this member's probe
+    # of a crashed member, since every member numbered its probes 1, 2, 3... Now each probe
+    # draws its number at random: the acks a counting peer would send never match it.
+    m = member()
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    due, pings = first_ping(m)
+    assert pings[0].seq > 1000  # (so the acks below are all replays from elsewhere)
+    for seq in range(1, 1001):  # what members counting their probes sent each other
+        m.receive_datagram(packet(Ack(seq)), B, due + 0.01)
+    for _ in range(20):  # let the probe, the indirect round and the suspicion run out
+        when = m.next_timer()
+        assert when is not None
+        m.handle_timer(when)
+        m.datagrams_to_send(when)
+    assert state_of(m, "b") in (MemberState.SUSPECT, MemberState.DEAD)
+
+
+def test_probe_numbers_differ_between_members_and_between_lives_of_one() -> None:
+    # Two members, and one member restarted under the same name (it joins at another time):
+    # their first probes carry different numbers, none of them a small count.
+    def first_seq(name: str, joined_at: float) -> int:
+        m = Member(name, A, PROFILE, random.Random(1), RecordingDelegate())
+        m.join([], joined_at)
+        m.receive_datagram(packet(Alive(1, "b", B, b"")), B, joined_at)
+        return first_ping(m)[1][0].seq
+
+    seqs = {first_seq("a", 0.0), first_seq("c", 0.0), first_seq("a", 5000.0)}
+    assert len(seqs) == 3
+    assert min(seqs) > 1000
+
+
+def test_a_push_pull_suspicion_is_hearsay_not_rebroadcast_nor_a_confirmation() -> None:
+    """Issue #11 defect 8: a Suspect/Dead row from a push-pull was rebroadcast with this
+    member as the accuser and counted elsewhere as an independent confirmation."""
+    m = member()
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    m.receive_datagram(packet(Alive(1, "c", PEER, b"")), PEER, 0.0)
+    for i in range(6):  # enough members for Lifeguard to expect confirmations (k > 0)
+        m.receive_datagram(packet(Alive(1, f"o{i}", (f"10.0.1.{i}", 7946), b"")), PEER, 0.0)
+    m.datagrams_to_send(0.0)
+    data = codec.encode_stream(
+        PushPull(False, (PushPullEntry("b", B, 1, MemberState.SUSPECT, b""),), b"")
+    )
+    m.handle_stream_request(data, PEER, 1.0)
+    assert state_of(m, "b") is MemberState.SUSPECT
+    m.handle_timer(1.0)  # a gossip round, and our own probe of b starts (not yet failed)
+    to_others = [x for msgs, addr in sent(m, 1.0) if addr != B for x in msgs]
+    assert not [x for x in to_others if isinstance(x, Suspect)]  # (b itself is told)
+    # Every real accuser's Suspect counts, our own failed probe's included.
+    m.receive_datagram(packet(Suspect(1, "b", "c")), PEER, 1.5)
+    m.receive_datagram(packet(Suspect(1, "b", "a")), PEER, 1.5)
+    assert m._suspicions["b"].confirmations == 2
+
+
+def test_broadcasts_ride_direct_messages_to_random_peers_not_the_same_first_ones() -> None:
+    """Issue #11: direct messages (load digests, to every live member) went out in table
+    order, so the broadcasts riding on them spent their few retransmissions on the same first
+    peers of every member, and the last peers waited seconds for a node change."""
+    from fnlb.gossip.messages import UserBroadcast
+
+    carried_to = set()
+    for seed in range(4):
+        d = RecordingDelegate()
+        m = member(seed=seed, delegate=d)
+        for i in range(20):
+            m.receive_datagram(packet(Alive(1, f"o{i}", (f"10.0.1.{i}", 7946), b"")), PEER, 0.0)
+        m.datagrams_to_send(0.0)
+        d.broadcast(b"n/x", b"change")
+        d.send_direct(b"l/a", b"figures")
+        m.handle_timer(1.0)
+        mine = UserBroadcast("a", b"n/x", b"change")
+        carried_to.add(frozenset(addr for msgs, addr in sent(m, 1.0) if mine in msgs))
+    assert len(carried_to) > 1

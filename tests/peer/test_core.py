@@ -153,3 +153,17 @@ def test_a_hold_stamped_too_far_ahead_is_not_held() -> None:
     ok = holder.hold_change(peer("w2", clock).put_node("m:1", clock()).hold, clock())
     assert ok.held
     assert holder.nodes() == ["m:1"]
+
+
+def test_health_results_and_verdict_changes_are_counted_per_node_and_end_with_it() -> None:
+    clock = Clock()
+    p = peer("self", clock, gossip=False, seed=["a:1", "b:1"])
+    online(p, clock, "a:1")  # two good checks: unknown -> online
+    p.connect_failed("a:1", "refused", clock())
+    p.health_checked("a:1", False, clock())  # the second failure: online -> offline
+    p.health_checked("gone:1", True, clock())  # not in the set: not counted
+    assert p.check_results == {("a:1", "ok"): 2, ("a:1", "passive_fail"): 1, ("a:1", "fail"): 1}
+    assert p.state_changes == {("a:1", "online"): 1, ("a:1", "offline"): 1}
+    p.delete_node("a:1", clock())
+    assert p.check_results == {}
+    assert p.state_changes == {}

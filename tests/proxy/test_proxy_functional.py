@@ -296,7 +296,7 @@ async def test_parsed_node_urls_are_reused_within_a_bound(
     backends: list[Backend], client: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("fnlb.proxy.handler.URL_CACHE_SIZE", 4)
-    async with running_balancer(nodes=backends[0].address) as lb:
+    async with running_balancer(nodes=backends[0].address, data_plane="aiohttp") as lb:
         await all_online(lb, 1)
         for i in range(10):
             async with client.get(url(lb, f"/r/app/fn?n={i % 7}")) as resp:

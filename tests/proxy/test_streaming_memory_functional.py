@@ -18,7 +18,7 @@ LIMIT_KB = 50 * 1024
 
 
 @pytest.mark.slow
-async def test_200mb_each_way_keeps_rss_flat() -> None:
+async def test_200mb_each_way_keeps_rss_flat(data_plane: str) -> None:
     async def download(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Length": str(SIZE)})
         await resp.prepare(request)
@@ -30,7 +30,7 @@ async def test_200mb_each_way_keeps_rss_flat() -> None:
 
     backend = Backend("big")
     await backend.start()
-    fnlb = FnlbProcess(f"-nodes={backend.address}", "-hc-interval=0.2")
+    fnlb = FnlbProcess(f"-nodes={backend.address}", "-hc-interval=0.2", f"-data-plane={data_plane}")
     try:
         async with aiohttp.ClientSession() as client:
 

@@ -1,0 +1,42 @@
+"""`bench/routing --quick` replays a small trace through all four configurations.
+
+A smoke run: it asserts that the benchmark works end to end and that what it reports
+happened (every configuration answered every counted call, the nodes said which calls were
+cold, the plot was drawn), never that one configuration beat another: that figure comes from
+a full run and lives in docs/routing.md.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.tests.support import run_bench, table_rows
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
+def test_quick_run_prints_a_row_per_configuration_and_draws_the_plot(tmp_path: Path) -> None:
+    png = tmp_path / "latency.png"
+    done = run_bench("bench.routing", "--quick", "--plot", str(png), timeout=240)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    rows = table_rows(out)
+    configs = ["haproxy-roundrobin", "haproxy-bounded", "fnlb-classic", "fnlb", "pooled-memory"]
+    assert [name for name in rows if not name.startswith("workload")] == configs
+    counted = {rows[name][0] for name in configs}
+    assert len(counted) == 1  # the same trace everywhere
+    assert int(counted.pop()) > 100
+    assert all(rows[name][4] == "0" for name in configs), rows  # errors
+    assert all(float(rows[name][1]) > 0 for name in configs)  # cold starts were seen
+    assert "cold fraction: fnlb" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_configuration_is_refused_with_the_known_ones() -> None:
+    done = run_bench("bench.routing", "--configs", "nginx", timeout=60)
+    assert done.returncode == 2
+    assert "unknown configuration nginx" in done.stderr
+    assert "haproxy-bounded" in done.stderr

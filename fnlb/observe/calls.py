@@ -1,0 +1,356 @@
+"""Per-call figures for `/metrics` and the dashboard, and the hooks the proxy calls.
+
+The proxy calls `CallObserver.attempt` when an attempt did not answer the call (the call
+moves on or fails), and `CallObserver.end` once when the call ends, with what the client
+got. Both take the attempt's record (fnlb.routing.attempt) the proxy hands the Peer, so the
+wait header and the answer time are read once per attempt, for routing and here alike. Both
+run on the request path, so they keep plain ints in records made once per node: no lock (one
+event loop thread writes and reads them), no await, no allocation after a node's first call.
+The Prometheus collector (fnlb.observe.prom) reads them at scrape time.
+
+What `/1/lb/stats` and the load figures already count (calls per second per function and
+node, in flight, the decayed wait) stays in `fnlb.cluster.load.LocalLoad`; this module counts
+only what nothing else does: totals by status class and routing outcome, latency
+histograms, retries by reason, and fnlb's own error answers.
+
+Routing outcome of an answered call (`OutcomeOf`): `home` (the first node of the
+function's order: its placed home, or the rendezvous/jump-hash first), `spread` (another node
+of its hot set), `spill` (a node beyond the hot set: the hot set was full or avoided, or the
+classic walk moved on), `retry` (an earlier attempt failed and the call moved on), `none` (no
+node was tried).
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from fnlb.observe.histogram import Histogram
+
+if TYPE_CHECKING:
+    from fnlb.observe.access import AccessLog
+    from fnlb.observe.tracing import CallTrace, Tracer
+    from fnlb.routing.attempt import Attempt
+
+STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
+OUTCOMES: Final = ("home", "spread", "spill", "retry", "none")
+HOME, SPREAD, SPILL, RETRY, NONE = range(5)
+RETRY_REASONS: Final = ("connect", "busy", "disconnect")
+"""Why an attempt moved the call to the next node: the connection could not be opened, the
+node answered 503 busy before the call started, or it closed the connection before any
+answer to an idempotent call."""
+ERROR_REASONS: Final = ("no_node", "all_failed", "failed_after_start", "client_gone")
+"""Why fnlb answered a call itself: no node was routable (503), every node tried failed before
+the call started (502), the node failed after the call may have started (502, never resent),
+or the client went away (499, logged only)."""
+NO_NODE_LABEL: Final = "none"
+"""The `node` label of calls that no node was tried for."""
+NO_NODE, ALL_FAILED, AFTER, GONE = ERROR_REASONS
+_RETRY_INDEX: Final = {reason: i for i, reason in enumerate(RETRY_REASONS)}
+
+
+class HeaderLookup(Protocol):
+    def get(self, name: str, /) -> str | None:
+        """A request header's value by case-insensitive name; None when absent."""
+        ...
+
+
+class CallRequest(Protocol):
+    """What the observer reads of a call's request, only for traces and the access log:
+    aiohttp's `web.BaseRequest` fits, and so can a data plane's own call record."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def remote(self) -> str | None: ...
+
+    @property
+    def headers(self) -> HeaderLookup: ...
+
+
+OutcomeOf = Callable[[str, str, str, int], int]
+"""(function key, path, node that answered, attempt index) -> an index into OUTCOMES."""
+
+
+class NodeCalls:
+    """One node's counters; `calls[class * len(OUTCOMES) + outcome]`."""
+
+    __slots__ = ("calls", "duration", "first_byte", "retries", "wait")
+
+    def __init__(self) -> None:
+        self.calls = [0] * (len(STATUS_CLASSES) * len(OUTCOMES))
+        self.duration = Histogram()
+        """Whole call: from the request's arrival to the answer's last byte (or fnlb's error)."""
+        self.first_byte = Histogram()
+        """Upstream: from sending the call to the answer's headers."""
+        self.wait = Histogram()
+        """Wait to start, from the `Xxx-Fxlb-Wait` answer header (only answers that carry it)."""
+        self.retries = [0] * len(RETRY_REASONS)
+
+
+class CallObserver:
+    """The proxy's one observer: counters always (unless off), access log and traces opt-in."""
+
+    __slots__ = ("_outcome_of", "access", "counting", "errors", "nodes", "tracer")
+
+    def __init__(
+        self,
+        outcome_of: OutcomeOf,
+        *,
+        counting: bool = True,
+        access: AccessLog | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self._outcome_of = outcome_of
+        self.counting = counting
+        self.access = access
+        self.tracer = tracer
+        self.nodes: dict[str, NodeCalls] = {}
+        self.errors = dict.fromkeys(ERROR_REASONS, 0)
+
+    # -- the request path --------------------------------------------------------------
+
+    def begin(
+        self, request: CallRequest, headers: list[tuple[str, str]] | None
+    ) -> CallTrace | None:
+        """A call starts; its trace when tracing is on (the proxy skips the call otherwise).
+
+        Appends `traceparent` (and keeps `tracestate`) in `headers`, the node's request; with
+        None, the data plane adds `CallTrace.propagation()` to each attempt's request itself
+        (fnlb.observe.tracing.Tracer.begin)."""
+        tracer = self.tracer
+        return None if tracer is None else tracer.begin(request, headers)
+
+    def attempt(
+        self, trace: CallTrace | None, attempt: Attempt, reason: str, started: float, retried: bool
+    ) -> None:
+        """An attempt did not answer the call: `attempt` is the record the Peer got,
+        `reason` one of RETRY_REASONS, `started` when it was sent, `retried` when the call
+        moves on to the next node."""
+        if retried and self.counting:
+            rec = self.nodes.get(attempt.node)
+            if rec is None:
+                rec = self._new_node(attempt.node)
+            rec.retries[_RETRY_INDEX[reason]] += 1
+        if trace is not None:
+            trace.attempt_ended(attempt.node, attempt.status, reason, started, attempt.ended)
+
+    def end(
+        self,
+        trace: CallTrace | None,
+        request: CallRequest,
+        key: str,
+        path: str,
+        attempt: Attempt | None,
+        index: int,
+        status: int,
+        arrived: float,
+        started: float,
+        error: str | None = None,
+    ) -> None:
+        """The call ended: `status` is what the client got; `attempt` the record of its last
+        attempt as the Peer got it (None when no node was tried), `index` that attempt's
+        place in the call, `started` when it was sent; `error` one of ERROR_REASONS when
+        fnlb answered itself. Its answer time, upstream time and wait are read from the
+        record, so nothing the proxy parsed is parsed again."""
+        if not self.counting and trace is None and self.access is None:
+            return  # everything off: the proxy's call costs this test only
+        if attempt is None:
+            node = ""
+            outcome = NONE
+            answered = answer_s = wait = None
+            ended = time.time()
+        else:
+            node = attempt.node
+            outcome = self._outcome_of(key, path, node, index)
+            answered = attempt.answered_at
+            answer_s = attempt.answer_s
+            wait = attempt.wait_s
+            ended = attempt.ended
+        if self.counting:
+            rec = self.nodes.get(node or NO_NODE_LABEL)
+            if rec is None:
+                rec = self._new_node(node or NO_NODE_LABEL)
+            cls = status // 100 - 1
+            if not 0 <= cls < 5:
+                cls = 4
+            rec.calls[cls * 5 + outcome] += 1
+            # Histogram.observe, inlined: this runs once per call
+            h = rec.duration
+            took = ended - arrived
+            h.counts[bisect_left(h.bounds, took)] += 1
+            h.sum += took
+            if answer_s is not None:
+                h = rec.first_byte
+                h.counts[bisect_left(h.bounds, answer_s)] += 1
+                h.sum += answer_s
+            if wait is not None:
+                rec.wait.observe(wait)
+            if error is not None:
+                self.errors[error] += 1
+        if trace is not None:
+            trace.ended(
+                node, index, status, OUTCOMES[outcome], arrived, started, answered, ended, error
+            )
+        if self.access is not None:
+            self._log(trace, request, key, node, index, status, outcome, arrived, answer_s,
+                      ended, wait)  # fmt: skip
+
+    # -- off the request path ----------------------------------------------------------
+
+    def _new_node(self, node: str) -> NodeCalls:
+        rec = self.nodes[node] = NodeCalls()
+        return rec
+
+    def forget(self, node: str) -> None:
+        """Drop a node's counters (it left the list): its series end, memory stays bounded."""
+        self.nodes.pop(node, None)
+
+    def snapshot(self) -> list[Any]:
+        """Every figure as plain lists and dicts, as a worker process reports them to its
+        primary (fnlb.proxy.worker_link): `[{node: [calls, duration counts, duration sum,
+        first-byte counts, first-byte sum, wait counts, wait sum, retries]}, errors]`."""
+        nodes = {
+            node: [
+                list(rec.calls),
+                list(rec.duration.counts),
+                rec.duration.sum,
+                list(rec.first_byte.counts),
+                rec.first_byte.sum,
+                list(rec.wait.counts),
+                rec.wait.sum,
+                list(rec.retries),
+            ]
+            for node, rec in self.nodes.items()
+        }
+        return [nodes, dict(self.errors)]
+
+    def add(self, snapshot: list[Any]) -> None:
+        """Add another observer's `snapshot` to these figures (ValueError when malformed)."""
+        try:
+            nodes, errors = snapshot
+            for node, (calls, d, d_sum, f, f_sum, w, w_sum, retries) in nodes.items():
+                rec = self.nodes.get(node) or self._new_node(node)
+                _add_counts(rec.calls, calls)
+                for hist, counts, total in (
+                    (rec.duration, d, d_sum),
+                    (rec.first_byte, f, f_sum),
+                    (rec.wait, w, w_sum),
+                ):
+                    _add_counts(hist.counts, counts)
+                    hist.sum += float(total)
+                _add_counts(rec.retries, retries)
+            for reason, n in errors.items():
+                if reason in self.errors:
+                    self.errors[reason] += int(n)
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"not a call snapshot: {e}") from None
+
+    def retain(self, known: Collection[str]) -> None:
+        """Drop the counters of nodes not in `known` (scrape time): a call that was in flight
+        to a node when it was deleted ends after `forget` and makes its record anew."""
+        for node in [n for n in self.nodes if n not in known and n != NO_NODE_LABEL]:
+            del self.nodes[node]
+
+    def _log(
+        self,
+        trace: CallTrace | None,
+        request: CallRequest,
+        key: str,
+        node: str,
+        attempt: int,
+        status: int,
+        outcome: int,
+        arrived: float,
+        answer_s: float | None,
+        ended: float,
+        wait: float | None,
+    ) -> None:
+        assert self.access is not None
+        self.access.write(
+            ended,
+            {
+                "method": request.method,
+                "path": request.path,
+                "function": key,
+                "node": node or None,
+                "status": status,
+                "attempts": attempt + 1 if node else 0,
+                "routing": OUTCOMES[outcome],
+                "duration_ms": _ms(ended - arrived),
+                "first_byte_ms": _ms(answer_s) if answer_s is not None else None,
+                "wait_ms": _ms(wait) if wait is not None else None,
+                "trace_id": trace.trace_id if trace is not None else None,
+                "remote": request.remote,
+            },
+        )
+
+
+def _add_counts(into: list[int], counts: list[Any]) -> None:
+    if len(counts) != len(into):
+        raise ValueError("counts of another shape")
+    for i, n in enumerate(counts):
+        into[i] += int(n)
+
+
+class CallTotals:
+    """What /metrics and the dashboard read: this process's observer, plus the figures the
+    processes serving calls with it (`-workers N`, fnlb.proxy.workers) last reported. A
+    worker that exits leaves its last figures behind, so no counter ever goes down."""
+
+    def __init__(self, own: CallObserver) -> None:
+        self.own = own
+        self.reported: dict[int, list[Any]] = {}
+        """Each live worker's last snapshot (`CallObserver.snapshot`), by worker index."""
+        self._retired = CallObserver(own._outcome_of)
+        self._spans: dict[int, dict[str, int]] = {}
+        self._retired_spans: dict[str, int] = {}
+
+    def report(self, source: int, snapshot: list[Any], spans: dict[str, int] | None = None) -> None:
+        """Worker `source`'s figures now, and its span exporter's counts (-zipkin);
+        ValueError, and kept out, when malformed."""
+        CallObserver(self.own._outcome_of).add(snapshot)  # checks its shape, once a second
+        if spans is not None:
+            if not isinstance(spans, dict) or not all(
+                isinstance(k, str) and isinstance(n, int) for k, n in spans.items()
+            ):
+                raise ValueError("not span counts")
+            self._spans[source] = spans
+        self.reported[source] = snapshot
+
+    def retire(self, source: int) -> None:
+        """Worker `source` exited: its last figures stay (a new one starts from zero)."""
+        snapshot = self.reported.pop(source, None)
+        if snapshot is not None:
+            self._retired.add(snapshot)
+        for result, n in self._spans.pop(source, {}).items():
+            self._retired_spans[result] = self._retired_spans.get(result, 0) + n
+
+    def worker_spans(self, result: str) -> int:
+        """Spans of `result` (sent, dropped, failed) the workers' exporters counted."""
+        live = sum(spans.get(result, 0) for spans in self._spans.values())
+        return live + self._retired_spans.get(result, 0)
+
+    def merged(self, known: Collection[str]) -> CallObserver:
+        """The figures of every process, for nodes in `known` (and calls no node took);
+        the observer itself when it serves every call."""
+        own = self.own
+        own.retain(known)
+        if not self.reported and not self._retired.nodes:
+            return own
+        self._retired.retain(known)
+        out = CallObserver(own._outcome_of)
+        for snapshot in (own.snapshot(), self._retired.snapshot(), *self.reported.values()):
+            out.add(snapshot)
+        out.retain(known)
+        return out
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)

@@ -1,0 +1,282 @@
+"""Keep-alive connections to Fn nodes for the fast data plane, one HTTP/1.1 exchange at a time.
+
+An `UpstreamConnection` is an asyncio Protocol that parses answers with httptools (llhttp)
+and hands each event straight to the `Exchange` (the call) that owns it for the moment: no
+task, no queue, no copy between the socket and the client. The pool keeps idle connections
+per node, newest first (the warmest socket), and drops those idle longer than the nodes'
+usual keep-alive so a call rarely meets a connection the node has just closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final, Protocol, cast
+
+import httptools
+
+from fnlb.proxy.http1 import (
+    CONNECTION,
+    CONTENT_LENGTH,
+    CRLF,
+    DROP,
+    FXLB_WAIT,
+    MAX_FIELD,
+    MAX_HEAD,
+    RESPONSE_HEADERS,
+    RETRY_AFTER,
+    TRANSFER_ENCODING,
+    is_chunked,
+    node_address,
+)
+
+IDLE_TIMEOUT_S: Final = 50.0
+"""An idle connection older than this is closed rather than reused (aiohttp's pool used 60 s;
+Go's servers, Fn's among them, close idle ones after their own timeout)."""
+
+
+class Exchange(Protocol):
+    """What an upstream connection tells the call it carries (fnlb.proxy.fast_server)."""
+
+    def on_head(self, up: UpstreamConnection) -> None: ...
+    def on_body(self, data: bytes) -> None: ...
+    def on_done(self, up: UpstreamConnection, keep_alive: bool) -> None: ...
+    def on_lost(self, up: UpstreamConnection, exc: BaseException | None) -> None: ...
+    def on_bad(self, up: UpstreamConnection, exc: Exception) -> None: ...
+    def flush(self) -> None: ...
+    def upstream_paused(self, paused: bool) -> None: ...
+
+
+class HeadTooLarge(ValueError):
+    """A head or header field over the limits (raised inside a parser callback)."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One connection to a node; `exchange` is the call using it, None while idle."""
+
+    __slots__ = (
+        "_head_left",
+        "chunked",
+        "closed",
+        "connection",
+        "content_length",
+        "discarding",
+        "exchange",
+        "fields",
+        "head_request",
+        "idle_since",
+        "interim",
+        "node",
+        "parser",
+        "pool",
+        "reason",
+        "retry_after",
+        "status",
+        "transport",
+        "wait",
+    )
+
+    def __init__(self, pool: UpstreamPool, node: str) -> None:
+        self.pool = pool
+        self.node = node
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.head_request = False
+        """The request carried is a HEAD: its answer has no body whatever its headers say."""
+        self.discarding = False
+        """The answer is read and dropped (a busy 503 that was retried elsewhere)."""
+        self.interim = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.fields: list[bytes] = []
+        self.content_length: bytes | None = None
+        self.chunked = False
+        self.connection: bytes | None = None
+        self.retry_after: bytes | None = None
+        self.wait: bytes | None = None
+        self._head_left = MAX_HEAD
+
+    # -- asyncio ------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.exchange
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
+            self._fail(e)  # a 101 too: Upgrade is never forwarded, so none was asked for
+            return
+        if ex is not None:
+            ex.flush()
+
+    def eof_received(self) -> bool:
+        return False  # close: a node that half-closes has nothing more to say
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        ex = self.exchange
+        self.exchange = None
+        if ex is not None:
+            ex.on_lost(self, exc)
+        else:
+            self.pool.forget(self)
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_paused(False)
+
+    def close(self) -> None:
+        """Close without telling any exchange (it has let go, or never had this one)."""
+        self.exchange = None
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, e: Exception) -> None:
+        ex = self.exchange
+        self.close()
+        if ex is not None:
+            ex.on_bad(self, e)
+
+    # -- httptools callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reset()
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value)
+        self._head_left -= size
+        if size > MAX_FIELD or self._head_left < 0:
+            raise HeadTooLarge("answer header over 64 KiB (or head over 1 MiB)")
+        kind = RESPONSE_HEADERS.get(name.lower())
+        if kind is None:
+            self.fields += (name, b": ", value, CRLF)
+        elif kind == DROP:
+            pass
+        elif kind == TRANSFER_ENCODING:
+            self.chunked = is_chunked(value)
+        elif kind == CONNECTION:
+            self.connection = value
+        else:
+            self.fields += (name, b": ", value, CRLF)
+            if kind == CONTENT_LENGTH:
+                self.content_length = value
+            elif kind == RETRY_AFTER:
+                self.retry_after = value
+            elif kind == FXLB_WAIT:
+                self.wait = value
+
+    def on_headers_complete(self) -> None:
+        self.status = status = self.parser.get_status_code()
+        if status < 200:
+            self.interim = True  # 1xx: not the answer; the real one follows
+            return
+        ex = self.exchange
+        if ex is None:
+            return
+        ex.on_head(self)
+        if self.head_request and self.exchange is ex:
+            # llhttp would wait for the body a HEAD answer's headers describe: end here,
+            # and do not reuse the connection (its parser is out of step).
+            self.exchange = None
+            ex.on_done(self, False)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is not None and not self.interim:
+            ex.on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        keep = self.parser.should_keep_alive()
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.on_done(self, keep)
+        elif self.discarding:
+            self.discarding = False
+            self.pool.release(self, keep)
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per node, and new ones opened within the connect timeout."""
+
+    __slots__ = ("_addresses", "_idle", "_loop", "connect_timeout", "idle_timeout")
+
+    def __init__(self, connect_timeout: float, idle_timeout: float = IDLE_TIMEOUT_S) -> None:
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self._idle: dict[str, list[UpstreamConnection]] = {}
+        self._addresses: dict[str, tuple[str, int]] = {}
+        self._loop = asyncio.get_running_loop()
+
+    def take(self, node: str) -> UpstreamConnection | None:
+        """An idle connection to `node`, the most recently used first; None if none is left."""
+        idle = self._idle.get(node)
+        if not idle:
+            return None
+        oldest = self._loop.time() - self.idle_timeout
+        while idle:
+            up = idle.pop()
+            if not up.closed and up.idle_since > oldest:
+                return up
+            up.close()
+        return None
+
+    def release(self, up: UpstreamConnection, keep_alive: bool) -> None:
+        """Back to the pool after a whole exchange, or closed when it cannot carry another."""
+        if not keep_alive or up.closed:
+            up.close()
+            return
+        up.idle_since = self._loop.time()
+        idle = self._idle.get(up.node)
+        if idle is None:
+            idle = self._idle[up.node] = []
+        idle.append(up)
+
+    def forget(self, up: UpstreamConnection) -> None:
+        """An idle connection closed by the node leaves the pool."""
+        idle = self._idle.get(up.node)
+        if idle and up in idle:
+            idle.remove(up)
+            if not idle:
+                del self._idle[up.node]
+
+    async def connect(self, node: str) -> UpstreamConnection:
+        """A new connection to `node`; OSError, TimeoutError or ValueError when it cannot be."""
+        address = self._addresses.get(node)
+        if address is None:
+            address = node_address(node)
+            if len(self._addresses) >= 4096:
+                self._addresses.clear()
+            self._addresses[node] = address
+        async with asyncio.timeout(self.connect_timeout):
+            _, up = await self._loop.create_connection(
+                lambda: UpstreamConnection(self, node), address[0], address[1]
+            )
+        return up
+
+    def idle_count(self, node: str) -> int:
+        return len(self._idle.get(node, ()))
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for up in idle:
+                up.close()
+        self._idle.clear()

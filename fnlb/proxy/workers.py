@@ -1,0 +1,286 @@
+"""`-workers N`: N processes serve calls from the listening socket they share; this one (the
+primary) keeps the single gossip identity, health checks and management API of the fnlb.
+
+Why processes: one Python process uses one core; the data plane is where the CPU goes. The
+workers inherit the listening socket (the kernel hands each new connection to one of them),
+serve calls with the fast data plane, and are fed over one Unix socket each
+(fnlb.proxy.worker_link): the Peer's node view each time it changes, and every tick (50 ms)
+the routing figures - with the calls in flight from the other peers and from the sibling
+workers - and the back-off entries new in the Peer's router. They report every attempt back,
+in order, and the primary replays each into its Peer (`attempt_started`, the worker's
+`Attempt` record to `attempt_finished`, `connect_failed`), so `LocalLoad` (gossiped digests,
+/1/lb/stats, placement), the routing policy and the back-off count the calls of all workers
+exactly as if the primary had made them.
+
+A worker that dies is started again at once; the calls it had under way are booked as failed
+(their clients saw the connection close) and the other workers' calls are untouched. On a
+shared port the workers hand a connection whose first request is for the API to the primary
+(the socket itself, over SCM_RIGHTS), whose aiohttp server then keeps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any, Final
+
+from aiohttp import web
+
+from fnlb.observe.calls import CallTotals
+from fnlb.payloads.backoff import pack_entries
+from fnlb.peer.core import Peer
+from fnlb.proxy.worker_link import attempt_of, frame, read_frame
+from fnlb.routing.attempt import NO_ANSWER, Attempt
+
+log = logging.getLogger("fnlb.workers")
+
+TICK_S: Final = 0.05
+_HANDOFF_MAX: Final = 256 * 1024
+
+
+def cpus_available() -> int:
+    """The CPUs this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+class _Worker:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.proc: asyncio.subprocess.Process | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.handoff: socket.socket | None = None
+        self.open: dict[tuple[str, str], int] = {}
+        """Attempts started and not yet finished, by (function, node)."""
+        self.in_flight: dict[str, int] = {}
+        self.view_sent = -1
+        self.task: asyncio.Task[None] | None = None
+
+    def send(self, message: list[Any]) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(frame(message))
+
+
+class WorkerPool:
+    """Starts, feeds, watches and stops the call-serving workers of one fnlb."""
+
+    def __init__(
+        self,
+        count: int,
+        listen: socket.socket,
+        *,
+        peer: Peer,
+        options: dict[str, Any],
+        api_server: web.Server | None = None,
+        calls: CallTotals | None = None,
+    ) -> None:
+        """`calls`: where the workers' call figures go (for /metrics and the dashboard)."""
+        self.listen = listen
+        self.peer = peer
+        self.router = peer.routing.load_router
+        self._backoff_sent: dict[tuple[str, str], float] = {}
+        self.options = options
+        self.api_server = api_server
+        self.calls = calls
+        self.workers = [_Worker(i) for i in range(count)]
+        self.stopping = False
+        self.restarts = 0
+        self._ticker: asyncio.Task[None] | None = None
+        self._handoffs: set[asyncio.Task[None]] = set()
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self.workers if w.proc is not None]
+
+    async def start(self) -> None:
+        for w in self.workers:
+            await self._spawn(w)
+        self._ticker = asyncio.ensure_future(self._tick())
+
+    async def _spawn(self, w: _Worker) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds = [self.listen.fileno(), theirs.fileno()]
+        args = [
+            sys.executable,
+            "-m",
+            "fnlb.proxy.worker",
+            f"--listen-fd={fds[0]}",
+            f"--channel-fd={fds[1]}",
+            f"--options={json.dumps(self.options)}",
+        ]
+        handoff_theirs = None
+        if self.api_server is not None:
+            w.handoff, handoff_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            w.handoff.setblocking(False)
+            fds.append(handoff_theirs.fileno())
+            args.append(f"--handoff-fd={fds[2]}")
+        w.proc = await asyncio.create_subprocess_exec(*args, pass_fds=fds)
+        theirs.close()
+        if handoff_theirs is not None:
+            handoff_theirs.close()
+        reader, w.writer = await asyncio.open_unix_connection(sock=ours)
+        w.view_sent = -1
+        self._send_view(w)
+        if self.router is not None:  # a restarted worker: the back-off in force, all of it
+            for message in pack_entries(self.router.backoff.entries(time.time())):
+                w.send(["backoff", message])
+        if w.handoff is not None:
+            loop.add_reader(w.handoff.fileno(), self._take_handoff, w.handoff)
+        w.task = asyncio.ensure_future(self._serve(w, reader))
+        log.info("worker started", extra={"worker": w.index, "pid": w.proc.pid})
+
+    async def _serve(self, w: _Worker, reader: asyncio.StreamReader) -> None:
+        try:
+            while (message := await read_frame(reader)) is not None:
+                self._apply(w, message)
+        except (ValueError, ConnectionError) as e:
+            log.warning("worker link failed", extra={"worker": w.index, "error": str(e)})
+        assert w.proc is not None
+        code = await w.proc.wait()
+        self._release(w)
+        if not self.stopping:
+            self.restarts += 1
+            log.warning("worker exited; starting it again", extra={"worker": w.index, "code": code})
+            await self._spawn(w)
+
+    def _release(self, w: _Worker) -> None:
+        """The worker is gone: its unfinished attempts end (as failed), its links close."""
+        now = time.time()
+        for (key, node), count in w.open.items():
+            for _ in range(count):  # as Proxy.handle books a call cut off: no answer
+                self.peer.attempt_finished(Attempt(key, node, "", NO_ANSWER, now))
+        w.open.clear()
+        w.in_flight.clear()
+        if self.calls is not None:
+            self.calls.retire(w.index)  # its figures stay; a new worker counts from zero
+        if w.writer is not None:
+            w.writer.close()
+        if w.handoff is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(w.handoff.fileno())
+            w.handoff.close()
+            w.handoff = None
+
+    def _apply(self, w: _Worker, message: list[Any]) -> None:
+        kind = message[0]
+        if kind == "attempts":
+            peer, open_, in_flight = self.peer, w.open, w.in_flight
+            for e in message[1]:
+                pair = (e[1], e[2])
+                if e[0] == 0:
+                    peer.attempt_started(e[1], e[2], e[3])
+                    open_[pair] = open_.get(pair, 0) + 1
+                    in_flight[e[2]] = in_flight.get(e[2], 0) + 1
+                elif open_.get(pair, 0) > 0:
+                    peer.attempt_finished(attempt_of(e))
+                    if open_[pair] == 1:
+                        del open_[pair]
+                    else:
+                        open_[pair] -= 1
+                    in_flight[e[2]] -= 1
+        elif kind == "fail":
+            self.peer.connect_failed(message[1], message[2], message[3])
+        elif kind == "calls" and self.calls is not None:
+            # ValueError: the link is dropped
+            self.calls.report(w.index, message[1], message[2] if len(message) > 2 else None)
+
+    def backoff_news(self, now: float) -> list[bytes]:
+        """The back-off entries in force in the Peer's router that the workers have not
+        been sent yet (its own, from the replayed attempts, and its peers'), as messages."""
+        if self.router is None:
+            return []
+        sent = self._backoff_sent
+        fresh = [e for e in self.router.backoff.entries(now) if sent.get((e.fn, e.node)) != e.until]
+        for e in fresh:
+            sent[(e.fn, e.node)] = e.until
+        for pair in [p for p, until in sent.items() if until <= now]:
+            del sent[pair]
+        return pack_entries(fresh)
+
+    def _take_handoff(self, sock: socket.socket) -> None:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, _HANDOFF_MAX, 1)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return
+        for fd in fds:
+            conn = socket.socket(fileno=fd)
+            task = asyncio.ensure_future(self._serve_api(conn, data))
+            self._handoffs.add(task)
+            task.add_done_callback(self._handoffs.discard)
+
+    async def _serve_api(self, conn: socket.socket, data: bytes) -> None:
+        assert self.api_server is not None
+        loop = asyncio.get_running_loop()
+        try:
+            _, protocol = await loop.connect_accepted_socket(self.api_server, sock=conn)
+        except OSError:
+            conn.close()
+            return
+        assert isinstance(protocol, asyncio.Protocol)
+        protocol.data_received(data)
+
+    def _send_view(self, w: _Worker) -> None:
+        view = self.peer.view
+        if w.view_sent != view.version:
+            w.send(["view", view.version, dict(view.states)])
+            w.view_sent = view.version
+
+    async def _tick(self) -> None:
+        while True:
+            for w in self.workers:
+                self._send_view(w)
+            news = self.backoff_news(time.time())
+            for w in self.workers:
+                figures = self.figures_for(w)
+                if figures is not None:
+                    w.send(figures)
+                for message in news:
+                    w.send(["backoff", message])
+            await asyncio.sleep(TICK_S)
+
+    def figures_for(self, w: _Worker) -> list[Any] | None:
+        """hotset's shared figures for worker `w`: the primary's, with the calls in flight
+        from the sibling workers added to the other peers' (None: no hotset router)."""
+        if self.router is None:
+            return None
+        shared = self.router.shared
+        in_flight = dict(shared.peers_in_flight)
+        for other in self.workers:
+            if other is not w:
+                for node, n in other.in_flight.items():
+                    in_flight[node] = in_flight.get(node, 0) + n
+        caps = {n: [c.slots, c.used] for n, c in shared.capacity.items()}
+        return ["figures", dict(shared.widths), in_flight, caps, dict(shared.homes)]
+
+    async def stop(self, within: float | None) -> None:
+        """SIGTERM every worker (each finishes its calls), wait up to `within` seconds (None:
+        as long as they take), then kill what is left."""
+        self.stopping = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        procs = [w.proc for w in self.workers if w.proc is not None]
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(within):
+                await asyncio.gather(*(p.wait() for p in procs))
+        except TimeoutError:
+            for p in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+            await asyncio.gather(*(p.wait() for p in procs))
+        tasks = [w.task for w in self.workers if w.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,133 @@
+"""The primary's side of `-workers`, without processes: a worker's attempts replayed into the
+primary's Peer, its failed connections, the routing figures and back-off each worker is sent;
+and the worker's stand-in for the Peer."""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+
+from fnlb.cluster.view import NodeView
+from fnlb.payloads.backoff import decode_entries
+from fnlb.peer.core import LONE_NAME, Peer
+from fnlb.proxy.worker import WorkerPeer
+from fnlb.proxy.worker_link import AttemptRelay, attempt_of
+from fnlb.proxy.workers import WorkerPool
+from fnlb.routing.attempt import BUSY, NO_ANSWER, Attempt
+from fnlb.routing.policies import make_policy
+
+NODES = ("a:1", "b:1")
+
+
+def peer(routing: str = "rendezvous") -> Peer:
+    p = Peer(
+        LONE_NAME,
+        routing=make_policy(routing, random.Random(1), time.time),
+        clock_ms=lambda: 1_000,
+        healthy=1,
+        unhealthy=1,
+        gossip=False,
+        seed=NODES,
+    )
+    for node in NODES:
+        p.health_checked(node, True, 1_000)
+    return p
+
+
+def pool(p: Peer, sock: socket.socket) -> WorkerPool:
+    return WorkerPool(2, sock, peer=p, options={})
+
+
+def test_an_attempt_record_survives_the_link_field_for_field() -> None:
+    relay = AttemptRelay()
+    sent = Attempt("r/app/f", "a:1", "/r/app/f", 503, 100.5, 0.25, 15.0, 0.01, 100.4)
+    relay.finished(sent)
+    (event,) = relay.take()
+    got = attempt_of(event)
+    assert [getattr(got, f) for f in Attempt.__slots__] == [
+        getattr(sent, f) for f in Attempt.__slots__
+    ]
+    assert relay.take() == []
+
+
+def test_a_workers_attempts_are_booked_by_the_primarys_peer_and_freed_when_it_dies() -> None:
+    primary = peer()
+    with socket.socket() as sock:
+        p = pool(primary, sock)
+    relay = AttemptRelay()
+    relay.started("r/app/f", "a:1", 100.0)
+    relay.started("r/app/f", "a:1", 100.1)
+    relay.finished(Attempt("r/app/f", "a:1", "/r/app/f", 200, 100.2, 0.01, None, 0.02, 100.2))
+    w = p.workers[0]
+    p._apply(w, ["attempts", relay.take()])
+    local = primary.local
+    assert local.in_flight("r/app/f", "a:1") == 1
+    assert w.in_flight == {"a:1": 1}
+    assert sum(c.calls for c in local.answers_per_second(101.0)) == 1  # in /1/lb/stats
+    p._release(w)  # the worker died with one call under way
+    assert local.in_flight("r/app/f", "a:1") == 0
+    assert sum(c.calls for c in local.answers_per_second(101.0)) == 1  # no answer: not a call
+
+
+def test_a_workers_failed_connection_reaches_the_peer_as_a_failed_check() -> None:
+    primary = peer()
+    primary.take_checks()
+    with socket.socket() as sock:
+        p = pool(primary, sock)
+    p._apply(p.workers[0], ["fail", "b:1", "connection refused", 2_000])
+    health = primary.health("b:1")
+    assert health is not None
+    assert health.state == "offline"
+    assert [c.node for c in primary.take_checks()] == ["b:1"]  # confirmed at once
+    assert primary.view.routable == ("a:1",)
+
+
+def test_the_primarys_router_learns_back_off_from_replayed_busy_attempts() -> None:
+    primary = peer("hotset")
+    with socket.socket() as sock:
+        p = pool(primary, sock)
+    now = time.time()
+    relay = AttemptRelay()
+    relay.started("r/app/f", "a:1", now)
+    relay.finished(Attempt("r/app/f", "a:1", "/r/app/f", BUSY, now, None, 15.0))
+    p._apply(p.workers[0], ["attempts", relay.take()])
+    (message,) = p.backoff_news(now)  # what every worker is sent at the next tick
+    (entry,) = decode_entries(message)
+    assert (entry.fn, entry.node) == ("r/app/f", "a:1")
+    assert p.backoff_news(now) == []  # sent once
+
+
+def test_each_worker_is_sent_its_siblings_calls_in_flight() -> None:
+    primary = peer("hotset")
+    router = primary.routing.load_router
+    assert router is not None
+    router.update(peers_in_flight={"a:1": 5})
+    with socket.socket() as sock:
+        p = pool(primary, sock)
+        unrouted = pool(peer(), sock)
+    first, second = p.workers
+    first.in_flight = {"a:1": 2, "b:1": 1}
+    second.in_flight = {"b:1": 4}
+    figures = p.figures_for(first)
+    assert figures is not None
+    assert figures[2] == {"a:1": 5, "b:1": 4}
+    figures = p.figures_for(second)
+    assert figures is not None
+    assert figures[2] == {"a:1": 7, "b:1": 1}
+    assert unrouted.figures_for(first) is None
+
+
+def test_the_worker_peer_routes_on_the_primarys_view_and_relays_what_it_is_told() -> None:
+    sent: list[list[object]] = []
+    wp = WorkerPeer(make_policy("classic", random.Random(1), time.time), sent.append)
+    assert list(wp.candidates("r/app/f", "/r/app/f")) == []  # no view yet
+    wp.view = NodeView(3, {"a:1": "online", "b:1": "offline"})
+    assert list(wp.candidates("r/app/f", "/r/app/f")) == ["a:1"]
+    wp.attempt_started("r/app/f", "a:1", 10.0)
+    wp.attempt_finished(Attempt("r/app/f", "a:1", "/r/app/f", NO_ANSWER, 10.1))
+    wp.connect_failed("a:1", "refused", 10_100)
+    events = wp.relay.take()
+    assert [e[0] for e in events] == [0, 1]
+    assert attempt_of(events[1]).status == NO_ANSWER
+    assert sent == [["fail", "a:1", "refused", 10_100]]
