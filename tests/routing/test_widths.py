@@ -184,3 +184,23 @@ def test_grow_after_confirms_a_rise_before_widening() -> None:
     for tick in range(1, 20):
         assert feed(t, tick, {"f": levels(32 if tick % 2 else 3)}) == 1
     assert t.widths == {}
+
+
+def test_a_function_over_its_call_share_spreads_only_once_it_stays_over() -> None:
+    """The call share (issue 16) spreads a function with more than 1.25 node shares of the
+    calls, but only after three settled ticks over it: the first second of a burst (a few
+    calls of a few functions) made one function of the README demo look like 45 % of the
+    load, and the spread was then held for the whole shrink window."""
+    t = WidthTracker(WidthPolicy(shrink_window_s=60.0))
+    quiet = {f"q{i}": levels(0, rate=2.0) for i in range(4)}  # 8 calls/s besides "f"
+    # 3 nodes: a share is 1.25 x (f + 8) / 3; f at 24 calls/s is 2 of them -> 2 nodes
+    assert feed(t, 1, {"f": levels(0, rate=24.0), **quiet}, nodes=3) == 1
+    assert feed(t, 2, {"f": levels(0, rate=24.0), **quiet}, nodes=3) == 1
+    assert feed(t, 3, {"f": levels(0, rate=6.0), **quiet}, nodes=3) == 1  # chance: gone
+    for tick in range(4, 30):
+        assert feed(t, tick, {"f": levels(0, rate=6.0), **quiet}, nodes=3) == 1
+    assert t.widths == {}
+    for tick in range(30, 32):
+        assert feed(t, tick, {"f": levels(0, rate=24.0), **quiet}, nodes=3) == 1
+    assert feed(t, 32, {"f": levels(0, rate=24.0), **quiet}, nodes=3) == 2  # three ticks over
+    assert feed(t, 33, {"f": levels(0, rate=6.0), **quiet}, nodes=3) == 2  # held for the window
