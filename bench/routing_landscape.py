@@ -179,14 +179,17 @@ class Fnlb:
         routing: str = "hotset",
         admit: bool = True,
         memory_mb: int = 1024,
+        router: RouterPolicy | None = None,
+        widths: WidthPolicy | None = None,
     ) -> None:
+        """`router`, `widths`: policies other than the defaults (experiments)."""
         self._now = 0.0
         # Before issue 16 (`admit=False`): p2c always compared loads, widths by concurrency
         light, share = (RouterPolicy().light_share, WidthPolicy().call_share) if admit else (0, 0)
+        router = router or RouterPolicy(light_share=light)
+        widths = widths or WidthPolicy(call_share=share)
         policy: RoutingPolicy = (
-            HotSetPolicy(
-                Router(RouterPolicy(light_share=light), rng=random.Random(3)), self._wall_s
-            )
+            HotSetPolicy(Router(router, rng=random.Random(3)), self._wall_s)
             if routing == "hotset"
             else RendezvousPolicy()
         )
@@ -197,7 +200,7 @@ class Fnlb:
             gossip=False,
             seed=nodes,
             epoch_ms=1,
-            width_policy=WidthPolicy(call_share=share),
+            width_policy=widths,
             admission=admit,
         )
         for node in nodes:
