@@ -17,7 +17,8 @@ A partition is:
   over all the nodes by rendezvous;
 - `balance`: how the protected functions are spread, hottest first onto the node with the
   least so far: `rate` (calls/s: the busiest node stays near the mean), `count` (functions:
-  each keeps about one warm container, so memory is shared evenly), or `rate+tail` (by rate
+  each keeps about one warm container, so memory is shared evenly), `count<rate` (by count
+  among the nodes whose calls/s stay under 1.25 equal shares, else by rate), or `rate+tail` (by rate
   over every node, the tail's nodes starting with the tail's rate: what the online
   admission does, the tail's nodes also holding hot functions);
 - `spread`: whether a function with more calls than 1.25 equal node shares gets as many
@@ -54,7 +55,9 @@ from bench.routing_workload import WorkloadSpec, centred_spec, floor_fraction, m
 from fnlb.cluster.view import NodeView
 from fnlb.fnsim.model import PoolConfig
 
-BALANCES = ("rate", "count", "rate+tail")
+BALANCES = ("rate", "count", "count<rate", "rate+tail")
+RATE_CAP = 1.25
+"""`count<rate`: a node takes no more once its calls/s reach this many equal shares."""
 CALL_SHARE = 1.25
 """As fnlb's `WidthPolicy.call_share`: a function over this many node shares is spread."""
 TAIL_KEY = "\x00oracle-tail"
@@ -134,15 +137,27 @@ def partition(
             load[n] = tail_rate / len(tail)
     share = CALL_SHARE * sum(rates.values()) / len(nodes)
     homes: dict[str, list[str]] = {}
+    count = dict.fromkeys(hosts, 0)
+    cap = RATE_CAP * sum(rates.values()) / len(nodes)
     for key in protected:
         w = min(len(hosts), ceil(rates[key] / share - 1e-9)) if part.spread else 1
         w = max(w, 1)
-        weight = 1.0 if part.balance == "count" else rates[key] / w
+        part_rate = rates[key] / w
         order = view.candidates(key)
-        chosen = sorted(hosts, key=lambda n: (load[n], order.index(n)))[:w]
+        if part.balance == "count":
+            chosen = sorted(hosts, key=lambda n: (count[n], order.index(n)))[:w]
+        elif part.balance == "count<rate":
+            # fewest functions among the nodes under the rate cap, then the least calls/s
+            chosen = sorted(
+                hosts,
+                key=lambda n: (load[n] + part_rate > cap, count[n], load[n], order.index(n)),
+            )[:w]
+        else:
+            chosen = sorted(hosts, key=lambda n: (load[n], order.index(n)))[:w]
         homes[key] = chosen
         for n in chosen:
-            load[n] += weight
+            load[n] += part_rate
+            count[n] += 1
     return homes, tail
 
 

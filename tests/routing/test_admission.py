@@ -185,3 +185,25 @@ def test_no_tail_while_every_function_scored_fits_the_memory() -> None:
     assert got.tail == ()
     assert set(got.homes) == set(rates)
     assert set(got.homes.values()) == set(NODES)  # every node holds some of them
+
+
+def test_a_function_that_moves_goes_where_memory_is_left_under_the_rate_cap() -> None:
+    """Flat popularity, every function fits: after a hot newcomer, the functions placed
+    anew go to the node with the most memory left among those under 1.25 shares of calls,
+    not to the one with the fewest calls/s, which piled twelve functions on two nodes and
+    five on others (the best static partitions balance memory first:
+    bench/routing_oracle)."""
+    v = view()
+    rates = zipf(40, 20.0, s=0.8)
+    adm = fed(rates)
+    adm.place(v.routable, v.candidates)
+    fed({**rates, "r/app/new": 4.0}, adm=adm, start=200_000)
+    got = adm.place(v.routable, v.candidates)
+    assert got.tail == ()
+    per_node = [sum(1 for h in got.homes.values() if h == n) for n in NODES]
+    assert max(per_node) - min(per_node) <= 3, per_node
+    calls = dict.fromkeys(NODES, 0.0)
+    for key, home in got.homes.items():
+        calls[home] += adm.score(key)
+    share = sum(calls.values()) / len(NODES)
+    assert max(calls.values()) <= 1.25 * share + max(adm.score(k) for k in got.homes)
