@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Container, Mapping, Sequence
 from typing import Final, Protocol
 
-from fnlb.cluster.load import ClusterLoad, LocalLoad
+from fnlb.cluster.load import ClusterLoad, LocalLoad, WidthInputs
 from fnlb.cluster.view import NodeView
 from fnlb.payloads.node_metrics import NodeMetrics
 from fnlb.routing.admission import Admission, Admitted
@@ -32,6 +32,10 @@ SLOTS_PER_NODE: Final = 8
 """Containers an Fn node holds (1024 MB / 128 MB, Fn's defaults); the unit of capacity."""
 CONTAINER_BYTES: Final = 128 * 1024 * 1024
 """Memory of one container when the node does not say (Fn's default function memory)."""
+CUT_MS: Final = round(TICK_S * 1000)
+"""Spacing of the settled cuts (the width tracker's `tick_ms`)."""
+CATCH_UP_CUTS: Final = 5
+"""Most skipped cuts read back at one tick (a peer stalled longer catches up from there)."""
 METRICS_STALE_MS: Final = 15_000
 """A node's /metrics reading older than this (5 default check intervals) is not used."""
 
@@ -123,10 +127,8 @@ class ControlLoop:
         caps = capacities(readings, set(view.routable), int(now * 1000))
         rates = {key: w.rate for key, w in table.items()}
         if self.admission is not None:
-            # -- issue 16: admission, fed every tick, placed at the epochs --
-            total = load.summary(now, hot=0, settled_ms=cut)
-            in_flight = {key: w.in_flight for key, w in table.items()}
-            self.admission.observe(cut, rates, in_flight, total.rate_c / 100.0, total.in_flight)
+            # -- issue 16: admission, fed every settled cut, placed at the epochs --
+            self._observe_since(self.admission, load, now, cut, table)
             self.admit(cut, view, caps)
         else:
             self.place(cut, rates, view)
@@ -150,6 +152,31 @@ class ControlLoop:
         if epoch != self._placed or not self.homes:
             self._placed = epoch
             self.homes = place(rates, view.candidates)
+
+    @staticmethod
+    def _observe_since(
+        adm: Admission, load: ClusterLoad, now: float, cut: int, table: Mapping[str, WidthInputs]
+    ) -> None:
+        """Feed the admission every settled cut since the last it read, `cut` included.
+
+        The scores age per cut, so every peer must fold in the same cuts. A peer's ticks are
+        at least TICK_S apart and come when its pump runs, so now and then (every ~20 ticks
+        at a 0.1 s pump, more often on a loaded machine) one skips a cut, each peer at its own
+        times; the tables of a skipped cut are read now, settled as they were then. Without
+        this, peers of the README demo held different scores for a minute after a burst
+        and placed differently (2 runs of 8 on a loaded machine)."""
+        last = adm.last_cut
+        first = cut if last < 0 else max(last + CUT_MS, cut - CATCH_UP_CUTS * CUT_MS)
+        for c in range(first, cut + 1, CUT_MS):
+            t = table if c == cut else load.width_table(HOT_FUNCTIONS, now, settled_ms=c)
+            total = load.summary(now, hot=0, settled_ms=c)
+            adm.observe(
+                c,
+                {key: w.rate for key, w in t.items()},
+                {key: w.in_flight for key, w in t.items()},
+                total.rate_c / 100.0,
+                total.in_flight,
+            )
 
     def admit(self, cut: int, view: _Placeable, caps: Mapping[str, NodeCapacity]) -> None:
         """Issue 16: place the protected set and the tail once per epoch and routable set

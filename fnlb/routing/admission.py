@@ -157,6 +157,11 @@ class Admission:
         self.total_in_flight = self.total_in_flight * keep + a * total_in_flight
         self._weight = self._weight * keep + a
 
+    @property
+    def last_cut(self) -> int:
+        """The last settled cut observed (-1: none yet)."""
+        return self._last_cut
+
     def score(self, key: str) -> float:
         """`key`'s aged calls/s (0 if not scored), corrected for a window not yet full."""
         return self.scores.get(key, 0.0) / self._weight if self._weight else 0.0
