@@ -1,10 +1,11 @@
 """Routing quality (fnlb issue 5): cold starts and latency of four ways to route, one trace.
 
-For each configuration the run starts five fresh emulated Fn nodes (`fnlb fnsim`: 1 GiB each,
-128 MB per container, so 8 containers per node; 300 ms cold start; an idle container lives
-`--idle-timeout-s`), three load balancers in front of them, and replays the same seeded trace
-(bench/routing_workload.py: `--functions` functions with Zipf(1.1) rates summing to `--rate`
-calls/s, executions of 10-100 ms, one function 10x for 15 s), each call to one of the three
+For each configuration the run starts five fresh emulated Fn nodes (`fnlb fnsim`: 1 GiB each
+by default (`--memory-mb`), 128 MB per container, so 8 containers per node; 300 ms cold
+start; an idle container lives `--idle-timeout-s`), three load balancers in front of them,
+and replays the same seeded trace (bench/routing_workload.py: `--functions` functions with
+Zipf rates summing to `--rate` calls/s, executions of 10-100 ms (`--exec-ms`), the function
+of rank `--burst-rank` 10x for 15 s), each call to one of the three
 balancers drawn at random, as DNS spreads clients. Configurations:
 
 - `haproxy-roundrobin`: three HAProxy instances, `balance roundrobin`;
@@ -16,7 +17,8 @@ balancers drawn at random, as DNS spreads clients. Configurations:
 - `pooled-memory` (a reference, not a contender): no balancer, the calls go straight to
   ONE node holding all five nodes' memory. Its cold fraction is what Fn's own container
   cache (least recently used idle containers evicted first) achieves when nothing is split:
-  a router that sends each call to one node cannot expect to do much better.
+  a router that sends each function to one node does no better; fnlb's admission (issue 16:
+  the tail's calls kept off the popular functions' nodes) is what beats it.
 
 Printed per configuration: calls counted (after `--warm` s), the cold-start fraction (calls
 that waited for a container start, as the node says in `Fnsim-Cold`), p50/p99 latency seen by
@@ -33,6 +35,8 @@ Rerun (repository root; about 10 minutes on 2 cores):
 
     python -m bench.routing --nice=-10 --plot docs/routing-latency.png
     python -m bench.routing --quick          # a ~1 minute smoke run, tiny trace
+    python -m bench.routing --memory-mb 2048 --functions 300 --zipf-s 1.1 --rate 120 \
+        --idle-timeout-s 30 --exec-ms 20,20 --burst-rank 0    # issue 16's roomy profile
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -219,7 +224,7 @@ async def run_config(
     cfg_dir.mkdir()
     pooled = name == "pooled-memory"
     fnsim_args = [
-        f"--memory-mb={1024 * (args.nodes if pooled else 1)}", "--fn-memory-mb=128",
+        f"--memory-mb={args.memory_mb * (args.nodes if pooled else 1)}", "--fn-memory-mb=128",
         "--cold-start-ms=300", f"--idle-timeout-s={args.idle_timeout_s:g}", "--max-wait-s=15",
         f"--seed={args.seed}",
     ]  # fmt: skip
@@ -312,7 +317,12 @@ def plot(path: Path, results: dict[str, list[Outcome]], after_s: float, title: s
 
 def spec_of(args: argparse.Namespace) -> WorkloadSpec:
     """The trace of these arguments: the burst in the middle of the counted part."""
-    return centred_spec(args.functions, args.rate, args.zipf_s, args.duration, args.warm, args.seed)
+    spec = centred_spec(args.functions, args.rate, args.zipf_s, args.duration, args.warm, args.seed)
+    return replace(
+        spec,
+        exec_ms=args.exec_ms,
+        burst_rank=min(args.burst_rank, args.functions - 1),
+    )
 
 
 async def main_async(args: argparse.Namespace, workdir: Path, log: Log) -> int:
@@ -345,6 +355,14 @@ async def main_async(args: argparse.Namespace, workdir: Path, log: Log) -> int:
     return 0
 
 
+def _exec_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected low,high in ms, e.g. 20,20") from None
+    return low, high
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.routing", description=__doc__.split("\n\n")[0] if __doc__ else ""
@@ -357,6 +375,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warm", type=float, default=30.0, help="first s not counted (30)")
     p.add_argument("--idle-timeout-s", type=float, default=15.0, help="fnsim idle timeout (15)")
     p.add_argument("--nodes", type=int, default=5, help="Fn nodes (5)")
+    p.add_argument("--memory-mb", type=int, default=1024, help="per node (1024: 8 containers)")
+    p.add_argument(
+        "--exec-ms",
+        type=_exec_range,
+        default=(10.0, 100.0),
+        help="low,high ms: executions log-uniform per function (10,100)",
+    )
+    p.add_argument("--burst-rank", type=int, default=1, help="rank that bursts, 0 = hottest (1)")
     p.add_argument("--seed", type=int, default=1, help="seed of the trace and LB draws (1)")
     p.add_argument("--timeout", type=float, default=30.0, help="client timeout per call, s")
     p.add_argument(
@@ -374,6 +400,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown configuration {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
     if "haproxy" in ",".join(args.configs) and shutil.which("haproxy") is None:
         p.error("haproxy is not installed (Debian: apt-get install haproxy)")
+    if args.memory_mb < 128:
+        p.error("--memory-mb must hold at least one 128 MB container")
     if not 0 <= args.warm < args.duration:
         p.error("--warm must be >= 0 and shorter than --duration")
     try:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bench.routing_landscape import main
+from bench.routing_landscape import CONFIGS, main
 
 ARGS = ["--functions", "40", "--rates", "10", "--zipf-s", "1.5", "--seeds", "1"]
 SHORT = [*ARGS, "--duration-s", "90", "--warm-s", "30"]
+
+
+def _cold(cell: str) -> float:
+    return float(cell.split()[0].rstrip("*"))
 
 
 def test_the_table_has_every_configuration_and_is_deterministic(
@@ -15,13 +19,15 @@ def test_the_table_has_every_configuration_and_is_deterministic(
 ) -> None:
     assert main(SHORT) == 0
     first = capsys.readouterr().out
-    rows = [line for line in first.splitlines() if line.startswith("| 40 ")]
+    rows = [line for line in first.splitlines() if line.startswith("| 1024 | 40 ")]
     assert len(rows) == 1
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
-    floor, rr, *others = (float(c) for c in cells[4:11])
+    floor = float(cells[5])
+    colds = dict(zip(CONFIGS, (_cold(c) for c in cells[6 : 6 + len(CONFIGS)]), strict=True))
     assert 0.0 < floor < 100.0
-    assert all(0.0 < cold < rr for cold in others)  # round robin spreads every function most
-    assert "fnlb at or under 0.70x" in first
+    others = [v for k, v in colds.items() if k != "rr"]
+    assert all(0.0 < cold < colds["rr"] for cold in others)  # round robin spreads most
+    assert "fnlb under pooled memory" in first
     assert main(SHORT) == 0
     assert capsys.readouterr().out == first
 
@@ -29,3 +35,8 @@ def test_the_table_has_every_configuration_and_is_deterministic(
 def test_a_warm_up_that_leaves_nothing_to_count_is_refused() -> None:
     with pytest.raises(SystemExit):
         main([*ARGS, "--duration-s", "40", "--warm-s", "30"])
+
+
+def test_a_bad_execution_range_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        main([*SHORT, "--exec-ms", "20"])

@@ -150,6 +150,29 @@ async def _fetch_all(
     return dict(zip(urls, answers, strict=True))
 
 
+def _placement_lines(placement: Any) -> list[str]:
+    """Issue 16: the protected set (per node) and the tail's nodes, from `"placement"`."""
+    if not isinstance(placement, dict):
+        return []
+    protected = placement.get("protected") or {}
+    tail = placement.get("tail_nodes") or []
+    if not protected and not tail:
+        return ["\nplacement: nothing placed yet (too little load)"]
+    per_node: dict[str, list[str]] = {}
+    for fn, node in protected.items():
+        per_node.setdefault(node, []).append(fn)
+    head = f"\nplacement: {len(protected)} functions protected; tail nodes: " + (
+        ", ".join(tail) if tail else "none (placed homes of the hottest only)"
+    )
+    rows = [
+        [node, "tail" if node in tail else "protected", str(len(fns)), " ".join(sorted(fns)[:4])
+         + (" ..." if len(fns) > 4 else "")]
+        for node, fns in sorted(per_node.items())
+    ]  # fmt: skip
+    rows += [[node, "tail", "0", ""] for node in tail if node not in per_node]
+    return [head, table(["node", "role", "protected", "functions"], rows)]
+
+
 def format_status(
     reports: dict[str, dict[str, Any]], agree: bool, errors: dict[str, str] | None = None
 ) -> str:
@@ -199,6 +222,7 @@ def format_status(
             + (", panic" if scale.get("panic") else "")
             + ")"
         )
+    out.extend(_placement_lines(first.get("placement")))
     out.append("\nagreement:")
     out.append(
         table(

@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections.abc import Container, Mapping, Sequence
 from typing import Final, Protocol
 
-from fnlb.cluster.load import ClusterLoad, LocalLoad
+from fnlb.cluster.load import ClusterLoad, LocalLoad, WidthInputs
 from fnlb.cluster.view import NodeView
 from fnlb.payloads.node_metrics import NodeMetrics
+from fnlb.routing.admission import Admission, Admitted
 from fnlb.routing.load_router import NodeCapacity, Router
 from fnlb.routing.placement import EPOCH_MS, place
 from fnlb.routing.scale_signal import ScaleDecision, ScaleSignal, containers_needed
@@ -31,6 +32,10 @@ SLOTS_PER_NODE: Final = 8
 """Containers an Fn node holds (1024 MB / 128 MB, Fn's defaults); the unit of capacity."""
 CONTAINER_BYTES: Final = 128 * 1024 * 1024
 """Memory of one container when the node does not say (Fn's default function memory)."""
+CUT_MS: Final = round(TICK_S * 1000)
+"""Spacing of the settled cuts (the width tracker's `tick_ms`)."""
+CATCH_UP_CUTS: Final = 5
+"""Most skipped cuts read back at one tick (a peer stalled longer catches up from there)."""
 METRICS_STALE_MS: Final = 15_000
 """A node's /metrics reading older than this (5 default check intervals) is not used."""
 
@@ -65,9 +70,17 @@ def capacities(
 class ControlLoop:
     """Widths, placement and the scale signal, recomputed at each tick from the load."""
 
-    def __init__(self, router: Router | None = None, widths: WidthTracker | None = None) -> None:
+    def __init__(
+        self,
+        router: Router | None = None,
+        widths: WidthTracker | None = None,
+        *,
+        admission: bool = True,
+    ) -> None:
         """`router`: the load-aware router to hand the figures to (`--routing=hotset`).
-        `widths`: the width tracker (its policy); a default one when None."""
+        `widths`: the width tracker (its policy); a default one when None. `admission`:
+        place as cluster-wide admission (fnlb.routing.admission: a protected set and the
+        tail's nodes); False: placed homes of the 16 hottest only (fnlb.routing.placement)."""
         self.router = router
         self.widths = widths if widths is not None else WidthTracker()
         self.cut = 0
@@ -76,6 +89,11 @@ class ControlLoop:
         self.homes: dict[str, str] = {}
         """Placed homes of the hottest functions, as of the last placement (`tick`)."""
         self._placed: tuple[int, tuple[str, ...]] | None = None  # (epoch, routable) placed for
+        # -- issue 16: admission (fnlb.routing.admission) --
+        slots = router.policy.slots_per_node if router is not None else SLOTS_PER_NODE
+        self.admission: Admission | None = Admission(slots) if admission else None
+        self.tail: tuple[str, ...] = ()
+        """The tail's nodes, as of the last placement (admission only)."""
 
     @property
     def decision(self) -> ScaleDecision | None:
@@ -107,9 +125,19 @@ class ControlLoop:
             for n in view.routable
         }
         caps = capacities(readings, set(view.routable), int(now * 1000))
-        self.place(cut, {key: w.rate for key, w in table.items()}, view)
+        rates = {key: w.rate for key, w in table.items()}
+        if self.admission is not None:
+            # -- issue 16: admission, fed every settled cut, placed at the epochs --
+            self._observe_since(self.admission, load, now, cut, table)
+            self.admit(cut, view, caps)
+        else:
+            self.place(cut, rates, view)
         router.update(
-            widths=self.widths.widths, peers_in_flight=others, capacity=caps, homes=self.homes
+            widths=self.widths.widths,
+            peers_in_flight=others,
+            capacity=caps,
+            homes=self.homes,
+            tail=self.tail,
         )
         router.backoff.expire(now)
 
@@ -124,6 +152,49 @@ class ControlLoop:
         if epoch != self._placed or not self.homes:
             self._placed = epoch
             self.homes = place(rates, view.candidates)
+
+    @staticmethod
+    def _observe_since(
+        adm: Admission, load: ClusterLoad, now: float, cut: int, table: Mapping[str, WidthInputs]
+    ) -> None:
+        """Feed the admission every settled cut since the last it read, `cut` included.
+
+        The scores age per cut, so every peer must fold in the same cuts. A peer's ticks are
+        at least TICK_S apart and come when its pump runs, so now and then (every ~20 ticks
+        at a 0.1 s pump, more often on a loaded machine) one skips a cut, each peer at its own
+        times; the tables of a skipped cut are read now, settled as they were then. Without
+        this, peers of the README demo held different scores for a minute after a burst
+        and placed differently (2 runs of 8 on a loaded machine)."""
+        last = adm.last_cut
+        first = cut if last < 0 else max(last + CUT_MS, cut - CATCH_UP_CUTS * CUT_MS)
+        for c in range(first, cut + 1, CUT_MS):
+            t = table if c == cut else load.width_table(HOT_FUNCTIONS, now, settled_ms=c)
+            total = load.summary(now, hot=0, settled_ms=c)
+            adm.observe(
+                c,
+                {key: w.rate for key, w in t.items()},
+                {key: w.in_flight for key, w in t.items()},
+                total.rate_c / 100.0,
+                total.in_flight,
+            )
+
+    def admit(self, cut: int, view: _Placeable, caps: Mapping[str, NodeCapacity]) -> None:
+        """Issue 16: place the protected set and the tail once per epoch and routable set
+        (as `place`), from the admission's aged scores; nothing scored yet: next tick."""
+        adm = self.admission
+        if adm is None:
+            return
+        epoch = (cut // EPOCH_MS, view.routable)
+        if epoch != self._placed or not self.homes:
+            self._placed = epoch
+            got = adm.place(view.routable, view.candidates, {n: c.slots for n, c in caps.items()})
+            self.homes = dict(got.homes)
+            self.tail = got.tail
+
+    @property
+    def admitted(self) -> Admitted | None:
+        """The last admission placement (None: admission off)."""
+        return self.admission.admitted if self.admission is not None else None
 
 
 class _Placeable(Protocol):

@@ -120,13 +120,15 @@ class Peer:
         seed: Sequence[str] | None = (),
         epoch_ms: int = 0,
         width_policy: WidthPolicy | None = None,
+        admission: bool = True,
     ) -> None:
         """`routing`: the policy calls are routed by. `clock_ms`: the wall clock in ms, read
         only by gossip's callbacks, which carry no time. `gossip`: False for a lone fnlb.
         `nodeset`: the node set restored from disk (None: empty). `seed`: the `-nodes` to
         add once this peer holds the cluster's set (None: none, as after a restart from
         saved state). `epoch_ms`: larger at each start (orders a restarted peer's digests).
-        `width_policy`: the hot-set width rules (the defaults when None)."""
+        `width_policy`: the hot-set width rules (the defaults when None). `admission`: place
+        as cluster-wide admission (issue 16); False: placed homes of the hottest only."""
         self.name = name
         self.gossip = gossip
         self.routing = routing
@@ -141,7 +143,7 @@ class Peer:
         )
         self.local = LocalLoad(epoch=epoch_ms)
         """This peer's own load figures, written per attempt."""
-        self.control = ControlLoop(router, WidthTracker(width_policy))
+        self.control = ControlLoop(router, WidthTracker(width_policy), admission=admission)
         self.drops: dict[str, int] = {}
         """Malformed peer messages dropped, by reason."""
         self.check_results: dict[tuple[str, str], int] = {}

@@ -123,6 +123,9 @@ class RouterPolicy:
     """A node whose reported memory use (NodeCapacity.used) reaches this is tried last."""
     min_width: int = 1
     """Width of a function absent from the widths table (the tracker's `min_width`)."""
+    light_share: float = 1 / 3
+    """Below this share of the load floor on both of its nodes p2c tosses a coin instead of
+    comparing their loads (issue 16); 0: always compare (the choice before it)."""
 
     def check(self) -> None:
         if self.balance_factor < 1.0 or self.load_floor < 0 or self.min_width < 1:
@@ -131,6 +134,8 @@ class RouterPolicy:
             raise LocalProtocolError("need slots_per_node >= 1, 0 < floor_share < 100")
         if self.choice not in ("least", "p2c") or not 0 < self.full_at <= 1.0:
             raise LocalProtocolError("choice is least or p2c; 0 < full_at <= 1")
+        if not 0 <= self.light_share <= 1:
+            raise LocalProtocolError("need 0 <= light_share <= 1")
 
 
 class _SplitMix64:
@@ -165,6 +170,8 @@ def _picked(out: Sequence[str], order: Sequence[str], w: int) -> int:
 _NO_INTS: Final[Mapping[str, int]] = MappingProxyType({})
 _NO_CAPS: Final[Mapping[str, NodeCapacity]] = MappingProxyType({})
 _NO_HOMES: Final[Mapping[str, str]] = MappingProxyType({})
+_REHOMED_MAX: Final = 100_000
+"""Reordered lists kept (one per function routed to a placed home or the tail's nodes)."""
 
 
 class SharedFigures:
@@ -177,6 +184,7 @@ class SharedFigures:
         "homes",
         "peers_in_flight",
         "remote_total",
+        "tail",
         "weights",
         "widths",
     )
@@ -188,10 +196,14 @@ class SharedFigures:
         capacity: Mapping[str, NodeCapacity] = _NO_CAPS,
         policy: RouterPolicy | None = None,
         homes: Mapping[str, str] = _NO_HOMES,
+        tail: tuple[str, ...] = (),
     ) -> None:
         p = policy or RouterPolicy()
         self.homes = homes
         """Placed homes of the hottest functions (fnlb.routing.placement): first in their order."""
+        self.tail = tail
+        """The tail's nodes (fnlb.routing.admission): first in the order of every function
+        without a placed home, so rare functions evict only each other's containers."""
         self.widths = widths
         self.peers_in_flight = peers_in_flight
         self.capacity = capacity
@@ -244,8 +256,8 @@ class Router:
         """What the last `candidates` put first (fnlb.routing.picked): HOME, SPREAD or SPILL."""
         self._local: dict[str, int] = {}
         self._local_total = 0
-        # key -> (the view's order it was made from, its home, the order with the home first)
-        self._rehomed: dict[str, tuple[Sequence[str], str, Sequence[str]]] = {}
+        # key -> (the view's order it was made from, the nodes moved first, the new order)
+        self._rehomed: dict[str, tuple[Sequence[str], tuple[str, ...], Sequence[str]]] = {}
 
     @property
     def policy(self) -> RouterPolicy:
@@ -261,15 +273,17 @@ class Router:
         peers_in_flight: Mapping[str, int] | None = None,
         capacity: Mapping[str, NodeCapacity] | None = None,
         homes: Mapping[str, str] | None = None,
+        tail: tuple[str, ...] | None = None,
     ) -> None:
         """Swap in new shared figures; an argument left None keeps its current value.
 
         `widths`: `WidthTracker.widths`. `peers_in_flight`: calls in flight to each node from
         the *other* peers (gossiped). `capacity`: per node slots and memory use, when known.
         `homes`: `placement.place(...)`, the placed homes of the hottest functions.
+        `tail`: `admission.Admitted.tail`, the nodes functions without a home go to first.
         """
         s = self._shared
-        if homes is not None and homes != s.homes:
+        if (homes is not None and homes != s.homes) or (tail is not None and tail != s.tail):
             self._rehomed.clear()
         self._shared = SharedFigures(
             s.widths if widths is None else widths,
@@ -277,6 +291,7 @@ class Router:
             s.capacity if capacity is None else capacity,
             self._policy,
             s.homes if homes is None else homes,
+            s.tail if tail is None else tail,
         )
 
     # -- the request path ----------------------------------------------------------------
@@ -310,10 +325,13 @@ class Router:
         if n <= 1:
             return order
         s = self._shared
-        if s.homes:
+        if s.homes or s.tail:
             home = s.homes.get(key)
-            if home is not None and order[0] != home:
-                order = self._home_first(key, order, home)
+            if home is not None:
+                if order[0] != home:
+                    order = self._home_first(key, order, (home,))
+            elif s.tail:
+                order = self._home_first(key, order, s.tail)
         p = self._policy
         w = s.widths.get(key, p.min_width)
         if w > n:
@@ -331,16 +349,20 @@ class Router:
                 return order  # the common case: one warm home, not overloaded
         return self._ordered(key, order, w, cap, now, avoiding)
 
-    def _home_first(self, key: str, order: Sequence[str], home: str) -> Sequence[str]:
-        """`order` with `home` moved to the front, made once per (view, homes), not per call."""
+    def _home_first(self, key: str, order: Sequence[str], front: tuple[str, ...]) -> Sequence[str]:
+        """`order` with the nodes of `front` (a placed home, or the tail's nodes) moved to
+        the front in `order`'s own order; made once per (view, homes, tail), not per call."""
         cached = self._rehomed.get(key)
-        if cached is not None and cached[0] is order and cached[1] == home:
+        if cached is not None and cached[0] is order and cached[1] == front:
             return cached[2]
-        if home in order:
-            moved: Sequence[str] = [home, *(node for node in order if node != home)]
+        if len(self._rehomed) >= _REHOMED_MAX:
+            self._rehomed.clear()  # a client spraying paths cannot grow it without bound
+        first = [node for node in order if node in front]
+        if first:
+            moved: Sequence[str] = [*first, *(node for node in order if node not in front)]
         else:
             moved = order  # the home left the routable set: rendezvous order until re-placed
-        self._rehomed[key] = (order, home, moved)
+        self._rehomed[key] = (order, front, moved)
         return moved
 
     def _ordered(
@@ -418,6 +440,13 @@ class Router:
         b = int(rng.random() * (k - 1))
         if b >= a:
             b += 1
+        light = self._shared.floor * self._policy.light_share
+        if under[a][0] < light and under[b][0] < light:
+            # Both lightly loaded: a few calls in flight more or less (a cold start or two
+            # on one of them) say nothing about which can take the call, so a coin: a
+            # function spread for balance (widths' call share) then splits its calls
+            # instead of sending nearly all of them to the node with fewer cold starts.
+            return under[a][2]
         return under[min(a, b)][2]  # `under` is sorted by (load, order): the lower index wins
 
     # -- observations --------------------------------------------------------------------

@@ -107,6 +107,12 @@ class WidthPolicy:
     wait caused by cold starts under memory pressure was not helped by a wider set (more
     containers, more evictions). Slow nodes are avoided per node by the back-off instead."""
 
+    call_share: float = 1.25
+    """A function whose calls/s exceed this many equal node shares of the listed functions'
+    calls spreads over as many nodes as keep it under one (issue 16: a burst of a short
+    function needs few containers but would make its home the busiest node by far); 0: off.
+    1.25: the bounded load's balance factor."""
+
     def check(self) -> None:
         """Raise LocalProtocolError when a field is out of range."""
         if self.slots_per_node < 1 or not 0.0 < self.target_utilisation <= 1.0:
@@ -117,6 +123,8 @@ class WidthPolicy:
             raise LocalProtocolError("need shrink_window_s >= 0 and positive pressure limits")
         if not 0 <= self.busy_widen_share <= 1:
             raise LocalProtocolError("need 0 <= busy_widen_share <= 1")
+        if self.call_share < 0:
+            raise LocalProtocolError("need call_share >= 0")
 
     @property
     def confirm_ticks(self) -> int:
@@ -146,6 +154,16 @@ def base_width(levels: LoadLevels, policy: WidthPolicy) -> int:
     return max(need, policy.min_width)
 
 
+SPREAD_MIN_RATE: Final = 1.0
+"""Calls/s a function must bring each node of its hot set before it is spread for balance:
+with Fn's 30 s idle timeout that keeps its container warm on every one of them."""
+SPREAD_CONFIRM_TICKS: Final = 3
+"""Settled ticks in a row a function's calls must exceed the call share before it is spread
+for balance. The first second of a burst lists a few calls of a few functions, and one of
+them over the share then is chance, not load; held for the shrink window, such a spread
+put a function of the README demo on two nodes for a minute, each with its own container.
+A burst that lasts spreads three seconds later."""
+
 NO_WIDTHS: Final[Mapping[str, int]] = MappingProxyType({})
 
 
@@ -153,16 +171,24 @@ class _Track:
     """Targets of one function: the last few raw ones (to confirm a rise) and the confirmed
     ones over the window, as a monotonic (decreasing) deque."""
 
-    __slots__ = ("raw", "targets")
+    __slots__ = ("raw", "spread", "targets")
 
     def __init__(self) -> None:
         self.targets: deque[tuple[int, int]] = deque()  # (tick, target), targets decreasing
         self.raw: deque[tuple[int, int]] = deque()  # (tick, raw target), the last few ticks
+        self.spread: deque[tuple[int, int]] = deque()  # (tick, raw spread for balance)
 
     def confirmed(self, tick: int, raw: int, ticks: int, floor: int) -> int:
         """The lowest raw target of the last `ticks` ticks; `floor` if one is missing (the
         function was cold then)."""
-        q = self.raw
+        return self._lowest(self.raw, tick, raw, ticks, floor)
+
+    def confirmed_spread(self, tick: int, raw: int, ticks: int, floor: int) -> int:
+        """As `confirmed`, for the spread for balance (its own history)."""
+        return self._lowest(self.spread, tick, raw, ticks, floor)
+
+    @staticmethod
+    def _lowest(q: deque[tuple[int, int]], tick: int, raw: int, ticks: int, floor: int) -> int:
         q.append((tick, raw))
         while q[0][0] <= tick - ticks:
             q.popleft()
@@ -187,7 +213,9 @@ class _Track:
 
     def rising(self, tick: int, ticks: int, floor: int) -> bool:
         """Whether a raw target above `floor` may still be confirmed."""
-        return any(k > tick - ticks and t > floor for k, t in self.raw)
+        return any(k > tick - ticks and t > floor for k, t in self.raw) or any(
+            k > tick - SPREAD_CONFIRM_TICKS and t > floor for k, t in self.spread
+        )
 
 
 class WidthTracker:
@@ -232,19 +260,27 @@ class WidthTracker:
         confirm = p.confirm_ticks
         previous = self.widths
         out: dict[str, int] = {}
+        share = p.call_share * sum(v.rate for v in table.values()) / max(nodes, 1)
         for fn, levels in table.items():
             target = base_width(levels, p)
+            spread = p.min_width
+            if share > 0.0 and levels.rate > share:
+                # ... while every node it spreads to keeps a container warm (a call a second)
+                spread = min(ceil(levels.rate / share - 1e-9), int(levels.rate / SPREAD_MIN_RATE))
+                spread = min(max(spread, p.min_width), cap)
             if levels.busy_rate >= max(p.busy_widen_rate, p.busy_widen_share * levels.rate):
                 target = max(target, previous.get(fn, p.min_width) + 1)
             target = min(target, cap)
             track = self._tracks.get(fn)
             if track is None:
-                if target <= p.min_width:
+                if target <= p.min_width and spread <= p.min_width:
                     continue  # nothing to remember: the default width
                 track = self._tracks[fn] = _Track()
             if confirm > 1:
                 target = track.confirmed(tick, target, confirm, p.min_width)
-            width = track.push(tick, target, oldest)
+            # The spread for balance is confirmed on its own (SPREAD_CONFIRM_TICKS)
+            spread = track.confirmed_spread(tick, spread, SPREAD_CONFIRM_TICKS, p.min_width)
+            width = track.push(tick, max(target, spread), oldest)
             if width > p.min_width:
                 out[fn] = width
         for fn in [f for f in self._tracks if f not in table]:

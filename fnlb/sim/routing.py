@@ -50,6 +50,7 @@ class SimPeer:
     widths: dict[int, dict[str, int]] = field(default_factory=dict)  # tick -> widths
     decisions: dict[int, ScaleDecision] = field(default_factory=dict)  # tick -> decision
     placements: dict[int, dict[str, str]] = field(default_factory=dict)  # epoch -> homes
+    tails: dict[int, tuple[str, ...]] = field(default_factory=dict)  # epoch -> tail's nodes
     last_cut: int = 0
 
 
@@ -316,6 +317,7 @@ class RoutingSim:
                 p.decisions[cut // tick_ms] = control.decision
             if self.placed:
                 p.placements[cut // EPOCH_MS] = dict(control.homes)
+                p.tails[cut // EPOCH_MS] = control.tail
 
 
 def _path(fn: str) -> str:

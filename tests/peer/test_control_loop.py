@@ -89,7 +89,7 @@ def test_homes_are_placed_at_aligned_epochs_and_when_the_nodes_change() -> None:
     nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
     current = [NodeView(1, dict.fromkeys(nodes, "online"))]
     local, cluster, router = LocalLoad(epoch=1), ClusterLoad(), Router()
-    feed = ControlLoop(router)
+    feed = ControlLoop(router, admission=False)  # placed homes (issue 5)
 
     def tick(now: float) -> None:
         feed.tick(now, cluster, local, current[0], {})
@@ -172,3 +172,36 @@ def test_a_peer_started_mid_epoch_places_homes_once_it_knows_the_load() -> None:
     newcomer_load.merge("p", local.digest(start + 3, stamp_ms=int((start + 3) * 1000)), start + 3)
     newcomer.tick(start + 5.5, newcomer_load, newcomer_local, view, {})
     assert newcomer.homes == placed
+
+
+def test_a_peer_that_skips_a_cut_folds_in_the_same_settled_tables_as_one_that_did_not() -> None:
+    """Admission's scores age per settled cut: a peer whose pump ran late and skipped a cut
+    reads it back, so its scores equal those of a peer that ticked at every cut (before, the
+    README demo's peers placed differently for a minute after a burst on a loaded machine)."""
+    from fnlb.cluster.load import ClusterLoad, LocalLoad
+    from fnlb.cluster.view import NodeView
+    from fnlb.peer.control_loop import ControlLoop
+    from fnlb.routing.load_router import Router
+
+    nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
+    view = NodeView(1, dict.fromkeys(nodes, "online"))
+    local, cluster = LocalLoad(epoch=1), ClusterLoad()
+    steady, late = ControlLoop(Router()), ControlLoop(Router())
+    start = 1_800_000_000.0
+    for second in range(12):
+        at = start + second
+        calls = 40 if second in (4, 5) else 4  # a burst: the tables differ cut to cut
+        for i in range(calls):
+            fn = f"r/app/f{(second + i) % 6}"
+            local.call_started(fn, nodes[i % 5], at - 1 + i / calls)
+            local.call_finished(fn, nodes[i % 5], 200, 0.0, 0.01, at - 1 + i / calls)
+        cluster.merge("p", local.digest(at, stamp_ms=int(at * 1000)), at)
+        steady.tick(at + 0.5, cluster, local, view, {})
+        if second not in (5, 6):  # this peer's pump stalled over two cuts
+            late.tick(at + 0.5, cluster, local, view, {})
+    a, b = steady.admission, late.admission
+    assert a is not None
+    assert b is not None
+    assert a.last_cut == b.last_cut
+    assert a.scores == b.scores
+    assert a.scores

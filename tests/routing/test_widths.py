@@ -141,7 +141,8 @@ def test_a_10x_burst_widens_the_function_on_every_peer_alike_and_it_shrinks_afte
 ) -> None:
     """3 peers, 10 modelled Fn nodes, digests gossiped with delay and 5 % loss, clocks a few
     ms apart: every peer computes the hot function's width at every tick from settled reads."""
-    sim = RoutingSim(nodes=10, peers=3, seed=seed)
+    # widths by concurrency alone: the hot function's share of calls does not spread it here
+    sim = RoutingSim(nodes=10, peers=3, seed=seed, width_policy=WidthPolicy(call_share=0.0))
     sim.run(125.0, burst)
     ticks = sorted(set.intersection(*(set(p.widths) for p in sim.peers)))
     start = ticks[0]  # ~1 s in: a tick is the second before its cut
@@ -165,13 +166,13 @@ def test_a_10x_burst_widens_the_function_on_every_peer_alike_and_it_shrinks_afte
 
 
 def test_a_few_503s_among_many_calls_are_left_to_the_back_off() -> None:
-    t = WidthTracker()
+    t = WidthTracker(WidthPolicy(call_share=0.0))  # the only function: not spread for balance
     assert feed(t, 1, {"f": levels(3, rate=40.0, busy=4.0)}) == 1  # 10 % refused: spill copes
     assert feed(t, 2, {"f": levels(3, rate=40.0, busy=10.0)}) == 2  # 25 %: widen
 
 
 def test_grow_after_confirms_a_rise_before_widening() -> None:
-    t = WidthTracker(WidthPolicy(grow_after_s=3.0, shrink_window_s=10.0))
+    t = WidthTracker(WidthPolicy(grow_after_s=3.0, shrink_window_s=10.0))  # rate 0: no spread
     assert feed(t, 1, {"f": levels(32)}) == 1
     assert feed(t, 2, {"f": levels(32)}) == 1
     assert feed(t, 3, {"f": levels(13)}) == 3  # three ticks of at least 3 nodes' worth
@@ -183,3 +184,23 @@ def test_grow_after_confirms_a_rise_before_widening() -> None:
     for tick in range(1, 20):
         assert feed(t, tick, {"f": levels(32 if tick % 2 else 3)}) == 1
     assert t.widths == {}
+
+
+def test_a_function_over_its_call_share_spreads_only_once_it_stays_over() -> None:
+    """The call share (issue 16) spreads a function with more than 1.25 node shares of the
+    calls, but only after three settled ticks over it: the first second of a burst (a few
+    calls of a few functions) made one function of the README demo look like 45 % of the
+    load, and the spread was then held for the whole shrink window."""
+    t = WidthTracker(WidthPolicy(shrink_window_s=60.0))
+    quiet = {f"q{i}": levels(0, rate=2.0) for i in range(4)}  # 8 calls/s besides "f"
+    # 3 nodes: a share is 1.25 x (f + 8) / 3; f at 24 calls/s is 2 of them -> 2 nodes
+    assert feed(t, 1, {"f": levels(0, rate=24.0), **quiet}, nodes=3) == 1
+    assert feed(t, 2, {"f": levels(0, rate=24.0), **quiet}, nodes=3) == 1
+    assert feed(t, 3, {"f": levels(0, rate=6.0), **quiet}, nodes=3) == 1  # chance: gone
+    for tick in range(4, 30):
+        assert feed(t, tick, {"f": levels(0, rate=6.0), **quiet}, nodes=3) == 1
+    assert t.widths == {}
+    for tick in range(30, 32):
+        assert feed(t, tick, {"f": levels(0, rate=24.0), **quiet}, nodes=3) == 1
+    assert feed(t, 32, {"f": levels(0, rate=24.0), **quiet}, nodes=3) == 2  # three ticks over
+    assert feed(t, 33, {"f": levels(0, rate=6.0), **quiet}, nodes=3) == 2  # held for the window
