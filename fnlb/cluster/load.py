@@ -774,6 +774,7 @@ class ClusterLoad:
         "_history",
         "_left",
         "in_flight_ttl_s",
+        "kept",
         "single_source",
         "stale_after_s",
         "version",
@@ -800,6 +801,8 @@ class ClusterLoad:
         self.single_source = single_source
         self.version = 0
         """Incremented whenever the newest digest of some peer changes."""
+        self.kept = 0
+        """Incremented whenever a digest is kept (a newest one, or an older one not held)."""
         # per peer: its last HISTORY digests with their arrival times, oldest first
         self._history: dict[str, list[tuple[Digest, float]]] = {}
         # peers that left: the order of their last digest and when they left
@@ -832,6 +835,7 @@ class ClusterLoad:
             return False  # older than everything kept
         newest = at == len(hist)
         hist.insert(at, (digest, now))
+        self.kept += 1
         if len(hist) > HISTORY:
             del hist[0]
         while len(hist) > 1 and sum(_entries(d) for d, _t in hist) > HISTORY_ENTRIES:

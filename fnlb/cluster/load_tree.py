@@ -26,6 +26,15 @@ so a child that moved to another parent is not counted twice for longer than tha
 partition: each side's tree has its own root (the smallest name it sees alive), which sums
 what that side sees; after the heal the roots merge back into one tree, and readers take the
 newest root's sum (`ClusterLoad(single_source=True)`), never two sums added.
+
+Settled reads and loss: a settled read at cut c (fnlb.routing.widths) takes the newest sum
+stamped at or before c, so every peer must hold that one sum. Before the tree a lost digest
+was one peer's share of the load; here it is the whole cluster's, and one sum lost on its way
+down (3 peers, 10 % loss: a peer's admission scored a different table and placed other homes)
+made that peer alone read the sum before it. So each peer passing sums down sends the *cut
+sum* (its last sum before a cut on the `CUT_GRID_MS` grid) again with the next `CUT_COPIES`
+sums: a cut is read alike unless all of its copies are lost, for ~`CUT_COPIES` more digests
+a second down each link (the traffic stays flat in N).
 """
 
 from __future__ import annotations
@@ -53,6 +62,10 @@ CHILD_TTL_S: Final = 1.0
 """A child's subtree digest counts while younger than this (about three periods: one lost
 datagram does not drop a subtree, a child that moved to another parent is not counted twice
 for long)."""
+CUT_GRID_MS: Final = 1000
+"""The grid of the settled cuts (fnlb.peer.control_loop.CUT_MS, a test checks they agree)."""
+CUT_COPIES: Final = 2
+"""Times a cut sum is sent again down each link, with the sums that follow it."""
 
 
 def tree_links(members: tuple[str, ...], name: str) -> tuple[str | None, tuple[str, ...]]:
@@ -181,7 +194,16 @@ def sum_digests(
 class LoadTree:
     """This peer's place in the load tree and the latest subtree digests of its children."""
 
-    __slots__ = ("_children", "_legacy", "_links", "_members", "child_ttl_s", "name")
+    __slots__ = (
+        "_children",
+        "_copy",
+        "_last_down",
+        "_legacy",
+        "_links",
+        "_members",
+        "child_ttl_s",
+        "name",
+    )
 
     def __init__(self, name: str, *, child_ttl_s: float = CHILD_TTL_S) -> None:
         self.name = name
@@ -193,6 +215,8 @@ class LoadTree:
         self._legacy = ClusterLoad(stale_after_s=child_ttl_s, in_flight_ttl_s=child_ttl_s)
         """Digests of peers built before the tree, sent to every peer: only a root counts
         them, so each is counted once."""
+        self._last_down: tuple[int, bytes] | None = None  # (stamp, message) last sent down
+        self._copy: tuple[bytes, int] | None = None  # the cut sum's message, copies left
 
     def set_members(self, alive: Iterable[str]) -> None:
         """The live peers (this one included), as gossip says."""
@@ -244,3 +268,23 @@ class LoadTree:
             return own
         mine = decode_digest(own)
         return sum_digests([mine, *parts], epoch=mine.epoch, seq=mine.seq, stamp_ms=mine.stamp_ms)
+
+    def cut_copy(self, stamp_ms: int, message: bytes) -> bytes | None:
+        """`message` (a cluster sum stamped `stamp_ms`) goes down now: the cut sum's message
+        to send again with it, if any (see the module's "Settled reads and loss").
+
+        The sum sent before this one is a cut sum when a cut lies between their stamps: it
+        is the newest sum stamped at or before that cut, the one settled reads select."""
+        last = self._last_down
+        if last is not None and stamp_ms <= last[0]:
+            return None  # not newer: no cut between them
+        self._last_down = (stamp_ms, message)
+        if last is not None:
+            cut = -(-last[0] // CUT_GRID_MS) * CUT_GRID_MS  # the first cut at or after it
+            if cut < stamp_ms:
+                self._copy = (last[1], CUT_COPIES)
+        if self._copy is None:
+            return None
+        copy, left = self._copy
+        self._copy = (copy, left - 1) if left > 1 else None
+        return copy

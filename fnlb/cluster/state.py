@@ -231,14 +231,26 @@ class ClusterState:
         summed = self.tree.subtree(digest, now_s)
         parent = self.tree.parent
         if parent is None:
-            self.load.merge(self.name, summed, now_s)
-            self._pass_down(load_cluster_message(self.name, summed))
+            if self.load.merge(self.name, summed, now_s):
+                self._pass_down(load_cluster_message(self.name, summed), self.name)
         else:
             self._sends[(parent, b"u/" + self.name.encode())] = load_up_message(self.name, summed)
 
-    def _pass_down(self, payload: bytes) -> None:
+    def _pass_down(self, payload: bytes, root: str) -> None:
+        """A newest cluster sum (from `root`) to our children, with the last cut sum again
+        while it has copies left (fnlb.cluster.load_tree, "Settled reads and loss")."""
+        stamp = self.load.newest_stamp_ms(root)
+        copy = self.tree.cut_copy(stamp, payload) if stamp is not None else None
         for child in self.tree.children:
             self._sends[(child, b"c/")] = payload
+            if copy is not None:
+                self._sends[(child, b"k/")] = copy
+
+    def _pass_on(self, payload: bytes) -> None:
+        """An older cluster sum we did not hold (a copy of a cut sum, or one that came
+        late) to our children: they may have lost it too."""
+        for child in self.tree.children:
+            self._sends[(child, b"k/")] = payload
 
     def peer_left(self, peer: str, now_s: float) -> None:
         """A peer died or left: its load and its subtree no longer count."""
@@ -340,9 +352,12 @@ class ClusterState:
         if kind == envelope.LOAD:
             self.tree.from_legacy(sender, data, now / 1000)
             return Merged(False, False)
+        kept = self.load.kept
         newest = self.load.merge(sender, data, now / 1000)  # envelope.LOAD_CLUSTER
         if newest:
-            self._pass_down(payload)
+            self._pass_down(payload, sender)
+        elif self.load.kept != kept:
+            self._pass_on(payload)
         return Merged(False, newest)
 
     def merge_full(self, data: bytes, now: int, *, relay: bool = True) -> bool:

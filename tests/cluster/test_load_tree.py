@@ -131,3 +131,63 @@ def test_tree_messages_are_checked_and_an_unknown_kind_is_refused() -> None:
     p = ClusterState("a", healthy=1, unhealthy=1)
     with pytest.raises(RemoteProtocolError):
         p.merge_broadcast(msgpack.packb(["u", "b", b"not a digest"]), 1000)
+
+
+def test_a_cut_sum_is_sent_again_with_the_next_sums_and_no_other() -> None:
+    """The sum before each cut on the grid (what settled reads select) comes back with the
+    next CUT_COPIES sums; sums between cuts never do."""
+    from fnlb.cluster.load_tree import CUT_COPIES, CUT_GRID_MS
+    from fnlb.peer.control_loop import CUT_MS
+
+    assert CUT_GRID_MS == CUT_MS  # the cuts the control loop reads are the ones copied
+    tree = LoadTree("a")
+    copies: list[tuple[int, bytes | None]] = []
+    for stamp in range(100, 2100, 300):  # 100, 400, 700, 1000, 1300, 1600, 1900
+        copies.append((stamp, tree.cut_copy(stamp, b"%d" % stamp)))
+    # cut 1000: the sum stamped 1000 itself; cut 2000: 1900 (not yet followed by a later sum)
+    assert copies == [
+        (100, None),
+        (400, None),
+        (700, None),
+        (1000, None),
+        (1300, b"1000"),
+        (1600, b"1000"),
+        (1900, None),
+    ]
+    assert CUT_COPIES == 2
+    assert tree.cut_copy(2200, b"2200") == b"1900"
+    assert tree.cut_copy(2200, b"again") is None  # not newer: nothing copied, nothing moved
+    assert tree.cut_copy(2500, b"2500") == b"1900"
+    assert tree.cut_copy(2800, b"2800") is None
+
+
+def test_a_child_that_lost_a_cut_sum_reads_the_cut_as_the_others_and_passes_it_on() -> None:
+    """3 peers' settled reads must select the same root sum (the agreement of admission,
+    tests/routing/test_admission.py): the cut sum lost on its way to "b" comes with the next
+    sum, "b" keeps it and forwards it to its own child, and the settled read agrees."""
+    names = [f"p{i:02d}" for i in range(6)]  # p00 root; p01's child is p05 (FANOUT 4)
+    peers = {n: ClusterState(n, healthy=1, unhealthy=1) for n in names}
+    for p in peers.values():
+        p.set_alive(names)
+    root, mid, leaf = peers["p00"], peers["p01"], peers["p05"]
+    assert leaf.tree.parent == "p01"
+    local = LocalLoad()
+    for i, stamp in enumerate((700, 1000, 1300)):
+        local.call_started(f"r/app/f{i}", "n:1", stamp / 1000)
+        root.queue_load(local.digest(stamp / 1000, stamp_ms=stamp), stamp / 1000)
+        for to, _key, payload in root.take_sends():
+            if to == "p01" and stamp == 1000:
+                continue  # the cut sum of cut 1000 is lost on its way to p01
+            if to == "p01":
+                peers[to].merge_broadcast(payload, stamp + 50)
+        for to, _key, payload in mid.take_sends():
+            peers[to].merge_broadcast(payload, stamp + 80)
+    for p in (root, mid, leaf):
+        assert [d.stamp_ms for d in p.load.digests(1.4)] == [1300]
+        assert p.load.peers(2.0, settled_ms=1000) == ["p00"]
+        assert (
+            p.load.summary(2.0, settled_ms=1000).checksum()
+            == root.load.summary(2.0, settled_ms=1000).checksum()
+        )
+        assert p.load.function_load("r/app/f1", 2.0, settled_ms=1000).in_flight == 1
+        assert p.load.function_load("r/app/f2", 2.0, settled_ms=1000).in_flight == 0

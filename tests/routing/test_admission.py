@@ -152,12 +152,13 @@ def test_too_few_nodes_or_nothing_scored_admits_nothing() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
 def test_every_peer_admits_alike_over_delayed_lossy_gossip(seed: int) -> None:
     """3 peers, digests gossiped after 50-400 ms with 10 % loss, clocks a few ms apart, 200
     functions: at every placement epoch the three peers hold the same protected set, homes
     and tail's node (none at first, while every function scored fits the memory), and no
-    call failed or was refused."""
+    call failed or was refused. Seed 1 loses, all three tries, the root's sum that cut
+    30 s reads on its way to one peer: the cut sum's copies (fnlb.cluster.load_tree) bring it."""
     from fnlb.sim.routing import RoutingSim, zipf_workload
 
     pool = PoolConfig(memory_mb=2048, idle_timeout_s=30)
