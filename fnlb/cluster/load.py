@@ -81,8 +81,11 @@ constants", has what it does to routing."""
 YOUNG_FLOOR_S: Final = 0.5
 """The least age a record's rate is corrected for (`LocalLoad._young`): one lone call does
 not read as a huge rate."""
-HISTORY: Final = 8
-"""Digests kept per peer: enough for settled reads a second or two back at ~3 digests/s."""
+HISTORY: Final = 32
+"""Digests kept per peer: enough for settled reads as far back as the control loop reads
+skipped cuts (5 cuts before one read up to 2 s late: 7.3 s, 25 sums at one per 0.3 s). With
+8 (2.1 s) such a read found no sum on the root, which holds its sums as it makes them, sooner
+than on its children, whose copies arrive later: their reads could differ."""
 HISTORY_ENTRIES: Final = 12_000
 """Most functions and nodes listed, summed over a peer's kept digests, beyond its newest: a
 full push-pull digest of 10,000 functions is kept, not several (each holds ~5 MB decoded)."""

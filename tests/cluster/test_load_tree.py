@@ -191,3 +191,28 @@ def test_a_child_that_lost_a_cut_sum_reads_the_cut_as_the_others_and_passes_it_o
         )
         assert p.load.function_load("r/app/f1", 2.0, settled_ms=1000).in_flight == 1
         assert p.load.function_load("r/app/f2", 2.0, settled_ms=1000).in_flight == 0
+
+
+def test_the_root_keeps_its_sums_as_far_back_as_skipped_cuts_are_read() -> None:
+    """A peer that skipped cuts reads back up to CATCH_UP_CUTS of them, as late as just
+    before the next cut; the root holds its own sums as they are made, so it must keep them
+    that far back or it alone reads no sum there (a child's history lags by the way down)."""
+    from fnlb.peer.control_loop import CATCH_UP_CUTS, CUT_MS
+    from fnlb.peer.core import DIGEST_S
+
+    load = ClusterLoad(single_source=True)
+    local = LocalLoad()
+    step = round(DIGEST_S * 1000)
+    now_ms = 1_000_000
+    for stamp in range(now_ms - 20_000, now_ms + 1, step):
+        local.call_started(f"r/app/f{stamp}", "n:1", stamp / 1000)
+        load.merge("root", local.digest(stamp / 1000, stamp_ms=stamp), stamp / 1000)
+    cut = now_ms - 1000 - (CUT_MS - 1)  # the current cut, read as late as it can be
+    oldest = cut - CATCH_UP_CUTS * CUT_MS
+    now = now_ms / 1000
+    expected = oldest - (oldest - (now_ms - 20_000)) % step
+    got = load.summary(now, settled_ms=oldest)
+    assert load.peers(now, settled_ms=oldest) == ["root"]
+    assert got.checksum() != 0
+    assert load.function_load(f"r/app/f{expected}", now, settled_ms=oldest).rate > 0
+    assert load.function_load(f"r/app/f{expected + step}", now, settled_ms=oldest).rate == 0
