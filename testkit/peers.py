@@ -11,7 +11,7 @@ from fnlb.config import Settings
 from fnlb.server import Balancer
 
 
-async def wait_for(predicate: Callable[[], bool], within: float = 5.0) -> None:
+async def wait_for(predicate: Callable[[], bool], within: float = 30.0) -> None:
     """Poll `predicate` until true; AssertionError after `within` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
