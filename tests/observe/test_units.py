@@ -156,8 +156,9 @@ def test_hotset_router_reports_home_spread_and_spill_when_it_picks() -> None:
     assert picks.picked == SPILL
     router.update(peers_in_flight={})
     assert picks is router  # read right after each pick: a later pick overwrites it
-    assert first() in order[:3]
-    assert picks.picked == (HOME if reg.candidates("app/f", "/r/app/f")[0] == order[2] else SPREAD)
+    chosen = first()  # p2c may toss a coin between light nodes: judge the pick it reported
+    assert chosen in order[:3]
+    assert picks.picked == (HOME if chosen == order[2] else SPREAD)
 
 
 def test_rendezvous_and_classic_report_their_picks() -> None:
