@@ -64,6 +64,8 @@ from fnlb.proxy.http1 import (
     XF_HOST,
     XF_PROTO,
     XFF,
+    HeadTooLarge,
+    charge_field,
     connection_options,
     decoded_path,
     is_chunked,
@@ -72,7 +74,7 @@ from fnlb.proxy.http1 import (
     status_line,
     without_named,
 )
-from fnlb.proxy.upstream_pool import HeadTooLarge, UpstreamConnection, UpstreamPool
+from fnlb.proxy.upstream_pool import UpstreamConnection, UpstreamPool
 from fnlb.proxy.wait import retry_after_seconds, wait_seconds
 from fnlb.routing.attempt import BUSY, NO_ANSWER, Attempt
 from fnlb.routing.function_key import function_key
@@ -365,8 +367,8 @@ class ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         call = self.parsing
         assert call is not None
-        if self._checking:
-            self._check_size(name, value)
+        if self._checking:  # request head spanning reads: its limits (fnlb.proxy.http1)
+            self._head_left = charge_field(self._head_left, name, value)
         kind = REQUEST_KINDS.get(name)
         if kind is None:
             kind = kind_of(REQUEST_KINDS, REQUEST_HEADERS, name)
@@ -374,14 +376,6 @@ class ClientConnection(asyncio.Protocol):
             self._special(call, kind, name, value)
         else:  # end-to-end: copied as it came
             call.fields += (name, b": ", value, CRLF)
-
-    def _check_size(self, name: bytes, value: bytes) -> None:
-        """Limits of a head that spans reads: a field up to MAX_FIELD, and MAX_HEAD counted
-        from the first field of a read that could hold more than MAX_FIELD."""
-        size = len(name) + len(value)
-        self._head_left -= size
-        if size > MAX_FIELD or self._head_left < 0:
-            raise HeadTooLarge("header field over 64 KiB, or head over 1 MiB")
 
     def _special(self, call: _Call, kind: int, name: bytes, value: bytes) -> None:
         if kind == DROP:

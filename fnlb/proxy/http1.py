@@ -22,6 +22,22 @@ the aiohttp path's `max_field_size`: Go's servers take long tokens that 8 KiB re
 MAX_HEAD: Final = 1 << 20
 """Largest request or response head in all (Go's `http.DefaultMaxHeaderBytes`)."""
 
+
+class HeadTooLarge(ValueError):
+    """A head or header field over the limits (raised inside a parser callback)."""
+
+
+def charge_field(head_left: int, name: bytes, value: bytes) -> int:
+    """What is left of MAX_HEAD after one header field; HeadTooLarge for a field over
+    MAX_FIELD or a head over MAX_HEAD. Both directions call it, only for heads that span
+    reads (a head within one small read cannot break either limit)."""
+    size = len(name) + len(value)
+    head_left -= size
+    if size > MAX_FIELD or head_left < 0:
+        raise HeadTooLarge("header field over 64 KiB, or head over 1 MiB")
+    return head_left
+
+
 # What a header is to the proxy, by its lower-cased name. Anything absent is end-to-end and
 # copied as it came (PLAIN in the caches by exact name below).
 PLAIN: Final = 0

@@ -26,6 +26,7 @@ from fnlb.proxy.http1 import (
     RESPONSE_KINDS,
     RETRY_AFTER,
     TRANSFER_ENCODING,
+    charge_field,
     is_chunked,
     kind_of,
     node_address,
@@ -46,10 +47,6 @@ class Exchange(Protocol):
     def on_bad(self, up: UpstreamConnection, exc: Exception) -> None: ...
     def flush(self) -> None: ...
     def upstream_paused(self, paused: bool) -> None: ...
-
-
-class HeadTooLarge(ValueError):
-    """A head or header field over the limits (raised inside a parser callback)."""
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -169,8 +166,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._checking:
-            self._check_size(name, value)
+        if self._checking:  # answer head spanning reads: its limits (fnlb.proxy.http1)
+            self._head_left = charge_field(self._head_left, name, value)
         kind = RESPONSE_KINDS.get(name)
         if kind is None:
             kind = kind_of(RESPONSE_KINDS, RESPONSE_HEADERS, name)
@@ -178,14 +175,6 @@ class UpstreamConnection(asyncio.Protocol):
             self._special(kind, name, value)
         else:  # end-to-end: copied as it came
             self.fields += (name, b": ", value, CRLF)
-
-    def _check_size(self, name: bytes, value: bytes) -> None:
-        """Limits of a head that spans reads: a field up to MAX_FIELD, and MAX_HEAD counted
-        from the first field of a read that could hold more than MAX_FIELD."""
-        size = len(name) + len(value)
-        self._head_left -= size
-        if size > MAX_FIELD or self._head_left < 0:
-            raise HeadTooLarge("answer header over 64 KiB (or head over 1 MiB)")
 
     def _special(self, kind: int, name: bytes, value: bytes) -> None:
         if kind == DROP:
