@@ -139,10 +139,10 @@ class ClusterState:
         self._version = 0
         self._view = NodeView(0, {})
         self._view_stale = True
-        self.on_view: Callable[[NodeView], None] | None = None
-        """Told each new view (-workers: the primary passes it on at once, so its workers
-        never route on an older view than an API reader sees). With a listener, a change
-        rebuilds the view when it happens, not at its next read."""
+        self.on_change: Callable[[], None] | None = None
+        """Told that the view changed, not given it: the listener (-workers: the primary's
+        pool) reads `view` when it sends, once for any number of changes, so the view stays
+        built when read even with a listener (docs/proxy.md, workers)."""
 
     # -- local changes ---------------------------------------------------------------
 
@@ -495,10 +495,11 @@ class ClusterState:
         Rebuilding costs O(nodes x peers) (every node's cluster verdict); at a cluster's
         start a peer merges N x nodes verdicts, and rebuilding at each one cost 3 ms per
         verdict at 200 nodes (N=200: minutes of CPU per peer). Built when read, every read
-        still sees what the state holds now. A listener (`on_view`) is told at once."""
+        still sees what the state holds now. A listener (`on_change`) is told at once and
+        reads the view when it chooses."""
         self._view_stale = True
-        if self.on_view is not None:
-            self._rebuild_view()
+        if self.on_change is not None:
+            self.on_change()
 
     @property
     def view(self) -> NodeView:
@@ -525,8 +526,6 @@ class ClusterState:
             states[node] = "offline" if node in excluded else cluster
         self._version += 1
         self._view = NodeView(self._version, states)
-        if self.on_view is not None:
-            self.on_view(self._view)
 
     def checksum(self) -> str:
         """Equal on two peers when they hold the same nodes and cluster verdicts.

@@ -157,6 +157,7 @@ class WorkerPool:
         self._again = False
         self._ticker: asyncio.Task[None] | None = None
         self._handoffs: set[asyncio.Task[None]] = set()
+        self._view_send_due = False
 
     @property
     def pids(self) -> list[int]:
@@ -165,7 +166,7 @@ class WorkerPool:
     async def start(self) -> None:
         """Start the workers and return once every one listens (WorkerStartError if one
         exits first: fnlb cannot serve as asked)."""
-        self.peer.state.on_view = self.view_published
+        self.peer.state.on_change = self.view_changed
         for w in self.workers:
             w.on_trial = True
             await self._spawn(w)
@@ -384,9 +385,16 @@ class WorkerPool:
             w.send(["view", view.version, dict(view.states)])
             w.states_sent = view.states
 
-    def view_published(self, view: object) -> None:
-        """The Peer published a view: every worker gets it now, not at the next tick, so a
-        caller who saw a node online through the API finds it online in every worker."""
+    def view_changed(self) -> None:
+        """The view changed: every worker gets it at the end of this loop turn, not at the
+        next tick, so a caller who saw a node online through the API finds it online in
+        every worker. Once per turn: a merge of many verdicts builds and sends one view."""
+        if not self._view_send_due:
+            self._view_send_due = True
+            asyncio.get_running_loop().call_soon(self._send_views)
+
+    def _send_views(self) -> None:
+        self._view_send_due = False
         for w in self.workers:
             self._send_view(w)
 
@@ -421,7 +429,7 @@ class WorkerPool:
         """SIGTERM every worker (each finishes its calls), wait up to `within` seconds (None:
         as long as they take), then kill what is left."""
         self.stopping = True
-        self.peer.state.on_view = None
+        self.peer.state.on_change = None
         if self._ticker is not None:
             self._ticker.cancel()
         procs = [w.proc for w in self.workers if w.proc is not None]  # retiring ones too

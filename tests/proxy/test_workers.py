@@ -150,21 +150,38 @@ class _Link:
         return False
 
 
-def test_a_new_view_reaches_every_worker_at_once_and_an_unchanged_one_is_not_resent() -> None:
+def test_a_new_view_reaches_every_worker_in_the_same_loop_turn_once() -> None:
     primary = peer()
     with socket.socket() as sock:
         p = pool(primary, sock)
     links = [_Link(), _Link()]
     for w, link in zip(p.workers, links, strict=True):
         w.writer = cast(asyncio.StreamWriter, link)
-    primary.state.on_view = p.view_published  # as WorkerPool.start does
-    primary.health_checked("b:1", False, 2_000)  # b:1 goes offline: a new view, published
+    primary.state.on_change = p.view_changed  # as WorkerPool.start does
+    rebuilt: list[int] = []
+    original = primary.state._rebuild_view
+
+    def counting_rebuild() -> None:
+        rebuilt.append(1)
+        original()
+
+    primary.state._rebuild_view = counting_rebuild  # type: ignore[method-assign]
+
+    async def changes() -> None:
+        primary.health_checked("b:1", False, 2_000)  # b:1 goes offline: a new view
+        primary.health_checked("a:1", False, 2_000)  # and a:1, in the same loop turn
+        primary.health_checked("a:1", True, 2_100)
+        assert rebuilt == []  # the state only said "changed"; nothing built yet
+        await asyncio.sleep(0)  # the end of this loop turn
+        assert len(rebuilt) == 1  # three changes, one view built and sent
+        primary.state.limit_view(None)  # a new version, the same states: nothing to send
+        await asyncio.sleep(0)
+
+    asyncio.run(changes())
     for link in links:
         (message,) = [msgpack.unpackb(f[4:]) for f in link.frames]
         assert message[0] == "view"
         assert message[2] == {"a:1": "online", "b:1": "offline"}
-    primary.state.limit_view(None)  # a new version, the same states: nothing to send
-    assert [len(link.frames) for link in links] == [1, 1]
 
 
 def test_a_cgroup_cpu_quota_caps_the_default_workers() -> None:
