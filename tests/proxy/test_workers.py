@@ -8,9 +8,11 @@ import asyncio
 import random
 import socket
 import time
+from pathlib import Path
 from typing import cast
 
 import msgpack
+import pytest
 
 from fnlb.cluster.view import NodeView
 from fnlb.payloads.backoff import decode_entries
@@ -193,3 +195,45 @@ def test_a_cgroup_cpu_quota_caps_the_default_workers() -> None:
     assert quota_cpus("") is None
     assert quota_cpus(" ") is None  # v1 files missing
     assert quota_cpus("junk 1") is None
+
+
+async def test_a_worker_that_cannot_start_fails_the_pools_start(tmp_path: Path) -> None:
+    """A real worker process whose TLS files do not load exits before it listens: the pool
+    says so instead of serving with fewer workers than asked."""
+    from fnlb.proxy.workers import WorkerStartError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        p = WorkerPool(
+            1,
+            sock,
+            peer=peer(),
+            options={
+                "routing": "rendezvous",
+                "log_level": "error",
+                "tls_cert": str(tmp_path / "missing.crt"),
+                "tls_key": str(tmp_path / "missing.key"),
+            },
+        )
+        with pytest.raises(WorkerStartError, match="exited before it listened"):
+            async with asyncio.timeout(60):  # bounds a hang only; it exits at once
+                await p.start()
+        await p.stop(5)
+
+
+def test_fnlb_serve_exits_1_with_one_line_when_a_worker_cannot_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fnlb import server
+    from fnlb.cli import main
+    from fnlb.proxy.workers import WorkerStartError
+
+    async def failing(settings: object) -> int:
+        raise WorkerStartError("a worker exited before it listened (see its log above)")
+
+    monkeypatch.setattr(server, "serve", failing)
+    code = main(["serve", "-listen", "127.0.0.1:0", "-mgmt-listen", "127.0.0.1:0"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == "fnlb: a worker exited before it listened (see its log above)\n"
