@@ -148,12 +148,13 @@ class Worker:
                 self.peer.view = NodeView(message[1], message[2])
                 self.observer.retain(self.peer.view.states)  # deleted nodes' figures end
         elif kind == "figures" and self.router is not None:
-            widths, in_flight, caps, homes = message[1:5]
+            widths, in_flight, caps, homes, tail = message[1:6]
             self.router.update(
                 widths=widths,
                 peers_in_flight=in_flight,
                 capacity={n: NodeCapacity(c[0], c[1]) for n, c in caps.items()},
                 homes=homes,
+                tail=tuple(tail),
             )
         elif kind == "backoff" and self.router is not None:
             self.router.backoff.merge(decode_entries(message[1]), time.time())

@@ -423,7 +423,14 @@ class WorkerPool:
                 for node, n in other.in_flight.items():
                     in_flight[node] = in_flight.get(node, 0) + n
         caps = {n: [c.slots, c.used] for n, c in shared.capacity.items()}
-        return ["figures", dict(shared.widths), in_flight, caps, dict(shared.homes)]
+        return [
+            "figures",
+            dict(shared.widths),
+            in_flight,
+            caps,
+            dict(shared.homes),
+            list(shared.tail),  # admission's tail nodes: without them a worker sent the
+        ]  # tail's functions anywhere and they evicted the protected set's containers
 
     async def stop(self, within: float | None) -> None:
         """SIGTERM every worker (each finishes its calls), wait up to `within` seconds (None:

@@ -124,6 +124,29 @@ def test_each_worker_is_sent_its_siblings_calls_in_flight() -> None:
     assert unrouted.figures_for(first) is None
 
 
+def test_a_worker_routes_with_the_primarys_homes_and_admissions_tail() -> None:
+    """Admission (issue 16) lives in the figures: a worker that lacked the tail sent the
+    tail's functions to every node, where they evicted the protected set."""
+    from fnlb.proxy.worker import Worker
+
+    primary = peer("hotset")
+    router = primary.routing.load_router
+    assert router is not None
+    router.update(homes={"r/app/hot": "a:1"}, tail=("b:1",))
+    with socket.socket() as sock:
+        p = pool(primary, sock)
+        worker = Worker({"routing": "hotset", "log_level": "error"}, sock)
+    figures = p.figures_for(p.workers[0])
+    assert figures is not None
+    worker.apply(["view", 3, {"a:1": "online", "b:1": "online", "c:1": "online"}])
+    worker.apply(figures)
+    assert worker.router is not None
+    assert worker.router.shared.homes == {"r/app/hot": "a:1"}
+    assert worker.router.shared.tail == ("b:1",)
+    tail_fns = [f"r/app/f{i}" for i in range(20)]
+    assert {next(iter(worker.peer.candidates(f, "/" + f))) for f in tail_fns} == {"b:1"}
+
+
 def test_the_worker_peer_routes_on_the_primarys_view_and_relays_what_it_is_told() -> None:
     sent: list[list[object]] = []
     wp = WorkerPeer(make_policy("classic", random.Random(1), time.time), sent.append)
