@@ -180,7 +180,8 @@ class Admission:
     def young(self) -> bool:
         """Fewer than `YOUNG_TICKS` ticks since the load began (the scores were last empty):
         the caller places every `YOUNG_EPOCH_MS` rather than every `EPOCH_MS`. Every peer
-        that read the same settled tables counts the same ticks."""
+        that read the same settled tables since then counts the same ticks; one started
+        later counts from its start (its scores, over a shorter window, differ anyway)."""
         return self._loaded_ticks < YOUNG_TICKS
 
     @property
