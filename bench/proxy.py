@@ -25,7 +25,9 @@ other work from stealing the proxies' CPU in the first place.
 
 A/B runs of fnlb itself: `--variant 'NAME=ARGS'` adds an fnlb row started with ARGS (repeat
 for more), `NAME@DIR=ARGS` runs that row from the source tree DIR (another revision, e.g.
-`git archive main | tar -x -C /tmp/fnlb-main`), and `--only-fnlb` leaves out the yardsticks.
+`git archive main | tar -x -C /tmp/fnlb-main`), `NAME%PYTHON=ARGS` runs it with another
+Python interpreter (one with fnlb's dependencies installed: the CPython build is part of
+fnlb's CPU per call), and `--only-fnlb` leaves out the yardsticks.
 Every row is loaded in the same interleaved rounds; each variant's CPU per call is reported
 as a ratio to the plain fnlb row's, per round and as the median. The cost of observability
 (docs/observability.md):
@@ -222,9 +224,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--variant",
         action="append",
         default=[],
-        metavar="NAME[@DIR]=ARGS",
+        metavar="NAME[@DIR][%PYTHON]=ARGS",
         help="another fnlb row: extra 'fnlb serve' ARGS (shell words), run from source tree "
-        "DIR if given; its CPU per call is compared with the fnlb row's (repeatable)",
+        "DIR and by interpreter PYTHON if given; its CPU per call is compared with the fnlb "
+        "row's (repeatable)",
     )
     p.add_argument(
         "--alternate",
@@ -262,20 +265,24 @@ class Variant:
     name: str
     root: Path
     args: list[str]
+    python: str = sys.executable
 
 
 def parse_variant(spec: str) -> Variant:
-    """`NAME[@DIR]=ARGS` -> a Variant; ValueError saying what is wrong."""
+    """`NAME[@DIR][%PYTHON]=ARGS` -> a Variant; ValueError saying what is wrong."""
     head, sep, rest = spec.partition("=")
     if not sep or not head.strip():
-        raise ValueError(f"--variant {spec!r}: write NAME=ARGS or NAME@DIR=ARGS")
+        raise ValueError(f"--variant {spec!r}: write NAME=ARGS, NAME@DIR=ARGS or NAME%PYTHON=ARGS")
+    head, _, python = head.partition("%")
+    if python and not os.access(python, os.X_OK):
+        raise ValueError(f"--variant {spec!r}: {python} is not an executable interpreter")
     name, _, root = head.partition("@")
     path = Path(root).resolve() if root else REPO_ROOT
     if not (path / "fnlb" / "__main__.py").is_file():
         raise ValueError(f"--variant {spec!r}: {path} holds no fnlb source tree")
     if name.strip() == FNLB:
         raise ValueError(f"--variant {spec!r}: the name {FNLB!r} is the plain row's")
-    return Variant(name.strip(), path, shlex.split(rest))
+    return Variant(name.strip(), path, shlex.split(rest), python or sys.executable)
 
 
 def rerun_command(args: argparse.Namespace) -> str:
@@ -376,11 +383,12 @@ def start_fnlb(
     extra: list[str],
     name: str = FNLB,
     root: Path = REPO_ROOT,
+    python: str = sys.executable,
 ) -> Target:
     port, mgmt = free_port(), free_port()
     nodes = ",".join(f"{HOST}:{p}" for p in node_ports)
     cmd = [
-        sys.executable,
+        python,
         "-m",
         "fnlb",
         "serve",
@@ -630,24 +638,27 @@ def start_targets(
     targets.append(start_passthrough(group, node_ports, plan.proxy))
     if args.only_fnlb:
         targets = []
-    fnlb_rows: list[tuple[str, list[str], Path]] = [(FNLB, [], REPO_ROOT)]
+    here = sys.executable
+    fnlb_rows: list[tuple[str, list[str], Path, str]] = [(FNLB, [], REPO_ROOT, here)]
     if args.fnlb_cluster:
         cluster_args = [
             f"-gossip-listen={HOST}:{free_port()}",
             "-gossip-insecure",
             f"-state-dir={tmp / 'fnlb-state'}",
         ]
-        fnlb_rows.append((FNLB_CLUSTER, cluster_args, REPO_ROOT))
+        fnlb_rows.append((FNLB_CLUSTER, cluster_args, REPO_ROOT, here))
     if args.fnlb_aiohttp:
-        fnlb_rows.append((FNLB_AIOHTTP, ["-data-plane=aiohttp"], REPO_ROOT))
+        fnlb_rows.append((FNLB_AIOHTTP, ["-data-plane=aiohttp"], REPO_ROOT, here))
     for n in worker_counts(args):
-        fnlb_rows.append((f"{FNLB_WORKERS} {n}", [f"-workers={n}"], REPO_ROOT))
-    fnlb_rows += [(v.name, v.args, v.root) for v in args.variants]
+        fnlb_rows.append((f"{FNLB_WORKERS} {n}", [f"-workers={n}"], REPO_ROOT, here))
+    fnlb_rows += [(v.name, v.args, v.root, v.python) for v in args.variants]
     all_started = True
-    for name, extra, root in fnlb_rows:
+    for name, extra, root, python in fnlb_rows:
         cpus = None if name.startswith(FNLB_WORKERS) else plan.proxy
         try:
-            targets.append(start_fnlb(group, node_ports, cpus, extra + args.fnlb_arg, name, root))
+            targets.append(
+                start_fnlb(group, node_ports, cpus, extra + args.fnlb_arg, name, root, python)
+            )
         except StartError as e:
             say(f"{name} did not start, its row is missing: {e}")
             all_started = False

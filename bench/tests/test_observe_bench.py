@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,14 @@ def test_variant_names_args_and_source_tree(tmp_path: Path) -> None:
     (other / "fnlb").mkdir(parents=True)
     (other / "fnlb" / "__main__.py").write_text("")
     assert parse_variant(f"old@{other}=").root == other.resolve()
-    for bad in ("no-equals", "=args", f"x@{tmp_path}=", "fnlb=-x"):
+    optimised = parse_variant(f"pgo%{sys.executable}=-workers=1")
+    assert (optimised.name, optimised.python, optimised.args) == (
+        "pgo",
+        sys.executable,
+        ["-workers=1"],
+    )
+    assert parse_variant("plain=").python == sys.executable
+    for bad in ("no-equals", "=args", f"x@{tmp_path}=", "fnlb=-x", f"x%{tmp_path}/none="):
         with pytest.raises(ValueError, match="--variant"):
             parse_variant(bad)
     with pytest.raises(SystemExit):
