@@ -57,6 +57,7 @@ from fnlb.proxy.http1 import (
     LAST_CHUNK,
     MAX_FIELD,
     MAX_HEAD,
+    PLAIN_CONNECTION,
     REQUEST_HEADERS,
     REQUEST_KINDS,
     TRACE_CONTEXT,
@@ -426,7 +427,11 @@ class ClientConnection(asyncio.Protocol):
                 call.fields = without_named(call.fields, named)
         if self.active is None:
             self.active = call
-            call.activate()
+            if call.expect is None and self.proxy.management is None:  # activate()'s usual
+                if call.streaming or call.body_done:
+                    call.start()
+            else:
+                call.activate()
         else:
             if self.queue is None:
                 self.queue = deque()
@@ -470,7 +475,7 @@ class ClientConnection(asyncio.Protocol):
         if queue:
             nxt = self.active = queue.popleft()
             nxt.activate()
-        if not queue:
+        if not queue and self.paused:
             self.pause(False)
 
 
@@ -861,7 +866,7 @@ class _Call:
         self.retry_after = up.retry_after
         self.answering = True
         fields = up.fields
-        if up.connection is not None:
+        if up.connection is not None and up.connection not in PLAIN_CONNECTION:
             named = connection_options(up.connection)
             if named:
                 fields = without_named(fields, named)

@@ -89,11 +89,11 @@ class UpstreamConnection(asyncio.Protocol):
         """The answer is read and dropped (a busy 503 that was retried elsewhere)."""
         self.interim = False
         self._checking = False
-        self._reset()
+        self.on_message_begin()
         self._in_head = False
         """A head is being parsed (set at its first byte): the next read may continue it."""
 
-    def _reset(self) -> None:
+    def on_message_begin(self) -> None:  # httptools: an answer begins; its fresh state
         self.status = 0
         self.reason = b""
         self.fields: list[bytes] = []
@@ -157,9 +157,6 @@ class UpstreamConnection(asyncio.Protocol):
             ex.on_bad(self, e)
 
     # -- httptools callbacks ------------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self._reset()
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
