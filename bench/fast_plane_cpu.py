@@ -17,9 +17,13 @@ valgrind's callgrind (`valgrind --tool=callgrind`, Debian's `valgrind`), once wi
 calls and once with `--warm` + `--calls`, and the difference of the two runs' instruction
 counts divided by `--calls` is the row's instructions per call: start-up, imports and the
 first calls' caches cancel out. Instruction counts do not depend on what else runs on the
-machine (PYTHONHASHSEED is fixed; they move by well under 1 % between runs), so a few
-hundred instructions' difference is visible where CPU time on a shared machine swings by
-µs. They are user-space instructions of this process: the kernel's and the sockets' work,
+machine (PYTHONHASHSEED is fixed), nor on how fast it runs: the proxy, the Peer, routing and
+the observer read a virtual clock here (`virtual_clock`: each read 20 µs after the one
+before, a C-level counter as cheap as `time.time`), so the load figures' per-second work
+comes at the same calls in every run. With the wall clock it came whenever valgrind's
+slowness put a second's end, and counts moved by ~1,000 instructions per call between runs;
+now two runs give the same count to a few instructions, so a lever of a few hundred is
+visible. They are user-space instructions of this process: the kernel's and the sockets' work,
 which bench/proxy's CPU per call includes, are not in them.
 
 Rerun (from the repository root):
@@ -33,7 +37,9 @@ Rerun (from the repository root):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import itertools
 import os
 import random
 import re
@@ -43,9 +49,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 if __package__ in (None, ""):  # run as a file: make `fnlb` importable from the repo root
@@ -54,11 +61,13 @@ if __package__ in (None, ""):  # run as a file: make `fnlb` importable from the 
 import uvloop
 
 from bench.observe_cost import Encode
+from fnlb.observe import calls as observe_calls
 from fnlb.observe.access import AccessLog
 from fnlb.observe.calls import CallObserver
 from fnlb.observe.outcome import outcome_for
 from fnlb.observe.tracing import Tracer
 from fnlb.peer.core import LONE_NAME, Peer
+from fnlb.proxy import fast_server
 from fnlb.proxy.fast_server import ClientConnection, FastProxy
 from fnlb.proxy.upstream_pool import UpstreamConnection
 from fnlb.routing.policies import POLICIES, make_policy
@@ -116,20 +125,46 @@ OBSERVERS: dict[str, Callable[[Peer], CallObserver]] = {
 """The observer configurations `--observe` compares (the access log renders to memory)."""
 
 
+@contextlib.contextmanager
+def virtual_clock(
+    start: float = 1_780_000_000.0, step: float = 20e-6
+) -> Iterator[Callable[[], float]]:
+    """A clock that reads `step` seconds later at each read, for the call path's modules
+    (their `time.time`) while the block runs; yields it for the Peer and the policy."""
+    tick = itertools.count(start, step).__next__
+    fake = SimpleNamespace(time=tick)
+    modules = (fast_server, observe_calls)
+    kept = [vars(m)["time"] for m in modules]
+    for m in modules:
+        vars(m)["time"] = fake
+    try:
+        yield tick
+    finally:
+        for m, real in zip(modules, kept, strict=True):
+            vars(m)["time"] = real
+
+
 async def measure(policy: str, calls: int, observer: str | None = None) -> float:
     """Python CPU microseconds per proxied call with `policy`; `observer`: one of OBSERVERS
     (None: the proxy's default, which counts nothing)."""
+    with virtual_clock() as clock:
+        return await _measure(policy, calls, observer, clock)
+
+
+async def _measure(
+    policy: str, calls: int, observer: str | None, clock: Callable[[], float]
+) -> float:
     peer = Peer(
         LONE_NAME,
-        routing=make_policy(policy, random.Random(1), time.time),
-        clock_ms=lambda: int(time.time() * 1000),
+        routing=make_policy(policy, random.Random(1), clock),
+        clock_ms=lambda: int(clock() * 1000),
         healthy=1,
         unhealthy=1,
         gossip=False,
         seed=NODES,
     )
     for node in NODES:
-        peer.health_checked(node, True, int(time.time() * 1000))
+        peer.health_checked(node, True, int(clock() * 1000))
     make = OBSERVERS[observer] if observer is not None else None
     proxy = FastProxy(peer, connect_timeout=1.0, observer=make(peer) if make else None)
     upstreams: list[tuple[UpstreamConnection, ListTransport]] = []

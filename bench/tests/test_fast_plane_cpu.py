@@ -65,3 +65,20 @@ def test_instructions_per_call_come_from_two_callgrind_runs() -> None:
         pytest.skip("needs valgrind (scripts/bootstrap.sh installs it)")
     per_call = instructions_per_call("rendezvous", None, warm=20, calls=100)
     assert 1_000 < per_call < 10_000_000
+
+
+def test_the_call_path_reads_a_virtual_clock_while_measured_and_the_real_one_after() -> None:
+    """Instruction counts must not depend on valgrind's speed: the proxy's and the
+    observer's `time.time` step by a fixed amount per read inside `virtual_clock`."""
+    import time
+
+    from bench.fast_plane_cpu import virtual_clock
+    from fnlb.observe import calls
+    from fnlb.proxy import fast_server
+
+    with virtual_clock(start=100.0, step=0.5) as clock:
+        assert vars(fast_server)["time"].time() == 100.0
+        assert vars(calls)["time"].time() == 100.5
+        assert clock() == 101.0
+    assert vars(fast_server)["time"] is time
+    assert vars(calls)["time"] is time

@@ -121,6 +121,10 @@ def kind_of(kinds: dict[bytes, int], table: dict[bytes, int], name: bytes) -> in
 
 
 _PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b""})
+PLAIN_CONNECTION: Final = frozenset(
+    v for token in _PLAIN_CONNECTION for v in (token, token.title(), token.upper())
+)
+"""`Connection` values that name no header, as nodes spell them: no `connection_options`."""
 
 CRLF: Final = b"\r\n"
 LAST_CHUNK: Final = b"0\r\n\r\n"

@@ -1,0 +1,124 @@
+"""A node whose answer is not HTTP/1.1 gives the client a clean JSON 502, never a hang or a
+traceback; the next call on the same client connection is answered.
+
+Fast plane only: the aiohttp plane's client takes a bare LF as a line end, and was seen to
+leave a client waiting on a malformed chunk (noted in docs/proxy.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.support import running_balancer, wait_for
+
+GOOD = b'HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\n{"version":"0.3.750"}'
+"""What a good node answers: its health check (/version) and any call but /r/app/bad."""
+
+
+class RawNode:
+    """Answers health checks well and calls to /r/app/bad with `bad` bytes, then closes."""
+
+    def __init__(self, bad: bytes) -> None:
+        self.bad = bad
+        self.address = ""
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if head.split(b" ", 2)[1].startswith(b"/r/app/bad"):
+                    writer.write(self.bad)
+                    await writer.drain()
+                    await asyncio.sleep(0.2)  # what a node that stalls would do
+                    return
+                writer.write(GOOD)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+
+async def call(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, path: bytes) -> bytes:
+    writer.write(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        return head + await reader.readexactly(length)
+
+
+@pytest.fixture(
+    params=[
+        b"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
+        b"HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+    ],
+    ids=["bad name", "two lengths", "bare LF", "status"],
+)
+async def node(request: pytest.FixtureRequest) -> AsyncIterator[RawNode]:
+    n = RawNode(request.param)
+    await n.start()
+    yield n
+    await n.stop()
+
+
+async def test_a_malformed_answer_is_a_json_502_and_the_client_goes_on(
+    node: RawNode, data_plane: str
+) -> None:
+    if data_plane == "aiohttp":
+        pytest.skip("the fast plane's parser")
+    async with running_balancer(nodes=node.address) as lb:
+        await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
+        address = lb.listen_address
+        assert address is not None
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        try:
+            bad = await call(writer, reader, b"/r/app/bad")
+            head, _, body = bad.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 502 "), bad
+            assert node.address in json.loads(body)["msg"]
+            if b"connection: close" not in head.lower():
+                assert (await call(writer, reader, b"/r/app/good")).endswith(b'"0.3.750"}')
+        finally:
+            writer.close()
+
+
+async def test_a_bad_chunk_after_a_good_head_closes_the_client_connection(data_plane: str) -> None:
+    """The head went on already: the client sees its connection close before the body's
+    end (no last chunk), never a hang."""
+    if data_plane == "aiohttp":
+        pytest.skip("the fast plane's parser")
+    node = RawNode(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nnot hex\r\n")
+    await node.start()
+    try:
+        async with running_balancer(nodes=node.address) as lb:
+            await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
+            address = lb.listen_address
+            assert address is not None
+            reader, writer = await asyncio.open_connection(address.host, address.port)
+            writer.write(b"GET /r/app/bad HTTP/1.1\r\nHost: x\r\n\r\n")
+            async with asyncio.timeout(10):
+                got = await reader.read()  # to the close
+            writer.close()
+        assert got.startswith(b"HTTP/1.1 200 ")
+        assert not got.endswith(b"0\r\n\r\n")
+    finally:
+        await node.stop()
