@@ -80,6 +80,11 @@ from bench.routing_workload import (
 HOST = "127.0.0.1"
 CONFIGS = ("haproxy-roundrobin", "haproxy-bounded", "fnlb-classic", "fnlb", "pooled-memory")
 REFERENCES = frozenset({"pooled-memory"})
+EXTRA_CONFIGS = ("fnlb-warm-wait",)
+"""Run only when named in --configs: `fnlb-warm-wait` is `fnlb` with `-warm-wait=300ms`
+(wait for warm, issue 16 clause 2; docs/routing.md), in the same run as the rows it is
+compared with."""
+WARM_WAIT_FLAG = "-warm-wait=300ms"
 LBS = 3
 Log = Callable[[str], None]
 
@@ -158,8 +163,9 @@ def start_fnlb_classic(group: ProcessGroup, nodes: Sequence[str]) -> list[str]:
 
 async def start_fnlb_cluster(
     group: ProcessGroup, workdir: Path, nodes: Sequence[str], extra: Sequence[str]
-) -> list[str]:
-    """A 3-peer fnlb cluster with its default routing (plus `extra` flags)."""
+) -> tuple[list[str], list[str]]:
+    """A 3-peer fnlb cluster with its default routing (plus `extra` flags): the peers' call
+    URLs and management URLs."""
     async with aiohttp.ClientSession() as session:
         peers = await start_peers(
             group, LBS, workdir, session, prefix="fnlb", extra=["-nodes=" + ",".join(nodes), *extra]
@@ -168,7 +174,24 @@ async def start_fnlb_cluster(
         await asyncio.to_thread(
             _wait, _all_online(p.mgmt_url, len(nodes)), f"{p.name}: nodes online"
         )
-    return [p.call_url for p in peers]
+    return [p.call_url for p in peers], [p.mgmt_url for p in peers]
+
+
+async def warm_wait_holds(mgmt_urls: Sequence[str]) -> dict[str, float]:
+    """The peers' wait-for-warm counts summed (`fnlb_warm_wait_*` in /metrics): held calls by
+    how the hold ended, and the seconds held in all (`seconds`)."""
+    out: dict[str, float] = {}
+    async with aiohttp.ClientSession() as session:
+        for url in mgmt_urls:
+            async with session.get(f"{url}/metrics") as r:
+                text = await r.text()
+            for line in text.splitlines():
+                if line.startswith("fnlb_warm_wait_holds_total{"):
+                    outcome = line.split('"')[1]
+                    out[outcome] = out.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+                elif line.startswith("fnlb_warm_wait_hold_seconds_total "):
+                    out["seconds"] = out.get("seconds", 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
 
 
 async def replay(
@@ -238,6 +261,7 @@ async def run_config(
                 env=repo_env(),
             )
             wait_http_ok(proc, f"http://{address}/version", 30.0)
+        mgmt_urls: list[str] = []
         if pooled:
             urls = [f"http://{nodes[0]}"]
         elif name == "haproxy-roundrobin":
@@ -247,11 +271,22 @@ async def run_config(
         elif name == "fnlb-classic":
             urls = start_fnlb_classic(group, nodes)
         else:
-            urls = await start_fnlb_cluster(group, cfg_dir, nodes, args.fnlb_flag)
+            flags = (
+                [*args.fnlb_flag, WARM_WAIT_FLAG] if name == "fnlb-warm-wait" else args.fnlb_flag
+            )
+            urls, mgmt_urls = await start_fnlb_cluster(group, cfg_dir, nodes, flags)
         await asyncio.sleep(1.0)  # HAProxy binds after its config check; fnlb's first checks
         started = time.monotonic()
         outcomes = await replay(calls, urls, args.seed, args.timeout)
         log(f"# {name}: {len(outcomes)} calls replayed in {time.monotonic() - started:.0f}s")
+        if name == "fnlb-warm-wait":
+            held = await warm_wait_holds(mgmt_urls)
+            seconds = held.pop("seconds", 0.0)
+            counts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(held.items()))
+            log(
+                f"# {name}: {sum(held.values()):.0f} calls held ({counts}), "
+                f"{1000 * seconds / max(len(outcomes), 1):.2f} ms held per call on average"
+            )
     return outcomes
 
 
@@ -395,9 +430,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.functions, args.rate, args.duration, args.warm = 40, 20.0, 12.0, 4.0
-    unknown = [c for c in args.configs if c not in CONFIGS]
+    known = (*CONFIGS, *EXTRA_CONFIGS)
+    unknown = [c for c in args.configs if c not in known]
     if unknown:
-        p.error(f"unknown configuration {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
+        p.error(f"unknown configuration {', '.join(unknown)}; known: {', '.join(known)}")
     if "haproxy" in ",".join(args.configs) and shutil.which("haproxy") is None:
         p.error("haproxy is not installed (Debian: apt-get install haproxy)")
     if args.memory_mb < 128:
