@@ -311,7 +311,11 @@ def verdict(rows: dict[str, Row]) -> list[str]:
     if "fnlb" not in rows or len(rows) < 2:
         return []
     ours = rows["fnlb"]
-    others = {k: v for k, v in rows.items() if k != "fnlb" and k not in REFERENCES}
+    others = {
+        k: v
+        for k, v in rows.items()
+        if k != "fnlb" and k not in REFERENCES and k not in EXTRA_CONFIGS  # fnlb's own variants
+    }
     if not others:
         return []
     best_cold = min(others, key=lambda k: others[k].cold_fraction)
