@@ -149,7 +149,7 @@ class Settings:
         metavar="POLICY",
     )
     warm_wait: str = _opt(
-        "0",
+        "300ms",
         "longest a call may wait at fnlb for one of its function's warm containers on the node "
         "to free, rather than make Fn start a container (wait for warm; Go duration such as "
         "300ms, or seconds; about a cold start's length; 0: off; docs/routing.md)",

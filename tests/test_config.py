@@ -106,6 +106,10 @@ def test_invalid_values_name_the_flag(argv: list[str], env: dict[str, str], need
         parse(argv, env)
 
 
+def test_warm_wait_is_on_by_default_at_a_cold_starts_length() -> None:
+    assert parse([]).warm_wait_s == pytest.approx(0.3)  # docs/routing.md, *Wait for warm*
+
+
 @pytest.mark.parametrize(
     ("value", "seconds"), [("0", 0.0), ("300ms", 0.3), ("0.3", 0.3), ("1.5s", 1.5), ("0s", 0.0)]
 )
