@@ -712,7 +712,7 @@ class _Call:
         self.head = b"".join(parts)
         warm = proxy.warm
         if warm is not None:
-            self.held = warm.hold(self.key, nodes[0], self)
+            self.held = warm.hold(self.key, nodes[0], self, self.arrived)
             if self.held is not None:
                 return  # `resume` sends it on
         self.attempt()

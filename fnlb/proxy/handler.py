@@ -152,7 +152,7 @@ class Proxy:
         warm = self.warm
         if warm is not None:  # wait for warm: perhaps held until a container frees
             ticket = FutureTicket(asyncio.get_running_loop().create_future())
-            hold = warm.hold(key, nodes[0], ticket)
+            hold = warm.hold(key, nodes[0], ticket, arrived)
             if hold is not None:
                 try:
                     await ticket.future

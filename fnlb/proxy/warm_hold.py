@@ -47,15 +47,14 @@ class FutureTicket:
 class WarmHolds:
     """One process's held calls: the rule's decisions, a timer for deadlines, the counts."""
 
-    __slots__ = ("_timer", "observer", "rule")
+    __slots__ = ("_timer", "observer", "rule", "started")
 
     def __init__(self, max_hold_s: float, observer: CallObserver) -> None:
         self.rule: WarmWait[Ticket] = WarmWait(max_hold_s)
         self.observer = observer
         self._timer: asyncio.TimerHandle | None = None
-
-    def started(self, key: str, node: str, now: float) -> None:
-        self.rule.started(key, node, now)
+        self.started = self.rule.started
+        """A call was sent (`WarmWait.started`, bound: one call less on every attempt)."""
 
     def finished(self, key: str, node: str, now: float, answer_s: float | None) -> None:
         """A call there ended: the held call it frees a container for is sent on now."""
@@ -64,9 +63,8 @@ class WarmHolds:
             self.observer.held(RELEASED, now - hold.since)
             hold.ticket.resume()
 
-    def hold(self, key: str, node: str, ticket: Ticket) -> Hold[Ticket] | None:
-        """Hold the call if the rule says so (None: send it now)."""
-        now = time.time()
+    def hold(self, key: str, node: str, ticket: Ticket, now: float) -> Hold[Ticket] | None:
+        """Hold the call, which arrived at `now`, if the rule says so (None: send it now)."""
         hold = self.rule.hold(key, node, ticket, now)
         if hold is not None and self._timer is None:
             self._arm(hold.deadline, now)

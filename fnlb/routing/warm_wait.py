@@ -106,8 +106,9 @@ class WarmWait(Generic[T]):
         self._slots: dict[str, dict[str, _Slot[T]]] = {}
         """Node -> function key -> its pair: two lookups and no tuple made per call."""
         self._count = 0
-        self._estimates: dict[str, tuple[float, float]] = {}
-        """Function key -> (warm answer time, when last updated)."""
+        self._estimates: dict[str, list[float]] = {}
+        """Function key -> [warm answer time, when last updated], updated in place (no
+        allocation per answer)."""
         self._order: deque[Hold[T]] = deque()
         """Every hold in the order it was made, which is its deadlines' order (one maximum
         hold for all); released or cancelled ones are skipped when they reach the front."""
@@ -145,9 +146,12 @@ class WarmWait(Generic[T]):
         answered (None: busy, failed, cancelled). Returns the hold of the call to send there
         now, on the container this one frees (the caller sends it, which reports `started`)."""
         if answer_s is not None and 0.0 <= answer_s < self.max_hold_s:
-            old = self._estimates.get(key)
-            est = answer_s if old is None else old[0] + _EWMA * (answer_s - old[0])
-            self._estimates[key] = (est, now)
+            est = self._estimates.get(key)
+            if est is None:
+                self._estimates[key] = [answer_s, now]
+            else:
+                est[0] += _EWMA * (answer_s - est[0])
+                est[1] = now
         on_node = self._slots.get(node)
         slot = on_node.get(key) if on_node is not None else None
         if slot is None or slot.in_flight <= 0:
