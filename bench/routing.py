@@ -14,6 +14,10 @@ balancers drawn at random, as DNS spreads clients. Configurations:
 - `fnlb-classic`: three independent `fnlb serve -routing=classic` (the original fnlb's
   algorithm; the original could not share state, so three stand alone);
 - `fnlb`: a 3-peer fnlb cluster with its default routing;
+- `fnlb-warm-wait` (only when named in `--configs`): the `fnlb` cluster with
+  `-warm-wait=300ms` (wait for warm, docs/routing.md; fnlb's default, so compare it with
+  `fnlb` run with `--fnlb-flag=-warm-wait=0`: the later flag wins in this row); after its
+  replay the peers' held calls are read from /metrics and printed;
 - `pooled-memory` (a reference, not a contender): no balancer, the calls go straight to
   ONE node holding all five nodes' memory. Its cold fraction is what Fn's own container
   cache (least recently used idle containers evicted first) achieves when nothing is split:
@@ -37,6 +41,9 @@ Rerun (repository root; about 10 minutes on 2 cores):
     python -m bench.routing --quick          # a ~1 minute smoke run, tiny trace
     python -m bench.routing --memory-mb 2048 --functions 300 --zipf-s 1.1 --rate 120 \
         --idle-timeout-s 30 --exec-ms 20,20 --burst-rank 0    # issue 16's roomy profile
+    python -m bench.routing --nice=-10 --configs fnlb,fnlb-warm-wait,pooled-memory \
+        --fnlb-flag=-warm-wait=0 --memory-mb 2048 --functions 300 --zipf-s 1.1 --rate 120 \
+        --idle-timeout-s 30 --exec-ms 20,20 --burst-rank 0    # fnlb with and without wait
 """
 
 from __future__ import annotations
@@ -80,6 +87,11 @@ from bench.routing_workload import (
 HOST = "127.0.0.1"
 CONFIGS = ("haproxy-roundrobin", "haproxy-bounded", "fnlb-classic", "fnlb", "pooled-memory")
 REFERENCES = frozenset({"pooled-memory"})
+EXTRA_CONFIGS = ("fnlb-warm-wait",)
+"""Run only when named in --configs: `fnlb-warm-wait` is `fnlb` with `-warm-wait=300ms`
+(wait for warm, issue 16 clause 2; docs/routing.md), in the same run as the rows it is
+compared with."""
+WARM_WAIT_FLAG = "-warm-wait=300ms"
 LBS = 3
 Log = Callable[[str], None]
 
@@ -158,8 +170,9 @@ def start_fnlb_classic(group: ProcessGroup, nodes: Sequence[str]) -> list[str]:
 
 async def start_fnlb_cluster(
     group: ProcessGroup, workdir: Path, nodes: Sequence[str], extra: Sequence[str]
-) -> list[str]:
-    """A 3-peer fnlb cluster with its default routing (plus `extra` flags)."""
+) -> tuple[list[str], list[str]]:
+    """A 3-peer fnlb cluster with its default routing (plus `extra` flags): the peers' call
+    URLs and management URLs."""
     async with aiohttp.ClientSession() as session:
         peers = await start_peers(
             group, LBS, workdir, session, prefix="fnlb", extra=["-nodes=" + ",".join(nodes), *extra]
@@ -168,7 +181,24 @@ async def start_fnlb_cluster(
         await asyncio.to_thread(
             _wait, _all_online(p.mgmt_url, len(nodes)), f"{p.name}: nodes online"
         )
-    return [p.call_url for p in peers]
+    return [p.call_url for p in peers], [p.mgmt_url for p in peers]
+
+
+async def warm_wait_holds(mgmt_urls: Sequence[str]) -> dict[str, float]:
+    """The peers' wait-for-warm counts summed (`fnlb_warm_wait_*` in /metrics): held calls by
+    how the hold ended, and the seconds held in all (`seconds`)."""
+    out: dict[str, float] = {}
+    async with aiohttp.ClientSession() as session:
+        for url in mgmt_urls:
+            async with session.get(f"{url}/metrics") as r:
+                text = await r.text()
+            for line in text.splitlines():
+                if line.startswith("fnlb_warm_wait_holds_total{"):
+                    outcome = line.split('"')[1]
+                    out[outcome] = out.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+                elif line.startswith("fnlb_warm_wait_hold_seconds_total "):
+                    out["seconds"] = out.get("seconds", 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
 
 
 async def replay(
@@ -238,6 +268,7 @@ async def run_config(
                 env=repo_env(),
             )
             wait_http_ok(proc, f"http://{address}/version", 30.0)
+        mgmt_urls: list[str] = []
         if pooled:
             urls = [f"http://{nodes[0]}"]
         elif name == "haproxy-roundrobin":
@@ -247,11 +278,22 @@ async def run_config(
         elif name == "fnlb-classic":
             urls = start_fnlb_classic(group, nodes)
         else:
-            urls = await start_fnlb_cluster(group, cfg_dir, nodes, args.fnlb_flag)
+            flags = (
+                [*args.fnlb_flag, WARM_WAIT_FLAG] if name == "fnlb-warm-wait" else args.fnlb_flag
+            )
+            urls, mgmt_urls = await start_fnlb_cluster(group, cfg_dir, nodes, flags)
         await asyncio.sleep(1.0)  # HAProxy binds after its config check; fnlb's first checks
         started = time.monotonic()
         outcomes = await replay(calls, urls, args.seed, args.timeout)
         log(f"# {name}: {len(outcomes)} calls replayed in {time.monotonic() - started:.0f}s")
+        if name == "fnlb-warm-wait":
+            held = await warm_wait_holds(mgmt_urls)
+            seconds = held.pop("seconds", 0.0)
+            counts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(held.items()))
+            log(
+                f"# {name}: {sum(held.values()):.0f} calls held ({counts}), "
+                f"{1000 * seconds / max(len(outcomes), 1):.2f} ms held per call on average"
+            )
     return outcomes
 
 
@@ -276,7 +318,11 @@ def verdict(rows: dict[str, Row]) -> list[str]:
     if "fnlb" not in rows or len(rows) < 2:
         return []
     ours = rows["fnlb"]
-    others = {k: v for k, v in rows.items() if k != "fnlb" and k not in REFERENCES}
+    others = {
+        k: v
+        for k, v in rows.items()
+        if k != "fnlb" and k not in REFERENCES and k not in EXTRA_CONFIGS  # fnlb's own variants
+    }
     if not others:
         return []
     best_cold = min(others, key=lambda k: others[k].cold_fraction)
@@ -395,9 +441,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.functions, args.rate, args.duration, args.warm = 40, 20.0, 12.0, 4.0
-    unknown = [c for c in args.configs if c not in CONFIGS]
+    known = (*CONFIGS, *EXTRA_CONFIGS)
+    unknown = [c for c in args.configs if c not in known]
     if unknown:
-        p.error(f"unknown configuration {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
+        p.error(f"unknown configuration {', '.join(unknown)}; known: {', '.join(known)}")
     if "haproxy" in ",".join(args.configs) and shutil.which("haproxy") is None:
         p.error("haproxy is not installed (Debian: apt-get install haproxy)")
     if args.memory_mb < 128:

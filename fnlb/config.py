@@ -24,6 +24,7 @@ from fnlb.addresses import (
     parse_peer,
 )
 from fnlb.errors import ConfigError
+from fnlb.goduration import parse_go_duration_ns
 
 __all__ = [
     "DEFAULT_GOSSIP_PORT",
@@ -147,6 +148,13 @@ class Settings:
         "wait-based walk)",
         metavar="POLICY",
     )
+    warm_wait: str = _opt(
+        "300ms",
+        "longest a call may wait at fnlb for one of its function's warm containers on the node "
+        "to free, rather than make Fn start a container (wait for warm; Go duration such as "
+        "300ms, or seconds; about a cold start's length; 0: off; docs/routing.md)",
+        metavar="DURATION",
+    )
     data_plane: str = _opt(
         "fast",
         "what carries calls: fast (asyncio protocols and httptools, ~4x less CPU per call; "
@@ -215,6 +223,11 @@ class Settings:
         "(mutual TLS; needs -mgmt-tls-cert)",
         metavar="FILE",
     )
+
+    @property
+    def warm_wait_s(self) -> float:
+        """-warm-wait in seconds (0: off); `validate` has checked that it parses."""
+        return duration_seconds(self.warm_wait)
 
     @property
     def cluster_mode(self) -> bool:
@@ -354,6 +367,12 @@ def validate(s: Settings) -> None:
             "-mgmt-listen): a worker cannot hand a TLS connection to the API; give the API its "
             "own -mgmt-listen, or -workers 1"
         )
+    try:
+        warm_wait = duration_seconds(s.warm_wait)
+    except ValueError as e:
+        raise ConfigError(f"-warm-wait: {e}") from None
+    if not 0.0 <= warm_wait <= MAX_WARM_WAIT_S:
+        raise ConfigError(f"-warm-wait: must be between 0 and {MAX_WARM_WAIT_S:g}s")
     if s.connect_timeout <= 0:
         raise ConfigError("-connect-timeout: must be greater than 0")
     if not 0.0 <= s.trace_sample_rate <= 1.0:
@@ -398,6 +417,28 @@ def worker_count(s: Settings, cpus: int) -> int:
     if s.data_plane != "fast" or (s.tls_cert and shares_port(s)):
         return 1
     return max(cpus, 1)
+
+
+MAX_WARM_WAIT_S = 10.0
+"""A hold longer than this is no cold start's length: refused as a mistake."""
+
+
+def duration_seconds(text: str) -> float:
+    """A duration flag in seconds: a Go duration (`300ms`, `1.5s`) or a plain number of
+    seconds (`0.3`); ValueError naming what is wrong otherwise."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            return parse_go_duration_ns(text) / 1e9
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a duration (a Go duration such as 300ms, or seconds)"
+            ) from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text!r} is not a duration")
+    return value
 
 
 def node_list(nodes: str) -> list[str]:

@@ -54,6 +54,7 @@ from fnlb.observe.zipkin import ZipkinExporter
 from fnlb.peer.core import LONE_NAME, Peer
 from fnlb.proxy.fast_server import FastProxy, hand_to_protocol
 from fnlb.proxy.handler import Proxy, UpstreamRequest, expect_handled_by_proxy
+from fnlb.proxy.warm_hold import WarmHolds
 from fnlb.proxy.workers import WorkerPool, cpus_available
 from fnlb.routing.policies import make_policy
 from fnlb.shell.cluster import ClusterService, Restored, now_ms, peer_name, restore
@@ -191,7 +192,10 @@ class Balancer:
         )
         self.health = HealthChecker(self.peer, s, self._hc_session)
         self.pump = Pump(self.peer, self.health, self.cluster)
-        self.proxy = Proxy(self.peer, self._session, self.observer)
+        # One wait for warm per process, for both planes (calls after an API request on a
+        # shared port take the aiohttp one): its counts are of this process's calls.
+        self.warm = WarmHolds(s.warm_wait_s, self.observer) if s.warm_wait_s > 0 else None
+        self.proxy = Proxy(self.peer, self._session, self.observer, self.warm)
         api = NodesApi(self.peer, self.cluster, self.stats, self.discovery)
         # Port 0 asks the OS for a free port per listener, so two ":0" addresses are two.
         shared = s.listen == s.mgmt_listen and parse_listen(s.listen)[1] != 0
@@ -244,6 +248,7 @@ class Balancer:
                 options={
                     "routing": s.routing,
                     "connect_timeout": s.connect_timeout,
+                    "warm_wait_s": s.warm_wait_s,
                     "shutdown_timeout": s.shutdown_timeout,
                     "log_level": s.log_level,
                     "api_paths": sorted(p.decode() for p in api_paths),
@@ -308,6 +313,7 @@ class Balancer:
             management_paths=api_paths,
             scheme=b"http" if tls is None else b"https",
             observer=self.observer,
+            warm=self.warm,
         )
         loop = asyncio.get_running_loop()
         server = await loop.create_server(self.fast.protocol, sock=sock, backlog=1024, ssl=tls)
@@ -388,6 +394,8 @@ class Balancer:
             server.close()
         if self.workers is not None:
             await self.workers.stop(self.settings.shutdown_timeout or None)
+        if self.warm is not None:  # held calls go on now, and are answered within the drain
+            self.warm.drain()
         drains = [r.cleanup() for r in self._runners]
         if self.fast is not None:
             drains.append(self.fast.drain(self.settings.shutdown_timeout or None))

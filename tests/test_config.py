@@ -95,11 +95,27 @@ def test_environment_then_flag_precedence() -> None:
         (["-zipkin", "ftp://zipkin:9411/api/v2/spans"], {}, "-zipkin"),
         (["-zipkin", "http://zipkin:99999"], {}, "-zipkin"),
         (["-trace-sample-rate", "-0.1"], {}, "-trace-sample-rate"),
+        (["-warm-wait", "soon"], {}, "-warm-wait: 'soon' is not a duration"),
+        (["-warm-wait=-300ms"], {}, "-warm-wait: must be between 0 and 10s"),
+        (["-warm-wait", "1m"], {}, "-warm-wait: must be between 0 and 10s"),
+        ([], {"FNLB_WARM_WAIT": "300"}, "-warm-wait: must be between"),
     ],
 )
 def test_invalid_values_name_the_flag(argv: list[str], env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         parse(argv, env)
+
+
+def test_warm_wait_is_on_by_default_at_a_cold_starts_length() -> None:
+    assert parse([]).warm_wait_s == pytest.approx(0.3)  # docs/routing.md, *Wait for warm*
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("0", 0.0), ("300ms", 0.3), ("0.3", 0.3), ("1.5s", 1.5), ("0s", 0.0)]
+)
+def test_warm_wait_takes_a_go_duration_or_seconds(value: str, seconds: float) -> None:
+    assert parse([f"-warm-wait={value}"]).warm_wait_s == pytest.approx(seconds)
+    assert parse([], {"FNLB_WARM_WAIT": value}).warm_wait_s == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,9 @@ RETRY_REASONS: Final = ("connect", "busy", "disconnect")
 node answered 503 busy before the call started, or it closed the connection before any
 answer to an idempotent call."""
 ERROR_REASONS: Final = ("no_node", "all_failed", "failed_after_start", "client_gone")
+HOLD_OUTCOMES: Final = ("released", "expired", "gone", "drained")
+"""How a call held by wait for warm (-warm-wait, fnlb.proxy.warm_hold) stopped waiting: a
+finishing call freed a container, its deadline came, its client left, shutdown."""
 """Why fnlb answered a call itself: no node was routable (503), every node tried failed before
 the call started (502), the node failed after the call may have started (502, never resent),
 or the client went away (499, logged only)."""
@@ -103,7 +106,7 @@ class NodeCalls:
 class CallObserver:
     """The proxy's one observer: counters always (unless off), access log and traces opt-in."""
 
-    __slots__ = ("access", "counting", "errors", "nodes", "routed", "tracer")
+    __slots__ = ("access", "counting", "errors", "hold_s", "holds", "nodes", "routed", "tracer")
 
     def __init__(
         self,
@@ -121,6 +124,10 @@ class CallObserver:
         self.tracer = tracer
         self.nodes: dict[str, NodeCalls] = {}
         self.errors = dict.fromkeys(ERROR_REASONS, 0)
+        self.holds = dict.fromkeys(HOLD_OUTCOMES, 0)
+        """Calls wait for warm held, by how the hold ended (HOLD_OUTCOMES)."""
+        self.hold_s = 0.0
+        """Seconds those calls were held, in all."""
 
     # -- the request path --------------------------------------------------------------
 
@@ -250,6 +257,11 @@ class CallObserver:
             self._log(trace, request, key, node, index, status, outcome, arrived, answer_s,
                       ended, wait)  # fmt: skip
 
+    def held(self, outcome: str, seconds: float) -> None:
+        """A call held by wait for warm stopped waiting after `seconds` (HOLD_OUTCOMES)."""
+        self.holds[outcome] += 1
+        self.hold_s += seconds
+
     # -- off the request path ----------------------------------------------------------
 
     def _new_node(self, node: str) -> NodeCalls:
@@ -263,7 +275,8 @@ class CallObserver:
     def snapshot(self) -> list[Any]:
         """Every figure as plain lists and dicts, as a worker process reports them to its
         primary (fnlb.proxy.worker_link): `[{node: [calls, duration counts, duration sum,
-        first-byte counts, first-byte sum, wait counts, wait sum, retries]}, errors]`."""
+        first-byte counts, first-byte sum, wait counts, wait sum, retries]}, errors, holds,
+        hold seconds]`."""
         nodes = {
             node: [
                 list(rec.calls),
@@ -277,12 +290,12 @@ class CallObserver:
             ]
             for node, rec in self.nodes.items()
         }
-        return [nodes, dict(self.errors)]
+        return [nodes, dict(self.errors), dict(self.holds), self.hold_s]
 
     def add(self, snapshot: list[Any]) -> None:
         """Add another observer's `snapshot` to these figures (ValueError when malformed)."""
         try:
-            nodes, errors = snapshot
+            nodes, errors, *held = snapshot  # an older worker's has no holds
             for node, (calls, d, d_sum, f, f_sum, w, w_sum, retries) in nodes.items():
                 rec = self.nodes.get(node) or self._new_node(node)
                 _add_counts(rec.calls, calls)
@@ -297,6 +310,12 @@ class CallObserver:
             for reason, n in errors.items():
                 if reason in self.errors:
                     self.errors[reason] += int(n)
+            if held:
+                holds, hold_s = held
+                for outcome, n in holds.items():
+                    if outcome in self.holds:
+                        self.holds[outcome] += int(n)
+                self.hold_s += float(hold_s)
         except (TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"not a call snapshot: {e}") from None
 

@@ -23,6 +23,7 @@ from fnlb import __version__
 from fnlb.gossip import codec
 from fnlb.observe.calls import (
     ERROR_REASONS,
+    HOLD_OUTCOMES,
     OUTCOMES,
     RETRY_REASONS,
     STATUS_CLASSES,
@@ -150,7 +151,20 @@ class ObservedCollector(Collector):
         )
         for reason in ERROR_REASONS:
             errors.add_metric([reason], obs.errors[reason])
-        yield from (calls, duration, first_byte, wait, retries, errors)
+        holds = CounterMetricFamily(
+            "fnlb_warm_wait_holds",
+            "calls -warm-wait held rather than make a node start a container, by how the hold "
+            "ended: released (a call of the function there finished), expired (sent at the "
+            "maximum hold), gone (the client left), drained (shutdown)",
+            labels=["outcome"],
+        )
+        for outcome in HOLD_OUTCOMES:
+            holds.add_metric([outcome], obs.holds[outcome])
+        hold_s = CounterMetricFamily(
+            "fnlb_warm_wait_hold_seconds", "seconds calls were held by -warm-wait, in all"
+        )
+        hold_s.add_metric([], obs.hold_s)
+        yield from (calls, duration, first_byte, wait, retries, errors, holds, hold_s)
 
     def _health(self) -> Iterator[Metric]:
         peer = self._peer

@@ -77,9 +77,11 @@ from fnlb.proxy.http1 import (
 )
 from fnlb.proxy.upstream_pool import UpstreamConnection, UpstreamPool
 from fnlb.proxy.wait import retry_after_seconds, wait_seconds
+from fnlb.proxy.warm_hold import Ticket, WarmHolds
 from fnlb.routing.attempt import BUSY, NO_ANSWER, Attempt
 from fnlb.routing.function_key import function_key
 from fnlb.routing.picked import FixedPick
+from fnlb.routing.warm_wait import Hold
 
 log = logging.getLogger("fnlb.proxy")
 
@@ -133,16 +135,19 @@ class FastProxy:
         management_paths: frozenset[bytes] = frozenset(),
         scheme: bytes = b"http",
         observer: CallObserver | None = None,
+        warm: WarmHolds | None = None,
     ) -> None:
         """`management`: on a shared port, what takes a connection whose request is for one
         of `management_paths` (the API stays on aiohttp: `hand_to_protocol`). `scheme`: the
         listener's (b"https" with TLS), the X-Forwarded-Proto a client did not send.
         `observer`: metrics, access log and traces (fnlb.observe), told what `Proxy.handle`
-        tells it."""
+        tells it. `warm`: wait for warm (-warm-wait, fnlb.proxy.warm_hold), shared with
+        the process's aiohttp plane; None: no call is held."""
         self.peer = peer
         self.scheme = scheme
         self.observer = observer or CallObserver(FixedPick(), counting=False)
         self.pool = UpstreamPool(connect_timeout)
+        self.warm = warm
         self.management = management
         self.management_paths = management_paths
         self.connections: set[ClientConnection] = set()
@@ -178,6 +183,8 @@ class FastProxy:
         self.closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.warm is not None:  # held calls go on now, and are answered within the drain
+            self.warm.drain()
         for c in list(self.connections):
             if c.active is None:
                 c.close()
@@ -541,6 +548,7 @@ class _Call:
         "failures",
         "fields",
         "head",
+        "held",
         "host",
         "http11",
         "i",
@@ -619,6 +627,8 @@ class _Call:
         self.trace: CallTrace | None = None
         self.context = False
         """The request carries trace context headers (traceparent, b3, X-B3-*)."""
+        self.held: Hold[Ticket] | None = None
+        """Held by wait for warm (fnlb.proxy.warm_hold) until `resume`."""
 
     # -- the request ----------------------------------------------------------------------------
 
@@ -710,7 +720,18 @@ class _Call:
         if self.chunked:
             parts.append(CHUNKED_HEADER)
         self.head = b"".join(parts)
+        warm = proxy.warm
+        if warm is not None:
+            self.held = warm.hold(self.key, nodes[0], self, self.arrived)
+            if self.held is not None:
+                return  # `resume` sends it on
         self.attempt()
+
+    def resume(self) -> None:
+        """Wait for warm let the held call go (a container freed, its deadline, shutdown)."""
+        self.held = None
+        if not self.done:
+            self.attempt()
 
     # -- attempts -------------------------------------------------------------------------------
 
@@ -719,6 +740,8 @@ class _Call:
         node = self.node = self.nodes[self.i]
         self.started = now = time.time()
         proxy.peer.attempt_started(self.key, node, now)
+        if proxy.warm is not None:
+            proxy.warm.started(self.key, node, now)
         if self.trace is not None:  # observe: the node's traceparent names this attempt
             self.trace.attempt_started(node, now)
         self.in_attempt = True
@@ -828,7 +851,10 @@ class _Call:
             )
         else:
             attempt = Attempt(self.key, self.node, self.path, status, now, None, retry_after)
-        self.conn.proxy.peer.attempt_finished(attempt)
+        proxy = self.conn.proxy
+        proxy.peer.attempt_finished(attempt)
+        if proxy.warm is not None:  # may send a held call on, onto the container this frees
+            proxy.warm.finished(self.key, self.node, now, attempt.answer_s)
         return attempt
 
     def ended(self, record: Attempt | None, status: int, error: str | None = None) -> None:
@@ -999,6 +1025,15 @@ class _Call:
         if self.done:
             return
         self.done = True
+        if self.held is not None:  # held by wait for warm: no node was tried
+            warm = self.conn.proxy.warm
+            assert warm is not None
+            warm.cancel(self.held)
+            self.held = None
+            self.conn.proxy.observer.end(self.trace, self.observed(), self.key, self.picked,
+                                         None, 0, 499, self.arrived, self.arrived,
+                                         GONE)  # fmt: skip
+            return
         if self.connecting is not None:
             self.connecting.cancel()
             self.connecting = None

@@ -21,6 +21,7 @@ reset, a timeout, a half-read response — ends in a 502 naming the node, never 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -35,6 +36,7 @@ from fnlb.api.jsonio import json_error
 from fnlb.observe.calls import AFTER, ALL_FAILED, GONE, NO_NODE, CallObserver
 from fnlb.peer.core import Peer
 from fnlb.proxy.wait import retry_after_seconds, wait_seconds
+from fnlb.proxy.warm_hold import FutureTicket, WarmHolds
 from fnlb.routing.attempt import NO_ANSWER, Attempt
 from fnlb.routing.function_key import function_key
 from fnlb.routing.picked import FixedPick
@@ -106,8 +108,11 @@ class Proxy:
         peer: Peer,
         session: aiohttp.ClientSession,
         observer: CallObserver | None = None,
+        warm: WarmHolds | None = None,
     ) -> None:
         self._peer = peer
+        self.warm = warm
+        """Wait for warm (-warm-wait, fnlb.proxy.warm_hold); None: no call is held."""
         self._session = session
         self._urls: dict[str, URL] = {}
         self.observer = observer or CallObserver(FixedPick(), counting=False)
@@ -144,6 +149,17 @@ class Proxy:
             else:
                 body = request.content
                 replayable = False
+        warm = self.warm
+        if warm is not None:  # wait for warm: perhaps held until a container frees
+            ticket = FutureTicket(asyncio.get_running_loop().create_future())
+            hold = warm.hold(key, nodes[0], ticket, arrived)
+            if hold is not None:
+                try:
+                    await ticket.future
+                except asyncio.CancelledError:  # the client went away while held
+                    warm.cancel(hold)
+                    obs.end(trace, request, key, picked, None, 0, 499, arrived, arrived, GONE)
+                    raise
         failures: list[str] = []
         last = len(nodes) - 1
         urls = self._urls
@@ -156,6 +172,8 @@ class Proxy:
                 url = urls[target] = URL(target, encoded=True)
             started = time.time()
             peer.attempt_started(key, node, started)
+            if warm is not None:
+                warm.started(key, node, started)
             if trace is not None:  # observe: the node's traceparent names this attempt
                 trace.attempt_started(node, started)
             try:
@@ -164,7 +182,7 @@ class Proxy:
                 )
             except BaseException as e:
                 failed = Attempt(key, node, path, NO_ANSWER, time.time())
-                peer.attempt_finished(failed)
+                self._finished(failed)
                 if not isinstance(e, aiohttp.ClientError | TimeoutError):
                     obs.end(trace, request, key, picked, failed, i, 499, arrived, started, GONE)
                     raise  # the client went away: the call is cancelled
@@ -196,7 +214,7 @@ class Proxy:
                 resp.release()
                 retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
                 busy = Attempt(key, node, path, 503, time.time(), None, retry_after)
-                peer.attempt_finished(busy)
+                self._finished(busy)
                 obs.attempt(trace, busy, "busy", started, True)
                 failures.append(f"{node}: busy (503)")
                 continue
@@ -218,10 +236,17 @@ class Proxy:
             finally:
                 resp.release()
                 done = _answered(key, node, path, resp, started, answered)
-                peer.attempt_finished(done)
+                self._finished(done)
                 obs.end(trace, request, key, picked, done, i, status, arrived, started)
         obs.end(trace, request, key, picked, None, last, 502, arrived, arrived, ALL_FAILED)
         return json_error(502, f"every Fn node failed: {'; '.join(failures)}")
+
+    def _finished(self, attempt: Attempt) -> None:
+        """An attempt ended: its record to the Peer, and to wait for warm (which may send a
+        held call on, onto the container this one frees)."""
+        self._peer.attempt_finished(attempt)
+        if self.warm is not None:
+            self.warm.finished(attempt.key, attempt.node, attempt.ended, attempt.answer_s)
 
 
 def _answered(

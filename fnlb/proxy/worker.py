@@ -36,6 +36,7 @@ from fnlb.observe.tracing import Tracer
 from fnlb.observe.zipkin import ZipkinExporter
 from fnlb.payloads.backoff import decode_entries
 from fnlb.proxy.fast_server import ClientConnection, FastProxy
+from fnlb.proxy.warm_hold import WarmHolds
 from fnlb.proxy.worker_link import AttemptRelay, frame, read_frame
 from fnlb.routing.attempt import Attempt
 from fnlb.routing.load_router import NodeCapacity
@@ -228,6 +229,7 @@ class Worker:
             management_paths=frozenset(p.encode() for p in o["api_paths"]),
             scheme=b"http" if self.tls is None else b"https",
             observer=self.observer,
+            warm=WarmHolds(o["warm_wait_s"], self.observer) if o.get("warm_wait_s") else None,
         )
         if self.zipkin is not None:
             self.zipkin.start()

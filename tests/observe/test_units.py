@@ -263,3 +263,22 @@ def test_call_totals_add_workers_figures_and_keep_a_dead_workers() -> None:
     with pytest.raises(ValueError, match="not a call snapshot"):
         totals.report(2, [{"a:1": [[1, 2]]}, {}])
     assert 2 not in totals.reported
+
+
+def test_workers_held_calls_add_up_at_the_primary() -> None:
+    """Wait for warm's counts (-warm-wait) travel in a worker's snapshot like its calls."""
+    from fnlb.observe.calls import CallObserver, CallTotals
+
+    own = CallObserver(FixedPick(HOME))
+    own.held("released", 0.02)
+    worker = CallObserver(FixedPick(HOME))
+    worker.held("released", 0.01)
+    worker.held("expired", 0.3)
+    worker.nodes["a:1"] = own._new_node("a:1")  # a worker with holds has served calls
+    totals = CallTotals(own)
+    totals.report(0, worker.snapshot())
+    merged = totals.merged({"a:1"})
+    assert merged.holds == {"released": 2, "expired": 1, "gone": 0, "drained": 0}
+    assert merged.hold_s == pytest.approx(0.33)
+    totals.report(1, [{}, {}])  # a snapshot without holds (an older worker's) still adds up
+    assert totals.merged({"a:1"}).holds["released"] == 2
