@@ -20,7 +20,7 @@ from typing import Final, Protocol
 from fnlb.cluster.load import ClusterLoad, LocalLoad, WidthInputs
 from fnlb.cluster.view import NodeView
 from fnlb.payloads.node_metrics import NodeMetrics
-from fnlb.routing.admission import YOUNG_EPOCH_MS, Admission, Admitted
+from fnlb.routing.admission import Admission, Admitted
 from fnlb.routing.load_router import NodeCapacity, Router
 from fnlb.routing.placement import EPOCH_MS, place
 from fnlb.routing.scale_signal import ScaleDecision, ScaleSignal, containers_needed
@@ -94,8 +94,6 @@ class ControlLoop:
         self.admission: Admission | None = Admission(slots) if admission else None
         self.tail: tuple[str, ...] = ()
         """The tail's nodes, as of the last placement (admission only)."""
-        self._admitted_in: tuple[int, int, tuple[str, ...]] | None = None
-        # (epoch length, epoch, routable) of the last admission placement
 
     @property
     def decision(self) -> ScaleDecision | None:
@@ -186,11 +184,9 @@ class ControlLoop:
         adm = self.admission
         if adm is None:
             return
-        # young scores (the load began under YOUNG_TICKS ago): place every YOUNG_EPOCH_MS
-        length = YOUNG_EPOCH_MS if adm.young else EPOCH_MS
-        epoch = (length, cut // length, view.routable)
-        if epoch != self._admitted_in or not self.homes:
-            self._admitted_in = epoch
+        epoch = (cut // EPOCH_MS, view.routable)
+        if epoch != self._placed or not self.homes:
+            self._placed = epoch
             got = adm.place(view.routable, view.candidates, {n: c.slots for n, c in caps.items()})
             self.homes = dict(got.homes)
             self.tail = got.tail

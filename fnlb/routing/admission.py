@@ -30,23 +30,15 @@ How, every tick (`observe`) and at each placement epoch (`place`):
   (`container_demand` plus their calls in flight) fit in `PROTECTED_FILL` of the other
   nodes' slots. Hysteresis: a function already protected stays while its score is at least
   `KEEP_SHARE` of the coolest newcomer's, so a function near the boundary does not flap.
-- **Homes**: a move costs a cold start per container the function holds, so the functions
-  placed last epoch keep their homes first, while their node's memory holds them; a node
-  then over `REHOME_SLACK` equal shares of calls gives back the fewest containers that
-  relieve it (the cheapest function whose calls suffice, else the most calls per
-  container). The rest, most called first, go to the node with the most memory left among
-  those whose calls/s stay under `RATE_CAP` equal shares (else the one with the least
-  calls/s placed so far), unless the node their containers are on (where the last
-  placement sent them) stays within `REHOME_SLACK`; a function the widths spread is
-  counted on each node it goes to. The tail's nodes
+- **Homes**: most called first, each on the node with the most memory left among those
+  whose calls/s stay under `RATE_CAP` equal shares (else the one with the least calls/s
+  placed so far), a function the widths spread counted on each node it goes to; a function
+  stays on the node its containers are on (its home, else where the last placement sent
+  it) while that node stays within `REHOME_SLACK` equal shares: containers are not
+  abandoned for a little balance. The tail's nodes
   start with the tail's rate and take only functions hot enough that LRU never evicts them
   (called at least every `TAIL_HOT_GAP_S`): the busiest node stays near the mean while the
   tail cannot evict what it holds.
-
-While the load is young (`YOUNG_TICKS`) the caller places every `YOUNG_EPOCH_MS`, not
-every 30 s: the first placement sees a dozen functions; redone while few containers are
-warm, it has settled before the first full epoch instead of moving a third of the
-protected set and the whole tail then.
 
 Bursts still spread: the router's hot-set width puts a bursting function on the first w
 nodes of its order (the home first), as for any placed home.
@@ -94,15 +86,6 @@ RATE_CAP: Final = 1.25
 calls/s stay under this many equal shares (the bounded load's balance factor): the best
 static partitions that know the trace balance memory first (bench/routing_oracle: 0.84x
 pooled memory on the roomy profile by memory under this cap, 0.94x by calls/s alone)."""
-YOUNG_TICKS: Final = 30
-"""While the scores span fewer ticks than this since the load began, placement is redone
-every `YOUNG_EPOCH_MS`: the first placement (after 2-3 ticks) sees the hottest dozen
-functions only, protects them all and leaves no tail; held for a whole epoch, the next one
-moved a third of the protected set and every tail function at once, each move a cold start
-per container (bench/routing_landscape, docs/routing.md "The bound")."""
-YOUNG_EPOCH_MS: Final = 5_000
-"""Placement epochs while the scores are young (`YOUNG_TICKS`): few containers are warm yet,
-so moving them is cheap, and the placement has settled before the first full epoch."""
 MIN_SCORE: Final = 0.01
 """Scores below this (a call every 100 s) are forgotten."""
 
@@ -138,7 +121,6 @@ class Admission:
         self.total_in_flight = 0.0
         self.admitted: Admitted = NONE
         self._last_cut = -1
-        self._loaded_ticks = 0  # ticks since the scores were last empty
         self._weight = 0.0  # 1 - keep^ticks: the ageing window's filled share
 
     def observe(
@@ -174,15 +156,6 @@ class Admission:
         self.total_rate = self.total_rate * keep + a * total_rate
         self.total_in_flight = self.total_in_flight * keep + a * total_in_flight
         self._weight = self._weight * keep + a
-        self._loaded_ticks = self._loaded_ticks + 1 if scores else 0
-
-    @property
-    def young(self) -> bool:
-        """Fewer than `YOUNG_TICKS` ticks since the load began (the scores were last empty):
-        the caller places every `YOUNG_EPOCH_MS` rather than every `EPOCH_MS`. Every peer
-        that read the same settled tables since then counts the same ticks; one started
-        later counts from its start (its scores, over a shorter window, differ anyway)."""
-        return self._loaded_ticks < YOUNG_TICKS
 
     @property
     def last_cut(self) -> int:
@@ -308,67 +281,15 @@ class Admission:
             room[n] = (1.0 - TAIL_UTILISATION) * size[n]
         share = (tail_rate + sum(score(k) for k in protected)) / len(nodes)
         spread_share = CALL_SHARE * share
-        rate = {k: score(k) for k in protected}
-        demand = {k: self.demand(k) for k in protected}
         homes: dict[str, str] = {}
-        charged: dict[str, tuple[float, list[str]]] = {}  # calls/s counted on which nodes
-
-        def part_of(key: str) -> tuple[float, int]:
-            # A function over a node's share of calls is spread by the hot-set widths over
-            # the first w nodes of its order, its home first: its calls count where they go.
-            r = rate[key]
-            w = 1
-            if r > spread_share:
-                w = max(1, min(len(nodes), ceil(r / spread_share - 1e-9), int(r / SPREAD_MIN_RATE)))
-            return r / w, w
-
-        def may_host(key: str, n: str) -> bool:
-            return room[n] >= demand[key] and (n not in tail or rate[key] * TAIL_HOT_GAP_S >= 1.0)
-
-        def put(key: str, home: str) -> None:
-            part, w = part_of(key)
-            on = [home, *[n for n in order_of(key) if n != home][: w - 1]]
-            for n in on:
-                placed_rate[n] += part
-            room[home] -= demand[key]
-            homes[key] = home
-            charged[key] = (part, on)
-
-        def take(key: str) -> None:
-            home = homes.pop(key)
-            part, on = charged.pop(key)
-            for n in on:
-                placed_rate[n] -= part
-            room[home] += demand[key]
-
-        ranked = sorted(protected, key=lambda k: (-self.scores[k], k))
-        # 1. Incumbents first: a function placed last epoch stays where its containers are
-        # while that node's memory holds it, whatever hotter newcomers would have taken.
-        for key in ranked:
-            old = before.homes.get(key)
-            if old in room and may_host(key, old):
-                put(key, old)
-        # 2. A node over REHOME_SLACK shares of calls gives back incumbents until it is not,
-        # each move costing a cold start per container: the cheapest one whose calls alone
-        # bring it back, else the most calls per container, and again.
-        for n in nodes:
-            while placed_rate[n] > REHOME_SLACK * share:
-                here = [k for k in homes if homes[k] == n]
-                if not here:
-                    break
-                excess = placed_rate[n] - REHOME_SLACK * share
-                enough = [k for k in here if charged[k][0] >= excess]
-                if enough:
-                    out = min(enough, key=lambda k: (demand[k], charged[k][0], k))
-                else:
-                    out = max(here, key=lambda k: (charged[k][0] / demand[k], k))
-                take(out)
-        # 3. Newcomers and those given back, hottest first.
-        for key in ranked:
-            if key in homes:
-                continue
-            part, _w = part_of(key)
-            may = [n for n in order_of(key) if may_host(key, n)]
+        for key in sorted(protected, key=lambda k: (-self.scores[k], k)):
+            r = score(key)
+            d = self.demand(key)
+            may = [
+                n
+                for n in order_of(key)
+                if room[n] >= d and (n not in tail or r * TAIL_HOT_GAP_S >= 1.0)
+            ]
             if not may:
                 may = [n for n in order_of(key) if n not in tail]
             # Where its containers are now: its placed home, else where the last placement
@@ -377,6 +298,12 @@ class Admission:
             old = before.homes.get(key) or next(
                 (n for n in order_of(key) if not before.tail or n in before.tail), None
             )
+            # A function over a node's share of calls is spread by the hot-set widths over the
+            # first w nodes of its order, its home first: count its calls where they will go.
+            w = 1
+            if r > spread_share:
+                w = max(1, min(len(nodes), ceil(r / spread_share - 1e-9), int(r / SPREAD_MIN_RATE)))
+            part = r / w
             if old is not None and old in may and placed_rate[old] + part <= REHOME_SLACK * share:
                 home = old
             elif under := [n for n in may if placed_rate[n] + part <= RATE_CAP * share]:
@@ -385,5 +312,10 @@ class Admission:
                 home = max(under, key=lambda n: room[n])
             else:
                 home = min(may, key=lambda n: placed_rate[n])  # ties: the key's own order
-            put(key, home)
+            homes[key] = home
+            placed_rate[home] += part
+            room[home] -= d
+            if w > 1:
+                for n in [n for n in order_of(key) if n != home][: w - 1]:
+                    placed_rate[n] += part
         return homes

@@ -13,10 +13,7 @@ from fnlb.fnsim.model import PoolConfig
 from fnlb.routing.admission import (
     KEEP_SHARE,
     PROTECTED_FILL,
-    RATE_CAP,
-    REHOME_SLACK,
     TAIL_HOT_GAP_S,
-    YOUNG_TICKS,
     Admission,
 )
 from fnlb.routing.load_router import Router
@@ -191,83 +188,23 @@ def test_no_tail_while_every_function_scored_fits_the_memory() -> None:
     assert set(got.homes.values()) == set(NODES)  # every node holds some of them
 
 
-def test_a_hot_newcomer_moves_no_function_whose_node_still_holds_it() -> None:
-    """Flat popularity, every function fits: a hot newcomer is placed, and no function placed
-    last epoch moves while its node's memory holds it and its calls stay within the rehoming
-    slack (each move is a cold start per container; hottest first, the newcomer used to
-    take a home first and push three functions off theirs for a little balance)."""
+def test_a_function_that_moves_goes_where_memory_is_left_under_the_rate_cap() -> None:
+    """Flat popularity, every function fits: after a hot newcomer, the functions placed
+    anew go to the node with the most memory left among those under 1.25 shares of calls,
+    not to the one with the fewest calls/s, which piled twelve functions on two nodes and
+    five on others (the best static partitions balance memory first:
+    bench/routing_oracle)."""
     v = view()
     rates = zipf(40, 20.0, s=0.8)
     adm = fed(rates)
-    first = adm.place(v.routable, v.candidates)
+    adm.place(v.routable, v.candidates)
     fed({**rates, "r/app/new": 4.0}, adm=adm, start=200_000)
     got = adm.place(v.routable, v.candidates)
     assert got.tail == ()
-    assert "r/app/new" in got.homes
-    assert {k: h for k, h in got.homes.items() if k in first.homes} == first.homes
+    per_node = [sum(1 for h in got.homes.values() if h == n) for n in NODES]
+    assert max(per_node) - min(per_node) <= 3, per_node
     calls = dict.fromkeys(NODES, 0.0)
     for key, home in got.homes.items():
         calls[home] += adm.score(key)
     share = sum(calls.values()) / len(NODES)
-    assert max(calls.values()) <= RATE_CAP * share + adm.score("r/app/new")
-
-
-def test_a_node_over_its_share_gives_back_one_function_not_a_cascade() -> None:
-    """A function heats up on its node, pushing it over the rehoming slack: one function
-    moves (the cheapest whose calls bring the node back), the others stay put."""
-    v = view()
-    rates = zipf(40, 20.0, s=0.8)
-    adm = fed(rates)
-    first = adm.place(v.routable, v.candidates)
-    calls = dict.fromkeys(NODES, 0.0)
-    for key, home in first.homes.items():
-        calls[home] += rates[key]
-    busiest = max(NODES, key=lambda n: calls[n])
-    coolest = min((k for k, h in first.homes.items() if h == busiest), key=lambda k: rates[k])
-    fed({**rates, coolest: 3.0}, adm=adm, start=200_000, ticks=240)
-    got = adm.place(v.routable, v.candidates)
-    moved = [k for k, h in first.homes.items() if got.homes[k] != h]
-    assert len(moved) == 1
-    assert first.homes[moved[0]] == busiest
-    calls = dict.fromkeys(NODES, 0.0)
-    for key, home in got.homes.items():
-        calls[home] += adm.score(key)
-    assert calls[busiest] <= REHOME_SLACK * sum(calls.values()) / len(NODES)  # it is relieved
-
-
-def test_functions_a_shrunk_node_cannot_hold_move_under_the_rate_cap() -> None:
-    """A node reports less memory: only its functions move, as many as it cannot hold, each
-    to a node whose calls stay under the rate cap."""
-    v = view()
-    rates = zipf(40, 20.0, s=0.8)
-    adm = fed(rates)
-    first = adm.place(v.routable, v.candidates)
-    fed(rates, adm=adm, start=200_000)
-    got = adm.place(v.routable, v.candidates, {**dict.fromkeys(NODES, 16), NODES[0]: 4})
-    moved = [k for k, h in first.homes.items() if got.homes[k] != h]
-    assert moved
-    assert all(first.homes[k] == NODES[0] for k in moved)
-    assert sum(adm.demand(k) for k, h in got.homes.items() if h == NODES[0]) <= PROTECTED_FILL * 4
-    calls = dict.fromkeys(NODES, 0.0)
-    for key, home in got.homes.items():
-        calls[home] += adm.score(key)
-    share = sum(calls.values()) / len(NODES)
-    for key in moved:
-        assert calls[got.homes[key]] <= RATE_CAP * share
-
-
-def test_scores_are_young_for_the_first_ticks_of_load_and_again_after_it_stops() -> None:
-    """`young` (placement every YOUNG_EPOCH_MS) counts ticks since the load began, not since
-    the peer started: an idle cluster whose load begins is young again."""
-    adm = Admission()
-    for i in range(100):  # idle: nothing scored
-        adm.observe(i * 1000, {}, {}, 0.0, 0)
-    assert adm.young
-    fed({"r/app/a": 2.0}, ticks=YOUNG_TICKS - 1, start=100_000, adm=adm)
-    assert adm.young
-    fed({"r/app/a": 2.0}, ticks=1, start=200_000, adm=adm)
-    assert not adm.young
-    for i in range(1000):  # the load stops: scores fade and are forgotten
-        adm.observe(300_000 + i * 1000, {}, {}, 0.0, 0)
-    assert not adm.scores
-    assert adm.young
+    assert max(calls.values()) <= 1.25 * share + max(adm.score(k) for k in got.homes)
