@@ -15,9 +15,9 @@ balancers drawn at random, as DNS spreads clients. Configurations:
   algorithm; the original could not share state, so three stand alone);
 - `fnlb`: a 3-peer fnlb cluster with its default routing;
 - `fnlb-warm-wait` (only when named in `--configs`): the `fnlb` cluster with
-  `-warm-wait=300ms` (wait for warm, docs/routing.md; fnlb's default, so compare it with
-  `fnlb` run with `--fnlb-flag=-warm-wait=0`: the later flag wins in this row); after its
-  replay the peers' held calls are read from /metrics and printed;
+  `-warm-wait=300ms` (wait for warm, docs/routing.md; off by default, so `fnlb` is the
+  row without it); after its replay the peers' held calls are read from /metrics and
+  printed;
 - `pooled-memory` (a reference, not a contender): no balancer, the calls go straight to
   ONE node holding all five nodes' memory. Its cold fraction is what Fn's own container
   cache (least recently used idle containers evicted first) achieves when nothing is split:
@@ -42,7 +42,7 @@ Rerun (repository root; about 10 minutes on 2 cores):
     python -m bench.routing --memory-mb 2048 --functions 300 --zipf-s 1.1 --rate 120 \
         --idle-timeout-s 30 --exec-ms 20,20 --burst-rank 0    # issue 16's roomy profile
     python -m bench.routing --nice=-10 --configs fnlb,fnlb-warm-wait,pooled-memory \
-        --fnlb-flag=-warm-wait=0 --memory-mb 2048 --functions 300 --zipf-s 1.1 --rate 120 \
+        --memory-mb 2048 --functions 300 --zipf-s 1.1 --rate 120 \
         --idle-timeout-s 30 --exec-ms 20,20 --burst-rank 0    # fnlb with and without wait
 """
 

@@ -1,4 +1,4 @@
-"""What wait for warm (`-warm-wait`, on by default) costs the fast plane per call, in CPU.
+"""What wait for warm (`-warm-wait=300ms`; off by default) costs the fast plane per call, in CPU.
 
 Drives bench/fast_plane_cpu's in-memory fast plane (no sockets: what fnlb's Python code
 spends per call, hotset routing, no observer) with and without a `WarmHolds`,

@@ -149,10 +149,10 @@ class Settings:
         metavar="POLICY",
     )
     warm_wait: str = _opt(
-        "300ms",
+        "0",
         "longest a call may wait at fnlb for one of its function's warm containers on the node "
         "to free, rather than make Fn start a container (wait for warm; Go duration such as "
-        "300ms, or seconds; about a cold start's length; 0: off; docs/routing.md)",
+        "300ms, or seconds; about a cold start's length; 0, the default: off; docs/routing.md)",
         metavar="DURATION",
     )
     data_plane: str = _opt(

@@ -106,8 +106,8 @@ def test_invalid_values_name_the_flag(argv: list[str], env: dict[str, str], need
         parse(argv, env)
 
 
-def test_warm_wait_is_on_by_default_at_a_cold_starts_length() -> None:
-    assert parse([]).warm_wait_s == pytest.approx(0.3)  # docs/routing.md, *Wait for warm*
+def test_warm_wait_is_off_by_default() -> None:
+    assert parse([]).warm_wait_s == 0.0  # docs/routing.md, *Wait for warm*: opt-in
 
 
 @pytest.mark.parametrize(
