@@ -79,6 +79,14 @@ nobody calls offline, so they decide nothing, and the newest are those a restart
 needs back."""
 
 
+EARLY_VERDICT_MS: Final = 30_000
+"""A verdict on a node we do not hold yet is kept this long, in case the node's entry comes
+next (`_merge_verdict` says why)."""
+EARLY_VERDICT_ROWS: Final = 4096
+"""At most this many such verdicts are kept (the oldest go first): a peer sending verdicts on
+nodes that never arrive cannot grow it."""
+
+
 def verdict_stamp(ts: Timestamp) -> int:
     """An HLC stamp as one integer that orders like the stamp (for one peer's verdicts)."""
     return stamp_int(ts.wall_ms, ts.logical)
@@ -134,6 +142,10 @@ class ClusterState:
         self._verdicts_taken = 0
         """Peers' verdicts newer than the one held (news, relayed), counted."""
         self._recheck: list[str] = []
+        self._early: dict[tuple[str, str], tuple[bool, int, int]] = {}
+        """Verdicts on nodes not (yet) in our set: (peer, node) -> (online, stamp, when
+        received, ms). Applied if the node arrives within EARLY_VERDICT_MS (see
+        `_merge_verdict`)."""
         """Nodes a peer called offline while we still see them online: check them now."""
         self._routable_only: frozenset[str] | None = None
         self._version = 0
@@ -178,12 +190,26 @@ class ClusterState:
     def _issue_verdict(self, node: str, online: bool, now_ms: int) -> None:
         """Our verdict on `node`, freshly stamped, kept and broadcast; the clock that stamped
         it must be saved (`dirty`), or a restart on a clock stepped back would issue verdicts
-        older than this one, which every peer ignores."""
+        older than this one, which every peer ignores.
+
+        Not broadcast: our first verdict on a node when it is "online". Every peer presumes a
+        live peer it has no verdict from says online (fnlb.cluster.health_merge), so it is
+        news to nobody; broadcasting it made a cluster's start cost N x nodes broadcasts,
+        each relayed by every peer (per peer N x nodes x the retransmit limit: minutes of
+        gossip at N=100 with 20 nodes, over 100 MB at N=1,000 with 200). It still travels
+        in our push-pull state (our own verdicts always do), which is how a peer that held
+        an older "offline" of ours (we restarted) learns it; see `local_state`.
+        """
+        first = self.verdicts.verdict(self.name, node) is None
         verdict = Verdict(online, verdict_stamp(self.nodes.clock.tick(now_ms)))
         self.verdicts.merge(self.name, node, verdict)
-        self._outbox.append(
-            (b"v/" + node.encode(), verdict_message(self.name, node, verdict.online, verdict.stamp))
-        )
+        if not (first and online):
+            self._outbox.append(
+                (
+                    b"v/" + node.encode(),
+                    verdict_message(self.name, node, verdict.online, verdict.stamp),
+                )
+            )
         self.dirty = True
 
     def record_metrics(self, node: str, metrics: NodeMetrics) -> None:
@@ -329,7 +355,7 @@ class ClusterState:
         kind = msg[0]
         if kind == envelope.NODE_SET:
             result = self.nodes.merge(msg[1], now)
-            return Merged(self._merged(result, relay=False), bool(result.changed))
+            return Merged(self._merged(result, now, relay=False), bool(result.changed))
         if kind == envelope.VERDICT:
             before = self._verdicts_taken
             changed = self._merge_verdict(msg[1], msg[2], msg[3], msg[4], now)
@@ -368,7 +394,7 @@ class ClusterState:
         news only to the newcomer, and relaying it would flood gossip with the whole set.
         """
         nodes, verdicts = open_full_state(data)
-        changed = self._merged(self.nodes.merge_full(nodes, now), relay=relay)
+        changed = self._merged(self.nodes.merge_full(nodes, now), now, relay=relay)
         for peer, node, online, stamp in verdicts:
             held = self.verdicts.verdict(peer, node) if isinstance(peer, str) else None
             taken = self._verdicts_taken
@@ -404,13 +430,22 @@ class ClusterState:
         are not held.
         """
         result = self.nodes.merge(held_entries(payload), now)
-        self._merged(result, relay=False)  # the writer broadcasts it itself
+        self._merged(result, now, relay=False)  # the writer broadcasts it itself
         return result
 
     def _merge_verdict(self, peer: Any, node: Any, online: Any, stamp: Any, now: int) -> bool:
         peer, node, online, stamp = check_verdict(peer, node, online, stamp)
         if node not in self.nodes:
-            return False  # unknown nodes are ignored
+            # Kept a while, not applied: a node and its verdicts can arrive in either order
+            # (a peer that learns both from one push-pull relays both; gossip sends the
+            # newest broadcast first). Dropped, such a verdict (an "offline" during a
+            # partition, say) was lost here until a push-pull brought it again, and a peer
+            # missing an "offline" counts its author as online (health_merge).
+            self._early.pop((peer, node), None)
+            self._early[(peer, node)] = (online, stamp, now)
+            if len(self._early) > EARLY_VERDICT_ROWS:
+                del self._early[next(iter(self._early))]
+            return False
         if stamp_wall_ms(stamp) - now > self.nodes.clock.max_drift_ms:
             # Like a node entry from too far ahead (fnlb.cluster.hlc's drift rule): it would
             # outrank the peer's real verdicts until our clock caught up. Its sender sends
@@ -438,7 +473,7 @@ class ClusterState:
         self._publish()
         return True
 
-    def _merged(self, result: MergeResult, *, relay: bool) -> bool:
+    def _merged(self, result: MergeResult, now: int, *, relay: bool) -> bool:
         """Count what was refused; True if members may have moved. `relay`: queue what won
         as our own broadcast (news a push-pull brought: nobody else is spreading it).
 
@@ -458,8 +493,19 @@ class ClusterState:
             self._queue_entries(result.changed)
         if result.members_changed:
             self._nodes_changed()
+            self._apply_early(now)
             return True
         return False
+
+    def _apply_early(self, now: int) -> None:
+        """Apply the verdicts that came before their node (`_merge_verdict`) and are young."""
+        if not self._early:
+            return
+        arrived = [k for k in self._early if k[1] in self.nodes]
+        for peer, node in arrived:
+            online, stamp, when = self._early.pop((peer, node))
+            if now - when <= EARLY_VERDICT_MS:
+                self._merge_verdict(peer, node, online, stamp, now)
 
     def _count(self, reason: str, n: int = 1) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + n

@@ -111,7 +111,31 @@ def test_dead_peers_stop_voting() -> None:
     peers["b"].set_alive(["b", "c"])  # a died: its verdict no longer counts
     assert peers["b"].view.states["n:1"] == "online"
     peers["c"].set_alive(["a", "c"])
-    assert peers["c"].view.states["n:1"] == "offline"  # a is c's only voter
+    # c has no verdict of its own yet: a live peer not heard from counts as online (a's
+    # "offline" is 1 of 2), as b's first "online" was never broadcast (it is presumed)
+    assert peers["c"].view.states["n:1"] == "online"
+    peers["a"].set_alive(["a"])
+    assert peers["a"].view.states["n:1"] == "offline"  # alone, a's own word decides
+
+
+def test_a_first_online_verdict_is_not_broadcast_and_a_minority_cannot_take_a_node_out() -> None:
+    peers = cluster()
+    peers["a"].add_node("n:1", 1000)
+    deliver(peers, 1000)
+    for p in peers.values():
+        p.record_check("n:1", True, 1001)
+        assert p.take_broadcasts() == []  # news to nobody: every peer presumes it
+    peers["a"].record_check("n:1", False, 2000)
+    peers["a"].record_check("n:1", False, 2001)
+    sent = peers["a"].take_broadcasts()
+    assert [k for k, _ in sent] == [b"v/n:1"]  # "offline" travels at once
+    for name in ("b", "c"):
+        peers[name].merge_broadcast(sent[0][1], 2002)
+        # b and c never heard each other's "online", yet a's "offline" is 1 of 3 voters
+        assert peers[name].view.states["n:1"] == "online"
+    assert len({p.checksum() for p in peers.values()}) == 1
+    peers["a"].record_check("n:1", True, 3000)
+    assert [k for k, _ in peers["a"].take_broadcasts()] == [b"v/n:1"]  # back online: news
 
 
 @pytest.mark.parametrize(
@@ -287,3 +311,23 @@ def test_a_full_state_carries_at_most_so_many_recent_verdicts_of_others_the_newe
             reverse=True,
         )[RECENT_VERDICT_ROWS - 1]
     )
+
+
+def test_a_verdict_that_comes_before_its_node_is_applied_when_the_node_comes() -> None:
+    """Gossip sends the newest broadcast first, so a peer relaying a node and a verdict on it
+    (both learned in one push-pull) can deliver the verdict first; dropped, an "offline"
+    was lost until the next push-pull."""
+    peers = cluster()
+    peers["a"].add_node("n:1", 1000)
+    entry = peers["a"].take_broadcasts()
+    peers["a"].record_check("n:1", False, 1001)
+    peers["a"].record_check("n:1", False, 1002)
+    verdict = peers["a"].take_broadcasts()
+    peers["b"].merge_broadcast(verdict[0][1], 1003)  # before the node
+    assert peers["b"].verdicts.verdicts("n:1") == {}
+    peers["b"].merge_broadcast(entry[0][1], 1004)
+    assert not peers["b"].verdicts.verdict("a", "n:1").online  # type: ignore[union-attr]
+    # too old by the time its node comes: not applied
+    peers["c"].merge_broadcast(verdict[0][1], 1003)
+    peers["c"].merge_broadcast(entry[0][1], 1003 + 31_000)
+    assert peers["c"].verdicts.verdicts("n:1") == {}
