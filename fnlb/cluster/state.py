@@ -400,8 +400,13 @@ class ClusterState:
             taken = self._verdicts_taken
             changed |= self._merge_verdict(peer, node, online, stamp, now)
             if self._verdicts_taken != taken and peer != self.name:
-                # News a push-pull brought: nobody is spreading it, so we do.
-                self._relay_verdict(peer, node)
+                # News a push-pull brought: nobody is spreading it, so we do, if it says
+                # something a peer does not presume: a first "online" (its author never
+                # broadcast it, `_issue_verdict`) or one after an "online" does not, and
+                # relaying those made every peer's push-pull respread the start's N x nodes
+                # verdicts (17 KB/s per peer at N=40 with 20 nodes, against 0.9 at N=5).
+                if not online or (held is not None and not held.online):
+                    self._relay_verdict(peer, node)
             elif (
                 held is not None
                 and isinstance(stamp, int)
@@ -595,14 +600,19 @@ class ClusterState:
         return f"{self.load.summary(now_ms / 1000, settled_ms=settled).checksum():08x}"
 
     def report(self) -> list[NodeReport]:
+        """Each node's cluster verdict and the votes it counted: the verdicts held, and
+        "online" for a live peer whose verdict is not held (presumed: fnlb.cluster.
+        health_merge; its first "online" is never broadcast) once any live one is."""
         members = self.nodes.members()
         cluster = self.verdicts.states(members, self.alive)
-        return [
-            NodeReport(
-                n,
-                cluster[n],
-                self.view.states.get(n) == "online",
-                {p: v.online for p, v in sorted(self.verdicts.verdicts(n).items())},
+        reports = []
+        for n in members:
+            votes = {p: v.online for p, v in self.verdicts.verdicts(n).items()}
+            if cluster[n] != "unknown":
+                votes.update({p: True for p in self.alive if p not in votes})
+            reports.append(
+                NodeReport(
+                    n, cluster[n], self.view.states.get(n) == "online", dict(sorted(votes.items()))
+                )
             )
-            for n in members
-        ]
+        return reports

@@ -134,6 +134,8 @@ def test_a_first_online_verdict_is_not_broadcast_and_a_minority_cannot_take_a_no
         # b and c never heard each other's "online", yet a's "offline" is 1 of 3 voters
         assert peers[name].view.states["n:1"] == "online"
     assert len({p.checksum() for p in peers.values()}) == 1
+    # /1/lb/cluster shows the votes counted: the verdicts held, the others presumed online
+    assert peers["b"].report()[0].verdicts == {"a": False, "b": True, "c": True}
     peers["a"].record_check("n:1", True, 3000)
     assert [k for k, _ in peers["a"].take_broadcasts()] == [b"v/n:1"]  # back online: news
 
