@@ -124,6 +124,8 @@ class ClusterState:
         self.node_metrics: Mapping[str, NodeMetrics] = MappingProxyType({})
         """The newest /metrics reading of each node, by whichever peer took it."""
         self._backoff = backoff
+        self._reporters: dict[str, str] = {}
+        """Each node's reporter among the live peers (`reporter`), until they change."""
         self._backoff_seq = 0
         self.load = ClusterLoad(single_source=True)
         """The cluster's load as the load tree's root summed it (ours, when we are the root
@@ -235,9 +237,18 @@ class ClusterState:
             self._outbox.append((b"m/" + node.encode(), metrics_message(node, metrics.to_wire())))
 
     def reporter(self, node: str) -> str:
-        """The live peer that shares `node`'s readings: rendezvous-first, the same everywhere."""
-        key = hash64(node)
-        return max(self.alive, key=lambda peer: (score(key, hash64(peer)), peer))
+        """The live peer that shares `node`'s readings: rendezvous-first, the same everywhere.
+
+        Kept until the live peers change: every reading of every node asks, and scoring
+        every live peer each time cost O(N) per reading (at N=1,000 with 200 nodes read
+        every 3 s, 67,000 scores a second on every peer)."""
+        held = self._reporters.get(node)
+        if held is None:
+            key = hash64(node)
+            held = self._reporters[node] = max(
+                self.alive, key=lambda peer: (score(key, hash64(peer)), peer)
+            )
+        return held
 
     def _keep_metrics(self, node: str, metrics: NodeMetrics) -> bool:
         held = self.node_metrics.get(node)
@@ -294,6 +305,7 @@ class ClusterState:
         alive = frozenset(peers) | {self.name}
         if alive != self.alive:
             self.alive = alive
+            self._reporters.clear()
             self.tree.set_members(alive)
             self._publish()
 

@@ -333,3 +333,14 @@ def test_a_verdict_that_comes_before_its_node_is_applied_when_the_node_comes() -
     peers["c"].merge_broadcast(verdict[0][1], 1003)
     peers["c"].merge_broadcast(entry[0][1], 1003 + 31_000)
     assert peers["c"].verdicts.verdicts("n:1") == {}
+
+
+def test_a_nodes_reporter_follows_the_live_peers() -> None:
+    """The reporter is kept between readings; a change of the live peers must move it."""
+    a = cluster()["a"]
+    node = next(f"n:{i}" for i in range(100) if a.reporter(f"n:{i}") != "a")
+    gone = a.reporter(node)
+    a.set_alive([p for p in NAMES if p != gone])
+    assert a.reporter(node) not in (gone, None)
+    a.set_alive(NAMES)
+    assert a.reporter(node) == gone
