@@ -64,21 +64,6 @@ class Merged(NamedTuple):
     news: bool
 
 
-RECENT_VERDICT_MS: Final = 120_000
-"""Verdicts younger than this ride in every push-pull, whatever they say (docs/cluster.md):
-longer than any clock skew the HLC accepts (60 s), so a peer restarted on a clock stepped
-back gets its own newer verdicts back; short, since at a cluster's start every verdict is
-recent (N x nodes rows per exchange for this long)."""
-
-
-RECENT_VERDICT_ROWS: Final = 512
-"""At most this many recent verdicts on uncontested nodes ride in one push-pull, the newest:
-at a cluster's start every verdict is recent, N x nodes rows per exchange (8 MB at N=1,000
-with 200 nodes, over the full state's decoding bounds); they all say "online" on nodes
-nobody calls offline, so they decide nothing, and the newest are those a restarted peer
-needs back."""
-
-
 EARLY_VERDICT_MS: Final = 30_000
 """A verdict on a node we do not hold yet is kept this long, in case the node's entry comes
 next (`_merge_verdict` says why)."""
@@ -332,33 +317,30 @@ class ClusterState:
         return out
 
     def local_state(self, join: bool, now_ms: int | None = None) -> bytes:
-        """Our node set and the verdicts that can still matter: ours; every peer's on a node
-        some peer calls offline (a contested node); and every verdict issued within
-        RECENT_VERDICT_MS of `now_ms` (None: none of those).
+        """Our node set and the verdicts that can still matter: every peer's on a node some
+        peer calls offline (a contested node). `now_ms` is not needed (kept for callers).
 
         Our own verdicts alone reached a peer only by broadcast or by an exchange with their
         author, so after a partition healed verdicts took minutes to agree. Everyone's on
         every node would cost N x nodes rows per exchange. But on a node nobody calls
-        offline every peer computes "online" whichever online verdicts it holds; only a
-        contested node's verdicts decide anything, and there all of them travel, so a peer
-        that just joined counts the same votes as the others. A peer still holding a stale
-        "offline" sends it (the node is contested in its eyes) and whoever holds newer
-        corrects it (`merge_full`).
+        offline every peer computes "online" (a live peer's missing verdict is presumed
+        online, fnlb.cluster.health_merge); only a contested node's verdicts decide anything,
+        and there all of them travel, so a peer that just joined counts the same votes as the
+        others. A peer still holding a stale "offline" sends it (the node is contested in its
+        eyes) and whoever holds a newer verdict of that author corrects it (`merge_full`):
+        that is also how a peer restarted (without state, or on a clock stepped back) gets
+        its old "offline" back and says what it sees past it.
+
+        Before the presumption, our own verdicts on every node rode along (so first "online"
+        verdicts, never broadcast, reached everyone) and every verdict issued in the last
+        2 minutes, up to 512: at a cluster's start with 200 nodes that was ~700 rows, ~30 KB
+        each way per exchange (6.7 KB/s per peer of push-pull at N=20, 2.8 at N=10).
         """
-        horizon = None if now_ms is None else (now_ms - RECENT_VERDICT_MS) << 20
+        del now_ms
         verdicts: list[list[Any]] = []
-        recent: list[tuple[int, str, str, bool]] = []
         for node, peers in self.verdicts.items():
-            contested = horizon is not None and not all(v.online for v in peers.values())
-            for peer, v in peers.items():
-                if peer == self.name or contested:
-                    verdicts.append([peer, node, v.online, v.stamp])
-                elif horizon is not None and v.stamp >= horizon:
-                    recent.append((-v.stamp, peer, node, v.online))
-        if len(recent) > RECENT_VERDICT_ROWS:  # keep the newest (RECENT_VERDICT_ROWS says why)
-            recent.sort()
-            del recent[RECENT_VERDICT_ROWS:]
-        verdicts += [[peer, node, online, -neg] for neg, peer, node, online in recent]
+            if not all(v.online for v in peers.values()):
+                verdicts += ([peer, node, v.online, v.stamp] for peer, v in peers.items())
         return full_state(self.nodes.snapshot(), verdicts)
 
     # -- merging -------------------------------------------------------------------------
