@@ -189,9 +189,10 @@ class ClusterState:
         live peer it has no verdict from says online (fnlb.cluster.health_merge), so it is
         news to nobody; broadcasting it made a cluster's start cost N x nodes broadcasts,
         each relayed by every peer (per peer N x nodes x the retransmit limit: minutes of
-        gossip at N=100 with 20 nodes, over 100 MB at N=1,000 with 200). It still travels
-        in our push-pull state (our own verdicts always do), which is how a peer that held
-        an older "offline" of ours (we restarted) learns it; see `local_state`.
+        gossip at N=100 with 20 nodes, over 100 MB at N=1,000 with 200). A peer that holds
+        an older "offline" of ours (we restarted) sends it in push-pull (the node is
+        contested in its eyes) and we, or whoever holds this newer one, broadcast the newer
+        one back (`merge_full`; `local_state` says why that is enough).
         """
         first = self.verdicts.verdict(self.name, node) is None
         verdict = Verdict(online, verdict_stamp(self.nodes.clock.tick(now_ms)))
