@@ -153,6 +153,8 @@ def measure(n: int, args: argparse.Namespace) -> Row:
     delays: list[float] = []
     for i in range(0 if args.skip_changes else args.changes):
         node = f"10.9.0.{i + 1}:8080"
+        if args.live_changes:  # it answers checks: no peer says "offline" on it
+            sim.node_up[node] = True
         writer = sim.names[(7 * i) % n]
         sim.peer(writer).put_node(node, sim.peer_ms(writer))
         start, seen = sim.now, {writer: 0.0}
@@ -175,6 +177,9 @@ def measure(n: int, args: argparse.Namespace) -> Row:
     nan = float("nan")
     row = Row(n, sent, load_share, max_sent, max_received, statistics.median(delays), p99,
               delays[-1], heal_s, None, nan, nan, 0.0, kinds)  # fmt: skip
+    if args.skip_hot:
+        row.cpu_s = time.process_time() - cpu
+        return row
     return measure_hot(sim, args, n, load, cpu, row)
 
 
@@ -261,6 +266,13 @@ def main(argv: list[str] | None = None) -> None:
         "--skip-changes", action="store_true", help="no node changes (a large N's CPU)"
     )
     parser.add_argument("--skip-heal", action="store_true", help="no partition and heal")
+    parser.add_argument("--skip-hot", action="store_true", help="no new hot function")
+    parser.add_argument(
+        "--live-changes",
+        action="store_true",
+        help="the nodes added answer checks (else they are down, and every peer's 'offline' "
+        "on each is N broadcasts relayed by every peer: bench/node_down_cost.py)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     rows = []
@@ -279,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         heal = f"{r.heal_s:.1f} s" if r.heal_s is not None else "> 60 s"
         heal = "not run" if heal == "nan s" else heal
         hot = f"{r.hot_s:.1f} s" if r.hot_s is not None else "> 30 s"
+        hot = "not run" if args.skip_hot else hot
         print(
             f"| {r.n} | {r.sent_bps / 1000:.1f} KB/s | {r.load_share:.0%} "
             f"| {r.max_sent_bps / 1000:.1f} / {r.max_received_bps / 1000:.1f} KB/s "
