@@ -110,8 +110,9 @@ class Tap:
         self.bytes["framing"] += len(data) - used
 
 
-LOAD_KEYS = ("l/", "u/", "c/")
-"""Key prefixes of load digests: a peer's own to all (before the load tree), up, down."""
+LOAD_KEYS = ("l/", "u/", "c/", "k/")
+"""Key prefixes of load digests: a peer's own to all (before the load tree), up, down, and
+the copies of cut sums sent down again (`k/`; not counted before 2026-12-06 evening)."""
 
 
 def traffic_bytes(sim: ClusterSim) -> int:
@@ -150,8 +151,10 @@ def measure(n: int, args: argparse.Namespace) -> Row:
 
     # Node changes.
     delays: list[float] = []
-    for i in range(args.changes):
+    for i in range(0 if args.skip_changes else args.changes):
         node = f"10.9.0.{i + 1}:8080"
+        if args.live_changes:  # it answers checks: no peer says "offline" on it
+            sim.node_up[node] = True
         writer = sim.names[(7 * i) % n]
         sim.peer(writer).put_node(node, sim.peer_ms(writer))
         start, seen = sim.now, {writer: 0.0}
@@ -166,8 +169,23 @@ def measure(n: int, args: argparse.Namespace) -> Row:
         delays += [seen.get(name, 30.0) for name in sim.names if name != writer]
         sim.run_for(2)
     delays.sort()
+    if not delays:  # --skip-changes
+        delays = [float("nan")]
     progress(n, f"node change delays p50 {statistics.median(delays):.2f} max {delays[-1]:.2f}")
     p99 = delays[min(len(delays) - 1, int(0.99 * len(delays)))]
+    heal_s = float("nan") if args.skip_heal else measure_heal(sim)
+    nan = float("nan")
+    row = Row(n, sent, load_share, max_sent, max_received, statistics.median(delays), p99,
+              delays[-1], heal_s, None, nan, nan, 0.0, kinds)  # fmt: skip
+    if args.skip_hot:
+        row.cpu_s = time.process_time() - cpu
+        return row
+    return measure_hot(sim, args, n, load, cpu, row)
+
+
+def measure_heal(sim: ClusterSim) -> float | None:
+    """Seconds from a 30 % | 70 % partition's heal to one checksum everywhere (None: > 60)."""
+    n = len(sim.names)
 
     # Verdict agreement after a heal.
     x = sim.node_names[0]
@@ -189,8 +207,13 @@ def measure(n: int, args: argparse.Namespace) -> Row:
     for name in majority:
         sim.uncut(name, x)
     sim.run_for(10)
+    return heal_s
 
-    # A new hot function: when does every peer know its cluster rate within 10 %?
+
+def measure_hot(
+    sim: ClusterSim, args: argparse.Namespace, n: int, load: Calls, cpu: float, row: Row
+) -> Row:
+    """A new hot function: when does every peer know its cluster rate within 10 %?"""
     truth = n * args.hot_rate
     load.hot["/r/app/hot2"] = args.hot_rate
     began = sim.now
@@ -216,22 +239,11 @@ def measure(n: int, args: argparse.Namespace) -> Row:
         abs(p.peer.load.function_load("/r/app/hot2", sim.peer_ms(name) / 1000).rate - local) / local
         for name, p in sim.peers.items()
     )
-    return Row(
-        n,
-        sent,
-        load_share,
-        max_sent,
-        max_received,
-        statistics.median(delays),
-        p99,
-        delays[-1],
-        heal_s,
-        hot_s,
-        max(errors) if errors else float("nan"),
-        lag_err,
-        time.process_time() - cpu,
-        kinds,
-    )
+    row.hot_s = hot_s
+    row.hot_err = max(errors) if errors else float("nan")
+    row.gossip_err = lag_err
+    row.cpu_s = time.process_time() - cpu
+    return row
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -250,6 +262,17 @@ def main(argv: list[str] | None = None) -> None:
         "(every peer's first verdict on every node, N x nodes broadcasts)",
     )
     parser.add_argument("--changes", type=int, default=3)
+    parser.add_argument(
+        "--skip-changes", action="store_true", help="no node changes (a large N's CPU)"
+    )
+    parser.add_argument("--skip-heal", action="store_true", help="no partition and heal")
+    parser.add_argument("--skip-hot", action="store_true", help="no new hot function")
+    parser.add_argument(
+        "--live-changes",
+        action="store_true",
+        help="the nodes added answer checks (else they are down, and every peer's 'offline' "
+        "on each is N broadcasts relayed by every peer: bench/node_down_cost.py)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     rows = []
@@ -266,7 +289,9 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         heal = f"{r.heal_s:.1f} s" if r.heal_s is not None else "> 60 s"
+        heal = "not run" if heal == "nan s" else heal
         hot = f"{r.hot_s:.1f} s" if r.hot_s is not None else "> 30 s"
+        hot = "not run" if args.skip_hot else hot
         print(
             f"| {r.n} | {r.sent_bps / 1000:.1f} KB/s | {r.load_share:.0%} "
             f"| {r.max_sent_bps / 1000:.1f} / {r.max_received_bps / 1000:.1f} KB/s "

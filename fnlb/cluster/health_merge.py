@@ -7,9 +7,14 @@ Each peer checks every node itself (the original's active checks, plus a passive
 the proxy) and gossips its own verdict per node: online or offline, stamped with the peer's
 hybrid logical clock so the newest verdict of a peer wins wherever it arrives.
 
-The cluster verdict of a node is **offline when a strict majority of the live peers that have
-a verdict on it say offline**; online otherwise (a tie keeps it online); unknown while no live
-peer has a verdict. All peers that hold the same verdicts and agree on who is alive compute the
+The cluster verdict of a node is **offline when a strict majority of the live peers say
+offline**; online otherwise (a tie keeps it online); unknown while no live peer's verdict on it
+is held. A live peer whose verdict is not held here counts as online: a peer's first verdict
+"online" is not broadcast (fnlb.cluster.state, `_issue_verdict`), since at a cluster's start
+that was N x nodes broadcasts each relayed by every peer, and it says nothing a peer does not
+presume. So only "offline" verdicts, and the "online" that replaces one, travel at once; a
+minority calling a node offline cannot take it out on a peer that has not heard the others'
+"online". All peers that hold the same offline verdicts and agree on who is alive compute the
 same cluster verdicts, so they agree on which nodes are routable.
 
 Speed without a single point of failure comes from confirmation: a peer that hears a remote
@@ -80,7 +85,9 @@ class VerdictTable:
             peers.pop(peer, None)
 
     def cluster_state(self, node: str, alive: Iterable[str] | frozenset[str]) -> ClusterState:
-        """The cluster verdict of `node`, counting only peers in `alive`."""
+        """The cluster verdict of `node`: every peer in `alive` votes, "online" unless its
+        verdict held says offline (the module docstring says why); "unknown" while no live
+        peer's verdict is held."""
         alive_set = alive if isinstance(alive, frozenset) else frozenset(alive)
         offline = voters = 0
         for peer, v in self._by_node.get(node, {}).items():
@@ -89,7 +96,7 @@ class VerdictTable:
                 offline += not v.online
         if voters == 0:
             return "unknown"
-        return "offline" if 2 * offline > voters else "online"
+        return "offline" if 2 * offline > len(alive_set) else "online"
 
     def states(self, nodes: Iterable[str], alive: Iterable[str]) -> dict[str, ClusterState]:
         """The cluster verdict of each node in `nodes`."""

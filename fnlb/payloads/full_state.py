@@ -2,10 +2,10 @@
 
 Schema version 1 (implicit: the map's keys): `{"nodes": snapshot, "verdicts": [[peer, node,
 online, stamp], ...]}`, the node-set replica (`NodeSet.snapshot()`, versioned by its own
-"v") and the verdicts that can still matter (fnlb.payloads.verdict): the sender's own,
-every peer's on a contested node, and up to 512 recent ones (fnlb.cluster.state,
-`local_state`), so a healed partition agrees within an exchange or two. Load is not part
-of it: fresh within a second anyway, stale after five.
+"v") and the verdicts that can still matter (fnlb.payloads.verdict): every peer's on a
+contested node, one some peer calls offline (fnlb.cluster.state, `local_state`; elsewhere a
+missing verdict is presumed online), so a healed partition agrees within an exchange or
+two. Load is not part of it: fresh within a second anyway, stale after five.
 """
 
 from __future__ import annotations

@@ -304,8 +304,7 @@ class Peer:
         pending, self._pending_seed = self._pending_seed, None
         if not pending:
             return
-        for node in pending:
-            self.state.seed_node(node)
+        self.state.seed_nodes(pending)
         self._nodes_changed()
         self._save = True
 

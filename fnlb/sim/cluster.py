@@ -48,6 +48,9 @@ class SimPeer:
     saves: int = 0
     events_seen: int = -1
     """The gossip slot's event count when membership was last handed over (-1: never)."""
+    told_gone: set[str] = field(default_factory=set)
+    """Members the Peer was told left (`member_left`) and not seen live since: told once,
+    as the cluster shell tells it once per death event."""
 
 
 class ClusterSim:
@@ -167,6 +170,7 @@ class ClusterSim:
         p.up = True
         p.gen += 1
         p.events_seen = -1
+        p.told_gone.clear()
         p.confirming.clear()
         p.checking.clear()
         self.gossip.restart(name, seeds, delegate=p.peer)
@@ -252,10 +256,15 @@ class ClusterSim:
         if slot.events != p.events_seen:  # membership moved only if the member said so
             p.events_seen = slot.events
             members = slot.member.members()
-            peer.members_changed(m.name for m in members if m.state in _LIVE)
-            for m in members:
-                if m.state not in _LIVE:
-                    peer.member_left(m.name, now)
+            live = [m.name for m in members if m.state in _LIVE]
+            peer.members_changed(live)
+            if p.told_gone:
+                p.told_gone.difference_update(live)
+            if len(live) < len(members):
+                for m in members:
+                    if m.state not in _LIVE and m.name not in p.told_gone:
+                        p.told_gone.add(m.name)
+                        peer.member_left(m.name, now)
         peer.tick(now)
         for check in peer.take_checks():
             if check.confirm:

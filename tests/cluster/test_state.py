@@ -67,7 +67,7 @@ def test_concurrent_add_and_delete_resolve_alike_in_any_order() -> None:
 def test_full_state_exchange_heals_what_broadcasts_missed() -> None:
     peers = cluster()
     peers["a"].add_node("n:1", 1000)
-    peers["a"].record_check("n:1", True, 1001)
+    peers["a"].record_check("n:1", False, 1001)
     peers["a"].take_broadcasts()  # lost
     assert peers["b"].nodes.members() == ()
     assert peers["b"].merge_full(peers["a"].local_state(False), 2000)
@@ -111,7 +111,33 @@ def test_dead_peers_stop_voting() -> None:
     peers["b"].set_alive(["b", "c"])  # a died: its verdict no longer counts
     assert peers["b"].view.states["n:1"] == "online"
     peers["c"].set_alive(["a", "c"])
-    assert peers["c"].view.states["n:1"] == "offline"  # a is c's only voter
+    # c has no verdict of its own yet: a live peer not heard from counts as online (a's
+    # "offline" is 1 of 2), as b's first "online" was never broadcast (it is presumed)
+    assert peers["c"].view.states["n:1"] == "online"
+    peers["a"].set_alive(["a"])
+    assert peers["a"].view.states["n:1"] == "offline"  # alone, a's own word decides
+
+
+def test_a_first_online_verdict_is_not_broadcast_and_a_minority_cannot_take_a_node_out() -> None:
+    peers = cluster()
+    peers["a"].add_node("n:1", 1000)
+    deliver(peers, 1000)
+    for p in peers.values():
+        p.record_check("n:1", True, 1001)
+        assert p.take_broadcasts() == []  # news to nobody: every peer presumes it
+    peers["a"].record_check("n:1", False, 2000)
+    peers["a"].record_check("n:1", False, 2001)
+    sent = peers["a"].take_broadcasts()
+    assert [k for k, _ in sent] == [b"v/n:1"]  # "offline" travels at once
+    for name in ("b", "c"):
+        peers[name].merge_broadcast(sent[0][1], 2002)
+        # b and c never heard each other's "online", yet a's "offline" is 1 of 3 voters
+        assert peers[name].view.states["n:1"] == "online"
+    assert len({p.checksum() for p in peers.values()}) == 1
+    # /1/lb/cluster shows the votes counted: the verdicts held, the others presumed online
+    assert peers["b"].report()[0].verdicts == {"a": False, "b": True, "c": True}
+    peers["a"].record_check("n:1", True, 3000)
+    assert [k for k, _ in peers["a"].take_broadcasts()] == [b"v/n:1"]  # back online: news
 
 
 @pytest.mark.parametrize(
@@ -141,7 +167,7 @@ def test_an_unchanged_node_reading_is_not_gossiped_again() -> None:
     assert len(p.take_broadcasts()) == 1
 
 
-def test_one_reporter_per_node_and_push_pull_carries_own_verdicts_only() -> None:
+def test_one_reporter_per_node_and_push_pull_carries_no_uncontested_verdict() -> None:
     from fnlb.payloads.node_metrics import NodeMetrics
 
     peers = cluster()
@@ -160,7 +186,7 @@ def test_one_reporter_per_node_and_push_pull_carries_own_verdicts_only() -> None
     state = peers["b"].local_state(False)
     fresh = ClusterState("z", healthy=1, unhealthy=1)
     fresh.merge_full(state, 4000)
-    assert set(fresh.verdicts.verdicts("n:1")) == {"b"}
+    assert set(fresh.verdicts.verdicts("n:1")) == set()  # all online: presumed anyway
 
 
 def test_a_load_digest_goes_up_the_tree_and_only_the_newest_is_sent() -> None:
@@ -258,32 +284,55 @@ def test_entries_the_node_set_refused_or_dropped_are_counted() -> None:
     assert "mine:1" not in p.nodes
 
 
-def test_a_full_state_carries_at_most_so_many_recent_verdicts_of_others_the_newest() -> None:
-    """At a cluster's start every verdict is recent: N x nodes rows per push-pull."""
+def test_a_full_state_carries_every_verdict_on_contested_nodes_and_none_elsewhere() -> None:
+    """Before, it carried our own verdicts on every node and up to 512 recent ones of others:
+    ~700 rows per exchange at a start with 200 nodes. Rows on nodes nobody calls offline
+    decide nothing (a missing verdict is presumed online)."""
     import msgpack
 
     from fnlb.cluster.health_merge import Verdict
     from fnlb.cluster.hlc import Timestamp
-    from fnlb.cluster.state import RECENT_VERDICT_ROWS, verdict_stamp
+    from fnlb.cluster.state import verdict_stamp
 
     p = ClusterState("a", healthy=1, unhealthy=1)
     nodes = [f"10.0.{i // 250}.{i % 250}:80" for i in range(40)]
     for i, node in enumerate(nodes):
         p.add_node(node, 1000 + i)
-        p.record_check(node, True, 2000)  # our own: always carried
+        p.record_check(node, True, 2000)
         for k in range(20):
             stamp = verdict_stamp(Timestamp(3000 + 20 * i + k, 0, f"p{k}"))
-            p.verdicts.merge(f"p{k}", node, Verdict(True, stamp))
+            p.verdicts.merge(f"p{k}", node, Verdict(i != 7 or k != 3, stamp))
     rows = msgpack.unpackb(p.local_state(False, 4000), raw=False)["verdicts"]
-    own = [r for r in rows if r[0] == "a"]
-    others = [r for r in rows if r[0] != "a"]
-    assert len(own) == 40
-    assert len(others) == RECENT_VERDICT_ROWS < 40 * 20
-    newest = sorted((r[3] for r in others), reverse=True)
-    assert (
-        min(newest)
-        >= sorted(
-            (v.stamp for n in nodes for q, v in p.verdicts.verdicts(n).items() if q != "a"),
-            reverse=True,
-        )[RECENT_VERDICT_ROWS - 1]
-    )
+    assert {r[1] for r in rows} == {nodes[7]}  # only p3 calls it offline: contested
+    assert {r[0]: r[2] for r in rows} == {"a": True, **{f"p{k}": k != 3 for k in range(20)}}
+
+
+def test_a_verdict_that_comes_before_its_node_is_applied_when_the_node_comes() -> None:
+    """Gossip sends the newest broadcast first, so a peer relaying a node and a verdict on it
+    (both learned in one push-pull) can deliver the verdict first; dropped, an "offline"
+    was lost until the next push-pull."""
+    peers = cluster()
+    peers["a"].add_node("n:1", 1000)
+    entry = peers["a"].take_broadcasts()
+    peers["a"].record_check("n:1", False, 1001)
+    peers["a"].record_check("n:1", False, 1002)
+    verdict = peers["a"].take_broadcasts()
+    peers["b"].merge_broadcast(verdict[0][1], 1003)  # before the node
+    assert peers["b"].verdicts.verdicts("n:1") == {}
+    peers["b"].merge_broadcast(entry[0][1], 1004)
+    assert not peers["b"].verdicts.verdict("a", "n:1").online  # type: ignore[union-attr]
+    # too old by the time its node comes: not applied
+    peers["c"].merge_broadcast(verdict[0][1], 1003)
+    peers["c"].merge_broadcast(entry[0][1], 1003 + 31_000)
+    assert peers["c"].verdicts.verdicts("n:1") == {}
+
+
+def test_a_nodes_reporter_follows_the_live_peers() -> None:
+    """The reporter is kept between readings; a change of the live peers must move it."""
+    a = cluster()["a"]
+    node = next(f"n:{i}" for i in range(100) if a.reporter(f"n:{i}") != "a")
+    gone = a.reporter(node)
+    a.set_alive([p for p in NAMES if p != gone])
+    assert a.reporter(node) not in (gone, None)
+    a.set_alive(NAMES)
+    assert a.reporter(node) == gone
