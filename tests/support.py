@@ -18,6 +18,26 @@ from testkit.peers import wait_for as wait_for  # one poller for tests and testk
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class LoopbackNode:
+    """A raw TCP stand-in for an Fn node on 127.0.0.1 (an ephemeral port): a subclass says
+    what it answers in `_serve`, byte for byte, where a real HTTP server would correct it."""
+
+    address: str = ""
+    _server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
 @dataclasses.dataclass
 class Seen:
     method: str

@@ -12,28 +12,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support import running_balancer, wait_for
+from tests.support import LoopbackNode, running_balancer, wait_for
 
 GOOD = b'HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\n{"version":"0.3.750"}'
 """What a good node answers: its health check (/version) and any call but /r/app/bad."""
 
 
-class RawNode:
+class RawNode(LoopbackNode):
     """Answers health checks well and calls to /r/app/bad with `bad` bytes, then closes."""
 
     def __init__(self, bad: bytes) -> None:
         self.bad = bad
-        self.address = ""
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -16,27 +16,16 @@ import aiohttp
 import pytest
 
 from fnlb.server import Balancer
-from tests.support import running_balancer, wait_for
+from tests.support import LoopbackNode, running_balancer, wait_for
 from tests.support_proc import free_port
 
 
-class RawNode:
+class RawNode(LoopbackNode):
     """An Fn node stand-in that keeps every request's head and body bytes as received."""
 
     def __init__(self, response_headers: dict[str, str] | None = None) -> None:
         self.requests: list[tuple[bytes, bytes]] = []
         self.response_headers = response_headers or {}
-        self._server: asyncio.Server | None = None
-        self.address = ""
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

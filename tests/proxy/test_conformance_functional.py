@@ -17,7 +17,7 @@ import h11
 import pytest
 
 from fnlb.server import Balancer
-from tests.support import running_balancer, wait_for
+from tests.support import LoopbackNode, running_balancer, wait_for
 
 
 @dataclass
@@ -45,22 +45,11 @@ def plain(got: Got) -> tuple[h11.Response, list[bytes]]:
 
 
 @dataclass
-class H11Node:
+class H11Node(LoopbackNode):
     """An Fn node stand-in whose HTTP is h11's: records each request, answers via `answer`."""
 
     answer: Answer = plain
     got: list[Got] = field(default_factory=list)
-    address: str = ""
-    _server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=256 * 1024)
