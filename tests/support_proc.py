@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 
@@ -39,17 +40,24 @@ class FnlbProcess:
             text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 20
-        while True:
-            try:
-                url = self.mgmt_url("/1/lb/nodes")
-                with urllib.request.urlopen(url, timeout=1, context=mgmt_tls):
-                    break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.proc.kill()
-                    self.proc.wait(10)
-                    raise RuntimeError(f"fnlb did not start: {self.output()}") from None
-                time.sleep(0.05)
+        while not self._listening():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait(10)
+                raise RuntimeError(f"fnlb did not start: {self.output()}") from None
+            time.sleep(0.05)
+
+    def _listening(self) -> bool:
+        """Whether fnlb serves calls: the management API answers before `-workers` listen,
+        so /readyz's reasons tell (a 503 for no nodes or no cluster yet still counts)."""
+        try:
+            url = self.mgmt_url("/readyz")
+            with urllib.request.urlopen(url, timeout=1, context=self.mgmt_tls):
+                return True
+        except urllib.error.HTTPError as e:
+            return e.code == 503 and b"not listening yet" not in e.read()
+        except OSError:
+            return False
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
