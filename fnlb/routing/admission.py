@@ -136,6 +136,13 @@ class Admission:
         if cut <= self._last_cut:
             return
         self._last_cut = cut
+        if not self.scores and not rates and not total_rate and not total_in_flight:
+            # No load and nothing remembered: the window starts with the first load, so
+            # peers that started at different times (and counted different numbers of
+            # empty cuts) hold the same scores once load comes, and place alike.
+            self._weight = self.total_rate = self.total_in_flight = 0.0
+            self.in_flight.clear()
+            return
         a = 1.0 / AGEING_TICKS
         keep = 1.0 - a
         scores = self.scores

@@ -208,3 +208,33 @@ def test_a_function_that_moves_goes_where_memory_is_left_under_the_rate_cap() ->
         calls[home] += adm.score(key)
     share = sum(calls.values()) / len(NODES)
     assert max(calls.values()) <= 1.25 * share + max(adm.score(k) for k in got.homes)
+
+
+def test_peers_that_started_apart_place_alike_once_load_comes() -> None:
+    """A peer started earlier has read more cuts with no load than one started later: both
+    must hold the same scores from the first loaded cut, or the demands they balance differ
+    and they place differently (the README demo's peers did, now and then)."""
+    rates = zipf(40, 6.0)
+    v = view()
+    early = Admission(16)
+    for cut in range(1000, 31_000, 1000):  # 30 quiet cuts this peer saw, the other not
+        early.observe(cut, {}, {}, 0.0, 0)
+    late = Admission(16)
+    for adm in (early, late):
+        fed(rates, ticks=5, start=30_000, adm=adm)
+    assert [early.score(k) for k in rates] == [late.score(k) for k in rates]
+    assert early.place(v.routable, v.candidates) == late.place(v.routable, v.candidates)
+
+
+def test_a_quiet_spell_that_forgets_every_score_starts_the_window_afresh() -> None:
+    rates = zipf(40, 6.0)
+    old = fed(rates, ticks=30)
+    quiet = 30_000
+    while old.scores:  # everything ages out
+        quiet += 1000
+        old.observe(quiet, {}, {}, 0.0, 0)
+    old.observe(quiet + 1000, {}, {}, 0.0, 0)
+    new = Admission(16)
+    for adm in (old, new):
+        fed(rates, ticks=5, start=quiet + 1000, adm=adm)
+    assert [old.score(k) for k in rates] == pytest.approx([new.score(k) for k in rates])
