@@ -18,7 +18,7 @@ smallest name. Every peer computes it from its own membership view, so it needs 
 and no message of its own; a parent always sorts before its child, so even peers whose views
 differ (a join or a death not yet heard of everywhere) can never make a cycle, only send to a
 parent that does not count them as a child (it counts whatever child digests it receives) or
-miss a cluster sum for one period. Depth: about log4 N levels, 5 at N=1,000.
+miss a cluster sum for one period. Depth: about log8 N levels, 4 at N=1,000.
 
 Churn: a dead peer's subtree is missing from the sum until its children hear of the death and
 re-attach (a gossip detection, ~2-3 s); a child digest older than CHILD_TTL_S is not counted,
@@ -55,9 +55,12 @@ from fnlb.payloads.load_digest import (
     encode_digest,
 )
 
-FANOUT: Final = 4
-"""Children per peer: depth log4 N (5 levels below the root at N=1,000), at most 4 forwards
-of the sum per period, so the busiest peer sends and receives about 5 digests a period."""
+FANOUT: Final = 8
+"""Children per peer: depth log8 N (4 levels below the root at N=1,000, where 4 children
+made 5 and a hot function's sum took 3.2 s to be known everywhere, 2.0 s with 8), at most 8
+forwards of the sum per period, so the busiest peer sends and receives about 9 digests a
+period. Wider trees were only affordable once tree sends stopped carrying broadcasts
+(fnlb.gossip.member `_send_to`)."""
 CHILD_TTL_S: Final = 1.0
 """A child's subtree digest counts while younger than this (about three periods: one lost
 datagram does not drop a subtree, a child that moved to another parent is not counted twice

@@ -868,10 +868,10 @@ class Member:
 
     # --- outgoing -----------------------------------------------------------------------
 
-    def _send(self, addr: Addr, encoded: list[bytes]) -> None:
+    def _send(self, addr: Addr, encoded: list[bytes], piggyback: bool = True) -> None:
         """Queue a datagram of `encoded` messages plus as many broadcasts as fit."""
         room = self.profile.packet_budget - codec.packet_overhead() - sum(map(len, encoded))
-        if room > 8 and self._queue:
+        if piggyback and room > 8 and self._queue:
             encoded = encoded + self._queue.take(room, self._limit(), overhead=0)
         data = codec.encode_packet(encoded)
         sent = self.sent
@@ -933,7 +933,9 @@ class Member:
             return
         encoded = self._encode_user(UserDirect(self.name, key, payload))
         if encoded is not None:
-            self._send(node.addr, [encoded])
+            # No broadcasts ride along: the load tree sends to the same members every period,
+            # and a broadcast's retransmissions spent there never reach anyone new.
+            self._send(node.addr, [encoded], piggyback=False)
             self.stats["sent_to"] += 1
 
     def _encode_user(self, msg: UserBroadcast | UserDirect) -> bytes | None:

@@ -30,7 +30,7 @@ def test_every_peer_but_the_root_has_one_parent_sorted_before_it() -> None:
         depth[name] = depth[parent] + 1
     counted = [c for cs in children_of.values() for c in cs]
     assert sorted(counted) == list(members[1:])  # every peer is someone's child, once
-    assert max(depth.values()) == 5  # about log4 1000
+    assert max(depth.values()) == 4  # about log8 1000
     assert tree_links(members, "stranger") == (None, ())
 
 
@@ -165,11 +165,11 @@ def test_a_child_that_lost_a_cut_sum_reads_the_cut_as_the_others_and_passes_it_o
     """3 peers' settled reads must select the same root sum (the agreement of admission,
     tests/routing/test_admission.py): the cut sum lost on its way to "b" comes with the next
     sum, "b" keeps it and forwards it to its own child, and the settled read agrees."""
-    names = [f"p{i:02d}" for i in range(6)]  # p00 root; p01's child is p05 (FANOUT 4)
+    names = [f"p{i:02d}" for i in range(10)]  # p00 root; p01's child is p09 (FANOUT 8)
     peers = {n: ClusterState(n, healthy=1, unhealthy=1) for n in names}
     for p in peers.values():
         p.set_alive(names)
-    root, mid, leaf = peers["p00"], peers["p01"], peers["p05"]
+    root, mid, leaf = peers["p00"], peers["p01"], peers["p09"]
     assert leaf.tree.parent == "p01"
     local = LocalLoad()
     for i, stamp in enumerate((700, 1000, 1300)):

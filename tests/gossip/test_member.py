@@ -644,3 +644,23 @@ def test_broadcasts_ride_direct_messages_to_random_peers_not_the_same_first_ones
         mine = UserBroadcast("a", b"n/x", b"change")
         carried_to.add(frozenset(addr for msgs, addr in sent(m, 1.0) if mine in msgs))
     assert len(carried_to) > 1
+
+
+def test_a_message_for_one_member_spends_no_broadcasts_on_it() -> None:
+    """The load tree sends to the same few members every period: broadcasts riding on those
+    datagrams spent their retransmissions on members that had them, and at N=200 with a
+    wider tree (8 children) the start's Alives no longer reached everyone (docs/gossip.md)."""
+    from fnlb.gossip.messages import UserDirect
+
+    d = RecordingDelegate()
+    m = member(delegate=d)
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    m.receive_datagram(packet(Alive(1, "c", PEER, b"")), PEER, 0.0)  # queued, to relay
+    m.datagrams_to_send(0.0)
+    d.send_to("b", b"u/a", b"sum")
+    m.handle_timer(1.0)
+    mine = UserDirect("a", b"u/a", b"sum")
+    datagrams = sent(m, 1.0)
+    assert [msgs for msgs, _ in datagrams if mine in msgs] == [[mine]]
+    relayed = [x for msgs, _ in datagrams for x in msgs if isinstance(x, Alive) and x.node == "c"]
+    assert relayed  # gossip's own round still carries the broadcast
