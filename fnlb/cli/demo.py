@@ -175,6 +175,13 @@ async def settle_homes(peers: list[Balancer]) -> int:
     if left < BURST_ROOM_S:
         await asyncio.sleep(left + 1.5)  # every peer ticks within a second of the turn
         await wait_until(placed, 10)
+
+    def workers_have_them() -> bool:  # a peer's workers get its homes at the pool's tick
+        return all(p.workers is None or p.workers.sent_homes(p.peer.control.homes)
+                   for p in peers)  # fmt: skip
+
+    await wait_until(workers_have_them, 5)
+    await asyncio.sleep(0.1)  # and read them from their link
     return len(homes()[0])
 
 

@@ -38,6 +38,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, Final
 
 from aiohttp import web
@@ -119,6 +120,8 @@ class _Worker:
         """Sent SIGTERM by a reload (or a failed one): not started again when it exits."""
         self.on_trial = False
         """Started by a reload and not yet ready: an exit abandons the reload, no restart."""
+        self.homes_sent: Mapping[str, str] | None = None
+        """The placed homes in the figures last sent (None: none yet, e.g. just started)."""
 
     def send(self, message: list[Any]) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -263,6 +266,7 @@ class WorkerPool:
             handoff_theirs.close()
         reader, w.writer = await asyncio.open_unix_connection(sock=ours)
         w.view_sent = -1
+        w.homes_sent = None
         w.states_sent = None  # the first frame a worker reads is the view: always sent
         w.ready.clear()
         self._send_view(w)
@@ -404,12 +408,21 @@ class WorkerPool:
                 self._send_view(w)
             news = self.backoff_news(time.time())
             for w in self.workers:
-                figures = self.figures_for(w)
-                if figures is not None:
-                    w.send(figures)
+                self._send_figures(w)
                 for message in news:
                     w.send(["backoff", message])
             await asyncio.sleep(TICK_S)
+
+    def _send_figures(self, w: _Worker) -> None:
+        figures = self.figures_for(w)
+        if figures is not None:
+            w.send(figures)
+            w.homes_sent = figures[4]
+
+    def sent_homes(self, homes: Mapping[str, str]) -> bool:
+        """Whether every worker has been sent `homes` (placed homes reach the workers at
+        the pool's next tick: `fnlb demo` waits for it before calls that must use them)."""
+        return all(w.homes_sent == homes for w in self.workers)
 
     def figures_for(self, w: _Worker) -> list[Any] | None:
         """hotset's shared figures for worker `w`: the primary's, with the calls in flight

@@ -147,6 +147,23 @@ def test_a_worker_routes_with_the_primarys_homes_and_admissions_tail() -> None:
     assert {next(iter(worker.peer.candidates(f, "/" + f))) for f in tail_fns} == {"b:1"}
 
 
+def test_the_pool_tells_when_every_worker_has_been_sent_the_placed_homes() -> None:
+    """Homes placed by the primary reach the workers at the pool's next tick; until then a
+    worker routes on the ones before (`fnlb demo` waits for this before its second burst)."""
+    primary = peer("hotset")
+    router = primary.routing.load_router
+    assert router is not None
+    with socket.socket() as sock:
+        p = pool(primary, sock)
+    router.update(homes={"r/app/hot": "a:1"})
+    assert not p.sent_homes({"r/app/hot": "a:1"})
+    for w in p.workers:
+        p._send_figures(w)
+    assert p.sent_homes({"r/app/hot": "a:1"})
+    router.update(homes={"r/app/hot": "b:1"})
+    assert not p.sent_homes(router.shared.homes)
+
+
 def test_the_worker_peer_routes_on_the_primarys_view_and_relays_what_it_is_told() -> None:
     sent: list[list[object]] = []
     wp = WorkerPeer(make_policy("classic", random.Random(1), time.time), sent.append)
