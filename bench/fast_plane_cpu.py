@@ -52,7 +52,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 if __package__ in (None, ""):  # run as a file: make `fnlb` importable from the repo root
@@ -61,13 +60,11 @@ if __package__ in (None, ""):  # run as a file: make `fnlb` importable from the 
 import uvloop
 
 from bench.observe_cost import Encode
-from fnlb.observe import calls as observe_calls
 from fnlb.observe.access import AccessLog
 from fnlb.observe.calls import CallObserver
 from fnlb.observe.outcome import outcome_for
 from fnlb.observe.tracing import Tracer
 from fnlb.peer.core import LONE_NAME, Peer
-from fnlb.proxy import fast_server
 from fnlb.proxy.fast_server import ClientConnection, FastProxy
 from fnlb.proxy.upstream_pool import UpstreamConnection
 from fnlb.routing.policies import POLICIES, make_policy
@@ -129,19 +126,22 @@ OBSERVERS: dict[str, Callable[[Peer], CallObserver]] = {
 def virtual_clock(
     start: float = 1_780_000_000.0, step: float = 20e-6
 ) -> Iterator[Callable[[], float]]:
-    """A clock that reads `step` seconds later at each read, for the call path's modules
-    (their `time.time`) while the block runs; yields it for the Peer and the policy."""
+    """A clock that reads `step` seconds later at each read, as `time.time` while the block
+    runs; yields it for the Peer and the policy.
+
+    It replaces the `time` module's own `time` attribute, not the `time` name in the call
+    path's modules: a module compiled by mypyc (docs/proxy.md, "Compiled modules") keeps its
+    imported modules in C statics that a swapped module global never reaches, but it still
+    looks `time.time` up on the module at each call, as interpreted code does. Nothing else
+    in the bench's process reads `time.time` while it runs (the event loop's clock is
+    `time.monotonic`)."""
     tick = itertools.count(start, step).__next__
-    fake = SimpleNamespace(time=tick)
-    modules = (fast_server, observe_calls)
-    kept = [vars(m)["time"] for m in modules]
-    for m in modules:
-        vars(m)["time"] = fake
+    real = time.time
+    time.time = tick
     try:
         yield tick
     finally:
-        for m, real in zip(modules, kept, strict=True):
-            vars(m)["time"] = real
+        time.time = real
 
 
 async def measure(policy: str, calls: int, observer: str | None = None) -> float:

@@ -76,9 +76,11 @@ def test_the_call_path_reads_a_virtual_clock_while_measured_and_the_real_one_aft
     from fnlb.observe import calls
     from fnlb.proxy import fast_server
 
+    real = time.time
     with virtual_clock(start=100.0, step=0.5) as clock:
         assert vars(fast_server)["time"].time() == 100.0
         assert vars(calls)["time"].time() == 100.5
         assert clock() == 101.0
+    assert time.time is real
     assert vars(fast_server)["time"] is time
     assert vars(calls)["time"] is time
