@@ -34,11 +34,14 @@ COMPILED = (
     # the per-call bookkeeping they reach (bench/fast_plane_cpu's profile)
     "fnlb/routing/attempt.py",
     "fnlb/routing/backoff.py",
+    "fnlb/routing/classic.py",
     "fnlb/routing/function_key.py",
     "fnlb/routing/hotset_policy.py",
     "fnlb/routing/load_router.py",
     "fnlb/routing/picked.py",
+    "fnlb/routing/policies.py",
     "fnlb/routing/rendezvous.py",
+    "fnlb/routing/siphash.py",
     "fnlb/cluster/load.py",
     "fnlb/cluster/view.py",
     "fnlb/observe/calls.py",
@@ -85,7 +88,14 @@ class OptionalBuildExt(build_ext):
         return list(super().get_outputs()) if self.extensions else []
 
 
+BUILDING = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install"}
+"""setup.py commands that build the modules; pip also runs it for the metadata alone
+(`dist_info`, `egg_info`), where a mypyc run (~40 s) would be wasted."""
+
+
 def _extensions() -> list[Any]:
+    if not BUILDING.intersection(sys.argv[1:]):
+        return []
     if os.environ.get("FNLB_COMPILE", "1") == "0":
         _warn("FNLB_COMPILE=0")
         return []
