@@ -13,7 +13,7 @@
 # python:3.11.14-slim-bookworm@sha256:...
 FROM python:3.11.14-slim-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml setup.py README.md constraints.txt ./
 COPY fnlb ./fnlb
 # Every dependency ships manylinux wheels; fnlb's own call path is compiled to C with mypyc
 # (setup.py, docs/proxy.md "Compiled modules"), which needs gcc in this stage only: the image
