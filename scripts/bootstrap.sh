@@ -20,13 +20,16 @@ if [ "$mode" = dev ]; then
   need_apt=()
   # promtool (Debian: prometheus) lints /metrics; chromium loads /1/lb/dash headless
   # (tests/observe); valgrind counts the fast plane's instructions per call
-  # (bench/fast_plane_cpu --instructions)
+  # (bench/fast_plane_cpu --instructions); gcc and Python's headers compile the call path
+  # with mypyc (setup.py, docs/proxy.md "Compiled modules"), the build the tests run
   for cmd_pkg in ip:iproute2 nft:nftables tc:iproute2 haproxy:haproxy wrk:wrk serf:serf \
       nginx:nginx-light kubectl:kubernetes-client promtool:prometheus chromium:chromium \
-      valgrind:valgrind; do
+      valgrind:valgrind gcc:gcc; do
     cmd=${cmd_pkg%%:*}; pkg=${cmd_pkg##*:}
     command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
   done
+  include=$("${PYTHON:-python3}" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  [ -f "$include/Python.h" ] || need_apt+=(python3-dev)
   if ((${#need_apt[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       echo "bootstrap: installing Debian packages: ${need_apt[*]}"
