@@ -78,6 +78,7 @@ class OptionalBuildExt(build_ext):
         except Exception as e:  # CCompilerError, ExecError, PlatformError, OSError, ...
             for built in self.get_outputs():
                 Path(built).unlink(missing_ok=True)
+            _forget_built_in_place()
             _warn(f"the C build failed: {e}")
             self.extensions = []
             return
@@ -93,17 +94,34 @@ BUILDING = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "i
 (`dist_info`, `egg_info`), where a mypyc run (~40 s) would be wasted."""
 
 
+def _forget_built_in_place() -> None:
+    """Delete what an earlier editable install compiled next to the sources: a build that
+    compiles nothing now must not leave `.so` files that Python would import ahead of the
+    `.py` files, and without a manifest fnlb/compiled.py could not tell they are stale."""
+    (ROOT / MANIFEST).unlink(missing_ok=True)
+    for built in ROOT.glob("fnlb__mypyc.*.so"):
+        built.unlink()
+    for path in COMPILED:
+        source = ROOT / path
+        for built in source.parent.glob(source.stem + ".*.so"):
+            built.unlink()
+
+
 def _extensions() -> list[Any]:
     if not BUILDING.intersection(sys.argv[1:]):
         return []
+    found: Any = None
     if os.environ.get("FNLB_COMPILE", "1") == "0":
         _warn("FNLB_COMPILE=0")
+    else:
+        try:
+            from mypyc.build import mypycify as found
+        except ImportError:
+            _warn("mypyc is not installed")
+    if found is None:
+        _forget_built_in_place()
         return []
-    try:
-        from mypyc.build import mypycify
-    except ImportError:
-        _warn("mypyc is not installed")
-        return []
+    mypycify = found
     # mypyc type-checks what it compiles. The build environment pip makes holds the build
     # requirements only, not aiohttp or the stubs the strict check of pyproject.toml needs
     # (that check runs in CI over the whole tree): what it cannot find is typed Any here.
@@ -114,6 +132,7 @@ def _extensions() -> list[Any]:
         return list(mypycify(["--config-file", config.name, *COMPILED], group_name="fnlb"))
     except (Exception, SystemExit) as e:  # mypyc exits on code it refuses
         _warn(f"mypyc failed: {e!r}")
+        _forget_built_in_place()
         return []
     finally:
         os.unlink(config.name)

@@ -55,7 +55,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
     --disable-pip-version-check)
   "${pip[@]}" --upgrade pip >/dev/null
   if [ "$mode" = demo ]; then
-    FNLB_COMPILE=0 "${pip[@]}" -e .  # the demo runs as well on the sources; no C build
+    "${pip[@]}" -e .
   else
     "${pip[@]}" -e '.[dev]'
   fi
@@ -64,9 +64,14 @@ fi
 # pip install -e . compiled the call path with mypyc where a C compiler exists (setup.py); a
 # source changed since (a pull, a merge, an edit) makes those modules stale, and fnlb then
 # runs the sources instead (fnlb/compiled.py). Compile again so the tests and benchmarks run
-# what an install would: ~1.5 min.
-if [ "$(.venv/bin/python -c 'import fnlb.compiled as c; print(c.BUILD == c.STALE)' 2>/dev/null)" = True ]; then
-  echo "bootstrap: compiling the call path again (its sources changed)"
+# what an install would (1-2 min); also when an install without compiling (FNLB_COMPILE=0)
+# left pure Python where gcc exists.
+build=$(.venv/bin/python -c \
+  'import fnlb.compiled as c; print({c.STALE: "stale", c.PURE: "pure"}.get(c.BUILD, "ok"))' \
+  2>/dev/null || true)
+if [ "$build" = stale ] || { [ "$build" = pure ] && [ "${FNLB_COMPILE:-1}" != 0 ] \
+    && command -v gcc >/dev/null 2>&1; }; then
+  echo "bootstrap: compiling the call path again (it was $build; gcc is here)"
   PIP_CONSTRAINT=constraints.txt .venv/bin/python -m pip install -q --disable-pip-version-check \
     --no-deps -e .
 fi
