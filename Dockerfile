@@ -13,9 +13,16 @@
 # python:3.11.14-slim-bookworm@sha256:...
 FROM python:3.11.14-slim-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml setup.py README.md constraints.txt ./
 COPY fnlb ./fnlb
-# Every dependency ships manylinux wheels: no compiler, nothing to clean up in this stage.
+# Every dependency ships manylinux wheels; fnlb's own call path is compiled to C with mypyc
+# (setup.py, docs/proxy.md "Compiled modules"), which needs gcc in this stage only: the image
+# gets the compiled modules, not the compiler. Debian's gcc is whatever bookworm's current
+# point release carries (the C it compiles is mypyc's, pinned in constraints.txt).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 # constraints.txt pins every runtime dependency (and the build backend, through
 # PIP_CONSTRAINT, which pip's isolated build environment also obeys) to the tested versions.
 ENV PIP_CONSTRAINT=/src/constraints.txt

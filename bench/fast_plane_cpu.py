@@ -26,12 +26,18 @@ now two runs give the same count to a few instructions, so a lever of a few hund
 visible. They are user-space instructions of this process: the kernel's and the sockets' work,
 which bench/proxy's CPU per call includes, are not in them.
 
+`--builds` compares the two builds of the call path (docs/proxy.md, "Compiled modules"):
+every row runs in child processes, once on the modules mypyc compiled and once on their
+sources (`FNLB_PURE_PYTHON=1`), alternated in each round; with `--instructions`, counted.
+
 Rerun (from the repository root):
 
     python -m bench.fast_plane_cpu                 # 60,000 calls per policy, 3 rounds
     python -m bench.fast_plane_cpu --calls=5000 --rounds=1   # quick
     python -m bench.fast_plane_cpu --observe --rounds=5      # the observer's cost too
     python -m bench.fast_plane_cpu --instructions --observe  # instructions per call (callgrind)
+    python -m bench.fast_plane_cpu --builds --calls=20000 --rounds=3   # compiled vs sources
+    python -m bench.fast_plane_cpu --builds --instructions             # the same, counted
 """
 
 from __future__ import annotations
@@ -52,7 +58,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 if __package__ in (None, ""):  # run as a file: make `fnlb` importable from the repo root
@@ -61,13 +66,11 @@ if __package__ in (None, ""):  # run as a file: make `fnlb` importable from the 
 import uvloop
 
 from bench.observe_cost import Encode
-from fnlb.observe import calls as observe_calls
 from fnlb.observe.access import AccessLog
 from fnlb.observe.calls import CallObserver
 from fnlb.observe.outcome import outcome_for
 from fnlb.observe.tracing import Tracer
 from fnlb.peer.core import LONE_NAME, Peer
-from fnlb.proxy import fast_server
 from fnlb.proxy.fast_server import ClientConnection, FastProxy
 from fnlb.proxy.upstream_pool import UpstreamConnection
 from fnlb.routing.policies import POLICIES, make_policy
@@ -129,19 +132,22 @@ OBSERVERS: dict[str, Callable[[Peer], CallObserver]] = {
 def virtual_clock(
     start: float = 1_780_000_000.0, step: float = 20e-6
 ) -> Iterator[Callable[[], float]]:
-    """A clock that reads `step` seconds later at each read, for the call path's modules
-    (their `time.time`) while the block runs; yields it for the Peer and the policy."""
+    """A clock that reads `step` seconds later at each read, as `time.time` while the block
+    runs; yields it for the Peer and the policy.
+
+    It replaces the `time` module's own `time` attribute, not the `time` name in the call
+    path's modules: a module compiled by mypyc (docs/proxy.md, "Compiled modules") keeps its
+    imported modules in C statics that a swapped module global never reaches, but it still
+    looks `time.time` up on the module at each call, as interpreted code does. Nothing else
+    in the bench's process reads `time.time` while it runs (the event loop's clock is
+    `time.monotonic`)."""
     tick = itertools.count(start, step).__next__
-    fake = SimpleNamespace(time=tick)
-    modules = (fast_server, observe_calls)
-    kept = [vars(m)["time"] for m in modules]
-    for m in modules:
-        vars(m)["time"] = fake
+    real = time.time
+    time.time = tick
     try:
         yield tick
     finally:
-        for m, real in zip(modules, kept, strict=True):
-            vars(m)["time"] = real
+        time.time = real
 
 
 async def measure(policy: str, calls: int, observer: str | None = None) -> float:
@@ -197,7 +203,37 @@ INSTRUCTION_ROWS = ("all off (-call-metrics=false)", "metrics (default)")
 """The observer rows `--instructions --observe` counts (the others: `--all-observers`)."""
 
 
-def count_instructions(policy: str, observer: str | None, calls: int) -> int:
+BUILDS = ("sources", "compiled")
+"""The call path's two builds `--builds` compares (fnlb.compiled)."""
+
+
+def build_env(build: str | None) -> dict[str, str]:
+    """A child's environment: fixed hashing, this checkout importable, and the build asked
+    for (None: whichever fnlb.compiled chooses)."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    if build is not None:
+        env["FNLB_PURE_PYTHON"] = "1" if build == "sources" else "0"
+    return env
+
+
+def time_in_child(policy: str, observer: str | None, calls: int, build: str) -> float:
+    """Python CPU µs per call of `calls` calls in a child process running `build`."""
+    command = [sys.executable, "-m", "bench.fast_plane_cpu", "--child", policy]
+    command += ["--child-observer", observer or "", "--calls", str(calls)]
+    done = subprocess.run(
+        command, capture_output=True, env=build_env(build), timeout=900, check=False
+    )
+    lines = done.stdout.decode().split()
+    if done.returncode != 0 or len(lines) != 2 or lines[0] != build:
+        raise RuntimeError(f"child failed ({done.returncode}): {done.stderr[-2000:]!r}")
+    return float(lines[1])
+
+
+def count_instructions(
+    policy: str, observer: str | None, calls: int, build: str | None = None
+) -> int:
     """Instructions callgrind counts in a child process that makes `calls` calls."""
     with tempfile.TemporaryDirectory() as tmp:
         command = [
@@ -214,10 +250,9 @@ def count_instructions(policy: str, observer: str | None, calls: int) -> int:
             "--calls",
             str(calls),
         ]
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        done = subprocess.run(command, capture_output=True, env=env, timeout=1800, check=False)
+        done = subprocess.run(
+            command, capture_output=True, env=build_env(build), timeout=1800, check=False
+        )
     found = _COLLECTED.search(done.stderr)
     if done.returncode != 0 or found is None:
         tail = done.stderr.decode(errors="replace")[-2000:]
@@ -225,11 +260,13 @@ def count_instructions(policy: str, observer: str | None, calls: int) -> int:
     return int(found.group(1))
 
 
-def instructions_per_call(policy: str, observer: str | None, warm: int, calls: int) -> float:
+def instructions_per_call(
+    policy: str, observer: str | None, warm: int, calls: int, build: str | None = None
+) -> float:
     """Instructions per call: (count after warm + calls) - (count after warm), per call."""
     with ThreadPoolExecutor(2) as pool:  # the two runs are independent: use both CPUs
-        short = pool.submit(count_instructions, policy, observer, warm)
-        long = pool.submit(count_instructions, policy, observer, warm + calls)
+        short = pool.submit(count_instructions, policy, observer, warm, build)
+        long = pool.submit(count_instructions, policy, observer, warm + calls, build)
         return (long.result() - short.result()) / calls
 
 
@@ -258,6 +295,45 @@ def instructions_table(args: argparse.Namespace) -> None:
     )
 
 
+def builds_table(args: argparse.Namespace) -> None:
+    """Each policy (and with --observe, hotset with metrics on) on both builds, alternated."""
+    rows: list[tuple[str, str | None]] = [(policy, None) for policy in POLICIES]
+    if args.observe:
+        rows.append(("hotset", "metrics (default)"))
+    figures: dict[tuple[str, str | None, str], list[float]] = {}
+    if args.instructions:
+        calls = args.calls if args.calls is not None else 3000
+        unit, rounds = "instructions/call (callgrind)", 1
+        print(f"{unit}, {args.warm} warm-up calls, {calls} counted")
+    else:
+        calls = args.calls if args.calls is not None else 20_000
+        unit, rounds = "Python CPU µs/call (median)", args.rounds
+        print(f"{unit}, {calls} calls per row, {rounds} rounds, builds alternated")
+    for _ in range(rounds):
+        for policy, observer in rows:
+            for build in BUILDS:
+                if args.instructions:
+                    value = instructions_per_call(policy, observer, args.warm, calls, build)
+                else:
+                    value = time_in_child(policy, observer, calls, build)
+                figures.setdefault((policy, observer, build), []).append(value)
+    print()
+    print("| routing | sources | compiled (mypyc) | compiled / sources |")
+    print("|---|---:|---:|---:|")
+    for policy, observer in rows:
+        pure, fast = (statistics.median(figures[policy, observer, b]) for b in BUILDS)
+        name = policy + (f", {observer}" if observer else "")
+        shown = (
+            (f"{pure:,.0f}", f"{fast:,.0f}")
+            if args.instructions
+            else (f"{pure:.1f}", f"{fast:.1f}")
+        )
+        print(f"| {name} | {shown[0]} | {shown[1]} | {fast / pure:.3f} |")
+    more = " --instructions" if args.instructions else f" --rounds={rounds}"
+    more += " --observe" if args.observe else ""
+    print(f"rerun: python -m bench.fast_plane_cpu --builds --calls={calls}{more}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.fast_plane_cpu", description=__doc__)
     p.add_argument(
@@ -272,11 +348,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--all-observers", action="store_true", help="--instructions: every observer row"
     )
+    p.add_argument(
+        "--builds", action="store_true", help="the compiled call path vs its sources (mypyc)"
+    )
     p.add_argument("--child", metavar="POLICY", help=argparse.SUPPRESS)
     p.add_argument("--child-observer", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child is not None:  # one run under callgrind (count_instructions)
-        uvloop.run(measure(args.child, args.calls or 1, args.child_observer or None))
+    if args.child is not None:  # one run in a child (count_instructions, time_in_child)
+        from fnlb import compiled
+
+        took = uvloop.run(measure(args.child, args.calls or 1, args.child_observer or None))
+        print("sources" if compiled.BUILD == compiled.FORCED else compiled.BUILD.split()[0])
+        print(f"{took:.4f}")
+        return 0
+    if args.builds:
+        from fnlb import compiled
+
+        if compiled.read_manifest() is None or compiled.BUILD == compiled.STALE:
+            p.error(f"--builds needs a fresh compiled build ({compiled.BUILD}): pip install -e .")
+        if args.instructions and shutil.which("valgrind") is None:
+            p.error("--instructions needs valgrind (apt-get install valgrind)")
+        if args.warm < 1 or (args.calls is not None and args.calls < 1) or args.rounds < 1:
+            p.error("--warm, --calls and --rounds must be at least 1")
+        builds_table(args)
         return 0
     if args.instructions:
         if shutil.which("valgrind") is None:

@@ -28,7 +28,7 @@ def normal(name: str) -> str:
 
 
 def test_the_build_backend_can_build_an_spdx_licence() -> None:
-    (backend,) = PYPROJECT["build-system"]["requires"]
+    backend, _mypy = PYPROJECT["build-system"]["requires"]
     req = Requirement(backend)
     assert req.name == "setuptools"
     assert isinstance(PYPROJECT["project"]["license"], str)  # SPDX form: setuptools 77+
@@ -52,3 +52,11 @@ def test_aiohttp_whose_internals_fnlb_uses_has_an_upper_bound() -> None:
         Requirement(d) for d in PYPROJECT["project"]["dependencies"] if d.startswith("aiohttp")
     ]
     assert any(s.operator in ("<", "<=", "~=", "==") for s in aiohttp.specifier)
+
+
+def test_the_compiler_of_the_call_path_is_pinned_within_its_range() -> None:
+    """mypyc's C output depends on its version: the build installs the tested one."""
+    _backend, mypy = PYPROJECT["build-system"]["requires"]
+    req = Requirement(mypy)
+    assert req.name == "mypy"
+    assert req.specifier.contains(str(constraints()["mypy"]))

@@ -76,9 +76,28 @@ def test_the_call_path_reads_a_virtual_clock_while_measured_and_the_real_one_aft
     from fnlb.observe import calls
     from fnlb.proxy import fast_server
 
+    real = time.time
     with virtual_clock(start=100.0, step=0.5) as clock:
         assert vars(fast_server)["time"].time() == 100.0
         assert vars(calls)["time"].time() == 100.5
         assert clock() == 101.0
+    assert time.time is real
     assert vars(fast_server)["time"] is time
     assert vars(calls)["time"] is time
+
+
+def test_builds_compares_the_compiled_call_path_with_its_sources() -> None:
+    """--builds runs each row in children on each build; a child that ran the other build
+    than asked would raise (fnlb/compiled.py's FNLB_PURE_PYTHON switch)."""
+    import pytest
+
+    from bench.fast_plane_cpu import time_in_child
+    from fnlb import compiled
+
+    assert time_in_child("rendezvous", None, 50, "sources") > 0
+    if compiled.BUILD != compiled.COMPILED:
+        pytest.skip(f"no fresh compiled build here ({compiled.BUILD})")
+    assert time_in_child("rendezvous", None, 50, "compiled") > 0
+    done = run_bench("bench.fast_plane_cpu", "--builds", "--calls=100", "--rounds=1", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert set(POLICIES) <= set(table_rows(done.stdout))
