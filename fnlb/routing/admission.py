@@ -15,7 +15,7 @@ to a few *tail nodes* first, so a rare call evicts only another rare function's 
 How, every tick (`observe`) and at each placement epoch (`place`):
 
 - **Frequency with ageing**: each function's score is a mean of its settled cluster-wide
-  rate over the ticks of the last `WINDOW_MS`, weighted by age over `AGEING_TICKS` (~60 s),
+  rate over the ticks of the last `WINDOW_MS`, decayed by `AGEING_TICKS` (~60 s),
   so a function called once in a while is judged by its frequency over a minute, not by the
   3 s rate of the digest it happened to be in. Every peer reads the same settled tables at
   the same aligned cuts, so every peer holds the same scores; the window is finite so that
@@ -69,8 +69,6 @@ from fnlb.routing.widths import SPREAD_MIN_RATE, WidthPolicy
 AGEING_TICKS: Final = 60.0
 """Ticks (seconds) of the scores' exponential window: longer than Fn's 30 s idle timeout, so
 a function's score reflects whether it keeps a container warm."""
-AGE_TICK_MS: Final = 1000
-"""A tick of the ageing: the control loop's cut spacing (`control_loop.CUT_MS`)."""
 WINDOW_MS: Final = 120_000
 """The scores read the cuts of this window only (two ageing windows: the cuts older than
 that weigh e^-2 = 14 % together): a peer that has read every cut of it holds the same
@@ -173,42 +171,37 @@ class Scores:
 
 
 def _scored(cuts: Sequence[_Cut], at: int, slots_per_node: int) -> Scores:
-    """The scores as of cut `at` from the cuts held, oldest first: each cut of the window
-    (`WINDOW_MS` up to `at`) weighted by its age, the window starting at its first loaded
-    cut. Summed oldest first, in each table's order: the same cuts give the same floats."""
+    """The scores as of cut `at` from the cuts held, oldest first: the cuts of the window
+    (`WINDOW_MS` up to `at`) from its first loaded one folded into exponential means, each
+    cut ageing the means by one tick, a function whose aged score falls below `MIN_SCORE`
+    while unlisted forgotten. Folded oldest first, in each table's order: the same cuts give
+    the same floats on every peer, however many cuts before the window each has read."""
     out = Scores(slots_per_node)
+    a = 1.0 / AGEING_TICKS
+    keep = 1.0 - a
     window = [c for c in cuts if at - WINDOW_MS < c.cut <= at]
     first = next((i for i, c in enumerate(window) if c.loaded), len(window))
     scores, in_flight = out.scores, out.in_flight
     for c in window[first:]:
-        f = _AGE_WEIGHTS[(at - c.cut) // AGE_TICK_MS]
-        for key, r in c.rates.items():
-            scores[key] = scores.get(key, 0.0) + f * r * GRID_MIDDLE
+        rates = c.rates
+        for key in list(scores):
+            v = scores[key] * keep
+            if v < MIN_SCORE and key not in rates:
+                del scores[key]
+                in_flight.pop(key, None)
+            else:
+                scores[key] = v
+        for key, r in rates.items():
+            scores[key] = scores.get(key, 0.0) + a * r * GRID_MIDDLE
+        for key in list(in_flight):
+            in_flight[key] *= keep
         for key, n in c.in_flight.items():
             if n:
-                in_flight[key] = in_flight.get(key, 0.0) + f * n
-        out.total_rate += f * c.total_rate
-        out.total_in_flight += f * c.total_in_flight
-        out.weight += f
-    newest = window[-1].rates if window and window[-1].cut == at else {}
-    for key in [k for k, v in scores.items() if v < MIN_SCORE and k not in newest]:
-        del scores[key]
-        in_flight.pop(key, None)
+                in_flight[key] = in_flight.get(key, 0.0) + a * n
+        out.total_rate = out.total_rate * keep + a * c.total_rate
+        out.total_in_flight = out.total_in_flight * keep + a * c.total_in_flight
+        out.weight = out.weight * keep + a
     return out
-
-
-def _age_weights() -> tuple[float, ...]:
-    """A cut's weight by its age in ticks: (1/AGEING_TICKS) x (1 - 1/AGEING_TICKS)^age, by
-    repeated products (the same bits on every machine, which a libm's pow need not give)."""
-    a = 1.0 / AGEING_TICKS
-    keep = 1.0 - a
-    out = [a]
-    for _ in range(WINDOW_MS // AGE_TICK_MS):
-        out.append(out[-1] * keep)
-    return tuple(out)
-
-
-_AGE_WEIGHTS: Final = _age_weights()
 
 
 class Admission:
