@@ -76,8 +76,9 @@ scores as every other peer, to the last bit, however long before it started."""
 HYSTERESIS_EPOCHS: Final = 4
 """Placements chained from none to make one: the hysteresis remembers this many epochs less
 one. Longer keeps closer to a hysteresis that never forgets (the memory-tight simulator
-table: 2 links cost 1.1 points of cold starts with placed homes only, 7 links 0.4) but delays
-a restarted peer's agreement by an epoch a link and costs a window's sum a link."""
+table: 2 links cost 1.1 points of cold starts with placed homes only, 4 links 0.5, 7 links
+0.4) but delays a restarted peer's agreement by an epoch a link and costs a window's fold a
+link."""
 HELD_MS: Final = WINDOW_MS + HYSTERESIS_EPOCHS * EPOCH_MS
 """Cuts kept: a window for each placement of the chain, the last up to an epoch late."""
 COLD_START_S: Final = 0.3
@@ -157,7 +158,7 @@ class Scores:
     """Aged cluster-wide calls/s, lumped functions included."""
     total_in_flight: float = 0.0
     weight: float = 0.0
-    """The window's filled share (sum of the weights of the cuts in it)."""
+    """The window's filled share: 1 - (1 - 1/AGEING_TICKS)^(cuts folded)."""
 
     def score(self, key: str) -> float:
         """`key`'s aged calls/s (0 if not scored), corrected for a window not yet full."""

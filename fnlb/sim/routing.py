@@ -177,6 +177,18 @@ class RoutingSim:
             epoch_ms=self.starts,
         )
 
+    def add_peer(self) -> SimPeer:
+        """A new peer (a fresh process, a new name) joins now, as `restart` brings one back;
+        every peer's membership then lists it."""
+        p = SimPeer(f"peer{len(self.peers)}", self.rng.uniform(-5.0, 5.0))
+        self.starts += 1
+        p.peer = self._new_peer(p, len(self.peers))
+        self.peers.append(p)
+        self._join(p)
+        for q in self.peers:
+            q.peer.members_changed([r.name for r in self.peers])
+        return p
+
     def restart(self, index: int) -> SimPeer:
         """Peer `index` stops and a fresh process of the same name (no state: no scores, no
         placement of before, a larger `epoch_ms`) takes its place, now: it joins by push-pull
@@ -188,6 +200,11 @@ class RoutingSim:
         p = SimPeer(old.name, old.skew_ms)
         p.peer = self._new_peer(p, index)
         self.peers[index] = p
+        self._join(p)
+        return p
+
+    def _join(self, p: SimPeer) -> None:
+        """`p` joins by push-pull with a live peer and checks every node once."""
         live = next(q for q in self.peers if q is not p)
         for _ in range(4):
             live.peer.merge_remote_state(p.peer.local_state(join=True), join=True)
@@ -197,7 +214,6 @@ class RoutingSim:
                 p.peer.health_checked(check.node, True, self.wall_ms(p))
             p.peer.tick(self.wall_s(p))
         assert p.peer.view.routable == self.view.routable
-        return p
 
     def _routing(self, p: SimPeer, policy: RouterPolicy | None, seed: int) -> RoutingPolicy:
         if not self.placed:

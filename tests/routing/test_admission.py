@@ -317,10 +317,15 @@ def test_a_placement_is_as_of_its_cut_not_of_when_it_is_made() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_a_peer_restarted_under_load_places_as_the_others_within_a_bound(seed: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "joins"), [(1, False), (2, False), (3, False), (1, True), (2, True)]
+)
+def test_a_peer_restarted_under_load_places_as_the_others_within_a_bound(
+    seed: int, joins: bool
+) -> None:
     """Issue 16 clause 3 after a restart: one of 3 peers restarts 95 s into the load (no
-    scores, no placement of before, its load tables filling from gossip). Within the window
+    scores, no placement of before, its load tables filling from gossip), or a 4th joins
+    then (`joins`). Within the window
     (WINDOW_MS), the hysteresis's chain (HYSTERESIS_EPOCHS - 1 epochs) and an epoch's
     alignment, plus 10 s for its load tables to fill, it holds the same homes and tail's
     nodes as the others at every epoch. Before the placement was recomputed from the window
@@ -333,7 +338,10 @@ def test_a_peer_restarted_under_load_places_as_the_others_within_a_bound(seed: i
     work = zipf_workload(200, 60.0, 0.02, s=1.1)
     sim.run(95.0, work)
     restarted_ms = sim.peers[0].last_cut
-    sim.restart(2)
+    if joins:
+        sim.add_peer()
+    else:
+        sim.restart(2)
     bound_ms = WINDOW_MS + HYSTERESIS_EPOCHS * EPOCH_MS + 10_000
     first = -(-(restarted_ms + bound_ms) // EPOCH_MS)  # the first epoch after the bound
     sim.run(95.0 + (bound_ms + 3 * EPOCH_MS) / 1000, work)
@@ -343,7 +351,8 @@ def test_a_peer_restarted_under_load_places_as_the_others_within_a_bound(seed: i
     for epoch in after:
         homes = [p.placements[epoch] for p in sim.peers]
         tails = [p.tails[epoch] for p in sim.peers]
-        assert homes[0] == homes[1] == homes[2], epoch
-        assert tails[0] == tails[1] == tails[2], epoch
+        assert all(h == homes[0] for h in homes), epoch
+        assert all(t == tails[0] for t in tails), epoch
+    assert len(sim.peers) == (4 if joins else 3)
     assert len(sim.peers[0].placements[after[-1]]) >= 16
     assert sim.record.failed == 0
