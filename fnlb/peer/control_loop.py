@@ -186,8 +186,17 @@ class ControlLoop:
             return
         epoch = (cut // EPOCH_MS, view.routable)
         if epoch != self._placed or not self.homes:
+            # A new epoch is placed as of its first cut, which every peer read (a peer that
+            # skipped it read it back), not of the cut this peer happens to tick at; a retry
+            # or a change of the routable nodes, or nothing scored by the epoch's first cut
+            # (this peer started since), as of now.
+            new_epoch = self._placed is None or self._placed[0] != epoch[0]
             self._placed = epoch
-            got = adm.place(view.routable, view.candidates, {n: c.slots for n, c in caps.items()})
+            slots = {n: c.slots for n, c in caps.items()}
+            at = cut - cut % EPOCH_MS if new_epoch else cut
+            got = adm.place(view.routable, view.candidates, slots, at=at)
+            if not got.homes and at != cut:
+                got = adm.place(view.routable, view.candidates, slots, at=cut)
             self.homes = dict(got.homes)
             self.tail = got.tail
 

@@ -15,11 +15,11 @@ to a few *tail nodes* first, so a rare call evicts only another rare function's 
 How, every tick (`observe`) and at each placement epoch (`place`):
 
 - **Frequency with ageing**: each function's score is a mean of its settled cluster-wide
-  rate over the ticks, decayed by `AGEING_TICKS` (an exponential window of ~60 s), so a
-  function called once in a while is judged by its frequency over a minute, not by the 3 s
-  rate of the digest it happened to be in. Every peer reads the same settled tables at the
-  same aligned cuts, so every peer holds the same scores (a missed digest's difference
-  decays away).
+  rate over the ticks of the last `WINDOW_MS`, decayed by `AGEING_TICKS` (~60 s),
+  so a function called once in a while is judged by its frequency over a minute, not by the
+  3 s rate of the digest it happened to be in. Every peer reads the same settled tables at
+  the same aligned cuts, so every peer holds the same scores; the window is finite so that
+  a peer started late holds them too once it has read its cuts.
 - **Tail nodes**: the first `t` nodes of the rendezvous order of a fixed key, so they stay
   the same from epoch to epoch; `t` is the smallest count whose containers hold the tail's
   worst case, every tail call cold: tail rate x (cold start + half a call's mean hold)
@@ -40,23 +40,47 @@ How, every tick (`observe`) and at each placement epoch (`place`):
   (called at least every `TAIL_HOT_GAP_S`): the busiest node stays near the mean while the
   tail cannot evict what it holds.
 
+- **No memory of its own**: "the placement of before" that the hysteresis keeps to is not
+  the last one this peer made but recomputed from the cuts held, a chain of
+  `HYSTERESIS_EPOCHS` placements from none, so a peer that restarts under load places as
+  the others do after a window and a chain (docs/routing.md, "After a restart").
+
 Bursts still spread: the router's hot-set width puts a bursting function on the first w
 nodes of its order (the home first), as for any placed home.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from math import ceil
 from typing import Final
 
-from fnlb.routing.placement import HOT_HOMES, IDLE_TIMEOUT_S, container_demand, place
+from fnlb.routing.placement import (
+    EPOCH_MS,
+    HOT_HOMES,
+    IDLE_TIMEOUT_S,
+    container_demand,
+    place,
+)
 from fnlb.routing.widths import SPREAD_MIN_RATE, WidthPolicy
 
 AGEING_TICKS: Final = 60.0
 """Ticks (seconds) of the scores' exponential window: longer than Fn's 30 s idle timeout, so
 a function's score reflects whether it keeps a container warm."""
+WINDOW_MS: Final = 120_000
+"""The scores read the cuts of this window only (two ageing windows: the cuts older than
+that weigh e^-2 = 14 % together): a peer that has read every cut of it holds the same
+scores as every other peer, to the last bit, however long before it started."""
+HYSTERESIS_EPOCHS: Final = 4
+"""Placements chained from none to make one: the hysteresis remembers this many epochs less
+one. Longer keeps closer to a hysteresis that never forgets (the memory-tight simulator
+table: 2 links cost 1.1 points of cold starts with placed homes only, 4 links 0.5, 7 links
+0.4) but delays a restarted peer's agreement by an epoch a link and costs a window's fold a
+link."""
+HELD_MS: Final = WINDOW_MS + HYSTERESIS_EPOCHS * EPOCH_MS
+"""Cuts kept: a window for each placement of the chain, the last up to an epoch late."""
 COLD_START_S: Final = 0.3
 """A container start on Fn (docker): the time each tail call may hold a slot beyond its run."""
 TAIL_UTILISATION: Final = 0.8
@@ -108,20 +132,94 @@ TAIL_KEY: Final = "\x00fnlb-tail"
 """The fixed key whose rendezvous order names the tail's nodes."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Cut:
+    """One settled tick as `observe` was given it."""
+
+    cut: int
+    rates: Mapping[str, float]
+    in_flight: Mapping[str, int]
+    total_rate: float
+    total_in_flight: int
+
+    @property
+    def loaded(self) -> bool:
+        return bool(self.rates or self.total_rate or self.total_in_flight)
+
+
+@dataclass(slots=True)
+class Scores:
+    """The aged figures as of one cut: a pure function of the cuts in the window up to it."""
+
+    slots_per_node: int
+    scores: dict[str, float] = field(default_factory=dict)
+    in_flight: dict[str, float] = field(default_factory=dict)
+    total_rate: float = 0.0
+    """Aged cluster-wide calls/s, lumped functions included."""
+    total_in_flight: float = 0.0
+    weight: float = 0.0
+    """The window's filled share: 1 - (1 - 1/AGEING_TICKS)^(cuts folded)."""
+
+    def score(self, key: str) -> float:
+        """`key`'s aged calls/s (0 if not scored), corrected for a window not yet full."""
+        return self.scores.get(key, 0.0) / self.weight if self.weight else 0.0
+
+    def demand(self, key: str) -> float:
+        """Warm containers `key` keeps: one if called every few seconds, plus concurrency."""
+        w = self.weight or 1.0
+        busy = min(self.in_flight.get(key, 0.0) / w, self.slots_per_node / 2)
+        return container_demand(self.scores[key] / w) + busy  # a burst is the widths' business
+
+
+def _scored(cuts: Sequence[_Cut], at: int, slots_per_node: int) -> Scores:
+    """The scores as of cut `at` from the cuts held, oldest first: the cuts of the window
+    (`WINDOW_MS` up to `at`) from its first loaded one folded into exponential means, each
+    cut ageing the means by one tick, a function whose aged score falls below `MIN_SCORE`
+    while unlisted forgotten. Folded oldest first, in each table's order: the same cuts give
+    the same floats on every peer, however many cuts before the window each has read."""
+    out = Scores(slots_per_node)
+    a = 1.0 / AGEING_TICKS
+    keep = 1.0 - a
+    window = [c for c in cuts if at - WINDOW_MS < c.cut <= at]
+    first = next((i for i, c in enumerate(window) if c.loaded), len(window))
+    scores, in_flight = out.scores, out.in_flight
+    for c in window[first:]:
+        rates = c.rates
+        for key in list(scores):
+            v = scores[key] * keep
+            if v < MIN_SCORE and key not in rates:
+                del scores[key]
+                in_flight.pop(key, None)
+            else:
+                scores[key] = v
+        for key, r in rates.items():
+            scores[key] = scores.get(key, 0.0) + a * r * GRID_MIDDLE
+        for key in list(in_flight):
+            in_flight[key] *= keep
+        for key, n in c.in_flight.items():
+            if n:
+                in_flight[key] = in_flight.get(key, 0.0) + a * n
+        out.total_rate = out.total_rate * keep + a * c.total_rate
+        out.total_in_flight = out.total_in_flight * keep + a * c.total_in_flight
+        out.weight = out.weight * keep + a
+    return out
+
+
 class Admission:
     """The scores, the protected set and the tail, one per peer; a pure function of the
-    sequence of settled tables it is fed (`observe`) and of the epochs it places at."""
+    settled tables it is fed (`observe`, kept for a window) and of the cut it places at.
+
+    No state of its own decisions carries over: the placement of before that hysteresis
+    keeps to is recomputed from the window (`HYSTERESIS_EPOCHS`), so a peer that restarts,
+    or joins, while the cluster is loaded places as the others do once it has read the
+    window's cuts (docs/routing.md, "After a restart")."""
 
     def __init__(self, slots_per_node: int = 8) -> None:
         self.slots_per_node = slots_per_node
-        self.scores: dict[str, float] = {}
-        self.total_rate = 0.0
-        """Aged cluster-wide calls/s, lumped functions included."""
-        self.in_flight: dict[str, float] = {}
-        self.total_in_flight = 0.0
         self.admitted: Admitted = NONE
+        self._cuts: deque[_Cut] = deque()
         self._last_cut = -1
-        self._weight = 0.0  # 1 - keep^ticks: the ageing window's filled share
+        self._now: Scores | None = None  # the scores as of the last cut, when asked for
 
     def observe(
         self,
@@ -136,193 +234,209 @@ class Admission:
         if cut <= self._last_cut:
             return
         self._last_cut = cut
-        if not self.scores and not rates and not total_rate and not total_in_flight:
-            # No load and nothing remembered: the window starts with the first load, so
-            # peers that started at different times (and counted different numbers of
-            # empty cuts) hold the same scores once load comes, and place alike.
-            self._weight = self.total_rate = self.total_in_flight = 0.0
-            self.in_flight.clear()
-            return
-        a = 1.0 / AGEING_TICKS
-        keep = 1.0 - a
-        scores = self.scores
-        for key in list(scores):
-            s = scores[key] * keep
-            if s < MIN_SCORE and key not in rates:
-                del scores[key]
-                self.in_flight.pop(key, None)
-            else:
-                scores[key] = s
-        for key, r in rates.items():
-            scores[key] = scores.get(key, 0.0) + a * r * GRID_MIDDLE
-        for key in list(self.in_flight):
-            self.in_flight[key] *= keep
-        for key, n in in_flight.items():
-            if n:
-                self.in_flight[key] = self.in_flight.get(key, 0.0) + a * n
-        self.total_rate = self.total_rate * keep + a * total_rate
-        self.total_in_flight = self.total_in_flight * keep + a * total_in_flight
-        self._weight = self._weight * keep + a
+        self._now = None
+        c = _Cut(cut, dict(rates), dict(in_flight), total_rate, total_in_flight)
+        cuts = self._cuts
+        if not cuts and not c.loaded:
+            return  # no load and nothing held: the window starts with the first load
+        cuts.append(c)
+        oldest = cut - HELD_MS
+        while cuts and cuts[0].cut <= oldest:
+            cuts.popleft()
 
     @property
     def last_cut(self) -> int:
         """The last settled cut observed (-1: none yet)."""
         return self._last_cut
 
+    def scores_at(self, cut: int) -> Scores:
+        """The aged figures as of `cut` (at most `HELD_MS - WINDOW_MS` back)."""
+        if cut == self._last_cut:
+            if self._now is None:
+                self._now = _scored(self._cuts, cut, self.slots_per_node)
+            return self._now
+        return _scored(self._cuts, cut, self.slots_per_node)
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """Each scored function's aged calls/s, not corrected for the window's filling."""
+        return self.scores_at(self._last_cut).scores
+
     def score(self, key: str) -> float:
-        """`key`'s aged calls/s (0 if not scored), corrected for a window not yet full."""
-        return self.scores.get(key, 0.0) / self._weight if self._weight else 0.0
+        """`key`'s aged calls/s (0 if not scored) as of the last cut."""
+        return self.scores_at(self._last_cut).score(key)
 
     def demand(self, key: str) -> float:
-        """Warm containers `key` keeps: one if called every few seconds, plus concurrency."""
-        w = self._weight or 1.0
-        busy = min(self.in_flight.get(key, 0.0) / w, self.slots_per_node / 2)
-        return container_demand(self.scores[key] / w) + busy  # a burst is the widths' business
+        """`key`'s warm containers as of the last cut."""
+        return self.scores_at(self._last_cut).demand(key)
 
     def place(
         self,
         nodes: Sequence[str],
         order_of: Callable[[str], Sequence[str]],
         slots: Mapping[str, int] | None = None,
+        at: int | None = None,
     ) -> Admitted:
-        """The protected set's homes and the tail's nodes over the routable `nodes`.
+        """The protected set's homes and the tail's nodes over the routable `nodes`, as of
+        cut `at` (default: the last observed).
 
         `order_of(key)`: the routable nodes in `key`'s rendezvous order. `slots`: each node's
         containers from its /metrics, when known (else `slots_per_node`). Fewer than three
-        nodes, or nothing scored: no admission (`NONE`), rendezvous as before."""
-        if len(nodes) < 3 or not self.scores:
-            self.admitted = NONE
-            return NONE
+        nodes, or nothing scored: no admission (`NONE`), rendezvous as before.
+
+        Hysteresis without a history of its own: the placement of before is the chain of
+        placements from none at the `HYSTERESIS_EPOCHS - 1` epochs before `at`, each from
+        the scores as of its cut and the same nodes, so every peer holding those cuts
+        derives it alike, a peer started a moment ago included."""
+        at = self._last_cut if at is None else at
         size = {n: (slots or {}).get(n, self.slots_per_node) for n in nodes}
-        ranked = sorted(self.scores, key=lambda k: (-self.scores[k], k))
-        w = self._weight
-        total_rate = self.total_rate / w
-        # a call's mean hold on a container, cold starts included (Little's law)
-        hold = self.total_in_flight / self.total_rate if self.total_rate > 0 else 0.0
-        tail_hold = COLD_START_S + hold / 2  # a tail call is mostly cold
-        fixed = order_of(TAIL_KEY)
-        before = self.admitted
-        old_t = len(before.tail)
-        t = 1
-        most = max(1, len(nodes) // TAIL_SHARE)
-        while True:
-            tail = tuple(fixed[:t])
-            protected = self._protected(ranked, [n for n in nodes if n not in tail], size, before)
-            tail_rate = max(0.0, total_rate - sum(self.score(k) for k in protected))
-            use = tail_rate * tail_hold / sum(size[n] for n in tail)
-            # Hysteresis: a tail node is given back only with a margin, or the count flaps.
-            limit = TAIL_UTILISATION * (0.8 if t < old_t else 1.0)
-            if use <= limit:
-                break
-            if t >= most:
-                # The tail would saturate the nodes it may have: no admission this epoch,
-                # the placed homes of the hottest functions as before issue 16.
-                scores = {k: self.score(k) for k in ranked[:HOT_HOMES]}
-                self.admitted = Admitted(place(scores, order_of), ())
-                return self.admitted
-            t += 1
-        unscored = max(0.0, total_rate - sum(self.score(k) for k in ranked))
-        need = sum(self.demand(k) for k in ranked) + unscored * IDLE_TIMEOUT_S
-        if len(protected) == len(ranked) or need <= PROTECTED_FILL * sum(size.values()):
-            # Every function fits the cluster's memory (each unscored call counted as a
-            # container of its own): nothing to confine, LRU keeps them all; the rest go by
-            # rendezvous and the tail's nodes join the others.
-            tail = ()
-            protected = self._protected(ranked, list(nodes), size, before)
-        homes = self._homes(protected, nodes, tail, tail_rate, size, order_of, before)
-        self.admitted = Admitted(homes, tail)
+        before = NONE
+        for back in range(HYSTERESIS_EPOCHS - 1, 0, -1):
+            before = place_from(self.scores_at(at - back * EPOCH_MS), nodes, order_of, size, before)
+        self.admitted = place_from(self.scores_at(at), nodes, order_of, size, before)
         return self.admitted
 
-    def _protected(
-        self, ranked: list[str], nodes: list[str], size: Mapping[str, int], before: Admitted
-    ) -> list[str]:
-        room = PROTECTED_FILL * sum(size[n] for n in nodes)
-        chosen: list[str] = []
-        used = 0.0
-        for key in ranked:
-            d = self.demand(key)
-            if used + d > room:
-                break
-            chosen.append(key)
-            used += d
-        if before.homes and chosen:
-            # Hysteresis: an incumbent close enough to the boundary replaces the coolest
-            # newcomers rather than leaving.
-            floor = KEEP_SHARE * min(
-                (self.scores[k] for k in chosen if k not in before.homes), default=0.0
-            )
-            inside = set(chosen)
-            for key in ranked[len(chosen) :]:
-                if key not in before.homes or self.scores[key] < floor:
-                    continue
-                d = self.demand(key)
-                newcomers = [k for k in chosen if k not in before.homes]
-                while used + d > room and newcomers:
-                    out = newcomers.pop()
-                    chosen.remove(out)
-                    inside.discard(out)
-                    used -= self.demand(out)
-                if used + d <= room:
-                    chosen.append(key)
-                    inside.add(key)
-                    used += d
-        return chosen
 
-    def _homes(
-        self,
-        protected: list[str],
-        nodes: Sequence[str],
-        tail: tuple[str, ...],
-        tail_rate: float,
-        size: Mapping[str, int],
-        order_of: Callable[[str], Sequence[str]],
-        before: Admitted,
-    ) -> dict[str, str]:
-        score = self.score
-        placed_rate = dict.fromkeys(nodes, 0.0)
-        for n in tail:
-            placed_rate[n] = tail_rate / len(tail)
-        room = {n: PROTECTED_FILL * size[n] for n in nodes}
-        for n in tail:
-            # the tail's worst case holds TAIL_UTILISATION of a tail node's slots
-            room[n] = (1.0 - TAIL_UTILISATION) * size[n]
-        share = (tail_rate + sum(score(k) for k in protected)) / len(nodes)
-        spread_share = CALL_SHARE * share
-        homes: dict[str, str] = {}
-        for key in sorted(protected, key=lambda k: (-self.scores[k], k)):
-            r = score(key)
-            d = self.demand(key)
-            may = [
-                n
-                for n in order_of(key)
-                if room[n] >= d and (n not in tail or r * TAIL_HOT_GAP_S >= 1.0)
-            ]
-            if not may:
-                may = [n for n in order_of(key) if n not in tail]
-            # Where its containers are now: its placed home, else where the last placement
-            # sent it (the first of the tail's nodes in its order, or its rendezvous home).
-            # Moving it costs a cold start per container, so it stays while that is fair.
-            old = before.homes.get(key) or next(
-                (n for n in order_of(key) if not before.tail or n in before.tail), None
-            )
-            # A function over a node's share of calls is spread by the hot-set widths over the
-            # first w nodes of its order, its home first: count its calls where they will go.
-            w = 1
-            if r > spread_share:
-                w = max(1, min(len(nodes), ceil(r / spread_share - 1e-9), int(r / SPREAD_MIN_RATE)))
-            part = r / w
-            if old is not None and old in may and placed_rate[old] + part <= REHOME_SLACK * share:
-                home = old
-            elif under := [n for n in may if placed_rate[n] + part <= RATE_CAP * share]:
-                # Memory first: the node with the most room left among those whose calls
-                # stay under RATE_CAP shares (ties: the key's own order)
-                home = max(under, key=lambda n: room[n])
-            else:
-                home = min(may, key=lambda n: placed_rate[n])  # ties: the key's own order
-            homes[key] = home
-            placed_rate[home] += part
-            room[home] -= d
-            if w > 1:
-                for n in [n for n in order_of(key) if n != home][: w - 1]:
-                    placed_rate[n] += part
-        return homes
+def place_from(
+    sc: Scores,
+    nodes: Sequence[str],
+    order_of: Callable[[str], Sequence[str]],
+    size: Mapping[str, int],
+    before: Admitted,
+) -> Admitted:
+    """One placement from the scores `sc` over `nodes` of `size` slots, keeping to `before`
+    (the placement of the epoch before) where that is fair: one link of `Admission.place`'s
+    chain."""
+    if len(nodes) < 3 or not sc.scores:
+        return NONE
+    ranked = sorted(sc.scores, key=lambda k: (-sc.scores[k], k))
+    w = sc.weight
+    total_rate = sc.total_rate / w
+    # a call's mean hold on a container, cold starts included (Little's law)
+    hold = sc.total_in_flight / sc.total_rate if sc.total_rate > 0 else 0.0
+    tail_hold = COLD_START_S + hold / 2  # a tail call is mostly cold
+    fixed = order_of(TAIL_KEY)
+    old_t = len(before.tail)
+    t = 1
+    most = max(1, len(nodes) // TAIL_SHARE)
+    while True:
+        tail = tuple(fixed[:t])
+        protected = _protected(sc, ranked, [n for n in nodes if n not in tail], size, before)
+        tail_rate = max(0.0, total_rate - sum(sc.score(k) for k in protected))
+        use = tail_rate * tail_hold / sum(size[n] for n in tail)
+        # Hysteresis: a tail node is given back only with a margin, or the count flaps.
+        limit = TAIL_UTILISATION * (0.8 if t < old_t else 1.0)
+        if use <= limit:
+            break
+        if t >= most:
+            # The tail would saturate the nodes it may have: no admission this epoch,
+            # the placed homes of the hottest functions as before issue 16.
+            scores = {k: sc.score(k) for k in ranked[:HOT_HOMES]}
+            return Admitted(place(scores, order_of), ())
+        t += 1
+    unscored = max(0.0, total_rate - sum(sc.score(k) for k in ranked))
+    need = sum(sc.demand(k) for k in ranked) + unscored * IDLE_TIMEOUT_S
+    if len(protected) == len(ranked) or need <= PROTECTED_FILL * sum(size.values()):
+        # Every function fits the cluster's memory (each unscored call counted as a
+        # container of its own): nothing to confine, LRU keeps them all; the rest go by
+        # rendezvous and the tail's nodes join the others.
+        tail = ()
+        protected = _protected(sc, ranked, list(nodes), size, before)
+    homes = _homes(sc, protected, nodes, tail, tail_rate, size, order_of, before)
+    return Admitted(homes, tail)
+
+
+def _protected(
+    sc: Scores, ranked: list[str], nodes: list[str], size: Mapping[str, int], before: Admitted
+) -> list[str]:
+    room = PROTECTED_FILL * sum(size[n] for n in nodes)
+    chosen: list[str] = []
+    used = 0.0
+    for key in ranked:
+        d = sc.demand(key)
+        if used + d > room:
+            break
+        chosen.append(key)
+        used += d
+    if before.homes and chosen:
+        # Hysteresis: an incumbent close enough to the boundary replaces the coolest
+        # newcomers rather than leaving.
+        floor = KEEP_SHARE * min(
+            (sc.scores[k] for k in chosen if k not in before.homes), default=0.0
+        )
+        inside = set(chosen)
+        for key in ranked[len(chosen) :]:
+            if key not in before.homes or sc.scores[key] < floor:
+                continue
+            d = sc.demand(key)
+            newcomers = [k for k in chosen if k not in before.homes]
+            while used + d > room and newcomers:
+                out = newcomers.pop()
+                chosen.remove(out)
+                inside.discard(out)
+                used -= sc.demand(out)
+            if used + d <= room:
+                chosen.append(key)
+                inside.add(key)
+                used += d
+    return chosen
+
+
+def _homes(
+    sc: Scores,
+    protected: list[str],
+    nodes: Sequence[str],
+    tail: tuple[str, ...],
+    tail_rate: float,
+    size: Mapping[str, int],
+    order_of: Callable[[str], Sequence[str]],
+    before: Admitted,
+) -> dict[str, str]:
+    score = sc.score
+    placed_rate = dict.fromkeys(nodes, 0.0)
+    for n in tail:
+        placed_rate[n] = tail_rate / len(tail)
+    room = {n: PROTECTED_FILL * size[n] for n in nodes}
+    for n in tail:
+        # the tail's worst case holds TAIL_UTILISATION of a tail node's slots
+        room[n] = (1.0 - TAIL_UTILISATION) * size[n]
+    share = (tail_rate + sum(score(k) for k in protected)) / len(nodes)
+    spread_share = CALL_SHARE * share
+    homes: dict[str, str] = {}
+    for key in sorted(protected, key=lambda k: (-sc.scores[k], k)):
+        r = score(key)
+        d = sc.demand(key)
+        may = [
+            n
+            for n in order_of(key)
+            if room[n] >= d and (n not in tail or r * TAIL_HOT_GAP_S >= 1.0)
+        ]
+        if not may:
+            may = [n for n in order_of(key) if n not in tail]
+        # Where its containers are now: its placed home, else where the last placement
+        # sent it (the first of the tail's nodes in its order, or its rendezvous home).
+        # Moving it costs a cold start per container, so it stays while that is fair.
+        old = before.homes.get(key) or next(
+            (n for n in order_of(key) if not before.tail or n in before.tail), None
+        )
+        # A function over a node's share of calls is spread by the hot-set widths over the
+        # first w nodes of its order, its home first: count its calls where they will go.
+        w = 1
+        if r > spread_share:
+            w = max(1, min(len(nodes), ceil(r / spread_share - 1e-9), int(r / SPREAD_MIN_RATE)))
+        part = r / w
+        if old is not None and old in may and placed_rate[old] + part <= REHOME_SLACK * share:
+            home = old
+        elif under := [n for n in may if placed_rate[n] + part <= RATE_CAP * share]:
+            # Memory first: the node with the most room left among those whose calls
+            # stay under RATE_CAP shares (ties: the key's own order)
+            home = max(under, key=lambda n: room[n])
+        else:
+            home = min(may, key=lambda n: placed_rate[n])  # ties: the key's own order
+        homes[key] = home
+        placed_rate[home] += part
+        room[home] -= d
+        if w > 1:
+            for n in [n for n in order_of(key) if n != home][: w - 1]:
+                placed_rate[n] += part
+    return homes

@@ -143,17 +143,13 @@ class RoutingSim:
         self.loss = loss
         self.now = 0.0
         self.peers: list[SimPeer] = []
+        self._policies = (width_policy, router_policy)
+        self._seed = seed
+        self.starts = 1
+        """Peer processes started so far (a restart's `epoch_ms`, larger at each start)."""
         for k in range(peers):
             p = SimPeer(f"peer{k}", self.rng.uniform(-5.0, 5.0))
-            p.peer = Peer(
-                p.name,
-                routing=self._routing(p, router_policy, seed + 10 + k),
-                clock_ms=self._clock_ms(p),
-                healthy=1,
-                unhealthy=2,
-                width_policy=width_policy,
-                epoch_ms=1,
-            )
+            p.peer = self._new_peer(p, k)
             self.peers.append(p)
         names = [p.name for p in self.peers]
         for p in self.peers:
@@ -168,6 +164,56 @@ class RoutingSim:
         self.tie = 0
         self.record = Record()
         self.direct: list[tuple[float, int, str, float]] = []  # calls sent to a node directly
+
+    def _new_peer(self, p: SimPeer, k: int) -> Peer:
+        width_policy, router_policy = self._policies
+        return Peer(
+            p.name,
+            routing=self._routing(p, router_policy, self._seed + 10 * self.starts + k),
+            clock_ms=self._clock_ms(p),
+            healthy=1,
+            unhealthy=2,
+            width_policy=width_policy,
+            epoch_ms=self.starts,
+        )
+
+    def add_peer(self) -> SimPeer:
+        """A new peer (a fresh process, a new name) joins now, as `restart` brings one back;
+        every peer's membership then lists it."""
+        p = SimPeer(f"peer{len(self.peers)}", self.rng.uniform(-5.0, 5.0))
+        self.starts += 1
+        p.peer = self._new_peer(p, len(self.peers))
+        self.peers.append(p)
+        self._join(p)
+        for q in self.peers:
+            q.peer.members_changed([r.name for r in self.peers])
+        return p
+
+    def restart(self, index: int) -> SimPeer:
+        """Peer `index` stops and a fresh process of the same name (no state: no scores, no
+        placement of before, a larger `epoch_ms`) takes its place, now: it joins by push-pull
+        with a live peer and checks every node once before it takes calls, as a restarted
+        fnlb is routable once `/readyz` says so. Calls the old process had in flight finish
+        on it (it is never ticked again). A new `SimPeer` (its records start empty)."""
+        old = self.peers[index]
+        self.starts += 1
+        p = SimPeer(old.name, old.skew_ms)
+        p.peer = self._new_peer(p, index)
+        self.peers[index] = p
+        self._join(p)
+        return p
+
+    def _join(self, p: SimPeer) -> None:
+        """`p` joins by push-pull with a live peer and checks every node once."""
+        live = next(q for q in self.peers if q is not p)
+        for _ in range(4):
+            live.peer.merge_remote_state(p.peer.local_state(join=True), join=True)
+            p.peer.merge_remote_state(live.peer.local_state(join=False), join=False)
+            p.peer.members_changed([q.name for q in self.peers])
+            for check in p.peer.take_checks():
+                p.peer.health_checked(check.node, True, self.wall_ms(p))
+            p.peer.tick(self.wall_s(p))
+        assert p.peer.view.routable == self.view.routable
 
     def _routing(self, p: SimPeer, policy: RouterPolicy | None, seed: int) -> RoutingPolicy:
         if not self.placed:

@@ -205,3 +205,38 @@ def test_a_peer_that_skips_a_cut_folds_in_the_same_settled_tables_as_one_that_di
     assert a.last_cut == b.last_cut
     assert a.scores == b.scores
     assert a.scores
+
+
+def test_a_peer_that_ticks_late_into_an_epoch_places_as_of_its_first_cut() -> None:
+    """Every peer places an epoch as of the epoch's first cut: a peer whose pump stalled over
+    it places two ticks later from the same cuts, not from the newer ones it has read by then
+    (a function first called since would be in its placement and not in the others')."""
+    from fnlb.cluster.load import ClusterLoad, LocalLoad
+    from fnlb.cluster.view import NodeView
+    from fnlb.peer.control_loop import ControlLoop
+    from fnlb.routing.load_router import Router
+    from fnlb.routing.placement import EPOCH_MS
+
+    nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
+    view = NodeView(1, dict.fromkeys(nodes, "online"))
+    local, cluster = LocalLoad(epoch=1), ClusterLoad()
+    steady, late = ControlLoop(Router()), ControlLoop(Router())
+    boundary = (1_800_000_000_000 // EPOCH_MS + 1) * EPOCH_MS / 1000  # an epoch starts, in s
+    start = boundary - 8
+    for second in range(14):
+        at = start + second
+        fns = [f"r/app/f{k}" for k in range(6)] + (["r/app/new"] * 6 if at > boundary else [])
+        for i, fn in enumerate(fns):
+            local.call_started(fn, nodes[i % 5], at - 1 + i / len(fns))
+            local.call_finished(fn, nodes[i % 5], 200, 0.0, 0.01, at - 1 + i / len(fns))
+        cluster.merge("p", local.digest(at, stamp_ms=int(at * 1000)), at)
+        steady.tick(at + 0.5, cluster, local, view, {})
+        if not boundary <= at + 0.5 - 1 < boundary + 2:  # stalled over the epoch's first cuts
+            late.tick(at + 0.5, cluster, local, view, {})
+    assert steady.cut == late.cut
+    assert steady.homes == late.homes
+    assert steady.tail == late.tail
+    assert "r/app/new" not in steady.homes
+    adm = late.admission
+    assert adm is not None
+    assert "r/app/new" in adm.place(view.routable, view.candidates, {}, at=late.cut).homes
