@@ -364,7 +364,6 @@ def _protected(
         floor = KEEP_SHARE * min(
             (sc.scores[k] for k in chosen if k not in before.homes), default=0.0
         )
-        inside = set(chosen)
         for key in ranked[len(chosen) :]:
             if key not in before.homes or sc.scores[key] < floor:
                 continue
@@ -373,11 +372,9 @@ def _protected(
             while used + d > room and newcomers:
                 out = newcomers.pop()
                 chosen.remove(out)
-                inside.discard(out)
                 used -= sc.demand(out)
             if used + d <= room:
                 chosen.append(key)
-                inside.add(key)
                 used += d
     return chosen
 
