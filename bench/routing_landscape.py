@@ -210,6 +210,11 @@ class Fnlb:
         self._memory = float(memory_mb * 1024 * 1024)
         self._next_tick = 0.0
 
+    @property
+    def peer(self) -> Peer:
+        """The Peer that routes for every balancer (experiments may hold its placement)."""
+        return self._peer
+
     def _wall_s(self) -> float:
         return T0 + self._now
 

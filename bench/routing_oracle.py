@@ -27,14 +27,28 @@ A partition is:
   the calls).
 
 A call goes to its function's home (or its tail node), the rest of its rendezvous order on a
-503. Printed: every partition's cold % and busiest node, the best (lowest cold % among those
-with the busiest node at most `--busiest` times the mean and no saturated node), the online
-admission (`fnlb`, a real Peer as in the landscape) and pooled memory on the same trace.
+503.
+
+What the partitions know (`--knowing`): `trace`, each function's calls/s over the whole
+trace, the burst included (the oracle: it sizes the bursting function's homes for a burst it
+has not seen yet); `steady`, every call outside the burst's window (each steady rate exactly,
+no foresight of the burst); `warmup`, the calls of the first `--warm-s` seconds, what an
+online balancer has seen when the counting starts. Without foresight a partition must *react*
+to the burst (`--react-s S`): from S seconds after the burst begins until it ends, the
+bursting function's calls go in turn over 2 to 5 nodes, its homes first, then the nodes
+with the fewest calls/s by the partition (the tail's last); each width is tried.
+
+Printed: every partition's cold % and busiest node, the best (lowest cold % among those
+with the busiest node at most `--busiest` times the mean and no saturated node), how many
+of those reach issue 16's 0.85x, the online admission (`fnlb`, a real Peer as in the
+landscape) and pooled memory on the same trace.
 Deterministic: same arguments, same table. Rerun (repository root; a few minutes each):
 
     python -m bench.routing_oracle                                      # bench/routing's default
     python -m bench.routing_oracle --memory-mb 2048 --functions 300 --zipf-s 1.1 --rate 120 \
         --idle-timeout-s 30 --exec-ms 20,20 --burst-rank 0             # issue 16's roomy profile
+    python -m bench.routing_oracle --knowing steady                     # no foresight, no reaction
+    python -m bench.routing_oracle --knowing warmup --react-s 3         # learnt online (~6 min)
 """
 
 from __future__ import annotations
@@ -50,8 +64,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.routing_landscape import NODES, Answer, Fnlb, Outcome, RoundRobin, replay
-from bench.routing_workload import WorkloadSpec, centred_spec, floor_fraction, make_trace
+from bench.routing_landscape import NODES, TARGET, Answer, Fnlb, Outcome, RoundRobin, replay
+from bench.routing_workload import (
+    WorkloadSpec,
+    centred_spec,
+    floor_fraction,
+    make_trace,
+    ranked_names,
+)
 from fnlb.cluster.view import NodeView
 from fnlb.fnsim.model import PoolConfig
 
@@ -60,6 +80,8 @@ RATE_CAP = 1.25
 """`count<rate`: a node takes no more once its calls/s reach this many equal shares."""
 CALL_SHARE = 1.25
 """As fnlb's `WidthPolicy.call_share`: a function over this many node shares is spread."""
+KNOWING = ("trace", "steady", "warmup")
+"""What the partitions' rates are counted from (module docstring)."""
 TAIL_KEY = "\x00oracle-tail"
 """The fixed key whose rendezvous order names the tail's nodes."""
 
@@ -110,10 +132,86 @@ class Static:
         return None
 
 
+class Reacting(Static):
+    """`Static`, but from `start` to `end` (seconds of the trace) the calls of `key` go in
+    turn over `spread`: a balancer that spreads the burst once it has seen it."""
+
+    def __init__(
+        self,
+        nodes: Sequence[str],
+        homes: dict[str, list[str]],
+        tail: Sequence[str],
+        key: str,
+        spread: Sequence[str],
+        start: float,
+        end: float,
+    ) -> None:
+        super().__init__(nodes, homes, tail)
+        self._key = key
+        self._spread = list(spread)
+        self._start = start
+        self._end = end
+        self._next = 0
+
+    def choose(self, lb: int, key: str, now: float) -> Sequence[str]:
+        order = super().choose(lb, key, now)
+        if key != self._key or not self._start <= now < self._end:
+            return order
+        i = self._next
+        self._next = (i + 1) % len(self._spread)
+        first = [*self._spread[i:], *self._spread[:i]]
+        return [*first, *(n for n in order if n not in first)]
+
+
 def trace_rates(spec: WorkloadSpec) -> dict[str, float]:
     """Each function's calls/s over the whole trace (the oracle's knowledge), by its key."""
-    counts = Counter("/r/bench/" + c.fn for c in make_trace(spec))
-    return {k: n / spec.duration_s for k, n in counts.items()}
+    return known_rates(spec, "trace", 0.0)
+
+
+def known_rates(spec: WorkloadSpec, knowing: str, warm_s: float) -> dict[str, float]:
+    """Each function's calls/s as `knowing` (`KNOWING`) counts them, by its key."""
+    calls = make_trace(spec)
+    span = spec.duration_s
+    if knowing == "steady":
+        end = spec.burst_at_s + spec.burst_s
+        calls = [c for c in calls if not spec.burst_at_s <= c.at_s < end]
+        span -= min(end, spec.duration_s) - min(spec.burst_at_s, spec.duration_s)
+    elif knowing == "warmup":
+        calls = [c for c in calls if c.at_s < warm_s]
+        span = warm_s
+    elif knowing != "trace":
+        raise ValueError(f"knowing must be one of {', '.join(KNOWING)}")
+    if span <= 0:
+        raise ValueError("nothing to count the rates over")
+    counts = Counter("/r/bench/" + c.fn for c in calls)
+    return {k: n / span for k, n in counts.items()}
+
+
+def reaction_nodes(
+    homes: dict[str, list[str]],
+    tail: Sequence[str],
+    rates: dict[str, float],
+    key: str,
+    width: int,
+    nodes: Sequence[str],
+) -> list[str]:
+    """The nodes `key`'s burst goes over: where the partition sends it (its homes, else its
+    tail node, else its rendezvous home), then the nodes with the fewest calls/s by the
+    partition, the tail's last; `width` of them (more if it has more homes)."""
+    view = NodeView(1, dict.fromkeys(nodes, "online"))
+
+    def first(k: str) -> list[str]:
+        order = view.candidates(k)
+        return homes.get(k) or [next((n for n in order if n in tail), order[0])]
+
+    load = dict.fromkeys(nodes, 0.0)
+    for k, r in rates.items():
+        hosts = first(k)
+        for n in hosts:
+            load[n] += r / len(hosts)
+    own = first(key)
+    others = sorted((n for n in nodes if n not in own), key=lambda n: (n in tail, load[n], n))
+    return [*own, *others][: max(width, len(own))]
 
 
 def partition(
@@ -177,8 +275,21 @@ def search_space(functions: int, nodes: int) -> list[Partition]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """One trace and the nodes it is replayed onto, from the command line."""
+
+    spec: WorkloadSpec
+    pool: PoolConfig
+    """Each of the five nodes."""
+    pooled: PoolConfig
+    """One node holding all five nodes' memory."""
+    after: float
+    """The first seconds not counted."""
+
+
+def workload_arguments(ap: argparse.ArgumentParser) -> None:
+    """The trace's options, bench/routing's default workload by default."""
     ap.add_argument("--functions", type=int, default=200)
     ap.add_argument("--rate", type=float, default=40.0, help="mean calls/s")
     ap.add_argument("--zipf-s", type=float, default=1.5)
@@ -189,9 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--burst-rank", type=int, default=1, help="0 = the hottest bursts")
     ap.add_argument("--duration-s", type=float, default=120.0, help="as bench/routing: 120")
     ap.add_argument("--warm-s", type=float, default=30.0, help="first s not counted (30)")
-    ap.add_argument("--busiest", type=float, default=1.3, help="most busiest/mean for 'best'")
-    ap.add_argument("--top", type=int, default=12, help="partitions listed, best first")
-    args = ap.parse_args(argv)
+
+
+def workload_from(ap: argparse.ArgumentParser, args: argparse.Namespace) -> Workload:
+    """The workload `workload_arguments` read; a bad one ends the program with a message."""
     try:
         low, high = (float(x) for x in args.exec_ms.split(","))
     except ValueError:
@@ -208,23 +320,90 @@ def main(argv: list[str] | None = None) -> int:
         burst_rank=min(args.burst_rank, args.functions - 1),
     )
     idle = args.idle_timeout_s
-    pool = PoolConfig(memory_mb=args.memory_mb, cold_start_s=0.3, idle_timeout_s=idle)
-    one = PoolConfig(memory_mb=args.memory_mb * len(NODES), cold_start_s=0.3, idle_timeout_s=idle)
-    after = args.warm_s
-    pooled = replay(RoundRobin(NODES[:1]), spec, one, NODES[:1], after)
-    online = replay(Fnlb(NODES, memory_mb=args.memory_mb), spec, pool, NODES, after)
-    rates = trace_rates(spec)
-    floor = 100.0 * floor_fraction(make_trace(spec), idle, after)
-    results: list[tuple[Partition, Outcome]] = []
-    for part in search_space(args.functions, len(NODES)):
+    return Workload(
+        spec,
+        PoolConfig(memory_mb=args.memory_mb, cold_start_s=0.3, idle_timeout_s=idle),
+        PoolConfig(memory_mb=args.memory_mb * len(NODES), cold_start_s=0.3, idle_timeout_s=idle),
+        args.warm_s,
+    )
+
+
+def search(w: Workload, rates: dict[str, float]) -> list[tuple[Partition, Outcome]]:
+    """Every partition of `search_space` built from `rates`, replayed on `w`'s trace."""
+    out = []
+    for part in search_space(w.spec.functions, len(NODES)):
         homes, tail = partition(part, rates, NODES)
-        results.append((part, replay(Static(NODES, homes, tail), spec, pool, NODES, after)))
+        out.append((part, replay(Static(NODES, homes, tail), w.spec, w.pool, NODES, w.after)))
+    return out
+
+
+def search_reacting(
+    w: Workload, rates: dict[str, float], react_s: float
+) -> list[tuple[str, Outcome]]:
+    """As `search`, each partition with the burst spread over 2 to 5 nodes (`Reacting`) from
+    `react_s` after it begins until it ends."""
+    spec = w.spec
+    burst = "/r/bench/" + ranked_names(spec)[spec.burst_rank]
+    start, end = spec.burst_at_s + react_s, spec.burst_at_s + spec.burst_s
+    out = []
+    for part in search_space(spec.functions, len(NODES)):
+        homes, tail = partition(part, rates, NODES)
+        tried: set[tuple[str, ...]] = set()
+        for width in range(2, len(NODES) + 1):
+            spread = reaction_nodes(homes, tail, rates, burst, width, NODES)
+            if tuple(spread) in tried:
+                continue
+            tried.add(tuple(spread))
+            router = Reacting(NODES, homes, tail, burst, spread, start, end)
+            label = f"{part.label()}, burst over {len(spread)} nodes"
+            out.append((label, replay(router, spec, w.pool, NODES, w.after)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    workload_arguments(ap)
+    ap.add_argument("--busiest", type=float, default=1.3, help="most busiest/mean for 'best'")
+    ap.add_argument("--top", type=int, default=12, help="partitions listed, best first")
+    ap.add_argument(
+        "--knowing", choices=KNOWING, default="trace", help="what the rates are counted from"
+    )
+    ap.add_argument(
+        "--react-s",
+        type=float,
+        default=None,
+        help="spread the burst over 2-5 nodes from this many s after it begins (default: not)",
+    )
+    args = ap.parse_args(argv)
+    w = workload_from(ap, args)
+    if args.knowing == "warmup" and args.warm_s <= 0:
+        ap.error("--knowing warmup counts the rates over --warm-s: it must be over 0")
+    if args.react_s is not None and args.react_s < 0:
+        ap.error("--react-s must be >= 0")
+    spec, pool, after = w.spec, w.pool, w.after
+    idle = args.idle_timeout_s
+    pooled = replay(RoundRobin(NODES[:1]), spec, w.pooled, NODES[:1], after)
+    online = replay(Fnlb(NODES, memory_mb=args.memory_mb), spec, pool, NODES, after)
+    rates = known_rates(spec, args.knowing, after)
+    floor = 100.0 * floor_fraction(make_trace(spec), idle, after)
+    if args.react_s is None:
+        results = [(part.label(), o) for part, o in search(w, rates)]
+    else:
+        results = search_reacting(w, rates, args.react_s)
     ref = pooled.cold or 1.0
+    known = {
+        "trace": "knowing the trace's rates",
+        "steady": "knowing every rate outside the burst",
+        "warmup": f"knowing the rates of the first {after:g} s",
+    }[args.knowing]
+    react = (
+        "" if args.react_s is None else f", the burst spread from {args.react_s:g} s after it began"
+    )
     print(
         f"{args.functions} functions, {args.rate:g} calls/s, Zipf {args.zipf_s:g}, "
         f"{args.memory_mb} MB nodes x {len(NODES)}, idle {idle:g} s, executions {args.exec_ms} "
         f"ms, {args.duration_s:g} s trace (first {after:g} s not counted), seed {args.seed}: "
-        f"{len(results)} static partitions knowing the trace's rates"
+        f"{len(results)} static partitions {known}{react}"
     )
     print(f"floor {floor:.1f} %, pooled memory {pooled.cold:.1f} %\n")
     print("| partition | cold % | / pooled | busiest / mean | saturated |")
@@ -234,20 +413,25 @@ def main(argv: list[str] | None = None) -> int:
     listed += [x for x in sorted(ok, key=lambda x: x[1].cold)[: args.top] if x not in listed]
     for p, o in listed:
         print(
-            f"| {p.label()} | {o.cold:.1f} | {o.cold / ref:.2f} | {o.busiest:.2f} "
+            f"| {p} | {o.cold:.1f} | {o.cold / ref:.2f} | {o.busiest:.2f} "
             f"| {'yes' if o.saturated else 'no'} |"
         )
     print()
     if ok:
         best_p, best = min(ok, key=lambda x: x[1].cold)
         print(
-            f"best with busiest <= {args.busiest:g}x and no saturated node: {best_p.label()}: "
+            f"best with busiest <= {args.busiest:g}x and no saturated node: {best_p}: "
             f"{best.cold:.1f} % = {best.cold / ref:.2f}x pooled (busiest {best.busiest:.2f}x)"
         )
     else:
         print(f"no partition keeps the busiest node <= {args.busiest:g}x unsaturated")
+    met = sum(1 for _p, o in ok if o.cold <= TARGET * ref)
+    print(
+        f"at or under {TARGET:g}x pooled memory among those: {met} of {len(ok)} "
+        f"({len(results)} tried)"
+    )
     b_p, b = min(results, key=lambda x: x[1].cold)
-    print(f"best of all: {b_p.label()}: {b.cold:.1f} % = {b.cold / ref:.2f}x pooled")
+    print(f"best of all: {b_p}: {b.cold:.1f} % = {b.cold / ref:.2f}x pooled")
     print(
         f"online admission (fnlb): {online.cold:.1f} % = {online.cold / ref:.2f}x pooled "
         f"(busiest {online.busiest:.2f}x{', saturated' if online.saturated else ''})"

@@ -94,13 +94,25 @@ def zipf_rates(functions: int, total_rate: float, s: float) -> list[float]:
     return [total_rate * w / norm for w in weights]
 
 
+def _ranked_names(spec: WorkloadSpec, rng: random.Random) -> list[str]:
+    names = [f"f{k:03d}" for k in range(spec.functions)]
+    rng.shuffle(names)  # names[rank]: the hottest function is not f000
+    return names
+
+
+def ranked_names(spec: WorkloadSpec) -> list[str]:
+    """The functions' names by rank (0 = hottest), as `make_trace` names them: the burst's
+    is `ranked_names(spec)[spec.burst_rank]`."""
+    spec.check()
+    return _ranked_names(spec, random.Random(spec.seed))
+
+
 def make_trace(spec: WorkloadSpec) -> list[Call]:
     """The calls of `spec`, in time order; the same spec always gives the same list."""
     spec.check()
     rng = random.Random(spec.seed)
     rates = zipf_rates(spec.functions, spec.total_rate, spec.zipf_s)
-    names = [f"f{k:03d}" for k in range(spec.functions)]
-    rng.shuffle(names)  # names[rank]: the hottest function is not f000
+    names = _ranked_names(spec, rng)
     low, high = math.log(spec.exec_ms[0]), math.log(spec.exec_ms[1])
     execs = [round(math.exp(rng.uniform(low, high))) for _ in range(spec.functions)]
     burst_end = spec.burst_at_s + spec.burst_s

@@ -13,6 +13,7 @@ from bench.routing_workload import (
     WorkloadSpec,
     floor_fraction,
     make_trace,
+    ranked_names,
     summarise,
     zipf_rates,
 )
@@ -57,6 +58,7 @@ def test_the_burst_multiplies_one_functions_rate_in_its_window_only() -> None:
         {c.fn for c in make_trace(quiet)},
         key=lambda f: sum(1 for c in calls if c.fn == f and 100 <= c.at_s < 150),
     )
+    assert name == ranked_names(spec)[spec.burst_rank]  # the oracle's reaction names it so
     inside = sum(1 for c in calls if c.fn == name and 100 <= c.at_s < 150) / 50.0
     outside = sum(1 for c in calls if c.fn == name and not 100 <= c.at_s < 150) / 250.0
     assert 6.0 < inside / outside < 15.0
