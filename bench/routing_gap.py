@@ -22,6 +22,7 @@ Deterministic. Rerun (repository root; about a minute each):
 
     python -m bench.routing_gap
     python -m bench.routing_gap --duration-s 600       # the placements of a steady state
+    python -m bench.routing_gap --window-s 5           # the widths' window at 5 s, not 60
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from bench.routing_oracle import (
     workload_from,
 )
 from fnlb.routing.admission import Admission, Admitted
-from fnlb.routing.widths import LoadLevels, WidthTracker
+from fnlb.routing.widths import LoadLevels, WidthPolicy, WidthTracker
 
 
 class HeldAdmission(Admission):
@@ -104,16 +105,23 @@ class HeldWidths(WidthTracker):
         return True
 
 
-def rows(w: Workload, memory_mb: int, busiest: float) -> list[tuple[str, Outcome, str]]:
-    """(configuration, outcome, note) for each row of the module docstring."""
+def rows(
+    w: Workload, memory_mb: int, busiest: float, window_s: float = WidthPolicy().shrink_window_s
+) -> list[tuple[str, Outcome, str]]:
+    """(configuration, outcome, note) for each row of the module docstring; `window_s`: the
+    widths' shrink window of every fnlb row (an experiment; fnlb's is 60 s)."""
     spec, pool, after = w.spec, w.pool, w.after
     slots = memory_mb // 128
-    online = Fnlb(NODES, memory_mb=memory_mb)
+
+    def peer() -> Fnlb:
+        return Fnlb(NODES, memory_mb=memory_mb, widths=WidthPolicy(shrink_window_s=window_s))
+
+    online = peer()
     counting = CountingAdmission(slots)
     online.peer.control.admission = counting
     out = [("fnlb", replay(online, spec, pool, NODES, after), _moves(counting.moved))]
     final = counting.admitted
-    held = Fnlb(NODES, memory_mb=memory_mb)
+    held = peer()
     held.peer.control.admission = HeldAdmission(final, slots)
     out.append(
         ("fnlb, its last placement held from the start", replay(held, spec, pool, NODES, after), "")
@@ -125,13 +133,13 @@ def rows(w: Workload, memory_mb: int, busiest: float) -> list[tuple[str, Outcome
     part, static = min(ok, key=lambda x: x[1].cold)
     homes, tail = partition(part, rates, NODES)
     first = Admitted({k: hs[0] for k, hs in homes.items()}, tail)
-    routed = Fnlb(NODES, memory_mb=memory_mb)
+    routed = peer()
     routed.peer.control.admission = HeldAdmission(first, slots)
     label = f"({part.label()})"
     out.append(
         ("oracle's partition, fnlb's router", replay(routed, spec, pool, NODES, after), label)
     )
-    fixed = Fnlb(NODES, memory_mb=memory_mb)
+    fixed = peer()
     fixed.peer.control.admission = HeldAdmission(first, slots)
     fixed.peer.control.widths = HeldWidths({k: len(hs) for k, hs in homes.items() if len(hs) > 1})
     out.append(("oracle's partition, widths held", replay(fixed, spec, pool, NODES, after), ""))
@@ -152,8 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     workload_arguments(ap)
     ap.add_argument("--busiest", type=float, default=1.3, help="most busiest/mean for the oracle")
+    ap.add_argument(
+        "--window-s", type=float, default=60.0, help="the widths' shrink window (fnlb: 60)"
+    )
     args = ap.parse_args(argv)
     w = workload_from(ap, args)
+    if not 1 <= args.window_s <= 3600:
+        ap.error("--window-s must be 1-3600")
     pooled = replay(RoundRobin(NODES[:1]), w.spec, w.pooled, NODES[:1], w.after)
     ref = pooled.cold or 1.0
     print(
@@ -163,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("| configuration | cold % | / pooled | busiest / mean | |")
     print("|---|---:|---:|---:|---|")
-    for name, o, note in [*rows(w, args.memory_mb, args.busiest), ("pooled memory", pooled, "")]:
+    got = rows(w, args.memory_mb, args.busiest, args.window_s)
+    for name, o, note in [*got, ("pooled memory", pooled, "")]:
         star = "*" if o.saturated else ""
         print(f"| {name} | {o.cold:.2f}{star} | {o.cold / ref:.3f} | {o.busiest:.2f} | {note} |")
     return 0

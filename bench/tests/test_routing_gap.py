@@ -60,3 +60,8 @@ def test_the_table_is_deterministic(capsys: pytest.CaptureFixture[str]) -> None:
     assert "| pooled memory |" in first
     assert main(args) == 0
     assert capsys.readouterr().out == first
+
+
+def test_a_window_out_of_range_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        main(["--window-s", "0"])
