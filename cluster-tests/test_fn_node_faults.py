@@ -9,9 +9,10 @@ convergence time): run with `-s` to see them.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import pytest
-from harness.load import start_load
+from harness.load import Call, start_load
 from harness.netns import Network
 from harness.topologies import fn_nodes_behind_one_fnlb
 
@@ -103,6 +104,25 @@ def test_a_black_holed_fn_node_times_out_and_leaves_the_routable_set(
     assert not [c for c in result.calls if c.start < holed_at and not c.ok and c.end < holed_at]
 
 
+def avoidable_from(calls: Sequence[Call], node: str, slowed_at: float) -> float:
+    """When fnlb could first avoid `node` for every function: its back-off avoids a node for
+    a function after two slow answers in a row from it, and for all functions once two are
+    avoided there. Read from the answers the client got (a call ends after fnlb saw its
+    headers), not guessed from the clock: on a loaded machine the answers come later."""
+    slow = sorted(
+        (c for c in calls if c.node == node and c.start >= slowed_at and c.latency >= 2.0),
+        key=lambda c: c.end,
+    )
+    seen: dict[str, int] = {}
+    avoided: list[float] = []
+    for c in slow:
+        seen[c.path] = seen.get(c.path, 0) + 1
+        if seen[c.path] == 2:
+            avoided.append(c.end)
+    assert len(avoided) >= 2, "two functions should each have had two slow answers"
+    return avoided[1]
+
+
 def test_new_calls_move_away_from_a_node_whose_path_got_2s_slower(network: Network) -> None:
     cluster = fn_nodes_behind_one_fnlb(
         network,
@@ -127,10 +147,10 @@ def test_new_calls_move_away_from_a_node_whose_path_got_2s_slower(network: Netwo
     with cluster.toxiproxy.toxic_applied(slow.name, "latency", {"latency": 2000}):
         slowed_at = time.monotonic()
         result = load.result()
-    settled = slowed_at + 3.0
+    slow_id = cluster.node_id_of(slow)
+    settled = avoidable_from(result.calls, slow_id, slowed_at)
     before = result.by_node(result.ended_before(slowed_at))
     after = result.by_node(result.started_after(settled))
-    slow_id = cluster.node_id_of(slow)
     share_before = before[slow_id] / max(1, sum(before.values()))
     share_after = after[slow_id] / max(1, sum(after.values()))
     print(
@@ -138,8 +158,15 @@ def test_new_calls_move_away_from_a_node_whose_path_got_2s_slower(network: Netwo
             "fn-path-latency-2s",
             share_before=f"{share_before:.2f}",
             share_after=f"{share_after:.2f}",
+            avoidable_after=f"{settled - slowed_at:.1f}s",
         )
     )
     assert share_before >= 0.1, "the slowed node should have had its share of calls before"
     assert sum(after.values()) > 100
-    assert share_after <= 0.05, f"{share_after:.0%} of new calls still went to the slow node"
+    # Not zero: the back-off probes each avoided function's node again at 1, 2, 4 and 8 s
+    # (and a call of each function once the node-wide avoidance ends), so a few percent of
+    # new calls go there by design: 2-6 % measured, with ten of the thirty functions homed
+    # there. A node still taking its share would take ~30 %.
+    assert share_after <= min(0.1, share_before / 3), (
+        f"{share_after:.0%} of new calls still went to the slow node"
+    )
