@@ -110,39 +110,35 @@ def rows(
 ) -> list[tuple[str, Outcome, str]]:
     """(configuration, outcome, note) for each row of the module docstring; `window_s`: the
     widths' shrink window of every fnlb row (an experiment; fnlb's is 60 s)."""
-    spec, pool, after = w.spec, w.pool, w.after
-    slots = memory_mb // 128
 
-    def peer() -> Fnlb:
-        return Fnlb(NODES, memory_mb=memory_mb, widths=WidthPolicy(shrink_window_s=window_s))
+    def run(
+        held: Admitted | None = None, widths: Mapping[str, int] | None = None
+    ) -> tuple[Outcome, Admission]:
+        """fnlb on `w`'s trace, its placement held at `held` (None: placed online, its moves
+        counted) and its widths at `widths` (None: its own)."""
+        fnlb = Fnlb(NODES, memory_mb=memory_mb, widths=WidthPolicy(shrink_window_s=window_s))
+        control = fnlb.peer.control
+        assert control.admission is not None
+        slots = control.admission.slots_per_node
+        control.admission = CountingAdmission(slots) if held is None else HeldAdmission(held, slots)
+        if widths is not None:
+            control.widths = HeldWidths(widths)
+        return replay(fnlb, w.spec, w.pool, NODES, w.after), control.admission
 
-    online = peer()
-    counting = CountingAdmission(slots)
-    online.peer.control.admission = counting
-    out = [("fnlb", replay(online, spec, pool, NODES, after), _moves(counting.moved))]
-    final = counting.admitted
-    held = peer()
-    held.peer.control.admission = HeldAdmission(final, slots)
-    out.append(
-        ("fnlb, its last placement held from the start", replay(held, spec, pool, NODES, after), "")
-    )
-    rates = known_rates(spec, "trace", after)
+    online, counting = run()
+    assert isinstance(counting, CountingAdmission)
+    out = [("fnlb", online, _moves(counting.moved))]
+    out.append(("fnlb, its last placement held from the start", run(counting.admitted)[0], ""))
+    rates = known_rates(w.spec, "trace", w.after)
     ok = [(p, o) for p, o in search(w, rates) if not o.saturated and o.busiest <= busiest]
     if not ok:
         return out
     part, static = min(ok, key=lambda x: x[1].cold)
     homes, tail = partition(part, rates, NODES)
     first = Admitted({k: hs[0] for k, hs in homes.items()}, tail)
-    routed = peer()
-    routed.peer.control.admission = HeldAdmission(first, slots)
-    label = f"({part.label()})"
-    out.append(
-        ("oracle's partition, fnlb's router", replay(routed, spec, pool, NODES, after), label)
-    )
-    fixed = peer()
-    fixed.peer.control.admission = HeldAdmission(first, slots)
-    fixed.peer.control.widths = HeldWidths({k: len(hs) for k, hs in homes.items() if len(hs) > 1})
-    out.append(("oracle's partition, widths held", replay(fixed, spec, pool, NODES, after), ""))
+    spread = {k: len(hs) for k, hs in homes.items() if len(hs) > 1}
+    out.append(("oracle's partition, fnlb's router", run(first)[0], f"({part.label()})"))
+    out.append(("oracle's partition, widths held", run(first, spread)[0], ""))
     out.append(("oracle's partition, routed by it", static, ""))
     return out
 

@@ -163,11 +163,6 @@ class Reacting(Static):
         return [*first, *(n for n in order if n not in first)]
 
 
-def trace_rates(spec: WorkloadSpec) -> dict[str, float]:
-    """Each function's calls/s over the whole trace (the oracle's knowledge), by its key."""
-    return known_rates(spec, "trace", 0.0)
-
-
 def known_rates(spec: WorkloadSpec, knowing: str, warm_s: float) -> dict[str, float]:
     """Each function's calls/s as `knowing` (`KNOWING`) counts them, by its key."""
     calls = make_trace(spec)
