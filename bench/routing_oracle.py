@@ -42,6 +42,13 @@ Printed: every partition's cold % and busiest node, the best (lowest cold % amon
 with the busiest node at most `--busiest` times the mean and no saturated node), how many
 of those reach issue 16's 0.85x, the online admission (`fnlb`, a real Peer as in the
 landscape) and pooled memory on the same trace.
+
+`--choose-on-seeds 1,2,3,4` runs the search on each seed's trace (rates learnt from each
+seed's own trace, so a label, whose protected count is a number of functions, is the same rule
+on each) and chooses without hindsight, leave-one-out: for each held-out seed, the
+configuration with the lowest mean cold ratio to pooled memory over the other seeds among
+those with the busiest node within `--busiest` and no saturated node on every one of them.
+Printed: its ratio and busiest node on the held-out seed, the hindsight best there, fnlb's.
 Deterministic: same arguments, same table. Rerun (repository root; a few minutes each):
 
     python -m bench.routing_oracle                                      # bench/routing's default
@@ -49,6 +56,8 @@ Deterministic: same arguments, same table. Rerun (repository root; a few minutes
         --idle-timeout-s 30 --exec-ms 20,20 --burst-rank 0             # issue 16's roomy profile
     python -m bench.routing_oracle --knowing steady                     # no foresight, no reaction
     python -m bench.routing_oracle --knowing warmup --react-s 3         # learnt online (~6 min)
+    python -m bench.routing_oracle --knowing warmup --react-s 3 --choose-on-seeds 1,2,3,4
+                                                          # chosen without hindsight (~6 min a seed)
 """
 
 from __future__ import annotations
@@ -355,36 +364,119 @@ def search_reacting(
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    workload_arguments(ap)
-    ap.add_argument("--busiest", type=float, default=1.3, help="most busiest/mean for 'best'")
-    ap.add_argument("--top", type=int, default=12, help="partitions listed, best first")
-    ap.add_argument(
-        "--knowing", choices=KNOWING, default="trace", help="what the rates are counted from"
-    )
-    ap.add_argument(
-        "--react-s",
-        type=float,
-        default=None,
-        help="spread the burst over 2-5 nodes from this many s after it begins (default: not)",
-    )
-    args = ap.parse_args(argv)
-    w = workload_from(ap, args)
-    if args.knowing == "warmup" and args.warm_s <= 0:
-        ap.error("--knowing warmup counts the rates over --warm-s: it must be over 0")
-    if args.react_s is not None and args.react_s < 0:
-        ap.error("--react-s must be >= 0")
-    spec, pool, after = w.spec, w.pool, w.after
-    idle = args.idle_timeout_s
+@dataclass(frozen=True, slots=True)
+class SeedRun:
+    """One trace's search, with pooled memory and the online admission on the same trace."""
+
+    pooled: Outcome
+    online: Outcome
+    results: list[tuple[str, Outcome]]
+    """Each configuration's label (a partition, and with a reaction its burst width)."""
+
+
+def run_seed(w: Workload, knowing: str, react_s: float | None, memory_mb: int) -> SeedRun:
+    """`search` (or with `react_s`, `search_reacting`) on `w`, its rates known as `knowing`."""
+    spec, after = w.spec, w.after
     pooled = replay(RoundRobin(NODES[:1]), spec, w.pooled, NODES[:1], after)
-    online = replay(Fnlb(NODES, memory_mb=args.memory_mb), spec, pool, NODES, after)
-    rates = known_rates(spec, args.knowing, after)
-    floor = 100.0 * floor_fraction(make_trace(spec), idle, after)
-    if args.react_s is None:
+    online = replay(Fnlb(NODES, memory_mb=memory_mb), spec, w.pool, NODES, after)
+    rates = known_rates(spec, knowing, after)
+    if react_s is None:
         results = [(part.label(), o) for part, o in search(w, rates)]
     else:
-        results = search_reacting(w, rates, args.react_s)
+        results = search_reacting(w, rates, react_s)
+    return SeedRun(pooled, online, results)
+
+
+def within(o: Outcome, busiest: float) -> bool:
+    """No saturated node and the busiest node at most `busiest` times the mean."""
+    return not o.saturated and o.busiest <= busiest
+
+
+def leave_one_out(
+    runs: dict[int, list[tuple[str, Outcome]]], pooled: dict[int, float], busiest: float
+) -> dict[int, str | None]:
+    """For each held-out seed, the configuration chosen without it: the label with the lowest
+    mean cold ratio to pooled memory (`pooled`: its cold %) over the other seeds, among the
+    labels `within` `busiest` on every other seed; ties by label. Only labels the held-out
+    seed also has are candidates (its outcomes are not read). None: no label qualifies."""
+    if len(runs) < 2:
+        raise ValueError("leave-one-out needs at least two seeds")
+    by_seed = {s: dict(r) for s, r in runs.items()}
+    chosen: dict[int, str | None] = {}
+    for held in runs:
+        others = [s for s in runs if s != held]
+        scores: dict[str, float] = {}
+        for label in by_seed[held]:
+            outs = [(s, by_seed[s].get(label)) for s in others]
+            ok = [(s, o) for s, o in outs if o is not None and within(o, busiest)]
+            if len(ok) == len(others):
+                scores[label] = sum(o.cold / (pooled[s] or 1.0) for s, o in ok) / len(ok)
+        chosen[held] = min(scores, key=lambda k: (scores[k], k)) if scores else None
+    return chosen
+
+
+def best_within(results: list[tuple[str, Outcome]], busiest: float) -> tuple[str, Outcome] | None:
+    """The lowest cold % `within` `busiest`, picked with hindsight on the trace it is scored on."""
+    ok = [(p, o) for p, o in results if within(o, busiest)]
+    return min(ok, key=lambda x: (x[1].cold, x[0])) if ok else None
+
+
+def _cell(o: Outcome | None, ref: float) -> str:
+    if o is None:
+        return "none"
+    sat = ", saturated" if o.saturated else ""
+    return f"{o.cold / ref:.2f}x ({o.busiest:.2f}{sat})"
+
+
+def print_leave_one_out(runs: dict[int, SeedRun], busiest: float) -> None:
+    """The markdown table: per held-out seed, the configuration chosen on the other seeds."""
+    chosen = leave_one_out(
+        {s: r.results for s, r in runs.items()},
+        {s: r.pooled.cold for s, r in runs.items()},
+        busiest,
+    )
+    print(
+        "| held-out seed | chosen on the other seeds | its ratio (busiest) | "
+        "hindsight best | its ratio (busiest) | fnlb (busiest) |"
+    )
+    print("|---|---|---:|---|---:|---:|")
+    cols: list[list[float | None]] = [[], [], []]
+    for s, run in runs.items():
+        ref = run.pooled.cold or 1.0
+        label = chosen[s]
+        mine = dict(run.results)[label] if label is not None else None
+        best = best_within(run.results, busiest)
+        b_label, b = best if best is not None else ("none", None)
+        print(
+            f"| {s} | {label or 'none'} | {_cell(mine, ref)} | {b_label} | {_cell(b, ref)} "
+            f"| {_cell(run.online, ref)} |"
+        )
+        for col, o in zip(cols, (mine, b, run.online), strict=True):
+            col.append(o.cold / ref if o is not None else None)
+    means = [_mean(col) for col in cols]
+    print(f"| mean | | {means[0]} | | {means[1]} | {means[2]} |")
+    picked = [(s, dict(r.results)[c]) for s, r in runs.items() if (c := chosen[s]) is not None]
+    ok = [(s, o) for s, o in picked if within(o, busiest)]
+    met = sum(1 for s, o in ok if o.cold <= TARGET * (runs[s].pooled.cold or 1.0))
+    print(
+        f"\nchosen without hindsight: {len(picked)} of {len(runs)} seeds have one; "
+        f"{len(ok)} keep the busiest <= {busiest:g}x unsaturated on the held-out seed, "
+        f"{met} of those at or under {TARGET:g}x pooled memory"
+    )
+
+
+def _mean(ratios: list[float | None]) -> str:
+    known = [r for r in ratios if r is not None]
+    if len(known) < len(ratios):
+        return f"n/a ({len(ratios) - len(known)} none)"
+    return f"{sum(known) / len(known):.2f}x"
+
+
+def print_search(args: argparse.Namespace, w: Workload, run: SeedRun) -> None:
+    """One trace's table: the best configurations, how many reach the target, fnlb's."""
+    spec, after, idle = w.spec, w.after, args.idle_timeout_s
+    pooled, online, results = run.pooled, run.online, run.results
+    floor = 100.0 * floor_fraction(make_trace(spec), idle, after)
     ref = pooled.cold or 1.0
     known = {
         "trace": "knowing the trace's rates",
@@ -397,13 +489,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{args.functions} functions, {args.rate:g} calls/s, Zipf {args.zipf_s:g}, "
         f"{args.memory_mb} MB nodes x {len(NODES)}, idle {idle:g} s, executions {args.exec_ms} "
-        f"ms, {args.duration_s:g} s trace (first {after:g} s not counted), seed {args.seed}: "
+        f"ms, {args.duration_s:g} s trace (first {after:g} s not counted), seed {spec.seed}: "
         f"{len(results)} static partitions {known}{react}"
     )
     print(f"floor {floor:.1f} %, pooled memory {pooled.cold:.1f} %\n")
     print("| partition | cold % | / pooled | busiest / mean | saturated |")
     print("|---|---:|---:|---:|---|")
-    ok = [(p, o) for p, o in results if not o.saturated and o.busiest <= args.busiest]
+    ok = [(p, o) for p, o in results if within(o, args.busiest)]
     listed = sorted(results, key=lambda x: x[1].cold)[: args.top]
     listed += [x for x in sorted(ok, key=lambda x: x[1].cold)[: args.top] if x not in listed]
     for p, o in listed:
@@ -431,6 +523,61 @@ def main(argv: list[str] | None = None) -> int:
         f"online admission (fnlb): {online.cold:.1f} % = {online.cold / ref:.2f}x pooled "
         f"(busiest {online.busiest:.2f}x{', saturated' if online.saturated else ''})"
     )
+
+
+def seeds_from(ap: argparse.ArgumentParser, text: str) -> list[int]:
+    """`--choose-on-seeds`' list: at least two distinct seeds."""
+    try:
+        seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        ap.error("--choose-on-seeds takes seeds separated by commas, e.g. 1,2,3,4")
+    if len(set(seeds)) < 2 or len(set(seeds)) != len(seeds):
+        ap.error("--choose-on-seeds needs at least two distinct seeds")
+    return seeds
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    workload_arguments(ap)
+    ap.add_argument("--busiest", type=float, default=1.3, help="most busiest/mean for 'best'")
+    ap.add_argument("--top", type=int, default=12, help="partitions listed, best first")
+    ap.add_argument(
+        "--knowing", choices=KNOWING, default="trace", help="what the rates are counted from"
+    )
+    ap.add_argument(
+        "--react-s",
+        type=float,
+        default=None,
+        help="spread the burst over 2-5 nodes from this many s after it begins (default: not)",
+    )
+    ap.add_argument(
+        "--choose-on-seeds",
+        default=None,
+        help="seeds, e.g. 1,2,3,4: each held out, the configuration chosen on the others "
+        "(replaces --seed)",
+    )
+    args = ap.parse_args(argv)
+    w = workload_from(ap, args)
+    if args.knowing == "warmup" and args.warm_s <= 0:
+        ap.error("--knowing warmup counts the rates over --warm-s: it must be over 0")
+    if args.react_s is not None and args.react_s < 0:
+        ap.error("--react-s must be >= 0")
+    if args.choose_on_seeds is None:
+        print_search(args, w, run_seed(w, args.knowing, args.react_s, args.memory_mb))
+        return 0
+    runs: dict[int, SeedRun] = {}
+    for seed in seeds_from(ap, args.choose_on_seeds):
+        ws = replace(w, spec=replace(w.spec, seed=seed))
+        runs[seed] = run = run_seed(ws, args.knowing, args.react_s, args.memory_mb)
+        best = best_within(run.results, args.busiest)
+        print(
+            f"seed {seed}: pooled memory {run.pooled.cold:.1f} %, {len(run.results)} tried, "
+            f"{sum(within(o, args.busiest) for _p, o in run.results)} within "
+            f"{args.busiest:g}x, hindsight best {best[0] if best else 'none'}",
+            flush=True,
+        )
+    print()
+    print_leave_one_out(runs, args.busiest)
     return 0
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bench.routing_landscape import NODES
+from bench.routing_landscape import NODES, Outcome
 from bench.routing_oracle import (
     Partition,
     Reacting,
     Static,
     known_rates,
+    leave_one_out,
     main,
     partition,
     reaction_nodes,
@@ -146,3 +147,78 @@ def test_a_reacting_search_counts_the_partitions_under_the_target(
 def test_what_the_partitions_know_is_checked(bad: list[str]) -> None:
     with pytest.raises(SystemExit):
         main(bad)
+
+
+def _seed(pooled: float, rows: dict[str, tuple[float, float, int]]) -> list[tuple[str, Outcome]]:
+    """A synthetic seed's results: label -> (cold ratio to `pooled`, busiest, 503s)."""
+    return [(k, Outcome(r * pooled, b, busy, 0)) for k, (r, b, busy) in rows.items()]
+
+
+def test_leave_one_out_chooses_on_the_other_seeds_only() -> None:
+    # a: best on seed 1 alone; c: good, but over the busiest cap on seed 2; d: best of all,
+    # saturated on seeds 1 and 2; e: absent on seed 1. Seed 3's pooled memory is twice the others'.
+    runs = {
+        1: _seed(
+            10.0, {"a": (0.5, 1.2, 0), "b": (0.8, 1.2, 0), "c": (0.6, 1.2, 0), "d": (0.1, 1.2, 3)}
+        ),
+        2: _seed(
+            10.0,
+            {
+                "a": (0.9, 1.2, 0),
+                "b": (0.8, 1.2, 0),
+                "c": (0.6, 1.5, 0),
+                "d": (0.1, 1.2, 1),
+                "e": (0.0, 1.0, 0),
+            },
+        ),
+        3: _seed(
+            20.0,
+            {
+                "a": (0.9, 1.2, 0),
+                "b": (0.8, 1.2, 0),
+                "c": (0.6, 1.2, 0),
+                "d": (0.1, 1.2, 0),
+                "e": (0.0, 1.0, 0),
+            },
+        ),
+    }
+    pooled = {1: 10.0, 2: 10.0, 3: 20.0}
+    chosen = leave_one_out(runs, pooled, 1.3)
+    # held out 1: a's 0.9 on 2 and 3 loses to b's 0.8, though a is seed 1's best;
+    # held out 2: c (0.6) is within the cap on 1 and 3; held out 3: c is not (seed 2), and a's
+    # (0.5 + 0.9) / 2 = 0.7 beats b. d is saturated on another seed every time; e never
+    # qualifies (held out 1: seed 1 has no such rule; else seed 1 has no outcome for it)
+    assert chosen == {1: "b", 2: "c", 3: "a"}
+
+
+def test_leave_one_out_ties_by_label_and_needs_two_seeds() -> None:
+    runs = {s: _seed(10.0, {"y": (0.8, 1.0, 0), "x": (0.8, 1.0, 0)}) for s in (1, 2)}
+    assert leave_one_out(runs, {1: 10.0, 2: 10.0}, 1.3) == {1: "x", 2: "x"}
+    over = {s: _seed(10.0, {"x": (0.8, 1.4, 0)}) for s in (1, 2)}
+    assert leave_one_out(over, {1: 10.0, 2: 10.0}, 1.3) == {1: None, 2: None}
+    with pytest.raises(ValueError, match="two seeds"):
+        leave_one_out({1: runs[1]}, {1: 10.0}, 1.3)
+
+
+def test_choose_on_seeds_prints_the_leave_one_out_table(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--functions", "12", "--rate", "6", "--duration-s", "60", "--choose-on-seeds", "2,3"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| held-out seed | chosen on the other seeds |" in out
+    assert out.count("\n| 2 |") == 1
+    assert out.count("\n| 3 |") == 1
+    assert "chosen without hindsight:" in out
+    with pytest.raises(SystemExit):
+        main([*args[:-1], "2"])
+
+
+def test_leave_one_out_averages_ratios_to_each_seeds_pooled_memory_not_cold_percent() -> None:
+    # x: 0.6x on seeds 2 and 3 (24 % and 6 %); y: 0.3x and 1.0x (12 % and 10 %): by cold %
+    # y would win (11 against 15), by ratio x does (0.6 against 0.65)
+    pooled = {1: 10.0, 2: 40.0, 3: 10.0}
+    runs = {
+        1: _seed(10.0, {"x": (0.9, 1.0, 0), "y": (0.9, 1.0, 0)}),
+        2: _seed(40.0, {"x": (0.6, 1.0, 0), "y": (0.3, 1.0, 0)}),
+        3: _seed(10.0, {"x": (0.6, 1.0, 0), "y": (1.0, 1.0, 0)}),
+    }
+    assert leave_one_out(runs, pooled, 1.3)[1] == "x"
