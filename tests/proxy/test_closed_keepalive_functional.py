@@ -6,16 +6,17 @@ call written there fails before any answer, and a POST could not be retried (it 
 run). The pool must see the closed connection for what it is when the call takes it, so the
 call goes to a live connection or the next node, whatever its method.
 
-The race is made certain here, not hoped for: the node writes its answer and its FIN
-together, and a second request pipelined behind the first is started from the same read
-that delivers the answer, before the loop has read the FIN.
+The race is made certain here, not hoped for, in two ways: the node writes its answer and
+its FIN together, and a second request pipelined behind the first is started from the same
+read that delivers the answer (the fast plane, before the loop has read the FIN); or the node
+dies while the second call is being routed, before fnlb looks in its pool (both planes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
@@ -27,18 +28,32 @@ ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ndying."
 
 
 class DyingNode(LoopbackNode):
-    """Answers health checks; answers its first call keep-alive and dies in the same breath:
-    the answer, then the FIN on that connection, then its listener closed (a new connection
-    is refused). Counts the calls it read."""
+    """Answers health checks; answers its first call keep-alive and, if `dies_answering`,
+    dies in the same breath: the answer, then the FIN on that connection, then its listener
+    closed (a new connection is refused). Else `die` does that when told. Counts the calls
+    it read."""
 
-    def __init__(self) -> None:
+    def __init__(self, dies_answering: bool) -> None:
+        self.dies_answering = dies_answering
         self.calls = 0
         self.dead = False
+        self._open: list[asyncio.StreamWriter] = []
+
+    def die(self) -> None:
+        """A FIN on every open connection and the listener closed, before this returns."""
+        self.dead = True
+        for writer in self._open:
+            fin(writer)
+        if self._server is not None:
+            self._server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open.append(writer)
         try:
             while not self.dead:
                 head = await reader.readuntil(b"\r\n\r\n")
+                if self.dead:  # a dead node reads nothing more
+                    return
                 if head.startswith(b"GET /version "):  # health checks
                     writer.write(VERSION)
                     continue
@@ -56,23 +71,26 @@ class DyingNode(LoopbackNode):
                 await reader.readexactly(length)
                 self.calls += 1
                 writer.write(ANSWER)  # sent at once: nothing else is waiting to be written
-                # The FIN right behind it, on this very socket (a duplicate descriptor shuts
-                # the same socket down; the transport would close it on a later turn).
-                fd = writer.get_extra_info("socket").fileno()
-                with socket.socket(fileno=socket.dup(fd)) as same:
-                    same.shutdown(socket.SHUT_WR)
-                self.dead = True
-                if self._server is not None:
-                    self._server.close()  # and refuse new connections: the node is gone
+                if self.dies_answering:
+                    self.die()  # the FIN right behind the answer
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         finally:
+            self._open.remove(writer)
             writer.close()
 
 
-@pytest.fixture
-async def nodes() -> AsyncIterator[tuple[DyingNode, Backend]]:
-    dying, live = DyingNode(), Backend("live")
+def fin(writer: asyncio.StreamWriter) -> None:
+    """Send the connection's FIN now: a duplicate descriptor shuts the same socket down (the
+    transport would close it on a later turn of the loop)."""
+    fd = writer.get_extra_info("socket").fileno()
+    with socket.socket(fileno=socket.dup(fd)) as same:
+        same.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture(params=[True, False], ids=["dies answering", "dies as a call arrives"])
+async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[tuple[DyingNode, Backend]]:
+    dying, live = DyingNode(request.param), Backend("live")
     await dying.start()
     await live.start()
     yield dying, live
@@ -92,12 +110,22 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 @pytest.mark.parametrize("method", [b"POST", b"GET"])
 async def test_a_call_on_a_connection_the_node_just_closed_goes_to_the_next_node(
-    nodes: tuple[DyingNode, Backend], method: bytes
+    nodes: tuple[DyingNode, Backend], method: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dying, live = nodes
     async with running_balancer(nodes=f"{dying.address},{live.address}", hc_interval=60.0) as lb:
         await wait_for(lambda: all(s == "online" for s in lb.peer.view.states.values()))
         assert len(lb.peer.view.states) == 2
+        routed = lb.peer.candidates
+
+        def candidates(key: str, path: str) -> Sequence[str]:
+            # The second call is being routed: the node dies now, before fnlb looks in its
+            # pool, with no turn of the loop in between to read the FIN.
+            if dying.calls == 1 and not dying.dead:
+                dying.die()
+            return routed(key, path)
+
+        monkeypatch.setattr(lb.peer, "candidates", candidates)
         # a function whose first candidate is the dying node, so both calls go there first
         path = next(
             f"/r/app/fn{i}"
