@@ -28,10 +28,11 @@ HC_INTERVAL, HC_UNHEALTHY, HC_TIMEOUT = 1.0, 1, 1.0
 HC_WINDOW = HC_UNHEALTHY * (HC_INTERVAL + HC_TIMEOUT) + 3.0
 
 
+@pytest.mark.parametrize("plane", ["fast", "aiohttp"])
 def test_an_fn_node_killed_under_load_costs_no_call_that_had_not_started(
-    network: Network,
+    network: Network, plane: str
 ) -> None:
-    cluster = fn_nodes_behind_one_fnlb(network)
+    cluster = fn_nodes_behind_one_fnlb(network, lb_flags={"data-plane": plane})
     victim = cluster.node_hosts[1]
     load = start_load(
         cluster.client, cluster.lb.traffic, PATHS, count=900, deadline=20, method="POST"
@@ -43,7 +44,7 @@ def test_an_fn_node_killed_under_load_costs_no_call_that_had_not_started(
     others = set(cluster.routes) - {cluster.route_of(victim)}
     convergence = cluster.wait_routable(others, timeout=HC_WINDOW)
     result = load.result()
-    print(result.summary_line("fn-node-kill9", convergence=convergence))
+    print(result.summary_line("fn-node-kill9", convergence=convergence, plane=plane))
 
     after = result.started_after(killed_at)
     assert len(after) > 100, "the load should go on well past the kill"
