@@ -96,7 +96,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.node = node
         self.transport: asyncio.Transport | None = None
         self.poller: select.poll | None = None
-        """Asks the kernel, without reading, whether the node has sent anything (`heard`)."""
+        """Asks the kernel, without reading, whether the node has sent anything the loop has
+        not read yet: on an idle connection, its FIN or RST (or bytes no request asked for).
+        One system call; None without a socket (a test's or a bench's own transport)."""
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
         self.closed = False
@@ -131,12 +133,6 @@ class UpstreamConnection(asyncio.Protocol):
         if sock is not None:
             self.poller = poller = select.poll()
             poller.register(sock.fileno(), _HEARD)
-
-    def heard(self) -> bool:
-        """The node has sent something the loop has not read yet: on an idle connection, its
-        FIN or RST (or bytes no request asked for). One system call, nothing read."""
-        poller = self.poller
-        return poller is not None and bool(poller.poll(0))
 
     def data_received(self, data: bytes) -> None:
         ex = self.exchange
@@ -269,8 +265,10 @@ class UpstreamPool:
         oldest = self._loop.time() - self.idle_timeout
         while idle:
             up = idle.pop()
-            if not up.closed and up.idle_since > oldest and not up.heard():
-                return up
+            if not up.closed and up.idle_since > oldest:
+                poller = up.poller  # one poll(0) per reused connection: the node's close?
+                if poller is None or not poller.poll(0):
+                    return up
             up.close()
         return None
 
