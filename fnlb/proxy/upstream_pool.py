@@ -12,9 +12,10 @@ connection (the call's request and the FIN arrive in the same turn of the loop, 
 read first). The request would then be written where nobody reads it and fail before any
 answer, and a POST could not be retried: it may have run, for all fnlb could tell. So `take`
 asks the kernel whether anything has come in on the idle connection since its last answer
-(one `poll` with a zero timeout, ~0.5 us; docs/proxy.md): an idle HTTP/1.1 connection has
-nothing to say, so anything - EOF, a reset, a stray byte - means the node will not read a
-request there, and the connection is closed instead. The request is then provably unsent.
+(one `poll` with a zero timeout, ~1 us with the kernel's part; docs/benchmarks.md): an idle
+HTTP/1.1 connection has nothing to say, so anything - EOF, a reset, a stray byte - means the
+node will not read a request there, and the connection is closed instead. The request is
+then provably unsent.
 """
 
 from __future__ import annotations
