@@ -44,6 +44,29 @@ async def test_it_makes_exactly_count_calls_and_records_who_answered(fn_server: 
     assert all(result.began <= c.start <= c.end <= result.ended for c in result.calls)
 
 
+async def test_post_calls_send_a_body_as_an_fn_invocation_does() -> None:
+    seen: list[tuple[str, bytes]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((request.method, await request.read()))
+        return web.Response(text="ok", headers={NODE_HEADER: "10.213.0.9:8080"})
+
+    app = web.Application()
+    app.router.add_route("*", "/r/app/{name}", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        target = f"127.0.0.1:{runner.addresses[0][1]}"
+        cfg = LoadConfig(target, ("/r/app/a",), count=3, deadline=30, method="POST")
+        result = await run_load(cfg)
+    finally:
+        await runner.cleanup()
+    assert all(c.ok for c in result.calls)
+    assert len(seen) == 3
+    assert all(method == "POST" and body for method, body in seen)
+
+
 async def test_no_call_starts_after_the_deadline(fn_server: str) -> None:
     cfg = LoadConfig(fn_server, ("/r/app/a?ms=50",), count=10_000, deadline=0.5, concurrency=2)
     result = await run_load(cfg)

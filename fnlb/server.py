@@ -54,6 +54,7 @@ from fnlb.observe.zipkin import ZipkinExporter
 from fnlb.peer.core import LONE_NAME, Peer
 from fnlb.proxy.fast_server import FastProxy, hand_to_protocol
 from fnlb.proxy.handler import Proxy, UpstreamRequest, expect_handled_by_proxy
+from fnlb.proxy.node_connector import CheckedConnector
 from fnlb.proxy.warm_hold import WarmHolds
 from fnlb.proxy.workers import WorkerPool, cpus_available
 from fnlb.routing.policies import make_policy
@@ -176,7 +177,8 @@ class Balancer:
         # on every call for nothing. Calls themselves have no deadline: functions run long.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout)
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=10),
+            # never hands out a pooled connection the node has closed (fnlb.proxy.node_connector)
+            connector=CheckedConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=10),
             timeout=timeout,
             auto_decompress=False,
             max_line_size=_HEADER_LINE_MAX,

@@ -135,6 +135,7 @@ class LoadConfig:
     concurrency: int = 8  # calls in flight at once
     timeout: float = 10.0  # seconds for one call, connect to last byte
     rate: float = 0.0  # calls per second in total (0: as fast as `concurrency` allows)
+    method: str = "GET"  # POST sends a small JSON body, as an Fn invocation does
 
 
 def _describe(e: BaseException) -> str:
@@ -151,6 +152,7 @@ async def run_load(cfg: LoadConfig, progress: Path | None = None) -> LoadResult:
     stop_at = began + cfg.deadline
     next_index = 0
     timeout = aiohttp.ClientTimeout(total=cfg.timeout)
+    body = b'{"x":1}' if cfg.method == "POST" else None
 
     def take() -> int | None:
         nonlocal next_index
@@ -167,7 +169,7 @@ async def run_load(cfg: LoadConfig, progress: Path | None = None) -> LoadResult:
         node: str | None = None
         error: str | None = None
         try:
-            async with session.get(url, timeout=timeout) as resp:
+            async with session.request(cfg.method, url, data=body, timeout=timeout) as resp:
                 status = resp.status
                 node = resp.headers.get(NODE_HEADER)
                 await resp.read()
@@ -255,12 +257,13 @@ def start_load(
     concurrency: int = 8,
     timeout: float = 10.0,
     rate: float = 0.0,
+    method: str = "GET",
     name: str = "load",
 ) -> LoadRun:
     """Start the load client in Host `client` against fnlb at `target` (ip:port)."""
     from harness.procs import python_argv
 
-    cfg = LoadConfig(target, tuple(paths), count, deadline, concurrency, timeout, rate)
+    cfg = LoadConfig(target, tuple(paths), count, deadline, concurrency, timeout, rate, method)
     out = client.network.workdir / f"{name}.json"
     progress = client.network.workdir / f"{name}.progress"
     argv = python_argv(
@@ -271,6 +274,7 @@ def start_load(
         "--concurrency", str(concurrency),
         "--timeout", str(timeout),
         "--rate", str(rate),
+        "--method", method,
         "--out", str(out),
         "--progress", str(progress),
         *(arg for p in paths for arg in ("--path", p)),
@@ -287,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     parser.add_argument("--rate", type=float, default=0.0, help="calls/s in total, 0: unpaced")
+    parser.add_argument("--method", choices=("GET", "POST"), default="GET")
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
     parser.add_argument("--progress", type=Path, help="file rewritten with calls done so far")
     args = parser.parse_args(argv)
@@ -300,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.concurrency,
         args.timeout,
         args.rate,
+        args.method,
     )
     result = asyncio.run(run_load(cfg, args.progress))
     _write_atomic(args.out, json.dumps(result.to_json()))

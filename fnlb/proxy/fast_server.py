@@ -15,6 +15,8 @@ The behaviour is `fnlb.proxy.handler.Proxy.handle`'s, with the same calls into t
 call when the connection could not be opened, when the node answered 503 with Retry-After
 and the body is still in hand (bodies with a Content-Length up to `BUFFER_LIMIT` are read
 whole first), or - idempotent methods only - when the connection died before any answer.
+A pooled connection the node has already closed is never written to, whatever the method: the
+pool looks before it hands one out (fnlb.proxy.upstream_pool).
 
 Pipelined requests are answered in order: a request that arrives while another is being
 proxied waits (its body buffered, reading paused) until the one before is answered.

@@ -15,8 +15,10 @@ node answered 503 with `Retry-After` (Fn's "server too busy", sent before the ca
 - for idempotent methods only, as HTTP allows - the connection died before any answer.
 A busy answer can only be retried when the request body is still in hand, so bodies up to
 `BUFFER_LIMIT` are read first (cheaper too); larger or unsized ones are streamed and only the
-connection failure is retried. Anything after the request may have reached the function — a
-reset, a timeout, a half-read response — ends in a 502 naming the node, never a resend.
+connection failure is retried. A pooled connection the node has already closed is never
+used, whatever the method (fnlb.proxy.node_connector). Anything after the request may have
+reached the function — a reset, a timeout, a half-read response — ends in a 502 naming the
+node, never a resend.
 """
 
 from __future__ import annotations

@@ -5,11 +5,23 @@ and hands each event straight to the `Exchange` (the call) that owns it for the 
 task, no queue, no copy between the socket and the client. The pool keeps idle connections
 per node, newest first (the warmest socket), and drops those idle longer than the nodes'
 usual keep-alive so a call rarely meets a connection the node has just closed.
+
+One it has just closed is never handed out: a node that dies or closes an idle connection
+sends its FIN or RST at once, but the event loop may read it only after a call has taken that
+connection (the call's request and the FIN arrive in the same turn of the loop, the request
+read first). The request would then be written where nobody reads it and fail before any
+answer, and a POST could not be retried: it may have run, for all fnlb could tell. So `take`
+asks the kernel whether anything has come in on the idle connection since its last answer
+(one `poll` with a zero timeout, ~1 us with the kernel's part; docs/benchmarks.md): an idle
+HTTP/1.1 connection has nothing to say, so anything - EOF, a reset, a stray byte - means the
+node will not read a request there, and the connection is closed instead. The request is
+then provably unsent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 from typing import Final, Protocol, cast
 
 import httptools
@@ -30,6 +42,10 @@ from fnlb.proxy.http1 import (
     kind_of,
     node_address,
 )
+
+_HEARD: Final = select.POLLIN | select.POLLPRI | select.POLLRDHUP
+"""What `poll` reports on an idle connection the node has written to, shut or reset (POLLERR
+and POLLHUP are always reported)."""
 
 IDLE_TIMEOUT_S: Final = 50.0
 """An idle connection older than this is closed rather than reused (aiohttp's pool used 60 s;
@@ -67,6 +83,7 @@ class UpstreamConnection(asyncio.Protocol):
         "interim",
         "node",
         "parser",
+        "poller",
         "pool",
         "reason",
         "retry_after",
@@ -79,6 +96,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool = pool
         self.node = node
         self.transport: asyncio.Transport | None = None
+        self.poller: select.poll | None = None
+        """Asks the kernel, without reading, whether the node has sent anything the loop has
+        not read yet: on an idle connection, its FIN or RST (or bytes no request asked for).
+        One system call; None without a socket (a test's or a bench's own transport)."""
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
         self.closed = False
@@ -109,6 +130,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.poller = poller = select.poll()
+            poller.register(sock.fileno(), _HEARD)
 
     def data_received(self, data: bytes) -> None:
         ex = self.exchange
@@ -233,7 +258,8 @@ class UpstreamPool:
         self._loop = asyncio.get_running_loop()
 
     def take(self, node: str) -> UpstreamConnection | None:
-        """An idle connection to `node`, the most recently used first; None if none is left."""
+        """An idle connection to `node`, the most recently used first; None if none is left.
+        Never one the node has closed or reset, even if the loop has not read that yet."""
         idle = self._idle.get(node)
         if not idle:
             return None
@@ -241,7 +267,9 @@ class UpstreamPool:
         while idle:
             up = idle.pop()
             if not up.closed and up.idle_since > oldest:
-                return up
+                poller = up.poller  # one poll(0) per reused connection: the node's close?
+                if poller is None or not poller.poll(0):
+                    return up
             up.close()
         return None
 
