@@ -179,3 +179,22 @@ def test_health_results_and_verdict_changes_are_counted_per_node_and_end_with_it
     p.delete_node("a:1", clock())
     assert p.check_results == {}
     assert p.state_changes == {}
+
+
+def test_a_malformed_placement_in_a_full_state_is_dropped_alone() -> None:
+    """Issue 16: the placement rides in push-pull; one a peer cannot read is counted and
+    dropped, and the node set beside it still merges (a later schema costs nothing else)."""
+    import msgpack
+
+    from fnlb.payloads.envelope import unpack
+
+    clock = Clock()
+    old = peer("old", clock, seed=["a:1", "b:1"])
+    old.seed_nodes(clock())
+    state = unpack(old.local_state(False))
+    assert "placement" not in state  # nothing placed yet: nothing sent
+    state["placement"] = {"e": 1, "o": 2}
+    new = peer("new", clock)
+    new.merge_remote_state(msgpack.packb(state), join=False)
+    assert new.nodes() == ["a:1", "b:1"]
+    assert new.drops == {"bad_placement": 1}
