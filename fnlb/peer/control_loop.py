@@ -215,6 +215,20 @@ class ControlLoop:
         admitted = Admitted(dict(wire.homes), wire.tail)
         return adm.offer(Placed(wire.epoch, wire.nodes, wire.origin, wire.young, admitted))
 
+    def placement_report(self) -> dict[str, Any] | None:
+        """For `GET /1/lb/cluster`: the protected set and the tail's nodes, and when they
+        are this peer's line of placements, its epoch and digest (equal digests: peers
+        agree on the placement). None: admission off."""
+        adm = self.admission
+        if adm is None:
+            return None
+        report = adm.admitted.as_dict()
+        placed = adm.placed
+        if placed is not None and placed.admitted is adm.admitted:
+            report["epoch"] = placed.epoch
+            report["digest"] = placed.digest.hex()
+        return report
+
     def placement_map(self) -> dict[str, Any] | None:
         """This peer's last placement for its push-pull state (None: none to send)."""
         placed = self.admission.placed if self.admission is not None else None

@@ -198,3 +198,28 @@ def test_a_malformed_placement_in_a_full_state_is_dropped_alone() -> None:
     new.merge_remote_state(msgpack.packb(state), join=False)
     assert new.nodes() == ["a:1", "b:1"]
     assert new.drops == {"bad_placement": 1}
+
+
+def test_a_peers_placement_report_carries_its_epoch_and_digest() -> None:
+    """`GET /1/lb/cluster`'s "placement": the digest is the one peers rank by, so equal
+    digests mean the peers hold the same placement."""
+    from fnlb.routing.admission import Admitted, Placed
+
+    clock = Clock()
+    p = peer("a", clock)
+    assert p.control.placement_report() == {"protected": {}, "tail_nodes": []}
+    adm = p.control.admission
+    assert adm is not None
+    nodes = ("n1:1", "n2:1", "n3:1")
+    placed = Placed(5, nodes, 2, False, Admitted({"f": "n2:1"}, ("n3:1",)))
+    adm.observe(5 * 30_000, {"f": 1.0}, {}, 1.0, 0)
+    assert adm.offer(placed)
+    report = p.control.placement_report()
+    assert report == {
+        "protected": {"f": "n2:1"},
+        "tail_nodes": ["n3:1"],
+        "epoch": 5,
+        "digest": placed.digest.hex(),
+    }
+    other = Placed(5, nodes, 2, False, Admitted({"f": "n1:1"}, ("n3:1",)))
+    assert other.digest != placed.digest
