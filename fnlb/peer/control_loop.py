@@ -217,8 +217,9 @@ class ControlLoop:
 
     def placement_report(self) -> dict[str, Any] | None:
         """For `GET /1/lb/cluster`: the protected set and the tail's nodes, and when they
-        are this peer's line of placements, its epoch and digest (equal digests: peers
-        agree on the placement). None: admission off."""
+        are this peer's line of placements, its epoch, its line's origin, whether it was
+        placed from less than the scores' window, and its digest (equal digests: peers agree
+        on the placement). None: admission off."""
         adm = self.admission
         if adm is None:
             return None
@@ -226,6 +227,8 @@ class ControlLoop:
         placed = adm.placed
         if placed is not None and placed.admitted is adm.admitted:
             report["epoch"] = placed.epoch
+            report["origin"] = placed.origin
+            report["young"] = placed.young
             report["digest"] = placed.digest.hex()
         return report
 

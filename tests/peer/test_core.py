@@ -219,6 +219,8 @@ def test_a_peers_placement_report_carries_its_epoch_and_digest() -> None:
         "protected": {"f": "n2:1"},
         "tail_nodes": ["n3:1"],
         "epoch": 5,
+        "origin": 2,
+        "young": False,
         "digest": placed.digest.hex(),
     }
     other = Placed(5, nodes, 2, False, Admitted({"f": "n1:1"}, ("n3:1",)))
