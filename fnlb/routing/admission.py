@@ -41,7 +41,7 @@ How, every tick (`observe`) and at each placement epoch (`place`):
   tail cannot evict what it holds.
 
 - **Sticky, agreed**: each placement keeps to the one before it (incumbents stay unless
-  their node is over its memory or its calls, `_homes`), the last one this peer made or took
+  their node is over its memory or its calls, when its coolest leave first, `_homes`), the last one this peer made or took
   from another. A peer with none of the epoch before (started, or idle) chains
   `HYSTERESIS_EPOCHS` placements from none over the cuts it holds. Peers whose placements
   differ (a restart, a partition healed, a cut read differently) exchange them in push-pull
@@ -471,7 +471,8 @@ def _homes(
     before: Admitted,
 ) -> dict[str, str]:
     """The protected set's homes, sticky: incumbents first where they are, then what a node
-    over its memory or its calls must shed, then the newcomers and the shed, hottest first.
+    over its memory or its calls must shed (its coolest first), then the newcomers and the
+    shed, hottest first.
 
     Why incumbents first: placed hottest first from scratch, each home depends on every
     hotter function's, and when the protected set fills most of the memory (4 GiB nodes,
@@ -527,16 +528,13 @@ def _homes(
         old = before.homes.get(key)
         if old is not None and old in room and may_go(key, old):
             put(key, old)
-    # 2. A node over its memory sheds its biggest first (fewest moves), then one over
-    #    REHOME_SLACK shares of calls its hottest first: containers are not abandoned for a
-    #    little balance.
+    # 2. A node over its memory, or over RATE_CAP shares of calls (the most step 3 gives a
+    #    node), sheds its coolest first until it is within them: the hottest keep their
+    #    containers (moving one costs its calls' cold starts on the new node, a burst's
+    #    included), as when homes were placed hottest first.
     for n in nodes:
-        for key in sorted((k for k in homes if homes[k] == n), key=lambda k: (-sc.demand(k), k)):
-            if room[n] >= 0:
-                break
-            take(key)
-        for key in sorted((k for k in homes if homes[k] == n), key=lambda k: (-score(k), k)):
-            if placed_rate[n] <= REHOME_SLACK * share:
+        for key in sorted((k for k in homes if homes[k] == n), key=lambda k: (score(k), k)):
+            if room[n] >= 0 and placed_rate[n] <= RATE_CAP * share:
                 break
             take(key)
     # 3. Newcomers and the shed, hottest first.

@@ -226,16 +226,20 @@ def test_incumbents_keep_their_homes_when_a_hot_newcomer_comes() -> None:
     assert max(per_node) - min(per_node) <= max(before) - min(before) + 1
 
 
-def test_a_node_short_of_memory_sheds_its_biggest_and_only_they_move() -> None:
-    """A node reports fewer containers (its /metrics): it sheds the functions that free most
-    memory first until the rest fit, each to a node with memory left under the rate cap;
-    no other function moves."""
+def test_a_node_short_of_memory_sheds_its_coolest_and_only_they_move() -> None:
+    """A node reports fewer containers (its /metrics): it sheds its coolest functions first
+    until the rest fit, each to a node with memory left under the rate cap; no other
+    function moves. The hottest keep their containers: shedding the hottest first (the
+    fewest moves) moved a bursting function off its warm node, and the busiest node of
+    bench/routing's real runs went from 1.22-1.27x to 1.27-1.54x the mean."""
     v = view()
     rates = zipf(60, 40.0, s=0.9)
     adm = fed(rates, in_flight=20)
     sc = adm.scores_at(adm.last_cut)
     size = dict.fromkeys(NODES, 16)
     first = place_from(sc, v.routable, v.candidates, size, NONE)
+    first = place_from(sc, v.routable, v.candidates, size, first)  # settled: within the rules
+    assert place_from(sc, v.routable, v.candidates, size, first) == first
     small = NODES[0]
     on_small = [k for k, h in first.homes.items() if h == small]
     assert len(on_small) >= 3
@@ -246,8 +250,8 @@ def test_a_node_short_of_memory_sheds_its_biggest_and_only_they_move() -> None:
     assert moved <= set(on_small)
     kept = [k for k in on_small if got.homes.get(k) == small]
     assert sum(sc.demand(k) for k in kept) <= PROTECTED_FILL * 8
-    # the biggest went: every one shed needed at least as many containers as any kept
-    assert min(sc.demand(k) for k in moved) >= max((sc.demand(k) for k in kept), default=0.0)
+    # the coolest went: every one shed is called no more often than any kept
+    assert max(sc.score(k) for k in moved) <= min((sc.score(k) for k in kept), default=1e9)
     for node in NODES[1:]:
         held = [k for k, h in got.homes.items() if h == node]
         assert sum(sc.demand(k) for k in held) <= PROTECTED_FILL * 16 + 1e-9
@@ -418,8 +422,10 @@ def test_peers_whose_placements_differ_all_take_the_lowest_ranked_and_then_place
     # from the same placement and the same cuts, the next epoch is placed alike
     nxt = (old.placed.epoch + 1) * EPOCH_MS
     rates = history(400)[-1][1]
+    more = [(c, rates) for c in range(old.last_cut + 1000, nxt + 1000, 1000)]
     for adm in (old, young):
-        feed(adm, [(c, rates) for c in range(old.last_cut + 1000, nxt + 1000, 1000)])
+        feed(adm, more)
+    assert young.scores_at(nxt).scores == old.scores_at(nxt).scores
     assert young.place(v.routable, v.candidates, at=nxt) == old.place(
         v.routable, v.candidates, at=nxt
     )
