@@ -30,19 +30,19 @@ How, every tick (`observe`) and at each placement epoch (`place`):
   (`container_demand` plus their calls in flight) fit in `PROTECTED_FILL` of the other
   nodes' slots. Hysteresis: a function already protected stays while its score is at least
   `KEEP_SHARE` of the coolest newcomer's, so a function near the boundary does not flap.
-- **Homes**: most called first, each on the node with the most memory left among those
-  whose calls/s stay under `RATE_CAP` equal shares (else the one with the least calls/s
-  placed so far), a function the widths spread counted on each node it goes to; a function
-  stays on the node its containers are on (its home, else where the last placement sent
-  it) while that node stays within `REHOME_SLACK` equal shares: containers are not
-  abandoned for a little balance. The tail's nodes
+- **Homes** (`_homes`): incumbents stay where their containers are; a node over its
+  memory or over `RATE_CAP` equal shares of calls sheds its least called first; then the
+  newcomers and the shed, most called first, each on the node with the most memory left
+  among those whose calls/s stay under `RATE_CAP` equal shares (else the one with the least
+  calls/s placed so far), a function the widths spread counted on each node it goes to; a
+  newcomer stays where the last placement sent it while that node has room and stays
+  within `REHOME_SLACK` shares. The tail's nodes
   start with the tail's rate and take only functions hot enough that LRU never evicts them
   (called at least every `TAIL_HOT_GAP_S`): the busiest node stays near the mean while the
   tail cannot evict what it holds.
 
-- **Sticky, agreed**: each placement keeps to the one before it (incumbents stay unless
-  their node is over its memory or its calls, when its coolest leave first, `_homes`), the last one this peer made or took
-  from another. A peer with none of the epoch before (started, or idle) chains
+- **Sticky, agreed**: each placement keeps to the one before it, the last one this peer
+  made or took from another. A peer with none of the epoch before (started, or idle) chains
   `HYSTERESIS_EPOCHS` placements from none over the cuts it holds. Peers whose placements
   differ (a restart, a partition healed, a cut read differently) exchange them in push-pull
   and all take the lowest ranked (`Placed.rank`, `Admission.offer`): from then on they chain
@@ -103,8 +103,8 @@ newcomer's: hysteresis at the boundary."""
 CALL_SHARE: Final = WidthPolicy().call_share
 """The hot-set widths spread a function over more than this many node shares of calls."""
 REHOME_SLACK: Final = 1.2
-"""A placed function keeps its home while that node's calls/s stay within this factor of an
-equal share."""
+"""A newcomer stays where the last placement sent it (the tail's first node of its order, or
+its rendezvous home) while that node's calls/s stay within this factor of an equal share."""
 TAIL_HOT_GAP_S: Final = 1.0
 """A function called at least this often may share a tail node: LRU keeps it warm."""
 TAIL_SHARE: Final = 2
@@ -341,6 +341,21 @@ class Admission:
         if last is not None and last.epoch == epoch and last.nodes == nodes and last.admitted.homes:
             self.admitted = last.admitted
             return self.admitted
+        young = self._first_cut > at - WINDOW_MS
+        if (
+            young
+            and last is not None
+            and not last.young
+            and last.epoch == epoch - 1
+            and last.nodes == nodes
+        ):
+            # Taken from a peer that read the whole window: a sticky placement moves little
+            # from one epoch to the next, so it is closer to what that peer places now than
+            # one from this peer's fewer cuts. Kept (as this peer's, young) until an
+            # exchange brings the new one.
+            self.placed = Placed(epoch, nodes, last.origin, True, last.admitted)
+            self.admitted = last.admitted
+            return self.admitted
         size = {n: (slots or {}).get(n, self.slots_per_node) for n in nodes}
         if last is not None and epoch - 1 <= last.epoch <= epoch:
             before = last.admitted
@@ -352,7 +367,6 @@ class Admission:
                 before = place_from(sc, nodes, order_of, size, before)
             origin = epoch - HYSTERESIS_EPOCHS + 1
         self.admitted = place_from(self.scores_at(at), nodes, order_of, size, before)
-        young = self._first_cut > at - WINDOW_MS
         self.placed = Placed(epoch, nodes, origin, young, self.admitted)
         return self.admitted
 

@@ -447,3 +447,29 @@ def test_a_placement_is_taken_only_for_this_epoch_and_the_same_nodes() -> None:
     feed(fresh, [(c, r) for c, r in history(400)[-5:]])
     assert fresh.offer(replace(p, young=True))  # nothing of its own this epoch: taken
     assert not old.offer(replace(p, young=True, origin=0))
+
+
+def test_a_young_peer_keeps_a_placement_it_took_until_an_exchange_brings_the_next() -> None:
+    """A peer that has read less than the window and took a placement from one that read it
+    all keeps that one at the next epoch (marked young, so it never outranks theirs) rather
+    than place from its fewer cuts: sticky, the cluster's moves little from one epoch to
+    the next."""
+    v = view()
+    old, _ = two_lines()
+    assert old.placed is not None
+    cuts = history(400)
+    fresh = feed(Admission(16), cuts[-30:])  # 30 s of cuts: young
+    assert fresh.offer(old.placed)
+    nxt = (old.placed.epoch + 1) * EPOCH_MS
+    rates = cuts[-1][1]
+    feed(fresh, [(c, rates) for c in range(fresh.last_cut + 1000, nxt + 1000, 1000)])
+    assert fresh.place(v.routable, v.candidates, at=nxt) == old.placed.admitted
+    assert fresh.placed is not None
+    assert fresh.placed.young
+    assert fresh.placed.epoch == old.placed.epoch + 1
+    # it takes the next one that a peer which read the whole window places
+    feed(old, [(c, rates) for c in range(old.last_cut + 1000, nxt + 1000, 1000)])
+    old.place(v.routable, v.candidates, at=nxt)
+    assert fresh.offer(old.placed)
+    # a peer that read the whole window places from its own cuts
+    assert not old.placed.young
