@@ -201,6 +201,20 @@ async def warm_wait_holds(mgmt_urls: Sequence[str]) -> dict[str, float]:
     return out
 
 
+async def placement_digests(mgmt_urls: Sequence[str]) -> list[str]:
+    """Each peer's placement as `GET /1/lb/cluster` reports it: "epoch:digest", or "-" when
+    it has none (equal digests: the peers hold the same placement; docs/routing.md, After a
+    restart)."""
+    out = []
+    async with aiohttp.ClientSession() as session:
+        for url in mgmt_urls:
+            async with session.get(f"{url}/1/lb/cluster") as r:
+                placement = (await r.json()).get("placement") or {}
+            digest = placement.get("digest")
+            out.append(f"{placement.get('epoch')}:{digest}" if digest else "-")
+    return out
+
+
 async def replay(
     calls: Sequence[Call], urls: Sequence[str], seed: int, timeout_s: float
 ) -> list[Outcome]:
@@ -286,6 +300,10 @@ async def run_config(
         started = time.monotonic()
         outcomes = await replay(calls, urls, args.seed, args.timeout)
         log(f"# {name}: {len(outcomes)} calls replayed in {time.monotonic() - started:.0f}s")
+        if mgmt_urls:
+            digests = await placement_digests(mgmt_urls)
+            same = "the same" if len(set(digests)) == 1 else "DIFFERENT"
+            log(f"# {name}: {same} placements at the end: {' '.join(digests)}")
         if name == "fnlb-warm-wait":
             held = await warm_wait_holds(mgmt_urls)
             seconds = held.pop("seconds", 0.0)

@@ -42,6 +42,7 @@ from bench.routing_oracle import (
     known_rates,
     partition,
     search,
+    within,
     workload_arguments,
     workload_from,
 )
@@ -130,7 +131,7 @@ def rows(
     out = [("fnlb", online, _moves(counting.moved))]
     out.append(("fnlb, its last placement held from the start", run(counting.admitted)[0], ""))
     rates = known_rates(w.spec, "trace", w.after)
-    ok = [(p, o) for p, o in search(w, rates) if not o.saturated and o.busiest <= busiest]
+    ok = [(p, o) for p, o in search(w, rates) if within(o, busiest)]
     if not ok:
         return out
     part, static = min(ok, key=lambda x: x[1].cold)

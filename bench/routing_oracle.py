@@ -504,8 +504,8 @@ def print_search(args: argparse.Namespace, w: Workload, run: SeedRun) -> None:
             f"| {'yes' if o.saturated else 'no'} |"
         )
     print()
-    if ok:
-        best_p, best = min(ok, key=lambda x: x[1].cold)
+    if chosen := best_within(results, args.busiest):
+        best_p, best = chosen
         print(
             f"best with busiest <= {args.busiest:g}x and no saturated node: {best_p}: "
             f"{best.cold:.1f} % = {best.cold / ref:.2f}x pooled (busiest {best.busiest:.2f}x)"

@@ -8,6 +8,7 @@ a full run and lives in docs/routing.md.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -32,6 +33,10 @@ def test_quick_run_prints_a_row_per_configuration_and_draws_the_plot(tmp_path: P
     assert all(rows[name][4] == "0" for name in configs), rows  # errors
     assert all(float(rows[name][1]) > 0 for name in configs)  # cold starts were seen
     assert "cold fraction: fnlb" in out
+    # each fnlb peer's placement at the end (they may differ for a moment at an epoch)
+    said = re.search(r"# fnlb: (the same|DIFFERENT) placements at the end: (.*)", out + done.stderr)
+    assert said is not None
+    assert len(said.group(2).split()) == 3  # one epoch:digest (or -) per peer
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -49,8 +49,8 @@ class ClusterApi:
         report = cluster_report(self._peer, self._cluster)
         decision = self._peer.decision
         report["scale"] = decision.as_dict() if decision is not None else None
-        admitted = self._peer.control.admitted  # issue 16: the protected set, the tail
-        report["placement"] = admitted.as_dict() if admitted is not None else None
+        # issue 16: the protected set, the tail's nodes, the placement's digest
+        report["placement"] = self._peer.control.placement_report()
         return json_response(report)
 
     async def hold(self, request: web.Request) -> web.Response:

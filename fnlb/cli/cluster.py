@@ -118,6 +118,7 @@ def _status_once(urls: list[str], args: argparse.Namespace, options: ClientOptio
             "clustered": True,
             "agree": agree and not errors,
             "load_agree": load_agree,
+            "placement_agree": _placements_agree(ok),
             "peers": reports,
         }
         print(json.dumps(answer, indent=2))
@@ -226,12 +227,19 @@ def format_status(
     out.append("\nagreement:")
     out.append(
         table(
-            ["peer", "self", "version", "checksum", "load"],
+            ["peer", "self", "version", "checksum", "load", "placement"],
             [
-                [u, r["self"], str(r["version"]), r["checksum"], r.get("load_checksum", "-")]
+                [
+                    u,
+                    r["self"],
+                    str(r["version"]),
+                    r["checksum"],
+                    r.get("load_checksum", "-"),
+                    _placement_digest(r) or "-",
+                ]
                 for u, r in reports.items()
             ]
-            + [[u, "-", "-", "unreachable", "-"] for u in errors or {}],
+            + [[u, "-", "-", "unreachable", "-", "-"] for u in errors or {}],
         )
     )
     if not agree:
@@ -246,4 +254,22 @@ def format_status(
             "load figures differ (load-based widths settle within about a second; "
             "docs/routing.md, the shared load model)"
         )
+    if not _placements_agree(reports):
+        out.append(
+            "placements differ (each peer takes the lowest ranked at its next push-pull, and a "
+            "peer crossing an epoch places a moment before another; docs/routing.md, After a "
+            "restart)"
+        )
     return "\n".join(out)
+
+
+def _placement_digest(report: dict[str, Any]) -> str | None:
+    placement = report.get("placement")
+    digest = placement.get("digest") if isinstance(placement, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
+def _placements_agree(reports: dict[str, dict[str, Any]]) -> bool:
+    """Equal placement digests where peers report one (admission off or nothing placed: no
+    digest, nothing to compare)."""
+    return len({d for r in reports.values() if (d := _placement_digest(r)) is not None}) <= 1

@@ -129,6 +129,8 @@ class ClusterState:
         self._verdicts_taken = 0
         """Peers' verdicts newer than the one held (news, relayed), counted."""
         self._recheck: list[str] = []
+        self._placement: Any = None
+        """The raw placement of the last full state merged (`take_placement`)."""
         self._early: dict[tuple[str, str], tuple[bool, int, int]] = {}
         """Verdicts on nodes not (yet) in our set: (peer, node) -> (online, stamp, when
         received, ms). Applied if the node arrives within EARLY_VERDICT_MS (see
@@ -301,6 +303,11 @@ class ClusterState:
         out, self._outbox = self._outbox, []
         return out
 
+    def take_placement(self) -> Any:
+        """The raw placement the last full state merged carried, or None (drained)."""
+        out, self._placement = self._placement, None
+        return out
+
     def take_rechecks(self) -> list[str]:
         """Nodes a peer called offline while our own verdict still says online: check them
         now (drained)."""
@@ -317,7 +324,7 @@ class ClusterState:
         self._sends.clear()
         return out
 
-    def local_state(self, join: bool, now_ms: int | None = None) -> bytes:
+    def local_state(self, join: bool, now_ms: int | None = None, placement: Any = None) -> bytes:
         """Our node set and the verdicts that can still matter: every peer's on a node some
         peer calls offline (a contested node). `now_ms` is not needed (kept for callers).
 
@@ -336,13 +343,16 @@ class ClusterState:
         verdicts, never broadcast, reached everyone) and every verdict issued in the last
         2 minutes, up to 512: at a cluster's start with 200 nodes that was ~700 rows, ~30 KB
         each way per exchange (6.7 KB/s per peer of push-pull at N=20, 2.8 at N=10).
+
+        `placement`: this peer's last admission placement (fnlb.payloads.placement), which
+        the peer layer adds; the cluster state only carries it (`take_placement`).
         """
         del now_ms
         verdicts: list[list[Any]] = []
         for node, peers in self.verdicts.items():
             if not all(v.online for v in peers.values()):
                 verdicts += ([peer, node, v.online, v.stamp] for peer, v in peers.items())
-        return full_state(self.nodes.snapshot(), verdicts)
+        return full_state(self.nodes.snapshot(), verdicts, placement)
 
     # -- merging -------------------------------------------------------------------------
 
@@ -394,7 +404,7 @@ class ClusterState:
         spreading them). False for a new peer's first exchange: what the cluster holds is
         news only to the newcomer, and relaying it would flood gossip with the whole set.
         """
-        nodes, verdicts = open_full_state(data)
+        nodes, verdicts, self._placement = open_full_state(data)
         changed = self._merged(self.nodes.merge_full(nodes, now), now, relay=relay)
         for peer, node, online, stamp in verdicts:
             held = self.verdicts.verdict(peer, node) if isinstance(peer, str) else None

@@ -5,7 +5,9 @@ online, stamp], ...]}`, the node-set replica (`NodeSet.snapshot()`, versioned by
 "v") and the verdicts that can still matter (fnlb.payloads.verdict): every peer's on a
 contested node, one some peer calls offline (fnlb.cluster.state, `local_state`; elsewhere a
 missing verdict is presumed online), so a healed partition agrees within an exchange or
-two. Load is not part of it: fresh within a second anyway, stale after five.
+two. Load is not part of it: fresh within a second anyway, stale after five. Since issue 16
+an optional "placement": the sender's last admission placement (fnlb.payloads.placement),
+left raw here and checked by its reader, so that a malformed one costs only itself.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ from fnlb.errors import RemoteProtocolError
 from fnlb.payloads.envelope import pack, unpack
 
 
-def full_state(nodes: Any, verdicts: Iterable[list[Any]]) -> bytes:
-    return pack({"nodes": nodes, "verdicts": list(verdicts)})
+def full_state(nodes: Any, verdicts: Iterable[list[Any]], placement: Any = None) -> bytes:
+    state = {"nodes": nodes, "verdicts": list(verdicts)}
+    if placement is not None:
+        state["placement"] = placement
+    return pack(state)
 
 
-def open_full_state(data: bytes) -> tuple[Any, list[list[Any]]]:
-    """(node-set snapshot, verdicts as 4-field lists); RemoteProtocolError when malformed."""
+def open_full_state(data: bytes) -> tuple[Any, list[list[Any]], Any]:
+    """(node-set snapshot, verdicts as 4-field lists, the raw placement or None);
+    RemoteProtocolError when malformed."""
     state = unpack(data)
     if not isinstance(state, dict) or not isinstance(state.get("verdicts"), list):
         raise RemoteProtocolError("bad_cluster_state", "not a cluster state map")
@@ -30,4 +36,4 @@ def open_full_state(data: bytes) -> tuple[Any, list[list[Any]]]:
     for item in verdicts:
         if not isinstance(item, list) or len(item) != 4:
             raise RemoteProtocolError("bad_cluster_state", "bad verdict")
-    return state.get("nodes"), verdicts
+    return state.get("nodes"), verdicts, state.get("placement")

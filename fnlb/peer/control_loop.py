@@ -15,12 +15,13 @@ health checks, shared by gossip). A lone fnlb runs the same tick over its own fi
 from __future__ import annotations
 
 from collections.abc import Container, Mapping, Sequence
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from fnlb.cluster.load import ClusterLoad, LocalLoad, WidthInputs
 from fnlb.cluster.view import NodeView
 from fnlb.payloads.node_metrics import NodeMetrics
-from fnlb.routing.admission import Admission, Admitted
+from fnlb.payloads.placement import WirePlacement, placement_map
+from fnlb.routing.admission import Admission, Admitted, Placed
 from fnlb.routing.load_router import NodeCapacity, Router
 from fnlb.routing.placement import EPOCH_MS, place
 from fnlb.routing.scale_signal import ScaleDecision, ScaleSignal, containers_needed
@@ -94,6 +95,7 @@ class ControlLoop:
         self.admission: Admission | None = Admission(slots) if admission else None
         self.tail: tuple[str, ...] = ()
         """The tail's nodes, as of the last placement (admission only)."""
+        self._applied: Admitted | None = None  # the admission placement homes/tail hold
 
     @property
     def decision(self) -> ScaleDecision | None:
@@ -196,9 +198,49 @@ class ControlLoop:
             at = cut - cut % EPOCH_MS if new_epoch else cut
             got = adm.place(view.routable, view.candidates, slots, at=at)
             if not got.homes and at != cut:
-                got = adm.place(view.routable, view.candidates, slots, at=cut)
-            self.homes = dict(got.homes)
-            self.tail = got.tail
+                adm.place(view.routable, view.candidates, slots, at=cut)
+        if adm.admitted is not self._applied:
+            # placed now, or taken from another peer since the last tick (`offer`)
+            self._applied = adm.admitted
+            self.homes = dict(adm.admitted.homes)
+            self.tail = adm.admitted.tail
+
+    def offer(self, wire: WirePlacement, routable: Sequence[str]) -> bool:
+        """Another peer's placement from push-pull: taken when it placed over the nodes
+        this peer routes to and ranks first (`Admission.offer`); the router gets it at the
+        next tick."""
+        adm = self.admission
+        if adm is None or wire.nodes != tuple(routable):
+            return False
+        admitted = Admitted(dict(wire.homes), wire.tail)
+        return adm.offer(Placed(wire.epoch, wire.nodes, wire.origin, wire.young, admitted))
+
+    def placement_report(self) -> dict[str, Any] | None:
+        """For `GET /1/lb/cluster`: the protected set and the tail's nodes, and when they
+        are this peer's line of placements, its epoch, its line's origin, whether it was
+        placed from less than the scores' window, and its digest (equal digests: peers agree
+        on the placement). None: admission off."""
+        adm = self.admission
+        if adm is None:
+            return None
+        report = adm.admitted.as_dict()
+        placed = adm.placed
+        if placed is not None and placed.admitted is adm.admitted:
+            report["epoch"] = placed.epoch
+            report["origin"] = placed.origin
+            report["young"] = placed.young
+            report["digest"] = placed.digest.hex()
+        return report
+
+    def placement_map(self) -> dict[str, Any] | None:
+        """This peer's last placement for its push-pull state (None: none to send)."""
+        placed = self.admission.placed if self.admission is not None else None
+        if placed is None:
+            return None
+        a = placed.admitted
+        return placement_map(
+            placed.epoch, placed.origin, placed.young, placed.nodes, a.tail, a.homes
+        )
 
     @property
     def admitted(self) -> Admitted | None:

@@ -41,6 +41,7 @@ from fnlb.health.verdict import NodeHealth
 from fnlb.payloads.backoff import pack_entries
 from fnlb.payloads.node_metrics import NodeMetrics
 from fnlb.payloads.node_set import node_set_message
+from fnlb.payloads.placement import open_placement
 from fnlb.peer.control_loop import TICK_S, ControlLoop
 from fnlb.routing.attempt import Attempt
 from fnlb.routing.policies import RoutingPolicy
@@ -347,7 +348,7 @@ class Peer:
         return news
 
     def local_state(self, join: bool) -> bytes:
-        return self.state.local_state(join, self._clock_ms())
+        return self.state.local_state(join, self._clock_ms(), self.control.placement_map())
 
     def merge_remote_state(self, data: bytes, join: bool) -> None:
         relay = self.seeded  # a new peer's first full state is news to it alone
@@ -356,6 +357,15 @@ class Peer:
         # the cluster's deletes, so only answers and established peers' exchanges count.
         if merged and not join:
             self.seed_nodes(self._clock_ms())
+        raw = self.state.take_placement()
+        if raw is not None:
+            # issue 16: placements that differ converge on one (fnlb.routing.admission)
+            try:
+                wire = open_placement(raw)
+            except RemoteProtocolError as e:
+                self._drop(e)
+                return
+            self.control.offer(wire, self.view.routable)
 
     def _merged(self, apply: Callable[[int], bool]) -> bool:
         """Apply a peer's message; drop and count it if malformed (False)."""

@@ -30,20 +30,24 @@ How, every tick (`observe`) and at each placement epoch (`place`):
   (`container_demand` plus their calls in flight) fit in `PROTECTED_FILL` of the other
   nodes' slots. Hysteresis: a function already protected stays while its score is at least
   `KEEP_SHARE` of the coolest newcomer's, so a function near the boundary does not flap.
-- **Homes**: most called first, each on the node with the most memory left among those
-  whose calls/s stay under `RATE_CAP` equal shares (else the one with the least calls/s
-  placed so far), a function the widths spread counted on each node it goes to; a function
-  stays on the node its containers are on (its home, else where the last placement sent
-  it) while that node stays within `REHOME_SLACK` equal shares: containers are not
-  abandoned for a little balance. The tail's nodes
+- **Homes** (`_homes`): incumbents stay where their containers are; a node over its
+  memory or over `RATE_CAP` equal shares of calls sheds its least called first; then the
+  newcomers and the shed, most called first, each on the node with the most memory left
+  among those whose calls/s stay under `RATE_CAP` equal shares (else the one with the least
+  calls/s placed so far), a function the widths spread counted on each node it goes to; a
+  newcomer stays where the last placement sent it while that node has room and stays
+  within `REHOME_SLACK` shares. The tail's nodes
   start with the tail's rate and take only functions hot enough that LRU never evicts them
   (called at least every `TAIL_HOT_GAP_S`): the busiest node stays near the mean while the
   tail cannot evict what it holds.
 
-- **No memory of its own**: "the placement of before" that the hysteresis keeps to is not
-  the last one this peer made but recomputed from the cuts held, a chain of
-  `HYSTERESIS_EPOCHS` placements from none, so a peer that restarts under load places as
-  the others do after a window and a chain (docs/routing.md, "After a restart").
+- **Sticky, agreed**: each placement keeps to the one before it, the last one this peer
+  made or took from another. A peer with none of the epoch before (started, or idle) chains
+  `HYSTERESIS_EPOCHS` placements from none over the cuts it holds. Peers whose placements
+  differ (a restart, a partition healed, a cut read differently) exchange them in push-pull
+  and all take the lowest ranked (`Placed.rank`, `Admission.offer`): from then on they chain
+  from the same placement and the same cuts, and place alike (docs/routing.md, "After a
+  restart").
 
 Bursts still spread: the router's hot-set width puts a bursting function on the first w
 nodes of its order (the home first), as for any placed home.
@@ -54,6 +58,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from math import ceil
 from typing import Final
 
@@ -98,8 +103,8 @@ newcomer's: hysteresis at the boundary."""
 CALL_SHARE: Final = WidthPolicy().call_share
 """The hot-set widths spread a function over more than this many node shares of calls."""
 REHOME_SLACK: Final = 1.2
-"""A placed function keeps its home while that node's calls/s stay within this factor of an
-equal share."""
+"""A newcomer stays where the last placement sent it (the tail's first node of its order, or
+its rendezvous home) while that node's calls/s stay within this factor of an equal share."""
 TAIL_HOT_GAP_S: Final = 1.0
 """A function called at least this often may share a tail node: LRU keeps it warm."""
 TAIL_SHARE: Final = 2
@@ -127,6 +132,39 @@ class Admitted:
 
 
 NONE: Final = Admitted()
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """A placement with what peers need to agree on it (`Admission.offer`).
+
+    `epoch`: the placement epoch (cut // EPOCH_MS) it is for; `nodes`: the routable nodes it
+    placed over; `origin`: the epoch its line of placements started from none (each chained
+    from the one before keeps it); `young`: placed from scores over less than a window (its
+    peer started within WINDOW_MS)."""
+
+    epoch: int
+    nodes: tuple[str, ...]
+    origin: int
+    young: bool
+    admitted: Admitted
+
+    @property
+    def rank(self) -> tuple[bool, int, bytes]:
+        """Lower wins among placements of one epoch over the same nodes: a peer that read
+        the whole window before one that did not, the older line, then the smaller digest,
+        so that peers whose placements differ all end up with the same one."""
+        return (self.young, self.origin, self.digest)
+
+    @property
+    def digest(self) -> bytes:
+        a = self.admitted
+        text = "\n".join(
+            ["\x00".join(self.nodes), "\x00".join(a.tail)]
+            + [f"{k}\x00{n}" for k, n in sorted(a.homes.items())]
+        )
+        return blake2b(text.encode(), digest_size=8).digest()
+
 
 TAIL_KEY: Final = "\x00fnlb-tail"
 """The fixed key whose rendezvous order names the tail's nodes."""
@@ -217,8 +255,11 @@ class Admission:
     def __init__(self, slots_per_node: int = 8) -> None:
         self.slots_per_node = slots_per_node
         self.admitted: Admitted = NONE
+        self.placed: Placed | None = None
+        """The last placement, this peer's or one it took from another (`offer`)."""
         self._cuts: deque[_Cut] = deque()
         self._last_cut = -1
+        self._first_cut = -1
         self._now: Scores | None = None  # the scores as of the last cut, when asked for
 
     def observe(
@@ -233,6 +274,8 @@ class Admission:
         A cut at or before the last one is ignored (the state is a function of the cuts)."""
         if cut <= self._last_cut:
             return
+        if self._first_cut < 0:
+            self._first_cut = cut
         self._last_cut = cut
         self._now = None
         c = _Cut(cut, dict(rates), dict(in_flight), total_rate, total_in_flight)
@@ -284,17 +327,69 @@ class Admission:
         containers from its /metrics, when known (else `slots_per_node`). Fewer than three
         nodes, or nothing scored: no admission (`NONE`), rendezvous as before.
 
-        Hysteresis without a history of its own: the placement of before is the chain of
-        placements from none at the `HYSTERESIS_EPOCHS - 1` epochs before `at`, each from
-        the scores as of its cut and the same nodes, so every peer holding those cuts
-        derives it alike, a peer started a moment ago included."""
+        Hysteresis: the placement of before is the last one (`placed`) if it is of this
+        epoch or the one before; otherwise (a peer just started, or idle an epoch) the chain
+        of placements from none at the `HYSTERESIS_EPOCHS - 1` epochs before `at`, each from
+        the scores as of its cut and the same nodes, which every peer holding those cuts
+        derives alike. Peers whose lines of placements differ (a restart, a partition, a
+        cut read differently) agree by `offer`. One placed or taken for this epoch over the
+        same nodes is kept as it is."""
         at = self._last_cut if at is None else at
+        epoch = at // EPOCH_MS
+        nodes = tuple(nodes)
+        last = self.placed
+        if last is not None and last.epoch == epoch and last.nodes == nodes and last.admitted.homes:
+            self.admitted = last.admitted
+            return self.admitted
+        young = self._first_cut > at - WINDOW_MS
+        if (
+            young
+            and last is not None
+            and not last.young
+            and last.epoch == epoch - 1
+            and last.nodes == nodes
+        ):
+            # Taken from a peer that read the whole window: a sticky placement moves little
+            # from one epoch to the next, so it is closer to what that peer places now than
+            # one from this peer's fewer cuts. Kept (as this peer's, young) until an
+            # exchange brings the new one.
+            self.placed = Placed(epoch, nodes, last.origin, True, last.admitted)
+            self.admitted = last.admitted
+            return self.admitted
         size = {n: (slots or {}).get(n, self.slots_per_node) for n in nodes}
-        before = NONE
-        for back in range(HYSTERESIS_EPOCHS - 1, 0, -1):
-            before = place_from(self.scores_at(at - back * EPOCH_MS), nodes, order_of, size, before)
+        if last is not None and epoch - 1 <= last.epoch <= epoch:
+            before = last.admitted
+            origin = last.origin if before.homes else epoch
+        else:
+            before = NONE
+            for back in range(HYSTERESIS_EPOCHS - 1, 0, -1):
+                sc = self.scores_at(at - back * EPOCH_MS)
+                before = place_from(sc, nodes, order_of, size, before)
+            origin = epoch - HYSTERESIS_EPOCHS + 1
         self.admitted = place_from(self.scores_at(at), nodes, order_of, size, before)
+        self.placed = Placed(epoch, nodes, origin, young, self.admitted)
         return self.admitted
+
+    def offer(self, other: Placed) -> bool:
+        """Another peer's placement: taken (True) when it is for the current epoch and ranks
+        before this peer's (`Placed.rank`), or this peer has none for the epoch. The caller
+        checks that `other.nodes` are the nodes this peer routes to.
+
+        Why: a placement keeps to the one before it, so two peers whose placements once
+        differ would keep them different; the lowest rank spreads with push-pull and every
+        peer chains from it from the next epoch on."""
+        if other.epoch != self._last_cut // EPOCH_MS or not other.admitted.homes:
+            return False
+        last = self.placed
+        if (
+            last is not None
+            and last.epoch == other.epoch
+            and (last.nodes != other.nodes or last.rank <= other.rank)
+        ):
+            return False
+        self.placed = other
+        self.admitted = other.admitted
+        return True
 
 
 def place_from(
@@ -389,6 +484,14 @@ def _homes(
     order_of: Callable[[str], Sequence[str]],
     before: Admitted,
 ) -> dict[str, str]:
+    """The protected set's homes, sticky: incumbents first where they are, then what a node
+    over its memory or its calls must shed (its coolest first), then the newcomers and the
+    shed, hottest first.
+
+    Why incumbents first: placed hottest first from scratch, each home depends on every
+    hotter function's, and when the protected set fills most of the memory (4 GiB nodes,
+    300 functions) noise in the scores reshuffled 230 homes in 7 placements, each move a
+    cold start per container (docs/routing.md, "Sticky homes")."""
     score = sc.score
     placed_rate = dict.fromkeys(nodes, 0.0)
     for n in tail:
@@ -399,41 +502,76 @@ def _homes(
         room[n] = (1.0 - TAIL_UTILISATION) * size[n]
     share = (tail_rate + sum(score(k) for k in protected)) / len(nodes)
     spread_share = CALL_SHARE * share
+    ranked = sorted(protected, key=lambda k: (-sc.scores[k], k))
     homes: dict[str, str] = {}
-    for key in sorted(protected, key=lambda k: (-sc.scores[k], k)):
-        r = score(key)
-        d = sc.demand(key)
-        may = [
-            n
-            for n in order_of(key)
-            if room[n] >= d and (n not in tail or r * TAIL_HOT_GAP_S >= 1.0)
-        ]
-        if not may:
-            may = [n for n in order_of(key) if n not in tail]
-        # Where its containers are now: its placed home, else where the last placement
-        # sent it (the first of the tail's nodes in its order, or its rendezvous home).
-        # Moving it costs a cold start per container, so it stays while that is fair.
-        old = before.homes.get(key) or next(
-            (n for n in order_of(key) if not before.tail or n in before.tail), None
-        )
+    spread: dict[str, list[str]] = {}
+
+    def width(key: str) -> int:
         # A function over a node's share of calls is spread by the hot-set widths over the
         # first w nodes of its order, its home first: count its calls where they will go.
-        w = 1
-        if r > spread_share:
-            w = max(1, min(len(nodes), ceil(r / spread_share - 1e-9), int(r / SPREAD_MIN_RATE)))
-        part = r / w
-        if old is not None and old in may and placed_rate[old] + part <= REHOME_SLACK * share:
+        r = score(key)
+        if r <= spread_share:
+            return 1
+        return max(1, min(len(nodes), ceil(r / spread_share - 1e-9), int(r / SPREAD_MIN_RATE)))
+
+    def put(key: str, home: str) -> None:
+        w = width(key)
+        p = score(key) / w
+        homes[key] = home
+        room[home] -= sc.demand(key)
+        placed_rate[home] += p
+        if w > 1:
+            spread[key] = [n for n in order_of(key) if n != home][: w - 1]
+            for n in spread[key]:
+                placed_rate[n] += p
+
+    def take(key: str) -> None:
+        p = score(key) / width(key)
+        home = homes.pop(key)
+        room[home] += sc.demand(key)
+        placed_rate[home] -= p
+        for n in spread.pop(key, ()):
+            placed_rate[n] -= p
+
+    def may_go(key: str, n: str) -> bool:
+        # the tail's nodes take only functions LRU keeps warm there anyway
+        return n not in tail or score(key) * TAIL_HOT_GAP_S >= 1.0
+
+    # 1. Incumbents stay where their containers are.
+    for key in ranked:
+        old = before.homes.get(key)
+        if old is not None and old in room and may_go(key, old):
+            put(key, old)
+    # 2. A node over its memory, or over RATE_CAP shares of calls (the most step 3 gives a
+    #    node), sheds its coolest first until it is within them: the hottest keep their
+    #    containers (moving one costs its calls' cold starts on the new node, a burst's
+    #    included), as when homes were placed hottest first.
+    for n in nodes:
+        for key in sorted((k for k in homes if homes[k] == n), key=lambda k: (score(k), k)):
+            if room[n] >= 0 and placed_rate[n] <= RATE_CAP * share:
+                break
+            take(key)
+    # 3. Newcomers and the shed, hottest first.
+    for key in ranked:
+        if key in homes:
+            continue
+        d = sc.demand(key)
+        p = score(key) / width(key)
+        may = [n for n in order_of(key) if room[n] >= d and may_go(key, n)]
+        if not may:
+            may = [n for n in order_of(key) if n not in tail]
+        # A newcomer's containers, if any, are where the last placement sent it: the first
+        # of the tail's nodes in its order, or its rendezvous home. It stays there while fair.
+        old = None
+        if key not in before.homes:
+            old = next((n for n in order_of(key) if not before.tail or n in before.tail), None)
+        if old is not None and old in may and placed_rate[old] + p <= REHOME_SLACK * share:
             home = old
-        elif under := [n for n in may if placed_rate[n] + part <= RATE_CAP * share]:
+        elif under := [n for n in may if placed_rate[n] + p <= RATE_CAP * share]:
             # Memory first: the node with the most room left among those whose calls
             # stay under RATE_CAP shares (ties: the key's own order)
             home = max(under, key=lambda n: room[n])
         else:
             home = min(may, key=lambda n: placed_rate[n])  # ties: the key's own order
-        homes[key] = home
-        placed_rate[home] += part
-        room[home] -= d
-        if w > 1:
-            for n in [n for n in order_of(key) if n != home][: w - 1]:
-                placed_rate[n] += part
-    return homes
+        put(key, home)
+    return {key: homes[key] for key in ranked}

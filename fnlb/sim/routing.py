@@ -34,6 +34,8 @@ from fnlb.routing.widths import WidthPolicy
 from fnlb.sim import T0_MS
 
 STEP = 0.01
+PUSH_PULL_S = 30.0
+"""Each peer's push-pull with one other peer, at this period (the gossip profile's default)."""
 RETRY_AFTER_S = 15.0
 
 Workload = Callable[[float], dict[str, tuple[float, float]]]
@@ -52,6 +54,7 @@ class SimPeer:
     placements: dict[int, dict[str, str]] = field(default_factory=dict)  # epoch -> homes
     tails: dict[int, tuple[str, ...]] = field(default_factory=dict)  # epoch -> tail's nodes
     last_cut: int = 0
+    next_push_pull: float = 0.0
 
 
 @dataclass
@@ -135,6 +138,8 @@ class RoutingSim:
         False for `--routing=rendezvous`."""
         self.placed = placed
         self.rng = random.Random(seed)
+        self.push_pull_rng = random.Random(seed + 2)
+        """Push-pull's partners and phases: apart, so that they leave the traces as they were."""
         self.node_names = [f"10.0.0.{i + 1}:8080" for i in range(nodes)]
         self.index = {n: i for i, n in enumerate(self.node_names)}
         self.fleet = Fleet(nodes, pool or PoolConfig(), random.Random(seed + 1))
@@ -149,6 +154,7 @@ class RoutingSim:
         """Peer processes started so far (a restart's `epoch_ms`, larger at each start)."""
         for k in range(peers):
             p = SimPeer(f"peer{k}", self.rng.uniform(-5.0, 5.0))
+            p.next_push_pull = self.push_pull_rng.uniform(0.0, PUSH_PULL_S)
             p.peer = self._new_peer(p, k)
             self.peers.append(p)
         names = [p.name for p in self.peers]
@@ -181,6 +187,7 @@ class RoutingSim:
         """A new peer (a fresh process, a new name) joins now, as `restart` brings one back;
         every peer's membership then lists it."""
         p = SimPeer(f"peer{len(self.peers)}", self.rng.uniform(-5.0, 5.0))
+        p.next_push_pull = self.now + self.push_pull_rng.uniform(0.0, PUSH_PULL_S)
         self.starts += 1
         p.peer = self._new_peer(p, len(self.peers))
         self.peers.append(p)
@@ -198,6 +205,7 @@ class RoutingSim:
         old = self.peers[index]
         self.starts += 1
         p = SimPeer(old.name, old.skew_ms)
+        p.next_push_pull = self.now + self.push_pull_rng.uniform(0.0, PUSH_PULL_S)
         p.peer = self._new_peer(p, index)
         self.peers[index] = p
         self._join(p)
@@ -352,6 +360,12 @@ class RoutingSim:
                 self._post(p, payload)
             for to, _key, payload in peer.take_sends():
                 self._post(p, payload, to)
+            if self.now >= p.next_push_pull:
+                # push-pull (TCP): both ways with one other peer, not lost
+                p.next_push_pull += PUSH_PULL_S
+                q = self.push_pull_rng.choice([q for q in self.peers if q is not p])
+                q.peer.merge_remote_state(peer.local_state(join=False), join=False)
+                peer.merge_remote_state(q.peer.local_state(join=False), join=False)
             control = peer.control
             cut = control.cut
             if cut <= p.last_cut:

@@ -179,3 +179,49 @@ def test_health_results_and_verdict_changes_are_counted_per_node_and_end_with_it
     p.delete_node("a:1", clock())
     assert p.check_results == {}
     assert p.state_changes == {}
+
+
+def test_a_malformed_placement_in_a_full_state_is_dropped_alone() -> None:
+    """Issue 16: the placement rides in push-pull; one a peer cannot read is counted and
+    dropped, and the node set beside it still merges (a later schema costs nothing else)."""
+    import msgpack
+
+    from fnlb.payloads.envelope import unpack
+
+    clock = Clock()
+    old = peer("old", clock, seed=["a:1", "b:1"])
+    old.seed_nodes(clock())
+    state = unpack(old.local_state(False))
+    assert "placement" not in state  # nothing placed yet: nothing sent
+    state["placement"] = {"e": 1, "o": 2}
+    new = peer("new", clock)
+    new.merge_remote_state(msgpack.packb(state), join=False)
+    assert new.nodes() == ["a:1", "b:1"]
+    assert new.drops == {"bad_placement": 1}
+
+
+def test_a_peers_placement_report_carries_its_epoch_and_digest() -> None:
+    """`GET /1/lb/cluster`'s "placement": the digest is the one peers rank by, so equal
+    digests mean the peers hold the same placement."""
+    from fnlb.routing.admission import Admitted, Placed
+
+    clock = Clock()
+    p = peer("a", clock)
+    assert p.control.placement_report() == {"protected": {}, "tail_nodes": []}
+    adm = p.control.admission
+    assert adm is not None
+    nodes = ("n1:1", "n2:1", "n3:1")
+    placed = Placed(5, nodes, 2, False, Admitted({"f": "n2:1"}, ("n3:1",)))
+    adm.observe(5 * 30_000, {"f": 1.0}, {}, 1.0, 0)
+    assert adm.offer(placed)
+    report = p.control.placement_report()
+    assert report == {
+        "protected": {"f": "n2:1"},
+        "tail_nodes": ["n3:1"],
+        "epoch": 5,
+        "origin": 2,
+        "young": False,
+        "digest": placed.digest.hex(),
+    }
+    other = Placed(5, nodes, 2, False, Admitted({"f": "n1:1"}, ("n3:1",)))
+    assert other.digest != placed.digest

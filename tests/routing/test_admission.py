@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -205,12 +206,11 @@ def test_no_tail_while_every_function_scored_fits_the_memory() -> None:
     assert set(got.homes.values()) == set(NODES)  # every node holds some of them
 
 
-def test_a_function_that_moves_goes_where_memory_is_left_under_the_rate_cap() -> None:
-    """Flat popularity, every function fits: after a hot newcomer, the functions placed
-    anew go to the node with the most memory left among those under 1.25 shares of calls,
-    not to the one with the fewest calls/s, which piled twelve functions on two nodes and
-    five on others (the best static partitions balance memory first:
-    bench/routing_oracle). One link of the chain: the placement of before, then this one."""
+def test_incumbents_keep_their_homes_when_a_hot_newcomer_comes() -> None:
+    """Flat popularity, every function fits: a hot newcomer is placed and nobody else
+    moves (no node is over its memory or 1.2 shares of calls). Placed hottest first from
+    scratch, each home depended on every hotter one's, and a newcomer reshuffled homes:
+    a cold start per container moved (230 moves in 4 minutes on 4 GiB nodes)."""
     v = view()
     size = dict.fromkeys(NODES, 16)
     rates = zipf(40, 20.0, s=0.8)
@@ -219,18 +219,42 @@ def test_a_function_that_moves_goes_where_memory_is_left_under_the_rate_cap() ->
     fed({**rates, "r/app/new": 4.0}, adm=adm, start=200_000)
     got = place_from(adm.scores_at(adm.last_cut), v.routable, v.candidates, size, first)
     assert got.tail == ()
-    before = {n: sum(1 for h in first.homes.values() if h == n) for n in NODES}
+    assert "r/app/new" in got.homes
+    assert {k: h for k, h in got.homes.items() if k in first.homes} == first.homes
+    before = [sum(1 for h in first.homes.values() if h == n) for n in NODES]
     per_node = [sum(1 for h in got.homes.values() if h == n) for n in NODES]
-    assert max(per_node) - min(per_node) <= max(before.values()) - min(before.values())
-    moved = [h for k, h in got.homes.items() if k in first.homes and first.homes[k] != h]
+    assert max(per_node) - min(per_node) <= max(before) - min(before) + 1
+
+
+def test_a_node_short_of_memory_sheds_its_coolest_and_only_they_move() -> None:
+    """A node reports fewer containers (its /metrics): it sheds its coolest functions first
+    until the rest fit, each to a node with memory left under the rate cap; no other
+    function moves. The hottest keep their containers: shedding the hottest first (the
+    fewest moves) moved a bursting function off its warm node, and the busiest node of
+    bench/routing's real runs went from 1.22-1.27x to 1.27-1.54x the mean."""
+    v = view()
+    rates = zipf(60, 40.0, s=0.9)
+    adm = fed(rates, in_flight=20)
+    sc = adm.scores_at(adm.last_cut)
+    size = dict.fromkeys(NODES, 16)
+    first = place_from(sc, v.routable, v.candidates, size, NONE)
+    first = place_from(sc, v.routable, v.candidates, size, first)  # settled: within the rules
+    assert place_from(sc, v.routable, v.candidates, size, first) == first
+    small = NODES[0]
+    on_small = [k for k, h in first.homes.items() if h == small]
+    assert len(on_small) >= 3
+    size[small] = 8
+    got = place_from(sc, v.routable, v.candidates, size, first)
+    moved = {k for k in first.homes if k in got.homes and got.homes[k] != first.homes[k]}
     assert moved
-    # each went to a node holding at most its share of the functions, not onto a pile
-    assert all(before[h] <= len(first.homes) / len(NODES) for h in moved), (before, moved)
-    calls = dict.fromkeys(NODES, 0.0)
-    for key, home in got.homes.items():
-        calls[home] += adm.score(key)
-    share = sum(calls.values()) / len(NODES)
-    assert max(calls.values()) <= 1.25 * share + max(adm.score(k) for k in got.homes)
+    assert moved <= set(on_small)
+    kept = [k for k in on_small if got.homes.get(k) == small]
+    assert sum(sc.demand(k) for k in kept) <= PROTECTED_FILL * 8
+    # the coolest went: every one shed is called no more often than any kept
+    assert max(sc.score(k) for k in moved) <= min((sc.score(k) for k in kept), default=1e9)
+    for node in NODES[1:]:
+        held = [k for k, h in got.homes.items() if h == node]
+        assert sum(sc.demand(k) for k in held) <= PROTECTED_FILL * 16 + 1e-9
 
 
 def test_peers_that_started_apart_place_alike_once_load_comes() -> None:
@@ -356,3 +380,96 @@ def test_a_peer_restarted_under_load_places_as_the_others_within_a_bound(
     assert len(sim.peers) == (4 if joins else 3)
     assert len(sim.peers[0].placements[after[-1]]) >= 16
     assert sim.record.failed == 0
+
+
+def two_lines() -> tuple[Admission, Admission]:
+    """Two peers that read the same cuts but whose lines of placements differ: one placed
+    every epoch (its own memory), the other started late (a chain from none)."""
+    v = view()
+    cuts = history(400)
+    old = Admission(16)
+    for cut, listed in cuts:
+        feed(old, [(cut, listed)])
+        if cut % EPOCH_MS == 0:
+            old.place(v.routable, v.candidates)
+    young = feed(Admission(16), [c for c in cuts if c[0] > cuts[-1][0] - HELD_MS])
+    young.place(v.routable, v.candidates, at=cuts[-1][0] - cuts[-1][0] % EPOCH_MS)
+    return old, young
+
+
+def test_a_peers_line_of_placements_carries_on_from_its_last() -> None:
+    """Each placement keeps to this peer's last (of this epoch or the one before), and
+    keeps its line's origin; without one it chains from none over the window."""
+    old, young = two_lines()
+    assert old.placed is not None
+    assert young.placed is not None
+    assert old.placed.epoch == young.placed.epoch
+    assert old.placed.origin < young.placed.origin
+    assert young.placed.origin == young.placed.epoch - HYSTERESIS_EPOCHS + 1
+    assert old.admitted != young.admitted  # two lines, two placements
+
+
+def test_peers_whose_placements_differ_all_take_the_lowest_ranked_and_then_place_alike() -> None:
+    v = view()
+    old, young = two_lines()
+    assert old.placed is not None
+    assert young.placed is not None
+    assert not young.placed.young  # it read the whole window: only the line's age ranks it
+    assert not old.offer(young.placed)  # a younger line does not replace an older one
+    assert young.offer(old.placed)
+    assert young.admitted == old.admitted
+    assert not young.offer(old.placed)  # the same rank: nothing to take
+    # from the same placement and the same cuts, the next epoch is placed alike
+    nxt = (old.placed.epoch + 1) * EPOCH_MS
+    rates = history(400)[-1][1]
+    more = [(c, rates) for c in range(old.last_cut + 1000, nxt + 1000, 1000)]
+    for adm in (old, young):
+        feed(adm, more)
+    assert young.scores_at(nxt).scores == old.scores_at(nxt).scores
+    assert young.place(v.routable, v.candidates, at=nxt) == old.place(
+        v.routable, v.candidates, at=nxt
+    )
+
+
+def test_a_placement_is_taken_only_for_this_epoch_and_the_same_nodes() -> None:
+    old, young = two_lines()
+    assert old.placed is not None
+    assert young.placed is not None
+    p = old.placed
+    assert not young.offer(replace(p, nodes=p.nodes[:-1]))  # placed over other nodes
+    assert not young.offer(replace(p, epoch=p.epoch - 1))  # an epoch late
+    assert not young.offer(replace(p, admitted=NONE))  # nothing placed
+    # a line's origin decides before the digest; a peer that read less than a window ranks
+    # after every peer that read it all, whatever its line
+    assert young.offer(replace(young.placed, origin=p.origin - 1, admitted=p.admitted))
+    assert young.admitted == p.admitted
+    fresh = Admission(16)
+    feed(fresh, [(c, r) for c, r in history(400)[-5:]])
+    assert fresh.offer(replace(p, young=True))  # nothing of its own this epoch: taken
+    assert not old.offer(replace(p, young=True, origin=0))
+
+
+def test_a_young_peer_keeps_a_placement_it_took_until_an_exchange_brings_the_next() -> None:
+    """A peer that has read less than the window and took a placement from one that read it
+    all keeps that one at the next epoch (marked young, so it never outranks theirs) rather
+    than place from its fewer cuts: sticky, the cluster's moves little from one epoch to
+    the next."""
+    v = view()
+    old, _ = two_lines()
+    assert old.placed is not None
+    cuts = history(400)
+    fresh = feed(Admission(16), cuts[-30:])  # 30 s of cuts: young
+    assert fresh.offer(old.placed)
+    nxt = (old.placed.epoch + 1) * EPOCH_MS
+    rates = cuts[-1][1]
+    feed(fresh, [(c, rates) for c in range(fresh.last_cut + 1000, nxt + 1000, 1000)])
+    assert fresh.place(v.routable, v.candidates, at=nxt) == old.placed.admitted
+    assert fresh.placed is not None
+    assert fresh.placed.young
+    assert fresh.placed.epoch == old.placed.epoch + 1
+    # it takes the next one that a peer which read the whole window places
+    feed(old, [(c, rates) for c in range(old.last_cut + 1000, nxt + 1000, 1000)])
+    old.place(v.routable, v.candidates, at=nxt)
+    assert fresh.offer(old.placed)
+    # a peer that read the whole window places from its own cuts
+    assert not old.placed.young
