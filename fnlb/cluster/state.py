@@ -404,7 +404,7 @@ class ClusterState:
         spreading them). False for a new peer's first exchange: what the cluster holds is
         news only to the newcomer, and relaying it would flood gossip with the whole set.
         """
-        nodes, verdicts, self._placement = open_full_state(data)
+        nodes, verdicts, placement = open_full_state(data)
         changed = self._merged(self.nodes.merge_full(nodes, now), now, relay=relay)
         for peer, node, online, stamp in verdicts:
             held = self.verdicts.verdict(peer, node) if isinstance(peer, str) else None
@@ -425,6 +425,7 @@ class ClusterState:
                 and held.online != online
             ):
                 self._relay_verdict(peer, node)  # the partner (and maybe others) is stale
+        self._placement = placement  # only from a state merged whole
         return changed
 
     def _relay_verdict(self, peer: str, node: str) -> None:

@@ -205,15 +205,16 @@ class ControlLoop:
             self.homes = dict(adm.admitted.homes)
             self.tail = adm.admitted.tail
 
-    def offer(self, wire: WirePlacement, routable: Sequence[str]) -> bool:
+    def offer(self, wire: WirePlacement, routable: Sequence[str], now_ms: int) -> bool:
         """Another peer's placement from push-pull: taken when it placed over the nodes
-        this peer routes to and ranks first (`Admission.offer`); the router gets it at the
-        next tick."""
+        this peer routes to and ranks first (`Admission.offer`; `now_ms`, the wall clock,
+        dates it before this peer's first tick); the router gets it at the next tick."""
         adm = self.admission
         if adm is None or wire.nodes != tuple(routable):
             return False
         admitted = Admitted(dict(wire.homes), wire.tail)
-        return adm.offer(Placed(wire.epoch, wire.nodes, wire.origin, wire.young, admitted))
+        placed = Placed(wire.epoch, wire.nodes, wire.origin, wire.young, admitted)
+        return adm.offer(placed, now_ms // EPOCH_MS)
 
     def placement_report(self) -> dict[str, Any] | None:
         """For `GET /1/lb/cluster`: the protected set and the tail's nodes, and when they

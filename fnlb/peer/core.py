@@ -365,7 +365,7 @@ class Peer:
             except RemoteProtocolError as e:
                 self._drop(e)
                 return
-            self.control.offer(wire, self.view.routable)
+            self.control.offer(wire, self.view.routable, self._clock_ms())
 
     def _merged(self, apply: Callable[[int], bool]) -> bool:
         """Apply a peer's message; drop and count it if malformed (False)."""

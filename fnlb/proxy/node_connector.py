@@ -17,6 +17,7 @@ fails on this plane if a new aiohttp stops calling it.
 from __future__ import annotations
 
 import select
+import weakref
 from typing import TYPE_CHECKING, Final
 
 import aiohttp
@@ -42,12 +43,20 @@ class CheckedConnector(aiohttp.TCPConnector):
             conn.close()  # the node closed it (or spoke unasked): never written to
 
 
+_POLLERS: Final[weakref.WeakKeyDictionary[object, select.poll]] = weakref.WeakKeyDictionary()
+"""One poller per node connection (its protocol), made at its first reuse and gone with it:
+not one per call."""
+
+
 def _heard(conn: Connection) -> bool:
     """The node has sent something on this idle connection that the loop has not read."""
-    transport = conn.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None:
-        return False
-    poller = select.poll()
-    poller.register(sock.fileno(), _HEARD)
+    protocol = conn.protocol
+    poller = _POLLERS.get(protocol) if protocol is not None else None
+    if poller is None:
+        transport = conn.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or protocol is None:
+            return False
+        poller = _POLLERS[protocol] = select.poll()
+        poller.register(sock.fileno(), _HEARD)
     return bool(poller.poll(0))

@@ -158,11 +158,10 @@ class Placed:
 
     @property
     def digest(self) -> bytes:
+        # repr quotes and escapes every string: no two placements read the same (a key may
+        # hold any character a URL path decodes to)
         a = self.admitted
-        text = "\n".join(
-            ["\x00".join(self.nodes), "\x00".join(a.tail)]
-            + [f"{k}\x00{n}" for k, n in sorted(a.homes.items())]
-        )
+        text = repr((self.nodes, a.tail, sorted(a.homes.items())))
         return blake2b(text.encode(), digest_size=8).digest()
 
 
@@ -338,7 +337,9 @@ class Admission:
         epoch = at // EPOCH_MS
         nodes = tuple(nodes)
         last = self.placed
-        if last is not None and last.epoch == epoch and last.nodes == nodes and last.admitted.homes:
+        if last is not None and last.epoch >= epoch and last.nodes == nodes and last.admitted.homes:
+            # placed or taken for this epoch already; or taken, before this peer's first
+            # tick, from a peer whose cut crossed into the next epoch first: kept as it is
             self.admitted = last.admitted
             return self.admitted
         young = self._first_cut > at - WINDOW_MS
@@ -370,15 +371,22 @@ class Admission:
         self.placed = Placed(epoch, nodes, origin, young, self.admitted)
         return self.admitted
 
-    def offer(self, other: Placed) -> bool:
+    def offer(self, other: Placed, now_epoch: int | None = None) -> bool:
         """Another peer's placement: taken (True) when it is for the current epoch and ranks
         before this peer's (`Placed.rank`), or this peer has none for the epoch. The caller
-        checks that `other.nodes` are the nodes this peer routes to.
+        checks that `other.nodes` are the nodes this peer routes to. The current epoch is
+        that of the last cut observed; before the first, `now_epoch` (the wall clock's), give
+        or take one: a joining peer's first push-pull comes before its first tick.
 
         Why: a placement keeps to the one before it, so two peers whose placements once
         differ would keep them different; the lowest rank spreads with push-pull and every
         peer chains from it from the next epoch on."""
-        if other.epoch != self._last_cut // EPOCH_MS or not other.admitted.homes:
+        if not other.admitted.homes:
+            return False
+        if self._last_cut >= 0:
+            if other.epoch != self._last_cut // EPOCH_MS:
+                return False
+        elif now_epoch is None or abs(other.epoch - now_epoch) > 1:
             return False
         last = self.placed
         if (

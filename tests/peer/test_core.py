@@ -225,3 +225,62 @@ def test_a_peers_placement_report_carries_its_epoch_and_digest() -> None:
     }
     other = Placed(5, nodes, 2, False, Admitted({"f": "n1:1"}, ("n3:1",)))
     assert other.digest != placed.digest
+
+
+def hotset_peer(name: str, clock: Clock, nodes: list[str]) -> Peer:
+    router = Router(rng=random.Random(1))
+    p = Peer(name, routing=HotSetPolicy(router, lambda: clock.s), clock_ms=clock, seed=nodes)
+    p.seed_nodes(clock())
+    online(p, clock, *nodes)
+    return p
+
+
+def test_a_joining_peer_takes_the_clusters_placement_before_its_first_tick() -> None:
+    """Issue 16: a peer's join is a push-pull that comes before its first tick; the
+    placement it carries is taken then (dated by the wall clock) and reaches the router at
+    the first tick. A peer that routes to other nodes does not take it."""
+    from fnlb.routing.admission import Admitted, Placed
+    from fnlb.routing.placement import EPOCH_MS
+
+    clock = Clock()
+    nodes = ["n1:1", "n2:1", "n3:1"]
+    old = hotset_peer("old", clock, nodes)
+    adm = old.control.admission
+    assert adm is not None
+    epoch = clock() // EPOCH_MS
+    placed = Placed(epoch, old.view.routable, epoch - 3, False, Admitted({"f": "n2:1"}, ("n3:1",)))
+    adm.observe(epoch * EPOCH_MS, {"f": 1.0}, {}, 1.0, 0)
+    assert adm.offer(placed)
+
+    new = hotset_peer("new", clock, nodes)
+    assert new.view.routable == old.view.routable
+    new.merge_remote_state(old.local_state(False), join=False)
+    new_adm = new.control.admission
+    assert new_adm is not None
+    assert new_adm.placed is not None
+    assert new_adm.placed.digest == placed.digest
+    assert new.control.homes == {}
+    new.tick(clock.s)
+    assert new.control.homes == {"f": "n2:1"}
+    assert new.control.tail == ("n3:1",)
+
+    other = hotset_peer("other", clock, ["n1:1", "n2:1"])  # routes to two of the three
+    other.merge_remote_state(old.local_state(False), join=False)
+    assert other.control.admission is not None
+    assert other.control.admission.placed is None
+
+
+def test_a_placement_is_not_taken_from_a_full_state_dropped_as_malformed() -> None:
+    import msgpack
+
+    from fnlb.payloads.envelope import unpack
+
+    clock = Clock()
+    old = hotset_peer("old", clock, ["n1:1", "n2:1", "n3:1"])
+    state = unpack(old.local_state(False))
+    state["placement"] = {"e": 1}  # would be counted as bad_placement if read
+    state["verdicts"] = [["p", "n1:1", True]]  # a verdict of three fields: the state is bad
+    new = peer("new", clock)
+    new.merge_remote_state(msgpack.packb(state), join=False)
+    assert "bad_placement" not in new.drops
+    assert new.drops

@@ -473,3 +473,17 @@ def test_a_young_peer_keeps_a_placement_it_took_until_an_exchange_brings_the_nex
     assert fresh.offer(old.placed)
     # a peer that read the whole window places from its own cuts
     assert not old.placed.young
+
+
+def test_placements_that_differ_never_share_a_digest() -> None:
+    """Function keys are URL paths and may hold any character: two placements whose
+    fields would join into the same text still rank apart, or two peers holding them
+    would never converge (an equal rank is never taken)."""
+    from fnlb.routing.admission import Admitted, Placed
+
+    nodes = ("a", "b")
+    one = Placed(1, nodes, 0, False, Admitted({"f\x00a\ng": "b"}, ()))
+    two = Placed(1, nodes, 0, False, Admitted({"f": "a", "g": "b"}, ()))
+    assert one.digest != two.digest
+    assert one.rank != two.rank
+    assert Placed(1, nodes, 0, False, Admitted({"g": "b", "f": "a"}, ())).digest == two.digest
