@@ -11,7 +11,7 @@ from fnlb.routing.admission import Admission
 
 def test_a_restarted_peer_that_takes_no_placement_differs_at_every_tick() -> None:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Admission, "offer", lambda self, other: False)
+        mp.setattr(Admission, "offer", lambda self, other, now_epoch=None: False)
         alone = differing_ticks(1, 60)
     assert alone == [(30, 30), (30, 30)]
     agreed = differing_ticks(1, 60)
