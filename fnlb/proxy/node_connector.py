@@ -17,7 +17,6 @@ fails on this plane if a new aiohttp stops calling it.
 from __future__ import annotations
 
 import select
-import weakref
 from typing import TYPE_CHECKING, Final
 
 import aiohttp
@@ -43,20 +42,24 @@ class CheckedConnector(aiohttp.TCPConnector):
             conn.close()  # the node closed it (or spoke unasked): never written to
 
 
-_POLLERS: Final[weakref.WeakKeyDictionary[object, select.poll]] = weakref.WeakKeyDictionary()
-"""One poller per node connection (its protocol), made at its first reuse and gone with it:
-not one per call."""
+_POLLER: Final = "_fnlb_poller"
+"""The attribute of a node connection's protocol that holds its poller, made at its first
+reuse and gone with it: one per connection, not one per call. An attribute rather than a
+table keyed by protocol: a weak-keyed table builds a weak reference at every lookup."""
 
 
 def _heard(conn: Connection) -> bool:
     """The node has sent something on this idle connection that the loop has not read."""
     protocol = conn.protocol
-    poller = _POLLERS.get(protocol) if protocol is not None else None
+    if protocol is None:
+        return False
+    poller: select.poll | None = getattr(protocol, _POLLER, None)
     if poller is None:
         transport = conn.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is None or protocol is None:
+        if sock is None:
             return False
-        poller = _POLLERS[protocol] = select.poll()
+        poller = select.poll()
         poller.register(sock.fileno(), _HEARD)
+        setattr(protocol, _POLLER, poller)
     return bool(poller.poll(0))
