@@ -243,11 +243,6 @@ class ControlLoop:
             placed.epoch, placed.origin, placed.young, placed.nodes, a.tail, a.homes
         )
 
-    @property
-    def admitted(self) -> Admitted | None:
-        """The last admission placement (None: admission off)."""
-        return self.admission.admitted if self.admission is not None else None
-
 
 class _Placeable(Protocol):
     routable: tuple[str, ...]
