@@ -148,6 +148,16 @@ class Placed:
     origin: int
     young: bool
     admitted: Admitted
+    digest: bytes = field(init=False, repr=False, compare=False)
+    """Equal digests: the same placement. Made once: ranking, the API and the benches read
+    it again and again."""
+
+    def __post_init__(self) -> None:
+        # repr quotes and escapes every string: no two placements read the same (a key may
+        # hold any character a URL path decodes to)
+        a = self.admitted
+        text = repr((self.nodes, a.tail, sorted(a.homes.items())))
+        object.__setattr__(self, "digest", blake2b(text.encode(), digest_size=8).digest())
 
     @property
     def rank(self) -> tuple[bool, int, bytes]:
@@ -155,14 +165,6 @@ class Placed:
         the whole window before one that did not, the older line, then the smaller digest,
         so that peers whose placements differ all end up with the same one."""
         return (self.young, self.origin, self.digest)
-
-    @property
-    def digest(self) -> bytes:
-        # repr quotes and escapes every string: no two placements read the same (a key may
-        # hold any character a URL path decodes to)
-        a = self.admitted
-        text = repr((self.nodes, a.tail, sorted(a.homes.items())))
-        return blake2b(text.encode(), digest_size=8).digest()
 
 
 TAIL_KEY: Final = "\x00fnlb-tail"
