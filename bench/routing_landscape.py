@@ -37,6 +37,15 @@ both). Deterministic: same arguments, same table. Rerun (repository root; a few 
     python -m bench.routing_landscape --functions 300,1000 --rates 40,120 \
         --zipf-s 0.8,0.9,1.0,1.1 --seeds 1 --memory-mb 1024,2048,4096 --idle-timeout-s 30 \
         --exec-ms 20,20 --burst-rank 0
+
+bench/routing's two profiles over several traces (docs/routing.md, "Sticky homes, agreed in
+push-pull"): its default workload, then the roomy one.
+
+    python -m bench.routing_landscape --functions 200 --rates 40 --zipf-s 1.5 \
+        --seeds 1,2,3,4,5,6,7,8 --duration-s 120
+    python -m bench.routing_landscape --functions 300 --rates 120 --zipf-s 1.1 \
+        --seeds 1,2,3,4 --memory-mb 2048 --idle-timeout-s 30 --exec-ms 20,20 \
+        --burst-rank 0 --duration-s 120
 """
 
 from __future__ import annotations
@@ -491,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|" + "---:|" * (11 + len(CONFIGS)))
     ratios: list[tuple[float, float, float]] = []
+    busiest = 0.0
     beats = worse_than_hash = loses_to_placed = met = 0
     for memory in memories:
         for functions in [int(x) for x in args.functions.split(",")]:
@@ -511,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
                         gap = r["fnlb"].cold - r["hash"].cold
                         worse_than_hash += gap > 1.0 and not r["hash"].saturated
                         loses_to_placed += r["fnlb"].cold > r["placed"].cold
+                        busiest = max(busiest, r["fnlb"].busiest)
                         cells = " | ".join(
                             f"{o.cold:.1f}{'*' if o.saturated else ''} ({o.busiest:.2f})"
                             for o in (r[k] for k in CONFIGS)
@@ -523,10 +534,11 @@ def main(argv: list[str] | None = None) -> int:
                         )
     n = len(ratios)
     print(
-        f"\nmean ratio to pooled memory: placed {sum(x[0] for x in ratios) / n:.2f}, "
-        f"fnlb {sum(x[1] for x in ratios) / n:.2f}, fnlb with wait for warm "
-        f"{sum(x[2] for x in ratios) / n:.2f}"
+        f"\nmean ratio to pooled memory: placed {sum(x[0] for x in ratios) / n:.3f}, "
+        f"fnlb {sum(x[1] for x in ratios) / n:.3f}, fnlb with wait for warm "
+        f"{sum(x[2] for x in ratios) / n:.3f}"
     )
+    print(f"fnlb's busiest node, the most of any workload: {busiest:.2f}x the mean")
     print(f"fnlb under pooled memory: {beats} of {n} workloads")
     print(f"fnlb at or under {TARGET:.2f}x pooled memory: {met} of {n} workloads")
     print(f"fnlb over a point worse than plain hashing, no node saturated: {worse_than_hash}")

@@ -28,6 +28,8 @@ def test_the_table_has_every_configuration_and_is_deterministic(
     others = [v for k, v in colds.items() if k != "rr"]
     assert all(0.0 < cold < colds["rr"] for cold in others)  # round robin spreads most
     assert "fnlb under pooled memory" in first
+    fnlb_busiest = cells[6 + CONFIGS.index("fnlb")].split("(")[1].rstrip(")")
+    assert f"fnlb's busiest node, the most of any workload: {fnlb_busiest}x" in first
     assert main(SHORT) == 0
     assert capsys.readouterr().out == first
 
