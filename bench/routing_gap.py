@@ -46,7 +46,8 @@ from bench.routing_oracle import (
     workload_arguments,
     workload_from,
 )
-from fnlb.routing.admission import Admission, Admitted
+from fnlb.routing.admission import Admission, Admitted, Placed
+from fnlb.routing.placement import EPOCH_MS
 from fnlb.routing.widths import LoadLevels, WidthPolicy, WidthTracker
 
 
@@ -64,7 +65,8 @@ class HeldAdmission(Admission):
         slots: Mapping[str, int] | None = None,
         at: int | None = None,
     ) -> Admitted:
-        self.admitted = self._held
+        at = self.last_cut if at is None else at
+        self.placed = Placed(at // EPOCH_MS, tuple(nodes), 0, False, self._held)
         return self._held
 
 

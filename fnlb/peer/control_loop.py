@@ -217,8 +217,8 @@ class ControlLoop:
         return adm.offer(placed, now_ms // EPOCH_MS)
 
     def placement_report(self) -> dict[str, Any] | None:
-        """For `GET /1/lb/cluster`: the protected set and the tail's nodes, and when they
-        are this peer's line of placements, its epoch, its line's origin, whether it was
+        """For `GET /1/lb/cluster`: the protected set and the tail's nodes, and once it has
+        placed or taken a placement, its epoch, its line's origin, whether it was
         placed from less than the scores' window, and its digest (equal digests: peers agree
         on the placement). None: admission off."""
         adm = self.admission
@@ -226,7 +226,7 @@ class ControlLoop:
             return None
         report = adm.admitted.as_dict()
         placed = adm.placed
-        if placed is not None and placed.admitted is adm.admitted:
+        if placed is not None:
             report["epoch"] = placed.epoch
             report["origin"] = placed.origin
             report["young"] = placed.young

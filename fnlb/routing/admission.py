@@ -255,7 +255,6 @@ class Admission:
 
     def __init__(self, slots_per_node: int = 8) -> None:
         self.slots_per_node = slots_per_node
-        self.admitted: Admitted = NONE
         self.placed: Placed | None = None
         """The last placement, this peer's or one it took from another (`offer`)."""
         self._cuts: deque[_Cut] = deque()
@@ -287,6 +286,11 @@ class Admission:
         oldest = cut - HELD_MS
         while cuts and cuts[0].cut <= oldest:
             cuts.popleft()
+
+    @property
+    def admitted(self) -> Admitted:
+        """The placement routing follows: the last one's (`NONE` before the first)."""
+        return self.placed.admitted if self.placed is not None else NONE
 
     @property
     def last_cut(self) -> int:
@@ -342,8 +346,7 @@ class Admission:
         if last is not None and last.epoch >= epoch and last.nodes == nodes and last.admitted.homes:
             # placed or taken for this epoch already; or taken, before this peer's first
             # tick, from a peer whose cut crossed into the next epoch first: kept as it is
-            self.admitted = last.admitted
-            return self.admitted
+            return last.admitted
         young = self._first_cut > at - WINDOW_MS
         if (
             young
@@ -357,8 +360,7 @@ class Admission:
             # one from this peer's fewer cuts. Kept (as this peer's, young) until an
             # exchange brings the new one.
             self.placed = Placed(epoch, nodes, last.origin, True, last.admitted)
-            self.admitted = last.admitted
-            return self.admitted
+            return last.admitted
         size = {n: (slots or {}).get(n, self.slots_per_node) for n in nodes}
         if last is not None and epoch - 1 <= last.epoch <= epoch:
             before = last.admitted
@@ -369,9 +371,9 @@ class Admission:
                 sc = self.scores_at(at - back * EPOCH_MS)
                 before = place_from(sc, nodes, order_of, size, before)
             origin = epoch - HYSTERESIS_EPOCHS + 1
-        self.admitted = place_from(self.scores_at(at), nodes, order_of, size, before)
-        self.placed = Placed(epoch, nodes, origin, young, self.admitted)
-        return self.admitted
+        admitted = place_from(self.scores_at(at), nodes, order_of, size, before)
+        self.placed = Placed(epoch, nodes, origin, young, admitted)
+        return admitted
 
     def offer(self, other: Placed, now_epoch: int | None = None) -> bool:
         """Another peer's placement: taken (True) when it is for the current epoch and ranks
@@ -398,7 +400,6 @@ class Admission:
         ):
             return False
         self.placed = other
-        self.admitted = other.admitted
         return True
 
 
