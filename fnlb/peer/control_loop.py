@@ -37,6 +37,16 @@ CUT_MS: Final = round(TICK_S * 1000)
 """Spacing of the settled cuts (the width tracker's `tick_ms`)."""
 CATCH_UP_CUTS: Final = 5
 """Most skipped cuts read back at one tick (a peer stalled longer catches up from there)."""
+ASK_AFTER_MS: Final = 2 * CUT_MS
+"""A young peer asks for a push-pull this far into each epoch: every peer ticks at least
+once a TICK_S on the same aligned cuts, so by then its partner has placed for the epoch too
+(a partner still in the epoch before would send a placement `Admission.offer` refuses)."""
+ASK_AGAIN_MS: Final = 5 * CUT_MS
+"""...and again this much later while the exchange brought no placement of a peer that read
+the whole window for the epoch (lost, or its partner was young too)..."""
+ASKS_PER_EPOCH: Final = 3
+"""...at most this many times an epoch: in a cluster started all at once every peer is
+young for WINDOW_MS, and none has such a placement to give."""
 METRICS_STALE_MS: Final = 15_000
 """A node's /metrics reading older than this (5 default check intervals) is not used."""
 
@@ -96,6 +106,8 @@ class ControlLoop:
         self.tail: tuple[str, ...] = ()
         """The tail's nodes, as of the last placement (admission only)."""
         self._applied: Admitted | None = None  # the admission placement homes/tail hold
+        self._asked = (-1, 0)  # (epoch, push-pulls asked for in it)
+        self._ask = False
 
     @property
     def decision(self) -> ScaleDecision | None:
@@ -132,6 +144,7 @@ class ControlLoop:
             # -- issue 16: admission, fed every settled cut, placed at the epochs --
             self._observe_since(self.admission, load, now, cut, table)
             self.admit(cut, view, caps)
+            self._ask_while_young(self.admission, cut)
         else:
             self.place(cut, rates, view)
         router.update(
@@ -204,6 +217,35 @@ class ControlLoop:
             self._applied = adm.admitted
             self.homes = dict(adm.admitted.homes)
             self.tail = adm.admitted.tail
+
+    def _ask_while_young(self, adm: Admission, cut: int) -> None:
+        """Ask for a push-pull (`take_push_pull`) a couple of cuts into each epoch while this
+        peer is young and holds no placement for the epoch from a peer that read the whole
+        window.
+
+        Why: a young peer's own placement ranks after every such peer's, and differs from
+        theirs by its fewer cuts; the regular push-pull (every 30 s, at its own phase)
+        brings theirs up to an epoch late. Asking at each epoch takes it a few ticks in
+        (docs/routing.md, "After a restart")."""
+        if not adm.young_at(cut):
+            return
+        epoch = cut // EPOCH_MS
+        placed = adm.placed
+        if placed is not None and placed.epoch == epoch and not placed.young:
+            return  # taken from a peer that read the whole window: nothing to ask for
+        asked_epoch, asked = self._asked
+        if asked_epoch != epoch:
+            asked = 0
+        if asked >= ASKS_PER_EPOCH or cut % EPOCH_MS < ASK_AFTER_MS + asked * ASK_AGAIN_MS:
+            return
+        self._asked = (epoch, asked + 1)
+        self._ask = True
+
+    def take_push_pull(self) -> bool:
+        """Whether this peer wants a push-pull with another peer now, out of gossip's turn
+        (drained): asked while young, once or a few times an epoch (`_ask_while_young`)."""
+        ask, self._ask = self._ask, False
+        return ask
 
     def offer(self, wire: WirePlacement, routable: Sequence[str], now_ms: int) -> bool:
         """Another peer's placement from push-pull: taken when it placed over the nodes

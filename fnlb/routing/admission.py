@@ -286,6 +286,12 @@ class Admission:
         while cuts and cuts[0].cut <= oldest:
             cuts.popleft()
 
+    def young_at(self, cut: int) -> bool:
+        """Whether scores as of `cut` come from less than a window (`WINDOW_MS`): this peer
+        started, or began reading cuts, since. Its placements then rank after any peer's that
+        has read the whole window (`Placed.rank`)."""
+        return self._first_cut > cut - WINDOW_MS
+
     @property
     def last_cut(self) -> int:
         """The last settled cut observed (-1: none yet)."""
@@ -342,7 +348,7 @@ class Admission:
             # tick, from a peer whose cut crossed into the next epoch first: kept as it is
             self.admitted = last.admitted
             return self.admitted
-        young = self._first_cut > at - WINDOW_MS
+        young = self.young_at(at)
         if (
             young
             and last is not None
