@@ -3,8 +3,8 @@
 Every `PUMP_S`: `Peer.tick(now)` (digests, sweeps, the routing control loop), the health
 checks it asks for (new nodes, suspected ones) started, the push-pull it asks for (a young
 peer, at each epoch) handed to gossip, and the node set saved when it changed (cluster mode
-with `-state-dir`). Inputs that arrive between two pumps (gossip
-merges, API writes, failed connections) are acted on within `PUMP_S`.
+with `-state-dir`). Inputs that arrive between two pumps (gossip merges, API writes, failed
+connections) are acted on within `PUMP_S`.
 """
 
 from __future__ import annotations
