@@ -13,6 +13,7 @@ The owner (the asyncio runtime, or the simulator) drives it:
         reply = m.handle_stream_request(data, addr, now)   # a peer opened a stream to us
         m.handle_stream_response(req.id, data, now)    # our stream request was answered
         m.handle_stream_failure(req.id, now)           # ... or could not be (refused, timeout)
+        m.request_push_pull(now)                       # the owner wants an exchange now
         then, after any of these: send every m.datagrams_to_send(now); open a stream for every
         m.stream_requests(now); re-arm one timer at m.next_timer(); drain m.next_event().
 
@@ -35,6 +36,7 @@ Theory of operation
   gossip_nodes random members (recently dead included, so that they can refute).
 - Anti-entropy: every push_pull_interval a full-state exchange over a stream with one random
   alive member; a peer's Dead rows are merged as Suspect (a stale view must not kill anyone).
+  The owner may ask for one more out of turn (`request_push_pull`), one open at a time.
   Every reconnect_interval the same exchange with one random recently dead member, so that a
   healed partition merges by itself. Joining is such an exchange with every seed, retried
   until one answers.
@@ -262,6 +264,7 @@ class Member:
         self._next_push_pull_at: float | None = None
         self._next_reconnect_at: float | None = None
         self._join_retry_at: float | None = None
+        self._asked: int | None = None  # the stream of the last `request_push_pull`
         # address -> (our incarnation after refuting its claim, whether reported as a conflict)
         self._claimants: dict[Addr, tuple[int, bool]] = {}
         self.drops: Counter[str] = Counter()
@@ -368,6 +371,29 @@ class Member:
         self._me.meta = meta
         self._me.incarnation += 1
         self._queue_alive(self._me)
+
+    def request_push_pull(self, now: float) -> bool:
+        """Exchange full state with one random alive member now, out of turn: True when a
+        stream was queued (take it from `stream_requests`).
+
+        Why: the owner may know that a peer holds state it lacks right now (fnlb: a peer
+        started less than a window ago wants the cluster's placement of a new epoch, which
+        the regular exchange, every push_pull_interval, brings up to 30 s late). The regular
+        schedule is left as it is. Bounded: while the stream of the last request is open
+        (until its answer, failure or timeout), asking again queues nothing; nor does
+        asking with no other alive member, before `join` or after `leave`."""
+        if not self._started or self._leaving:
+            return False
+        if self._asked is not None and self._asked in self._streams:
+            return False
+        nodes = self._random_nodes(1, lambda n: n.state is MemberState.ALIVE)
+        if not nodes:
+            return False
+        self.stats["push_pull_asked"] += 1
+        self._asked = self._open_stream(
+            _StreamKind.PUSH_PULL, nodes[0].addr, self._encode_state(False), now
+        )
+        return True
 
     def members(self) -> list[MemberInfo]:
         """Every member we know of (ourselves included), dead and left ones until forgotten."""

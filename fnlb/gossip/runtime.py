@@ -249,6 +249,15 @@ class GossipRuntime:
         self.member.set_meta(meta, self._now())
         self._pump()
 
+    def request_push_pull(self) -> bool:
+        """A full-state exchange with one random alive member now, out of the regular turn
+        (`Member.request_push_pull`: one at a time); False when none was opened."""
+        if self._member is None or self._closing:
+            return False
+        asked = self._member.request_push_pull(self._now())
+        self._pump()
+        return asked
+
     def all_drops(self) -> dict[str, int]:
         """Drops by reason, the runtime's (wire, crypto) and the member's (codec) together."""
         total = Counter(self.drops)

@@ -37,6 +37,17 @@ CUT_MS: Final = round(TICK_S * 1000)
 """Spacing of the settled cuts (the width tracker's `tick_ms`)."""
 CATCH_UP_CUTS: Final = 5
 """Most skipped cuts read back at one tick (a peer stalled longer catches up from there)."""
+ASK_AFTER_MS: Final = CUT_MS
+"""A young peer asks for a push-pull this far into each epoch (its second tick in it): every
+peer ticks about once a TICK_S on the same aligned cuts, so its partner has most likely
+placed for the epoch by then; a partner still in the epoch before sends a placement that
+`Admission.offer` refuses, and the peer asks again."""
+ASK_AGAIN_MS: Final = 2 * CUT_MS
+"""The spacing of the asks while the exchanges bring no placement for the epoch from a peer
+that read the whole window (its partner had not crossed into the epoch, or was young too)."""
+ASKS_PER_EPOCH: Final = 3
+"""At most this many asks an epoch: in a cluster started all at once every peer is young
+for WINDOW_MS, and none has such a placement to give."""
 METRICS_STALE_MS: Final = 15_000
 """A node's /metrics reading older than this (5 default check intervals) is not used."""
 
@@ -96,6 +107,8 @@ class ControlLoop:
         self.tail: tuple[str, ...] = ()
         """The tail's nodes, as of the last placement (admission only)."""
         self._applied: Admitted | None = None  # the admission placement homes/tail hold
+        self._asked = (-1, 0, -1)  # (epoch, push-pulls asked for in it, the last's cut)
+        self._ask = False
 
     @property
     def decision(self) -> ScaleDecision | None:
@@ -132,6 +145,7 @@ class ControlLoop:
             # -- issue 16: admission, fed every settled cut, placed at the epochs --
             self._observe_since(self.admission, load, now, cut, table)
             self.admit(cut, view, caps)
+            self._ask_while_young(self.admission, cut)
         else:
             self.place(cut, rates, view)
         router.update(
@@ -204,6 +218,37 @@ class ControlLoop:
             self._applied = adm.admitted
             self.homes = dict(adm.admitted.homes)
             self.tail = adm.admitted.tail
+
+    def _ask_while_young(self, adm: Admission, cut: int) -> None:
+        """Ask for a push-pull (`take_push_pull`) a tick into each epoch (`ASK_AFTER_MS`;
+        at once in the epoch this peer started in) while this peer is young and holds no
+        placement for the epoch from a peer that read the whole window; again every
+        `ASK_AGAIN_MS` while none comes, at most `ASKS_PER_EPOCH` times.
+
+        Why: a young peer's placement ranks after every such peer's and may differ from
+        theirs (its fewer cuts); the regular push-pull (every 30 s, at its own phase) brings
+        theirs up to an epoch late. Asked for, it comes a tick or two into the epoch
+        (docs/routing.md, "After a restart")."""
+        if not adm.young_at(cut):
+            return
+        epoch = cut // EPOCH_MS
+        placed = adm.placed
+        if placed is not None and placed.epoch == epoch and not placed.young:
+            return  # taken from a peer that read the whole window: nothing to ask for
+        asked_epoch, asked, last = self._asked
+        if asked_epoch != epoch:
+            asked = 0
+        due = cut % EPOCH_MS >= ASK_AFTER_MS if asked == 0 else cut - last >= ASK_AGAIN_MS
+        if asked >= ASKS_PER_EPOCH or not due:
+            return
+        self._asked = (epoch, asked + 1, cut)
+        self._ask = True
+
+    def take_push_pull(self) -> bool:
+        """Whether this peer wants a push-pull with another peer now, out of gossip's turn
+        (drained): asked while young, once or a few times an epoch (`_ask_while_young`)."""
+        ask, self._ask = self._ask, False
+        return ask
 
     def offer(self, wire: WirePlacement, routable: Sequence[str], now_ms: int) -> bool:
         """Another peer's placement from push-pull: taken when it placed over the nodes

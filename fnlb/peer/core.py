@@ -6,6 +6,7 @@ constructor, as gossip's member takes them). Rule 2: every input is a method tha
 
     inputs                                       outputs (drained)
     attempt_started / attempt_finished (proxy)   take_broadcasts / take_sends (gossip)
+                                                 take_push_pull (ask gossip for one now)
     gossip: notify_broadcast, merge_remote_state take_checks (health checks to run now)
       (the GossipDelegate: the Peer is it)       take_save (the node set must be persisted)
     members_changed / member_left (gossip)       view (the routing view, swapped whole)
@@ -420,6 +421,13 @@ class Peer:
             self.state.take_sends()
 
     # -- outputs -----------------------------------------------------------------------------
+
+    def take_push_pull(self) -> bool:
+        """Whether to ask gossip for a push-pull now, out of turn (drained; the shell calls
+        `Member.request_push_pull`): a peer started less than a window ago wants the
+        cluster's placement of each new epoch (fnlb.peer.control_loop). Never for a lone
+        fnlb."""
+        return self.control.take_push_pull() and self.gossip
 
     def take_checks(self) -> list[Check]:
         """Health checks to run now: new nodes, and nodes under suspicion (drained)."""

@@ -47,7 +47,8 @@ How, every tick (`observe`) and at each placement epoch (`place`):
   differ (a restart, a partition healed, a cut read differently) exchange them in push-pull
   and all take the lowest ranked (`Placed.rank`, `Admission.offer`): from then on they chain
   from the same placement and the same cuts, and place alike (docs/routing.md, "After a
-  restart").
+  restart"). A young peer (started within `WINDOW_MS`) asks for an exchange a tick into
+  each epoch (fnlb.peer.control_loop), so it takes the others' placement for the epoch then.
 
 Bursts still spread: the router's hot-set width puts a bursting function on the first w
 nodes of its order (the home first), as for any placed home.
@@ -287,6 +288,12 @@ class Admission:
         while cuts and cuts[0].cut <= oldest:
             cuts.popleft()
 
+    def young_at(self, cut: int) -> bool:
+        """Whether scores as of `cut` come from less than a window (`WINDOW_MS`): this peer
+        started, or began reading cuts, since. Its placements then rank after any peer's that
+        has read the whole window (`Placed.rank`)."""
+        return self._first_cut > cut - WINDOW_MS
+
     @property
     def admitted(self) -> Admitted:
         """The placement routing follows: the last one's (`NONE` before the first)."""
@@ -338,7 +345,9 @@ class Admission:
         the scores as of its cut and the same nodes, which every peer holding those cuts
         derives alike. Peers whose lines of placements differ (a restart, a partition, a
         cut read differently) agree by `offer`. One placed or taken for this epoch over the
-        same nodes is kept as it is."""
+        same nodes is kept as it is; a young peer keeps one it took for the epoch before from
+        a peer that read the whole window until the exchange it asks for a tick into the
+        epoch brings that peer's new one."""
         at = self._last_cut if at is None else at
         epoch = at // EPOCH_MS
         nodes = tuple(nodes)
@@ -347,7 +356,7 @@ class Admission:
             # placed or taken for this epoch already; or taken, before this peer's first
             # tick, from a peer whose cut crossed into the next epoch first: kept as it is
             return last.admitted
-        young = self._first_cut > at - WINDOW_MS
+        young = self.young_at(at)
         if (
             young
             and last is not None
@@ -357,8 +366,10 @@ class Admission:
         ):
             # Taken from a peer that read the whole window: a sticky placement moves little
             # from one epoch to the next, so it is closer to what that peer places now than
-            # one from this peer's fewer cuts. Kept (as this peer's, young) until an
-            # exchange brings the new one.
+            # one from this peer's fewer cuts. Kept (as this peer's, young) for the tick or
+            # two until the exchange this peer asks for brings the new one (ControlLoop).
+            # Placing from its own cuts instead, even with the ask, differed at 4 more of
+            # a restarted peer's first 120 ticks (docs/routing.md, "After a restart").
             self.placed = Placed(epoch, nodes, last.origin, True, last.admitted)
             return last.admitted
         size = {n: (slots or {}).get(n, self.slots_per_node) for n in nodes}

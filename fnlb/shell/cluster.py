@@ -261,6 +261,11 @@ class ClusterService:
     def _peer_gossip_addresses(self) -> list[str]:
         return sorted({f"{m.addr[0]}:{m.addr[1]}" for m in self._live_members()})
 
+    def request_push_pull(self) -> None:
+        """A push-pull with a random live peer now, out of turn (`Peer.take_push_pull`)."""
+        if self.runtime is not None and self.runtime.started:
+            self.runtime.request_push_pull()
+
     def members(self) -> list[MemberInfo]:
         """Every member gossip knows of, this peer included, by name."""
         if self.runtime is None:

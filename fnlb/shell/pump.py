@@ -1,9 +1,10 @@
 """The Peer's pump: its timer, and the outputs no other shell drains.
 
 Every `PUMP_S`: `Peer.tick(now)` (digests, sweeps, the routing control loop), the health
-checks it asks for (new nodes, suspected ones) started, and the node set saved when it
-changed (cluster mode with `-state-dir`). Inputs that arrive between two pumps (gossip
-merges, API writes, failed connections) are acted on within `PUMP_S`.
+checks it asks for (new nodes, suspected ones) started, the push-pull it asks for (a young
+peer, at each epoch) handed to gossip, and the node set saved when it changed (cluster mode
+with `-state-dir`). Inputs that arrive between two pumps (gossip merges, API writes, failed
+connections) are acted on within `PUMP_S`.
 """
 
 from __future__ import annotations
@@ -35,13 +36,16 @@ class Pump:
             await asyncio.gather(self._task, return_exceptions=True)  # stop()'s own cancel stays
 
     def pump(self) -> None:
-        """Tick the peer and start the checks it asks for (no await: safe anywhere)."""
+        """Tick the peer and start the checks and push-pull it asks for (no await: safe
+        anywhere)."""
         peer = self._peer
         try:
             peer.tick(time.time())
         except Exception:  # a bug here must not stop routing: log it and go on
             log.exception("peer tick failed")
         self._health.run(peer.take_checks())
+        if peer.take_push_pull() and self._cluster is not None:
+            self._cluster.request_push_pull()
 
     async def _run(self) -> None:
         while True:

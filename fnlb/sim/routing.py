@@ -140,6 +140,9 @@ class RoutingSim:
         self.rng = random.Random(seed)
         self.push_pull_rng = random.Random(seed + 2)
         """Push-pull's partners and phases: apart, so that they leave the traces as they were."""
+        self.asked_rng = random.Random(seed + 3)
+        """The partners of push-pulls a peer asks for (`Peer.take_push_pull`): apart again,
+        so that asking leaves the regular exchanges' partners as they were."""
         self.node_names = [f"10.0.0.{i + 1}:8080" for i in range(nodes)]
         self.index = {n: i for i, n in enumerate(self.node_names)}
         self.fleet = Fleet(nodes, pool or PoolConfig(), random.Random(seed + 1))
@@ -363,9 +366,10 @@ class RoutingSim:
             if self.now >= p.next_push_pull:
                 # push-pull (TCP): both ways with one other peer, not lost
                 p.next_push_pull += PUSH_PULL_S
-                q = self.push_pull_rng.choice([q for q in self.peers if q is not p])
-                q.peer.merge_remote_state(peer.local_state(join=False), join=False)
-                peer.merge_remote_state(q.peer.local_state(join=False), join=False)
+                self._push_pull(p, self.push_pull_rng.choice([q for q in self.peers if q is not p]))
+            if peer.take_push_pull():
+                # asked for out of turn (gossip's `Member.request_push_pull`): one more, now
+                self._push_pull(p, self.asked_rng.choice([q for q in self.peers if q is not p]))
             control = peer.control
             cut = control.cut
             if cut <= p.last_cut:
@@ -378,6 +382,12 @@ class RoutingSim:
             if self.placed:
                 p.placements[cut // EPOCH_MS] = dict(control.homes)
                 p.tails[cut // EPOCH_MS] = control.tail
+
+    @staticmethod
+    def _push_pull(p: SimPeer, q: SimPeer) -> None:
+        """A push-pull (TCP): full state both ways between `p` and `q`, not lost."""
+        q.peer.merge_remote_state(p.peer.local_state(join=False), join=False)
+        p.peer.merge_remote_state(q.peer.local_state(join=False), join=False)
 
 
 def _path(fn: str) -> str:

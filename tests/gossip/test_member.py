@@ -664,3 +664,86 @@ def test_a_message_for_one_member_spends_no_broadcasts_on_it() -> None:
     assert [msgs for msgs, _ in datagrams if mine in msgs] == [[mine]]
     relayed = [x for msgs, _ in datagrams for x in msgs if isinstance(x, Alive) and x.node == "c"]
     assert relayed  # gossip's own round still carries the broadcast
+
+
+def pushed_pulls(m: Member, now: float) -> list[tuple[float, Addr, int]]:
+    """(time, partner, request id) of each push-pull stream `m` opens now (no joins, no pings)."""
+    out = []
+    for req in m.stream_requests(now):
+        msg = codec.decode_stream(req.data)
+        if isinstance(msg, PushPull) and not msg.join:
+            out.append((now, req.addr, req.id))
+    return out
+
+
+def quiet_pair(seed: int = 1) -> Member:
+    """A member that knows one other alive member (b) and never probes it within a minute,
+    so b stays alive and every push-pull goes to it."""
+    profile = PROFILE.replace(probe_interval=600.0, probe_timeout=1.0)
+    m = Member("a", A, profile, random.Random(seed), RecordingDelegate())
+    m.join([], 0.0)
+    m.receive_datagram(packet(Alive(1, "b", B, b"")), B, 0.0)
+    m.stream_requests(0.0)
+    return m
+
+
+def run_timers(m: Member, start: float, until: float) -> list[tuple[float, Addr, int]]:
+    out = []
+    t = m.next_timer()
+    while t is not None and t <= until:
+        t = max(t, start)
+        m.handle_timer(t)
+        out += pushed_pulls(m, t)
+        t = m.next_timer()
+    return out
+
+
+def test_an_asked_push_pull_goes_out_at_once_and_leaves_the_regular_schedule_as_it_was() -> None:
+    """The owner (a peer that wants the cluster's state now) asks for an exchange: one
+    stream to an alive member at once, carrying the full state and merging the answer; the
+    regular exchanges come when they would have come without it."""
+    asked, twin = quiet_pair(), quiet_pair()
+    regular = run_timers(twin, 0.0, 70.0)
+    assert len(regular) >= 2  # every 30 s
+    before = run_timers(asked, 0.0, 1.0)
+    assert asked.request_push_pull(1.0)
+    ((t, addr, rid),) = pushed_pulls(asked, 1.0)
+    assert (t, addr) == (1.0, B)
+    assert asked.stats["push_pull_asked"] == 1
+    answer = PushPull(False, (PushPullEntry("b", B, 1, MemberState.ALIVE, b""),), b"theirs")
+    asked.handle_stream_response(rid, codec.encode_stream(answer), 1.1)
+    assert asked._delegate.state == {b"theirs"}  # type: ignore[attr-defined]
+    after = run_timers(asked, 1.1, 70.0)
+    assert [(t, a) for t, a, _ in before + after] == [(t, a) for t, a, _ in regular]
+
+
+def test_asking_again_before_the_asked_exchange_ended_queues_nothing() -> None:
+    m = quiet_pair()
+    assert m.request_push_pull(1.0)
+    (first,) = pushed_pulls(m, 1.0)
+    assert not m.request_push_pull(1.2)
+    assert not m.request_push_pull(1.3)
+    assert pushed_pulls(m, 1.3) == []
+    m.handle_stream_failure(first[2], 1.5)  # refused, or timed out: may ask again
+    assert m.request_push_pull(1.6)
+    (second,) = pushed_pulls(m, 1.6)
+    empty = PushPull(False, (), b"")
+    m.handle_stream_response(second[2], codec.encode_stream(empty), 1.7)  # answered
+    assert m.request_push_pull(1.8)
+    assert len(pushed_pulls(m, 1.8)) == 1
+    assert m.stats["push_pull_asked"] == 3
+
+
+def test_asking_with_no_other_alive_member_is_a_no_op() -> None:
+    alone = member()
+    assert not alone.request_push_pull(1.0)
+    assert alone.stream_requests(1.0) == []
+    unjoined = Member("a", A, PROFILE, random.Random(1))
+    assert not unjoined.request_push_pull(1.0)
+    m = quiet_pair()
+    m.receive_datagram(packet(Suspect(1, "b", "c")), B, 1.0)
+    assert not m.request_push_pull(1.1)  # push-pull goes to alive members only
+    left = quiet_pair()
+    left.leave(1.0)
+    assert not left.request_push_pull(1.1)
+    assert left.stream_requests(1.1) == []

@@ -359,3 +359,31 @@ async def test_garbage_on_either_socket_is_dropped_and_counted() -> None:
         await eventually(counted)
         assert rt.all_drops().get("stream_closed", 0) > 0
         assert rt.started
+
+
+async def test_a_push_pull_the_peer_asks_for_goes_out_at_its_next_pump(
+    session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A young peer asks for an exchange at each epoch (`Peer.take_push_pull`): its pump
+    hands the ask to gossip, which opens one to a live peer at once, out of turn."""
+    async with (
+        balancers(settings("a")) as (a,),
+        balancers(settings("b", (gossip_seed(a),))) as (b,),
+    ):
+        both = {"a": "alive", "b": "alive"}
+
+        async def joined() -> bool:
+            return await peers_of(session, a) == both == await peers_of(session, b)
+
+        await eventually(joined)
+        ga, gb, pump = a.gossip, b.gossip, a.pump
+        assert ga is not None
+        assert gb is not None
+        assert pump is not None
+        asked = ga.member.stats["push_pull_asked"]
+        served = gb.member.stats["push_pull_served"]
+        monkeypatch.setattr(a.peer, "take_push_pull", lambda: True)
+        pump.pump()
+        monkeypatch.undo()
+        assert ga.member.stats["push_pull_asked"] == asked + 1
+        await eventually(lambda: gb.member.stats["push_pull_served"] > served)

@@ -245,3 +245,54 @@ def test_a_peer_that_ticks_late_into_an_epoch_places_as_of_its_first_cut() -> No
     size = dict.fromkeys(nodes, adm.slots_per_node)
     now = place_from(adm.scores_at(late.cut), view.routable, view.candidates, size, NONE)
     assert "r/app/new" in now.homes
+
+
+def test_a_young_peer_asks_for_a_push_pull_a_tick_into_each_epoch() -> None:
+    """A peer started less than a window ago asks gossip for an exchange a tick into each
+    epoch, when its partner has placed for the epoch too, so that it takes the cluster's
+    placement then rather than at the regular push-pull, up to an epoch later. It asks
+    again while none comes (at most 3 times an epoch), not once it holds one from a peer
+    that read the whole window, and never once its own window is full."""
+    from fnlb.cluster.load import ClusterLoad, LocalLoad
+    from fnlb.cluster.view import NodeView
+    from fnlb.peer.control_loop import ASK_AGAIN_MS, ASKS_PER_EPOCH, ControlLoop
+    from fnlb.routing.admission import WINDOW_MS, Admitted, Placed
+    from fnlb.routing.load_router import Router
+    from fnlb.routing.placement import EPOCH_MS
+
+    nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
+    view = NodeView(1, dict.fromkeys(nodes, "online"))
+    local, cluster = LocalLoad(epoch=1), ClusterLoad()
+    loop = ControlLoop(Router())
+    adm = loop.admission
+    assert adm is not None
+    boundary = (1_800_000_000_000 // EPOCH_MS + 1) * EPOCH_MS  # an epoch starts, in ms
+    start = boundary / 1000 - 10  # started 10 s before it
+    taken = boundary // EPOCH_MS + 1  # the epoch an exchange brings the cluster's placement
+    asks: list[int] = []
+    for second in range((WINDOW_MS + 2 * EPOCH_MS) // 1000):
+        at = start + second
+        for i in range(6):
+            fn = f"r/app/f{i}"
+            local.call_started(fn, nodes[i % 5], at - 1 + i / 6)
+            local.call_finished(fn, nodes[i % 5], 200, 0.0, 0.01, at - 1 + i / 6)
+        cluster.merge("p", local.digest(at, stamp_ms=int(at * 1000)), at)
+        loop.tick(at + 0.5, cluster, local, view, {})
+        if loop.take_push_pull():
+            asks.append(loop.cut)
+            assert not loop.take_push_pull()  # drained
+            if loop.cut // EPOCH_MS == taken:  # this exchange brings the cluster's placement
+                theirs = Placed(taken, view.routable, taken - 5, False, Admitted({"f": nodes[1]}))
+                assert adm.offer(theirs)
+    first = int(start * 1000) - 1000  # its first tick's cut, mid-epoch: nothing held yet
+    one = boundary + 1000  # a tick into the next epoch
+    thrice = [k * ASK_AGAIN_MS for k in range(ASKS_PER_EPOCH)]  # none comes: three asks
+    assert asks == [
+        *(first + k for k in thrice),  # the epoch it started in: at once
+        *(one + k for k in thrice),
+        one + EPOCH_MS,  # the exchange brought the cluster's: asked once
+        *(one + 2 * EPOCH_MS + k for k in thrice),  # the next epoch: asked again
+        *(one + 3 * EPOCH_MS + k for k in thrice),
+    ], [(c // EPOCH_MS, c % EPOCH_MS) for c in asks]
+    assert not adm.young_at(loop.cut)
+    assert asks[-1] < loop.cut - EPOCH_MS  # its window full: no more asks

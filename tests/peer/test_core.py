@@ -284,3 +284,23 @@ def test_a_placement_is_not_taken_from_a_full_state_dropped_as_malformed() -> No
     new.merge_remote_state(msgpack.packb(state), join=False)
     assert "bad_placement" not in new.drops
     assert new.drops
+
+
+def test_a_young_peer_asks_gossip_for_a_push_pull_and_a_lone_one_never_does() -> None:
+    """The control loop's ask (a peer started less than a window ago, a tick into an epoch)
+    is drained by the shell, which hands it to gossip; a lone fnlb has nobody to ask."""
+    from fnlb.routing.placement import EPOCH_MS
+
+    nodes = ["n1:1", "n2:1", "n3:1"]
+    clock = Clock()
+    clock.ms = (clock.ms // EPOCH_MS + 1) * EPOCH_MS + 1500  # the first tick reads its first cut
+    router = Router(rng=random.Random(1))
+    lone = Peer("self", routing=HotSetPolicy(router, lambda: clock.s), clock_ms=clock, gossip=False)
+    member = hotset_peer("member", clock, nodes)
+    asked = {"self": 0, "member": 0}
+    for _ in range(8):
+        for p in (lone, member):
+            p.tick(clock.s)
+            asked[p.name] += p.take_push_pull()
+        clock.ms += 1000
+    assert asked == {"self": 0, "member": 3}  # none of the cluster's placement came
