@@ -164,6 +164,10 @@ class Outcome:
     cold: bool
     node: str
     """The Fn node that answered (fnsim's `Fnsim-Node`), "" when unknown."""
+    node_s: float = math.nan
+    """The node's part of the latency: the wait for a container (a cold start included;
+    fnsim's `Xxx-Fxlb-Wait`) and the execution; nan when unknown. The rest is the balancer,
+    the network and the client, all sharing the bench's machine."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +178,9 @@ class Row:
     cold_fraction: float
     p50_ms: float
     p99_ms: float
+    node_p99_ms: float
+    """p99 of the nodes' part (`Outcome.node_s`): what routing decides, apart from the CPU
+    the balancers, the nodes and the client share on one machine."""
     errors: int
     nodes_per_function: float
     busiest_share: float
@@ -196,6 +203,7 @@ def summarise(outcomes: Iterable[Outcome], after_s: float) -> Row:
     cold = 0
     errors = 0
     latencies: list[float] = []
+    at_nodes: list[float] = []
     per_node: dict[str, int] = {}
     fn_nodes: dict[str, set[str]] = {}
     calls = 0
@@ -209,14 +217,18 @@ def summarise(outcomes: Iterable[Outcome], after_s: float) -> Row:
         answered += 1
         cold += o.cold
         latencies.append(o.latency_s)
+        if not math.isnan(o.node_s):
+            at_nodes.append(o.node_s)
         per_node[o.node] = per_node.get(o.node, 0) + 1
         fn_nodes.setdefault(o.call.fn, set()).add(o.node)
     latencies.sort()
+    at_nodes.sort()
     return Row(
         calls=calls,
         cold_fraction=cold / answered if answered else math.nan,
         p50_ms=1000.0 * percentile(latencies, 0.50),
         p99_ms=1000.0 * percentile(latencies, 0.99),
+        node_p99_ms=1000.0 * percentile(at_nodes, 0.99),
         errors=errors,
         nodes_per_function=(
             sum(len(v) for v in fn_nodes.values()) / len(fn_nodes) if fn_nodes else math.nan

@@ -91,16 +91,19 @@ def test_the_floor_counts_calls_after_a_gap_longer_than_the_idle_timeout() -> No
 
 
 def test_the_row_reads_cold_latency_errors_spread_and_the_busiest_node() -> None:
-    def o(at: float, fn: str, status: int, ms: float, cold: bool, node: str) -> Outcome:
-        return Outcome(Call(at, fn, 10), status, ms / 1000.0, cold, node)
+    def o(
+        at: float, fn: str, status: int, ms: float, cold: bool, node: str, node_ms: float
+    ) -> Outcome:
+        return Outcome(Call(at, fn, 10), status, ms / 1000.0, cold, node, node_ms / 1000.0)
 
+    nan = math.nan
     outcomes = [
-        o(0.5, "a", 200, 999.0, True, "n1"),  # warm-up: ignored
-        o(1.0, "a", 200, 10.0, False, "n1"),
-        o(2.0, "a", 200, 20.0, True, "n2"),
-        o(3.0, "b", 200, 30.0, False, "n1"),
-        o(4.0, "b", 503, 5.0, False, "n3"),
-        o(5.0, "c", 0, 30000.0, False, ""),
+        o(0.5, "a", 200, 999.0, True, "n1", 990.0),  # warm-up: ignored
+        o(1.0, "a", 200, 10.0, False, "n1", 9.0),
+        o(2.0, "a", 200, 20.0, True, "n2", nan),  # no wait header: not in the nodes' p99
+        o(3.0, "b", 200, 30.0, False, "n1", 12.0),
+        o(4.0, "b", 503, 5.0, False, "n3", 4.0),
+        o(5.0, "c", 0, 30000.0, False, "", nan),
     ]
     row = summarise(outcomes, after_s=1.0)
     assert row.calls == 5
@@ -108,5 +111,6 @@ def test_the_row_reads_cold_latency_errors_spread_and_the_busiest_node() -> None
     assert row.cold_fraction == 1 / 3
     assert row.p50_ms == pytest.approx(20.0)
     assert row.p99_ms == pytest.approx(30.0)
+    assert row.node_p99_ms == pytest.approx(12.0)  # answered calls that said how long they took
     assert row.nodes_per_function == 1.5  # a on n1 and n2, b on n1
     assert row.busiest_share == 2 / 3
