@@ -28,10 +28,11 @@ Printed per configuration: calls counted (after `--warm` s), the cold-start frac
 that waited for a container start, as the node says in `Fnsim-Cold`), p50/p99 latency seen by
 the client, the p99 of the nodes' part of it (the wait for a container, a cold start
 included, as the node says in `Xxx-Fxlb-Wait`, plus the execution: what routing decides; the
-rest is the balancers, the nodes' and the client's CPU on one machine), errors (any answer but 200, or none), mean nodes per function (distinct nodes that
-served each function) and the busiest node's share of the calls. Also the workload's floor:
-the share of calls whose function had been idle longer than the idle timeout, cold under any
-routing. With `--plot FILE` a PNG of the latency distributions (needs matplotlib).
+rest is the balancers', the nodes' and the client's CPU on one machine), errors (any answer
+but 200, or none), mean nodes per function (distinct nodes that served each function) and
+the busiest node's share of the calls. Also the workload's floor: the share of calls whose
+function had been idle longer than the idle timeout, cold under any routing. With
+`--plot FILE` a PNG of the latency distributions (needs matplotlib).
 
 The idle timeout is scaled down from Fn's 30 s to 15 s and the rate doubled to match, so the
 gaps between a function's calls keep their proportion to the idle timeout while a run takes

@@ -568,8 +568,11 @@ def _homes(
     #    node), sheds its coolest first until it is within them: the hottest keep their
     #    containers (moving one costs its calls' cold starts on the new node, a burst's
     #    included), as when homes were placed hottest first.
+    held: dict[str, list[str]] = {n: [] for n in nodes}
+    for key, n in homes.items():
+        held[n].append(key)
     for n in nodes:
-        for key in sorted((k for k in homes if homes[k] == n), key=lambda k: (score(k), k)):
+        for key in sorted(held[n], key=lambda k: (score(k), k)):
             if room[n] >= 0 and placed_rate[n] <= RATE_CAP * share:
                 break
             take(key)
