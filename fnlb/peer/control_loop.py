@@ -228,8 +228,9 @@ class ControlLoop:
         Why: a young peer's placement ranks after every such peer's and may differ from
         theirs (its fewer cuts); the regular push-pull (every 30 s, at its own phase) brings
         theirs up to an epoch late. Asked for, it comes a tick or two into the epoch
-        (docs/routing.md, "After a restart")."""
-        if not adm.young_at(cut):
+        (docs/routing.md, "After a restart"). Not while the window holds no load: an idle
+        cluster has no placement to agree on."""
+        if not adm.young_at(cut) or not adm.loaded:
             return
         epoch = cut // EPOCH_MS
         placed = adm.placed

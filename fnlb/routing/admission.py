@@ -300,6 +300,11 @@ class Admission:
         return self.placed.admitted if self.placed is not None else NONE
 
     @property
+    def loaded(self) -> bool:
+        """Whether the window holds a cut with load (it starts with the first loaded one)."""
+        return bool(self._cuts)
+
+    @property
     def last_cut(self) -> int:
         """The last settled cut observed (-1: none yet)."""
         return self._last_cut

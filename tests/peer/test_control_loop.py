@@ -284,7 +284,7 @@ def test_a_young_peer_asks_for_a_push_pull_a_tick_into_each_epoch() -> None:
             if loop.cut // EPOCH_MS == taken:  # this exchange brings the cluster's placement
                 theirs = Placed(taken, view.routable, taken - 5, False, Admitted({"f": nodes[1]}))
                 assert adm.offer(theirs)
-    first = int(start * 1000) - 1000  # its first tick's cut, mid-epoch: nothing held yet
+    first = int(start * 1000)  # its first cut with load (mid-epoch): nothing held yet
     one = boundary + 1000  # a tick into the next epoch
     thrice = [k * ASK_AGAIN_MS for k in range(ASKS_PER_EPOCH)]  # none comes: three asks
     assert asks == [
@@ -296,3 +296,28 @@ def test_a_young_peer_asks_for_a_push_pull_a_tick_into_each_epoch() -> None:
     ], [(c // EPOCH_MS, c % EPOCH_MS) for c in asks]
     assert not adm.young_at(loop.cut)
     assert asks[-1] < loop.cut - EPOCH_MS  # its window full: no more asks
+
+
+def test_a_young_peer_of_an_idle_cluster_asks_for_no_push_pull() -> None:
+    """With no load in the window there is no placement to agree on: a young peer of an
+    idle cluster leaves gossip's push-pull to its own schedule."""
+    from fnlb.cluster.load import ClusterLoad, LocalLoad
+    from fnlb.cluster.view import NodeView
+    from fnlb.peer.control_loop import ControlLoop
+    from fnlb.routing.admission import WINDOW_MS
+    from fnlb.routing.load_router import Router
+
+    nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
+    view = NodeView(1, dict.fromkeys(nodes, "online"))
+    local, cluster = LocalLoad(epoch=1), ClusterLoad()
+    loop = ControlLoop(Router())
+    adm = loop.admission
+    assert adm is not None
+    start = 1_800_000_000.0
+    for second in range(WINDOW_MS // 1000):
+        at = start + second
+        cluster.merge("p", local.digest(at, stamp_ms=int(at * 1000)), at)
+        loop.tick(at + 0.5, cluster, local, view, {})
+        assert adm.young_at(loop.cut)
+        assert not loop.take_push_pull()
+    assert not adm.loaded

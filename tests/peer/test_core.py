@@ -299,7 +299,12 @@ def test_a_young_peer_asks_gossip_for_a_push_pull_and_a_lone_one_never_does() ->
     member = hotset_peer("member", clock, nodes)
     asked = {"self": 0, "member": 0}
     for _ in range(8):
-        for p in (lone, member):
+        for p in (lone, member):  # load: an idle cluster has no placement to agree on
+            at = clock.s
+            p.attempt_started("r/app/f", "n1:1", at)
+            p.attempt_finished(
+                Attempt("r/app/f", "n1:1", "/r/app/f", 200, at, 0.002, None, 0.01, at)
+            )
             p.tick(clock.s)
             asked[p.name] += p.take_push_pull()
         clock.ms += 1000
