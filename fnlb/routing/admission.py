@@ -246,13 +246,14 @@ def _scored(cuts: Sequence[_Cut], at: int, slots_per_node: int) -> Scores:
 
 
 class Admission:
-    """The scores, the protected set and the tail, one per peer; a pure function of the
-    settled tables it is fed (`observe`, kept for a window) and of the cut it places at.
+    """The scores, the protected set and the tail, one per peer: a function of the settled
+    tables it is fed (`observe`, kept for a window), of the cut it places at, and of the
+    last placement (`placed`), which each placement keeps to.
 
-    No state of its own decisions carries over: the placement of before that hysteresis
-    keeps to is recomputed from the window (`HYSTERESIS_EPOCHS`), so a peer that restarts,
-    or joins, while the cluster is loaded places as the others do once it has read the
-    window's cuts (docs/routing.md, "After a restart")."""
+    That last placement is this peer's own or one taken from another peer (`offer`), so the
+    peers chain from one line of placements. A peer that holds none from the epoch before
+    (it restarted, joined, or idled) recomputes one from the window (`HYSTERESIS_EPOCHS`)
+    until push-pull brings the cluster's (docs/routing.md, "After a restart")."""
 
     def __init__(self, slots_per_node: int = 8) -> None:
         self.slots_per_node = slots_per_node
