@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import aiohttp
 
+from fnlb.cluster.load import ClusterLoad, LocalLoad
+from fnlb.cluster.view import NodeView
 from fnlb.fnsim import FnSimOptions, start_nodes
 from fnlb.payloads.node_metrics import NodeMetrics
-from fnlb.peer.control_loop import METRICS_STALE_MS, capacities, node_capacity
+from fnlb.peer.control_loop import METRICS_STALE_MS, ControlLoop, capacities, node_capacity
+from fnlb.routing.admission import Admission
+from fnlb.routing.load_router import Router
 from tests.support import running_balancer, wait_for
 
 MIB = 1024 * 1024
@@ -247,25 +251,27 @@ def test_a_peer_that_ticks_late_into_an_epoch_places_as_of_its_first_cut() -> No
     assert "r/app/new" in now.homes
 
 
+def _young_loop() -> tuple[list[str], NodeView, LocalLoad, ClusterLoad, ControlLoop, Admission]:
+    """A control loop over five online nodes that has read nothing yet: its peer has just
+    started."""
+    nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
+    view = NodeView(1, dict.fromkeys(nodes, "online"))
+    loop = ControlLoop(Router())
+    assert loop.admission is not None
+    return nodes, view, LocalLoad(epoch=1), ClusterLoad(), loop, loop.admission
+
+
 def test_a_young_peer_asks_for_a_push_pull_a_tick_into_each_epoch() -> None:
     """A peer started less than a window ago asks gossip for an exchange a tick into each
     epoch, when its partner has placed for the epoch too, so that it takes the cluster's
     placement then rather than at the regular push-pull, up to an epoch later. It asks
     again while none comes (at most 3 times an epoch), not once it holds one from a peer
     that read the whole window, and never once its own window is full."""
-    from fnlb.cluster.load import ClusterLoad, LocalLoad
-    from fnlb.cluster.view import NodeView
-    from fnlb.peer.control_loop import ASK_AGAIN_MS, ASKS_PER_EPOCH, ControlLoop
+    from fnlb.peer.control_loop import ASK_AGAIN_MS, ASKS_PER_EPOCH
     from fnlb.routing.admission import WINDOW_MS, Admitted, Placed
-    from fnlb.routing.load_router import Router
     from fnlb.routing.placement import EPOCH_MS
 
-    nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
-    view = NodeView(1, dict.fromkeys(nodes, "online"))
-    local, cluster = LocalLoad(epoch=1), ClusterLoad()
-    loop = ControlLoop(Router())
-    adm = loop.admission
-    assert adm is not None
+    nodes, view, local, cluster, loop, adm = _young_loop()
     boundary = (1_800_000_000_000 // EPOCH_MS + 1) * EPOCH_MS  # an epoch starts, in ms
     start = boundary / 1000 - 10  # started 10 s before it
     taken = boundary // EPOCH_MS + 1  # the epoch an exchange brings the cluster's placement
@@ -301,18 +307,9 @@ def test_a_young_peer_asks_for_a_push_pull_a_tick_into_each_epoch() -> None:
 def test_a_young_peer_of_an_idle_cluster_asks_for_no_push_pull() -> None:
     """With no load in the window there is no placement to agree on: a young peer of an
     idle cluster leaves gossip's push-pull to its own schedule."""
-    from fnlb.cluster.load import ClusterLoad, LocalLoad
-    from fnlb.cluster.view import NodeView
-    from fnlb.peer.control_loop import ControlLoop
     from fnlb.routing.admission import WINDOW_MS
-    from fnlb.routing.load_router import Router
 
-    nodes = [f"10.0.0.{i}:8080" for i in range(1, 6)]
-    view = NodeView(1, dict.fromkeys(nodes, "online"))
-    local, cluster = LocalLoad(epoch=1), ClusterLoad()
-    loop = ControlLoop(Router())
-    adm = loop.admission
-    assert adm is not None
+    _nodes, view, local, cluster, loop, adm = _young_loop()
     start = 1_800_000_000.0
     for second in range(WINDOW_MS // 1000):
         at = start + second
