@@ -181,6 +181,9 @@ class Row:
     node_p99_ms: float
     """p99 of the nodes' part (`Outcome.node_s`): what routing decides, apart from the CPU
     the balancers, the nodes and the client share on one machine."""
+    rest_p99_ms: float
+    """p99 of the rest of each call's latency (the client's latency less `Outcome.node_s`):
+    the balancer's own time, with the network's and the client's, on the shared CPUs."""
     errors: int
     nodes_per_function: float
     busiest_share: float
@@ -204,6 +207,7 @@ def summarise(outcomes: Iterable[Outcome], after_s: float) -> Row:
     errors = 0
     latencies: list[float] = []
     at_nodes: list[float] = []
+    rest: list[float] = []
     per_node: dict[str, int] = {}
     fn_nodes: dict[str, set[str]] = {}
     calls = 0
@@ -219,16 +223,19 @@ def summarise(outcomes: Iterable[Outcome], after_s: float) -> Row:
         latencies.append(o.latency_s)
         if not math.isnan(o.node_s):
             at_nodes.append(o.node_s)
+            rest.append(o.latency_s - o.node_s)
         per_node[o.node] = per_node.get(o.node, 0) + 1
         fn_nodes.setdefault(o.call.fn, set()).add(o.node)
     latencies.sort()
     at_nodes.sort()
+    rest.sort()
     return Row(
         calls=calls,
         cold_fraction=cold / answered if answered else math.nan,
         p50_ms=1000.0 * percentile(latencies, 0.50),
         p99_ms=1000.0 * percentile(latencies, 0.99),
         node_p99_ms=1000.0 * percentile(at_nodes, 0.99),
+        rest_p99_ms=1000.0 * percentile(rest, 0.99),
         errors=errors,
         nodes_per_function=(
             sum(len(v) for v in fn_nodes.values()) / len(fn_nodes) if fn_nodes else math.nan

@@ -112,5 +112,6 @@ def test_the_row_reads_cold_latency_errors_spread_and_the_busiest_node() -> None
     assert row.p50_ms == pytest.approx(20.0)
     assert row.p99_ms == pytest.approx(30.0)
     assert row.node_p99_ms == pytest.approx(12.0)  # answered calls that said how long they took
+    assert row.rest_p99_ms == pytest.approx(18.0)  # 30 - 12 ms over 10 - 9 ms: the larger rest
     assert row.nodes_per_function == 1.5  # a on n1 and n2, b on n1
     assert row.busiest_share == 2 / 3
