@@ -386,13 +386,11 @@ class Member:
             return False
         if self._asked is not None and self._asked in self._streams:
             return False
-        nodes = self._random_nodes(1, lambda n: n.state is MemberState.ALIVE)
-        if not nodes:
+        asked = self._push_pull(now)
+        if asked is None:
             return False
         self.stats["push_pull_asked"] += 1
-        self._asked = self._open_stream(
-            _StreamKind.PUSH_PULL, nodes[0].addr, self._encode_state(False), now
-        )
+        self._asked = asked
         return True
 
     def members(self) -> list[MemberInfo]:
@@ -980,10 +978,15 @@ class Member:
         # Leave room for a probe message next to any one broadcast.
         return self.profile.packet_budget - codec.packet_overhead() - 64
 
-    def _push_pull(self, now: float) -> None:
+    def _push_pull(self, now: float) -> int | None:
+        """Open a full-state exchange with one random alive member: its stream id, or None
+        when no other member is alive."""
         nodes = self._random_nodes(1, lambda n: n.state is MemberState.ALIVE)
-        if nodes:
-            self._open_stream(_StreamKind.PUSH_PULL, nodes[0].addr, self._encode_state(False), now)
+        if not nodes:
+            return None
+        return self._open_stream(
+            _StreamKind.PUSH_PULL, nodes[0].addr, self._encode_state(False), now
+        )
 
     def _reconnect(self, now: float) -> None:
         # A scan, not random probing of the table: the dead may be few among many.

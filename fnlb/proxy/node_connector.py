@@ -22,13 +22,11 @@ from typing import TYPE_CHECKING, Final
 import aiohttp
 from aiohttp.connector import Connection
 
+from fnlb.proxy.idle_socket import heard_poller
+
 if TYPE_CHECKING:
     from aiohttp.client_reqrep import ConnectionKey
     from aiohttp.tracing import Trace
-
-_HEARD: Final = select.POLLIN | select.POLLPRI | select.POLLRDHUP
-"""What `poll` reports on an idle connection the node has written to, shut or reset (POLLERR
-and POLLHUP are always reported)."""
 
 
 class CheckedConnector(aiohttp.TCPConnector):
@@ -59,7 +57,6 @@ def _heard(conn: Connection) -> bool:
         sock = transport.get_extra_info("socket") if transport is not None else None
         if sock is None:
             return False
-        poller = select.poll()
-        poller.register(sock.fileno(), _HEARD)
+        poller = heard_poller(sock)
         setattr(protocol, _POLLER, poller)
     return bool(poller.poll(0))

@@ -42,10 +42,7 @@ from fnlb.proxy.http1 import (
     kind_of,
     node_address,
 )
-
-_HEARD: Final = select.POLLIN | select.POLLPRI | select.POLLRDHUP
-"""What `poll` reports on an idle connection the node has written to, shut or reset (POLLERR
-and POLLHUP are always reported)."""
+from fnlb.proxy.idle_socket import heard_poller
 
 IDLE_TIMEOUT_S: Final = 50.0
 """An idle connection older than this is closed rather than reused (aiohttp's pool used 60 s;
@@ -132,8 +129,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            self.poller = poller = select.poll()
-            poller.register(sock.fileno(), _HEARD)
+            self.poller = heard_poller(sock)
 
     def data_received(self, data: bytes) -> None:
         ex = self.exchange
