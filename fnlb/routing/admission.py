@@ -51,7 +51,8 @@ How, every tick (`observe`) and at each placement epoch (`place`):
   each epoch (fnlb.peer.control_loop), so it takes the others' placement for the epoch then.
 
 Bursts still spread: the router's hot-set width puts a bursting function on the first w
-nodes of its order (the home first), as for any placed home.
+nodes of its order, the home first and the tail's nodes last (where the tail's churn would
+evict its new containers), as for any placed home.
 """
 
 from __future__ import annotations
@@ -549,7 +550,10 @@ def _homes(
         room[home] -= sc.demand(key)
         placed_rate[home] += p
         if w > 1:
-            spread[key] = [n for n in order_of(key) if n != home][: w - 1]
+            # the router's order for a placed function: its home, the tail's nodes last
+            rest = [n for n in order_of(key) if n != home]
+            spread[key] = [*(n for n in rest if n not in tail), *(n for n in rest if n in tail)]
+            del spread[key][w - 1 :]
             for n in spread[key]:
                 placed_rate[n] += p
 

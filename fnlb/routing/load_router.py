@@ -11,8 +11,10 @@ nodes, memoised per view) and the shared figures last pushed by the cluster laye
 
 1. **Hot set.** The first w(key) nodes of the key's rendezvous order, w from
    `fnlb.routing.widths` (equal on every peer), capped by the routable nodes; for the hottest
-   functions the placed home (`fnlb.routing.placement`) is moved to the front of that order.
-   Every peer holding the same view, widths and homes agrees on the hot set.
+   functions the placed home (`fnlb.routing.placement`) is moved to the front of that order,
+   and the tail's nodes (`fnlb.routing.admission`) to its end; every other function has the
+   tail's nodes first. Every peer holding the same view, widths, homes and tail agrees on
+   the hot set.
 2. **Choice within it.** Each node's load is this peer's exact calls in flight to it plus the
    other peers' gossiped ones (all functions), divided by its relative capacity when the nodes'
    container slots are known. `p2c` (default) takes the better of two hot nodes under the cap
@@ -256,8 +258,8 @@ class Router:
         """What the last `candidates` put first (fnlb.routing.picked): HOME, SPREAD or SPILL."""
         self._local: dict[str, int] = {}
         self._local_total = 0
-        # key -> (the view's order it was made from, the nodes moved first, the new order)
-        self._rehomed: dict[str, tuple[Sequence[str], tuple[str, ...], Sequence[str]]] = {}
+        # key -> (the view's order it was made from, its home or None, the new order)
+        self._rehomed: dict[str, tuple[Sequence[str], str | None, Sequence[str]]] = {}
 
     @property
     def policy(self) -> RouterPolicy:
@@ -328,10 +330,10 @@ class Router:
         if s.homes or s.tail:
             home = s.homes.get(key)
             if home is not None:
-                if order[0] != home:
-                    order = self._home_first(key, order, (home,))
+                if order[0] != home or s.tail:
+                    order = self._reordered(key, order, home)
             elif s.tail:
-                order = self._home_first(key, order, s.tail)
+                order = self._reordered(key, order, None)
         p = self._policy
         w = s.widths.get(key, p.min_width)
         if w > n:
@@ -349,20 +351,37 @@ class Router:
                 return order  # the common case: one warm home, not overloaded
         return self._ordered(key, order, w, cap, now, avoiding)
 
-    def _home_first(self, key: str, order: Sequence[str], front: tuple[str, ...]) -> Sequence[str]:
-        """`order` with the nodes of `front` (a placed home, or the tail's nodes) moved to
-        the front in `order`'s own order; made once per (view, homes, tail), not per call."""
+    def _reordered(self, key: str, order: Sequence[str], home: str | None) -> Sequence[str]:
+        """`order` for a placed function (`home`): its home first and the tail's nodes last;
+        for any other (`home` None): the tail's nodes first. Each part keeps `order`'s own
+        order; made once per (view, homes, tail), not per call, and read without allocating.
+
+        Why the tail's nodes last for a placed function: a burst widens its hot set along
+        this order, and on a tail node its new containers are evicted by the tail's churn
+        while the tail's cold starts there make p2c's load comparison pass the node over. A
+        burst's third node that was a tail node took 0-64 of 240 calls a second
+        (docs/routing.md, "The rest of the latency, and why the busiest node varies")."""
         cached = self._rehomed.get(key)
-        if cached is not None and cached[0] is order and cached[1] == front:
+        if cached is not None and cached[0] is order and cached[1] == home:
             return cached[2]
         if len(self._rehomed) >= _REHOMED_MAX:
             self._rehomed.clear()  # a client spraying paths cannot grow it without bound
-        first = [node for node in order if node in front]
+        tail = self._shared.tail
+        if home is None:
+            first = [node for node in order if node in tail]
+            back: tuple[str, ...] = ()
+        else:
+            first = [home] if home in order else []
+            back = tail
         if first:
-            moved: Sequence[str] = [*first, *(node for node in order if node not in front)]
+            moved: Sequence[str] = [
+                *first,
+                *(node for node in order if node not in first and node not in back),
+                *(node for node in order if node in back and node not in first),
+            ]
         else:
             moved = order  # the home left the routable set: rendezvous order until re-placed
-        self._rehomed[key] = (order, front, moved)
+        self._rehomed[key] = (order, home, moved)
         return moved
 
     def _ordered(

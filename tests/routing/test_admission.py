@@ -123,6 +123,27 @@ def test_the_router_sends_the_tail_to_its_nodes_and_the_protected_to_their_homes
     assert router.candidates("r/app/rare1", v, T) is v.candidates("r/app/rare1")
 
 
+def test_a_placed_function_spreads_over_the_protected_nodes_before_the_tail_ones() -> None:
+    """A burst widens a placed function's hot set along its order: the tail's nodes come
+    last there, since the tail's churn evicts a new container on them and their cold
+    starts make p2c pass them over (the burst would stay on fewer nodes)."""
+    v = view()
+    tail = (NODES[4],)
+    # a function whose rendezvous order has the tail's node second, after its home
+    hot = next(k for k in (f"r/app/hot{i}" for i in range(200)) if v.candidates(k)[1] == NODES[4])
+    home = v.candidates(hot)[0]
+    router = Router()
+    router.update(homes={hot: home}, tail=tail)
+    got = router.candidates(hot, v, T)
+    assert list(got) == [home, *(n for n in v.candidates(hot) if n not in (home, *tail)), *tail]
+    second = got[1]
+    router.update(widths={hot: 2})
+    chosen = set()
+    for _ in range(200):
+        chosen.add(router.candidates(hot, v, T)[0])
+    assert chosen == {home, second}  # the width's two nodes, neither of them the tail's
+
+
 def test_a_function_near_the_boundary_does_not_flap() -> None:
     """A protected function that cools to just below a hotter outsider stays protected at
     the next epoch (the placement of the epoch before, recomputed from the window, keeps it),
