@@ -30,10 +30,11 @@ def test_quick_run_prints_a_row_per_configuration_and_draws_the_plot(tmp_path: P
     counted = {rows[name][0] for name in configs}
     assert len(counted) == 1  # the same trace everywhere
     assert int(counted.pop()) > 100
-    assert all(rows[name][5] == "0" for name in configs), rows  # errors
+    assert all(rows[name][6] == "0" for name in configs), rows  # errors
     for name in configs:  # every balancer passed on how long the node took, and it took less
-        p99, at_nodes = float(rows[name][3]), float(rows[name][4])
+        p99, at_nodes, rest = (float(x) for x in rows[name][3:6])
         assert 0 < at_nodes <= p99, (name, rows[name])
+        assert 0 < rest < p99, (name, rows[name])  # the balancer's and the client's own part
     assert all(float(rows[name][1]) > 0 for name in configs)  # cold starts were seen
     assert "cold fraction: fnlb" in out
     # each fnlb peer's placement at the end (they may differ for a moment at an epoch)
