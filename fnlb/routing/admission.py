@@ -64,6 +64,7 @@ from hashlib import blake2b
 from math import ceil
 from typing import Final
 
+from fnlb.routing.load_router import placed_order
 from fnlb.routing.placement import (
     EPOCH_MS,
     HOT_HOMES,
@@ -550,10 +551,7 @@ def _homes(
         room[home] -= sc.demand(key)
         placed_rate[home] += p
         if w > 1:
-            # the router's order for a placed function: its home, the tail's nodes last
-            rest = [n for n in order_of(key) if n != home]
-            spread[key] = [*(n for n in rest if n not in tail), *(n for n in rest if n in tail)]
-            del spread[key][w - 1 :]
+            spread[key] = placed_order(order_of(key), home, tail)[1:w]  # as the router
             for n in spread[key]:
                 placed_rate[n] += p
 

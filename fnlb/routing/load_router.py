@@ -65,6 +65,7 @@ __all__ = [
     "Router",
     "RouterPolicy",
     "SharedFigures",
+    "placed_order",
 ]
 
 
@@ -167,6 +168,22 @@ def _picked(out: Sequence[str], order: Sequence[str], w: int) -> int:
         if order[i] == first:
             return SPREAD
     return SPILL
+
+
+def placed_order(order: Sequence[str], home: str, tail: tuple[str, ...]) -> list[str]:
+    """A placed function's order: its `home` first, then `order`'s other nodes, the tail's
+    nodes last (each part in `order`'s own order). Its first w nodes are the hot set a
+    burst widens over; admission counts a spread function's calls on the same nodes.
+
+    Why the tail's nodes last: on a tail node a burst's new containers are evicted by the
+    tail's churn, and the tail's cold starts there make p2c's load comparison pass the node
+    over. A burst's third node that was a tail node took 0-64 of 240 calls a second
+    (docs/routing.md, "The rest of the latency, and why the busiest node varies")."""
+    return [
+        home,
+        *(node for node in order if node != home and node not in tail),
+        *(node for node in order if node != home and node in tail),
+    ]
 
 
 _NO_INTS: Final[Mapping[str, int]] = MappingProxyType({})
@@ -352,35 +369,22 @@ class Router:
         return self._ordered(key, order, w, cap, now, avoiding)
 
     def _reordered(self, key: str, order: Sequence[str], home: str | None) -> Sequence[str]:
-        """`order` for a placed function (`home`): its home first and the tail's nodes last;
-        for any other (`home` None): the tail's nodes first. Each part keeps `order`'s own
-        order; made once per (view, homes, tail), not per call, and read without allocating.
-
-        Why the tail's nodes last for a placed function: a burst widens its hot set along
-        this order, and on a tail node its new containers are evicted by the tail's churn
-        while the tail's cold starts there make p2c's load comparison pass the node over. A
-        burst's third node that was a tail node took 0-64 of 240 calls a second
-        (docs/routing.md, "The rest of the latency, and why the busiest node varies")."""
+        """`order` for a placed function (`home`): `placed_order`; for any other (`home`
+        None): the tail's nodes first, in `order`'s own order. Made once per (view, homes,
+        tail), not per call, and read without allocating."""
         cached = self._rehomed.get(key)
         if cached is not None and cached[0] is order and cached[1] == home:
             return cached[2]
         if len(self._rehomed) >= _REHOMED_MAX:
             self._rehomed.clear()  # a client spraying paths cannot grow it without bound
         tail = self._shared.tail
+        moved: Sequence[str] = order  # the home left the routable set: as is until re-placed
         if home is None:
             first = [node for node in order if node in tail]
-            back: tuple[str, ...] = ()
-        else:
-            first = [home] if home in order else []
-            back = tail
-        if first:
-            moved: Sequence[str] = [
-                *first,
-                *(node for node in order if node not in first and node not in back),
-                *(node for node in order if node in back and node not in first),
-            ]
-        else:
-            moved = order  # the home left the routable set: rendezvous order until re-placed
+            if first:
+                moved = [*first, *(node for node in order if node not in tail)]
+        elif home in order:
+            moved = placed_order(order, home, tail)
         self._rehomed[key] = (order, home, moved)
         return moved
 
