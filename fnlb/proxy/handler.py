@@ -231,7 +231,16 @@ class Proxy:
                         body=await resp.read(),
                         headers=_filtered(resp.headers, _NOT_COPIED_FROM_BUFFERED_RESPONSE),
                     )
-                return await _stream(request, resp)
+                return await _stream(request, resp, node)
+            except aiohttp.ClientError as e:
+                # The answer broke off before its end (the node closed, or sent a bad
+                # chunk) while it was read whole, before its head went on: a 502, as a
+                # call that failed after it may have started (never a 500).
+                resp.close()
+                status = 502  # what the client got, for the call's record below
+                log.warning("answer broke off", extra={"node": node})
+                why = _describe(e)
+                return json_error(502, f"node {node} failed during the call ({why}); not retried")
             except BaseException:
                 resp.close()  # never hand a half-read connection back to the pool
                 raise
@@ -262,13 +271,26 @@ def _answered(
     return Attempt(key, node, path, status, time.time(), wait, retry_after, at - started, at)
 
 
-async def _stream(request: web.BaseRequest, resp: aiohttp.ClientResponse) -> web.StreamResponse:
+async def _stream(
+    request: web.BaseRequest, resp: aiohttp.ClientResponse, node: str
+) -> web.StreamResponse:
     out = web.StreamResponse(
         status=resp.status, reason=resp.reason, headers=_filtered(resp.headers, HOP_BY_HOP)
     )
     await out.prepare(request)
-    async for chunk in resp.content.iter_chunked(_CHUNK):
-        await out.write(chunk)
+    try:
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            await out.write(chunk)
+    except aiohttp.ClientError:
+        # The head went on and cannot be taken back: the client learns that the answer broke
+        # off from its connection closing before the body's end (left open, it would wait
+        # for the rest until its own timeout).
+        resp.close()
+        log.warning("answer broke off after its head went on", extra={"node": node})
+        transport = request.transport
+        if transport is not None:
+            transport.close()
+        return out
     await out.write_eof()
     return out
 
