@@ -51,6 +51,7 @@ from fnlb.observe.outcome import outcome_for
 from fnlb.observe.prom import ObservedCollector
 from fnlb.observe.tracing import Tracer
 from fnlb.observe.zipkin import ZipkinExporter
+from fnlb.peer.control_loop import metrics_stale_ms
 from fnlb.peer.core import LONE_NAME, Peer
 from fnlb.proxy.fast_server import FastProxy, hand_to_protocol
 from fnlb.proxy.handler import Proxy, UpstreamRequest, expect_handled_by_proxy
@@ -136,6 +137,7 @@ class Balancer:
             nodeset=restored.nodeset,
             seed=restored.seed,
             epoch_ms=now_ms(),
+            metrics_stale_ms=metrics_stale_ms(settings.hc_interval),
         )
         self.cluster = (
             ClusterService(settings, self.peer, restored) if settings.cluster_mode else None

@@ -49,7 +49,22 @@ ASKS_PER_EPOCH: Final = 3
 """At most this many asks an epoch: in a cluster started all at once every peer is young
 for WINDOW_MS, and none has such a placement to give."""
 METRICS_STALE_MS: Final = 15_000
-"""A node's /metrics reading older than this (5 default check intervals) is not used."""
+"""A node's /metrics reading older than this is not used (5 check intervals of the default 3 s;
+`metrics_stale_ms` for others)."""
+METRICS_STALE_CHECKS: Final = 5
+"""Check intervals a node's /metrics reading stays usable: a missed check or two must not
+drop a node's size, or admission re-sizes the protected set around it."""
+
+
+def metrics_stale_ms(hc_interval_s: float) -> int:
+    """The age at which a node's /metrics reading goes unused, for checks every
+    `hc_interval_s`: METRICS_STALE_CHECKS intervals, never less than METRICS_STALE_MS.
+
+    A fixed 15 s made every reading stale between checks when `-hc-interval` was over 15 s:
+    the nodes' sizes came and went, admission re-sized the protected set with them, and on
+    bench/routing's roomy profile `-hc-interval=30` gave 19.8 % and 22.1 % cold starts (a
+    busiest node of 30 %) against 18.7 % at 3 s (docs/routing.md)."""
+    return max(METRICS_STALE_MS, round(METRICS_STALE_CHECKS * hc_interval_s * 1000))
 
 
 def node_capacity(reading: NodeMetrics) -> NodeCapacity:
@@ -69,13 +84,16 @@ def node_capacity(reading: NodeMetrics) -> NodeCapacity:
 
 
 def capacities(
-    readings: Mapping[str, NodeMetrics], routable: Container[str], now_ms: int
+    readings: Mapping[str, NodeMetrics],
+    routable: Container[str],
+    now_ms: int,
+    stale_ms: int = METRICS_STALE_MS,
 ) -> dict[str, NodeCapacity]:
-    """`node_capacity` of every routable node with a fresh reading."""
+    """`node_capacity` of every routable node with a reading at most `stale_ms` old."""
     return {
         node: node_capacity(m)
         for node, m in readings.items()
-        if node in routable and now_ms - m.at_ms <= METRICS_STALE_MS
+        if node in routable and now_ms - m.at_ms <= stale_ms
     }
 
 
@@ -88,12 +106,16 @@ class ControlLoop:
         widths: WidthTracker | None = None,
         *,
         admission: bool = True,
+        metrics_stale_ms: int = METRICS_STALE_MS,
     ) -> None:
         """`router`: the load-aware router to hand the figures to (`--routing=hotset`).
         `widths`: the width tracker (its policy); a default one when None. `admission`:
         place as cluster-wide admission (fnlb.routing.admission: a protected set and the
-        tail's nodes); False: placed homes of the 16 hottest only (fnlb.routing.placement)."""
+        tail's nodes); False: placed homes of the 16 hottest only (fnlb.routing.placement).
+        `metrics_stale_ms`: the age at which a node's /metrics reading goes unused
+        (`metrics_stale_ms()` of the health checks' interval)."""
         self.router = router
+        self.metrics_stale_ms = metrics_stale_ms
         self.widths = widths if widths is not None else WidthTracker()
         self.cut = 0
         """The settled cut (wall ms) the last tick read."""
@@ -139,7 +161,7 @@ class ControlLoop:
             n: max(0, load.node_load(n, now).in_flight - local.node_in_flight(n))
             for n in view.routable
         }
-        caps = capacities(readings, set(view.routable), int(now * 1000))
+        caps = capacities(readings, set(view.routable), int(now * 1000), self.metrics_stale_ms)
         rates = {key: w.rate for key, w in table.items()}
         if self.admission is not None:
             # -- issue 16: admission, fed every settled cut, placed at the epochs --

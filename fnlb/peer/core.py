@@ -43,7 +43,7 @@ from fnlb.payloads.backoff import pack_entries
 from fnlb.payloads.node_metrics import NodeMetrics
 from fnlb.payloads.node_set import node_set_message
 from fnlb.payloads.placement import open_placement
-from fnlb.peer.control_loop import TICK_S, ControlLoop
+from fnlb.peer.control_loop import METRICS_STALE_MS, TICK_S, ControlLoop
 from fnlb.routing.attempt import Attempt
 from fnlb.routing.policies import RoutingPolicy
 from fnlb.routing.scale_signal import ScaleDecision
@@ -123,6 +123,7 @@ class Peer:
         epoch_ms: int = 0,
         width_policy: WidthPolicy | None = None,
         admission: bool = True,
+        metrics_stale_ms: int = METRICS_STALE_MS,
     ) -> None:
         """`routing`: the policy calls are routed by. `clock_ms`: the wall clock in ms, read
         only by gossip's callbacks, which carry no time. `gossip`: False for a lone fnlb.
@@ -130,7 +131,9 @@ class Peer:
         add once this peer holds the cluster's set (None: none, as after a restart from
         saved state). `epoch_ms`: larger at each start (orders a restarted peer's digests).
         `width_policy`: the hot-set width rules (the defaults when None). `admission`: place
-        as cluster-wide admission (issue 16); False: placed homes of the hottest only."""
+        as cluster-wide admission (issue 16); False: placed homes of the hottest only.
+        `metrics_stale_ms`: the age at which a node's /metrics reading goes unused
+        (`fnlb.peer.control_loop.metrics_stale_ms` of the health checks' interval)."""
         self.name = name
         self.gossip = gossip
         self.routing = routing
@@ -145,7 +148,12 @@ class Peer:
         )
         self.local = LocalLoad(epoch=epoch_ms)
         """This peer's own load figures, written per attempt."""
-        self.control = ControlLoop(router, WidthTracker(width_policy), admission=admission)
+        self.control = ControlLoop(
+            router,
+            WidthTracker(width_policy),
+            admission=admission,
+            metrics_stale_ms=metrics_stale_ms,
+        )
         self.drops: dict[str, int] = {}
         """Malformed peer messages dropped, by reason."""
         self.check_results: dict[tuple[str, str], int] = {}

@@ -8,7 +8,13 @@ from fnlb.cluster.load import ClusterLoad, LocalLoad
 from fnlb.cluster.view import NodeView
 from fnlb.fnsim import FnSimOptions, start_nodes
 from fnlb.payloads.node_metrics import NodeMetrics
-from fnlb.peer.control_loop import METRICS_STALE_MS, ControlLoop, capacities, node_capacity
+from fnlb.peer.control_loop import (
+    METRICS_STALE_MS,
+    ControlLoop,
+    capacities,
+    metrics_stale_ms,
+    node_capacity,
+)
 from fnlb.routing.admission import Admission
 from fnlb.routing.load_router import Router
 from tests.support import running_balancer, wait_for
@@ -52,6 +58,22 @@ def test_only_routable_nodes_with_fresh_readings_get_a_capacity() -> None:
     caps = capacities(readings, {"a:1", "b:1"}, now)
     assert set(caps) == {"a:1"}
     assert caps["a:1"].slots == 16
+
+
+def test_a_reading_stays_usable_for_five_check_intervals_and_at_least_15_s() -> None:
+    """With `-hc-interval=30` a fixed 15 s dropped every node's size half of the time, and
+    admission re-sized the protected set each time it came and went."""
+    now = 1_800_000_000_000
+    readings = {"a:1": reading(1024, 1024, at=now - 20_000)}  # 20 s old
+    assert capacities(readings, {"a:1"}, now, metrics_stale_ms(3.0)) == {}
+    assert set(capacities(readings, {"a:1"}, now, metrics_stale_ms(30.0))) == {"a:1"}
+    assert metrics_stale_ms(30.0) == 150_000
+    assert metrics_stale_ms(0.2) == METRICS_STALE_MS  # quick checks: never less than 15 s
+
+
+async def test_the_health_checks_interval_sets_when_a_reading_goes_stale() -> None:
+    async with running_balancer(hc_interval=30.0) as lb:
+        assert lb.peer.control.metrics_stale_ms == 150_000
 
 
 async def test_the_router_learns_each_fnsim_nodes_size_from_its_metrics() -> None:
