@@ -67,7 +67,11 @@ class Settings:
     min_api_version: str = _opt(
         "0.0.235", "nodes whose /version is lower (semver) are unhealthy", metavar="VERSION"
     )
-    hc_interval: float = _opt(3.0, "seconds between active health checks of each node")
+    hc_interval: float = _opt(
+        3.0,
+        "seconds between active health checks of each node (each also reads the node's "
+        "/metrics; a reading is used for 5 intervals, at least 15 s)",
+    )
     hc_path: str = _opt("/version", "path of the health check (answers JSON {version})")
     hc_unhealthy: int = _opt(2, "consecutive failed checks before a node goes offline")
     hc_healthy: int = _opt(1, "consecutive good checks before a node comes back online")
