@@ -9,6 +9,7 @@ dies mid-answer")."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -44,16 +45,46 @@ class RawNode(LoopbackNode):
             writer.close()
 
 
+Client = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@contextlib.asynccontextmanager
+async def client_of(node: RawNode) -> AsyncIterator[Client]:
+    """A client connection to an fnlb in front of `node` alone, once the node is online."""
+    async with running_balancer(nodes=node.address) as lb:
+        await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
+        address = lb.listen_address
+        assert address is not None
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        try:
+            yield reader, writer
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def raw_node(bad: bytes) -> AsyncIterator[RawNode]:
+    node = RawNode(bad)
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop()
+
+
+def length_of(head: bytes) -> int:
+    return next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+
+
 async def call(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, path: bytes) -> bytes:
     writer.write(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
     async with asyncio.timeout(10):
         head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        return head + await reader.readexactly(length)
+        return head + await reader.readexactly(length_of(head))
 
 
 @pytest.fixture(
@@ -66,10 +97,8 @@ async def call(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, path:
     ids=["bad name", "two lengths", "bare LF", "status"],
 )
 async def node(request: pytest.FixtureRequest) -> AsyncIterator[RawNode]:
-    n = RawNode(request.param)
-    await n.start()
-    yield n
-    await n.stop()
+    async with raw_node(request.param) as n:
+        yield n
 
 
 async def test_a_malformed_answer_is_a_json_502_and_the_client_goes_on(
@@ -77,20 +106,13 @@ async def test_a_malformed_answer_is_a_json_502_and_the_client_goes_on(
 ) -> None:
     if data_plane == "aiohttp" and b"\n" in node.bad.replace(b"\r\n", b""):
         pytest.skip("the aiohttp plane's client takes a bare LF as a line end")
-    async with running_balancer(nodes=node.address) as lb:
-        await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
-        address = lb.listen_address
-        assert address is not None
-        reader, writer = await asyncio.open_connection(address.host, address.port)
-        try:
-            bad = await call(writer, reader, b"/r/app/bad")
-            head, _, body = bad.partition(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 502 "), bad
-            assert node.address in json.loads(body)["msg"]
-            if b"connection: close" not in head.lower():
-                assert (await call(writer, reader, b"/r/app/good")).endswith(b'"0.3.750"}')
-        finally:
-            writer.close()
+    async with client_of(node) as (reader, writer):
+        bad = await call(writer, reader, b"/r/app/bad")
+        head, _, body = bad.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 502 "), bad
+        assert node.address in json.loads(body)["msg"]
+        if b"connection: close" not in head.lower():
+            assert (await call(writer, reader, b"/r/app/good")).endswith(b'"0.3.750"}')
 
 
 async def test_a_bad_chunk_after_a_good_head_closes_the_client_connection(data_plane: str) -> None:
@@ -98,22 +120,13 @@ async def test_a_bad_chunk_after_a_good_head_closes_the_client_connection(data_p
     end (no last chunk), never a hang."""
     if data_plane == "aiohttp":
         pytest.skip("its client reads the bad chunk with the head: a 502 (the test below)")
-    node = RawNode(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nnot hex\r\n")
-    await node.start()
-    try:
-        async with running_balancer(nodes=node.address) as lb:
-            await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
-            address = lb.listen_address
-            assert address is not None
-            reader, writer = await asyncio.open_connection(address.host, address.port)
-            writer.write(b"GET /r/app/bad HTTP/1.1\r\nHost: x\r\n\r\n")
-            async with asyncio.timeout(10):
-                got = await reader.read()  # to the close
-            writer.close()
-        assert got.startswith(b"HTTP/1.1 200 ")
-        assert not got.endswith(b"0\r\n\r\n")
-    finally:
-        await node.stop()
+    bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nnot hex\r\n"
+    async with raw_node(bad) as node, client_of(node) as (reader, writer):
+        writer.write(b"GET /r/app/bad HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(10):
+            got = await reader.read()  # to the close
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert not got.endswith(b"0\r\n\r\n")
 
 
 @pytest.mark.parametrize(
@@ -132,35 +145,18 @@ async def test_a_node_that_dies_mid_answer_never_leaves_the_client_waiting(
     gets a JSON 502 naming the node and its connection goes on; if it had, the client sees
     its connection close before the body's end. Never a 500, a hang or a traceback in the
     log; not retried (the call may have run)."""
-    node = RawNode(bad)
-    await node.start()
-    try:
-        async with running_balancer(nodes=node.address) as lb:
-            await wait_for(lambda: lb.peer.view.states.get(node.address) == "online")
-            address = lb.listen_address
-            assert address is not None
-            reader, writer = await asyncio.open_connection(address.host, address.port)
-            try:
-                writer.write(b"GET /r/app/bad HTTP/1.1\r\nHost: x\r\n\r\n")
-                async with asyncio.timeout(10):
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    if not head.startswith(b"HTTP/1.1 502 "):
-                        assert head.startswith(b"HTTP/1.1 200 "), head
-                        body = await reader.read()  # to the close
-                        assert len(body) < 10_000  # the head's promise not kept, visibly
-                        assert not body.endswith(b"0\r\n\r\n")
-                        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-                        return
-                    length = next(
-                        int(line.split(b":", 1)[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    )
-                    assert node.address in json.loads(await reader.readexactly(length))["msg"]
+    async with raw_node(bad) as node, client_of(node) as (reader, writer):
+        writer.write(b"GET /r/app/bad HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+            if head.startswith(b"HTTP/1.1 502 "):
+                body = await reader.readexactly(length_of(head))
+                assert node.address in json.loads(body)["msg"]
                 if b"connection: close" not in head.lower():
                     assert (await call(writer, reader, b"/r/app/good")).endswith(b'"0.3.750"}')
-                assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-            finally:
-                writer.close()
-    finally:
-        await node.stop()
+            else:
+                assert head.startswith(b"HTTP/1.1 200 "), head
+                rest = await reader.read()  # to the close
+                assert len(rest) < 10_000  # the head's promise not kept, visibly
+                assert not rest.endswith(b"0\r\n\r\n")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
