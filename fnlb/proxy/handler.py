@@ -238,7 +238,7 @@ class Proxy:
                 # call that failed after it may have started (never a 500).
                 resp.close()
                 status = 502  # what the client got, for the call's record below
-                log.warning("answer broke off", extra={"node": node})
+                log.warning("call failed after it may have started", extra={"node": node})
                 why = _describe(e)
                 return json_error(502, f"node {node} failed during the call ({why}); not retried")
             except BaseException:
@@ -286,7 +286,7 @@ async def _stream(
         # off from its connection closing before the body's end (left open, it would wait
         # for the rest until its own timeout).
         resp.close()
-        log.warning("answer broke off after its head went on", extra={"node": node})
+        log.warning("call failed after it may have started", extra={"node": node})
         transport = request.transport
         if transport is not None:
             transport.close()
